@@ -1,0 +1,6 @@
+//! UnisonDB node library: storage engine (WAL, memtable, B+Tree), data models, servers.
+//!
+//! Data flows one way: API → engine → WAL → memtable → B+Tree; WAL → replication and notifications.
+
+pub mod btree;
+pub mod wal;
