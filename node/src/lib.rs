@@ -3,4 +3,9 @@
 //! Data flows one way: API → engine → WAL → memtable → B+Tree; WAL → replication and notifications.
 
 pub mod btree;
+pub mod db;
+pub mod engine;
+pub mod memtable;
+pub mod metrics;
+pub mod storage;
 pub mod wal;

@@ -90,6 +90,9 @@ impl Wal {
     pub fn publish(&self, _lsn: u64) {
         todo!()
     }
+    pub fn wait_published(&self, _after: u64, _timeout: Duration) -> u64 {
+        todo!()
+    }
     pub fn last_lsn(&self) -> u64 {
         todo!()
     }
@@ -102,7 +105,11 @@ impl Wal {
     pub fn reader(&self, _from_lsn: u64) -> Result<WalReader, WalError> {
         todo!()
     }
-    pub fn retain(&self, _checkpoint_lsn: u64, _policy: &RetentionPolicy) -> Result<usize, WalError> {
+    pub fn retain(
+        &self,
+        _checkpoint_lsn: u64,
+        _policy: &RetentionPolicy,
+    ) -> Result<usize, WalError> {
         todo!()
     }
     pub fn segments(&self) -> Vec<SegmentInfo> {

@@ -1,0 +1,205 @@
+//! Background work of a namespace: flush sealed memtables into the B+Tree, apply WAL retention, and the
+//! periodic fsync of the `interval` policy. Threads hold only a `Weak` and stop when the namespace drops.
+
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{EngineError, FsyncPolicy, Inner};
+use crate::memtable::Memtable;
+
+#[derive(Default)]
+struct FlushState {
+    shutdown: bool,
+    /// Bumped after each completed flush, so waiters can tell progress from spurious wakeups.
+    flushed: u64,
+    last_error: Option<String>,
+}
+
+/// Signals between writers, the flusher and `flush()` callers.
+#[derive(Default)]
+pub(crate) struct FlushControl {
+    state: Mutex<FlushState>,
+    cv: Condvar,
+    /// Serializes B+Tree write transactions (flusher vs. shutdown flush).
+    tree_writer: Mutex<()>,
+}
+
+impl FlushControl {
+    pub fn notify(&self) {
+        let _s = self.state.lock();
+        self.cv.notify_all();
+    }
+
+    /// Blocks while more than `max` memtables are sealed (writer backpressure).
+    pub fn wait_below(&self, inner: &Inner, max: usize) {
+        let mut s = self.state.lock();
+        while inner.mems.read().sealed.len() > max && !s.shutdown {
+            self.cv.wait_for(&mut s, Duration::from_millis(100));
+        }
+    }
+
+    /// Blocks until no sealed memtable remains, or reports the flusher's last error.
+    pub fn wait_drained(&self, inner: &Inner) -> Result<(), EngineError> {
+        let mut s = self.state.lock();
+        loop {
+            if inner.mems.read().sealed.is_empty() {
+                return Ok(());
+            }
+            if let Some(e) = s.last_error.clone() {
+                return Err(EngineError::Corrupt(format!("flush failed: {e}")));
+            }
+            if s.shutdown {
+                return Err(EngineError::Closed);
+            }
+            self.cv.wait_for(&mut s, Duration::from_millis(100));
+        }
+    }
+}
+
+impl Inner {
+    /// Writes the oldest sealed memtable into the B+Tree, then drops it and applies retention.
+    pub(crate) fn flush_oldest(&self) -> Result<bool, EngineError> {
+        let _writer = self.flush.tree_writer.lock();
+        let Some(mem) = self.mems.read().sealed.first().cloned() else {
+            return Ok(false);
+        };
+        // The checkpoint must never get ahead of the durable WAL, whatever the fsync policy.
+        self.wal.sync()?;
+        write_tree(self, &mem)?;
+        {
+            let mut m = self.mems.write();
+            if m.sealed.first().is_some_and(|f| Arc::ptr_eq(f, &mem)) {
+                m.sealed.remove(0);
+            }
+        }
+        self.metrics.flushes.inc();
+        self.metrics.checkpoint.set(mem.max_lsn() as i64);
+        {
+            let mut s = self.flush.state.lock();
+            s.flushed += 1;
+            s.last_error = None;
+            self.flush.cv.notify_all();
+        }
+        let deleted = self.wal.retain(mem.max_lsn(), &self.opts.retention)?;
+        self.metrics.segments_deleted.inc_by(deleted as u64);
+        Ok(true)
+    }
+}
+
+fn write_tree(inner: &Inner, mem: &Memtable) -> Result<(), EngineError> {
+    let started = Instant::now();
+    let mut txn = inner.tree.begin_write()?;
+    let mut n = 0u64;
+    for (key, value) in mem.latest() {
+        match value {
+            Some(v) => txn.put(&key, &v)?,
+            None => {
+                txn.delete(&key)?;
+            }
+        }
+        n += 1;
+    }
+    txn.set_checkpoint_lsn(mem.max_lsn());
+    txn.commit()?;
+    tracing::debug!(namespace = %inner.name, keys = n, checkpoint = mem.max_lsn(),
+        ms = started.elapsed().as_millis() as u64, "memtable flushed");
+    Ok(())
+}
+
+/// The namespace's background threads; dropping this stops and joins them.
+pub(crate) struct Threads {
+    inner: Weak<Inner>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Threads {
+    pub fn start(inner: &Arc<Inner>) -> Threads {
+        let mut handles = Vec::new();
+        let weak = Arc::downgrade(inner);
+        let w = weak.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("flush-{}", inner.name))
+            .spawn(move || flusher(w));
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => tracing::error!(error = %e, "cannot start flush thread; flushes run inline"),
+        }
+        if let FsyncPolicy::Interval(period) = inner.opts.fsync {
+            let w = weak.clone();
+            if let Ok(h) = std::thread::Builder::new()
+                .name(format!("fsync-{}", inner.name))
+                .spawn(move || syncer(w, period))
+            {
+                handles.push(h);
+            }
+        }
+        Threads {
+            inner: weak,
+            handles,
+        }
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut s = inner.flush.state.lock();
+            s.shutdown = true;
+            inner.flush.cv.notify_all();
+            drop(s);
+            // Last chance to make acknowledged-but-unsynced writes durable (interval/never).
+            if let Err(e) = inner.wal.sync() {
+                tracing::warn!(namespace = %inner.name, error = %e, "final WAL sync failed");
+            }
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn flusher(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let mut s = inner.flush.state.lock();
+            if s.shutdown {
+                return;
+            }
+            if inner.mems.read().sealed.is_empty() {
+                inner.flush.cv.wait_for(&mut s, Duration::from_millis(200));
+                continue;
+            }
+        }
+        if let Err(e) = inner.flush_oldest() {
+            tracing::error!(namespace = %inner.name, error = %e, "flush failed; will retry");
+            let mut s = inner.flush.state.lock();
+            s.last_error = Some(e.to_string());
+            inner.flush.cv.notify_all();
+            inner.flush.cv.wait_for(&mut s, Duration::from_secs(1));
+        }
+    }
+}
+
+fn syncer(weak: Weak<Inner>, period: Duration) {
+    loop {
+        std::thread::sleep(period);
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.flush.state.lock().shutdown {
+            return;
+        }
+        let t = Instant::now();
+        if let Err(e) = inner.wal.sync() {
+            tracing::error!(namespace = %inner.name, error = %e, "periodic WAL fsync failed");
+        } else {
+            inner.metrics.fsyncs.inc();
+            inner
+                .metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The namespace engine: an isolated database of one WAL, memtables and one B+Tree.
+//!
+//! Write path: batch → (group commit leader) WAL append → memtable → fsync per policy → publish LSN.
+//! Read path: memtables newest-first, then the B+Tree, at one visible LSN. Background: flush sealed
+//! memtables into the B+Tree (checkpoint = their last LSN), then let WAL retention drop covered segments.
+
+mod flush;
+mod lock;
+mod options;
+mod read;
+mod recovery;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use thiserror::Error;
+
+use crate::btree::{BTree, BTreeError, TreeStats};
+use crate::memtable::Memtable;
+use crate::storage::batch::{DecodeError, WriteBatch};
+use crate::storage::hlc::Hlc;
+use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
+
+pub use lock::DirLock;
+pub use options::{EngineOptions, FsyncPolicy};
+pub use read::{Snapshot, SnapshotIter};
+
+/// Why an engine operation failed.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Tree(#[from] BTreeError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid WAL payload: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("invalid namespace name {0:?}: use 1-64 characters of [A-Za-z0-9_.-], not starting with '.'")]
+    InvalidName(String),
+    #[error("namespace {0} is already open in another process (lock held on its directory)")]
+    Locked(String),
+    #[error("namespace {name} refuses writes after a storage failure: {reason}")]
+    Poisoned { name: String, reason: String },
+    #[error("namespace store is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("replicated record LSN {got} does not follow the local LSN {expected_after}")]
+    OutOfSequence { expected_after: u64, got: u64 },
+    #[error("namespace is closed")]
+    Closed,
+}
+
+/// Where a committed write landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Commit {
+    pub lsn: u64,
+    pub hlc: u64,
+}
+
+/// Point-in-time figures for `inspect`, `/stats` and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NamespaceStats {
+    pub name: String,
+    pub lsn: u64,
+    pub last_hlc: u64,
+    pub checkpoint_lsn: u64,
+    pub memtable_bytes: u64,
+    pub sealed_memtables: usize,
+    pub wal_first_lsn: Option<u64>,
+    pub wal_segments: Vec<SegmentInfo>,
+    pub tree: TreeStats,
+    pub poisoned: Option<String>,
+}
+
+struct MemState {
+    active: Arc<Memtable>,
+    /// Oldest first; flushed in this order.
+    sealed: Vec<Arc<Memtable>>,
+}
+
+pub(crate) struct Inner {
+    name: String,
+    dir: PathBuf,
+    opts: EngineOptions,
+    wal: Wal,
+    tree: BTree,
+    hlc: Hlc,
+    mems: RwLock<MemState>,
+    /// Highest LSN readers may see: durable per policy and fully applied.
+    visible: AtomicU64,
+    last_hlc: AtomicU64,
+    queue: Mutex<write::Queue>,
+    queue_cv: Condvar,
+    flush: flush::FlushControl,
+    poisoned: Mutex<Option<String>>,
+    lsn_tx: tokio::sync::watch::Sender<u64>,
+    metrics: crate::engine::write::NsMetrics,
+    _lock: DirLock,
+}
+
+/// An open namespace. Clones share it; background threads stop when the last clone drops.
+#[derive(Clone)]
+pub struct Namespace {
+    // Declared first so it drops first: it stops the threads while `inner` is still alive.
+    _threads: Arc<flush::Threads>,
+    inner: Arc<Inner>,
+}
+
+/// Checks a namespace name is safe as a directory name and a metrics label.
+pub fn validate_name(name: &str) -> Result<(), EngineError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidName(name.to_string()))
+    }
+}
+
+impl Namespace {
+    /// Opens (creating if needed) the namespace stored in `dir`, recovering from the WAL.
+    pub fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Namespace, EngineError> {
+        validate_name(name)?;
+        let inner = Arc::new(recovery::open(dir, name, opts)?);
+        let threads = flush::Threads::start(&inner);
+        Ok(Namespace {
+            inner,
+            _threads: Arc::new(threads),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Commits a batch atomically; returns once durable per the fsync policy.
+    pub fn write(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        self.inner.submit(write::Request::Local(batch))
+    }
+
+    /// Appends records received from an upstream verbatim (same LSNs, HLCs and payloads).
+    pub fn apply_replicated(&self, records: Vec<Record>) -> Result<Commit, EngineError> {
+        self.inner.submit(write::Request::Replicated(records))
+    }
+
+    /// Reads one stored key at the latest visible LSN.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.snapshot()?.get(key)
+    }
+
+    /// A consistent read view at the current visible LSN; cheap, owned and `Send`.
+    pub fn snapshot(&self) -> Result<Snapshot, EngineError> {
+        self.inner.snapshot()
+    }
+
+    /// Last LSN visible to readers and streamed to replicas.
+    pub fn latest_lsn(&self) -> u64 {
+        self.inner.visible.load(Ordering::Acquire)
+    }
+
+    /// HLC of the last visible record (0 when the namespace is empty).
+    pub fn latest_hlc(&self) -> u64 {
+        self.inner.last_hlc.load(Ordering::Acquire)
+    }
+
+    /// Notifies async waiters (replication, notifications, SSE) of each new visible LSN.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.lsn_tx.subscribe()
+    }
+
+    /// Blocks until the visible LSN passes `after` or the timeout ends; returns the visible LSN.
+    pub fn wait_for_lsn(&self, after: u64, timeout: Duration) -> u64 {
+        self.inner.wal.wait_published(after, timeout)
+    }
+
+    /// Reads WAL records from `from_lsn` (inclusive) up to the visible LSN.
+    pub fn wal_reader(&self, from_lsn: u64) -> Result<WalReader, EngineError> {
+        Ok(self.inner.wal.reader(from_lsn)?)
+    }
+
+    /// Seals the active memtable and waits until every memtable is in the B+Tree.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        self.inner.submit(write::Request::Seal)?;
+        self.inner.flush.wait_drained(&self.inner)
+    }
+
+    /// Verifies the B+Tree; problems come back in the report.
+    pub fn check(&self) -> Result<crate::btree::CheckReport, EngineError> {
+        Ok(self.inner.tree.check()?)
+    }
+
+    pub fn stats(&self) -> Result<NamespaceStats, EngineError> {
+        let inner = &self.inner;
+        let (memtable_bytes, sealed_memtables) = {
+            let m = inner.mems.read();
+            let bytes =
+                m.active.size_bytes() + m.sealed.iter().map(|s| s.size_bytes()).sum::<usize>();
+            (bytes as u64, m.sealed.len())
+        };
+        let tree = inner.tree.stats()?;
+        Ok(NamespaceStats {
+            name: inner.name.clone(),
+            lsn: self.latest_lsn(),
+            last_hlc: self.latest_hlc(),
+            checkpoint_lsn: tree.checkpoint_lsn,
+            memtable_bytes,
+            sealed_memtables,
+            wal_first_lsn: inner.wal.first_lsn(),
+            wal_segments: inner.wal.segments(),
+            tree,
+            poisoned: inner.poisoned.lock().clone(),
+        })
+    }
+
+    /// Makes everything durable and flushed; the namespace stays usable (used at shutdown).
+    pub fn close(&self) -> Result<(), EngineError> {
+        self.inner.wal.sync()?;
+        self.flush()
+    }
+}

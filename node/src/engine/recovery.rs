@@ -1,0 +1,106 @@
+//! Opening a namespace: lock its directory, open the B+Tree and the WAL, replay the WAL after the
+//! checkpoint into memtables.
+
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::write::{NsMetrics, Queue};
+use super::{flush::FlushControl, DirLock, EngineError, EngineOptions, Inner, MemState};
+use crate::btree::BTree;
+use crate::memtable::Memtable;
+use crate::storage::batch;
+use crate::storage::hlc::Hlc;
+use crate::wal::{Wal, WalError};
+
+pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner, EngineError> {
+    let started = Instant::now();
+    std::fs::create_dir_all(dir)?;
+    let lock = DirLock::acquire(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            EngineError::Locked(name.to_string())
+        } else {
+            EngineError::Io(e)
+        }
+    })?;
+    let tree = BTree::open(&dir.join("tree.db"), opts.btree.clone())?;
+    let checkpoint = tree.begin_read()?.checkpoint_lsn();
+    let (wal, report) = Wal::open(&dir.join("wal"), opts.wal.clone())?;
+    if report.truncated_bytes > 0 {
+        tracing::warn!(namespace = name, bytes = report.truncated_bytes,
+            segment = ?report.truncated_segment, last_lsn = report.last_lsn,
+            "dropped a torn WAL tail during recovery");
+    }
+    let last = wal.last_lsn();
+    if last < checkpoint {
+        return Err(EngineError::Corrupt(format!(
+            "WAL ends at LSN {last} but the B+Tree checkpoint is at LSN {checkpoint}: WAL files are missing"
+        )));
+    }
+    wal.publish(last);
+
+    let hlc = Hlc::new();
+    let mut sealed = Vec::new();
+    let mut active = Arc::new(Memtable::new());
+    let mut last_hlc = 0;
+    let mut replayed = 0u64;
+    if last > checkpoint {
+        let mut reader = wal.reader(checkpoint + 1).map_err(|e| match e {
+            WalError::Trimmed { requested, oldest } => EngineError::Corrupt(format!(
+                "WAL needed from LSN {requested} (after checkpoint) but starts at {oldest}"
+            )),
+            other => EngineError::Wal(other),
+        })?;
+        while let Some(rec) = reader.next_record()? {
+            let ops = batch::decode(&rec.payload)?;
+            active.apply(rec.lsn, &ops);
+            hlc.observe(rec.hlc);
+            last_hlc = rec.hlc;
+            replayed += 1;
+            if active.size_bytes() >= opts.memtable_bytes {
+                sealed.push(std::mem::replace(&mut active, Arc::new(Memtable::new())));
+            }
+        }
+    } else if let Some(first) = wal.first_lsn() {
+        // Nothing to replay; still learn the clock from the last record.
+        if let Ok(mut r) = wal.reader(last.max(first)) {
+            if let Some(rec) = r.next_record()? {
+                hlc.observe(rec.hlc);
+                last_hlc = rec.hlc;
+            }
+        }
+    }
+    let (lsn_tx, _) = tokio::sync::watch::channel(last);
+    let metrics = NsMetrics::new(name);
+    metrics.lsn.set(last as i64);
+    metrics.checkpoint.set(checkpoint as i64);
+    tracing::info!(
+        namespace = name,
+        checkpoint,
+        last_lsn = last,
+        replayed,
+        ms = started.elapsed().as_millis() as u64,
+        "namespace recovered"
+    );
+    Ok(Inner {
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+        opts,
+        wal,
+        tree,
+        hlc,
+        mems: RwLock::new(MemState { active, sealed }),
+        visible: AtomicU64::new(last),
+        last_hlc: AtomicU64::new(last_hlc),
+        queue: Mutex::new(Queue::starting_after(last)),
+        queue_cv: Condvar::new(),
+        flush: FlushControl::default(),
+        poisoned: Mutex::new(None),
+        lsn_tx,
+        metrics,
+        _lock: lock,
+    })
+}

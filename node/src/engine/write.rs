@@ -1,0 +1,338 @@
+//! Group commit: the first waiting writer becomes leader, logs every queued batch, fsyncs once, applies
+//! them to the memtable in LSN order and publishes the new visible LSN; the others just wait.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::{Histogram, IntCounter, IntGauge};
+
+use super::{Commit, EngineError, FsyncPolicy, Inner};
+use crate::memtable::Memtable;
+use crate::metrics;
+use crate::storage::batch::{self, Op, OpRef, WriteBatch};
+use crate::storage::keys::prefix_successor;
+use crate::wal::Record;
+
+/// What a writer hands the leader.
+pub(crate) enum Request {
+    Local(WriteBatch),
+    Replicated(Vec<Record>),
+    /// Seal the active memtable (only the leader may swap it).
+    Seal,
+}
+
+#[derive(Default)]
+pub(crate) struct Queue {
+    /// Last LSN handed out; only the leader reads or moves it.
+    last_lsn: u64,
+    next_id: u64,
+    pending: Vec<(u64, Request)>,
+    done: HashMap<u64, Result<Commit, EngineError>>,
+    leader_active: bool,
+}
+
+impl Queue {
+    pub fn starting_after(last_lsn: u64) -> Queue {
+        Queue {
+            last_lsn,
+            ..Queue::default()
+        }
+    }
+}
+
+/// Per-namespace metric handles, resolved once.
+pub(crate) struct NsMetrics {
+    pub appends: IntCounter,
+    pub bytes: IntCounter,
+    pub fsyncs: IntCounter,
+    pub fsync_seconds: Histogram,
+    pub group_size: Histogram,
+    pub lsn: IntGauge,
+    pub flushes: IntCounter,
+    pub checkpoint: IntGauge,
+    pub segments_deleted: IntCounter,
+}
+
+impl NsMetrics {
+    pub fn new(ns: &str) -> Self {
+        let l = &[ns];
+        Self {
+            appends: metrics::WAL_APPENDS.with_label_values(l),
+            bytes: metrics::WAL_BYTES.with_label_values(l),
+            fsyncs: metrics::WAL_FSYNCS.with_label_values(l),
+            fsync_seconds: metrics::WAL_FSYNC_SECONDS.with_label_values(l),
+            group_size: metrics::COMMIT_GROUP_SIZE.with_label_values(l),
+            lsn: metrics::LSN.with_label_values(l),
+            flushes: metrics::FLUSHES.with_label_values(l),
+            checkpoint: metrics::CHECKPOINT_LSN.with_label_values(l),
+            segments_deleted: metrics::WAL_SEGMENTS_DELETED.with_label_values(l),
+        }
+    }
+}
+
+impl Inner {
+    /// Queues a request and returns its result, leading a commit group if nobody else is.
+    pub(crate) fn submit(&self, request: Request) -> Result<Commit, EngineError> {
+        let mut q = self.queue.lock();
+        let id = q.next_id;
+        q.next_id += 1;
+        q.pending.push((id, request));
+        loop {
+            if let Some(result) = q.done.remove(&id) {
+                return result;
+            }
+            if q.leader_active {
+                self.queue_cv.wait(&mut q);
+                continue;
+            }
+            q.leader_active = true;
+            let group = std::mem::take(&mut q.pending);
+            let last = q.last_lsn;
+            drop(q);
+            let (results, new_last) = self.commit_group(group, last);
+            q = self.queue.lock();
+            q.last_lsn = new_last;
+            q.done.extend(results);
+            q.leader_active = false;
+            self.queue_cv.notify_all();
+        }
+    }
+
+    fn poison_reason(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    fn poison(&self, reason: String) -> EngineError {
+        tracing::error!(namespace = %self.name, %reason, "namespace refuses further writes");
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(reason.clone());
+        }
+        EngineError::Poisoned {
+            name: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// The leader's work for one group. Returns per-request results and the last LSN handed out.
+    fn commit_group(
+        &self,
+        group: Vec<(u64, Request)>,
+        mut last: u64,
+    ) -> (Vec<(u64, Result<Commit, EngineError>)>, u64) {
+        let mut results: Vec<(u64, Result<Commit, EngineError>)> = Vec::with_capacity(group.len());
+        if let Some(reason) = self.poison_reason() {
+            for (id, _) in group {
+                results.push((
+                    id,
+                    Err(EngineError::Poisoned {
+                        name: self.name.clone(),
+                        reason: reason.clone(),
+                    }),
+                ));
+            }
+            return (results, last);
+        }
+        let active = self.mems.read().active.clone();
+        let start_lsn = last;
+        let mut last_hlc = self.last_hlc.load(Ordering::Relaxed);
+        let mut seal = false;
+        let mut failed: Option<String> = None;
+        for (id, request) in group {
+            if let Some(reason) = &failed {
+                results.push((
+                    id,
+                    Err(EngineError::Poisoned {
+                        name: self.name.clone(),
+                        reason: reason.clone(),
+                    }),
+                ));
+                continue;
+            }
+            let result = match request {
+                Request::Seal => {
+                    seal = true;
+                    Ok(Commit {
+                        lsn: last,
+                        hlc: last_hlc,
+                    })
+                }
+                Request::Local(b) => self.log_local(b, &active, &mut last, &mut last_hlc),
+                Request::Replicated(records) => {
+                    self.log_replicated(records, &active, &mut last, &mut last_hlc)
+                }
+            };
+            if let Err(EngineError::Wal(e)) = &result {
+                // The log may hold a partial record now: no further appends until restart repairs it.
+                failed = Some(format!("WAL append failed: {e}"));
+                results.push((id, Err(self.poison(format!("WAL append failed: {e}")))));
+                continue;
+            }
+            results.push((id, result));
+        }
+        if let Some(reason) = failed {
+            // Nothing of this group is acknowledged: a restart decides what of it survives.
+            for (_, r) in results.iter_mut() {
+                if r.is_ok() {
+                    *r = Err(EngineError::Poisoned {
+                        name: self.name.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+            return (results, last);
+        }
+        if last > start_lsn {
+            self.metrics.group_size.observe(results.len() as f64);
+            if self.opts.fsync == FsyncPolicy::Always {
+                let t = Instant::now();
+                let synced = self.wal.sync();
+                self.metrics.fsyncs.inc();
+                self.metrics
+                    .fsync_seconds
+                    .observe(t.elapsed().as_secs_f64());
+                if let Err(e) = synced {
+                    // After a failed fsync the page cache may have dropped our data: nothing is durable.
+                    let err = self.poison(format!("WAL fsync failed: {e}"));
+                    for (_, r) in results.iter_mut() {
+                        if r.is_ok() {
+                            *r = Err(EngineError::Poisoned {
+                                name: self.name.clone(),
+                                reason: err.to_string(),
+                            });
+                        }
+                    }
+                    return (results, last);
+                }
+            }
+            self.publish(last, last_hlc);
+        }
+        if seal || active.size_bytes() >= self.opts.memtable_bytes {
+            self.seal_active(&active);
+        }
+        (results, last)
+    }
+
+    /// Makes records up to `lsn` visible to readers, WAL readers and async subscribers.
+    pub(crate) fn publish(&self, lsn: u64, hlc: u64) {
+        self.last_hlc.store(hlc, Ordering::Release);
+        self.visible.store(lsn, Ordering::Release);
+        self.wal.publish(lsn);
+        self.lsn_tx.send_replace(lsn);
+        self.metrics.lsn.set(lsn as i64);
+    }
+
+    fn log_local(
+        &self,
+        batch: WriteBatch,
+        active: &Memtable,
+        last: &mut u64,
+        last_hlc: &mut u64,
+    ) -> Result<Commit, EngineError> {
+        let ops = self.expand(batch, *last)?;
+        if ops.is_empty() {
+            return Ok(Commit {
+                lsn: *last,
+                hlc: *last_hlc,
+            });
+        }
+        let payload = batch::encode(&ops)?;
+        let lsn = *last + 1;
+        let hlc = self.hlc.now();
+        self.wal.append(lsn, hlc, &payload)?;
+        self.metrics.appends.inc();
+        self.metrics.bytes.inc_by(payload.len() as u64);
+        let refs: Vec<OpRef<'_>> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put { key, value } => Some(OpRef::Put { key, value }),
+                Op::Delete { key } => Some(OpRef::Delete { key }),
+                Op::DeletePrefix { .. } => None,
+            })
+            .collect();
+        active.apply(lsn, &refs);
+        *last = lsn;
+        *last_hlc = hlc;
+        Ok(Commit { lsn, hlc })
+    }
+
+    fn log_replicated(
+        &self,
+        records: Vec<Record>,
+        active: &Memtable,
+        last: &mut u64,
+        last_hlc: &mut u64,
+    ) -> Result<Commit, EngineError> {
+        for rec in &records {
+            if rec.lsn != *last + 1 {
+                return Err(EngineError::OutOfSequence {
+                    expected_after: *last,
+                    got: rec.lsn,
+                });
+            }
+            let ops = batch::decode(&rec.payload)?;
+            self.wal.append(rec.lsn, rec.hlc, &rec.payload)?;
+            self.metrics.appends.inc();
+            self.metrics.bytes.inc_by(rec.payload.len() as u64);
+            self.hlc.observe(rec.hlc);
+            active.apply(rec.lsn, &ops);
+            *last = rec.lsn;
+            *last_hlc = rec.hlc;
+        }
+        Ok(Commit {
+            lsn: *last,
+            hlc: *last_hlc,
+        })
+    }
+
+    /// Resolves prefix deletes into point deletes against everything logged so far (this group included).
+    fn expand(&self, batch: WriteBatch, as_of: u64) -> Result<Vec<Op>, EngineError> {
+        if !batch
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::DeletePrefix { .. }))
+        {
+            return Ok(batch.ops);
+        }
+        let snap = self.snapshot_at(as_of)?;
+        let mut out = Vec::with_capacity(batch.ops.len());
+        for op in batch.ops {
+            match op {
+                Op::DeletePrefix { prefix } => {
+                    let end = prefix_successor(&prefix);
+                    let upper = match &end {
+                        Some(e) => Bound::Excluded(e.clone()),
+                        None => Bound::Unbounded,
+                    };
+                    for item in snap.range(Bound::Included(prefix.clone()), upper, false) {
+                        let (key, _) = item?;
+                        out.push(Op::Delete { key });
+                    }
+                }
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves `active` to the sealed list (if it is still the active one) and wakes the flusher.
+    fn seal_active(&self, active: &Arc<Memtable>) {
+        if active.is_empty() {
+            return;
+        }
+        {
+            let mut m = self.mems.write();
+            if !Arc::ptr_eq(&m.active, active) {
+                return;
+            }
+            let sealed = std::mem::replace(&mut m.active, Arc::new(Memtable::new()));
+            m.sealed.push(sealed);
+        }
+        self.flush.notify();
+        // Backpressure: bound memory by waiting for the flusher (we are the only writer now).
+        self.flush.wait_below(self, self.opts.max_sealed_memtables);
+    }
+}

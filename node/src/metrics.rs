@@ -1,0 +1,118 @@
+//! Prometheus metrics of the node, all prefixed `unisondb_` and labelled by `namespace`.
+//!
+//! One process-wide registry; modules record into it, `/metrics` renders it.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_gauge_vec_with_registry, HistogramVec, IntCounterVec, IntGaugeVec, Registry,
+};
+
+/// The registry `/metrics` renders.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+macro_rules! counter {
+    ($name:ident, $metric:expr, $help:expr) => {
+        pub static $name: LazyLock<IntCounterVec> = LazyLock::new(|| {
+            register_int_counter_vec_with_registry!($metric, $help, &["namespace"], REGISTRY)
+                .expect("metric registers once")
+        });
+    };
+}
+
+macro_rules! gauge {
+    ($name:ident, $metric:expr, $help:expr) => {
+        pub static $name: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+            register_int_gauge_vec_with_registry!($metric, $help, &["namespace"], REGISTRY)
+                .expect("metric registers once")
+        });
+    };
+}
+
+counter!(
+    WAL_APPENDS,
+    "unisondb_wal_appends_total",
+    "WAL records appended"
+);
+counter!(
+    WAL_BYTES,
+    "unisondb_wal_bytes_total",
+    "WAL payload bytes appended"
+);
+counter!(
+    WAL_FSYNCS,
+    "unisondb_wal_fsyncs_total",
+    "WAL fsync calls (one per commit group)"
+);
+counter!(
+    FLUSHES,
+    "unisondb_memtable_flushes_total",
+    "Memtables flushed to the B+Tree"
+);
+counter!(
+    WAL_SEGMENTS_DELETED,
+    "unisondb_wal_segments_deleted_total",
+    "WAL segments removed by retention"
+);
+gauge!(LSN, "unisondb_lsn", "Last visible LSN of the namespace");
+gauge!(
+    CHECKPOINT_LSN,
+    "unisondb_checkpoint_lsn",
+    "LSN reflected in the B+Tree"
+);
+gauge!(
+    MEMTABLE_BYTES,
+    "unisondb_memtable_bytes",
+    "Bytes held by active and sealed memtables"
+);
+gauge!(
+    BTREE_PAGES,
+    "unisondb_btree_pages",
+    "Pages in the B+Tree file"
+);
+gauge!(
+    BTREE_FILE_BYTES,
+    "unisondb_btree_file_bytes",
+    "Size of the B+Tree file"
+);
+gauge!(
+    WAL_SEGMENTS,
+    "unisondb_wal_segments",
+    "WAL segment files on disk"
+);
+
+/// fsync latency; buckets from 50 µs to 1 s.
+pub static WAL_FSYNC_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec_with_registry!(
+        "unisondb_wal_fsync_seconds",
+        "Latency of WAL fsync",
+        &["namespace"],
+        vec![0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0],
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
+
+/// Commit group size: how many writes shared one fsync.
+pub static COMMIT_GROUP_SIZE: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec_with_registry!(
+        "unisondb_commit_group_size",
+        "Writes committed together under one fsync",
+        &["namespace"],
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
+
+/// Renders every metric in the Prometheus text format.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if encoder.encode(&REGISTRY.gather(), &mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
