@@ -294,7 +294,7 @@ mod tests {
     fn overflow_roundtrip_and_mismatch() {
         let v: Vec<u8> = (0..1500u32).map(|i| i as u8).collect();
         let run = encode_overflow(3, &v, 512);
-        assert_eq!(run.len(), 4 * 512);
+        assert_eq!(run.len(), 3 * 512);
         let mut map = vec![0u8; 3 * 512];
         map.extend_from_slice(&run);
         assert_eq!(overflow_value(&map, 3, 1500, 512).unwrap(), &v[..]);
