@@ -14,8 +14,13 @@ fn opts() -> EngineOptions {
         fsync: FsyncPolicy::Always,
         // Huge memtable: everything stays in the WAL so recovery must replay it.
         memtable_bytes: 1 << 30,
-        wal: WalOptions { segment_size: 4 << 10 },
-        retention: RetentionPolicy { max_bytes: None, max_age: None },
+        wal: WalOptions {
+            segment_size: 4 << 10,
+        },
+        retention: RetentionPolicy {
+            max_bytes: None,
+            max_age: None,
+        },
         ..EngineOptions::default()
     }
 }
@@ -50,10 +55,19 @@ fn truncated_tail_drops_only_the_torn_record() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 100);
     let segs = segments(dir.path());
-    assert!(segs.len() > 2, "test needs several segments, got {}", segs.len());
+    assert!(
+        segs.len() > 2,
+        "test needs several segments, got {}",
+        segs.len()
+    );
     let last = segs.last().unwrap();
     let len = std::fs::metadata(last).unwrap().len();
-    OpenOptions::new().write(true).open(last).unwrap().set_len(len - 7).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     let ns = Namespace::open(dir.path(), "c", opts()).unwrap();
     assert_eq!(ns.latest_lsn(), 99);
     assert_eq!(keys_present(&ns, 100), 99);
@@ -84,7 +98,9 @@ fn corruption_in_the_middle_is_an_error() {
     let middle = &segs[segs.len() / 2];
     let len = std::fs::metadata(middle).unwrap().len();
     flip(middle, len / 2);
-    let err = Namespace::open(dir.path(), "c", opts()).err().expect("open must fail");
+    let err = Namespace::open(dir.path(), "c", opts())
+        .err()
+        .expect("open must fail");
     let msg = err.to_string();
     assert!(msg.contains("corrupt"), "unclear error: {msg}");
 }
@@ -99,7 +115,11 @@ fn missing_middle_segment_is_an_error() {
 }
 
 fn flip(path: &Path, at: u64) {
-    let mut f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
     let mut b = [0u8; 1];
     f.seek(SeekFrom::Start(at)).unwrap();
     f.read_exact(&mut b).unwrap();

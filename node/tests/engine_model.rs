@@ -28,7 +28,11 @@ fn key(k: u8) -> Vec<u8> {
 
 fn value(v: u16) -> Vec<u8> {
     // Some values are large enough for B+Tree overflow pages.
-    let len = if v % 7 == 0 { 3000 } else { (v % 40) as usize + 1 };
+    let len = if v % 7 == 0 {
+        3000
+    } else {
+        (v % 40) as usize + 1
+    };
     (0..len).map(|i| (v as usize + i) as u8).collect()
 }
 
@@ -52,8 +56,13 @@ fn opts() -> EngineOptions {
         fsync: FsyncPolicy::Never,
         memtable_bytes: 8 << 10,
         max_sealed_memtables: 2,
-        wal: WalOptions { segment_size: 16 << 10 },
-        retention: RetentionPolicy { max_bytes: Some(0), max_age: Some(Duration::ZERO) },
+        wal: WalOptions {
+            segment_size: 16 << 10,
+        },
+        retention: RetentionPolicy {
+            max_bytes: Some(0),
+            max_age: Some(Duration::ZERO),
+        },
         ..EngineOptions::default()
     }
 }
@@ -173,7 +182,8 @@ fn snapshot_is_isolated_from_later_writes_and_flushes() {
     let dir = tempfile::tempdir().unwrap();
     let ns = Namespace::open(dir.path(), "iso", opts()).unwrap();
     let mut b = WriteBatch::new();
-    b.put(b"a".to_vec(), b"1".to_vec()).put(b"b".to_vec(), b"1".to_vec());
+    b.put(b"a".to_vec(), b"1".to_vec())
+        .put(b"b".to_vec(), b"1".to_vec());
     ns.write(b).unwrap();
     let snap = ns.snapshot().unwrap();
     let mut b = WriteBatch::new();
@@ -190,7 +200,9 @@ fn snapshot_is_isolated_from_later_writes_and_flushes() {
 fn second_open_of_a_namespace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _ns = Namespace::open(dir.path(), "x", opts()).unwrap();
-    let err = Namespace::open(dir.path(), "x", opts()).err().expect("must fail");
+    let err = Namespace::open(dir.path(), "x", opts())
+        .err()
+        .expect("must fail");
     assert!(err.to_string().contains("already open"), "{err}");
 }
 
@@ -200,7 +212,10 @@ fn concurrent_writers_share_commits_and_get_distinct_lsns() {
     let ns = Namespace::open(
         dir.path(),
         "gc",
-        EngineOptions { fsync: FsyncPolicy::Always, ..opts() },
+        EngineOptions {
+            fsync: FsyncPolicy::Always,
+            ..opts()
+        },
     )
     .unwrap();
     let mut handles = Vec::new();
@@ -216,7 +231,10 @@ fn concurrent_writers_share_commits_and_get_distinct_lsns() {
             lsns
         }));
     }
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort();
     assert_eq!(all, (1..=200).collect::<Vec<_>>());
     assert_eq!(ns.latest_lsn(), 200);

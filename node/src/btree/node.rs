@@ -155,7 +155,11 @@ impl Leaf {
 
 impl Branch {
     pub(crate) fn new(keys: Vec<Vec<u8>>, children: Vec<u64>) -> Self {
-        let size = BRANCH_HDR + keys.iter().map(|k| branch_entry_size(k.len())).sum::<usize>();
+        let size = BRANCH_HDR
+            + keys
+                .iter()
+                .map(|k| branch_entry_size(k.len()))
+                .sum::<usize>();
         Branch {
             keys,
             children,
@@ -210,8 +214,12 @@ impl Branch {
         let mut rkeys = self.keys.split_off(at);
         let rchildren = self.children.split_off(at + 1);
         let sep = rkeys.remove(0);
-        self.size =
-            BRANCH_HDR + self.keys.iter().map(|k| branch_entry_size(k.len())).sum::<usize>();
+        self.size = BRANCH_HDR
+            + self
+                .keys
+                .iter()
+                .map(|k| branch_entry_size(k.len()))
+                .sum::<usize>();
         (sep, Branch::new(rkeys, rchildren))
     }
 
@@ -290,7 +298,13 @@ mod tests {
     #[test]
     fn leaf_encode_decode_roundtrip() {
         let mut l = leaf_with(10);
-        l.replace(3, Val::Overflow { pgno: 99, len: 5000 });
+        l.replace(
+            3,
+            Val::Overflow {
+                pgno: 99,
+                len: 5000,
+            },
+        );
         let mut page = vec![0u8; 1024];
         l.encode(5, &mut page);
         assert!(page::crc_ok(&page));

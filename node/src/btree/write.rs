@@ -522,7 +522,11 @@ impl<'a> WriteTxn<'a> {
         let mut items: Vec<(u64, Src<'_>)> =
             Vec::with_capacity(self.dirty.len() + self.overflow.len() + fl_bufs.len());
         items.extend(self.dirty.iter().map(|(id, n)| (*id, Src::Node(n))));
-        items.extend(self.overflow.iter().map(|(id, b)| (*id, Src::Raw(b.as_slice()))));
+        items.extend(
+            self.overflow
+                .iter()
+                .map(|(id, b)| (*id, Src::Raw(b.as_slice()))),
+        );
         items.extend(fl_bufs.iter().map(|(id, b)| (*id, Src::Raw(b.as_slice()))));
         items.sort_unstable_by_key(|(id, _)| *id);
         let file = &self.tree.inner().file;
