@@ -24,7 +24,7 @@ pub(crate) struct FlushControl {
     state: Mutex<FlushState>,
     cv: Condvar,
     /// Serializes B+Tree write transactions (flusher vs. shutdown flush).
-    tree_writer: Mutex<()>,
+    pub(crate) tree_writer: Mutex<()>,
 }
 
 impl FlushControl {
