@@ -7,5 +7,7 @@ pub mod db;
 pub mod engine;
 pub mod memtable;
 pub mod metrics;
+pub mod notify;
+pub mod replication;
 pub mod storage;
 pub mod wal;
