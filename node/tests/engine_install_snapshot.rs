@@ -71,9 +71,7 @@ fn install_replaces_contents_and_continues_the_wal() {
     // A snapshot not ahead of the local LSN is refused.
     assert!(down.install_snapshot(Vec::new(), 2, hlc).is_err());
 
-    let entries = snap
-        .range(Bound::Unbounded, Bound::Unbounded, false)
-        .map(|r| r.map_err(EngineError::from));
+    let entries = snap.range(Bound::Unbounded, Bound::Unbounded, false);
     down.install_snapshot(entries, s, hlc).unwrap();
     assert_eq!(down.latest_lsn(), s);
     assert_eq!(down.latest_hlc(), hlc);
