@@ -88,6 +88,8 @@ pub struct SegmentInfo {
 }
 
 /// When to drop segments already reflected in the B+Tree checkpoint.
+///
+/// `max_bytes: Some(0)` drops everything eligible; both `None` keeps everything.
 #[derive(Debug, Clone, Default)]
 pub struct RetentionPolicy {
     pub max_bytes: Option<u64>,
@@ -191,12 +193,15 @@ impl Wal {
 
     /// Opens a reader whose first record is `from_lsn` (0 = from the beginning).
     ///
-    /// Fails with `Trimmed` if retention already removed `from_lsn`.
+    /// Fails with `Trimmed` if retention already removed `from_lsn` (for 0, `requested` is 1).
     pub fn reader(&self, from_lsn: u64) -> Result<WalReader, WalError> {
         WalReader::new(Arc::clone(&self.shared), from_lsn)
     }
 
     /// Deletes old segments covered by `checkpoint_lsn` as `policy` allows; returns how many.
+    ///
+    /// Drops oldest-first while total bytes exceed `max_bytes` or the segment is older than
+    /// `max_age`; both `None` keeps everything. Never the active segment or one a reader pins.
     pub fn retain(&self, checkpoint_lsn: u64, policy: &RetentionPolicy) -> Result<usize, WalError> {
         self.shared.retain(checkpoint_lsn, policy)
     }

@@ -131,6 +131,11 @@ impl Cursor {
                 continue;
             };
             if self.avail() < need {
+                // Never size the buffer from a length the file cannot back (stale or bad bytes).
+                if need > READ_CHUNK && self.offset() + h.frame_len() > self.file.metadata()?.len()
+                {
+                    continue;
+                }
                 self.fill(need)?;
             }
             match record::decode(&self.buf[self.pos..]) {

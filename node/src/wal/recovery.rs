@@ -160,6 +160,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
         report.records += scan.records;
         prev_last = Some(scan.last_lsn);
         if is_last {
+            // Records found on disk may still sit only in the page cache after a process crash;
+            // make them durable so `durable_lsn` starts out true.
+            file.sync_data()?;
             active = Some(Active {
                 file: Arc::new(file),
                 size: scan.valid_end,
