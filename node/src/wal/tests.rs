@@ -1012,3 +1012,43 @@ fn concurrent_writer_readers_and_retention() {
     let first = wal.first_lsn().expect("first");
     check_records(&read_all(&wal, first), first, N);
 }
+
+/// Rough throughput check: `cargo test --release -p unisondb-node --lib wal::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    const N: u64 = 500_000;
+    let p = [0x5Au8; 200];
+    let t = Instant::now();
+    for lsn in 1..=N {
+        wal.append(lsn, lsn, &p).expect("append");
+        if lsn % 1000 == 0 {
+            wal.publish(lsn);
+        }
+    }
+    wal.sync().expect("sync");
+    let dt = t.elapsed();
+    println!(
+        "append: {:.0} rec/s ({:?} for {N})",
+        N as f64 / dt.as_secs_f64(),
+        dt
+    );
+    let t = Instant::now();
+    let mut r = wal.reader(1).expect("reader");
+    let mut n = 0;
+    while r.next_record().expect("next").is_some() {
+        n += 1;
+    }
+    let dt = t.elapsed();
+    println!(
+        "stream: {:.0} rec/s ({n} records)",
+        n as f64 / dt.as_secs_f64()
+    );
+    let t = Instant::now();
+    drop(r);
+    drop(wal);
+    let (_, rep) = Wal::open(dir.path(), WalOptions::default()).expect("reopen");
+    println!("recover: {:?} for {} records", t.elapsed(), rep.records);
+}
