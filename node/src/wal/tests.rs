@@ -1052,3 +1052,25 @@ fn throughput() {
     let (_, rep) = Wal::open(dir.path(), WalOptions::default()).expect("reopen");
     println!("recover: {:?} for {} records", t.elapsed(), rep.records);
 }
+
+#[test]
+fn extreme_lsns_in_files_do_not_panic() {
+    for first in [u64::MAX, u64::MAX - 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut data = segment::encode_header(first).to_vec();
+        record::encode_into(&mut data, first, 0, b"a");
+        if first < u64::MAX {
+            record::encode_into(&mut data, first + 1, 0, b"b");
+        }
+        std::fs::write(dir.path().join(segment::file_name(first)), &data).expect("write");
+        match Wal::open(dir.path(), tiny()) {
+            Ok((wal, _)) => {
+                assert!(wal.last_lsn() < u64::MAX);
+                assert!(wal.append(u64::MAX, 0, b"x").is_err());
+                let _ = read_all(&wal, wal.first_lsn().unwrap_or(1));
+            }
+            Err(WalError::Corrupt { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+}

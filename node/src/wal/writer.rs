@@ -20,7 +20,7 @@ impl Shared {
             ))));
         }
         let expected = self.last_lsn.load(Ordering::Acquire) + 1;
-        if lsn != expected {
+        if lsn != expected || lsn == u64::MAX {
             return Err(WalError::OutOfSequence { expected, got: lsn });
         }
         if payload.len() > MAX_PAYLOAD_LEN {
