@@ -2,8 +2,8 @@
 //!
 //! On-disk layout: a directory of segment files named by their first LSN
 //! (`00000000000000000001.wal`), each a 20-byte header followed by back-to-back frames
-//! (see [`record`] and [`segment`]). Recovery rules are in [`recovery`], retention in
-//! [`retention`]. `append` writes straight into the active file (no userspace buffer), so
+//! (see [`record`] and [`segment`]). Recovery rules are in `recovery.rs`, retention in
+//! `retention.rs`. `append` writes straight into the active file (no userspace buffer), so
 //! readers can `pread` everything up to the published LSN; `sync` is one `fdatasync`.
 
 use std::path::{Path, PathBuf};
