@@ -297,3 +297,76 @@ async fn follower_behind_retention_bootstraps_from_snapshot() {
     f.stop().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_mirroring_each_other_converge_without_loops() {
+    use std::collections::BTreeMap;
+    use unisondb::replication::run::{GrpcServerConfig, RelayerConfig};
+    let names = ["a".to_string(), "b".to_string()];
+    let (da, db_) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hub_a = Database::open(da.path(), &names, &opts()).unwrap();
+    let hub_b = Database::open(db_.path(), &names, &opts()).unwrap();
+    // Reserve two ports, then let each hub bind its own.
+    let pa = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let pb = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (stop, rx) = watch::channel(false);
+    let mut sets = Vec::new();
+    let mut handles = Vec::new();
+    for (hub, listen, owner_of_other, other) in [(&hub_a, pa, pb, "b"), (&hub_b, pb, pa, "a")] {
+        let mirrors: BTreeMap<String, String> =
+            [(other.to_string(), format!("http://{owner_of_other}"))].into();
+        let mut follow =
+            RelayerConfig::resolve(hub, false, "", &mirrors, &format!("hub-{listen}")).unwrap();
+        follow.backoff = Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+        };
+        let grpc = GrpcServerConfig { listen, tls: None };
+        let (h, set) =
+            unisondb::replication::start(hub, &grpc, Some(&follow), None, rx.clone()).unwrap();
+        assert!(h.is_read_only(other));
+        assert_eq!(h.owner(other), Some(format!("http://{owner_of_other}")));
+        assert!(!h.is_read_only(if other == "a" { "b" } else { "a" }));
+        handles.push(h);
+        sets.push(set);
+    }
+    let (a_a, a_b) = (
+        hub_a.get("a").unwrap().clone(),
+        hub_a.get("b").unwrap().clone(),
+    );
+    let (b_a, b_b) = (
+        hub_b.get("a").unwrap().clone(),
+        hub_b.get("b").unwrap().clone(),
+    );
+    tokio::join!(write_n(&a_a, 0, 150), write_n(&b_b, 0, 120));
+    converge(&a_a, &b_a, Duration::from_secs(20)).await;
+    converge(&b_b, &a_b, Duration::from_secs(20)).await;
+    assert_identical(&a_a, &b_a, 1);
+    assert_identical(&b_b, &a_b, 1);
+    // No loops: nothing flows back, the LSNs stay put.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((a_a.latest_lsn(), a_b.latest_lsn()), (150, 120));
+    assert!(handles[0].ready().is_ok() && handles[1].ready().is_ok());
+    assert_eq!(handles[0].position("b").unwrap().applied_lsn, 120);
+    // Each hub saw the other's acks for its own namespace.
+    assert_eq!(
+        handles[0]
+            .wait_acks("a", 150, 1, Duration::from_secs(5))
+            .await,
+        Ok(1)
+    );
+    stop.send_replace(true);
+    for mut set in sets {
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+    }
+}

@@ -4,10 +4,11 @@
 //! counts downstream acknowledgements ([`acks`]). Client side ([`relayer`]): a relayer or a mirroring hub
 //! follows one upstream per namespace, appends the records verbatim, acknowledges them and reports its
 //! position and lag ([`lag`]). A follower behind the upstream's WAL retention bootstraps from a snapshot
-//! ([`snapshot`]). [`tls`] builds mutual-TLS configs; [`run`] is the process-level wiring for `main.rs`.
+//! ([`snapshot`]). [`tls`] builds mutual-TLS configs; [`run`] and [`node`] are the process-level wiring for `main.rs`.
 
 pub mod acks;
 pub mod lag;
+pub mod node;
 pub mod proto;
 pub mod relayer;
 pub mod run;
@@ -20,6 +21,7 @@ use thiserror::Error;
 
 pub use acks::{AckRegistry, AckTimeout, AckTracker};
 pub use lag::{ReplicationPosition, ReplicationState};
+pub use node::{start, ReplicationHandle, ServiceError};
 pub use relayer::{Backoff, FollowConfig};
 pub use run::{GrpcServerConfig, RelayerConfig};
 pub use service::ReplicationService;

@@ -116,6 +116,25 @@ impl RelayerConfig {
         }
     }
 
+    /// From the config contract: a relayer follows `upstream` for every namespace, except those that
+    /// `mirrors` names another upstream for; a hub follows only its `mirrors`. `None`: nothing to follow.
+    pub fn resolve(
+        db: &Database,
+        relayer_mode: bool,
+        upstream: &str,
+        mirrors: &BTreeMap<String, String>,
+        replica_id: &str,
+    ) -> Option<RelayerConfig> {
+        let mut cfg = if relayer_mode && !upstream.is_empty() {
+            RelayerConfig::all_from(db, upstream, replica_id)
+        } else {
+            RelayerConfig::mirrors(&BTreeMap::new(), replica_id)
+        };
+        cfg.upstreams
+            .extend(mirrors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (!cfg.upstreams.is_empty()).then_some(cfg)
+    }
+
     /// Hub mode with `replication.mirrors`: only the mirrored namespaces follow their owners.
     pub fn mirrors(mirrors: &BTreeMap<String, String>, replica_id: &str) -> RelayerConfig {
         RelayerConfig {
