@@ -222,3 +222,61 @@ fn pyzmq_subscriber_gets_topics_keys_and_lsns() {
     stop.send_replace(true);
     publisher.join();
 }
+
+/// The Python example in docs/NOTIFICATIONS.md, run verbatim against a live publisher.
+#[test]
+fn pyzmq_doc_example_runs_as_written() {
+    let py = venv_python();
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/NOTIFICATIONS.md"
+    ))
+    .unwrap();
+    let start = doc.find("```python\n").expect("python block") + "```python\n".len();
+    let code = &doc[start..start + doc[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("example.py");
+    std::fs::write(&script, code).unwrap();
+    let hub = db(&dir.path().join("data"));
+    let (stop, rx) = watch::channel(false);
+    let publisher = notify::start(&hub, &local_cfg(), rx).unwrap();
+    let mut child = Command::new(py)
+        .arg(&script)
+        .env("UNISONDB_ZMQ", publisher.endpoint())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Keep writing until the subscriber's subscription has arrived and it printed three lines.
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut rounds = 0;
+    while !reader.is_finished() && rounds < 100 {
+        write_sample(&hub);
+        std::thread::sleep(Duration::from_millis(100));
+        rounds += 1;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = reader.join().unwrap();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("default.kv put b'a/b' lsn ")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("default.row put b'user:1' lsn ")),
+        "{lines:?}"
+    );
+    stop.send_replace(true);
+    publisher.join();
+}
