@@ -174,6 +174,13 @@ impl<'a> PageView<'a> {
         Ok(Self { buf, typ, n })
     }
 
+    /// View of a page built by this process (a dirty page); accessors stay bounds-checked.
+    #[inline]
+    pub(crate) fn trusted(buf: &'a [u8]) -> Self {
+        let n = rd_u16(buf, 6).unwrap_or(0) as usize;
+        Self { buf, typ: buf[4], n }
+    }
+
     #[inline]
     pub(crate) fn is_leaf(&self) -> bool {
         self.typ == T_LEAF

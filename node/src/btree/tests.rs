@@ -606,3 +606,73 @@ proptest! {
         run_model(ps, batches);
     }
 }
+
+/// Rough throughput numbers; run with
+/// `cargo test --release -p unisondb-node --lib btree::tests::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_bulk_load_and_random_reads() {
+    use rand::{Rng, SeedableRng};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), BTreeOptions::default()).unwrap();
+    let n = 1_000_000u64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let keys: Vec<[u8; 24]> = (0..n)
+        .map(|_| {
+            let mut k = [0u8; 24];
+            rng.fill(&mut k[..]);
+            k
+        })
+        .collect();
+    let value = [0x42u8; 150];
+    let t0 = Instant::now();
+    let mut w = t.begin_write().unwrap();
+    for k in &keys {
+        w.put(k, &value).unwrap();
+    }
+    let t1 = Instant::now();
+    w.commit().unwrap();
+    let t2 = Instant::now();
+    eprintln!(
+        "bulk load {n} random keys: puts {:?}, commit {:?}, total {:?}; {:?}",
+        t1 - t0,
+        t2 - t1,
+        t2 - t0,
+        t.stats().unwrap()
+    );
+    let r = t.begin_read().unwrap();
+    let t0 = Instant::now();
+    let mut found = 0usize;
+    for i in 0..n as usize {
+        let k = &keys[(i * 7919) % n as usize];
+        found += r.get_with(k, |v| v.len()).unwrap().unwrap_or(0);
+    }
+    let el = t0.elapsed();
+    assert_eq!(found, 150 * n as usize);
+    eprintln!("random get_with: {:?} ({:?}/op)", el, el / n as u32);
+    let t0 = Instant::now();
+    let cnt = r
+        .range(Bound::Unbounded, Bound::Unbounded, false)
+        .unwrap()
+        .count();
+    eprintln!("full scan of {cnt}: {:?}", t0.elapsed());
+    let t3 = Instant::now();
+    let rep = t.check().unwrap();
+    eprintln!("check: {:?}, problems {}", t3.elapsed(), rep.problems.len());
+    // sequential bulk load in a fresh file
+    let t2 = BTree::open(&dir.path().join("s"), BTreeOptions::default()).unwrap();
+    let t0 = Instant::now();
+    let mut w = t2.begin_write().unwrap();
+    for i in 0..n {
+        let mut k = [0u8; 24];
+        k[..8].copy_from_slice(&i.to_be_bytes());
+        w.put(&k, &value).unwrap();
+    }
+    w.commit().unwrap();
+    eprintln!(
+        "sequential bulk load: {:?}; {:?}",
+        t0.elapsed(),
+        t2.stats().unwrap()
+    );
+}
