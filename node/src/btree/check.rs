@@ -177,7 +177,11 @@ impl Checker<'_> {
             }
         }
         let start = pgno as usize * self.ps;
-        let Some(run) = self.snap.map.get(start..start + OVERFLOW_HDR + len as usize) else {
+        let Some(run) = self
+            .snap
+            .map
+            .get(start..start + OVERFLOW_HDR + len as usize)
+        else {
             return self.problem(format!("leaf {leaf}: overflow run {pgno} past end of file"));
         };
         if run[4] != T_OVERFLOW

@@ -195,7 +195,12 @@ impl BTree {
                 free.len()
             )));
         }
-        tracing::debug!(txid = m.txid, root = m.root, pages = m.page_count, "opened B+Tree");
+        tracing::debug!(
+            txid = m.txid,
+            root = m.root,
+            pages = m.page_count,
+            "opened B+Tree"
+        );
         let inner = Inner {
             path: path.to_path_buf(),
             file,

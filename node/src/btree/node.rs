@@ -112,11 +112,11 @@ impl Dirty {
         let mut upper = src.len();
         for i in 0..n {
             let off = rd_u16(src, base + 2 * i).unwrap_or(0) as usize;
-            if off < base + 2 * n
-                || off >= src.len()
-                || cell_len_checked(src, off, leaf).is_none()
+            if off < base + 2 * n || off >= src.len() || cell_len_checked(src, off, leaf).is_none()
             {
-                return Err(corrupt(format!("page {old}: cell {i} lies outside the page")));
+                return Err(corrupt(format!(
+                    "page {old}: cell {i} lies outside the page"
+                )));
             }
             upper = upper.min(off);
         }
@@ -162,7 +162,10 @@ impl Dirty {
     /// Bytes in use: header, slots and live cells.
     pub(crate) fn used(&self) -> usize {
         let n = self.nkeys();
-        self.base() + (0..n).map(|i| 2 + self.cell_len(self.slot(i))).sum::<usize>()
+        self.base()
+            + (0..n)
+                .map(|i| 2 + self.cell_len(self.slot(i)))
+                .sum::<usize>()
     }
 
     /// Read view (the id in the header is this page's id).
@@ -417,7 +420,12 @@ mod tests {
             assert!(b.try_insert(i, &c));
         }
         let v = b.view();
-        for (k, want, child) in [(&b"a"[..], 0, 10), (b"b", 1, 11), (b"c", 1, 11), (b"z", 2, 12)] {
+        for (k, want, child) in [
+            (&b"a"[..], 0, 10),
+            (b"b", 1, 11),
+            (b"c", 1, 11),
+            (b"z", 2, 12),
+        ] {
             assert_eq!(v.child_index(k).unwrap(), want);
             assert_eq!(v.child(want).unwrap(), child);
         }

@@ -37,7 +37,8 @@ pub(crate) fn corrupt(msg: impl Into<String>) -> BTreeError {
 
 #[inline]
 pub(crate) fn rd_u16(b: &[u8], off: usize) -> Option<u16> {
-    b.get(off..off + 2).map(|s| u16::from_le_bytes([s[0], s[1]]))
+    b.get(off..off + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
 }
 
 #[inline]
@@ -134,7 +135,9 @@ pub(crate) fn overflow_value(
         .get(start..end)
         .ok_or_else(|| corrupt(format!("overflow run at page {pgno} lies beyond the file")))?;
     if run[4] != T_OVERFLOW || rd_u64(run, 8) != Some(pgno) || rd_u64(run, HDR) != Some(len) {
-        return Err(corrupt(format!("page {pgno} is not the expected overflow run")));
+        return Err(corrupt(format!(
+            "page {pgno} is not the expected overflow run"
+        )));
     }
     Ok(&run[OVERFLOW_HDR..])
 }
@@ -161,7 +164,9 @@ impl<'a> PageView<'a> {
         let typ = buf[4];
         let n = rd_u16(buf, 6).unwrap_or(0) as usize;
         if rd_u64(buf, 8) != Some(pgno) {
-            return Err(corrupt(format!("page {pgno}: header names another page id")));
+            return Err(corrupt(format!(
+                "page {pgno}: header names another page id"
+            )));
         }
         let base = match typ {
             T_LEAF => HDR,
@@ -169,7 +174,9 @@ impl<'a> PageView<'a> {
             t => return Err(corrupt(format!("page {pgno}: unexpected page type {t}"))),
         };
         if base + 2 * n > buf.len() {
-            return Err(corrupt(format!("page {pgno}: slot array overflows the page")));
+            return Err(corrupt(format!(
+                "page {pgno}: slot array overflows the page"
+            )));
         }
         Ok(Self { buf, typ, n })
     }
@@ -178,7 +185,11 @@ impl<'a> PageView<'a> {
     #[inline]
     pub(crate) fn trusted(buf: &'a [u8]) -> Self {
         let n = rd_u16(buf, 6).unwrap_or(0) as usize;
-        Self { buf, typ: buf[4], n }
+        Self {
+            buf,
+            typ: buf[4],
+            n,
+        }
     }
 
     #[inline]

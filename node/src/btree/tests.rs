@@ -78,12 +78,8 @@ fn put_get_commit_reopen_many() {
     assert_eq!(rev.len(), n as usize);
     assert_eq!(rev[0].0, key(n - 1));
     let part = collect(
-        r.range(
-            Bound::Included(&key(100)),
-            Bound::Excluded(&key(200)),
-            true,
-        )
-        .unwrap(),
+        r.range(Bound::Included(&key(100)), Bound::Excluded(&key(200)), true)
+            .unwrap(),
     );
     assert_eq!(part.len(), 100);
     assert_eq!(part[0].0, key(199));
@@ -384,7 +380,10 @@ fn check_detects_flipped_bit() {
     drop(f);
     let t = BTree::open(&path, opts(512)).unwrap();
     let rep = t.check().unwrap();
-    assert!(rep.problems.iter().any(|p| p.contains("checksum")), "{rep:?}");
+    assert!(
+        rep.problems.iter().any(|p| p.contains("checksum")),
+        "{rep:?}"
+    );
 }
 
 #[test]
@@ -510,9 +509,7 @@ fn model_range(
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let valid = match (s, e) {
         (Bound::Included(a), Bound::Included(b)) => a <= b,
-        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
-            a < b
-        }
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a < b,
         _ => true,
     };
     if !valid {
@@ -572,7 +569,11 @@ fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
             }
         }
         // The reader opened before the txn still sees the old state.
-        let old = collect(reader.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+        let old = collect(
+            reader
+                .range(Bound::Unbounded, Bound::Unbounded, false)
+                .unwrap(),
+        );
         assert_eq!(old.len() as u64, reader.len());
         drop(reader);
         if let End::CommitReopen = end {

@@ -230,7 +230,9 @@ impl<'a> WriteTxn<'a> {
             if view.is_leaf() {
                 return match view.search(key)? {
                     Ok(i) => match view.leaf_entry(i)?.1 {
-                        ValRef::Overflow { pgno, len } => Ok(Some(f(self.overflow_bytes(pgno, len)?))),
+                        ValRef::Overflow { pgno, len } => {
+                            Ok(Some(f(self.overflow_bytes(pgno, len)?)))
+                        }
                         ValRef::Inline(b) => Ok(Some(f(b))),
                     },
                     Err(_) => Ok(None),
