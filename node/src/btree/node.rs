@@ -154,7 +154,8 @@ impl Dirty {
         cell_len_checked(&self.buf, off, self.is_leaf()).unwrap_or(0)
     }
 
-    fn cell(&self, i: usize) -> &[u8] {
+    /// Raw bytes of cell `i`.
+    pub(crate) fn cell(&self, i: usize) -> &[u8] {
         let off = self.slot(i);
         &self.buf[off..off + self.cell_len(off)]
     }
@@ -195,6 +196,24 @@ impl Dirty {
         let s = self.base() + 2 * i;
         self.buf.copy_within(s..slots_end, s + 2);
         wr_u16(&mut self.buf, s, off as u16);
+        self.set_nkeys(n + 1);
+        true
+    }
+
+    /// Appends a raw cell (taken from a page of the same kind); false if it does not fit.
+    pub(crate) fn push_raw(&mut self, raw: &[u8]) -> bool {
+        let n = self.nkeys();
+        let slots_end = self.base() + 2 * n;
+        if self.upper < slots_end + 2 + raw.len() {
+            if self.used() + 2 + raw.len() > self.buf.len() {
+                return false;
+            }
+            self.compact();
+        }
+        let off = self.upper - raw.len();
+        self.buf[off..off + raw.len()].copy_from_slice(raw);
+        self.upper = off;
+        wr_u16(&mut self.buf, slots_end, off as u16);
         self.set_nkeys(n + 1);
         true
     }

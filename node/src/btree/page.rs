@@ -269,6 +269,20 @@ impl<'a> PageView<'a> {
         rd_u64(self.buf, off + 2).ok_or_else(|| corrupt("branch cell past the end of the page"))
     }
 
+    /// Bytes in use in a leaf (header, slots, cells); used to decide merges.
+    pub(crate) fn leaf_used(&self) -> Result<usize, BTreeError> {
+        let mut used = HDR;
+        for i in 0..self.n {
+            let (k, v) = self.leaf_entry(i)?;
+            let vcell = match v {
+                ValRef::Inline(b) => b.len(),
+                ValRef::Overflow { .. } => 8,
+            };
+            used += 2 + LEAF_CELL_FIXED + k.len() + vcell;
+        }
+        Ok(used)
+    }
+
     /// Binary search among the keys: `Ok(i)` if found, `Err(i)` = insertion point.
     #[inline]
     pub(crate) fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, BTreeError> {

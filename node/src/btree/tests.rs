@@ -677,3 +677,115 @@ fn bench_bulk_load_and_random_reads() {
         t2.stats().unwrap()
     );
 }
+
+#[test]
+fn concurrent_readers_see_consistent_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let n = 300u32;
+    let mut w = t.begin_write().unwrap();
+    for i in 0..n {
+        w.put(&key(i), &100u64.to_le_bytes()).unwrap();
+    }
+    w.commit().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let t = t.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut snaps = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || snaps == 0 {
+                    let r = t.begin_read().unwrap();
+                    let mut sum = 0u64;
+                    let mut cnt = 0;
+                    for e in r
+                        .range(Bound::Unbounded, Bound::Unbounded, snaps % 2 == 0)
+                        .unwrap()
+                    {
+                        let (k, v) = e.unwrap();
+                        if k.starts_with(b"key") {
+                            sum += u64::from_le_bytes(v[..8].try_into().unwrap());
+                            cnt += 1;
+                        }
+                    }
+                    assert_eq!((cnt, sum), (n, 100 * n as u64), "txid {}", r.txid());
+                    snaps += 1;
+                }
+                snaps
+            })
+        })
+        .collect();
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for round in 0..150u32 {
+        let mut w = t.begin_write().unwrap();
+        for _ in 0..20 {
+            let (a, b) = (rng.gen_range(0..n), rng.gen_range(0..n));
+            let va = u64::from_le_bytes(w.get(&key(a)).unwrap().unwrap()[..8].try_into().unwrap());
+            let vb = u64::from_le_bytes(w.get(&key(b)).unwrap().unwrap()[..8].try_into().unwrap());
+            if a != b && va > 0 {
+                // pad values so pages churn and the file grows
+                let mut na = (va - 1).to_le_bytes().to_vec();
+                na.extend(std::iter::repeat_n(0u8, rng.gen_range(0..60)));
+                let mut nb = (vb + 1).to_le_bytes().to_vec();
+                nb.extend(std::iter::repeat_n(0u8, rng.gen_range(0..200)));
+                w.put(&key(a), &na).unwrap();
+                w.put(&key(b), &nb).unwrap();
+            }
+        }
+        // unrelated churn: insert and delete filler keys
+        for j in 0..30 {
+            w.put(format!("z{round}-{j}").as_bytes(), &[7u8; 90])
+                .unwrap();
+        }
+        if round > 0 {
+            for j in 0..30 {
+                w.delete(format!("z{}-{j}", round - 1).as_bytes()).unwrap();
+            }
+        }
+        w.commit().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in readers {
+        assert!(h.join().unwrap() > 0);
+    }
+    assert_healthy(&t);
+}
+
+#[test]
+fn deletes_merge_sparse_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..3000 {
+        w.put(&key(i), &val(i, 30)).unwrap();
+    }
+    w.commit().unwrap();
+    let full = t.stats().unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..3000 {
+        if i % 10 != 0 {
+            w.delete(&key(i)).unwrap();
+        }
+    }
+    w.commit().unwrap();
+    assert_healthy(&t);
+    let s = t.stats().unwrap();
+    let used = |s: &TreeStats| s.total_pages - s.free_pages;
+    assert!(
+        used(&s) * 4 < used(&full),
+        "sparse leaves were not merged: {} vs {}",
+        used(&s),
+        used(&full)
+    );
+    let r = t.begin_read().unwrap();
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    assert_eq!(all.len(), 300);
+    // a no-op txn does not create a commit
+    drop(r);
+    let txid = t.stats().unwrap().txid;
+    let w = t.begin_write().unwrap();
+    assert_eq!(w.commit().unwrap(), txid);
+    assert_healthy(&t);
+}

@@ -451,7 +451,10 @@ impl<'a> WriteTxn<'a> {
         let res = self.delete_rec(child, key, level + 1)?;
         let d = self.node_mut(id)?;
         match res {
-            Some(c) => d.set_child(ci, c),
+            Some(c) => {
+                d.set_child(ci, c);
+                self.maybe_merge_leaf(id, ci)?;
+            }
             None => {
                 if d.nkeys() == 0 {
                     self.release_node(id);
@@ -463,6 +466,61 @@ impl<'a> WriteTxn<'a> {
         Ok(Some(id))
     }
 
+    /// Merges leaf child `ci` of dirty branch `id` into a sibling when it has become sparse
+    /// (under a quarter full) and both fit comfortably in one page.
+    fn maybe_merge_leaf(&mut self, id: u64, ci: usize) -> Result<(), BTreeError> {
+        let ps = self.ps;
+        let (child, nk) = {
+            let v = self.view(id)?;
+            (v.child(ci)?, v.nkeys())
+        };
+        let cv = self.view(child)?;
+        if nk == 0 || !cv.is_leaf() {
+            return Ok(());
+        }
+        let cused = cv.leaf_used()?;
+        if cused >= ps / 4 {
+            return Ok(());
+        }
+        // Prefer the left sibling, else the right one, whichever has room.
+        let mut pick = None;
+        for sib_idx in [ci.checked_sub(1), (ci < nk).then_some(ci + 1)]
+            .into_iter()
+            .flatten()
+        {
+            let sib = self.view(id)?.child(sib_idx)?;
+            let sv = self.view(sib)?;
+            if sv.is_leaf() && cused + sv.leaf_used()? - page::HDR <= ps * 3 / 4 {
+                pick = Some((sib_idx, sib));
+                break;
+            }
+        }
+        let Some((sib_idx, sib)) = pick else {
+            return Ok(());
+        };
+        let (li, ri) = if sib_idx < ci {
+            (sib_idx, ci)
+        } else {
+            (ci, sib_idx)
+        };
+        let sid = self.touch(sib)?;
+        self.node_mut(id)?.set_child(sib_idx, sid);
+        let (lid, rid) = if li == ci { (child, sid) } else { (sid, child) };
+        let right = self
+            .dirty
+            .remove(&rid)
+            .ok_or_else(|| corrupt("internal: merge source is not dirty"))?;
+        let left = self.node_mut(lid)?;
+        for j in 0..right.nkeys() {
+            if !left.push_raw(right.cell(j)) {
+                return Err(corrupt("internal: merged leaf overflowed"));
+            }
+        }
+        self.release(rid, 1, true);
+        self.node_mut(id)?.remove_child(ri);
+        Ok(())
+    }
+
     /// Records the WAL LSN this tree will reflect once committed.
     pub fn set_checkpoint_lsn(&mut self, lsn: u64) {
         self.lsn = lsn;
@@ -470,7 +528,7 @@ impl<'a> WriteTxn<'a> {
 
     // ---------- commit ----------
 
-    /// Makes the txn durable and visible; returns the new txid.
+    /// Makes the txn durable and visible; returns the new txid (the old one if nothing changed).
     pub fn commit(self) -> Result<u64, BTreeError> {
         self.commit_inner(true)
     }
@@ -483,6 +541,15 @@ impl<'a> WriteTxn<'a> {
 
     fn commit_inner(mut self, write_meta: bool) -> Result<u64, BTreeError> {
         let ps = self.ps;
+        if write_meta
+            && self.dirty.is_empty()
+            && self.overflow.is_empty()
+            && self.freed.is_empty()
+            && self.lsn == self.snap.meta.checkpoint_lsn
+        {
+            // Nothing changed: no new commit point (Drop returns any scratch pages).
+            return Ok(self.snap.meta.txid);
+        }
         let txid = self.snap.meta.txid + 1;
         // Pages this commit stops referencing, including the old freelist pages.
         let mut pending_now = std::mem::take(&mut self.freed);
