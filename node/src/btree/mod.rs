@@ -137,6 +137,17 @@ pub(crate) fn max_entry_size(page_size: usize) -> usize {
     (page_size - page::BRANCH_HDR) / 4
 }
 
+/// Takes an advisory exclusive lock so a second opener fails instead of corrupting the file.
+fn lock_exclusive(file: &File) -> Result<(), BTreeError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned file descriptor; the lock dies with the descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(BTreeError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Maps the whole file read-only.
 fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
     // SAFETY: the file is only written through this process's writer, and only at pages no
@@ -161,6 +172,7 @@ impl BTree {
             .create(true)
             .truncate(false)
             .open(path)?;
+        lock_exclusive(&file)?;
         let mut file_len = file.metadata()?.len();
         if file_len == 0 {
             file_len = (ps * 16) as u64;
@@ -175,6 +187,12 @@ impl BTree {
             file.write_all_at(&page, 0)?;
             file.write_all_at(&page, ps as u64)?;
             file.sync_all()?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Make the new directory entry durable too (best effort).
+                if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                    tracing::warn!(error = %e, "could not fsync the B+Tree directory");
+                }
+            }
             tracing::info!(path = %path.display(), page_size = ps, "created B+Tree file");
         }
         let m = meta::load(&file, file_len, ps)?;

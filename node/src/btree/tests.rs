@@ -31,6 +31,20 @@ fn collect(it: RangeIter) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 #[test]
+fn second_open_of_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let t = BTree::open(&path, opts(512)).unwrap();
+    assert!(matches!(
+        BTree::open(&path, opts(512)),
+        Err(BTreeError::Io(_))
+    ));
+    assert_eq!(t.path(), path.as_path());
+    drop(t);
+    BTree::open(&path, opts(512)).unwrap();
+}
+
+#[test]
 fn empty_tree_reads() {
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();

@@ -283,6 +283,12 @@ impl<'a> WriteTxn<'a> {
         if key.len() > self.max_key {
             return Err(BTreeError::KeyTooLarge(key.len()));
         }
+        if value.len() > u32::MAX as usize {
+            return Err(BTreeError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "values are limited to 4 GiB",
+            )));
+        }
         let val = if leaf_entry_size(key.len(), value.len()) > self.max_entry {
             let n = page::overflow_pages(value.len(), self.ps);
             let pgno = self.alloc(n);
