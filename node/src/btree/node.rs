@@ -278,8 +278,9 @@ impl Dirty {
     }
 
     /// Splits this page while inserting `cell` at slot `i`: this page keeps the left half,
-    /// `right_id` gets the rest. `appending` puts only the new cell on the right (leaves) so
-    /// sequential loads leave full pages. Returns (separator, right page).
+    /// `right_id` gets the rest. `appending` (insert at the end of the rightmost page) puts
+    /// only the new cell on the right so sequential loads leave full pages behind.
+    /// Returns (separator, right page).
     pub(crate) fn split_insert(
         &mut self,
         i: usize,

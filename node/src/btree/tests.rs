@@ -468,7 +468,8 @@ fn mkey(i: u16) -> Vec<u8> {
         return Vec::new();
     }
     let mut k = format!("{i:04}").into_bytes();
-    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 3));
+    // lengths up to 104 bytes: close to max_key_size(512) = 105
+    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 10));
     k
 }
 

@@ -312,7 +312,7 @@ impl<'a> WriteTxn<'a> {
             self.entries = 1;
             return Ok(());
         }
-        match self.insert_rec(self.root, key, &cell, 1)? {
+        match self.insert_rec(self.root, key, &cell, 1, true)? {
             Ins::Done(id) => self.root = id,
             Ins::Split(left, sep, right) => {
                 let id = self.alloc(1);
@@ -355,6 +355,7 @@ impl<'a> WriteTxn<'a> {
         key: &[u8],
         cell: &Cell<'_>,
         level: u32,
+        rightmost: bool,
     ) -> Result<Ins, BTreeError> {
         if level > self.depth {
             return Err(corrupt("tree deeper than its meta says"));
@@ -376,14 +377,14 @@ impl<'a> WriteTxn<'a> {
                 }
                 Err(i) => {
                     self.entries += 1;
-                    self.insert_at(id, i, cell, i == n)
+                    self.insert_at(id, i, cell, rightmost && i == n)
                 }
             };
         }
         let ci = view.child_index(key)?;
         let child = view.child(ci)?;
         let n = view.nkeys();
-        match self.insert_rec(child, key, cell, level + 1)? {
+        match self.insert_rec(child, key, cell, level + 1, rightmost && ci == n)? {
             Ins::Done(c) => {
                 self.node_mut(id)?.set_child(ci, c);
                 Ok(Ins::Done(id))
@@ -394,7 +395,7 @@ impl<'a> WriteTxn<'a> {
                     key: &sep,
                     child: r,
                 };
-                self.insert_at(id, ci, &bcell, ci == n)
+                self.insert_at(id, ci, &bcell, rightmost && ci == n)
             }
         }
     }
