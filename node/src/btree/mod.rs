@@ -51,6 +51,7 @@ pub enum BTreeError {
 /// `page_size` must be a power of two in 512..=65536; an existing file keeps its own size.
 #[derive(Debug, Clone)]
 pub struct BTreeOptions {
+    /// Bytes per page for a new file (default 4096).
     pub page_size: usize,
 }
 
@@ -63,11 +64,16 @@ impl Default for BTreeOptions {
 /// Shape of the tree, for `inspect` and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TreeStats {
+    /// Last committed transaction id.
     pub txid: u64,
+    /// WAL LSN the committed tree reflects.
     pub checkpoint_lsn: u64,
+    /// Levels from root to leaf (0 = empty tree).
     pub depth: u32,
     pub page_size: usize,
+    /// High-water mark: pages in use or free (the file may be larger, preallocated).
     pub total_pages: u64,
+    /// Pages on the persisted free list (including ones still pinned by readers).
     pub free_pages: u64,
     pub entries: u64,
     pub file_size: u64,
@@ -76,8 +82,11 @@ pub struct TreeStats {
 /// Result of a full verification.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Tree, overflow, freelist and free pages visited.
     pub pages_checked: u64,
+    /// Entries found in the leaves.
     pub entries: u64,
+    /// Human-readable inconsistencies; empty means healthy.
     pub problems: Vec<String>,
 }
 

@@ -35,6 +35,9 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
+/// How many free pages an overflow allocation inspects before extending the file instead.
+const MAX_RUN_SCAN: usize = 4096;
+
 /// Largest single write issued at commit.
 const WRITE_CHUNK: usize = 8 << 20;
 
@@ -131,7 +134,8 @@ impl<'a> WriteTxn<'a> {
             let mut run_start = 0;
             let mut run_len = 0;
             let mut found = None;
-            for &p in self.ws.free.iter() {
+            // Bounded scan: a huge fragmented free list must not make every blob put O(free).
+            for &p in self.ws.free.iter().take(MAX_RUN_SCAN) {
                 if run_len > 0 && p == run_start + run_len {
                     run_len += 1;
                 } else {
@@ -386,7 +390,9 @@ impl<'a> WriteTxn<'a> {
         let n = view.nkeys();
         match self.insert_rec(child, key, cell, level + 1, rightmost && ci == n)? {
             Ins::Done(c) => {
-                self.node_mut(id)?.set_child(ci, c);
+                if c != child {
+                    self.node_mut(id)?.set_child(ci, c);
+                }
                 Ok(Ins::Done(id))
             }
             Ins::Split(l, sep, r) => {
@@ -421,11 +427,11 @@ impl<'a> WriteTxn<'a> {
                     let old = self.root;
                     self.release_node(old);
                     self.root = child;
-                    self.depth -= 1;
+                    self.depth = self.depth.saturating_sub(1);
                 }
             }
         }
-        self.entries -= 1;
+        self.entries = self.entries.saturating_sub(1);
         Ok(true)
     }
 
