@@ -300,6 +300,9 @@ fn crash_before_meta_write_keeps_previous_tree() {
     assert_eq!(r.checkpoint_lsn(), 3);
     assert_eq!(r.get(&key(5)).unwrap(), Some(val(7, 60)));
     assert_eq!(r.get(&key(300)).unwrap(), None);
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    let want: Vec<_> = (0..200).map(|i| (key(i), val(i + 2, 60))).collect();
+    assert_eq!(all, want);
     assert_healthy(&t);
     // and the tree keeps working afterwards
     drop(r);
@@ -461,6 +464,8 @@ enum End {
     Commit,
     Abort,
     CommitReopen,
+    /// Write all pages, skip the meta, drop and reopen: must look like an abort.
+    CrashReopen,
 }
 
 fn mkey(i: u16) -> Vec<u8> {
@@ -497,7 +502,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 fn end_strategy() -> impl Strategy<Value = End> {
-    prop_oneof![5 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::CommitReopen)]
+    prop_oneof![
+        5 => Just(End::Commit),
+        2 => Just(End::Abort),
+        1 => Just(End::CommitReopen),
+        1 => Just(End::CrashReopen),
+    ]
 }
 
 fn map_bound(b: &Bound<u16>) -> Bound<Vec<u8>> {
@@ -577,6 +587,9 @@ fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
             assert_eq!(w.len(), pending.len() as u64);
             match end {
                 End::Abort => drop(w),
+                End::CrashReopen => {
+                    w.commit_without_meta().unwrap();
+                }
                 End::Commit | End::CommitReopen => {
                     w.commit().unwrap();
                     committed = pending;
@@ -591,7 +604,7 @@ fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
         );
         assert_eq!(old.len() as u64, reader.len());
         drop(reader);
-        if let End::CommitReopen = end {
+        if let End::CommitReopen | End::CrashReopen = end {
             drop(tree);
             tree = BTree::open(&path, opts(ps)).unwrap();
         }
