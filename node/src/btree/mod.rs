@@ -6,7 +6,10 @@
 //! * `check`: full verification.
 //!
 //! Readers take a snapshot (meta + `Arc<Mmap>`) and register their txid; pages freed by txn
-//! `T` are reused only once every live reader has txid >= `T`.
+//! `T` are reused only once every live reader has txid >= `T`. The writer edits private copies
+//! of pages (copy-on-write), then commits with pwrite + fdatasync of the pages, followed by
+//! the alternate meta page + fdatasync. Each commit persists the whole free list (free and
+//! still-pinned pages), so a reopened file has every page accounted for.
 
 mod check;
 mod cursor;
@@ -356,6 +359,9 @@ pub(crate) fn lookup<'m>(
         return Ok(None);
     }
     for _ in 0..page::MAX_DEPTH {
+        if pg < 2 || pg >= m.page_count {
+            return Err(corrupt(format!("child pointer to page {pg} out of range")));
+        }
         let view = page::PageView::new(page::page_slice(map, pg, ps)?, pg)?;
         if view.is_leaf() {
             return match view.search(key)? {
