@@ -643,6 +643,16 @@ proptest! {
 fn bench_bulk_load_and_random_reads() {
     use rand::{Rng, SeedableRng};
     use std::time::Instant;
+    // Thread CPU time: the build machine is shared, wall time is noisy.
+    fn cpu() -> std::time::Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer for clock_gettime.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), BTreeOptions::default()).unwrap();
     let n = 1_000_000u64;
@@ -655,6 +665,7 @@ fn bench_bulk_load_and_random_reads() {
         })
         .collect();
     let value = [0x42u8; 150];
+    let c0 = cpu();
     let t0 = Instant::now();
     let mut w = t.begin_write().unwrap();
     for k in &keys {
@@ -664,13 +675,15 @@ fn bench_bulk_load_and_random_reads() {
     w.commit().unwrap();
     let t2 = Instant::now();
     eprintln!(
-        "bulk load {n} random keys: puts {:?}, commit {:?}, total {:?}; {:?}",
+        "bulk load {n} random keys: puts {:?}, commit {:?}, total {:?} (cpu {:?}); {:?}",
         t1 - t0,
         t2 - t1,
         t2 - t0,
+        cpu() - c0,
         t.stats().unwrap()
     );
     let r = t.begin_read().unwrap();
+    let c0 = cpu();
     let t0 = Instant::now();
     let mut found = 0usize;
     for i in 0..n as usize {
@@ -679,7 +692,13 @@ fn bench_bulk_load_and_random_reads() {
     }
     let el = t0.elapsed();
     assert_eq!(found, 150 * n as usize);
-    eprintln!("random get_with: {:?} ({:?}/op)", el, el / n as u32);
+    let c = cpu() - c0;
+    eprintln!(
+        "random get_with: {:?} ({:?}/op, cpu {:?}/op)",
+        el,
+        el / n as u32,
+        c / n as u32
+    );
     let t0 = Instant::now();
     let cnt = r
         .range(Bound::Unbounded, Bound::Unbounded, false)
@@ -691,6 +710,7 @@ fn bench_bulk_load_and_random_reads() {
     eprintln!("check: {:?}, problems {}", t3.elapsed(), rep.problems.len());
     // sequential bulk load in a fresh file
     let t2 = BTree::open(&dir.path().join("s"), BTreeOptions::default()).unwrap();
+    let c0 = cpu();
     let t0 = Instant::now();
     let mut w = t2.begin_write().unwrap();
     for i in 0..n {
@@ -700,8 +720,9 @@ fn bench_bulk_load_and_random_reads() {
     }
     w.commit().unwrap();
     eprintln!(
-        "sequential bulk load: {:?}; {:?}",
+        "sequential bulk load: {:?} (cpu {:?}); {:?}",
         t0.elapsed(),
+        cpu() - c0,
         t2.stats().unwrap()
     );
 }
