@@ -5,15 +5,15 @@
 //! compaction when the gap runs out). Commit then only has to checksum and write the bytes.
 
 use super::page::{
-    self, corrupt, rd_u16, rd_u32, wr_u16, wr_u32, wr_u64, PageView, ValRef, BRANCH_CELL_FIXED,
-    BRANCH_HDR, FLAG_OVERFLOW, HDR, LEAF_CELL_FIXED, T_BRANCH, T_LEAF,
+    self, corrupt, head_of, rd_u16, rd_u32, wr_u16, wr_u32, wr_u64, PageView, ValRef,
+    BRANCH_CELL_FIXED, BRANCH_HDR, FLAG_OVERFLOW, HDR, LEAF_CELL_FIXED, SLOT, T_BRANCH, T_LEAF,
 };
 use super::BTreeError;
 
 /// Bytes a leaf entry costs in a page (slot + cell).
 #[inline]
 pub(crate) fn leaf_entry_size(klen: usize, vcell: usize) -> usize {
-    2 + LEAF_CELL_FIXED + klen + vcell
+    SLOT + LEAF_CELL_FIXED + klen + vcell
 }
 
 /// A cell to insert.
@@ -24,6 +24,12 @@ pub(crate) enum Cell<'a> {
 }
 
 impl Cell<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Cell::Leaf { key, .. } | Cell::Branch { key, .. } => key,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Cell::Leaf {
@@ -62,6 +68,24 @@ impl Cell<'_> {
             }
         }
     }
+}
+
+/// Writes slot bytes at `s`: cell offset and key head.
+#[inline]
+fn write_slot(buf: &mut [u8], s: usize, off: usize, key: &[u8]) {
+    wr_u16(buf, s, off as u16);
+    buf[s + 2..s + 6].copy_from_slice(&head_of(key).to_be_bytes());
+}
+
+/// The key inside a raw (validated) cell.
+fn raw_key(c: &[u8], leaf: bool) -> &[u8] {
+    let klen = rd_u16(c, 0).unwrap_or(0) as usize;
+    let k = if leaf {
+        LEAF_CELL_FIXED
+    } else {
+        BRANCH_CELL_FIXED
+    };
+    c.get(k..k + klen).unwrap_or(&[])
 }
 
 /// Length of the cell at `off`, bounds-checked against the page.
@@ -111,8 +135,10 @@ impl Dirty {
         let n = view.nkeys();
         let mut upper = src.len();
         for i in 0..n {
-            let off = rd_u16(src, base + 2 * i).unwrap_or(0) as usize;
-            if off < base + 2 * n || off >= src.len() || cell_len_checked(src, off, leaf).is_none()
+            let off = rd_u16(src, base + SLOT * i).unwrap_or(0) as usize;
+            if off < base + SLOT * n
+                || off >= src.len()
+                || cell_len_checked(src, off, leaf).is_none()
             {
                 return Err(corrupt(format!(
                     "page {old}: cell {i} lies outside the page"
@@ -146,7 +172,7 @@ impl Dirty {
 
     #[inline]
     fn slot(&self, i: usize) -> usize {
-        rd_u16(&self.buf, self.base() + 2 * i).unwrap_or(0) as usize
+        rd_u16(&self.buf, self.base() + SLOT * i).unwrap_or(0) as usize
     }
 
     #[inline]
@@ -165,7 +191,7 @@ impl Dirty {
         let n = self.nkeys();
         self.base()
             + (0..n)
-                .map(|i| 2 + self.cell_len(self.slot(i)))
+                .map(|i| SLOT + self.cell_len(self.slot(i)))
                 .sum::<usize>()
     }
 
@@ -183,9 +209,9 @@ impl Dirty {
     pub(crate) fn try_insert(&mut self, i: usize, cell: &Cell<'_>) -> bool {
         let n = self.nkeys();
         let need = cell.len();
-        let slots_end = self.base() + 2 * n;
-        if self.upper < slots_end + 2 + need {
-            if self.used() + 2 + need > self.buf.len() {
+        let slots_end = self.base() + SLOT * n;
+        if self.upper < slots_end + SLOT + need {
+            if self.used() + SLOT + need > self.buf.len() {
                 return false;
             }
             self.compact();
@@ -193,9 +219,9 @@ impl Dirty {
         let off = self.upper - need;
         cell.write(&mut self.buf[off..off + need]);
         self.upper = off;
-        let s = self.base() + 2 * i;
-        self.buf.copy_within(s..slots_end, s + 2);
-        wr_u16(&mut self.buf, s, off as u16);
+        let s = self.base() + SLOT * i;
+        self.buf.copy_within(s..slots_end, s + SLOT);
+        write_slot(&mut self.buf, s, off, cell.key());
         self.set_nkeys(n + 1);
         true
     }
@@ -203,9 +229,9 @@ impl Dirty {
     /// Appends a raw cell (taken from a page of the same kind); false if it does not fit.
     pub(crate) fn push_raw(&mut self, raw: &[u8]) -> bool {
         let n = self.nkeys();
-        let slots_end = self.base() + 2 * n;
-        if self.upper < slots_end + 2 + raw.len() {
-            if self.used() + 2 + raw.len() > self.buf.len() {
+        let slots_end = self.base() + SLOT * n;
+        if self.upper < slots_end + SLOT + raw.len() {
+            if self.used() + SLOT + raw.len() > self.buf.len() {
                 return false;
             }
             self.compact();
@@ -213,7 +239,8 @@ impl Dirty {
         let off = self.upper - raw.len();
         self.buf[off..off + raw.len()].copy_from_slice(raw);
         self.upper = off;
-        wr_u16(&mut self.buf, slots_end, off as u16);
+        let key = raw_key(raw, self.is_leaf());
+        write_slot(&mut self.buf, slots_end, off, key);
         self.set_nkeys(n + 1);
         true
     }
@@ -221,13 +248,13 @@ impl Dirty {
     /// Drops slot `i` (its cell bytes become garbage until compaction).
     pub(crate) fn remove(&mut self, i: usize) {
         let n = self.nkeys();
-        let s = self.base() + 2 * i;
-        let slots_end = self.base() + 2 * n;
+        let s = self.base() + SLOT * i;
+        let slots_end = self.base() + SLOT * n;
         let off = self.slot(i);
         if off == self.upper {
             self.upper += self.cell_len(off);
         }
-        self.buf.copy_within(s + 2..slots_end, s);
+        self.buf.copy_within(s + SLOT..slots_end, s);
         self.set_nkeys(n - 1);
         if n == 1 {
             self.upper = self.buf.len();
@@ -267,13 +294,14 @@ impl Dirty {
         let base = self.base();
         let mut end = ps;
         for i in 0..n {
-            let off = rd_u16(&old, base + 2 * i).unwrap_or(0) as usize;
+            let off = rd_u16(&old, base + SLOT * i).unwrap_or(0) as usize;
             let len = cell_len_checked(&old, off, self.is_leaf()).unwrap_or(0);
             end -= len;
             self.buf[end..end + len].copy_from_slice(&old[off..off + len]);
-            wr_u16(&mut self.buf, base + 2 * i, end as u16);
+            // the key head bytes of the slot stay as they are
+            wr_u16(&mut self.buf, base + SLOT * i, end as u16);
         }
-        self.buf[base + 2 * n..end].fill(0);
+        self.buf[base + SLOT * n..end].fill(0);
         self.upper = end;
     }
 
@@ -296,7 +324,7 @@ impl Dirty {
         let old = self.clone();
         let mut cells: Vec<&[u8]> = (0..n).map(|j| old.cell(j)).collect();
         cells.insert(i, &newc);
-        let total: usize = cells.iter().map(|c| 2 + c.len()).sum();
+        let total: usize = cells.iter().map(|c| SLOT + c.len()).sum();
         let m = cells.len();
         let at = if leaf && appending && i == n && m >= 2 {
             m - 1
@@ -306,7 +334,7 @@ impl Dirty {
             let mut acc = 0;
             let mut at = m / 2;
             for (j, c) in cells.iter().enumerate() {
-                acc += 2 + c.len();
+                acc += SLOT + c.len();
                 if acc >= total / 2 {
                     at = if leaf { j + 1 } else { j };
                     break;
@@ -319,15 +347,7 @@ impl Dirty {
             }
         };
         let my_id = page::rd_u64(&self.buf, 8).unwrap_or(0);
-        let key_of = |c: &[u8]| -> Vec<u8> {
-            let klen = rd_u16(c, 0).unwrap_or(0) as usize;
-            let k = if leaf {
-                LEAF_CELL_FIXED
-            } else {
-                BRANCH_CELL_FIXED
-            };
-            c[k..k + klen].to_vec()
-        };
+        let key_of = |c: &[u8]| -> Vec<u8> { raw_key(c, leaf).to_vec() };
         if leaf {
             *self = Dirty::build(T_LEAF, my_id, 0, &cells[..at], ps);
             let right = Dirty::build(T_LEAF, right_id, 0, &cells[at..], ps);
@@ -355,7 +375,7 @@ impl Dirty {
         for (i, c) in cells.iter().enumerate() {
             end -= c.len();
             buf[end..end + c.len()].copy_from_slice(c);
-            wr_u16(&mut buf, base + 2 * i, end as u16);
+            write_slot(&mut buf, base + SLOT * i, end, raw_key(c, typ == T_LEAF));
         }
         Dirty { buf, upper: end }
     }

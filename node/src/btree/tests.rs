@@ -113,7 +113,7 @@ fn sequential_load_fills_pages() {
     w.commit().unwrap();
     let s = t.stats().unwrap();
     // ~113 bytes/entry + slot; a full 4 KiB leaf holds ~34; allow 10% slack.
-    let per_leaf = 4080 / (2 + 7 + 11 + 100);
+    let per_leaf = 4080 / (page::SLOT + 7 + 11 + 100);
     let min_pages = n as u64 / per_leaf as u64;
     assert!(
         s.total_pages - s.free_pages < min_pages * 11 / 10 + 10,
@@ -473,8 +473,8 @@ fn mkey(i: u16) -> Vec<u8> {
         return Vec::new();
     }
     let mut k = format!("{i:04}").into_bytes();
-    // lengths up to 104 bytes: close to max_key_size(512) = 105
-    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 10));
+    // lengths up to 94 bytes: close to max_key_size(512) = 101
+    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 9));
     k
 }
 
