@@ -139,7 +139,8 @@ pub struct BTree {
     inner: Arc<Inner>,
 }
 
-/// Largest key accepted for a page size: an entry must stay within a quarter page.
+/// Largest key accepted for a page size: an entry must stay within a quarter page
+/// (997 bytes for 4 KiB pages, 1024 from 8 KiB up, 101 for 512-byte pages).
 pub fn max_key_size(page_size: usize) -> usize {
     (max_entry_size(page_size) - node::leaf_entry_size(0, 8)).min(1024)
 }
@@ -170,6 +171,9 @@ fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
 
 impl BTree {
     /// Opens or creates the tree file at `path`; picks the newest valid meta page.
+    ///
+    /// The file is `flock`ed: a second open (even in this process) fails with `Io` until every
+    /// handle, `ReadTxn` and `RangeIter` of the first one is dropped.
     pub fn open(path: &Path, opts: BTreeOptions) -> Result<Self, BTreeError> {
         let ps = opts.page_size;
         if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {

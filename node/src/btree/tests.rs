@@ -162,6 +162,10 @@ fn key_too_large_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), opts(4096)).unwrap();
     let mut w = t.begin_write().unwrap();
+    assert_eq!(
+        (max_key_size(512), max_key_size(4096), max_key_size(8192)),
+        (101, 997, 1024)
+    );
     let k = vec![1u8; max_key_size(4096) + 1];
     assert!(matches!(w.put(&k, b"v"), Err(BTreeError::KeyTooLarge(_))));
     let k = vec![1u8; max_key_size(4096)];
