@@ -1,9 +1,39 @@
 //! Our copy-on-write B+Tree on one memory-mapped file (LMDB/bbolt technique).
 //!
-//! OWNER: btree helper. This file pins the public API the engine codes against; bodies are stubs.
+//! * `page`: page layout and checksums; `node`: editable nodes of a write txn;
+//! * `meta`: the two meta pages (commit point); `freelist`: persisted free page ids;
+//! * `write`: the write transaction (COW, allocation, commit); `cursor`: range iteration;
+//! * `check`: full verification.
+//!
+//! Readers take a snapshot (meta + `Arc<Mmap>`) and register their txid; pages freed by txn
+//! `T` are reused only once every live reader has txid >= `T`.
 
+mod check;
+mod cursor;
+mod freelist;
+mod meta;
+mod node;
+mod page;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
 use std::ops::Bound;
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+pub use cursor::RangeIter;
+pub use write::WriteTxn;
+
+use meta::Meta;
+use page::{corrupt, ValRef};
 
 /// Errors from the B+Tree; corruption is always reported, never skipped.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +47,8 @@ pub enum BTreeError {
 }
 
 /// Tuning for a tree file; the page size is fixed when the file is created.
+///
+/// `page_size` must be a power of two in 512..=65536; an existing file keeps its own size.
 #[derive(Debug, Clone)]
 pub struct BTreeOptions {
     pub page_size: usize,
@@ -49,80 +81,317 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
+/// A committed tree as readers see it: meta plus the mapping that covers its pages.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    pub meta: Meta,
+    pub map: Arc<Mmap>,
+}
+
+impl Snapshot {
+    pub(crate) fn ps(&self) -> usize {
+        self.meta.page_size as usize
+    }
+}
+
+/// State shared by readers and the writer; held only for a few instructions.
+struct Shared {
+    snap: Snapshot,
+    /// Live readers: txid -> count. The smallest key bounds free-page reuse.
+    readers: BTreeMap<u64, usize>,
+}
+
+/// State owned by the single writer.
+pub(crate) struct WriterState {
+    /// Pages reusable right now (no reader can see them).
+    pub free: BTreeSet<u64>,
+    /// Pages freed by txn `t`, reusable once every live reader has txid >= `t`.
+    pub pending: BTreeMap<u64, Vec<u64>>,
+    /// Pages holding the committed meta's freelist (freed by the next commit).
+    pub freelist_pages: Vec<u64>,
+    pub file_len: u64,
+    /// Set when a commit failed after its meta write started; the tree must be reopened.
+    pub poisoned: bool,
+}
+
+pub(crate) struct Inner {
+    path: PathBuf,
+    pub file: File,
+    shared: Mutex<Shared>,
+    pub writer: Mutex<WriterState>,
+}
+
 /// A tree file. Cheap to clone; one writer at a time, readers never block.
 #[derive(Clone)]
-pub struct BTree {}
+pub struct BTree {
+    inner: Arc<Inner>,
+}
+
+/// Largest key accepted for a page size: an entry must stay within a quarter page.
+pub fn max_key_size(page_size: usize) -> usize {
+    (max_entry_size(page_size) - node::leaf_entry_size(0, 8)).min(1024)
+}
+
+/// Largest leaf/branch entry (slot + cell) kept inline; splits rely on it.
+pub(crate) fn max_entry_size(page_size: usize) -> usize {
+    (page_size - page::BRANCH_HDR) / 4
+}
+
+/// Maps the whole file read-only.
+fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
+    // SAFETY: the file is only written through this process's writer, and only at pages no
+    // reader can reach (copy-on-write); it never shrinks, so mapped ranges stay valid.
+    let map = unsafe { Mmap::map(file)? };
+    Ok(Arc::new(map))
+}
 
 impl BTree {
-    pub fn open(_path: &Path, _opts: BTreeOptions) -> Result<Self, BTreeError> {
-        todo!()
+    /// Opens or creates the tree file at `path`; picks the newest valid meta page.
+    pub fn open(path: &Path, opts: BTreeOptions) -> Result<Self, BTreeError> {
+        let ps = opts.page_size;
+        if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {
+            return Err(BTreeError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("page size {ps} is not a power of two in 512..=65536"),
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let mut file_len = file.metadata()?.len();
+        if file_len == 0 {
+            file_len = (ps * 16) as u64;
+            file.set_len(file_len)?;
+            let m = Meta {
+                page_size: ps as u32,
+                page_count: 2,
+                ..Meta::default()
+            };
+            let mut page = vec![0u8; ps];
+            page[..meta::META_LEN].copy_from_slice(&m.encode());
+            file.write_all_at(&page, 0)?;
+            file.write_all_at(&page, ps as u64)?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), page_size = ps, "created B+Tree file");
+        }
+        let m = meta::load(&file, file_len, ps)?;
+        if m.page_size as usize != ps {
+            tracing::warn!(
+                file_page_size = m.page_size,
+                requested = ps,
+                "existing B+Tree file keeps its own page size"
+            );
+        }
+        let map = map_file(&file)?;
+        let (free, fl_pages) =
+            freelist::read(&map, m.freelist, m.page_size as usize, m.page_count, true)?;
+        if free.len() as u64 != m.free_count {
+            return Err(corrupt(format!(
+                "meta says {} free pages, freelist holds {}",
+                m.free_count,
+                free.len()
+            )));
+        }
+        tracing::debug!(
+            txid = m.txid,
+            root = m.root,
+            pages = m.page_count,
+            "opened B+Tree"
+        );
+        let inner = Inner {
+            path: path.to_path_buf(),
+            file,
+            shared: Mutex::new(Shared {
+                snap: Snapshot { meta: m, map },
+                readers: BTreeMap::new(),
+            }),
+            writer: Mutex::new(WriterState {
+                free: free.into_iter().collect(),
+                pending: BTreeMap::new(),
+                freelist_pages: fl_pages,
+                file_len,
+                poisoned: false,
+            }),
+        };
+        Ok(BTree {
+            inner: Arc::new(inner),
+        })
     }
+
+    /// The file this tree lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Snapshot of the last committed tree; never blocks on the writer.
     pub fn begin_read(&self) -> Result<ReadTxn, BTreeError> {
-        todo!()
+        let mut sh = self.inner.shared.lock();
+        let snap = sh.snap.clone();
+        *sh.readers.entry(snap.meta.txid).or_insert(0) += 1;
+        drop(sh);
+        Ok(ReadTxn {
+            reg: Arc::new(ReaderReg {
+                inner: self.inner.clone(),
+                txid: snap.meta.txid,
+            }),
+            snap,
+        })
     }
+
+    /// Starts the (single) write transaction; waits while another one is open.
     pub fn begin_write(&self) -> Result<WriteTxn<'_>, BTreeError> {
-        todo!()
+        WriteTxn::begin(self)
     }
+
+    /// Verifies the whole last committed tree; problems are listed, not returned as errors.
     pub fn check(&self) -> Result<CheckReport, BTreeError> {
-        todo!()
+        let rt = self.begin_read()?;
+        Ok(check::check(&rt.snap))
     }
+
+    /// Cheap summary of the last committed tree.
     pub fn stats(&self) -> Result<TreeStats, BTreeError> {
-        todo!()
+        let snap = self.inner.shared.lock().snap.clone();
+        let m = snap.meta;
+        Ok(TreeStats {
+            txid: m.txid,
+            checkpoint_lsn: m.checkpoint_lsn,
+            depth: m.depth,
+            page_size: m.page_size as usize,
+            total_pages: m.page_count,
+            free_pages: m.free_count,
+            entries: m.entries,
+            file_size: self.inner.file.metadata()?.len(),
+        })
+    }
+
+    /// Number of live read snapshots (diagnostics).
+    pub fn live_readers(&self) -> usize {
+        self.inner.shared.lock().readers.values().sum()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl Inner {
+    pub(crate) fn current(&self) -> Snapshot {
+        self.shared.lock().snap.clone()
+    }
+
+    /// Smallest txid of a live reader.
+    pub(crate) fn oldest_reader(&self) -> Option<u64> {
+        self.shared.lock().readers.keys().next().copied()
+    }
+
+    pub(crate) fn publish(&self, snap: Snapshot) {
+        self.shared.lock().snap = snap;
+    }
+}
+
+/// Registration of one reader's txid; dropping it lets the writer reuse what it could see.
+pub(crate) struct ReaderReg {
+    inner: Arc<Inner>,
+    txid: u64,
+}
+
+impl Drop for ReaderReg {
+    fn drop(&mut self) {
+        let mut sh = self.inner.shared.lock();
+        if let Some(c) = sh.readers.get_mut(&self.txid) {
+            *c -= 1;
+            if *c == 0 {
+                sh.readers.remove(&self.txid);
+            }
+        }
     }
 }
 
 /// A consistent snapshot of the last committed tree; owns what it needs ('static, Send).
-pub struct ReadTxn {}
+pub struct ReadTxn {
+    snap: Snapshot,
+    reg: Arc<ReaderReg>,
+}
+
+/// Finds `key` in a committed tree; the returned value borrows the mapping.
+pub(crate) fn lookup<'m>(
+    map: &'m [u8],
+    m: &Meta,
+    key: &[u8],
+) -> Result<Option<&'m [u8]>, BTreeError> {
+    let ps = m.page_size as usize;
+    let mut pg = m.root;
+    if pg == 0 {
+        return Ok(None);
+    }
+    for _ in 0..page::MAX_DEPTH {
+        let view = page::PageView::new(page::page_slice(map, pg, ps)?, pg)?;
+        if view.is_leaf() {
+            return match view.search(key)? {
+                Ok(i) => Ok(Some(resolve(map, view.leaf_entry(i)?.1, ps)?)),
+                Err(_) => Ok(None),
+            };
+        }
+        pg = view.child(view.child_index(key)?)?;
+    }
+    Err(corrupt("tree deeper than any valid tree (cycle?)"))
+}
+
+/// The bytes of a stored value, following an overflow reference into the mapping.
+#[inline]
+pub(crate) fn resolve<'m>(map: &'m [u8], v: ValRef<'m>, ps: usize) -> Result<&'m [u8], BTreeError> {
+    match v {
+        ValRef::Inline(b) => Ok(b),
+        ValRef::Overflow { pgno, len } => page::overflow_value(map, pgno, len, ps),
+    }
+}
 
 impl ReadTxn {
+    /// Commit id of the snapshot.
     pub fn txid(&self) -> u64 {
-        todo!()
+        self.snap.meta.txid
     }
+
+    /// WAL LSN the snapshot reflects (set by the writer via `set_checkpoint_lsn`).
     pub fn checkpoint_lsn(&self) -> u64 {
-        todo!()
+        self.snap.meta.checkpoint_lsn
     }
-    pub fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, BTreeError> {
-        todo!()
+
+    /// Number of entries in the snapshot.
+    pub fn len(&self) -> u64 {
+        self.snap.meta.entries
     }
+
+    /// True if the snapshot holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.snap.meta.entries == 0
+    }
+
+    /// Point lookup; copies the value out.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BTreeError> {
+        self.get_with(key, |v| v.to_vec())
+    }
+
+    /// Point lookup without allocating: `f` sees the value in place (also for overflow values).
+    pub fn get_with<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, BTreeError> {
+        Ok(lookup(&self.snap.map, &self.snap.meta, key)?.map(f))
+    }
+
+    /// Ordered iteration between `start` and `end`, ascending or (`reverse`) descending.
     pub fn range(
         &self,
-        _start: Bound<&[u8]>,
-        _end: Bound<&[u8]>,
-        _reverse: bool,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
     ) -> Result<RangeIter, BTreeError> {
-        todo!()
-    }
-}
-
-/// Ordered iterator over a snapshot; owns its snapshot ('static, Send).
-pub struct RangeIter {}
-
-impl Iterator for RangeIter {
-    type Item = Result<(Vec<u8>, Vec<u8>), BTreeError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        todo!()
-    }
-}
-
-/// The single write transaction; invisible to readers until `commit` returns.
-pub struct WriteTxn<'a> {
-    _tree: &'a BTree,
-}
-
-impl WriteTxn<'_> {
-    pub fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, BTreeError> {
-        todo!()
-    }
-    pub fn put(&mut self, _key: &[u8], _value: &[u8]) -> Result<(), BTreeError> {
-        todo!()
-    }
-    pub fn delete(&mut self, _key: &[u8]) -> Result<bool, BTreeError> {
-        todo!()
-    }
-    pub fn set_checkpoint_lsn(&mut self, _lsn: u64) {
-        todo!()
-    }
-    pub fn commit(self) -> Result<u64, BTreeError> {
-        todo!()
+        RangeIter::new(self.snap.clone(), self.reg.clone(), start, end, reverse)
     }
 }

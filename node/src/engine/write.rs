@@ -24,6 +24,9 @@ pub(crate) enum Request {
     Seal,
 }
 
+/// A queued request's id and its result.
+type Outcome = (u64, Result<Commit, EngineError>);
+
 #[derive(Default)]
 pub(crate) struct Queue {
     /// Last LSN handed out; only the leader reads or moves it.
@@ -122,8 +125,8 @@ impl Inner {
         &self,
         group: Vec<(u64, Request)>,
         mut last: u64,
-    ) -> (Vec<(u64, Result<Commit, EngineError>)>, u64) {
-        let mut results: Vec<(u64, Result<Commit, EngineError>)> = Vec::with_capacity(group.len());
+    ) -> (Vec<Outcome>, u64) {
+        let mut results: Vec<Outcome> = Vec::with_capacity(group.len());
         if let Some(reason) = self.poison_reason() {
             for (id, _) in group {
                 results.push((

@@ -1,11 +1,31 @@
 //! Segmented write-ahead log: length + CRC32C framed records with LSN and HLC.
 //!
-//! OWNER: wal helper. This file pins the public API the engine codes against; bodies are stubs.
+//! On-disk layout: a directory of segment files named by their first LSN
+//! (`00000000000000000001.wal`), each a 20-byte header followed by back-to-back frames
+//! (see [`record`] and [`segment`]). Recovery rules are in [`recovery`], retention in
+//! [`retention`]. `append` writes straight into the active file (no userspace buffer), so
+//! readers can `pread` everything up to the published LSN; `sync` is one `fdatasync`.
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
+
+mod reader;
+pub mod record;
+mod recovery;
+mod retention;
+pub mod segment;
+mod shared;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use reader::WalReader;
+use shared::{Shared, Writer};
 
 /// Errors from the WAL. Mid-log corruption is an error, a torn tail is repaired on open.
 #[derive(Debug, thiserror::Error)]
@@ -75,56 +95,138 @@ pub struct RetentionPolicy {
 }
 
 /// A namespace's log. `append` is called by one writer at a time; readers are many.
-pub struct Wal {}
+///
+/// Cheap to clone (one `Arc`); all methods take `&self` and are safe to call concurrently.
+#[derive(Clone)]
+pub struct Wal {
+    shared: Arc<Shared>,
+}
 
-impl Wal {
-    pub fn open(_dir: &Path, _opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
-        todo!()
-    }
-    pub fn append(&self, _lsn: u64, _hlc: u64, _payload: &[u8]) -> Result<(), WalError> {
-        todo!()
-    }
-    pub fn sync(&self) -> Result<(), WalError> {
-        todo!()
-    }
-    pub fn publish(&self, _lsn: u64) {
-        todo!()
-    }
-    pub fn wait_published(&self, _after: u64, _timeout: Duration) -> u64 {
-        todo!()
-    }
-    pub fn last_lsn(&self) -> u64 {
-        todo!()
-    }
-    pub fn published_lsn(&self) -> u64 {
-        todo!()
-    }
-    pub fn first_lsn(&self) -> Option<u64> {
-        todo!()
-    }
-    pub fn reader(&self, _from_lsn: u64) -> Result<WalReader, WalError> {
-        todo!()
-    }
-    pub fn retain(
-        &self,
-        _checkpoint_lsn: u64,
-        _policy: &RetentionPolicy,
-    ) -> Result<usize, WalError> {
-        todo!()
-    }
-    pub fn segments(&self) -> Vec<SegmentInfo> {
-        todo!()
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("last_lsn", &self.last_lsn())
+            .field("published_lsn", &self.published_lsn())
+            .finish()
     }
 }
 
-/// Iterates records from an LSN up to the published LSN; pins its segments against retention.
-pub struct WalReader {}
-
-impl WalReader {
-    pub fn next_record(&mut self) -> Result<Option<Record>, WalError> {
-        todo!()
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir`, validating all segments and repairing a torn tail.
+    ///
+    /// Everything recovered is considered published: readers may stream it immediately.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
+        let rec = recovery::recover(dir)?;
+        let active_size = rec.active.as_ref().map(|a| a.size).unwrap_or(0);
+        let writer = Writer {
+            active: rec.active,
+            buf: Vec::new(),
+            poisoned: None,
+        };
+        let shared = Shared::new(
+            dir.to_path_buf(),
+            opts,
+            writer,
+            rec.segments,
+            rec.last_lsn,
+            active_size,
+        );
+        tracing::info!(
+            dir = %dir.display(),
+            segments = rec.report.segments,
+            records = rec.report.records,
+            last_lsn = rec.report.last_lsn,
+            truncated_bytes = rec.report.truncated_bytes,
+            "WAL opened"
+        );
+        Ok((
+            Wal {
+                shared: Arc::new(shared),
+            },
+            rec.report,
+        ))
     }
-    pub fn next_lsn(&self) -> u64 {
-        todo!()
+
+    /// Appends a record; `lsn` must be `last_lsn() + 1`. No fsync: call `sync` for durability.
+    pub fn append(&self, lsn: u64, hlc: u64, payload: &[u8]) -> Result<(), WalError> {
+        self.shared.append(lsn, hlc, payload)
+    }
+
+    /// Makes every record appended so far durable (one `fdatasync` of the active segment).
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.shared.sync().map(|_| ())
+    }
+
+    /// Makes records up to `lsn` visible to readers and wakes `wait_published` callers.
+    pub fn publish(&self, lsn: u64) {
+        self.shared.publish(lsn)
+    }
+
+    /// LSN of the last appended record (0 for an empty log).
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.last_lsn.load(Ordering::Acquire)
+    }
+
+    /// Highest LSN readers may see.
+    pub fn published_lsn(&self) -> u64 {
+        self.shared.published.load(Ordering::Acquire)
+    }
+
+    /// Highest LSN known to be on stable storage (after `sync`, a segment roll, or recovery).
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `published_lsn() > after_lsn` or `timeout` passes; returns the published LSN.
+    pub fn wait_published(&self, after_lsn: u64, timeout: Duration) -> u64 {
+        self.shared.wait_published(after_lsn, timeout)
+    }
+
+    /// Oldest LSN still stored, or `None` if the log holds no records.
+    pub fn first_lsn(&self) -> Option<u64> {
+        let first = self.shared.segments.read().first().map(|s| s.first_lsn)?;
+        (first <= self.last_lsn()).then_some(first)
+    }
+
+    /// Opens a reader whose first record is `from_lsn` (0 = from the beginning).
+    ///
+    /// Fails with `Trimmed` if retention already removed `from_lsn`.
+    pub fn reader(&self, from_lsn: u64) -> Result<WalReader, WalError> {
+        WalReader::new(Arc::clone(&self.shared), from_lsn)
+    }
+
+    /// Deletes old segments covered by `checkpoint_lsn` as `policy` allows; returns how many.
+    pub fn retain(&self, checkpoint_lsn: u64, policy: &RetentionPolicy) -> Result<usize, WalError> {
+        self.shared.retain(checkpoint_lsn, policy)
+    }
+
+    /// Lists the segment files, oldest first, for inspection and metrics.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let segs = self.shared.segments.read();
+        (0..segs.len())
+            .map(|i| {
+                let (last_lsn, size_bytes) = self.shared.segment_bounds(&segs, i);
+                let s = &segs[i];
+                let modified_unix_secs = std::fs::metadata(&s.path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                SegmentInfo {
+                    file_name: s.file_name.clone(),
+                    first_lsn: s.first_lsn,
+                    last_lsn,
+                    size_bytes,
+                    modified_unix_secs,
+                }
+            })
+            .collect()
+    }
+
+    /// Directory holding the segment files.
+    pub fn dir(&self) -> PathBuf {
+        self.shared.dir.clone()
     }
 }

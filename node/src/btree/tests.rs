@@ -1,0 +1,609 @@
+//! Whole-tree tests: model checking against `BTreeMap`, snapshots, reuse, crash recovery.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn opts(ps: usize) -> BTreeOptions {
+    BTreeOptions { page_size: ps }
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:08}").into_bytes()
+}
+
+fn val(i: u32, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (i as usize * 31 + j) as u8).collect()
+}
+
+fn assert_healthy(t: &BTree) {
+    let r = t.check().unwrap();
+    assert!(r.problems.is_empty(), "check problems: {:#?}", r.problems);
+}
+
+fn collect(it: RangeIter) -> Vec<(Vec<u8>, Vec<u8>)> {
+    it.map(|r| r.unwrap()).collect()
+}
+
+#[test]
+fn empty_tree_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.txid(), 0);
+    assert_eq!(r.get(b"x").unwrap(), None);
+    assert!(collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap()).is_empty());
+    assert!(collect(r.range(Bound::Unbounded, Bound::Unbounded, true).unwrap()).is_empty());
+    assert_healthy(&t);
+    let s = t.stats().unwrap();
+    assert_eq!((s.entries, s.depth, s.total_pages), (0, 0, 2));
+}
+
+#[test]
+fn put_get_commit_reopen_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let n = 5000;
+    {
+        let t = BTree::open(&path, opts(1024)).unwrap();
+        let mut w = t.begin_write().unwrap();
+        for i in 0..n {
+            w.put(&key(i), &val(i, (i % 50) as usize)).unwrap();
+        }
+        assert_eq!(w.get(&key(77)).unwrap(), Some(val(77, 27)));
+        w.set_checkpoint_lsn(1234);
+        assert_eq!(w.commit().unwrap(), 1);
+        assert_healthy(&t);
+        let s = t.stats().unwrap();
+        assert_eq!(s.entries, n as u64);
+        assert!(s.depth >= 2);
+    }
+    let t = BTree::open(&path, opts(4096)).unwrap();
+    assert_eq!(t.stats().unwrap().page_size, 1024);
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.checkpoint_lsn(), 1234);
+    for i in (0..n).step_by(7) {
+        assert_eq!(r.get(&key(i)).unwrap(), Some(val(i, (i % 50) as usize)));
+    }
+    assert_eq!(r.get(b"nope").unwrap(), None);
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    assert_eq!(all.len(), n as usize);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+    let rev = collect(r.range(Bound::Unbounded, Bound::Unbounded, true).unwrap());
+    assert_eq!(rev.len(), n as usize);
+    assert_eq!(rev[0].0, key(n - 1));
+    let part = collect(
+        r.range(Bound::Included(&key(100)), Bound::Excluded(&key(200)), true)
+            .unwrap(),
+    );
+    assert_eq!(part.len(), 100);
+    assert_eq!(part[0].0, key(199));
+    assert_eq!(part[99].0, key(100));
+    assert_healthy(&t);
+}
+
+#[test]
+fn sequential_load_fills_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(4096)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    let n = 20_000u32;
+    for i in 0..n {
+        w.put(&key(i), &val(i, 100)).unwrap();
+    }
+    w.commit().unwrap();
+    let s = t.stats().unwrap();
+    // ~113 bytes/entry + slot; a full 4 KiB leaf holds ~34; allow 10% slack.
+    let per_leaf = 4080 / (2 + 7 + 11 + 100);
+    let min_pages = n as u64 / per_leaf as u64;
+    assert!(
+        s.total_pages - s.free_pages < min_pages * 11 / 10 + 10,
+        "pages used {} vs ideal {min_pages}",
+        s.total_pages - s.free_pages
+    );
+    assert_healthy(&t);
+}
+
+#[test]
+fn overflow_values_roundtrip_and_are_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let big = val(9, 5000);
+    let mut w = t.begin_write().unwrap();
+    w.put(b"big", &big).unwrap();
+    w.put(b"small", b"s").unwrap();
+    assert_eq!(w.get(b"big").unwrap(), Some(big.clone()));
+    w.commit().unwrap();
+    assert_healthy(&t);
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.get(b"big").unwrap(), Some(big.clone()));
+    assert_eq!(r.get_with(b"big", |v| v.len()).unwrap(), Some(5000));
+    drop(r);
+    let used_before = {
+        let s = t.stats().unwrap();
+        s.total_pages - s.free_pages
+    };
+    let mut w = t.begin_write().unwrap();
+    w.put(b"big", b"now small").unwrap();
+    w.commit().unwrap();
+    assert_healthy(&t);
+    let s = t.stats().unwrap();
+    assert!(s.total_pages - s.free_pages + 8 <= used_before);
+    let mut w = t.begin_write().unwrap();
+    w.put(b"big", &big).unwrap();
+    assert!(w.delete(b"big").unwrap());
+    assert!(!w.delete(b"big").unwrap());
+    w.commit().unwrap();
+    assert_healthy(&t);
+    assert_eq!(t.begin_read().unwrap().get(b"big").unwrap(), None);
+}
+
+#[test]
+fn key_too_large_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(4096)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    let k = vec![1u8; max_key_size(4096) + 1];
+    assert!(matches!(w.put(&k, b"v"), Err(BTreeError::KeyTooLarge(_))));
+    let k = vec![1u8; max_key_size(4096)];
+    w.put(&k, &[2u8; 3000]).unwrap();
+    w.commit().unwrap();
+    assert_healthy(&t);
+}
+
+#[test]
+fn snapshot_isolation_across_commit_and_remap() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..100 {
+        w.put(&key(i), b"old").unwrap();
+    }
+    w.commit().unwrap();
+    let r = t.begin_read().unwrap();
+    let size_before = t.stats().unwrap().file_size;
+    // Overwrite everything and grow the file a lot (forces remaps).
+    for round in 0..5 {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..100 {
+            w.delete(&key(i)).unwrap();
+        }
+        for i in 0..3000 {
+            w.put(&key(i + 1000 * round), &val(i, 200)).unwrap();
+        }
+        w.commit().unwrap();
+    }
+    assert!(t.stats().unwrap().file_size > size_before * 4);
+    // The old reader still sees its snapshot, through its own (older) mapping.
+    assert_eq!(r.txid(), 1);
+    for i in 0..100 {
+        assert_eq!(r.get(&key(i)).unwrap(), Some(b"old".to_vec()));
+    }
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    assert_eq!(all.len(), 100);
+    // A range iterator keeps its snapshot alive after the ReadTxn is gone.
+    let it = r.range(Bound::Unbounded, Bound::Unbounded, true).unwrap();
+    drop(r);
+    let mut w = t.begin_write().unwrap();
+    for i in 0..3000 {
+        w.put(&key(i), &val(i, 300)).unwrap();
+    }
+    w.commit().unwrap();
+    let got = collect(it);
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().all(|(_, v)| v == b"old"));
+    assert_healthy(&t);
+}
+
+#[test]
+fn read_txn_is_send_and_static() {
+    fn assert_send_static<T: Send + 'static>() {}
+    assert_send_static::<ReadTxn>();
+    assert_send_static::<RangeIter>();
+    fn assert_sync<T: Send + Sync + Clone>() {}
+    assert_sync::<BTree>();
+}
+
+#[test]
+fn freed_pages_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut sizes = Vec::new();
+    for round in 0..60u32 {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..200 {
+            let len = if i % 10 == 0 { 700 } else { 40 };
+            w.put(&key(i), &val(i + round, len)).unwrap();
+        }
+        w.commit().unwrap();
+        sizes.push(t.stats().unwrap().total_pages);
+    }
+    assert_healthy(&t);
+    // Steady state: high-water mark stops growing.
+    assert_eq!(sizes[59], sizes[30], "page count kept growing: {sizes:?}");
+}
+
+#[test]
+fn reader_pins_freed_pages_until_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..300 {
+        w.put(&key(i), &val(i, 30)).unwrap();
+    }
+    w.commit().unwrap();
+    let r = t.begin_read().unwrap();
+    assert_eq!(t.live_readers(), 1);
+    for round in 0..5 {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..300 {
+            w.put(&key(i), &val(i + round + 1, 30)).unwrap();
+        }
+        w.commit().unwrap();
+        // every page the reader can see must still hold its data
+        for i in (0..300).step_by(13) {
+            assert_eq!(r.get(&key(i)).unwrap(), Some(val(i, 30)));
+        }
+    }
+    drop(r);
+    assert_eq!(t.live_readers(), 0);
+    assert_healthy(&t);
+}
+
+fn fill(path: &Path, ps: usize, rounds: u32) -> BTree {
+    let t = BTree::open(path, opts(ps)).unwrap();
+    for round in 0..rounds {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..200 {
+            w.put(&key(i), &val(i + round, 60)).unwrap();
+        }
+        w.set_checkpoint_lsn(round as u64 + 1);
+        w.commit().unwrap();
+    }
+    t
+}
+
+#[test]
+fn crash_before_meta_write_keeps_previous_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    {
+        let t = fill(&path, 512, 3);
+        let mut w = t.begin_write().unwrap();
+        for i in 0..500 {
+            w.put(&key(i), b"never committed").unwrap();
+        }
+        w.commit_without_meta().unwrap();
+    }
+    let t = BTree::open(&path, opts(512)).unwrap();
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.txid(), 3);
+    assert_eq!(r.checkpoint_lsn(), 3);
+    assert_eq!(r.get(&key(5)).unwrap(), Some(val(7, 60)));
+    assert_eq!(r.get(&key(300)).unwrap(), None);
+    assert_healthy(&t);
+    // and the tree keeps working afterwards
+    drop(r);
+    let mut w = t.begin_write().unwrap();
+    w.put(b"after", b"crash").unwrap();
+    assert_eq!(w.commit().unwrap(), 4);
+    assert_healthy(&t);
+}
+
+#[test]
+fn torn_newest_meta_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    drop(fill(&path, 512, 4));
+    // txid 4 lives in slot 0; garble it.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x5A; 40], 10).unwrap();
+    drop(f);
+    let t = BTree::open(&path, opts(512)).unwrap();
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.txid(), 3);
+    assert_eq!(r.get(&key(1)).unwrap(), Some(val(3, 60)));
+    assert_healthy(&t);
+    drop(r);
+    // both metas bad -> Corrupt
+    drop(t);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0x5A; 40], 512 + 10).unwrap();
+    drop(f);
+    assert!(matches!(
+        BTree::open(&path, opts(512)),
+        Err(BTreeError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn truncated_and_garbage_files_error_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    drop(fill(&path, 512, 3));
+    let len = std::fs::metadata(&path).unwrap().len();
+    let bytes = std::fs::read(&path).unwrap();
+    for cut in [1u64, 50, 100, 600, 1024, 1500, 4096, len / 2] {
+        let p = dir.path().join(format!("cut{cut}"));
+        std::fs::write(&p, &bytes[..cut as usize]).unwrap();
+        match BTree::open(&p, opts(512)) {
+            Err(BTreeError::Corrupt(_)) | Err(BTreeError::Io(_)) => {}
+            Ok(t) => {
+                // If it opened, reads must still not panic.
+                let r = t.begin_read().unwrap();
+                let _ = r.get(&key(3));
+                let _ = t.check();
+            }
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    let p = dir.path().join("garbage");
+    let junk: Vec<u8> = (0..100_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&p, junk).unwrap();
+    assert!(BTree::open(&p, opts(512)).is_err());
+    // Garbage inside tree pages: reads and check report errors, never panic.
+    let p = dir.path().join("scribbled");
+    let mut b = bytes.clone();
+    for i in (2 * 512..b.len()).step_by(97) {
+        b[i] = b[i].wrapping_mul(13).wrapping_add(7);
+    }
+    std::fs::write(&p, &b).unwrap();
+    if let Ok(t) = BTree::open(&p, opts(512)) {
+        let r = t.begin_read().unwrap();
+        for i in 0..200 {
+            let _ = r.get(&key(i));
+        }
+        if let Ok(it) = r.range(Bound::Unbounded, Bound::Unbounded, false) {
+            for x in it.take(1000) {
+                let _ = x;
+            }
+        }
+        let rep = t.check().unwrap();
+        assert!(!rep.problems.is_empty());
+    }
+}
+
+#[test]
+fn check_detects_flipped_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let t = fill(&path, 512, 2);
+    let root = t.inner().current().meta.root;
+    drop(t);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0xEE], root * 512 + 500).unwrap();
+    drop(f);
+    let t = BTree::open(&path, opts(512)).unwrap();
+    let rep = t.check().unwrap();
+    assert!(
+        rep.problems.iter().any(|p| p.contains("checksum")),
+        "{rep:?}"
+    );
+}
+
+#[test]
+fn abort_discards_changes_and_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = fill(&dir.path().join("t"), 512, 2);
+    let before = t.stats().unwrap();
+    {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..1000 {
+            w.put(&key(i), &val(i, 900)).unwrap();
+        }
+        assert!(w.delete(&key(3)).unwrap());
+    }
+    let r = t.begin_read().unwrap();
+    assert_eq!(r.get(&key(3)).unwrap(), Some(val(4, 60)));
+    assert_eq!(r.get(&key(500)).unwrap(), None);
+    let mut w = t.begin_write().unwrap();
+    w.put(b"x", b"y").unwrap();
+    w.commit().unwrap();
+    let after = t.stats().unwrap();
+    assert!(after.total_pages <= before.total_pages + 4);
+    assert_healthy(&t);
+}
+
+#[test]
+fn delete_everything_then_reuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..2000 {
+        w.put(&key(i), &val(i, 50)).unwrap();
+    }
+    w.commit().unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in (0..2000).rev() {
+        assert!(w.delete(&key(i)).unwrap());
+    }
+    assert_eq!(w.len(), 0);
+    w.commit().unwrap();
+    assert_healthy(&t);
+    let s = t.stats().unwrap();
+    assert_eq!((s.entries, s.depth), (0, 0));
+    // everything but the metas and the freelist's own pages is free
+    let fl = freelist::pages_needed(s.free_pages as usize, 512) as u64;
+    assert_eq!(s.total_pages - 2 - s.free_pages, fl, "{s:?}");
+}
+
+// ---------------------------------------------------------------- model test
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u16, usize),
+    Del(u16),
+    Get(u16),
+    Range(Bound<u16>, Bound<u16>, bool),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Commit,
+    Abort,
+    CommitReopen,
+}
+
+fn mkey(i: u16) -> Vec<u8> {
+    if i == 0 {
+        return Vec::new();
+    }
+    let mut k = format!("{i:04}").into_bytes();
+    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 3));
+    k
+}
+
+fn mval(i: u16, len: usize) -> Vec<u8> {
+    (0..len).map(|j| (j as u16).wrapping_add(i) as u8).collect()
+}
+
+fn bound_strategy() -> impl Strategy<Value = Bound<u16>> {
+    prop_oneof![
+        1 => Just(Bound::Unbounded),
+        2 => (0u16..400).prop_map(Bound::Included),
+        2 => (0u16..400).prop_map(Bound::Excluded),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let vlen = prop_oneof![6 => 0usize..40, 2 => 40usize..300, 1 => 300usize..3000];
+    prop_oneof![
+        6 => (0u16..400, vlen).prop_map(|(k, l)| Op::Put(k, l)),
+        3 => (0u16..400).prop_map(Op::Del),
+        2 => (0u16..400).prop_map(Op::Get),
+        1 => (bound_strategy(), bound_strategy(), any::<bool>())
+            .prop_map(|(s, e, r)| Op::Range(s, e, r)),
+    ]
+}
+
+fn end_strategy() -> impl Strategy<Value = End> {
+    prop_oneof![5 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::CommitReopen)]
+}
+
+fn map_bound(b: &Bound<u16>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(i) => Bound::Included(mkey(*i)),
+        Bound::Excluded(i) => Bound::Excluded(mkey(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn model_range(
+    m: &BTreeMap<Vec<u8>, Vec<u8>>,
+    s: &Bound<Vec<u8>>,
+    e: &Bound<Vec<u8>>,
+    rev: bool,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let valid = match (s, e) {
+        (Bound::Included(a), Bound::Included(b)) => a <= b,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => a < b,
+        _ => true,
+    };
+    if !valid {
+        return Vec::new();
+    }
+    let mut v: Vec<_> = m
+        .range::<[u8], _>((as_ref(s), as_ref(e)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if rev {
+        v.reverse();
+    }
+    v
+}
+
+fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let mut tree = BTree::open(&path, opts(ps)).unwrap();
+    let mut committed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (ops, end) in batches {
+        let reader = tree.begin_read().unwrap();
+        let mut pending = committed.clone();
+        {
+            let mut w = tree.begin_write().unwrap();
+            for op in &ops {
+                match op {
+                    Op::Put(k, l) => {
+                        w.put(&mkey(*k), &mval(*k, *l)).unwrap();
+                        pending.insert(mkey(*k), mval(*k, *l));
+                    }
+                    Op::Del(k) => {
+                        let had = pending.remove(&mkey(*k)).is_some();
+                        assert_eq!(w.delete(&mkey(*k)).unwrap(), had);
+                    }
+                    Op::Get(k) => {
+                        assert_eq!(w.get(&mkey(*k)).unwrap().as_ref(), pending.get(&mkey(*k)));
+                        assert_eq!(
+                            reader.get(&mkey(*k)).unwrap().as_ref(),
+                            committed.get(&mkey(*k))
+                        );
+                    }
+                    Op::Range(s, e, rev) => {
+                        let (s, e) = (map_bound(s), map_bound(e));
+                        let got = collect(reader.range(as_ref(&s), as_ref(&e), *rev).unwrap());
+                        assert_eq!(got, model_range(&committed, &s, &e, *rev));
+                    }
+                }
+            }
+            assert_eq!(w.len(), pending.len() as u64);
+            match end {
+                End::Abort => drop(w),
+                End::Commit | End::CommitReopen => {
+                    w.commit().unwrap();
+                    committed = pending;
+                }
+            }
+        }
+        // The reader opened before the txn still sees the old state.
+        let old = collect(
+            reader
+                .range(Bound::Unbounded, Bound::Unbounded, false)
+                .unwrap(),
+        );
+        assert_eq!(old.len() as u64, reader.len());
+        drop(reader);
+        if let End::CommitReopen = end {
+            drop(tree);
+            tree = BTree::open(&path, opts(ps)).unwrap();
+        }
+        let rep = tree.check().unwrap();
+        assert!(rep.problems.is_empty(), "problems: {:#?}", rep.problems);
+        assert_eq!(rep.entries, committed.len() as u64);
+        let r = tree.begin_read().unwrap();
+        let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+        let want: Vec<_> = committed
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(all, want);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn model_matches_btreemap(
+        ps in prop_oneof![Just(512usize), Just(1024usize)],
+        batches in prop::collection::vec(
+            (prop::collection::vec(op_strategy(), 0..120), end_strategy()),
+            1..12,
+        ),
+    ) {
+        run_model(ps, batches);
+    }
+}

@@ -1,0 +1,867 @@
+//! Behavioural tests of the WAL through its public API plus direct file damage.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::segment::SEGMENT_HEADER_LEN;
+use super::*;
+
+fn tiny() -> WalOptions {
+    WalOptions { segment_size: 200 }
+}
+
+fn payload(lsn: u64) -> Vec<u8> {
+    format!("payload-{lsn}-{}", "x".repeat((lsn % 13) as usize)).into_bytes()
+}
+
+fn open(dir: &Path) -> (Wal, RecoveryReport) {
+    Wal::open(dir, tiny()).expect("open")
+}
+
+/// Appends LSNs `from..=to` with deterministic payloads and publishes them.
+fn fill(wal: &Wal, from: u64, to: u64) {
+    for lsn in from..=to {
+        wal.append(lsn, lsn * 100, &payload(lsn)).expect("append");
+    }
+    wal.sync().expect("sync");
+    wal.publish(to);
+}
+
+fn read_all(wal: &Wal, from: u64) -> Vec<Record> {
+    let mut r = wal.reader(from).expect("reader");
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_record().expect("next") {
+        out.push(rec);
+    }
+    out
+}
+
+fn check_records(recs: &[Record], from: u64, to: u64) {
+    let lsns: Vec<u64> = recs.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, (from..=to).collect::<Vec<_>>());
+    for r in recs {
+        assert_eq!(r.hlc, r.lsn * 100);
+        assert_eq!(&r.payload[..], &payload(r.lsn)[..]);
+    }
+}
+
+fn segment_paths(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Byte offsets (start, end) of every frame in a segment file.
+fn frame_offsets(path: &Path) -> Vec<(u64, u64)> {
+    let data = std::fs::read(path).expect("read");
+    let mut off = SEGMENT_HEADER_LEN;
+    let mut out = Vec::new();
+    while let Some(record::Decoded::Frame(f)) = data.get(off..).map(record::decode) {
+        out.push((off as u64, (off + f.len) as u64));
+        off += f.len;
+    }
+    out
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).expect("read");
+    b[0] ^= 0xA5;
+    f.write_all_at(&b, offset).expect("write");
+}
+
+fn set_len(path: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_len(len)
+        .expect("set_len");
+}
+
+fn assert_corrupt(dir: &Path) -> (String, u64, String) {
+    match Wal::open(dir, tiny()) {
+        Err(WalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        }) => (segment, offset, reason),
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok((w, r)) => panic!(
+            "expected Corrupt, opened with last {} report {r:?}",
+            w.last_lsn()
+        ),
+    }
+}
+
+#[test]
+fn empty_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, rep) = open(dir.path());
+    assert_eq!(rep.segments, 0);
+    assert_eq!(rep.first_lsn, None);
+    assert_eq!(wal.last_lsn(), 0);
+    assert_eq!(wal.published_lsn(), 0);
+    assert_eq!(wal.first_lsn(), None);
+    assert!(wal.segments().is_empty());
+    wal.sync().expect("sync on empty log");
+    let mut r = wal.reader(0).expect("reader");
+    assert_eq!(r.next_lsn(), 1);
+    assert!(r.next_record().expect("next").is_none());
+}
+
+#[test]
+fn out_of_sequence() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    assert!(matches!(
+        wal.append(2, 0, b"x"),
+        Err(WalError::OutOfSequence {
+            expected: 1,
+            got: 2
+        })
+    ));
+    assert!(matches!(
+        wal.append(0, 0, b"x"),
+        Err(WalError::OutOfSequence {
+            expected: 1,
+            got: 0
+        })
+    ));
+    wal.append(1, 0, b"x").expect("append 1");
+    assert!(matches!(
+        wal.append(1, 0, b"x"),
+        Err(WalError::OutOfSequence {
+            expected: 2,
+            got: 1
+        })
+    ));
+    assert!(matches!(
+        wal.append(3, 0, b"x"),
+        Err(WalError::OutOfSequence {
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert_eq!(wal.last_lsn(), 1);
+}
+
+#[test]
+fn append_reopen_read_across_rolls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 50);
+        let segs = wal.segments();
+        assert!(
+            segs.len() > 5,
+            "expected several segments, got {}",
+            segs.len()
+        );
+        for pair in segs.windows(2) {
+            assert_eq!(pair[0].last_lsn + 1, pair[1].first_lsn);
+        }
+        assert_eq!(segs[0].first_lsn, 1);
+        assert_eq!(segs.last().map(|s| s.last_lsn), Some(50));
+        for s in &segs {
+            assert!(
+                s.size_bytes <= 200,
+                "segment {} too big: {}",
+                s.file_name,
+                s.size_bytes
+            );
+            assert_eq!(s.file_name, segment::file_name(s.first_lsn));
+        }
+        check_records(&read_all(&wal, 0), 1, 50);
+    }
+    let (wal, rep) = open(dir.path());
+    assert_eq!(rep.records, 50);
+    assert_eq!(rep.last_lsn, 50);
+    assert_eq!(rep.first_lsn, Some(1));
+    assert_eq!(rep.truncated_bytes, 0);
+    assert_eq!(wal.last_lsn(), 50);
+    assert_eq!(wal.published_lsn(), 50);
+    check_records(&read_all(&wal, 1), 1, 50);
+    fill(&wal, 51, 60);
+    check_records(&read_all(&wal, 0), 1, 60);
+}
+
+#[test]
+fn oversized_record_goes_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    wal.append(1, 0, b"small").expect("1");
+    wal.append(2, 0, &[7u8; 1000]).expect("2");
+    wal.append(3, 0, b"small").expect("3");
+    wal.publish(3);
+    let segs = wal.segments();
+    assert_eq!(segs.len(), 3);
+    assert_eq!((segs[1].first_lsn, segs[1].last_lsn), (2, 2));
+    let recs = read_all(&wal, 1);
+    assert_eq!(recs[1].payload.len(), 1000);
+    drop(wal);
+    let (wal, rep) = open(dir.path());
+    assert_eq!(rep.records, 3);
+    assert_eq!(read_all(&wal, 2).len(), 2);
+}
+
+#[test]
+fn reader_from_every_lsn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 40);
+    for from in 1..=40 {
+        check_records(&read_all(&wal, from), from, 40);
+    }
+    // Past the end: nothing yet, then exactly from that LSN once it exists.
+    let mut r = wal.reader(43).expect("reader");
+    assert!(r.next_record().expect("next").is_none());
+    fill(&wal, 41, 45);
+    let got: Vec<u64> = std::iter::from_fn(|| r.next_record().expect("next"))
+        .map(|r| r.lsn)
+        .collect();
+    assert_eq!(got, vec![43, 44, 45]);
+}
+
+#[test]
+fn reader_continues_after_appends_and_rolls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    let mut r = wal.reader(0).expect("reader");
+    let mut got = Vec::new();
+    for batch in 0..20u64 {
+        let from = batch * 3 + 1;
+        fill(&wal, from, from + 2);
+        while let Some(rec) = r.next_record().expect("next") {
+            got.push(rec);
+        }
+        assert!(r.next_record().expect("caught up").is_none());
+    }
+    check_records(&got, 1, 60);
+    assert_eq!(r.next_lsn(), 61);
+}
+
+#[test]
+fn reader_does_not_see_unpublished() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    for lsn in 1..=10 {
+        wal.append(lsn, lsn * 100, &payload(lsn)).expect("append");
+    }
+    let mut r = wal.reader(1).expect("reader");
+    assert!(r.next_record().expect("next").is_none());
+    wal.publish(4);
+    let got: Vec<u64> = std::iter::from_fn(|| r.next_record().expect("next"))
+        .map(|r| r.lsn)
+        .collect();
+    assert_eq!(got, vec![1, 2, 3, 4]);
+    // Publishing backwards or beyond the end does not regress or overshoot.
+    wal.publish(2);
+    assert_eq!(wal.published_lsn(), 4);
+    wal.publish(99);
+    assert_eq!(wal.published_lsn(), 10);
+    let got: Vec<u64> = std::iter::from_fn(|| r.next_record().expect("next"))
+        .map(|r| r.lsn)
+        .collect();
+    assert_eq!(got, (5..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn wait_published_wakes_and_times_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    let start = Instant::now();
+    assert_eq!(wal.wait_published(0, Duration::from_millis(50)), 0);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+
+    let w2 = wal.clone();
+    let waiter = thread::spawn(move || {
+        let t = Instant::now();
+        let p = w2.wait_published(0, Duration::from_secs(10));
+        (p, t.elapsed())
+    });
+    thread::sleep(Duration::from_millis(50));
+    wal.append(1, 0, b"a").expect("append");
+    wal.publish(1);
+    let (p, waited) = waiter.join().expect("join");
+    assert_eq!(p, 1);
+    assert!(waited < Duration::from_secs(5));
+    // Already satisfied: returns immediately.
+    assert_eq!(wal.wait_published(0, Duration::from_secs(10)), 1);
+}
+
+#[test]
+fn concurrent_reader_streams_while_writing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    const N: u64 = 2000;
+    let w2 = wal.clone();
+    let reader = thread::spawn(move || {
+        let mut r = w2.reader(1).expect("reader");
+        let mut got = Vec::new();
+        while got.len() < N as usize {
+            match r.next_record().expect("next") {
+                Some(rec) => got.push(rec),
+                None => {
+                    w2.wait_published(r.next_lsn() - 1, Duration::from_millis(100));
+                }
+            }
+        }
+        got
+    });
+    for lsn in 1..=N {
+        wal.append(lsn, lsn * 100, &payload(lsn)).expect("append");
+        if lsn % 7 == 0 || lsn == N {
+            wal.publish(lsn);
+        }
+    }
+    let got = reader.join().expect("join");
+    check_records(&got, 1, N);
+}
+
+#[test]
+fn trimmed_after_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 50);
+    let before = wal.segments();
+    let keep_all = RetentionPolicy::default();
+    assert_eq!(wal.retain(50, &keep_all).expect("retain"), 0);
+    let drop_all = RetentionPolicy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    let n = wal.retain(50, &drop_all).expect("retain");
+    assert_eq!(n, before.len() - 1, "all but the active segment");
+    let first = wal.first_lsn().expect("first");
+    assert_eq!(first, before.last().map(|s| s.first_lsn).unwrap_or(0));
+    assert_eq!(segment_paths(dir.path()).len(), 1);
+    match wal.reader(1) {
+        Err(WalError::Trimmed { requested, oldest }) => {
+            assert_eq!((requested, oldest), (1, first));
+        }
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("expected Trimmed"),
+    }
+    assert!(matches!(wal.reader(0), Err(WalError::Trimmed { .. })));
+    check_records(&read_all(&wal, first), first, 50);
+    drop(wal);
+    let (wal, rep) = open(dir.path());
+    assert_eq!(rep.first_lsn, Some(first));
+    assert_eq!(wal.first_lsn(), Some(first));
+    fill(&wal, 51, 55);
+    check_records(&read_all(&wal, first), first, 55);
+}
+
+#[test]
+fn retention_respects_checkpoint_bytes_and_age() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 50);
+    let segs = wal.segments();
+    let all = RetentionPolicy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    // Checkpoint below the end of the first segment: nothing deletable.
+    assert_eq!(wal.retain(segs[0].last_lsn - 1, &all).expect("retain"), 0);
+    // Checkpoint covering exactly the first two segments.
+    assert_eq!(wal.retain(segs[1].last_lsn, &all).expect("retain"), 2);
+    assert_eq!(wal.first_lsn(), Some(segs[2].first_lsn));
+    // Under the byte budget: keep.
+    let big = RetentionPolicy {
+        max_bytes: Some(1 << 30),
+        max_age: None,
+    };
+    assert_eq!(wal.retain(50, &big).expect("retain"), 0);
+    // Byte budget: drop only until under it.
+    let total: u64 = wal.segments().iter().map(|s| s.size_bytes).sum();
+    let budget = total - segs[2].size_bytes; // dropping one segment suffices
+    let some = RetentionPolicy {
+        max_bytes: Some(budget),
+        max_age: None,
+    };
+    assert_eq!(wal.retain(50, &some).expect("retain"), 1);
+    // Age: young segments stay, an age of zero drops everything eligible.
+    let old = RetentionPolicy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(3600)),
+    };
+    assert_eq!(wal.retain(50, &old).expect("retain"), 0);
+    let zero_age = RetentionPolicy {
+        max_bytes: None,
+        max_age: Some(Duration::ZERO),
+    };
+    let left = wal.segments().len();
+    assert_eq!(wal.retain(50, &zero_age).expect("retain"), left - 1);
+}
+
+#[test]
+fn retention_never_deletes_pinned_or_active() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 50);
+    let segs = wal.segments();
+    let all = RetentionPolicy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    // A reader positioned inside segment 3 pins segments 3.. (not 1 and 2).
+    let pinned_lsn = segs[2].first_lsn + 1;
+    let mut r = wal.reader(pinned_lsn).expect("reader");
+    assert_eq!(wal.retain(50, &all).expect("retain"), 2);
+    assert_eq!(wal.first_lsn(), Some(segs[2].first_lsn));
+    // Reader still works after retention ran and after it advances.
+    let first = r.next_record().expect("next").expect("record");
+    assert_eq!(first.lsn, pinned_lsn);
+    // A reader that has not started yet pins its start LSN too.
+    let r2 = wal.reader(segs[3].first_lsn).expect("reader2");
+    drop(r);
+    assert_eq!(wal.retain(50, &all).expect("retain"), 1);
+    assert_eq!(wal.first_lsn(), Some(segs[3].first_lsn));
+    drop(r2);
+    // Nothing pinned: everything but the active segment goes; the active one never does.
+    let n = wal.retain(u64::MAX, &all).expect("retain");
+    assert_eq!(n, segs.len() - 4);
+    assert_eq!(wal.segments().len(), 1);
+    assert_eq!(wal.retain(u64::MAX, &all).expect("retain"), 0);
+    assert_eq!(wal.segments().len(), 1);
+    // Records not covered by the checkpoint are never dropped.
+    fill(&wal, 51, 80);
+    let segs = wal.segments();
+    assert_eq!(wal.retain(segs[0].last_lsn - 1, &all).expect("retain"), 0);
+}
+
+#[test]
+fn reader_advancing_releases_pin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 50);
+    let segs = wal.segments();
+    let mut r = wal.reader(1).expect("reader");
+    let all = RetentionPolicy {
+        max_bytes: Some(0),
+        max_age: None,
+    };
+    assert_eq!(wal.retain(50, &all).expect("retain"), 0);
+    // Read into the third segment: the first two are released.
+    while r.next_lsn() <= segs[2].first_lsn {
+        r.next_record().expect("next").expect("record");
+    }
+    assert_eq!(wal.retain(50, &all).expect("retain"), 2);
+    let rest: Vec<u64> = std::iter::from_fn(|| r.next_record().expect("next"))
+        .map(|r| r.lsn)
+        .collect();
+    assert_eq!(rest, ((segs[2].first_lsn + 1)..=50).collect::<Vec<_>>());
+}
+
+#[test]
+fn torn_tail_every_byte_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 20);
+    }
+    let last_seg = segment_paths(dir.path()).pop().expect("segments");
+    let frames = frame_offsets(&last_seg);
+    let (start, end) = *frames.last().expect("frames");
+    let pristine = std::fs::read(&last_seg).expect("read");
+    for cut in start..end {
+        std::fs::write(&last_seg, &pristine[..cut as usize]).expect("write");
+        let (wal, rep) = open(dir.path());
+        assert_eq!(wal.last_lsn(), 19, "cut at {cut}");
+        assert_eq!(rep.truncated_bytes, cut - start, "cut at {cut}");
+        if cut > start {
+            assert!(rep.truncated_segment.is_some());
+        }
+        check_records(&read_all(&wal, 1), 1, 19);
+        assert_eq!(std::fs::metadata(&last_seg).expect("meta").len(), start);
+        drop(wal);
+    }
+    // Append after repair continues at the right LSN and survives reopen.
+    let (wal, _) = open(dir.path());
+    fill(&wal, 20, 30);
+    drop(wal);
+    let (wal, rep) = open(dir.path());
+    assert_eq!(rep.truncated_bytes, 0);
+    check_records(&read_all(&wal, 1), 1, 30);
+}
+
+#[test]
+fn torn_tail_flipped_byte_in_last_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 20);
+    }
+    let last_seg = segment_paths(dir.path()).pop().expect("segments");
+    let (start, end) = *frame_offsets(&last_seg).last().expect("frames");
+    let pristine = std::fs::read(&last_seg).expect("read");
+    for off in start..end {
+        std::fs::write(&last_seg, &pristine).expect("restore");
+        flip_byte(&last_seg, off);
+        let (wal, rep) = open(dir.path());
+        assert_eq!(wal.last_lsn(), 19, "flip at {off}");
+        assert_eq!(rep.truncated_bytes, end - start, "flip at {off}");
+        drop(wal);
+    }
+}
+
+#[test]
+fn garbage_and_zeros_after_last_record_are_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 20);
+    }
+    let last_seg = segment_paths(dir.path()).pop().expect("segments");
+    let len = std::fs::metadata(&last_seg).expect("meta").len();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&last_seg)
+        .expect("open");
+    f.write_all_at(&[0u8; 4096], len).expect("zeros");
+    drop(f);
+    let (wal, rep) = open(dir.path());
+    assert_eq!((wal.last_lsn(), rep.truncated_bytes), (20, 4096));
+    drop(wal);
+
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let junk: Vec<u8> = (0..777).map(|_| rng.gen()).collect();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&last_seg)
+        .expect("open");
+    f.write_all_at(&junk, len).expect("junk");
+    drop(f);
+    let (wal, rep) = open(dir.path());
+    assert_eq!((wal.last_lsn(), rep.truncated_bytes), (20, 777));
+    check_records(&read_all(&wal, 1), 1, 20);
+}
+
+#[test]
+fn empty_or_torn_last_segment_is_reinitialized() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 20);
+    }
+    // A segment torn during creation (partial header) is removed.
+    let torn = dir.path().join(segment::file_name(21));
+    std::fs::write(&torn, &segment::encode_header(21)[..7]).expect("write");
+    let (wal, rep) = open(dir.path());
+    assert_eq!((wal.last_lsn(), rep.truncated_bytes), (20, 7));
+    assert!(!torn.exists());
+    drop(wal);
+    // All-zero header: also a creation tear.
+    std::fs::write(&torn, [0u8; SEGMENT_HEADER_LEN]).expect("write");
+    let (wal, _) = open(dir.path());
+    assert_eq!(wal.last_lsn(), 20);
+    assert!(!torn.exists());
+    drop(wal);
+    // Header-only segment is kept and the next append goes into it.
+    std::fs::write(&torn, segment::encode_header(21)).expect("write");
+    let (wal, rep) = open(dir.path());
+    assert_eq!((wal.last_lsn(), rep.truncated_bytes), (20, 0));
+    fill(&wal, 21, 21);
+    assert_eq!(wal.segments().last().map(|s| s.first_lsn), Some(21));
+    check_records(&read_all(&wal, 1), 1, 21);
+}
+
+#[test]
+fn only_segment_with_all_records_torn_keeps_next_lsn() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 30);
+        let all = RetentionPolicy {
+            max_bytes: Some(0),
+            max_age: None,
+        };
+        wal.retain(30, &all).expect("retain");
+        assert_eq!(wal.segments().len(), 1);
+    }
+    let seg = segment_paths(dir.path()).pop().expect("segment");
+    let first = segment::parse_file_name(seg.file_name().and_then(|n| n.to_str()).expect("name"))
+        .expect("lsn");
+    // Tear the first record of the only remaining segment.
+    set_len(&seg, SEGMENT_HEADER_LEN as u64 + 5);
+    let (wal, rep) = open(dir.path());
+    assert_eq!(wal.last_lsn(), first - 1);
+    assert_eq!(wal.first_lsn(), None);
+    assert_eq!(rep.records, 0);
+    assert!(matches!(
+        wal.append(1, 0, b"x"),
+        Err(WalError::OutOfSequence { .. })
+    ));
+    fill(&wal, first, first + 2);
+    check_records(&read_all(&wal, first), first, first + 2);
+}
+
+#[test]
+fn mid_segment_corruption_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        let mut lsn = 0;
+        // Grow until the last segment holds at least three records.
+        while wal
+            .segments()
+            .last()
+            .is_none_or(|s| s.last_lsn < s.first_lsn + 2)
+            || lsn < 10
+        {
+            lsn += 1;
+            fill(&wal, lsn, lsn);
+        }
+    }
+    let last_seg = segment_paths(dir.path()).pop().expect("segments");
+    let frames = frame_offsets(&last_seg);
+    assert!(frames.len() >= 3, "need three records in the last segment");
+    let pristine = std::fs::read(&last_seg).expect("read");
+    let (start, end) = frames[frames.len() - 2];
+    // Every single-byte flip in a record followed by a good record is corruption.
+    for off in start..end {
+        std::fs::write(&last_seg, &pristine).expect("restore");
+        flip_byte(&last_seg, off);
+        let (seg, offset, _) = assert_corrupt(dir.path());
+        assert_eq!(offset, start, "flip at {off}");
+        assert!(last_seg.ends_with(&seg));
+    }
+    // Zeroing a middle record is corruption too.
+    std::fs::write(&last_seg, &pristine).expect("restore");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&last_seg)
+        .expect("open");
+    f.write_all_at(&vec![0u8; (end - start) as usize], start)
+        .expect("zero");
+    drop(f);
+    assert_corrupt(dir.path());
+}
+
+#[test]
+fn corruption_in_non_last_segment_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 30);
+    }
+    let paths = segment_paths(dir.path());
+    let victim = &paths[1];
+    let pristine = std::fs::read(victim).expect("read");
+    // Torn tail in a sealed segment.
+    let (start, end) = *frame_offsets(victim).last().expect("frames");
+    set_len(victim, end - 1);
+    let (_, offset, _) = assert_corrupt(dir.path());
+    assert_eq!(offset, start);
+    // Bad header.
+    std::fs::write(victim, &pristine).expect("restore");
+    flip_byte(victim, 2);
+    let (seg, offset, _) = assert_corrupt(dir.path());
+    assert_eq!((offset, victim.ends_with(&seg)), (0, true));
+    // Header-only (empty) sealed segment.
+    std::fs::write(victim, &pristine[..SEGMENT_HEADER_LEN]).expect("write");
+    assert_corrupt(dir.path());
+    std::fs::write(victim, &pristine).expect("restore");
+    assert_eq!(open(dir.path()).0.last_lsn(), 30);
+}
+
+#[test]
+fn missing_middle_segment_is_a_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 30);
+    }
+    let paths = segment_paths(dir.path());
+    std::fs::remove_file(&paths[2]).expect("remove");
+    let (seg, _, reason) = assert_corrupt(dir.path());
+    assert!(paths[3].ends_with(&seg), "{seg}");
+    assert!(reason.contains("gap"), "{reason}");
+}
+
+#[test]
+fn header_name_mismatch_and_bad_last_header_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 30);
+    }
+    let last = segment_paths(dir.path()).pop().expect("segments");
+    let pristine = std::fs::read(&last).expect("read");
+    // A bad header on a last segment that has records is not a creation tear.
+    flip_byte(&last, 0);
+    assert_corrupt(dir.path());
+    std::fs::write(&last, &pristine).expect("restore");
+    // Rename a segment so its name disagrees with its header.
+    let renamed = dir.path().join(segment::file_name(1000));
+    std::fs::rename(&last, &renamed).expect("rename");
+    assert_corrupt(dir.path());
+}
+
+#[test]
+fn foreign_files_are_ignored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 5);
+    }
+    std::fs::write(dir.path().join("README"), b"hello").expect("write");
+    std::fs::write(dir.path().join("1.wal"), b"junk").expect("write");
+    let (wal, _) = open(dir.path());
+    assert_eq!(wal.last_lsn(), 5);
+}
+
+#[test]
+fn random_file_contents_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    for round in 0..200 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nseg = rng.gen_range(1..4);
+        for i in 0..nseg {
+            let first = 1 + i * 3;
+            let mut data = Vec::new();
+            if rng.gen_bool(0.7) {
+                data.extend_from_slice(&segment::encode_header(first));
+            }
+            if rng.gen_bool(0.5) {
+                for lsn in first..first + 3 {
+                    record::encode_into(&mut data, lsn, 0, b"ok");
+                }
+            }
+            let n = rng.gen_range(0..300);
+            data.extend((0..n).map(|_| rng.gen::<u8>()));
+            if rng.gen_bool(0.3) && !data.is_empty() {
+                let i = rng.gen_range(0..data.len());
+                data[i] ^= rng.gen::<u8>() | 1;
+            }
+            std::fs::write(dir.path().join(segment::file_name(first)), &data).expect("write");
+        }
+        // Must not panic; on success the log must be readable end to end.
+        if let Ok((wal, _)) = Wal::open(dir.path(), tiny()) {
+            let last = wal.last_lsn();
+            let first = wal.first_lsn().unwrap_or(last + 1);
+            let n = read_all(&wal, first).len() as u64;
+            assert_eq!(n, last + 1 - first, "round {round}");
+            wal.append(last + 1, 0, b"after")
+                .expect("append after open");
+        }
+    }
+}
+
+mod model {
+    //! Random appends, reopens and tail truncations checked against a `Vec` model.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(Vec<u8>),
+        Sync,
+        Reopen,
+        /// Crash: cut `n` bytes off the end of the last segment (unsynced data may vanish).
+        TruncateTail(u16),
+        Retain(u8),
+        ReadFrom(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => proptest::collection::vec(any::<u8>(), 0..80).prop_map(Op::Append),
+            1 => Just(Op::Sync),
+            1 => Just(Op::Reopen),
+            1 => any::<u16>().prop_map(Op::TruncateTail),
+            1 => any::<u8>().prop_map(Op::Retain),
+            2 => any::<u8>().prop_map(Op::ReadFrom),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn wal_matches_model(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let opts = WalOptions { segment_size: 256 };
+            let (mut wal, _) = Wal::open(dir.path(), opts.clone()).expect("open");
+            // model[i] is the payload of LSN first + i.
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            let mut first = 1u64;
+            for op in ops {
+                match op {
+                    Op::Append(p) => {
+                        let lsn = first + model.len() as u64;
+                        wal.append(lsn, lsn ^ 0xABCD, &p).expect("append");
+                        wal.publish(lsn);
+                        model.push(p);
+                    }
+                    Op::Sync => wal.sync().expect("sync"),
+                    Op::Reopen => {
+                        drop(wal);
+                        wal = Wal::open(dir.path(), opts.clone()).expect("reopen").0;
+                    }
+                    Op::TruncateTail(n) => {
+                        drop(wal);
+                        let last = segment_paths(dir.path()).pop();
+                        if let Some(last) = last {
+                            let len = std::fs::metadata(&last).expect("meta").len();
+                            // Headers are fsynced at creation, so a crash never tears them.
+                            let body = len - SEGMENT_HEADER_LEN as u64;
+                            let cut = u64::from(n) % (body + 1);
+                            set_len(&last, len - cut);
+                            // Records whose frames are cut at all are lost.
+                            let frames = frame_offsets(&last);
+                            let seg_first: u64 = segment::parse_file_name(
+                                last.file_name().and_then(|n| n.to_str()).expect("name"),
+                            ).expect("lsn");
+                            let kept = frames.iter().filter(|(_, e)| *e <= len - cut).count() as u64;
+                            let keep_total = (seg_first + kept).saturating_sub(first);
+                            model.truncate(keep_total as usize);
+                        }
+                        let (w, rep) = Wal::open(dir.path(), opts.clone()).expect("open after truncation");
+                        prop_assert_eq!(rep.last_lsn, first + model.len() as u64 - 1);
+                        wal = w;
+                    }
+                    Op::Retain(k) => {
+                        let last = first + model.len() as u64 - 1;
+                        let cp = first + u64::from(k) % (model.len() as u64 + 1);
+                        let cp = cp.min(last);
+                        let pol = RetentionPolicy { max_bytes: Some(0), max_age: None };
+                        wal.retain(cp, &pol).expect("retain");
+                        let new_first = wal.segments().first().map(|s| s.first_lsn).unwrap_or(first);
+                        prop_assert!(new_first <= cp + 1);
+                        let drop_n = (new_first - first) as usize;
+                        model.drain(..drop_n);
+                        first = new_first;
+                    }
+                    Op::ReadFrom(k) => {
+                        let from = first + u64::from(k) % (model.len() as u64 + 1);
+                        let recs = read_all(&wal, from);
+                        let want = &model[(from - first) as usize..];
+                        prop_assert_eq!(recs.len(), want.len());
+                        for (i, (r, w)) in recs.iter().zip(want).enumerate() {
+                            prop_assert_eq!(r.lsn, from + i as u64);
+                            prop_assert_eq!(r.hlc, r.lsn ^ 0xABCD);
+                            prop_assert_eq!(&r.payload[..], &w[..]);
+                        }
+                    }
+                }
+                prop_assert_eq!(wal.last_lsn(), first + model.len() as u64 - 1);
+            }
+        }
+    }
+}
