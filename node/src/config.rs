@@ -41,7 +41,7 @@ pub enum Mode {
     Relayer,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -52,21 +52,6 @@ pub struct Config {
     pub memtable: MemtableConfig,
     pub replication: ReplicationConfig,
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            http: HttpConfig::default(),
-            grpc: GrpcConfig::default(),
-            notify: NotifyConfig::default(),
-            wal: WalConfig::default(),
-            memtable: MemtableConfig::default(),
-            replication: ReplicationConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -15,6 +15,9 @@ use crate::storage::keys::{self, DecodedKey, Model};
 pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
+/// One KV entry: (user key, value).
+pub type KvEntry = (Vec<u8>, Vec<u8>);
+
 /// What to scan (all user-key bounds; empty = unbounded).
 #[derive(Debug, Clone, Default)]
 pub struct ScanRequest {
@@ -82,7 +85,7 @@ fn check_limit(limit: usize) -> Result<usize, ModelError> {
 }
 
 /// Scans KV entries; returns `(key, value)` pairs in key order (or reverse).
-pub fn scan_kv(snap: &Snapshot, req: &ScanRequest) -> Result<Page<(Vec<u8>, Vec<u8>)>, ModelError> {
+pub fn scan_kv(snap: &Snapshot, req: &ScanRequest) -> Result<Page<KvEntry>, ModelError> {
     let limit = check_limit(req.limit)?;
     let mut lower = Bound::Included(keys::model_start(Model::Kv));
     let mut upper = upper_of(None, Model::Kv);
@@ -116,7 +119,7 @@ pub fn scan_kv(snap: &Snapshot, req: &ScanRequest) -> Result<Page<(Vec<u8>, Vec<
                 ));
             };
             if items.len() == limit {
-                next = items.last().map(|(k, _): &(Vec<u8>, Vec<u8>)| k.clone());
+                next = items.last().map(|(k, _): &KvEntry| k.clone());
                 break;
             }
             items.push((key, v));
