@@ -131,6 +131,22 @@ pub fn changes_from(
     })
 }
 
+/// The JSON payload of one change, shared by SSE `/watch` and ZeroMQ notifications: the user's key in
+/// base64 (never the internal encoding), the real LSN and the HLC with its wall-clock milliseconds.
+pub fn change_json(namespace: &str, c: &Change) -> serde_json::Value {
+    use base64::Engine as _;
+    serde_json::json!({
+        "namespace": namespace,
+        "model": c.model.as_str(),
+        "op": c.op,
+        "key": base64::engine::general_purpose::STANDARD.encode(&c.key),
+        "lsn": c.lsn,
+        "hlc": c.hlc,
+        "timestampMs": crate::storage::hlc::physical_ms(c.hlc),
+        "columns": c.columns.iter().map(|col| String::from_utf8_lossy(col).into_owned()).collect::<Vec<_>>(),
+    })
+}
+
 /// Changes from the current end of the log on (new writes only).
 pub fn changes_from_now(
     ns: Namespace,

@@ -126,7 +126,17 @@ async fn sigterm_exits_zero_and_restart_keeps_data() {
         .send()
         .await
         .unwrap();
+    // An open SSE stream must not hold up graceful shutdown.
+    let watch = c.get(s.url("/api/v1/default/watch")).send().await.unwrap();
+    assert_eq!(watch.status(), 200);
+    let t = std::time::Instant::now();
     let st = s.terminate();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+    drop(watch);
     assert!(st.success(), "exit {st}:\n{}", s.log());
     assert!(s.log().contains("store closed"), "{}", s.log());
     // Offline inspect while stopped.

@@ -15,11 +15,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{api_path, to_b64};
+use super::extract::api_path;
 use super::{shutdown_signal, Shared};
 use crate::feed;
-use crate::storage::events::Change;
-use crate::storage::hlc::physical_ms;
 use crate::storage::keys::Model;
 
 #[derive(Deserialize, Default)]
@@ -28,20 +26,6 @@ pub struct WatchQuery {
     models: Option<String>,
     prefix: Option<String>,
     from_lsn: Option<u64>,
-}
-
-/// The JSON payload of one change (same fields as the ZeroMQ notification).
-pub fn change_json(namespace: &str, c: &Change) -> serde_json::Value {
-    json!({
-        "namespace": namespace,
-        "model": c.model.as_str(),
-        "op": c.op,
-        "key": to_b64(&c.key),
-        "lsn": c.lsn,
-        "hlc": c.hlc,
-        "timestampMs": physical_ms(c.hlc),
-        "columns": c.columns.iter().map(|col| String::from_utf8_lossy(col).into_owned()).collect::<Vec<_>>(),
-    })
 }
 
 pub async fn watch(
@@ -95,7 +79,7 @@ pub async fn watch(
                 Ok(c) => Event::default()
                     .event("change")
                     .id(c.lsn.to_string())
-                    .data(change_json(&name, &c).to_string()),
+                    .data(feed::change_json(&name, &c).to_string()),
                 Err(e) => {
                     tracing::warn!(error = %e, "change feed ended with an error");
                     Event::default()
