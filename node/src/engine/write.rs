@@ -121,11 +121,7 @@ impl Inner {
     }
 
     /// The leader's work for one group. Returns per-request results and the last LSN handed out.
-    fn commit_group(
-        &self,
-        group: Vec<(u64, Request)>,
-        mut last: u64,
-    ) -> (Vec<Outcome>, u64) {
+    fn commit_group(&self, group: Vec<(u64, Request)>, mut last: u64) -> (Vec<Outcome>, u64) {
         let mut results: Vec<Outcome> = Vec::with_capacity(group.len());
         if let Some(reason) = self.poison_reason() {
             for (id, _) in group {
