@@ -130,6 +130,11 @@ impl Checker<'_> {
             if hi.is_some_and(|h| k >= h) {
                 self.problem(format!("page {pg} key {i}: not below the parent separator"));
             }
+            if v.head(i) != Some(page::head_of(k)) {
+                self.problem(format!(
+                    "page {pg} key {i}: slot key head does not match the key"
+                ));
+            }
             prev = Some(k);
             keys.push(k);
         }

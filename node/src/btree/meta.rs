@@ -10,7 +10,7 @@ use super::page::{corrupt, rd_u32, rd_u64, wr_u32, wr_u64};
 use super::BTreeError;
 
 const MAGIC: &[u8; 8] = b"UNIBTRE1";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Encoded size of a meta record (start of its page).
 pub(crate) const META_LEN: usize = 84;
 pub(crate) const MIN_PAGE: usize = 512;

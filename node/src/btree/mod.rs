@@ -6,7 +6,10 @@
 //! * `check`: full verification.
 //!
 //! Readers take a snapshot (meta + `Arc<Mmap>`) and register their txid; pages freed by txn
-//! `T` are reused only once every live reader has txid >= `T`.
+//! `T` are reused only once every live reader has txid >= `T`. The writer edits private copies
+//! of pages (copy-on-write), then commits with pwrite + fdatasync of the pages, followed by
+//! the alternate meta page + fdatasync. Each commit persists the whole free list (free and
+//! still-pinned pages), so a reopened file has every page accounted for.
 
 mod check;
 mod cursor;
@@ -51,6 +54,7 @@ pub enum BTreeError {
 /// `page_size` must be a power of two in 512..=65536; an existing file keeps its own size.
 #[derive(Debug, Clone)]
 pub struct BTreeOptions {
+    /// Bytes per page for a new file (default 4096).
     pub page_size: usize,
 }
 
@@ -63,11 +67,16 @@ impl Default for BTreeOptions {
 /// Shape of the tree, for `inspect` and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TreeStats {
+    /// Last committed transaction id.
     pub txid: u64,
+    /// WAL LSN the committed tree reflects.
     pub checkpoint_lsn: u64,
+    /// Levels from root to leaf (0 = empty tree).
     pub depth: u32,
     pub page_size: usize,
+    /// High-water mark: pages in use or free (the file may be larger, preallocated).
     pub total_pages: u64,
+    /// Pages on the persisted free list (including ones still pinned by readers).
     pub free_pages: u64,
     pub entries: u64,
     pub file_size: u64,
@@ -76,8 +85,11 @@ pub struct TreeStats {
 /// Result of a full verification.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Tree, overflow, freelist and free pages visited.
     pub pages_checked: u64,
+    /// Entries found in the leaves.
     pub entries: u64,
+    /// Human-readable inconsistencies; empty means healthy.
     pub problems: Vec<String>,
 }
 
@@ -127,7 +139,8 @@ pub struct BTree {
     inner: Arc<Inner>,
 }
 
-/// Largest key accepted for a page size: an entry must stay within a quarter page.
+/// Largest key accepted for a page size: an entry must stay within a quarter page
+/// (997 bytes for 4 KiB pages, 1024 from 8 KiB up, 101 for 512-byte pages).
 pub fn max_key_size(page_size: usize) -> usize {
     (max_entry_size(page_size) - node::leaf_entry_size(0, 8)).min(1024)
 }
@@ -135,6 +148,17 @@ pub fn max_key_size(page_size: usize) -> usize {
 /// Largest leaf/branch entry (slot + cell) kept inline; splits rely on it.
 pub(crate) fn max_entry_size(page_size: usize) -> usize {
     (page_size - page::BRANCH_HDR) / 4
+}
+
+/// Takes an advisory exclusive lock so a second opener fails instead of corrupting the file.
+fn lock_exclusive(file: &File) -> Result<(), BTreeError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned file descriptor; the lock dies with the descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(BTreeError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Maps the whole file read-only.
@@ -147,6 +171,9 @@ fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
 
 impl BTree {
     /// Opens or creates the tree file at `path`; picks the newest valid meta page.
+    ///
+    /// The file is `flock`ed: a second open (even in this process) fails with `Io` until every
+    /// handle, `ReadTxn` and `RangeIter` of the first one is dropped.
     pub fn open(path: &Path, opts: BTreeOptions) -> Result<Self, BTreeError> {
         let ps = opts.page_size;
         if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {
@@ -161,6 +188,7 @@ impl BTree {
             .create(true)
             .truncate(false)
             .open(path)?;
+        lock_exclusive(&file)?;
         let mut file_len = file.metadata()?.len();
         if file_len == 0 {
             file_len = (ps * 16) as u64;
@@ -175,6 +203,12 @@ impl BTree {
             file.write_all_at(&page, 0)?;
             file.write_all_at(&page, ps as u64)?;
             file.sync_all()?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Make the new directory entry durable too (best effort).
+                if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                    tracing::warn!(error = %e, "could not fsync the B+Tree directory");
+                }
+            }
             tracing::info!(path = %path.display(), page_size = ps, "created B+Tree file");
         }
         let m = meta::load(&file, file_len, ps)?;
@@ -329,6 +363,9 @@ pub(crate) fn lookup<'m>(
         return Ok(None);
     }
     for _ in 0..page::MAX_DEPTH {
+        if pg < 2 || pg >= m.page_count {
+            return Err(corrupt(format!("child pointer to page {pg} out of range")));
+        }
         let view = page::PageView::new(page::page_slice(map, pg, ps)?, pg)?;
         if view.is_leaf() {
             return match view.search(key)? {

@@ -3,8 +3,10 @@
 //! Every page starts with a 16-byte header:
 //! `[crc32c u32][type u8][reserved u8][nkeys u16][page id u64]`; the checksum covers
 //! bytes `4..page_size` (for overflow runs: `4..24+len` across the run).
-//! Leaf/branch pages keep a `u16` slot array right after the header (after the
-//! leftmost child pointer on branches) and pack cells from the end of the page.
+//! Leaf/branch pages keep a slot array right after the header (after the leftmost child
+//! pointer on branches) and pack cells from the end of the page. A slot is
+//! `[cell offset u16][key head: first 4 key bytes, zero padded]`; binary search compares
+//! heads first and only dereferences a cell on a tie, saving most cache misses.
 //! * leaf cell:   `[klen u16][flags u8][vlen u32][key][value | overflow page id u64]`
 //! * branch cell: `[klen u16][child u64][key]` (child `i+1`; child 0 sits at offset 16)
 
@@ -28,6 +30,18 @@ pub(crate) const FLAG_OVERFLOW: u8 = 1;
 pub(crate) const LEAF_CELL_FIXED: usize = 7;
 /// Fixed part of a branch cell (klen + child).
 pub(crate) const BRANCH_CELL_FIXED: usize = 10;
+/// Bytes per slot: cell offset + 4-byte key head.
+pub(crate) const SLOT: usize = 6;
+
+/// The 4-byte big-endian head of a key (zero padded). Different heads order like the keys.
+#[inline]
+pub(crate) fn head_of(key: &[u8]) -> u32 {
+    let mut h = [0u8; 4];
+    let n = key.len().min(4);
+    h[..n].copy_from_slice(&key[..n]);
+    u32::from_be_bytes(h)
+}
+
 /// Guard against cycles in a corrupt file: no real tree gets this deep.
 pub(crate) const MAX_DEPTH: usize = 64;
 
@@ -173,12 +187,23 @@ impl<'a> PageView<'a> {
             T_BRANCH => BRANCH_HDR,
             t => return Err(corrupt(format!("page {pgno}: unexpected page type {t}"))),
         };
-        if base + 2 * n > buf.len() {
+        if base + SLOT * n > buf.len() {
             return Err(corrupt(format!(
                 "page {pgno}: slot array overflows the page"
             )));
         }
         Ok(Self { buf, typ, n })
+    }
+
+    /// View of a page built by this process (a dirty page); accessors stay bounds-checked.
+    #[inline]
+    pub(crate) fn trusted(buf: &'a [u8]) -> Self {
+        let n = rd_u16(buf, 6).unwrap_or(0) as usize;
+        Self {
+            buf,
+            typ: buf[4],
+            n,
+        }
     }
 
     #[inline]
@@ -203,8 +228,8 @@ impl<'a> PageView<'a> {
 
     #[inline]
     fn cell(&self, i: usize) -> Result<usize, BTreeError> {
-        let off = rd_u16(self.buf, self.slot_base() + 2 * i).unwrap_or(0) as usize;
-        if off < self.slot_base() + 2 * self.n || off >= self.buf.len() {
+        let off = rd_u16(self.buf, self.slot_base() + SLOT * i).unwrap_or(0) as usize;
+        if off < self.slot_base() + SLOT * self.n || off >= self.buf.len() {
             return Err(corrupt("cell offset outside the page"));
         }
         Ok(off)
@@ -258,19 +283,52 @@ impl<'a> PageView<'a> {
         rd_u64(self.buf, off + 2).ok_or_else(|| corrupt("branch cell past the end of the page"))
     }
 
+    /// Bytes in use in a leaf (header, slots, cells); used to decide merges.
+    pub(crate) fn leaf_used(&self) -> Result<usize, BTreeError> {
+        let mut used = HDR;
+        for i in 0..self.n {
+            let (k, v) = self.leaf_entry(i)?;
+            let vcell = match v {
+                ValRef::Inline(b) => b.len(),
+                ValRef::Overflow { .. } => 8,
+            };
+            used += SLOT + LEAF_CELL_FIXED + k.len() + vcell;
+        }
+        Ok(used)
+    }
+
     /// Binary search among the keys: `Ok(i)` if found, `Err(i)` = insertion point.
     #[inline]
     pub(crate) fn search(&self, key: &[u8]) -> Result<Result<usize, usize>, BTreeError> {
+        let kh = head_of(key);
+        let base = self.slot_base();
         let (mut lo, mut hi) = (0usize, self.n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            match self.key(mid)?.cmp(key) {
+            let s = base + SLOT * mid + 2;
+            // slots lie inside the page (checked in `new`)
+            let h = u32::from_be_bytes([
+                self.buf[s],
+                self.buf[s + 1],
+                self.buf[s + 2],
+                self.buf[s + 3],
+            ]);
+            let ord = match h.cmp(&kh) {
+                std::cmp::Ordering::Equal => self.key(mid)?.cmp(key),
+                o => o,
+            };
+            match ord {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Ok(Ok(mid)),
             }
         }
         Ok(Err(lo))
+    }
+
+    /// Stored key head of slot `i` (for verification).
+    pub(crate) fn head(&self, i: usize) -> Option<u32> {
+        rd_u32(self.buf, self.slot_base() + SLOT * i + 2).map(u32::swap_bytes)
     }
 
     /// Index of the child of a branch whose subtree may contain `key`.

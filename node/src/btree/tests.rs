@@ -31,6 +31,20 @@ fn collect(it: RangeIter) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 #[test]
+fn second_open_of_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let t = BTree::open(&path, opts(512)).unwrap();
+    assert!(matches!(
+        BTree::open(&path, opts(512)),
+        Err(BTreeError::Io(_))
+    ));
+    assert_eq!(t.path(), path.as_path());
+    drop(t);
+    BTree::open(&path, opts(512)).unwrap();
+}
+
+#[test]
 fn empty_tree_reads() {
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
@@ -99,7 +113,7 @@ fn sequential_load_fills_pages() {
     w.commit().unwrap();
     let s = t.stats().unwrap();
     // ~113 bytes/entry + slot; a full 4 KiB leaf holds ~34; allow 10% slack.
-    let per_leaf = 4080 / (2 + 7 + 11 + 100);
+    let per_leaf = 4080 / (page::SLOT + 7 + 11 + 100);
     let min_pages = n as u64 / per_leaf as u64;
     assert!(
         s.total_pages - s.free_pages < min_pages * 11 / 10 + 10,
@@ -148,6 +162,10 @@ fn key_too_large_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), opts(4096)).unwrap();
     let mut w = t.begin_write().unwrap();
+    assert_eq!(
+        (max_key_size(512), max_key_size(4096), max_key_size(8192)),
+        (101, 997, 1024)
+    );
     let k = vec![1u8; max_key_size(4096) + 1];
     assert!(matches!(w.put(&k, b"v"), Err(BTreeError::KeyTooLarge(_))));
     let k = vec![1u8; max_key_size(4096)];
@@ -286,6 +304,9 @@ fn crash_before_meta_write_keeps_previous_tree() {
     assert_eq!(r.checkpoint_lsn(), 3);
     assert_eq!(r.get(&key(5)).unwrap(), Some(val(7, 60)));
     assert_eq!(r.get(&key(300)).unwrap(), None);
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    let want: Vec<_> = (0..200).map(|i| (key(i), val(i + 2, 60))).collect();
+    assert_eq!(all, want);
     assert_healthy(&t);
     // and the tree keeps working afterwards
     drop(r);
@@ -447,6 +468,8 @@ enum End {
     Commit,
     Abort,
     CommitReopen,
+    /// Write all pages, skip the meta, drop and reopen: must look like an abort.
+    CrashReopen,
 }
 
 fn mkey(i: u16) -> Vec<u8> {
@@ -454,7 +477,8 @@ fn mkey(i: u16) -> Vec<u8> {
         return Vec::new();
     }
     let mut k = format!("{i:04}").into_bytes();
-    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 3));
+    // lengths up to 94 bytes: close to max_key_size(512) = 101
+    k.extend(std::iter::repeat_n(b'z', (i % 11) as usize * 9));
     k
 }
 
@@ -482,7 +506,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 fn end_strategy() -> impl Strategy<Value = End> {
-    prop_oneof![5 => Just(End::Commit), 2 => Just(End::Abort), 1 => Just(End::CommitReopen)]
+    prop_oneof![
+        5 => Just(End::Commit),
+        2 => Just(End::Abort),
+        1 => Just(End::CommitReopen),
+        1 => Just(End::CrashReopen),
+    ]
 }
 
 fn map_bound(b: &Bound<u16>) -> Bound<Vec<u8>> {
@@ -562,6 +591,9 @@ fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
             assert_eq!(w.len(), pending.len() as u64);
             match end {
                 End::Abort => drop(w),
+                End::CrashReopen => {
+                    w.commit_without_meta().unwrap();
+                }
                 End::Commit | End::CommitReopen => {
                     w.commit().unwrap();
                     committed = pending;
@@ -576,7 +608,7 @@ fn run_model(ps: usize, batches: Vec<(Vec<Op>, End)>) {
         );
         assert_eq!(old.len() as u64, reader.len());
         drop(reader);
-        if let End::CommitReopen = end {
+        if let End::CommitReopen | End::CrashReopen = end {
             drop(tree);
             tree = BTree::open(&path, opts(ps)).unwrap();
         }
@@ -606,4 +638,207 @@ proptest! {
     ) {
         run_model(ps, batches);
     }
+}
+
+/// Rough throughput numbers; run with
+/// `cargo test --release -p unisondb-node --lib btree::tests::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_bulk_load_and_random_reads() {
+    use rand::{Rng, SeedableRng};
+    use std::time::Instant;
+    // Thread CPU time: the build machine is shared, wall time is noisy.
+    fn cpu() -> std::time::Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer for clock_gettime.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), BTreeOptions::default()).unwrap();
+    let n = 1_000_000u64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let keys: Vec<[u8; 24]> = (0..n)
+        .map(|_| {
+            let mut k = [0u8; 24];
+            rng.fill(&mut k[..]);
+            k
+        })
+        .collect();
+    let value = [0x42u8; 150];
+    let c0 = cpu();
+    let t0 = Instant::now();
+    let mut w = t.begin_write().unwrap();
+    for k in &keys {
+        w.put(k, &value).unwrap();
+    }
+    let t1 = Instant::now();
+    w.commit().unwrap();
+    let t2 = Instant::now();
+    eprintln!(
+        "bulk load {n} random keys: puts {:?}, commit {:?}, total {:?} (cpu {:?}); {:?}",
+        t1 - t0,
+        t2 - t1,
+        t2 - t0,
+        cpu() - c0,
+        t.stats().unwrap()
+    );
+    let r = t.begin_read().unwrap();
+    let c0 = cpu();
+    let t0 = Instant::now();
+    let mut found = 0usize;
+    for i in 0..n as usize {
+        let k = &keys[(i * 7919) % n as usize];
+        found += r.get_with(k, |v| v.len()).unwrap().unwrap_or(0);
+    }
+    let el = t0.elapsed();
+    assert_eq!(found, 150 * n as usize);
+    let c = cpu() - c0;
+    eprintln!(
+        "random get_with: {:?} ({:?}/op, cpu {:?}/op)",
+        el,
+        el / n as u32,
+        c / n as u32
+    );
+    let t0 = Instant::now();
+    let cnt = r
+        .range(Bound::Unbounded, Bound::Unbounded, false)
+        .unwrap()
+        .count();
+    eprintln!("full scan of {cnt}: {:?}", t0.elapsed());
+    let t3 = Instant::now();
+    let rep = t.check().unwrap();
+    eprintln!("check: {:?}, problems {}", t3.elapsed(), rep.problems.len());
+    // sequential bulk load in a fresh file
+    let t2 = BTree::open(&dir.path().join("s"), BTreeOptions::default()).unwrap();
+    let c0 = cpu();
+    let t0 = Instant::now();
+    let mut w = t2.begin_write().unwrap();
+    for i in 0..n {
+        let mut k = [0u8; 24];
+        k[..8].copy_from_slice(&i.to_be_bytes());
+        w.put(&k, &value).unwrap();
+    }
+    w.commit().unwrap();
+    eprintln!(
+        "sequential bulk load: {:?} (cpu {:?}); {:?}",
+        t0.elapsed(),
+        cpu() - c0,
+        t2.stats().unwrap()
+    );
+}
+
+#[test]
+fn concurrent_readers_see_consistent_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let n = 300u32;
+    let mut w = t.begin_write().unwrap();
+    for i in 0..n {
+        w.put(&key(i), &100u64.to_le_bytes()).unwrap();
+    }
+    w.commit().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let t = t.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut snaps = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || snaps == 0 {
+                    let r = t.begin_read().unwrap();
+                    let mut sum = 0u64;
+                    let mut cnt = 0;
+                    for e in r
+                        .range(Bound::Unbounded, Bound::Unbounded, snaps % 2 == 0)
+                        .unwrap()
+                    {
+                        let (k, v) = e.unwrap();
+                        if k.starts_with(b"key") {
+                            sum += u64::from_le_bytes(v[..8].try_into().unwrap());
+                            cnt += 1;
+                        }
+                    }
+                    assert_eq!((cnt, sum), (n, 100 * n as u64), "txid {}", r.txid());
+                    snaps += 1;
+                }
+                snaps
+            })
+        })
+        .collect();
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    for round in 0..150u32 {
+        let mut w = t.begin_write().unwrap();
+        for _ in 0..20 {
+            let (a, b) = (rng.gen_range(0..n), rng.gen_range(0..n));
+            let va = u64::from_le_bytes(w.get(&key(a)).unwrap().unwrap()[..8].try_into().unwrap());
+            let vb = u64::from_le_bytes(w.get(&key(b)).unwrap().unwrap()[..8].try_into().unwrap());
+            if a != b && va > 0 {
+                // pad values so pages churn and the file grows
+                let mut na = (va - 1).to_le_bytes().to_vec();
+                na.extend(std::iter::repeat_n(0u8, rng.gen_range(0..60)));
+                let mut nb = (vb + 1).to_le_bytes().to_vec();
+                nb.extend(std::iter::repeat_n(0u8, rng.gen_range(0..200)));
+                w.put(&key(a), &na).unwrap();
+                w.put(&key(b), &nb).unwrap();
+            }
+        }
+        // unrelated churn: insert and delete filler keys
+        for j in 0..30 {
+            w.put(format!("z{round}-{j}").as_bytes(), &[7u8; 90])
+                .unwrap();
+        }
+        if round > 0 {
+            for j in 0..30 {
+                w.delete(format!("z{}-{j}", round - 1).as_bytes()).unwrap();
+            }
+        }
+        w.commit().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in readers {
+        assert!(h.join().unwrap() > 0);
+    }
+    assert_healthy(&t);
+}
+
+#[test]
+fn deletes_merge_sparse_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..3000 {
+        w.put(&key(i), &val(i, 30)).unwrap();
+    }
+    w.commit().unwrap();
+    let full = t.stats().unwrap();
+    let mut w = t.begin_write().unwrap();
+    for i in 0..3000 {
+        if i % 10 != 0 {
+            w.delete(&key(i)).unwrap();
+        }
+    }
+    w.commit().unwrap();
+    assert_healthy(&t);
+    let s = t.stats().unwrap();
+    let used = |s: &TreeStats| s.total_pages - s.free_pages;
+    assert!(
+        used(&s) * 4 < used(&full),
+        "sparse leaves were not merged: {} vs {}",
+        used(&s),
+        used(&full)
+    );
+    let r = t.begin_read().unwrap();
+    let all = collect(r.range(Bound::Unbounded, Bound::Unbounded, false).unwrap());
+    assert_eq!(all.len(), 300);
+    // a no-op txn does not create a commit
+    drop(r);
+    let txid = t.stats().unwrap().txid;
+    let w = t.begin_write().unwrap();
+    assert_eq!(w.commit().unwrap(), txid);
+    assert_healthy(&t);
 }

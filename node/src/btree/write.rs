@@ -10,9 +10,9 @@ use std::os::unix::fs::FileExt;
 
 use parking_lot::MutexGuard;
 
-use super::node::{leaf_entry_size, Branch, Leaf, Node, Val};
+use super::node::{leaf_entry_size, Cell, Dirty};
 use super::page::{self, corrupt, PageView, ValRef, MAX_DEPTH, OVERFLOW_HDR};
-use super::{freelist, map_file, max_entry_size, max_key_size, resolve};
+use super::{freelist, map_file, max_entry_size, max_key_size};
 use super::{BTree, BTreeError, Snapshot, WriterState};
 
 /// Cheap multiplicative hash for page ids (hashbrown uses the high bits as tags).
@@ -35,6 +35,9 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
+/// How many free pages an overflow allocation inspects before extending the file instead.
+const MAX_RUN_SCAN: usize = 4096;
+
 /// Largest single write issued at commit.
 const WRITE_CHUNK: usize = 8 << 20;
 
@@ -55,7 +58,7 @@ pub struct WriteTxn<'a> {
     lsn: u64,
     /// Next never-used page id (high-water mark).
     hwm: u64,
-    dirty: IdMap<Node>,
+    dirty: IdMap<Dirty>,
     /// Overflow runs written by this txn: first page id -> sealed run bytes.
     overflow: IdMap<Vec<u8>>,
     /// Pages taken from `ws.free` that existed before this txn (restored on abort).
@@ -131,7 +134,8 @@ impl<'a> WriteTxn<'a> {
             let mut run_start = 0;
             let mut run_len = 0;
             let mut found = None;
-            for &p in self.ws.free.iter() {
+            // Bounded scan: a huge fragmented free list must not make every blob put O(free).
+            for &p in self.ws.free.iter().take(MAX_RUN_SCAN) {
                 if run_len > 0 && p == run_start + run_len {
                     run_len += 1;
                 } else {
@@ -175,8 +179,8 @@ impl<'a> WriteTxn<'a> {
         self.release(p, 1, fresh);
     }
 
-    fn release_val(&mut self, v: &Val) {
-        if let Val::Overflow { pgno, len } = *v {
+    fn release_overflow(&mut self, ov: Option<(u64, u64)>) {
+        if let Some((pgno, len)) = ov {
             let fresh = self.overflow.remove(&pgno).is_some();
             let n = page::overflow_pages(len as usize, self.ps);
             self.release(pgno, n, fresh);
@@ -195,14 +199,19 @@ impl<'a> WriteTxn<'a> {
         if self.dirty.contains_key(&pg) {
             return Ok(pg);
         }
-        let node = Node::decode(&self.committed_view(pg)?)?;
+        if pg < 2 || pg >= self.old_hwm() {
+            return Err(corrupt(format!("child pointer to page {pg} out of range")));
+        }
+        let src = page::page_slice(&self.snap.map, pg, self.ps)?;
+        let mut d = Dirty::from_page(src, pg, 0)?;
         let id = self.alloc(1);
+        page::wr_u64(&mut d.buf, 8, id);
         self.freed.push(pg);
-        self.dirty.insert(id, node);
+        self.dirty.insert(id, d);
         Ok(id)
     }
 
-    fn node_mut(&mut self, id: u64) -> Result<&mut Node, BTreeError> {
+    fn node_mut(&mut self, id: u64) -> Result<&mut Dirty, BTreeError> {
         self.dirty
             .get_mut(&id)
             .ok_or_else(|| corrupt(format!("internal: page {id} is not dirty")))
@@ -221,36 +230,30 @@ impl<'a> WriteTxn<'a> {
             return Ok(None);
         }
         for _ in 0..MAX_DEPTH {
-            if let Some(node) = self.dirty.get(&pg) {
-                match node {
-                    Node::Leaf(l) => {
-                        return match l.keys.binary_search_by(|k| k.as_slice().cmp(key)) {
-                            Ok(i) => Ok(Some(match &l.vals[i] {
-                                Val::Inline(b) => f(b),
-                                Val::Overflow { pgno, len } => f(self.overflow_bytes(*pgno, *len)?),
-                            })),
-                            Err(_) => Ok(None),
-                        };
-                    }
-                    Node::Branch(b) => pg = b.children[b.child_index(key)],
-                }
-            } else {
-                let view = self.committed_view(pg)?;
-                if view.is_leaf() {
-                    return match view.search(key)? {
-                        Ok(i) => match view.leaf_entry(i)?.1 {
-                            ValRef::Overflow { pgno, len } => {
-                                Ok(Some(f(self.overflow_bytes(pgno, len)?)))
-                            }
-                            v => Ok(Some(f(resolve(&self.snap.map, v, self.ps)?))),
-                        },
-                        Err(_) => Ok(None),
-                    };
-                }
-                pg = view.child(view.child_index(key)?)?;
+            let view = self.view(pg)?;
+            if view.is_leaf() {
+                return match view.search(key)? {
+                    Ok(i) => match view.leaf_entry(i)?.1 {
+                        ValRef::Overflow { pgno, len } => {
+                            Ok(Some(f(self.overflow_bytes(pgno, len)?)))
+                        }
+                        ValRef::Inline(b) => Ok(Some(f(b))),
+                    },
+                    Err(_) => Ok(None),
+                };
             }
+            pg = view.child(view.child_index(key)?)?;
         }
         Err(corrupt("tree deeper than any valid tree (cycle?)"))
+    }
+
+    /// A page as this txn sees it: its own dirty copy, else the committed one.
+    #[inline]
+    fn view(&self, pg: u64) -> Result<PageView<'_>, BTreeError> {
+        match self.dirty.get(&pg) {
+            Some(d) => Ok(d.view()),
+            None => self.committed_view(pg),
+        }
     }
 
     fn overflow_bytes(&self, pgno: u64, len: u64) -> Result<&[u8], BTreeError> {
@@ -284,34 +287,48 @@ impl<'a> WriteTxn<'a> {
         if key.len() > self.max_key {
             return Err(BTreeError::KeyTooLarge(key.len()));
         }
+        if value.len() > u32::MAX as usize {
+            return Err(BTreeError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "values are limited to 4 GiB",
+            )));
+        }
         let val = if leaf_entry_size(key.len(), value.len()) > self.max_entry {
             let n = page::overflow_pages(value.len(), self.ps);
             let pgno = self.alloc(n);
             self.overflow
                 .insert(pgno, page::encode_overflow(pgno, value, self.ps));
-            Val::Overflow {
+            ValRef::Overflow {
                 pgno,
                 len: value.len() as u64,
             }
         } else {
-            Val::Inline(value.to_vec())
+            ValRef::Inline(value)
         };
+        let cell = Cell::Leaf { key, val };
         if self.root == 0 {
-            let mut leaf = Leaf::new();
-            leaf.insert(0, key.to_vec(), val);
             let id = self.alloc(1);
-            self.dirty.insert(id, Node::Leaf(leaf));
+            let mut leaf = Dirty::new_leaf(id, self.ps);
+            leaf.try_insert(0, &cell);
+            self.dirty.insert(id, leaf);
             self.root = id;
             self.depth = 1;
             self.entries = 1;
             return Ok(());
         }
-        match self.insert_rec(self.root, key, val, 1)? {
+        match self.insert_rec(self.root, key, &cell, 1, true)? {
             Ins::Done(id) => self.root = id,
             Ins::Split(left, sep, right) => {
                 let id = self.alloc(1);
-                let b = Branch::new(vec![sep], vec![left, right]);
-                self.dirty.insert(id, Node::Branch(b));
+                let mut b = Dirty::new_branch(id, self.ps, left);
+                b.try_insert(
+                    0,
+                    &Cell::Branch {
+                        key: &sep,
+                        child: right,
+                    },
+                );
+                self.dirty.insert(id, b);
                 self.root = id;
                 self.depth += 1;
             }
@@ -319,63 +336,72 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
-    fn insert_rec(&mut self, pg: u64, key: &[u8], val: Val, level: u32) -> Result<Ins, BTreeError> {
+    /// Inserts `cell` at slot `i` of dirty page `id`, splitting it if it is full.
+    fn insert_at(
+        &mut self,
+        id: u64,
+        i: usize,
+        cell: &Cell<'_>,
+        appending: bool,
+    ) -> Result<Ins, BTreeError> {
+        if self.node_mut(id)?.try_insert(i, cell) {
+            return Ok(Ins::Done(id));
+        }
+        let rid = self.alloc(1);
+        let (sep, right) = self.node_mut(id)?.split_insert(i, cell, appending, rid);
+        self.dirty.insert(rid, right);
+        Ok(Ins::Split(id, sep, rid))
+    }
+
+    fn insert_rec(
+        &mut self,
+        pg: u64,
+        key: &[u8],
+        cell: &Cell<'_>,
+        level: u32,
+        rightmost: bool,
+    ) -> Result<Ins, BTreeError> {
         if level > self.depth {
             return Err(corrupt("tree deeper than its meta says"));
         }
         let id = self.touch(pg)?;
-        let ps = self.ps;
-        let (child_idx, child) = match self.node_mut(id)? {
-            Node::Leaf(l) => {
-                let appending;
-                match l.keys.binary_search_by(|k| k.as_slice().cmp(key)) {
-                    Ok(i) => {
-                        let old = l.replace(i, val);
-                        appending = false;
-                        self.release_val(&old);
-                    }
-                    Err(i) => {
-                        appending = i == l.keys.len();
-                        l.insert(i, key.to_vec(), val);
-                        self.entries += 1;
-                    }
+        let d = self.node_mut(id)?;
+        let view = d.view();
+        if view.is_leaf() {
+            let n = view.nkeys();
+            return match view.search(key)? {
+                Ok(i) => {
+                    let old = match view.leaf_entry(i)?.1 {
+                        ValRef::Overflow { pgno, len } => Some((pgno, len)),
+                        ValRef::Inline(_) => None,
+                    };
+                    d.remove(i);
+                    self.release_overflow(old);
+                    self.insert_at(id, i, cell, false)
                 }
-                let Some(Node::Leaf(l)) = self.dirty.get_mut(&id) else {
-                    return Err(corrupt("internal: leaf vanished"));
-                };
-                if l.size <= ps {
-                    return Ok(Ins::Done(id));
+                Err(i) => {
+                    self.entries += 1;
+                    self.insert_at(id, i, cell, rightmost && i == n)
                 }
-                let (sep, right) = l.split(appending);
-                let rid = self.alloc(1);
-                self.dirty.insert(rid, Node::Leaf(right));
-                return Ok(Ins::Split(id, sep, rid));
-            }
-            Node::Branch(b) => {
-                let ci = b.child_index(key);
-                (ci, b.children[ci])
-            }
-        };
-        let res = self.insert_rec(child, key, val, level + 1)?;
-        let Node::Branch(b) = self.node_mut(id)? else {
-            return Err(corrupt("internal: branch vanished"));
-        };
-        match res {
+            };
+        }
+        let ci = view.child_index(key)?;
+        let child = view.child(ci)?;
+        let n = view.nkeys();
+        match self.insert_rec(child, key, cell, level + 1, rightmost && ci == n)? {
             Ins::Done(c) => {
-                b.children[child_idx] = c;
+                if c != child {
+                    self.node_mut(id)?.set_child(ci, c);
+                }
                 Ok(Ins::Done(id))
             }
             Ins::Split(l, sep, r) => {
-                b.children[child_idx] = l;
-                let appending = child_idx == b.keys.len();
-                b.insert_split(child_idx, sep, r);
-                if b.size <= ps {
-                    return Ok(Ins::Done(id));
-                }
-                let (sep, right) = b.split(appending);
-                let rid = self.alloc(1);
-                self.dirty.insert(rid, Node::Branch(right));
-                Ok(Ins::Split(id, sep, rid))
+                self.node_mut(id)?.set_child(ci, l);
+                let bcell = Cell::Branch {
+                    key: &sep,
+                    child: r,
+                };
+                self.insert_at(id, ci, &bcell, rightmost && ci == n)
             }
         }
     }
@@ -393,19 +419,19 @@ impl<'a> WriteTxn<'a> {
             Some(id) => {
                 self.root = id;
                 // Collapse single-child roots.
-                while let Some(Node::Branch(b)) = self.dirty.get(&self.root) {
-                    if b.children.len() != 1 {
+                while let Some(d) = self.dirty.get(&self.root) {
+                    if d.is_leaf() || d.nkeys() != 0 {
                         break;
                     }
-                    let child = b.children[0];
+                    let child = d.view().child(0)?;
                     let old = self.root;
                     self.release_node(old);
                     self.root = child;
-                    self.depth -= 1;
+                    self.depth = self.depth.saturating_sub(1);
                 }
             }
         }
-        self.entries -= 1;
+        self.entries = self.entries.saturating_sub(1);
         Ok(true)
     }
 
@@ -414,40 +440,98 @@ impl<'a> WriteTxn<'a> {
             return Err(corrupt("tree deeper than its meta says"));
         }
         let id = self.touch(pg)?;
-        let (ci, child) = match self.node_mut(id)? {
-            Node::Leaf(l) => {
-                let Ok(i) = l.keys.binary_search_by(|k| k.as_slice().cmp(key)) else {
-                    return Err(corrupt("internal: deleted key vanished"));
-                };
-                let old = l.remove(i);
-                let empty = l.keys.is_empty();
-                self.release_val(&old);
-                if empty {
-                    self.release_node(id);
-                    return Ok(None);
-                }
-                return Ok(Some(id));
+        let d = self.node_mut(id)?;
+        let view = d.view();
+        if view.is_leaf() {
+            let Ok(i) = view.search(key)? else {
+                return Err(corrupt("internal: deleted key vanished"));
+            };
+            let old = match view.leaf_entry(i)?.1 {
+                ValRef::Overflow { pgno, len } => Some((pgno, len)),
+                ValRef::Inline(_) => None,
+            };
+            d.remove(i);
+            let empty = d.nkeys() == 0;
+            self.release_overflow(old);
+            if empty {
+                self.release_node(id);
+                return Ok(None);
             }
-            Node::Branch(b) => {
-                let ci = b.child_index(key);
-                (ci, b.children[ci])
-            }
-        };
+            return Ok(Some(id));
+        }
+        let ci = view.child_index(key)?;
+        let child = view.child(ci)?;
         let res = self.delete_rec(child, key, level + 1)?;
-        let Node::Branch(b) = self.node_mut(id)? else {
-            return Err(corrupt("internal: branch vanished"));
-        };
+        let d = self.node_mut(id)?;
         match res {
-            Some(c) => b.children[ci] = c,
+            Some(c) => {
+                d.set_child(ci, c);
+                self.maybe_merge_leaf(id, ci)?;
+            }
             None => {
-                b.remove_child(ci);
-                if b.children.is_empty() {
+                if d.nkeys() == 0 {
                     self.release_node(id);
                     return Ok(None);
                 }
+                d.remove_child(ci);
             }
         }
         Ok(Some(id))
+    }
+
+    /// Merges leaf child `ci` of dirty branch `id` into a sibling when it has become sparse
+    /// (under a quarter full) and both fit comfortably in one page.
+    fn maybe_merge_leaf(&mut self, id: u64, ci: usize) -> Result<(), BTreeError> {
+        let ps = self.ps;
+        let (child, nk) = {
+            let v = self.view(id)?;
+            (v.child(ci)?, v.nkeys())
+        };
+        let cv = self.view(child)?;
+        if nk == 0 || !cv.is_leaf() {
+            return Ok(());
+        }
+        let cused = cv.leaf_used()?;
+        if cused >= ps / 4 {
+            return Ok(());
+        }
+        // Prefer the left sibling, else the right one, whichever has room.
+        let mut pick = None;
+        for sib_idx in [ci.checked_sub(1), (ci < nk).then_some(ci + 1)]
+            .into_iter()
+            .flatten()
+        {
+            let sib = self.view(id)?.child(sib_idx)?;
+            let sv = self.view(sib)?;
+            if sv.is_leaf() && cused + sv.leaf_used()? - page::HDR <= ps * 3 / 4 {
+                pick = Some((sib_idx, sib));
+                break;
+            }
+        }
+        let Some((sib_idx, sib)) = pick else {
+            return Ok(());
+        };
+        let (li, ri) = if sib_idx < ci {
+            (sib_idx, ci)
+        } else {
+            (ci, sib_idx)
+        };
+        let sid = self.touch(sib)?;
+        self.node_mut(id)?.set_child(sib_idx, sid);
+        let (lid, rid) = if li == ci { (child, sid) } else { (sid, child) };
+        let right = self
+            .dirty
+            .remove(&rid)
+            .ok_or_else(|| corrupt("internal: merge source is not dirty"))?;
+        let left = self.node_mut(lid)?;
+        for j in 0..right.nkeys() {
+            if !left.push_raw(right.cell(j)) {
+                return Err(corrupt("internal: merged leaf overflowed"));
+            }
+        }
+        self.release(rid, 1, true);
+        self.node_mut(id)?.remove_child(ri);
+        Ok(())
     }
 
     /// Records the WAL LSN this tree will reflect once committed.
@@ -457,7 +541,7 @@ impl<'a> WriteTxn<'a> {
 
     // ---------- commit ----------
 
-    /// Makes the txn durable and visible; returns the new txid.
+    /// Makes the txn durable and visible; returns the new txid (the old one if nothing changed).
     pub fn commit(self) -> Result<u64, BTreeError> {
         self.commit_inner(true)
     }
@@ -470,6 +554,15 @@ impl<'a> WriteTxn<'a> {
 
     fn commit_inner(mut self, write_meta: bool) -> Result<u64, BTreeError> {
         let ps = self.ps;
+        if write_meta
+            && self.dirty.is_empty()
+            && self.overflow.is_empty()
+            && self.freed.is_empty()
+            && self.lsn == self.snap.meta.checkpoint_lsn
+        {
+            // Nothing changed: no new commit point (Drop returns any scratch pages).
+            return Ok(self.snap.meta.txid);
+        }
         let txid = self.snap.meta.txid + 1;
         // Pages this commit stops referencing, including the old freelist pages.
         let mut pending_now = std::mem::take(&mut self.freed);
@@ -515,19 +608,14 @@ impl<'a> WriteTxn<'a> {
         }
 
         // Write every new page, in id order, coalescing neighbours.
-        enum Src<'s> {
-            Node(&'s Node),
-            Raw(&'s [u8]),
+        for d in self.dirty.values_mut() {
+            page::seal(&mut d.buf);
         }
-        let mut items: Vec<(u64, Src<'_>)> =
+        let mut items: Vec<(u64, &[u8])> =
             Vec::with_capacity(self.dirty.len() + self.overflow.len() + fl_bufs.len());
-        items.extend(self.dirty.iter().map(|(id, n)| (*id, Src::Node(n))));
-        items.extend(
-            self.overflow
-                .iter()
-                .map(|(id, b)| (*id, Src::Raw(b.as_slice()))),
-        );
-        items.extend(fl_bufs.iter().map(|(id, b)| (*id, Src::Raw(b.as_slice()))));
+        items.extend(self.dirty.iter().map(|(id, d)| (*id, d.buf.as_slice())));
+        items.extend(self.overflow.iter().map(|(id, b)| (*id, b.as_slice())));
+        items.extend(fl_bufs.iter().map(|(id, b)| (*id, b.as_slice())));
         items.sort_unstable_by_key(|(id, _)| *id);
         let file = &self.tree.inner().file;
         let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK.min(items.len() * ps + ps));
@@ -543,14 +631,7 @@ impl<'a> WriteTxn<'a> {
             if buf.is_empty() {
                 start = *id;
             }
-            match src {
-                Src::Node(n) => {
-                    let at = buf.len();
-                    buf.resize(at + ps, 0);
-                    n.encode(*id, &mut buf[at..]);
-                }
-                Src::Raw(b) => buf.extend_from_slice(b),
-            }
+            buf.extend_from_slice(src);
         }
         if !buf.is_empty() {
             file.write_all_at(&buf, start * ps as u64)?;

@@ -2,8 +2,8 @@
 //!
 //! On-disk layout: a directory of segment files named by their first LSN
 //! (`00000000000000000001.wal`), each a 20-byte header followed by back-to-back frames
-//! (see [`record`] and [`segment`]). Recovery rules are in [`recovery`], retention in
-//! [`retention`]. `append` writes straight into the active file (no userspace buffer), so
+//! (see [`record`] and [`segment`]). Recovery rules are in `recovery.rs`, retention in
+//! `retention.rs`. `append` writes straight into the active file (no userspace buffer), so
 //! readers can `pread` everything up to the published LSN; `sync` is one `fdatasync`.
 
 use std::path::{Path, PathBuf};
@@ -88,6 +88,8 @@ pub struct SegmentInfo {
 }
 
 /// When to drop segments already reflected in the B+Tree checkpoint.
+///
+/// `max_bytes: Some(0)` drops everything eligible; both `None` keeps everything.
 #[derive(Debug, Clone, Default)]
 pub struct RetentionPolicy {
     pub max_bytes: Option<u64>,
@@ -191,12 +193,15 @@ impl Wal {
 
     /// Opens a reader whose first record is `from_lsn` (0 = from the beginning).
     ///
-    /// Fails with `Trimmed` if retention already removed `from_lsn`.
+    /// Fails with `Trimmed` if retention already removed `from_lsn` (for 0, `requested` is 1).
     pub fn reader(&self, from_lsn: u64) -> Result<WalReader, WalError> {
         WalReader::new(Arc::clone(&self.shared), from_lsn)
     }
 
     /// Deletes old segments covered by `checkpoint_lsn` as `policy` allows; returns how many.
+    ///
+    /// Drops oldest-first while total bytes exceed `max_bytes` or the segment is older than
+    /// `max_age`; both `None` keeps everything. Never the active segment or one a reader pins.
     pub fn retain(&self, checkpoint_lsn: u64, policy: &RetentionPolicy) -> Result<usize, WalError> {
         self.shared.retain(checkpoint_lsn, policy)
     }

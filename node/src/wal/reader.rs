@@ -5,6 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -61,6 +62,10 @@ impl Cursor {
             self.buf_off += self.pos as u64;
             self.buf.clear();
             self.pos = 0;
+            // Give back memory grown for an oversized record.
+            if self.buf.capacity() > 4 * READ_CHUNK {
+                self.buf.shrink_to(READ_CHUNK);
+            }
         } else if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.buf_off += self.pos as u64;
@@ -126,6 +131,11 @@ impl Cursor {
                 continue;
             };
             if self.avail() < need {
+                // Never size the buffer from a length the file cannot back (stale or bad bytes).
+                if need > READ_CHUNK && self.offset() + h.frame_len() > self.file.metadata()?.len()
+                {
+                    continue;
+                }
                 self.fill(need)?;
             }
             match record::decode(&self.buf[self.pos..]) {
@@ -220,6 +230,16 @@ impl WalReader {
                 }
             }
         }
+    }
+
+    /// Like `next_record`, but waits up to `timeout` for the next record to be published.
+    pub fn next_record_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, WalError> {
+        if let Some(rec) = self.next_record()? {
+            return Ok(Some(rec));
+        }
+        self.shared
+            .wait_published(self.next_lsn.saturating_sub(1), timeout);
+        self.next_record()
     }
 
     /// LSN of the record the next successful `next_record` will return.

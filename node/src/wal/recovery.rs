@@ -52,7 +52,13 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, String)>, WalError> 
 
 /// Scans and repairs the WAL in `dir` (created if missing).
 pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
-    std::fs::create_dir_all(dir)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        // Make the new directory's own entry durable too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            segment::sync_dir(parent)?;
+        }
+    }
     let listed = list_segments(dir)?;
     let mut report = RecoveryReport::default();
     let mut segments: Vec<SegMeta> = Vec::with_capacity(listed.len());
@@ -154,6 +160,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
         report.records += scan.records;
         prev_last = Some(scan.last_lsn);
         if is_last {
+            // Records found on disk may still sit only in the page cache after a process crash;
+            // make them durable so `durable_lsn` starts out true.
+            file.sync_data()?;
             active = Some(Active {
                 file: Arc::new(file),
                 size: scan.valid_end,

@@ -139,7 +139,8 @@ pub fn scan(image: &[u8], first_lsn: u64) -> Scan {
             break None;
         }
         match record::decode(rest) {
-            Decoded::Frame(f) if f.lsn == expected => {
+            // u64::MAX is reserved so `expected + 1` can never overflow on any file content.
+            Decoded::Frame(f) if f.lsn == expected && expected < u64::MAX => {
                 off += f.len;
                 expected += 1;
                 records += 1;

@@ -865,3 +865,212 @@ mod model {
         }
     }
 }
+
+#[test]
+fn handles_are_shareable() {
+    fn send_static<T: Send + 'static>() {}
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    send_static::<WalReader>();
+    send_sync::<Wal>();
+}
+
+#[test]
+fn next_record_timeout_waits_for_publish() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    let mut r = wal.reader(1).expect("reader");
+    let t = Instant::now();
+    assert!(r
+        .next_record_timeout(Duration::from_millis(30))
+        .expect("next")
+        .is_none());
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    let w2 = wal.clone();
+    let h = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        fill(&w2, 1, 1);
+    });
+    let rec = r
+        .next_record_timeout(Duration::from_secs(10))
+        .expect("next")
+        .expect("record");
+    assert_eq!(rec.lsn, 1);
+    h.join().expect("join");
+}
+
+#[test]
+fn large_records_stream_through_reader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), WalOptions { segment_size: 4096 }).expect("open");
+    let sizes = [0usize, 1, 5000, 3 << 20, 10, 600 << 10, 7];
+    for (i, n) in sizes.iter().enumerate() {
+        let p: Vec<u8> = (0..*n).map(|j| (j as u8) ^ (i as u8)).collect();
+        wal.append(i as u64 + 1, 0, &p).expect("append");
+    }
+    wal.publish(sizes.len() as u64);
+    let mut r = wal.reader(0).expect("reader");
+    for (i, n) in sizes.iter().enumerate() {
+        let rec = r.next_record().expect("next").expect("record");
+        assert_eq!(rec.payload.len(), *n);
+        assert!(rec
+            .payload
+            .iter()
+            .enumerate()
+            .all(|(j, b)| *b == (j as u8) ^ (i as u8)));
+    }
+    assert!(r.next_record().expect("end").is_none());
+    // Starting in the middle skips the big payloads without reading them.
+    let mut r = wal.reader(5).expect("reader");
+    assert_eq!(r.next_record().expect("next").map(|r| r.lsn), Some(5));
+}
+
+#[test]
+fn reader_outlives_wal_handle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 30);
+    let mut r = wal.reader(1).expect("reader");
+    drop(wal);
+    let got: Vec<u64> = std::iter::from_fn(|| r.next_record().expect("next"))
+        .map(|r| r.lsn)
+        .collect();
+    assert_eq!(got, (1..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn concurrent_writer_readers_and_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), WalOptions { segment_size: 1024 }).expect("open");
+    const N: u64 = 3000;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for k in 0..3u64 {
+        let w = wal.clone();
+        readers.push(thread::spawn(move || {
+            // Each reader starts when some records exist, from the oldest still retained.
+            let mut r = loop {
+                match w.reader(1 + k * 10) {
+                    Ok(r) => break r,
+                    Err(WalError::Trimmed { oldest, .. }) => match w.reader(oldest) {
+                        Ok(r) => break r,
+                        Err(WalError::Trimmed { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    },
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            let mut expect = r.next_lsn();
+            while expect <= N {
+                match r
+                    .next_record_timeout(Duration::from_millis(50))
+                    .expect("next")
+                {
+                    Some(rec) => {
+                        assert_eq!(rec.lsn, expect);
+                        assert_eq!(&rec.payload[..], &payload(rec.lsn)[..]);
+                        expect += 1;
+                    }
+                    None => continue,
+                }
+            }
+        }));
+    }
+    let w = wal.clone();
+    let s = stop.clone();
+    let retainer = thread::spawn(move || {
+        let pol = RetentionPolicy {
+            max_bytes: Some(0),
+            max_age: None,
+        };
+        let mut deleted = 0;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            deleted += w.retain(w.published_lsn(), &pol).expect("retain");
+            let _ = w.segments();
+            thread::sleep(Duration::from_millis(1));
+        }
+        deleted
+    });
+    for lsn in 1..=N {
+        wal.append(lsn, lsn * 100, &payload(lsn)).expect("append");
+        if lsn % 10 == 0 {
+            wal.sync().expect("sync");
+            wal.publish(lsn);
+        }
+    }
+    for r in readers {
+        r.join().expect("reader");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(retainer.join().expect("retainer") > 0);
+    let segs = wal.segments();
+    for pair in segs.windows(2) {
+        assert_eq!(pair[0].last_lsn + 1, pair[1].first_lsn);
+    }
+    drop(wal);
+    let (wal, rep) = Wal::open(dir.path(), WalOptions { segment_size: 1024 }).expect("reopen");
+    assert_eq!((rep.last_lsn, rep.truncated_bytes), (N, 0));
+    let first = wal.first_lsn().expect("first");
+    check_records(&read_all(&wal, first), first, N);
+}
+
+/// Rough throughput check: `cargo test --release -p unisondb-node --lib wal::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = Wal::open(dir.path(), WalOptions::default()).expect("open");
+    const N: u64 = 500_000;
+    let p = [0x5Au8; 200];
+    let t = Instant::now();
+    for lsn in 1..=N {
+        wal.append(lsn, lsn, &p).expect("append");
+        if lsn % 1000 == 0 {
+            wal.publish(lsn);
+        }
+    }
+    wal.sync().expect("sync");
+    let dt = t.elapsed();
+    println!(
+        "append: {:.0} rec/s ({:?} for {N})",
+        N as f64 / dt.as_secs_f64(),
+        dt
+    );
+    let t = Instant::now();
+    let mut r = wal.reader(1).expect("reader");
+    let mut n = 0;
+    while r.next_record().expect("next").is_some() {
+        n += 1;
+    }
+    let dt = t.elapsed();
+    println!(
+        "stream: {:.0} rec/s ({n} records)",
+        n as f64 / dt.as_secs_f64()
+    );
+    let t = Instant::now();
+    drop(r);
+    drop(wal);
+    let (_, rep) = Wal::open(dir.path(), WalOptions::default()).expect("reopen");
+    println!("recover: {:?} for {} records", t.elapsed(), rep.records);
+}
+
+#[test]
+fn extreme_lsns_in_files_do_not_panic() {
+    for first in [u64::MAX, u64::MAX - 1] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut data = segment::encode_header(first).to_vec();
+        record::encode_into(&mut data, first, 0, b"a");
+        if first < u64::MAX {
+            record::encode_into(&mut data, first + 1, 0, b"b");
+        }
+        std::fs::write(dir.path().join(segment::file_name(first)), &data).expect("write");
+        match Wal::open(dir.path(), tiny()) {
+            Ok((wal, _)) => {
+                assert!(wal.last_lsn() < u64::MAX);
+                assert!(wal.append(u64::MAX, 0, b"x").is_err());
+                let _ = read_all(&wal, wal.first_lsn().unwrap_or(1));
+            }
+            Err(WalError::Corrupt { .. }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+}

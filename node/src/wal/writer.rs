@@ -20,7 +20,7 @@ impl Shared {
             ))));
         }
         let expected = self.last_lsn.load(Ordering::Acquire) + 1;
-        if lsn != expected {
+        if lsn != expected || lsn == u64::MAX {
             return Err(WalError::OutOfSequence { expected, got: lsn });
         }
         if payload.len() > MAX_PAYLOAD_LEN {
@@ -75,7 +75,11 @@ impl Shared {
     /// Seals the active segment (fdatasync) and starts a new one whose first record is `first_lsn`.
     fn roll(&self, w: &mut Writer, first_lsn: u64) -> Result<(), WalError> {
         if let Some(old) = &w.active {
-            old.file.sync_data()?;
+            if let Err(e) = old.file.sync_data() {
+                // After a failed fsync the page cache state is unknown: stop accepting writes.
+                w.poisoned = Some(format!("fdatasync failed while sealing segment: {e}"));
+                return Err(e.into());
+            }
             self.durable_lsn
                 .fetch_max(first_lsn.saturating_sub(1), Ordering::AcqRel);
         }
@@ -114,7 +118,11 @@ impl Shared {
             }
         };
         // Earlier segments were fdatasync'ed when they were sealed by `roll`.
-        file.sync_data()?;
+        if let Err(e) = file.sync_data() {
+            // After a failed fsync the page cache state is unknown: stop accepting writes.
+            self.writer.lock().poisoned = Some(format!("fdatasync failed: {e}"));
+            return Err(e.into());
+        }
         self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
         Ok(upto)
     }
