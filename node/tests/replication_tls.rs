@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use unisondb::db::Database;
@@ -15,7 +15,8 @@ use unisondb::storage::batch::WriteBatch;
 
 struct Ca {
     pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    cert: Certificate,
+    key: KeyPair,
 }
 
 fn ca(name: &str) -> Ca {
@@ -27,7 +28,8 @@ fn ca(name: &str) -> Ca {
     let cert = p.self_signed(&key).unwrap();
     Ca {
         pem: cert.pem(),
-        issuer: Issuer::new(p, key),
+        cert,
+        key,
     }
 }
 
@@ -36,7 +38,7 @@ fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
     let p =
         CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 

@@ -1,0 +1,95 @@
+//! Health, readiness, metrics and per-namespace stats.
+
+use axum::extract::{OriginalUri, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::api_path;
+use super::Shared;
+use crate::engine::NamespaceStats;
+
+/// Process is alive (answers even while namespaces recover).
+pub async fn healthz(State(st): State<Shared>) -> Json<Value> {
+    Json(json!({"status": "ok", "namespaces": st.cfg.server.namespaces}))
+}
+
+/// 200 once every namespace recovered (and not shutting down); 503 before.
+pub async fn readyz(State(st): State<Shared>) -> Response {
+    if st.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "error": "recovering or shutting down"})),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(st): State<Shared>) -> Response {
+    let st2 = st.clone();
+    let _ = tokio::task::spawn_blocking(move || super::metrics::refresh(&st2)).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+async fn ns_stats(st: &Shared, uri: &axum::http::Uri) -> ApiResult<NamespaceStats> {
+    let p = api_path(uri.path())?;
+    let ns = st.namespace(&p.namespace)?;
+    match tokio::task::spawn_blocking(move || ns.stats()).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+pub async fn stats(
+    State(st): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Json<Value>> {
+    let s = ns_stats(&st, &uri).await?;
+    let wal_bytes: u64 = s.wal_segments.iter().map(|x| x.size_bytes).sum();
+    Ok(Json(json!({
+        "namespace": s.name,
+        "lsn": s.lsn,
+        "lastHlc": s.last_hlc,
+        "checkpointLsn": s.checkpoint_lsn,
+        "memtableBytes": s.memtable_bytes,
+        "sealedMemtables": s.sealed_memtables,
+        "walFirstLsn": s.wal_first_lsn,
+        "walSegments": s.wal_segments.len(),
+        "walBytes": wal_bytes,
+        "tree": s.tree,
+        "openTransactions": st.txns.open_count(),
+        "poisoned": s.poisoned,
+        "mode": st.cfg.server.mode,
+    })))
+}
+
+pub async fn offset(
+    State(st): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Json<Value>> {
+    let s = ns_stats(&st, &uri).await?;
+    Ok(Json(
+        json!({"namespace": s.name, "lsn": s.lsn, "hlc": s.last_hlc}),
+    ))
+}
+
+pub async fn checkpoint(
+    State(st): State<Shared>,
+    OriginalUri(uri): OriginalUri,
+) -> ApiResult<Json<Value>> {
+    let s = ns_stats(&st, &uri).await?;
+    Ok(Json(
+        json!({"namespace": s.name, "checkpointLsn": s.checkpoint_lsn}),
+    ))
+}

@@ -1,0 +1,93 @@
+//! API errors: a status and a message, rendered as `{"error": "..."}` (never a panic, never HTML).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::engine::EngineError;
+use crate::models::ModelError;
+
+/// An error answer; extra JSON fields (e.g. `found: false`) may ride along.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            extra: None,
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn too_large(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, m)
+    }
+    pub fn internal(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, m)
+    }
+    /// A 404 for a missing key that also says `found: false` (UnisonDB clients look at `found`).
+    pub fn missing(what: &str) -> ApiError {
+        let mut extra = serde_json::Map::new();
+        extra.insert("found".into(), serde_json::Value::Bool(false));
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("{what} not found"),
+            extra: Some(extra),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        }
+        let mut body = self.extra.unwrap_or_default();
+        body.insert("error".into(), serde_json::Value::String(self.message));
+        (self.status, Json(serde_json::Value::Object(body))).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::Tree(crate::btree::BTreeError::KeyTooLarge(_)) => {
+                ApiError::bad_request(e.to_string())
+            }
+            EngineError::InvalidName(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Poisoned { .. } | EngineError::Closed => {
+                ApiError::unavailable(e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> ApiError {
+        match e {
+            ModelError::Engine(e) => e.into(),
+            ModelError::Invalid(m) => ApiError::bad_request(m),
+            ModelError::NotFound(what) => ApiError::missing(&what),
+            ModelError::TooLarge(m) => ApiError::too_large(m),
+            e @ ModelError::Corrupt(_) => ApiError::internal(e.to_string()),
+            e @ ModelError::TxnCommitted(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ ModelError::TxnAborted(..) => ApiError::new(StatusCode::GONE, e.to_string()),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

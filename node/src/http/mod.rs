@@ -1,0 +1,214 @@
+//! The HTTP API (axum): UnisonDB-compatible `/api/v1/{namespace}/...`, plus scans, SSE, OpenAPI,
+//! health, readiness and Prometheus metrics.
+//!
+//! The listener starts before the namespaces finish recovering, so `/healthz` answers at once while
+//! `/readyz` and the API answer 503 until `AppState::set_ready`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod kv;
+pub mod lob;
+pub mod metrics;
+pub mod openapi;
+pub mod row;
+pub mod tls;
+pub mod txn;
+pub mod watch;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::http::StatusCode;
+use axum::routing::{any, get, post};
+use axum::Router;
+
+use crate::config::{Config, Mode};
+use crate::db::Database;
+use crate::engine::Namespace;
+use crate::models::txn::{TxnLimits, TxnManager};
+use error::{ApiError, ApiResult};
+
+/// Everything handlers share.
+pub struct AppState {
+    pub cfg: Config,
+    db: OnceLock<Database>,
+    ready: AtomicBool,
+    pub txns: TxnManager,
+    pub auth_token: Option<String>,
+    /// Flips to true at shutdown so long-lived streams (SSE) end and graceful shutdown can finish.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    pub fn new(
+        cfg: Config,
+        auth_token: Option<String>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> AppState {
+        let limits = TxnLimits {
+            idle: std::time::Duration::from_secs(cfg.http.txn_idle_timeout_secs),
+            lifetime: std::time::Duration::from_secs(cfg.http.txn_max_lifetime_secs),
+            ..TxnLimits::default()
+        };
+        AppState {
+            cfg,
+            db: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            txns: TxnManager::new(limits),
+            auth_token,
+            shutdown,
+        }
+    }
+
+    /// Installs the opened database and marks the node ready.
+    pub fn set_ready(&self, db: Database) {
+        let _ = self.db.set(db);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Stops reporting ready (shutdown begins).
+    pub fn set_not_ready(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn db(&self) -> Option<&Database> {
+        self.db.get()
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.cfg.server.mode == Mode::Relayer
+    }
+
+    /// The namespace a request names: 503 before recovery, 404 when unknown.
+    pub fn namespace(&self, name: &str) -> ApiResult<Namespace> {
+        let db = self
+            .db
+            .get()
+            .ok_or_else(|| ApiError::unavailable("node is not ready (recovering)"))?;
+        db.get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("namespace {name:?} not found")))
+    }
+
+    /// 403 on a read-only node.
+    pub fn writable(&self) -> ApiResult<()> {
+        if self.read_only() {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this node is a read-only relayer; write to the hub",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Every route the router serves (method, OpenAPI path template); the OpenAPI test checks both ways.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/openapi.json"),
+    ("get", "/api/v1/{namespace}/kv"),
+    ("get", "/api/v1/{namespace}/kv/{key}"),
+    ("put", "/api/v1/{namespace}/kv/{key}"),
+    ("delete", "/api/v1/{namespace}/kv/{key}"),
+    ("post", "/api/v1/{namespace}/kv/batch"),
+    ("get", "/api/v1/{namespace}/row"),
+    ("get", "/api/v1/{namespace}/row/{rowKey}"),
+    ("put", "/api/v1/{namespace}/row/{rowKey}"),
+    ("delete", "/api/v1/{namespace}/row/{rowKey}"),
+    ("delete", "/api/v1/{namespace}/row/{rowKey}/columns"),
+    ("post", "/api/v1/{namespace}/row/batch"),
+    ("get", "/api/v1/{namespace}/lob/{key}"),
+    ("put", "/api/v1/{namespace}/lob/{key}"),
+    ("delete", "/api/v1/{namespace}/lob/{key}"),
+    ("post", "/api/v1/{namespace}/tx/begin"),
+    ("post", "/api/v1/{namespace}/tx/{txnId}/kv"),
+    ("post", "/api/v1/{namespace}/tx/{txnId}/row"),
+    ("post", "/api/v1/{namespace}/tx/{txnId}/lob"),
+    ("post", "/api/v1/{namespace}/tx/{txnId}/commit"),
+    ("post", "/api/v1/{namespace}/tx/{txnId}/abort"),
+    ("get", "/api/v1/{namespace}/stats"),
+    ("get", "/api/v1/{namespace}/offset"),
+    ("get", "/api/v1/{namespace}/checkpoint"),
+    ("get", "/api/v1/{namespace}/watch"),
+];
+
+/// Builds the full router.
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/api/v1/{ns}/kv", get(kv::scan))
+        .route(
+            "/api/v1/{ns}/kv/{*key}",
+            get(kv::get_one)
+                .put(kv::put_one)
+                .delete(kv::delete_one)
+                .post(kv::batch),
+        )
+        .route("/api/v1/{ns}/row", get(row::scan))
+        .route(
+            "/api/v1/{ns}/row/{*key}",
+            get(row::get_one)
+                .put(row::put_one)
+                .delete(row::delete_one)
+                .post(row::batch),
+        )
+        .route(
+            "/api/v1/{ns}/lob/{*key}",
+            get(lob::download).put(lob::upload).delete(lob::delete),
+        )
+        .route("/api/v1/{ns}/tx/begin", post(txn::begin))
+        .route("/api/v1/{ns}/tx/{id}/kv", post(txn::add_kv))
+        .route("/api/v1/{ns}/tx/{id}/row", post(txn::add_row))
+        .route("/api/v1/{ns}/tx/{id}/lob", post(txn::add_lob))
+        .route("/api/v1/{ns}/tx/{id}/commit", post(txn::commit))
+        .route("/api/v1/{ns}/tx/{id}/abort", post(txn::abort))
+        .route("/api/v1/{ns}/stats", get(admin::stats))
+        .route("/api/v1/{ns}/offset", get(admin::offset))
+        .route("/api/v1/{ns}/checkpoint", get(admin::checkpoint))
+        .route("/api/v1/{ns}/watch", get(watch::watch))
+        .route("/api/{*rest}", any(fallback))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/metrics", get(admin::metrics))
+        .merge(api)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
+}
+
+/// Ends when the shutdown flag flips (for streams that must not hold up graceful shutdown).
+pub async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
