@@ -329,9 +329,13 @@ async fn two_hubs_mirroring_each_other_converge_without_loops() {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(200),
         };
-        let grpc = GrpcServerConfig { listen, tls: None };
-        let (h, set) =
-            unisondb::replication::start(hub, &grpc, Some(&follow), None, rx.clone()).unwrap();
+        let grpc = GrpcServerConfig {
+            listen: listen.to_string(),
+            tls: None,
+        };
+        let (h, set) = unisondb::replication::start(hub, &grpc, Some(&follow), None, rx.clone())
+            .await
+            .unwrap();
         assert!(h.is_read_only(other));
         assert_eq!(h.owner(other), Some(format!("http://{owner_of_other}")));
         assert!(!h.is_read_only(if other == "a" { "b" } else { "a" }));

@@ -21,7 +21,7 @@ use thiserror::Error;
 
 pub use acks::{AckRegistry, AckTimeout, AckTracker};
 pub use lag::{ReplicationPosition, ReplicationState};
-pub use node::{start, ReplicationHandle, ServiceError};
+pub use node::{global, start, start_from_config, ReplicationHandle, ServiceError};
 pub use relayer::{Backoff, FollowConfig};
 pub use run::{GrpcServerConfig, RelayerConfig};
 pub use service::ReplicationService;

@@ -2,6 +2,7 @@
 //! ZeroMQ publisher, and get back the handle the HTTP layer needs (read-only checks with the owner's
 //! address, `/readyz`, `/stats` positions, `?acks=N` waits).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,8 +10,10 @@ use tokio::task::JoinSet;
 
 use super::acks::{AckRegistry, AckTimeout};
 use super::lag::{ReplicationPosition, ReplicationState};
-use super::run::{run_followers, run_grpc_server, GrpcServerConfig, RelayerConfig};
+use super::run::{bind, replica_id, run_followers, serve_on, GrpcServerConfig, RelayerConfig};
+use super::tls::ClientTls;
 use super::ReplicationError;
+use crate::config::{Config, Mode};
 use crate::db::Database;
 use crate::notify::{self, NotifyConfig};
 
@@ -65,11 +68,55 @@ pub enum ServiceError {
     Notify(#[from] notify::NotifyError),
 }
 
+static GLOBAL: OnceLock<ReplicationHandle> = OnceLock::new();
+
+/// The process's handle, once `main.rs` installed it (lets HTTP handlers reach it without plumbing).
+pub fn global() -> Option<&'static ReplicationHandle> {
+    GLOBAL.get()
+}
+
+impl ReplicationHandle {
+    /// Makes this the process-wide handle returned by [`global`] (first call wins).
+    pub fn install_global(&self) {
+        let _ = GLOBAL.set(self.clone());
+    }
+}
+
+/// Resolves the config sections (`grpc.*`, `replication.*`, `notify.*`) and starts everything.
+pub async fn start_from_config(
+    db: &Database,
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
+    let grpc = GrpcServerConfig::from_parts(
+        &cfg.grpc.listen,
+        &cfg.grpc.tls_cert_file,
+        &cfg.grpc.tls_key_file,
+        &cfg.grpc.tls_ca_file,
+    )?;
+    let r = &cfg.replication;
+    let replica_id = replica_id(&cfg.server.data_dir).map_err(ReplicationError::from)?;
+    let mut follow = RelayerConfig::resolve(
+        db,
+        cfg.server.mode == Mode::Relayer,
+        &r.upstream,
+        &r.mirrors,
+        &replica_id,
+    );
+    if let Some(f) = follow.as_mut() {
+        f.tls = ClientTls::from_files(&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file)?;
+        f.max_lag_records = r.max_lag_records;
+    }
+    let notify_cfg = cfg.notify.enabled.then(|| NotifyConfig {
+        bind: cfg.notify.bind.clone(),
+        high_water_mark: i32::try_from(cfg.notify.high_water_mark).unwrap_or(i32::MAX),
+    });
+    start(db, &grpc, follow.as_ref(), notify_cfg.as_ref(), shutdown).await
+}
+
 /// Starts everything; the join set finishes after `shutdown` turns true (or a service fails).
-///
-/// Binding errors of the ZeroMQ socket are reported here synchronously; the gRPC listener's inside
-/// the join set (it binds in its task).
-pub fn start(
+/// Binding errors (gRPC port, ZeroMQ endpoint) are returned here, before anything runs.
+pub async fn start(
     db: &Database,
     grpc: &GrpcServerConfig,
     followers: Option<&RelayerConfig>,
@@ -114,7 +161,8 @@ pub fn start(
         );
         set.spawn(async move { Ok(run_followers(db, &f, state, stop).await?) });
     }
-    let (db, grpc, acks) = (db.clone(), grpc.clone(), handle.acks.clone());
-    set.spawn(async move { Ok(run_grpc_server(db, acks, &grpc, shutdown).await?) });
+    let listener = bind(&grpc.listen).await?;
+    let (db, tls, acks) = (db.clone(), grpc.tls.clone(), handle.acks.clone());
+    set.spawn(async move { Ok(serve_on(listener, db, acks, tls, shutdown).await?) });
     Ok((handle, set))
 }

@@ -4,7 +4,6 @@
 //! fans out to every task.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio::net::TcpListener;
@@ -24,7 +23,8 @@ use crate::db::Database;
 /// The `grpc.*` config section, resolved.
 #[derive(Debug, Clone)]
 pub struct GrpcServerConfig {
-    pub listen: SocketAddr,
+    /// `host:port` to bind (e.g. `0.0.0.0:4001`).
+    pub listen: String,
     /// `None` = plaintext (only when explicitly configured so: no cert files).
     pub tls: Option<ServerTls>,
 }
@@ -37,11 +37,8 @@ impl GrpcServerConfig {
         key: &str,
         ca: &str,
     ) -> Result<GrpcServerConfig, ReplicationError> {
-        let listen = listen
-            .parse()
-            .map_err(|e| ReplicationError::BadAddress(listen.to_string(), format!("{e}")))?;
         Ok(GrpcServerConfig {
-            listen,
+            listen: listen.to_string(),
             tls: ServerTls::from_files(cert, key, ca)?,
         })
     }
@@ -54,8 +51,15 @@ pub async fn run_grpc_server(
     cfg: &GrpcServerConfig,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ReplicationError> {
-    let listener = TcpListener::bind(cfg.listen).await?;
+    let listener = bind(&cfg.listen).await?;
     serve_on(listener, db, acks, cfg.tls.clone(), shutdown).await
+}
+
+/// Binds the gRPC port, naming the address in the error.
+pub async fn bind(listen: &str) -> Result<TcpListener, ReplicationError> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        ReplicationError::BadAddress(listen.to_string(), format!("cannot listen: {e}"))
+    })
 }
 
 /// Serves replication and `grpc.health.v1` on an already bound listener (tests bind port 0).
