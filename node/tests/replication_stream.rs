@@ -172,6 +172,20 @@ async fn follower_converges_with_identical_wal_and_acks() {
         .await
         .unwrap_err();
     assert_eq!((err.wanted, err.acked), (2, 1));
+    // A write waiting for two replicas returns once a second one has applied it.
+    let waiter = {
+        let t = tracker.clone();
+        tokio::spawn(async move { t.wait(lsn, 2, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "only one replica exists yet");
+    let r2d = tempfile::tempdir().unwrap();
+    let rel2 = open(r2d.path(), opts());
+    let r2 = rel2.get(NS).unwrap().clone();
+    let f2 = start_follower(&r2, server.addr, "relayer-2");
+    assert_eq!(waiter.await.unwrap(), Ok(2));
+    assert!(r2.latest_lsn() >= lsn, "acked only after applying");
+    f2.stop().await;
 
     let pos = f.state.position(NS).unwrap();
     assert!(pos.connected);
