@@ -30,6 +30,16 @@ pub enum PullPolicy {
     Never,
 }
 
+/// Schema for `Option<PullPolicy>`: a plain string enum. The derived one lists `null` among the
+/// enum values, which older API servers and kubectl reject.
+pub fn pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Always", "IfNotPresent", "Never"],
+        "description": "Container image pull policy."
+    })
+}
+
 impl PullPolicy {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -245,16 +255,13 @@ pub struct Condition {
 
 /// Status of a hub or relayer.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct NodeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    #[serde(default)]
     pub replicas: i32,
-    #[serde(default)]
     pub ready_replicas: i32,
     /// Label selector of the pods (string form), for the scale subresource and HPAs.
-    #[serde(default)]
     pub selector: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -56,6 +56,7 @@ pub struct UnisonHubSpec {
     #[schemars(length(min = 1))]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pull_policy_schema")]
     pub image_pull_policy: Option<PullPolicy>,
     /// Names of image pull Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -65,6 +65,7 @@ pub struct UnisonRelayerSpec {
     #[schemars(length(min = 1))]
     pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pull_policy_schema")]
     pub image_pull_policy: Option<PullPolicy>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<String>,
