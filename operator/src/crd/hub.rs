@@ -1,4 +1,6 @@
 //! `UnisonHub`: a writable UnisonDB server (StatefulSet of one pod).
+// kube-derive repeats `type_ = ...` across printcolumn(...) groups; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};

@@ -1,4 +1,6 @@
 //! `UnisonRelayer`: read-only replicas following an upstream hub, relayer or address.
+// kube-derive repeats `type_ = ...` across printcolumn(...) groups; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
