@@ -766,5 +766,35 @@ fn operator_against_real_apiserver() -> Result<()> {
     })?;
     assert!(op_b.reconcile_runs()? > 0.0);
     step("failover: b leads and reconciles");
+
+    // Multi-hub: a hub mirroring a namespace owned by `hub`; and one mirroring from a missing hub.
+    k.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: hubm, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [inventory], mirrors: [{{namespace: orders, hubRef: {{name: hub}}}}]}}\n"
+    ))?;
+    let cm = wait_for("hubm config", Duration::from_secs(30), || {
+        k.get("configmap", "hubm-config")
+    })?;
+    let cfg: serde_yaml::Value =
+        serde_yaml::from_str(cm["data"]["config.yaml"].as_str().context("cfg")?)?;
+    assert_eq!(
+        cfg["replication"]["mirrors"]["orders"],
+        serde_yaml::Value::from("http://hub.default.svc.cluster.local:4001")
+    );
+    assert_eq!(cfg["server"]["mode"], serde_yaml::Value::from("replicator"));
+    k.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: hubx, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [xs], mirrors: [{{namespace: ghost, hubRef: {{name: absent}}}}]}}\n"
+    ))?;
+    wait_for(
+        "hubx Degraded/UpstreamNotFound",
+        Duration::from_secs(30),
+        || {
+            Ok(k.get("unisonhub", "hubx")?
+                .filter(|o| cond_is(o, "Degraded", "True", Some("UpstreamNotFound"))))
+        },
+    )?;
+    assert!(k.get("statefulset", "hubx")?.is_none());
+    step("multi-hub mirrors wired; missing mirror hub → Degraded");
     Ok(())
 }
