@@ -312,6 +312,15 @@ async fn main() -> Result<()> {
         .filter(|(a, b)| a != b)
         .count()
         + rv_after.len().abs_diff(rv_before.len());
+    let mut changed_kinds = std::collections::BTreeMap::<String, usize>::new();
+    for (a, b) in rv_before.iter().zip(&rv_after) {
+        if a != b {
+            *changed_kinds
+                .entry(a.0.split('/').next().unwrap_or("").to_string())
+                .or_default() += 1;
+        }
+    }
+    println!("changed owned objects by kind: {changed_kinds:?}");
     println!(
         "steady state: {runs} reconciles of unchanged objects -> {object_writes} owned-object writes, {status_writes} status writes ({:.3} writes/reconcile)",
         (object_writes as f64 + status_writes) / runs.max(1.0)
