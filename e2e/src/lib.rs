@@ -193,3 +193,35 @@ pub fn repo_crd_files() -> Vec<PathBuf> {
 pub fn repo_crds() -> Vec<Value> {
     repo_crd_files().iter().flat_map(|p| yaml_file(p)).collect()
 }
+
+/// The first difference between two JSON values (numbers compared by value, so `1` == `1.0`),
+/// as `path: left != right`; None when equal.
+pub fn first_diff(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => None,
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let d = first_diff(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                );
+                if d.is_some() {
+                    return d;
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_diff(p, q, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => {
+            let s = |v: &Value| v.to_string().chars().take(200).collect::<String>();
+            Some(format!("{path}: {} != {}", s(a), s(b)))
+        }
+    }
+}
