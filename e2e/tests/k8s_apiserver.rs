@@ -341,7 +341,6 @@ fn chart_against_a_real_apiserver() {
         "unisondb-system",
         "--kubeconfig",
         &kc,
-        "--old-apiserver",
     ]));
     k.kubectl(&["get", "crd", "unisonhubs.unisondb.io"]);
     assert_eq!(
