@@ -1,0 +1,109 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "unisondb-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name when it already contains the chart name. */}}
+{{- define "unisondb-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "unisondb-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "unisondb-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "unisondb-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "unisondb-operator.labels" -}}
+helm.sh/chart: {{ include "unisondb-operator.chart" . }}
+{{ include "unisondb-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: unisondb
+{{- end }}
+
+{{- define "unisondb-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "unisondb-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "unisondb-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* "true" when the operator runs with leader election (auto: more than one replica). */}}
+{{- define "unisondb-operator.leaderElection" -}}
+{{- $m := .Values.leaderElection.mode | toString }}
+{{- if eq $m "on" }}true
+{{- else if eq $m "off" }}false
+{{- else if gt (int .Values.replicas) 1 }}true
+{{- else }}false
+{{- end }}
+{{- end }}
+
+{{/*
+Rules the reconcilers need, in the namespaces they watch. Every rule is one API call site in
+operator/src (see the comment); e2e/tests/helm_chart.rs checks that each call is covered and that
+nothing else (no Secrets, no Pods, no wildcards) is granted.
+*/}}
+{{- define "unisondb-operator.rules" -}}
+# controller.rs: list/watch both kinds; reconcile/*.rs: get the upstream hub/relayer chain and
+# mirrored hubs (strongly consistent GETs).
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonhubs", "unisonrelayers"]
+  verbs: ["get", "list", "watch"]
+# status.rs: merge-patch .status (replicas, conditions, upstream, depth) via the status subresource.
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonhubs/status", "unisonrelayers/status"]
+  verbs: ["get", "patch"]
+# build/mod.rs: owned objects carry ownerReferences with blockOwnerDeletion, which clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin allow only to who may update finalizers.
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonhubs/finalizers", "unisonrelayers/finalizers"]
+  verbs: ["update"]
+# reconcile/mod.rs apply_all: server-side apply (PATCH, which creates when absent) of the
+# StatefulSet; reconcile/*.rs GET it for the storage-immutability check; controller.rs watches owned ones.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# apply_all: server-side apply of the headless and client Services and the node ConfigMap;
+# controller.rs watches the owned ones (label app.kubernetes.io/managed-by=unisondb-operator).
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# apply.rs: PodDisruptionBudget for relayers with replicas > 1, policy/v1 or (Kubernetes < 1.21)
+# policy/v1beta1, whichever the server serves; deleted again when scaled down to 1.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+# reconcile/mod.rs Context::event: kube-runtime's Recorder publishes events.k8s.io/v1 Events
+# (create, then patch to count repeats).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Rules for leader election (leader.rs), in the operator's own namespace only. */}}
+{{- define "unisondb-operator.leaseRules" -}}
+# leader.rs Elector: GET the Lease, CREATE it when missing, UPDATE (replace) it to renew, take over
+# or release leadership.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}

@@ -1,0 +1,272 @@
+//! The StatefulSet running the node. Only fields a Kubernetes 1.20 API server knows are emitted
+//! (server-side apply rejects unknown fields there); newer ones appear only if the user sets them in
+//! a passthrough field such as `affinity`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{labels, names, selector_labels, Component, NodeBuild, CONFIG_HASH_ANNOTATION};
+use crate::nodeconfig::{
+    AUTH_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR, GRPC_PORT, HTTP_PORT, TLS_DIR,
+};
+
+/// Non-root uid/gid (the image's `nonroot` user).
+pub const RUN_AS: i64 = 65532;
+pub const CONTAINER_NAME: &str = "unisondb";
+pub const DATA_VOLUME: &str = "data";
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, initial: i32, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("http".into()),
+            scheme: Some("HTTP".into()),
+            ..Default::default()
+        }),
+        initial_delay_seconds: Some(initial),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+/// Spread replicas across hosts when possible, never require it.
+fn default_affinity(b: &NodeBuild<'_>) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        topology_key: "kubernetes.io/hostname".to_string(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(&b.name, b.component)),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(b: &NodeBuild<'_>) -> Container {
+    let mut ports = vec![
+        container_port("http", HTTP_PORT),
+        container_port("grpc", GRPC_PORT),
+    ];
+    if b.spec.notifications.enabled {
+        ports.push(container_port("zmq", b.spec.notifications.port));
+    }
+    let mut mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    if b.spec.tls.is_some() {
+        mounts.push(VolumeMount {
+            name: "tls".into(),
+            mount_path: TLS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if b.spec.http_auth.is_some() {
+        mounts.push(VolumeMount {
+            name: "auth".into(),
+            mount_path: AUTH_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    Container {
+        name: CONTAINER_NAME.into(),
+        image: Some(b.spec.image.to_string()),
+        image_pull_policy: b.spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec!["unisondb".into()]),
+        args: Some(vec![
+            "server".into(),
+            "--mode".into(),
+            b.component.mode().as_str().into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+        ]),
+        ports: Some(ports),
+        liveness_probe: Some(http_probe("/healthz", 10, 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", 2, 5, 3)),
+        resources: b.spec.resources.cloned(),
+        volume_mounts: Some(mounts),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
+    let mut v = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::configmap(&b.name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if let Some(tls) = b.spec.tls {
+        v.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(auth) = b.spec.http_auth {
+        v.push(Volume {
+            name: "auth".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    v
+}
+
+/// The data volume claim template (immutable once the StatefulSet exists).
+pub fn volume_claim_template(b: &NodeBuild<'_>) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(selector_labels(&b.name, b.component)),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: b.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(b.spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
+    let pod_annotations = BTreeMap::from([
+        (CONFIG_HASH_ANNOTATION.to_string(), b.config.hash.clone()),
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
+    let scheduling = b.spec.scheduling;
+    let pull_secrets: Vec<LocalObjectReference> = b
+        .spec
+        .image_pull_secrets
+        .iter()
+        .map(|s| LocalObjectReference { name: s.clone() })
+        .collect();
+    let pod = PodSpec {
+        containers: vec![container(b)],
+        volumes: Some(volumes(b)),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        affinity: Some(
+            scheduling
+                .affinity
+                .clone()
+                .unwrap_or_else(|| default_affinity(b)),
+        ),
+        node_selector: (!scheduling.node_selector.is_empty())
+            .then(|| scheduling.node_selector.clone()),
+        tolerations: (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone()),
+        image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
+        termination_grace_period_seconds: Some(30),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: b.meta(names::statefulset(&b.name)),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(b.replicas),
+            service_name: Some(names::headless_service(&b.name)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&b.name, b.component)),
+                ..Default::default()
+            },
+            // Relayers are interchangeable: start and stop them in parallel. The hub is one pod.
+            pod_management_policy: Some(
+                match b.component {
+                    Component::Hub => "OrderedReady",
+                    Component::Relayer => "Parallel",
+                }
+                .into(),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&b.name, b.component)),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![volume_claim_template(b)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

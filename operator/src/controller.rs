@@ -1,0 +1,135 @@
+//! Wires the two controllers: owned-object watches, and topology watches that re-reconcile every
+//! relayer downstream of a changed hub or relayer (and hubs mirroring a changed hub).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Client, ResourceExt};
+
+use crate::crd::{UnisonHub, UnisonRelayer};
+use crate::metrics::KindLabel;
+use crate::reconcile::{self, error_policy, Context};
+use crate::topology::{downstream_of, Key, Snapshot, Upstream};
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Relayers downstream of `changed`, from the relayer controller's cache.
+fn downstream(store: &Store<UnisonRelayer>, changed: Upstream) -> Vec<ObjectRef<UnisonRelayer>> {
+    let mut snap = Snapshot::default();
+    for r in store.state() {
+        snap.add_relayer(&r);
+    }
+    downstream_of(&changed, &snap)
+        .into_iter()
+        .map(|k| ObjectRef::new(&k.name).within(&k.namespace))
+        .collect()
+}
+
+/// Hubs whose mirrors reference `changed`.
+fn mirroring(store: &Store<UnisonHub>, changed: &Key) -> Vec<ObjectRef<UnisonHub>> {
+    store
+        .state()
+        .iter()
+        .filter(|h| {
+            let ns = h.namespace().unwrap_or_default();
+            h.spec.mirrors.iter().any(|m| {
+                m.hub_ref
+                    .as_ref()
+                    .is_some_and(|r| &Key::from_ref(r, &ns) == changed)
+            })
+        })
+        .map(|h| ObjectRef::from_obj(h.as_ref()))
+        .collect()
+}
+
+fn key_of<K: ResourceExt>(o: &K) -> Key {
+    Key::new(o.namespace().unwrap_or_default(), o.name_any())
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run<F>(client: Client, ctx: Arc<Context>, watch_ns: Option<String>, shutdown: F)
+where
+    F: Future<Output = ()> + Send + Sync + Clone + 'static,
+{
+    let ns = watch_ns.as_deref();
+    let all = watcher::Config::default();
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=unisondb-operator");
+
+    let hub_ctrl = Controller::new(api::<UnisonHub>(&client, ns), all.clone());
+    let hub_store = hub_ctrl.store();
+    let hs = hub_store.clone();
+    let hubs = hub_ctrl
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
+            mirroring(&hs, &key_of(&h))
+        })
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::hub::reconcile, error_policy, ctx.clone())
+        .for_each({
+            let ctx = ctx.clone();
+            move |res| {
+                ctx.metrics
+                    .managed
+                    .get_or_create(&KindLabel {
+                        kind: "UnisonHub".into(),
+                    })
+                    .set(hub_store.state().len() as i64);
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "hub controller event");
+                }
+                futures::future::ready(())
+            }
+        });
+
+    let rel_ctrl = Controller::new(api::<UnisonRelayer>(&client, ns), all.clone());
+    let rel_store = rel_ctrl.store();
+    let (s1, s2) = (rel_store.clone(), rel_store.clone());
+    let relayers = rel_ctrl
+        .owns(api::<StatefulSet>(&client, ns), owned.clone())
+        .owns(api::<Service>(&client, ns), owned.clone())
+        .owns(api::<ConfigMap>(&client, ns), owned)
+        .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
+            downstream(&s1, Upstream::Hub(key_of(&h)))
+        })
+        .watches(api::<UnisonRelayer>(&client, ns), all, move |r| {
+            downstream(&s2, Upstream::Relayer(key_of(&r)))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::relayer::reconcile, error_policy, ctx.clone())
+        .for_each({
+            let ctx = ctx.clone();
+            move |res| {
+                ctx.metrics
+                    .managed
+                    .get_or_create(&KindLabel {
+                        kind: "UnisonRelayer".into(),
+                    })
+                    .set(rel_store.state().len() as i64);
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "relayer controller event");
+                }
+                futures::future::ready(())
+            }
+        });
+
+    tracing::info!(namespace = ?watch_ns, "controllers started");
+    futures::join!(hubs, relayers);
+    tracing::info!("controllers stopped");
+}

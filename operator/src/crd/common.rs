@@ -1,0 +1,283 @@
+//! Spec and status types shared by `UnisonHub` and `UnisonRelayer`.
+//!
+//! Both kinds run the same node binary, so storage, resources, scheduling, TLS and WAL settings are
+//! one set of types; only the topology fields differ.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Reference to another UnisonDB custom resource, by name (and optionally namespace).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Name of the referenced resource.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Namespace of the referenced resource; defaults to this resource's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Container image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Schema for `Option<PullPolicy>`: a plain string enum. The derived one lists `null` among the
+/// enum values, which older API servers and kubectl reject.
+pub fn pull_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["Always", "IfNotPresent", "Never"],
+        "description": "Container image pull policy."
+    })
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Persistent storage for `/var/lib/unisondb` (one PVC per pod).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size of each pod's data volume, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(length(min = 1))]
+    pub size: String,
+    /// StorageClass of the data volumes. Immutable: volume claim templates cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storageClassName is immutable"))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> String {
+    "10Gi".to_string()
+}
+
+/// WAL fsync policy (`wal.fsync` in the node config).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    #[default]
+    Always,
+    Interval,
+    Never,
+}
+
+impl FsyncPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Interval => "interval",
+            FsyncPolicy::Never => "never",
+        }
+    }
+}
+
+/// Write-ahead-log settings; unset fields keep the node's defaults.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WalSpec {
+    /// `always` (fsync before ack), `interval`, or `never`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Fsync period when `fsync: interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size at which a WAL segment is rolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub segment_size_bytes: Option<u64>,
+    /// Flushed segments are kept up to this total size ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub retention_max_bytes: Option<u64>,
+    /// ... and this age.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub retention_max_age_secs: Option<u64>,
+}
+
+/// ZeroMQ change notifications.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// ZeroMQ PUB port.
+    #[serde(default = "default_zmq_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for NotificationsSpec {
+    fn default() -> Self {
+        NotificationsSpec {
+            enabled: true,
+            port: default_zmq_port(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_zmq_port() -> i32 {
+    4002
+}
+
+/// Secret holding `tls.crt`, `tls.key` and `ca.crt` for gRPC mTLS (server side, and client side
+/// towards the upstream).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+}
+
+/// Secret holding the bearer token that guards the HTTP API.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAuthSpec {
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// Key inside the Secret.
+    #[serde(default = "default_token_key")]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".to_string()
+}
+
+/// Type of the client Service.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The client Service.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pod placement.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Replaces the default (preferred pod anti-affinity across hosts) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+}
+
+/// Extra node-config keys, `section -> key -> value`, merged into the rendered config file. Only keys
+/// documented in docs/CONFIG.md are accepted, and keys the operator manages cannot be overridden.
+pub type ExtraConfig = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
+
+/// Fields every UnisonDB node resource has. Borrowed view so builders work on both kinds.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSpecView<'a> {
+    pub image: &'a str,
+    pub image_pull_policy: Option<PullPolicy>,
+    pub image_pull_secrets: &'a [String],
+    pub storage: &'a StorageSpec,
+    pub resources: Option<&'a ResourceRequirements>,
+    pub wal: &'a WalSpec,
+    pub notifications: &'a NotificationsSpec,
+    pub tls: Option<&'a TlsSpec>,
+    pub http_auth: Option<&'a HttpAuthSpec>,
+    pub service: &'a ServiceSpec,
+    pub scheduling: &'a SchedulingSpec,
+    pub extra_config: &'a ExtraConfig,
+}
+
+/// One condition, in the shape `kubectl wait --for=condition=X` understands.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Status of a hub or relayer.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    /// Label selector of the pods (string form), for the scale subresource and HPAs.
+    pub selector: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// gRPC endpoint downstream relayers replicate from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_endpoint: Option<String>,
+    /// Hops from the hub: 0 for a hub, 1 for a relayer of a hub, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<i32>,
+    /// The resolved upstream endpoint (relayers) this node follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The resolved upstream resource, `Kind/namespace/name`, or `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_ref: Option<String>,
+    /// Hash of the rendered node config currently applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}

@@ -1,0 +1,45 @@
+//! UnisonDB Kubernetes operator: `UnisonHub` and `UnisonRelayer` custom resources, reconciled as
+//! read → validate → build → apply → status.
+
+pub mod apply;
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod nodeconfig;
+pub mod reconcile;
+pub mod status;
+pub mod topology;
+pub mod validate;
+
+/// Errors of one reconcile; each maps to a metrics/event reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("object has no namespace")]
+    MissingNamespace,
+    #[error("object has no uid yet")]
+    MissingUid,
+    #[error("node config: {0}")]
+    Config(#[from] nodeconfig::ConfigError),
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Short label for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(e)) if e.code == 409 => "Conflict",
+            Error::Kube(kube::Error::Api(e)) if e.code == 422 => "Invalid",
+            Error::Kube(kube::Error::Api(_)) => "ApiError",
+            Error::Kube(_) => "ClientError",
+            Error::MissingNamespace => "MissingNamespace",
+            Error::MissingUid => "MissingUid",
+            Error::Config(_) => "InvalidConfig",
+            Error::Serde(_) => "Serialization",
+        }
+    }
+}

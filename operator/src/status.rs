@@ -1,0 +1,201 @@
+//! Status computation (pure) and the status patch (only when something changed, so an unchanged
+//! object causes no writes and no watch event loops).
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::crd::{Condition, NodeStatus};
+use crate::Error;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Why the operator could not (fully) act on the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    pub message: String,
+}
+
+/// What a reconcile learned, as input for [`compute`].
+#[derive(Clone, Debug, Default)]
+pub struct Observed<'a> {
+    pub generation: Option<i64>,
+    pub desired_replicas: i32,
+    pub statefulset: Option<&'a StatefulSet>,
+    pub selector: String,
+    pub grpc_endpoint: Option<String>,
+    pub depth: Option<i32>,
+    pub upstream: Option<String>,
+    pub upstream_ref: Option<String>,
+    pub config_hash: Option<String>,
+    /// Blocking problem (invalid spec, broken topology): nothing was applied.
+    pub problem: Option<Problem>,
+    /// Non-blocking notes (e.g. PDB skipped), appended to the Degraded=False message.
+    pub notes: Vec<String>,
+}
+
+fn condition(
+    prev: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    gen: Option<i64>,
+    now: &str,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    // Keep the transition time unless the status flipped.
+    let last = prev
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.to_string());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        message,
+        last_transition_time: last,
+        observed_generation: gen,
+    }
+}
+
+/// Builds the new status. Fields a blocked reconcile cannot know (upstream, depth, hash) keep
+/// their previous values so a broken reference does not erase what is still running.
+pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeStatus {
+    let prev_conds: &[Condition] = prev.map(|p| p.conditions.as_slice()).unwrap_or(&[]);
+    let sts_status = o.statefulset.and_then(|s| s.status.as_ref());
+    let replicas = sts_status.map(|s| s.replicas).unwrap_or(0);
+    let ready = sts_status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let updated = sts_status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let sts_gen = o.statefulset.and_then(|s| s.metadata.generation);
+    let sts_observed = sts_status.and_then(|s| s.observed_generation);
+    let rolled_out = o.statefulset.is_some()
+        && sts_gen.is_some()
+        && sts_observed >= sts_gen
+        && updated >= o.desired_replicas
+        && replicas == o.desired_replicas;
+
+    let is_ready =
+        o.statefulset.is_some() && ready >= o.desired_replicas && replicas == o.desired_replicas;
+    let ready_cond = condition(
+        prev_conds,
+        READY,
+        is_ready,
+        if is_ready {
+            "AllReplicasReady"
+        } else {
+            "ReplicasNotReady"
+        },
+        format!("{ready}/{} replicas ready", o.desired_replicas),
+        o.generation,
+        now,
+    );
+    let progressing = o.problem.is_none() && !(rolled_out && is_ready);
+    let prog_cond = condition(
+        prev_conds,
+        PROGRESSING,
+        progressing,
+        if o.problem.is_some() {
+            "Blocked"
+        } else if progressing {
+            "RollingOut"
+        } else {
+            "Stable"
+        },
+        if progressing {
+            format!(
+                "{updated}/{} replicas updated, {ready} ready",
+                o.desired_replicas
+            )
+        } else if let Some(p) = &o.problem {
+            format!("blocked: {}", p.message)
+        } else {
+            "all replicas updated and ready".to_string()
+        },
+        o.generation,
+        now,
+    );
+    let degraded_cond = match &o.problem {
+        Some(p) => condition(
+            prev_conds,
+            DEGRADED,
+            true,
+            &p.reason,
+            p.message.clone(),
+            o.generation,
+            now,
+        ),
+        None => {
+            let msg = if o.notes.is_empty() {
+                "reconciled".to_string()
+            } else {
+                o.notes.join("; ")
+            };
+            condition(
+                prev_conds,
+                DEGRADED,
+                false,
+                "AsExpected",
+                msg,
+                o.generation,
+                now,
+            )
+        }
+    };
+    let keep = |new: &Option<String>, old: Option<&Option<String>>| {
+        if o.problem.is_some() {
+            old.cloned().flatten().or_else(|| new.clone())
+        } else {
+            new.clone()
+        }
+    };
+    NodeStatus {
+        observed_generation: o.generation,
+        replicas,
+        ready_replicas: ready,
+        selector: o.selector.clone(),
+        conditions: vec![ready_cond, prog_cond, degraded_cond],
+        grpc_endpoint: o.grpc_endpoint.clone(),
+        depth: if o.problem.is_some() {
+            prev.and_then(|p| p.depth).or(o.depth)
+        } else {
+            o.depth
+        },
+        upstream: keep(&o.upstream, prev.map(|p| &p.upstream)),
+        upstream_ref: keep(&o.upstream_ref, prev.map(|p| &p.upstream_ref)),
+        config_hash: keep(&o.config_hash, prev.map(|p| &p.config_hash)),
+    }
+}
+
+/// Patches `.status` only when it differs from what the object already has.
+pub async fn patch_if_changed<K>(
+    api: &Api<K>,
+    name: &str,
+    current: Option<&NodeStatus>,
+    new: &NodeStatus,
+) -> Result<bool, Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if current == Some(new) {
+        return Ok(false);
+    }
+    let patch = json!({ "status": new });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(true)
+}
+
+/// RFC 3339 timestamp for conditions.
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}

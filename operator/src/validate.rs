@@ -1,0 +1,225 @@
+//! Spec validation, pure. The same rules the CRD states in OpenAPI/CEL, checked again here because
+//! API servers older than 1.25 drop CEL rules; failures become a `Degraded` condition.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+
+use crate::crd::{ExtraConfig, StorageSpec, UnisonHubSpec, UnisonRelayerSpec};
+use crate::nodeconfig;
+
+/// A spec the operator refuses to act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Invalid {
+    /// Condition reason (CamelCase).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn invalid(reason: &'static str, message: impl Into<String>) -> Invalid {
+    Invalid {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn check_namespaces(field: &str, ns: &[String]) -> Result<(), Invalid> {
+    let mut seen = BTreeSet::new();
+    for n in ns {
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(invalid(
+                "InvalidSpec",
+                format!("{field}: invalid namespace name {n:?}"),
+            ));
+        }
+        if !seen.insert(n) {
+            return Err(invalid(
+                "InvalidSpec",
+                format!("{field}: duplicate namespace {n:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_address(field: &str, a: &str) -> Result<(), Invalid> {
+    let rest = a
+        .strip_prefix("http://")
+        .or_else(|| a.strip_prefix("https://"));
+    match rest {
+        Some(hostport) if !hostport.is_empty() => Ok(()),
+        _ => Err(invalid(
+            "InvalidSpec",
+            format!("{field}: {a:?} must be an http:// or https:// URL"),
+        )),
+    }
+}
+
+/// Accepts Kubernetes quantities such as `10Gi`, `500M`, `1e9`.
+fn check_size(s: &StorageSpec) -> Result<(), Invalid> {
+    let digits = s.size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s.size[digits.len()..];
+    let ok_suffix = [
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ]
+    .contains(&suffix);
+    if digits.is_empty() || digits.parse::<f64>().is_err() || !ok_suffix {
+        return Err(invalid(
+            "InvalidSpec",
+            format!("storage.size: {:?} is not a quantity", s.size),
+        ));
+    }
+    Ok(())
+}
+
+fn check_extra(extra: &ExtraConfig) -> Result<(), Invalid> {
+    nodeconfig::check_extra(extra).map_err(|e| invalid("InvalidConfig", e.to_string()))
+}
+
+/// Volume claim templates cannot change once the StatefulSet exists.
+pub fn check_storage_unchanged(
+    desired: &StorageSpec,
+    existing: Option<&StatefulSet>,
+) -> Result<(), Invalid> {
+    let Some(tpl) = existing
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.volume_claim_templates.as_ref())
+        .and_then(|v| v.first())
+        .and_then(|p| p.spec.as_ref())
+    else {
+        return Ok(());
+    };
+    if tpl.storage_class_name != desired.storage_class_name {
+        return Err(invalid(
+            "StorageClassImmutable",
+            format!(
+                "storage.storageClassName is immutable (was {:?}, now {:?})",
+                tpl.storage_class_name, desired.storage_class_name
+            ),
+        ));
+    }
+    let current = tpl
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"));
+    if let Some(q) = current {
+        if q.0 != desired.size {
+            return Err(invalid(
+                "StorageImmutable",
+                format!(
+                    "storage.size is immutable on a StatefulSet (was {}, now {})",
+                    q.0, desired.size
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
+    if spec.image.is_empty() {
+        return Err(invalid("InvalidSpec", "image must be set"));
+    }
+    if spec.namespaces.is_empty() {
+        return Err(invalid(
+            "InvalidSpec",
+            "namespaces must list at least one namespace",
+        ));
+    }
+    check_namespaces("namespaces", &spec.namespaces)?;
+    let mirrored: Vec<String> = spec.mirrors.iter().map(|m| m.namespace.clone()).collect();
+    check_namespaces("mirrors", &mirrored)?;
+    for m in &spec.mirrors {
+        if spec.namespaces.contains(&m.namespace) {
+            return Err(invalid(
+                "InvalidSpec",
+                format!(
+                    "mirrors: namespace {:?} is owned by this hub and cannot be mirrored",
+                    m.namespace
+                ),
+            ));
+        }
+        match (&m.hub_ref, &m.address) {
+            (Some(_), None) => {}
+            (None, Some(a)) => check_address("mirrors.address", a)?,
+            _ => {
+                return Err(invalid(
+                    "InvalidSpec",
+                    format!(
+                        "mirrors[{}]: exactly one of hubRef or address must be set",
+                        m.namespace
+                    ),
+                ))
+            }
+        }
+    }
+    check_size(&spec.storage)?;
+    check_extra(&spec.extra_config)
+}
+
+pub fn relayer(spec: &UnisonRelayerSpec) -> Result<(), Invalid> {
+    if spec.image.is_empty() {
+        return Err(invalid("InvalidSpec", "image must be set"));
+    }
+    let u = &spec.upstream;
+    let set = [
+        u.hub_ref.is_some(),
+        u.relayer_ref.is_some(),
+        u.address.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        return Err(invalid(
+            "InvalidUpstream",
+            "exactly one of upstream.hubRef, upstream.relayerRef or upstream.address must be set",
+        ));
+    }
+    if let Some(a) = &u.address {
+        check_address("upstream.address", a)?;
+        if spec.namespaces.is_empty() {
+            return Err(invalid(
+                "InvalidSpec",
+                "namespaces must be listed when upstream is a raw address",
+            ));
+        }
+    }
+    if spec.replicas < 0 {
+        return Err(invalid("InvalidSpec", "replicas must be >= 0"));
+    }
+    check_namespaces("namespaces", &spec.namespaces)?;
+    check_size(&spec.storage)?;
+    check_extra(&spec.extra_config)
+}
+
+/// The namespaces a relayer will replicate: its request (which must be a subset of what the
+/// upstream serves) or, when empty, everything the upstream serves.
+pub fn effective_namespaces(
+    requested: &[String],
+    upstream: Option<&[String]>,
+) -> Result<Vec<String>, Invalid> {
+    match upstream {
+        None => Ok(requested.to_vec()),
+        Some(up) if requested.is_empty() => Ok(up.to_vec()),
+        Some(up) => {
+            let missing: Vec<&String> = requested.iter().filter(|n| !up.contains(n)).collect();
+            if missing.is_empty() {
+                Ok(requested.to_vec())
+            } else {
+                Err(invalid(
+                    "NamespaceNotInUpstream",
+                    format!(
+                        "namespaces {missing:?} are not served by the upstream (serves {up:?})"
+                    ),
+                ))
+            }
+        }
+    }
+}

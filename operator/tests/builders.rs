@@ -1,0 +1,515 @@
+//! Builder unit tests from YAML fixtures: exact labels, ports, args, owner refs, config content,
+//! and config-hash behaviour.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use serde_yaml::Value;
+use unisondb_operator::build::{self, names, Component, NodeBuild, CONFIG_HASH_ANNOTATION};
+use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
+use unisondb_operator::nodeconfig::{self, ConfigInput, Mode, RenderedConfig};
+
+fn hub() -> UnisonHub {
+    serde_yaml::from_str(include_str!("fixtures/hub.yaml")).expect("hub fixture parses")
+}
+
+fn relayer() -> UnisonRelayer {
+    serde_yaml::from_str(include_str!("fixtures/relayer.yaml")).expect("relayer fixture parses")
+}
+
+const HUB_URL: &str = "http://hub-a.prod.svc.cluster.local:4001";
+
+fn hub_config(h: &UnisonHub) -> RenderedConfig {
+    let mirrors: BTreeMap<String, String> = h
+        .spec
+        .mirrors
+        .iter()
+        .map(|m| (m.namespace.clone(), m.address.clone().unwrap_or_default()))
+        .collect();
+    nodeconfig::render(&ConfigInput {
+        mode: Mode::Replicator,
+        namespaces: h.spec.namespaces.clone(),
+        spec: h.spec.view(),
+        upstream: None,
+        mirrors,
+    })
+    .expect("hub config renders")
+}
+
+fn relayer_config(r: &UnisonRelayer) -> RenderedConfig {
+    nodeconfig::render(&ConfigInput {
+        mode: Mode::Relayer,
+        namespaces: r.spec.namespaces.clone(),
+        spec: r.spec.view(),
+        upstream: Some(HUB_URL.to_string()),
+        mirrors: BTreeMap::new(),
+    })
+    .expect("relayer config renders")
+}
+
+/// The documented config, parsed from the YAML block in docs/CONFIG.md.
+fn documented_config() -> Value {
+    let doc = include_str!("../../docs/CONFIG.md");
+    let start = doc.find("```yaml").expect("CONFIG.md has a yaml block") + "```yaml".len();
+    let end = start + doc[start..].find("```").expect("yaml block closes");
+    serde_yaml::from_str(&doc[start..end]).expect("CONFIG.md yaml parses")
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_mapping()
+        .expect("mapping")
+        .keys()
+        .map(|k| k.as_str().expect("string key").to_string())
+        .collect()
+}
+
+#[test]
+fn config_has_exactly_the_documented_sections_and_keys() {
+    let documented = documented_config();
+    for rendered in [hub_config(&hub()).yaml, relayer_config(&relayer()).yaml] {
+        let got: Value = serde_yaml::from_str(&rendered).expect("rendered yaml parses");
+        assert_eq!(keys(&got), keys(&documented), "sections and their order");
+        for section in keys(&documented) {
+            let mut want = keys(&documented[section.as_str()]);
+            let mut have = keys(&got[section.as_str()]);
+            want.sort();
+            have.sort();
+            assert_eq!(have, want, "keys of section {section}");
+            // same value types as the documented defaults
+            for k in &want {
+                let (d, g) = (
+                    &documented[section.as_str()][k.as_str()],
+                    &got[section.as_str()][k.as_str()],
+                );
+                assert_eq!(
+                    std::mem::discriminant(d),
+                    std::mem::discriminant(g),
+                    "type of {section}.{k}: documented {d:?}, rendered {g:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hub_config_content() {
+    let cfg: Value = serde_yaml::from_str(&hub_config(&hub()).yaml).unwrap();
+    assert_eq!(cfg["server"]["mode"], Value::from("replicator"));
+    assert_eq!(cfg["server"]["data_dir"], Value::from("/var/lib/unisondb"));
+    assert_eq!(
+        cfg["server"]["namespaces"],
+        serde_yaml::from_str::<Value>("[orders, users]").unwrap()
+    );
+    assert_eq!(cfg["http"]["listen"], Value::from("0.0.0.0:4000"));
+    assert_eq!(cfg["grpc"]["listen"], Value::from("0.0.0.0:4001"));
+    assert_eq!(cfg["notify"]["bind"], Value::from("tcp://0.0.0.0:4002"));
+    assert_eq!(cfg["wal"]["fsync"], Value::from("interval"));
+    assert_eq!(cfg["wal"]["fsync_interval_ms"], Value::from(5));
+    assert_eq!(cfg["wal"]["segment_size_bytes"], Value::from(33554432));
+    assert_eq!(cfg["replication"]["upstream"], Value::from(""));
+    assert_eq!(
+        cfg["replication"]["mirrors"]["catalog"],
+        Value::from("http://hub-b.other.svc.cluster.local:4001")
+    );
+    // extraConfig passthrough
+    assert_eq!(cfg["log"]["level"], Value::from("debug"));
+    assert_eq!(cfg["memtable"]["size_bytes"], Value::from(1048576));
+    // no TLS configured
+    assert_eq!(cfg["grpc"]["tls_cert_file"], Value::from(""));
+}
+
+#[test]
+fn relayer_config_content() {
+    let cfg: Value = serde_yaml::from_str(&relayer_config(&relayer()).yaml).unwrap();
+    assert_eq!(cfg["server"]["mode"], Value::from("relayer"));
+    assert_eq!(cfg["replication"]["upstream"], Value::from(HUB_URL));
+    assert_eq!(cfg["notify"]["enabled"], Value::from(false));
+    assert_eq!(
+        cfg["grpc"]["tls_cert_file"],
+        Value::from("/etc/unisondb/tls/tls.crt")
+    );
+    assert_eq!(
+        cfg["grpc"]["tls_ca_file"],
+        Value::from("/etc/unisondb/tls/ca.crt")
+    );
+    assert_eq!(
+        cfg["replication"]["tls_key_file"],
+        Value::from("/etc/unisondb/tls/tls.key")
+    );
+    assert_eq!(
+        cfg["http"]["auth_token_file"],
+        Value::from("/etc/unisondb/auth/token")
+    );
+    assert_eq!(
+        cfg["replication"]["mirrors"],
+        serde_yaml::from_str::<Value>("{}").unwrap()
+    );
+}
+
+#[test]
+fn extra_config_rejects_unknown_managed_and_mistyped_keys() {
+    let mut h = hub();
+    h.spec.extra_config = serde_yaml::from_str("{nope: {a: 1}}").unwrap();
+    assert!(matches!(
+        nodeconfig::check_extra(&h.spec.extra_config),
+        Err(nodeconfig::ConfigError::UnknownSection(_))
+    ));
+    h.spec.extra_config = serde_yaml::from_str("{wal: {fsink: always}}").unwrap();
+    assert!(matches!(
+        nodeconfig::check_extra(&h.spec.extra_config),
+        Err(nodeconfig::ConfigError::UnknownKey(..))
+    ));
+    h.spec.extra_config = serde_yaml::from_str("{replication: {upstream: 'http://x:1'}}").unwrap();
+    assert!(matches!(
+        nodeconfig::check_extra(&h.spec.extra_config),
+        Err(nodeconfig::ConfigError::Managed(..))
+    ));
+    h.spec.extra_config = serde_yaml::from_str("{wal: {segment_size_bytes: big}}").unwrap();
+    assert!(matches!(
+        nodeconfig::check_extra(&h.spec.extra_config),
+        Err(nodeconfig::ConfigError::WrongType(..))
+    ));
+    h.spec.extra_config = serde_yaml::from_str("{replication: {max_lag_records: 5}}").unwrap();
+    assert_eq!(nodeconfig::check_extra(&h.spec.extra_config), Ok(()));
+}
+
+fn template_hash(sts: &StatefulSet) -> String {
+    sts.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+#[test]
+fn config_hash_changes_with_config_and_only_then() {
+    let h = hub();
+    let c1 = hub_config(&h);
+    assert_eq!(c1, hub_config(&h), "rendering is deterministic");
+    // image change: config (and hash) unchanged
+    let mut h2 = h.clone();
+    h2.spec.image = "unisondb:0.2.0".into();
+    let c2 = hub_config(&h2);
+    assert_eq!(c1.hash, c2.hash);
+    // config change: hash changes, and reaches the pod template
+    let mut h3 = h.clone();
+    h3.spec.wal.fsync = unisondb_operator::crd::FsyncPolicy::Never;
+    let c3 = hub_config(&h3);
+    assert_ne!(c1.hash, c3.hash);
+    let s1 = build::statefulset::build(&NodeBuild::for_hub(&h, &c1).unwrap());
+    let s3 = build::statefulset::build(&NodeBuild::for_hub(&h3, &c3).unwrap());
+    assert_eq!(template_hash(&s1), c1.hash);
+    assert_eq!(template_hash(&s3), c3.hash);
+    assert_eq!(c1.hash, nodeconfig::hash(&c1.yaml));
+}
+
+fn expected_labels(instance: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "unisondb".into()),
+        ("app.kubernetes.io/instance".into(), instance.into()),
+        ("app.kubernetes.io/component".into(), component.into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "unisondb-operator".into(),
+        ),
+        ("app.kubernetes.io/part-of".into(), "unisondb".into()),
+    ])
+}
+
+#[test]
+fn hub_statefulset() {
+    let h = hub();
+    let cfg = hub_config(&h);
+    let b = NodeBuild::for_hub(&h, &cfg).unwrap();
+    let sts = build::statefulset::build(&b);
+    let m = &sts.metadata;
+    assert_eq!(m.name.as_deref(), Some("hub-a"));
+    assert_eq!(m.namespace.as_deref(), Some("prod"));
+    assert_eq!(m.labels.as_ref().unwrap(), &expected_labels("hub-a", "hub"));
+    let owner = &m.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.kind, "UnisonHub");
+    assert_eq!(owner.api_version, "unisondb.io/v1alpha1");
+    assert_eq!(owner.name, "hub-a");
+    assert_eq!(owner.uid, "11111111-2222-3333-4444-555555555555");
+    assert_eq!(owner.controller, Some(true));
+
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.service_name.as_deref(), Some("hub-a-headless"));
+    let sel = spec.selector.match_labels.as_ref().unwrap();
+    assert_eq!(sel.len(), 3);
+    assert_eq!(sel["app.kubernetes.io/component"], "hub");
+    let tpl = &spec.template;
+    let ann = tpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+    assert_eq!(ann["prometheus.io/scrape"], "true");
+    assert_eq!(ann["prometheus.io/port"], "4000");
+    assert_eq!(ann["prometheus.io/path"], "/metrics");
+    let pod = tpl.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group, psc.fs_group),
+        (Some(65532), Some(65532), Some(65532))
+    );
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+    let anti = pod
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        anti.preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0]
+            .weight,
+        100
+    );
+    assert!(anti
+        .required_during_scheduling_ignored_during_execution
+        .is_none());
+
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("unisondb:0.1.0"));
+    assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(c.command.as_ref().unwrap(), &vec!["unisondb".to_string()]);
+    assert_eq!(
+        c.args.as_ref().unwrap(),
+        &[
+            "server",
+            "--mode",
+            "replicator",
+            "--config",
+            "/etc/unisondb/config.yaml"
+        ]
+        .map(String::from)
+        .to_vec()
+    );
+    let ports: Vec<(String, i32)> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            ("http".into(), 4000),
+            ("grpc".into(), 4001),
+            ("zmq".into(), 4002)
+        ]
+    );
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(live.path.as_deref(), Some("/healthz"));
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    let mounts: Vec<(&str, &str)> = c
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![("data", "/var/lib/unisondb"), ("config", "/etc/unisondb")]
+    );
+
+    let vct = &spec.volume_claim_templates.as_ref().unwrap()[0];
+    let vspec = vct.spec.as_ref().unwrap();
+    assert_eq!(vspec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        vspec.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+        "20Gi"
+    );
+
+    // Only fields a 1.20 API server knows.
+    let json = serde_json::to_string(&sts).unwrap();
+    for newer in [
+        "minReadySeconds",
+        "persistentVolumeClaimRetentionPolicy",
+        "ordinals",
+        "hostUsers",
+    ] {
+        assert!(!json.contains(newer), "{newer} must not be emitted");
+    }
+}
+
+#[test]
+fn relayer_statefulset_mounts_tls_and_auth() {
+    let r = relayer();
+    let cfg = relayer_config(&r);
+    let b = NodeBuild::for_relayer(&r, &cfg).unwrap();
+    let sts = build::statefulset::build(&b);
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let pod = spec.template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.args.as_ref().unwrap()[2], "relayer");
+    let ports: Vec<&str> = c
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        vec!["http", "grpc"],
+        "notifications disabled: no zmq port"
+    );
+    let vols: BTreeMap<&str, Option<&str>> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+            )
+        })
+        .collect();
+    assert_eq!(vols["tls"], Some("edge-tls"));
+    assert_eq!(vols["auth"], Some("edge-auth"));
+    assert_eq!(
+        sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "UnisonRelayer"
+    );
+    assert_eq!(
+        sts.metadata.labels.as_ref().unwrap(),
+        &expected_labels("edge", "relayer")
+    );
+}
+
+#[test]
+fn services_set_tcp_and_expected_ports() {
+    let h = hub();
+    let cfg = hub_config(&h);
+    let b = NodeBuild::for_hub(&h, &cfg).unwrap();
+    let headless = build::service::headless(&b);
+    let client = build::service::client(&b);
+    assert_eq!(headless.metadata.name.as_deref(), Some("hub-a-headless"));
+    assert_eq!(client.metadata.name.as_deref(), Some("hub-a"));
+    let hs = headless.spec.as_ref().unwrap();
+    assert_eq!(hs.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(hs.publish_not_ready_addresses, Some(true));
+    let cs = client.spec.as_ref().unwrap();
+    assert_eq!(cs.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(
+        client.metadata.annotations.as_ref().unwrap()["example.com/lb"],
+        "internal"
+    );
+    let ports: Vec<(String, i32, String)> = cs
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone().unwrap(),
+                p.port,
+                p.protocol.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            ("http".into(), 4000, "TCP".into()),
+            ("grpc".into(), 4001, "TCP".into()),
+            ("zmq".into(), 4002, "TCP".into()),
+            ("metrics".into(), 9090, "TCP".into()),
+        ]
+    );
+    for p in hs.ports.as_ref().unwrap() {
+        assert_eq!(p.protocol.as_deref(), Some("TCP"));
+    }
+    assert_eq!(
+        cs.selector.as_ref().unwrap(),
+        &build::selector_labels("hub-a", Component::Hub)
+    );
+}
+
+#[test]
+fn configmap_holds_rendered_config() {
+    let h = hub();
+    let cfg = hub_config(&h);
+    let cm = build::configmap::build(&NodeBuild::for_hub(&h, &cfg).unwrap());
+    assert_eq!(cm.metadata.name.as_deref(), Some("hub-a-config"));
+    assert_eq!(cm.data.as_ref().unwrap()["config.yaml"], cfg.yaml);
+    assert_eq!(
+        cm.metadata.owner_references.as_ref().unwrap()[0].controller,
+        Some(true)
+    );
+}
+
+#[test]
+fn pdb_only_above_one_replica() {
+    let mut r = relayer();
+    let cfg = relayer_config(&r);
+    let pdb = build::pdb::build(&NodeBuild::for_relayer(&r, &cfg).unwrap(), "policy/v1beta1")
+        .expect("3 replicas get a PDB");
+    assert_eq!(pdb["apiVersion"], "policy/v1beta1");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    assert_eq!(pdb["metadata"]["name"], "edge");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "edge"
+    );
+    assert_eq!(pdb["metadata"]["ownerReferences"][0]["controller"], true);
+    r.spec.replicas = 1;
+    assert!(build::pdb::build(&NodeBuild::for_relayer(&r, &cfg).unwrap(), "policy/v1").is_none());
+}
+
+#[test]
+fn names_and_selector() {
+    assert_eq!(
+        names::grpc_endpoint("hub-a", "prod", "cluster.local", false),
+        HUB_URL
+    );
+    assert_eq!(
+        names::grpc_endpoint("r", "ns", "example.org", true),
+        "https://r.ns.svc.example.org:4001"
+    );
+    assert_eq!(
+        build::selector_string("edge", Component::Relayer),
+        "app.kubernetes.io/component=relayer,app.kubernetes.io/instance=edge,app.kubernetes.io/name=unisondb"
+    );
+}
+
+#[test]
+fn crds_in_repo_match_generated() {
+    let generated = unisondb_operator::crd::crds_yaml().unwrap();
+    let committed = include_str!("../../crds/unisondb.io_crds.yaml");
+    assert!(
+        generated == committed,
+        "crds/ drifted from the Rust types: run `unisondb-operator crd > crds/unisondb.io_crds.yaml`"
+    );
+    // scale subresource and CEL rules are present
+    assert!(generated.contains("specReplicasPath: .spec.replicas"));
+    assert!(generated.contains("labelSelectorPath: .status.selector"));
+    assert!(generated.contains("x-kubernetes-validations"));
+}
