@@ -388,3 +388,48 @@ async fn two_hubs_mirroring_each_other_converge_without_loops() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_latest_lsn_rpcs() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use unisondb::replication::proto::replication_client::ReplicationClient;
+    use unisondb::replication::proto::LatestLsnRequest;
+    let hd = tempfile::tempdir().unwrap();
+    let hub = open(hd.path(), opts());
+    write_n(hub.get(NS).unwrap(), 0, 7).await;
+    let server = serve(&hub, &AckRegistry::new(), "127.0.0.1:0").await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "unisondb.replication.v1.Replication".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let mut client = ReplicationClient::new(channel);
+    let latest = client
+        .latest_lsn(LatestLsnRequest {
+            namespace: NS.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((latest.lsn, latest.wal_first_lsn), (7, 1));
+    assert_eq!(latest.hlc, hub.get(NS).unwrap().latest_hlc());
+    let missing = client
+        .latest_lsn(LatestLsnRequest {
+            namespace: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    server.shutdown().await;
+}
