@@ -98,6 +98,10 @@ impl Memtable {
 
     /// Newest version of `key` at or below `snapshot_lsn`: `None` = unknown here, `Some(None)` = deleted.
     pub fn get(&self, key: &[u8], snapshot_lsn: u64) -> Option<MemValue> {
+        // Reads after a flush meet an empty active memtable: skip the probe's allocation and search.
+        if self.map.is_empty() {
+            return None;
+        }
         let probe = VersionedKey {
             key: key.to_vec(),
             lsn: snapshot_lsn,
@@ -118,6 +122,9 @@ impl Memtable {
         limit: usize,
     ) -> Vec<(Vec<u8>, MemValue)> {
         let mut out: Vec<(Vec<u8>, MemValue)> = Vec::new();
+        if self.map.is_empty() {
+            return out;
+        }
         if reverse {
             self.scan_reverse(from, end, snapshot_lsn, limit, &mut out);
         } else {
