@@ -586,6 +586,8 @@ struct Results {
     individual: Duration,
     individual_p50: Duration,
     individual_p99: Duration,
+    /// fdatasync floor measured just before this engine's individual writes (the disk is shared).
+    floor: Duration,
     batch: Duration,
     reads_first: Duration,
     reads: Duration,
@@ -642,6 +644,7 @@ fn run_engine(name: &str, w: &Workload, base: &Path) -> Result<Results> {
         log("bulk load + flush", r.bulk_load + flush);
     }
 
+    r.floor = fdatasync_floor(base, FLOOR_SAMPLES / 5)?;
     let mut lat = Vec::with_capacity(w.individual.len());
     let start = Instant::now();
     for kv in &w.individual {
@@ -713,12 +716,12 @@ fn run_engine(name: &str, w: &Workload, base: &Path) -> Result<Results> {
 }
 
 /// p50 latency of appending 128 bytes to a file and fdatasync'ing it: the floor for a durable commit.
-fn fdatasync_floor(base: &Path) -> Result<Duration> {
+fn fdatasync_floor(base: &Path, samples: usize) -> Result<Duration> {
     let tmp = tempfile::tempdir_in(base)?;
     let mut f = File::create(tmp.path().join("floor"))?;
     let buf = [0xA5u8; 128];
-    let mut lat = Vec::with_capacity(FLOOR_SAMPLES);
-    for _ in 0..FLOOR_SAMPLES {
+    let mut lat = Vec::with_capacity(samples);
+    for _ in 0..samples {
         let t = Instant::now();
         f.write_all(&buf)?;
         f.sync_data()?;
@@ -782,6 +785,13 @@ const ROWS: &[Row] = &[
         get: |r| Some(us(r.individual_p50)),
         unit: "us",
         durable: true,
+        in_mean: false,
+    },
+    Row {
+        label: "  fdatasync floor then",
+        get: |r| Some(us(r.floor)),
+        unit: "us floor",
+        durable: false,
         in_mean: false,
     },
     Row {
@@ -853,14 +863,20 @@ fn print_table(n: usize, floor: Duration, results: &[(String, Results)]) {
     println!("{:>12}{:>10}", "ours/best", "ours/redb");
     let mut logs = Vec::new();
     for row in ROWS {
-        print!("{:<28}", format!("{} ({})", row.label, row.unit));
+        print!(
+            "{:<28}",
+            format!("{} ({})", row.label, row.unit.trim_end_matches(" floor"))
+        );
         for (_, r) in results {
             match (row.get)(r) {
                 Some(v) => print!("{v:>11.1}"),
                 None => print!("{:>11}", "-"),
             }
         }
-        let mine = ours.and_then(|r| (row.get)(r));
+        // The floor row is context, not a contest.
+        let mine = ours
+            .and_then(|r| (row.get)(r))
+            .filter(|_| row.unit != "us floor");
         let peer = |f: &dyn Fn(&str) -> bool| {
             results
                 .iter()
@@ -885,6 +901,12 @@ fn print_table(n: usize, floor: Duration, results: &[(String, Results)]) {
         }
     }
     println!("fdatasync floor p50 (us)    {:>11.1}", us(floor));
+    if let Some(r) = ours {
+        println!(
+            "ours individual p50 / fdatasync floor measured just before: {:.2}x",
+            us(r.individual_p50) / us(r.floor)
+        );
+    }
     println!("best peer on write rows excludes {NOT_FSYNC:?} (commits not fsync-durable)");
     if !logs.is_empty() {
         let g = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
@@ -904,6 +926,7 @@ fn write_json(path: &Path, floor: Duration, results: &[(String, Results)]) -> Re
             "individual_writes_ms": ms(r.individual),
             "individual_p50_us": us(r.individual_p50),
             "individual_p99_us": us(r.individual_p99),
+            "fdatasync_p50_us_before_individual": us(r.floor),
             "batch_writes_ms": ms(r.batch),
             "random_reads_ms": ms(r.reads),
             "random_reads_first_ms": ms(r.reads_first),
@@ -967,7 +990,7 @@ fn main() -> Result<()> {
         args.n
     );
     let w = Workload::new(args.n);
-    let floor = fdatasync_floor(&args.dir)?;
+    let floor = fdatasync_floor(&args.dir, FLOOR_SAMPLES)?;
     eprintln!("fdatasync floor p50: {:.1} us", us(floor));
     let mut results = Vec::new();
     for name in &args.engines {
