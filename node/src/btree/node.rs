@@ -308,7 +308,7 @@ mod tests {
         let mut page = vec![0u8; 1024];
         l.encode(5, &mut page);
         assert!(page::crc_ok(&page));
-        assert_eq!(l.size <= 1024, true);
+        assert!(l.size <= 1024);
         let view = PageView::new(&page, 5).unwrap();
         let Node::Leaf(d) = Node::decode(&view).unwrap() else {
             panic!("expected leaf")
@@ -360,6 +360,6 @@ mod tests {
         assert_eq!(b.children.len(), b.keys.len() + 1);
         assert_eq!(r.children.len(), r.keys.len() + 1);
         assert_eq!(b.keys.len() + r.keys.len() + 1, 9);
-        assert!(b.keys.last().unwrap() < &sep && &sep < &r.keys[0]);
+        assert!(b.keys.last().unwrap() < &sep && sep < r.keys[0]);
     }
 }

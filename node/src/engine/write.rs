@@ -24,6 +24,9 @@ pub(crate) enum Request {
     Seal,
 }
 
+/// A request's id and outcome, as the leader hands it back.
+type RequestResult = (u64, Result<Commit, EngineError>);
+
 #[derive(Default)]
 pub(crate) struct Queue {
     /// Last LSN handed out; only the leader reads or moves it.
@@ -118,12 +121,8 @@ impl Inner {
     }
 
     /// The leader's work for one group. Returns per-request results and the last LSN handed out.
-    fn commit_group(
-        &self,
-        group: Vec<(u64, Request)>,
-        mut last: u64,
-    ) -> (Vec<(u64, Result<Commit, EngineError>)>, u64) {
-        let mut results: Vec<(u64, Result<Commit, EngineError>)> = Vec::with_capacity(group.len());
+    fn commit_group(&self, group: Vec<(u64, Request)>, mut last: u64) -> (Vec<RequestResult>, u64) {
+        let mut results: Vec<RequestResult> = Vec::with_capacity(group.len());
         if let Some(reason) = self.poison_reason() {
             for (id, _) in group {
                 results.push((
