@@ -7,6 +7,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_skiplist::map::Entry;
 use crossbeam_skiplist::SkipMap;
 
 use crate::storage::batch::OpRef;
@@ -242,6 +243,27 @@ impl Memtable {
             Some((vk.key.clone(), e.value().clone()))
         })
     }
+
+    /// Calls `f` with the newest version of every key, in key order, borrowing instead of copying.
+    pub fn for_each_latest<E>(
+        &self,
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut prev: Option<Entry<'_, VersionedKey, MemValue>> = None;
+        for e in self.map.iter() {
+            // Versions of a key are adjacent, newest first: only the first of each run counts.
+            let newer_seen = prev.as_ref().is_some_and(
+                |p: &crossbeam_skiplist::map::Entry<'_, VersionedKey, MemValue>| {
+                    p.key().key == e.key().key
+                },
+            );
+            if !newer_seen {
+                f(&e.key().key, e.value().as_deref())?;
+            }
+            prev = Some(e);
+        }
+        Ok(())
+    }
 }
 
 /// True when `key` lies beyond the scan's far end (`end` is the upper bound forward, the lower in reverse).
@@ -322,5 +344,12 @@ mod tests {
         let latest: Vec<_> = m.latest().collect();
         assert_eq!(latest.len(), 3);
         assert_eq!(latest[2], (b"c".to_vec(), None));
+        let mut borrowed = Vec::new();
+        m.for_each_latest(|k, v| {
+            borrowed.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(borrowed, latest);
     }
 }
