@@ -75,9 +75,11 @@ impl Snapshot {
         } else {
             (lower, upper)
         };
+        // An empty memtable holds nothing at or below this view's LSN and never will: skip it.
         let mems = self
             .mems
             .iter()
+            .filter(|m| !m.is_empty())
             .map(|m| MemCursor {
                 mem: m.clone(),
                 from: from.clone(),
