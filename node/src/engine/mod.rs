@@ -170,7 +170,7 @@ impl Namespace {
 
     /// Reads one stored key at the latest visible LSN.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.snapshot()?.get(key)
+        self.inner.get(key)
     }
 
     /// A consistent read view at the current visible LSN; cheap, owned and `Send`.
