@@ -164,10 +164,20 @@ impl Http {
         }
     }
 
+    /// Waits for `/readyz`: recovered and, on a relayer, connected within the lag bound.
     async fn wait_up(&self, n: &Node) {
+        self.wait_for(n, "/readyz").await
+    }
+
+    /// Waits for `/healthz` only (a relayer that cannot connect is alive but never ready).
+    async fn wait_alive(&self, n: &Node) {
+        self.wait_for(n, "/healthz").await
+    }
+
+    async fn wait_for(&self, n: &Node, path: &str) {
         let t = Instant::now();
         loop {
-            if let Ok(r) = self.c.get(n.url("/readyz")).send().await {
+            if let Ok(r) = self.c.get(n.url(path)).send().await {
                 if r.status().is_success() {
                     return;
                 }
@@ -530,6 +540,34 @@ async fn two_hubs_mirror_each_other() {
             Some(value(i + 1))
         );
     }
+    // A mirrored namespace is read-only here: 403 naming the owning hub.
+    let r =
+        h.c.put(a.url("/api/v1/west/kv/nope"))
+            .json(&serde_json::json!({ "value": B64.encode(b"x") }))
+            .send()
+            .await
+            .expect("PUT");
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.expect("json error body");
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&b.grpc_url()),
+        "403 must name the owner: {msg}"
+    );
+    // Its stats carry the replication position.
+    let st: serde_json::Value =
+        h.c.get(a.url("/api/v1/west/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json");
+    assert_eq!(
+        st["replication"]["upstream"],
+        serde_json::json!(b.grpc_url())
+    );
+    assert_eq!(st["replication"]["applied_lsn"], serde_json::json!(60));
     // No loops: each hub's own namespace still has exactly its own writes.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(h.stats_lsn(&a, Some("east")).await, Some(60));
@@ -609,7 +647,7 @@ async fn mtls_rejects_a_relayer_from_another_ca() {
     let ok = relayer("ok", good.path("r-ok.pem"), good.path("r-ok.key"));
     let bad = relayer("bad", evil.path("r-bad.pem"), evil.path("r-bad.key"));
     h.wait_up(&ok).await;
-    h.wait_up(&bad).await;
+    h.wait_alive(&bad).await;
     write_keys(&h, &hub, "default", 0..20).await;
     h.wait_lsn(&ok, "default", 20, Duration::from_secs(30))
         .await;
@@ -628,6 +666,9 @@ async fn mtls_rejects_a_relayer_from_another_ca() {
         .await,
         Some(0.0)
     );
+    // It is alive but not ready: it cannot reach its upstream.
+    let r = h.c.get(bad.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 503);
 }
 
 fn venv_python() -> PathBuf {
@@ -708,4 +749,89 @@ async fn pyzmq_subscribers_on_hub_and_relayer() {
             assert_eq!(m["payload"]["lsn"].as_u64(), Some(*lsn));
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_can_wait_for_replica_acks() {
+    let root = tempfile::tempdir().unwrap();
+    let h = Http::new();
+    let hub = Node::new(root.path(), "hub", &["default"], None, "");
+    h.wait_up(&hub).await;
+    let put_acks = |key: &'static str, q: &'static str| {
+        let c = h.c.clone();
+        let url = hub.url(&format!("/api/v1/default/kv/{key}{q}"));
+        async move {
+            let r = c
+                .put(url)
+                .json(&serde_json::json!({ "value": B64.encode(b"v") }))
+                .send()
+                .await
+                .expect("PUT");
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    // No replica at all: acks=1 times out with 504 and says 0 acknowledged; the write is durable.
+    let (st, body) = put_acks("a", "?acks=1&acks_timeout_ms=300").await;
+    assert_eq!(st, 504, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0 of 1"),
+        "{body}"
+    );
+    assert_eq!(h.get(&hub, "default", "a").await, Some(b"v".to_vec()));
+    // Malformed acks is a 400, not a write.
+    let (st, _) = put_acks("bad", "?acks=many").await;
+    assert_eq!(st, 400);
+    assert_eq!(h.get(&hub, "default", "bad").await, None);
+
+    let r1 = Node::new(root.path(), "r1", &["default"], Some(&hub.grpc_url()), "");
+    h.wait_up(&r1).await;
+    let (st, body) = put_acks("b", "?acks=1&acks_timeout_ms=5000").await;
+    assert_eq!(st, 200, "{body}");
+    // The relayer has it already when the hub answers.
+    assert_eq!(h.get(&r1, "default", "b").await, Some(b"v".to_vec()));
+    let (st, body) = put_acks("c", "?acks=2&acks_timeout_ms=500").await;
+    assert_eq!(st, 504, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 2"),
+        "{body}"
+    );
+
+    let r2 = Node::new(root.path(), "r2", &["default"], Some(&hub.grpc_url()), "");
+    h.wait_up(&r2).await;
+    let (st, body) = put_acks("d", "?acks=2&acks_timeout_ms=5000").await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(h.get(&r1, "default", "d").await, Some(b"v".to_vec()));
+    assert_eq!(h.get(&r2, "default", "d").await, Some(b"v".to_vec()));
+    // The header form works too.
+    let r =
+        h.c.put(hub.url("/api/v1/default/kv/e"))
+            .header("x-unisondb-acks", "2")
+            .json(&serde_json::json!({ "value": B64.encode(b"v") }))
+            .send()
+            .await
+            .expect("PUT");
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.get(&r2, "default", "e").await, Some(b"v".to_vec()));
+    // A relayer's readiness reflects its replication state, and its stats show the position.
+    let st: serde_json::Value =
+        h.c.get(r1.url("/api/v1/default/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+    assert_eq!(
+        st["replication"]["connected"],
+        serde_json::json!(true),
+        "{st}"
+    );
 }

@@ -19,6 +19,14 @@ pub async fn healthz(State(st): State<Shared>) -> Json<Value> {
 /// 200 once every namespace recovered (and not shutting down); 503 before.
 pub async fn readyz(State(st): State<Shared>) -> Response {
     if st.is_ready() {
+        // A relayer (or a hub mirroring namespaces) is ready once connected and within the lag bound.
+        if let Some(Err(why)) = crate::replication::global().map(|r| r.ready()) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not ready", "error": why})),
+            )
+                .into_response();
+        }
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
     } else {
         (
@@ -71,6 +79,7 @@ pub async fn stats(
         "openTransactions": st.txns.open_count(),
         "poisoned": s.poisoned,
         "mode": st.cfg.server.mode,
+        "replication": crate::replication::global().and_then(|r| r.position(&s.name)),
     })))
 }
 

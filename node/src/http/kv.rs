@@ -58,22 +58,25 @@ pub async fn put_one(
     let p = api_path(uri.path())?;
     let key = decode_key(p.rest.as_deref())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let b: PutBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let value = b64(&b.value, "value")?;
     let c = blocking(move || kv::put(&ns, &key, &value)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "lsn": c.lsn})))
 }
 
 pub async fn delete_one(
     State(st): State<Shared>,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let p = api_path(uri.path())?;
     let key = decode_key(p.rest.as_deref())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let c = blocking(move || kv::delete(&ns, &key)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "lsn": c.lsn})))
 }
 
@@ -92,11 +95,12 @@ pub async fn batch(
         ));
     }
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let b: BatchBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let ops = parse_batch(b)?;
     let count = ops.len();
     let c = blocking(move || kv::batch(&ns, &ops)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "count": count, "lsn": c.lsn})))
 }
 

@@ -83,7 +83,7 @@ pub async fn upload(
     let p = api_path(uri.path())?;
     let key = decode_key(p.rest.as_deref())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let limit = st.cfg.http.lob_max_bytes;
     if content_length(&headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(format!(
@@ -104,6 +104,7 @@ pub async fn upload(
         lob::commit(&ns, staged)
     })
     .await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({
         "success": true,
         "lsn": c.lsn,
@@ -160,11 +161,13 @@ pub async fn download(
 pub async fn delete(
     State(st): State<Shared>,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let p = api_path(uri.path())?;
     let key = decode_key(p.rest.as_deref())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let c = blocking(move || lob::delete(&ns, &key)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "lsn": c.lsn})))
 }

@@ -4,6 +4,7 @@
 //! The listener starts before the namespaces finish recovering, so `/healthz` answers at once while
 //! `/readyz` and the API answer 503 until `AppState::set_ready`.
 
+pub mod acks;
 pub mod admin;
 pub mod auth;
 pub mod error;
@@ -98,15 +99,58 @@ impl AppState {
             .ok_or_else(|| ApiError::not_found(format!("namespace {name:?} not found")))
     }
 
-    /// 403 on a read-only node.
-    pub fn writable(&self) -> ApiResult<()> {
+    /// 403 on a read-only relayer, and on a namespace this hub mirrors from the hub that owns it.
+    pub fn writable(&self, namespace: &str) -> ApiResult<()> {
         if self.read_only() {
-            Err(ApiError::new(
+            return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "this node is a read-only relayer; write to the hub",
-            ))
-        } else {
-            Ok(())
+            ));
+        }
+        if let Some(repl) = crate::replication::global() {
+            if repl.is_read_only(namespace) {
+                let owner = repl.owner(namespace).unwrap_or_default();
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("namespace {namespace:?} is mirrored here; write to its owning hub at {owner}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// For `?acks=N` (or header `x-unisondb-acks`): waits until N direct replicas applied `lsn`.
+    ///
+    /// The write is already durable here; a timeout answers 504 saying how many replicas acknowledged.
+    pub async fn await_acks(
+        &self,
+        namespace: &str,
+        lsn: u64,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) -> ApiResult<()> {
+        let want = acks::requested(uri, headers)?;
+        let Some(req) = want else { return Ok(()) };
+        if req.acks == 0 {
+            return Ok(());
+        }
+        let Some(repl) = crate::replication::global() else {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("write committed at LSN {lsn} but acknowledged by 0 of {} replicas (replication is not running)", req.acks),
+            ));
+        };
+        match repl.wait_acks(namespace, lsn, req.acks, req.timeout).await {
+            Ok(_) => Ok(()),
+            Err(t) => Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "write committed at LSN {lsn} but acknowledged by {} of {} replicas within {} ms",
+                    t.acked,
+                    req.acks,
+                    req.timeout.as_millis()
+                ),
+            )),
         }
     }
 }
@@ -178,6 +222,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/{ns}/checkpoint", get(admin::checkpoint))
         .route("/api/v1/{ns}/watch", get(watch::watch))
         .route("/api/{*rest}", any(fallback))
+        .route_layer(axum::middleware::from_fn(acks::reject_malformed))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

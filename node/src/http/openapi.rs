@@ -170,9 +170,19 @@ pub fn document() -> Value {
                     "description": if name == "namespace" { "namespace name" } else { "percent-encode '/' as %2F to put it in a key" }}));
             }
         }
-        for q in query {
+        // Writes that commit may wait for replica acknowledgements (`?acks=N`, 504 on timeout).
+        let commits = statuses.contains(&403)
+            && (*method != "post" || path.ends_with("/batch") || path.ends_with("/commit"));
+        let ack_params: &[&str] = if commits {
+            &["acks", "acks_timeout_ms"]
+        } else {
+            &[]
+        };
+        for q in query.iter().chain(ack_params) {
             let schema = match *q {
-                "limit" | "from_lsn" => json!({"type": "integer", "minimum": 0}),
+                "limit" | "from_lsn" | "acks" | "acks_timeout_ms" => {
+                    json!({"type": "integer", "minimum": 0})
+                }
                 "reverse" => json!({"type": "boolean"}),
                 _ => json!({"type": "string"}),
             };
@@ -194,6 +204,9 @@ pub fn document() -> Value {
         let mut codes: Vec<u16> = statuses.to_vec();
         if auth {
             codes.extend([401, 503]);
+        }
+        if commits {
+            codes.push(504);
         }
         codes.sort_unstable();
         codes.dedup();
@@ -239,7 +252,8 @@ fn status_text(code: u16) -> &'static str {
     match code {
         400 => "bad request (JSON, base64, parameters)",
         401 => "missing or invalid bearer token (when auth is configured)",
-        403 => "write on a read-only relayer",
+        403 => "write on a read-only relayer or on a namespace mirrored from another hub",
+        504 => "committed, but fewer replicas than `acks` acknowledged it in time",
         404 => "unknown namespace, key or transaction",
         409 => "transaction already committed",
         410 => "transaction aborted or expired",

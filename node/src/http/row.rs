@@ -118,10 +118,11 @@ pub async fn put_one(
     let p = api_path(uri.path())?;
     let key = decode_key(p.rest.as_deref())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let b: PutBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let cols = decode_columns(b.columns)?;
     let c = blocking(move || row::upsert(&ns, &key, cols)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "lsn": c.lsn})))
 }
 
@@ -136,16 +137,18 @@ pub async fn delete_one(
     let p = api_path(uri.path())?;
     let raw = p.rest.unwrap_or_default();
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     if let Some(row_raw) = raw.strip_suffix("/columns") {
         let key = decode_key(Some(row_raw).filter(|r| !r.is_empty()))?;
         let b: ColumnNames = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
         let names = column_names(&b.columns)?;
         let c = blocking(move || row::delete_columns(&ns, &key, names)).await?;
+        st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
         return Ok(Json(json!({"success": true, "lsn": c.lsn})));
     }
     let key = decode_key(Some(raw.as_str()).filter(|r| !r.is_empty()))?;
     let c = blocking(move || row::delete(&ns, &key)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "lsn": c.lsn})))
 }
 
@@ -163,11 +166,12 @@ pub async fn batch(
         ));
     }
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let b: BatchBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let ops = parse_batch(b)?;
     let count = ops.len();
     let c = blocking(move || row::batch(&ns, &ops)).await?;
+    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
     Ok(Json(json!({"success": true, "count": count, "lsn": c.lsn})))
 }
 

@@ -94,7 +94,7 @@ pub async fn begin(
 ) -> ApiResult<Json<Value>> {
     let p = api_path(uri.path())?;
     let ns = st.namespace(&p.namespace)?;
-    st.writable()?;
+    st.writable(&p.namespace)?;
     let b: BeginBody = json_body_or_default(&headers, body, st.cfg.http.max_body_bytes).await?;
     let default_delete = is_delete(b.operation.as_deref(), false)?;
     if let Some(t) = b.entry_type.as_deref() {
@@ -113,7 +113,7 @@ pub async fn add_kv(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let (ns, id) = txn_path(&uri)?;
-    st.writable()?;
+    st.writable(&ns)?;
     let b: KvBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let mut g = lock(&st, &ns, &id).await?;
     let op = if is_delete(b.operation.as_deref(), g.default_delete)? {
@@ -140,7 +140,7 @@ pub async fn add_row(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let (ns, id) = txn_path(&uri)?;
-    st.writable()?;
+    st.writable(&ns)?;
     let b: RowBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
     let mut g = lock(&st, &ns, &id).await?;
     let op_name = if is_delete(b.operation.as_deref(), g.default_delete)? {
@@ -163,7 +163,7 @@ pub async fn add_lob(
     body: Body,
 ) -> ApiResult<Json<Value>> {
     let (ns, id) = txn_path(&uri)?;
-    st.writable()?;
+    st.writable(&ns)?;
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let key = q
@@ -197,12 +197,16 @@ pub async fn add_lob(
 pub async fn commit(
     State(st): State<Shared>,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let (ns, id) = txn_path(&uri)?;
-    st.writable()?;
+    st.writable(&ns)?;
     let mut g = lock(&st, &ns, &id).await?;
     let st2 = st.clone();
     let info = blocking(move || st2.txns.commit(&mut g)).await?;
+    if let Some(c) = info.commit {
+        st.await_acks(&ns, c.lsn, &uri, &headers).await?;
+    }
     let lobs: BTreeMap<String, Value> = info
         .lobs
         .iter()
