@@ -4,6 +4,7 @@
 //! Needs the binaries built by `e2e/k8s/install-deps.sh` (cached under
 //! ~/.cache/unisondb-e2e/k8s-1.20.2/bin, or `K8S_BIN`). Fails, never skips, when they are missing.
 
+use serde::Deserialize;
 use std::fs;
 use std::io::Write;
 use std::net::TcpListener;
@@ -796,5 +797,79 @@ fn operator_against_real_apiserver() -> Result<()> {
     )?;
     assert!(k.get("statefulset", "hubx")?.is_none());
     step("multi-hub mirrors wired; missing mirror hub → Degraded");
+
+    // Every shipped example (deploy/examples), each in its own namespace: the operator builds a
+    // StatefulSet and a config ConfigMap for every hub and relayer in it, and none is Degraded.
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/examples"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 6, "expected the six example topologies");
+    for file in &examples {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("example name")?;
+        let ns = format!("ex-{stem}");
+        k.run(&["create", "namespace", &ns], None)?;
+        let text = std::fs::read_to_string(file)?;
+        k.run(
+            &["apply", "--validate=false", "-n", &ns, "-f", "-"],
+            Some(&text),
+        )?;
+        let mut objects = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = serde_yaml::Value::deserialize(doc)?;
+            let kind = v["kind"].as_str().unwrap_or_default().to_string();
+            if kind == "UnisonHub" || kind == "UnisonRelayer" {
+                let name = v["metadata"]["name"].as_str().context("name")?.to_string();
+                objects.push((kind, name));
+            }
+        }
+        assert!(
+            !objects.is_empty(),
+            "{stem}: no UnisonHub/UnisonRelayer in the example"
+        );
+        for (kind, name) in &objects {
+            let get = |what: &str, n: &str| -> Result<Option<Value>> {
+                let out = k.run(
+                    &[
+                        "get",
+                        what,
+                        n,
+                        "-n",
+                        &ns,
+                        "-o",
+                        "json",
+                        "--ignore-not-found",
+                    ],
+                    None,
+                )?;
+                Ok(if out.trim().is_empty() {
+                    None
+                } else {
+                    Some(serde_json::from_str(&out)?)
+                })
+            };
+            wait_for(
+                &format!("{stem}: statefulset {name}"),
+                Duration::from_secs(60),
+                || get("statefulset", name),
+            )?;
+            get("configmap", &format!("{name}-config"))?
+                .with_context(|| format!("{stem}: configmap {name}-config missing"))?;
+            let cr = get(&kind.to_lowercase(), name)?.context("custom resource")?;
+            assert!(
+                !cond_is(&cr, "Degraded", "True", None),
+                "{stem}: {kind}/{name} is Degraded: {}",
+                cr["status"]
+            );
+        }
+        step(&format!(
+            "example {stem}: {} objects reconciled",
+            objects.len()
+        ));
+    }
     Ok(())
 }
