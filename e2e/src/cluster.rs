@@ -504,7 +504,8 @@ pub fn image_contents(archive: &Path) -> (serde_json::Value, Vec<String>) {
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             // drwxr-xr-x 65532/65532 0 1970-01-01 00:00 var/lib/unisondb
-            format!("{} {} {}", f[0], f[1], f[5..].join(" "))
+            // (symlinks end in `-> target`, directories in `/`)
+            format!("{} {} {}", f[0], f[1], f[5].trim_end_matches('/'))
         })
         .collect();
     (cfg["config"].clone(), listing)
