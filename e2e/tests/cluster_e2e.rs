@@ -464,6 +464,35 @@ fn spawn_collect(c: &mut Cluster, mut cmd: Command) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+/// `kubectl port-forward svc/NAME LOCAL:REMOTE` (docs steps 4-6; a free local port instead of the
+/// docs' fixed one, which another process on the machine may hold). Returns the local port.
+fn port_forward(c: &mut Cluster, svc: &str, remote: u16) -> u16 {
+    let local = free_port();
+    let cmd = c.kubectl_cmd(&[
+        "port-forward",
+        &format!("svc/{svc}"),
+        &format!("{local}:{remote}"),
+    ]);
+    let lines = spawn_collect(c, cmd);
+    wait_until(
+        &format!("kubectl port-forward svc/{svc} {local}:{remote}"),
+        Duration::from_secs(30),
+        || {
+            if lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("Forwarding from"))
+            {
+                Ok(())
+            } else {
+                Err(format!("output: {:?}", lines.lock().unwrap()))
+            }
+        },
+    );
+    local
+}
+
 fn prometheus_query(port: u16, q: &str) -> Result<Vec<Value>, String> {
     let (code, out) = curl(&[
         "-G",
@@ -509,13 +538,14 @@ fn full_stack_on_a_real_single_node_cluster() {
     );
     unisondb_e2e::cluster::require_tool("prometheus");
 
+    let t_up = Instant::now();
     let mut c = Cluster::up();
     let timings = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
     let record = |what: &str, d: Duration| {
         eprintln!("[timing] {what}: {}", secs(d));
         timings.lock().unwrap().push((what.to_string(), d));
     };
-    record("cluster up (node Ready)", t_all.elapsed());
+    record("cluster up (node Ready)", t_up.elapsed());
 
     // --- image: assembled from the release binaries, imported into containerd. Also tagged as the
     // release image the docs' example manifests name, so they run as written (IfNotPresent finds it).
@@ -631,20 +661,32 @@ fn full_stack_on_a_real_single_node_cluster() {
         cmd.args(["-sN", &format!("http://{hop2_ip}:4000/api/v1/{NS}/watch")]);
         spawn_collect(&mut c, cmd)
     });
+    // ZeroMQ: docs step 5 (port-forward svc/edge-relayers 4002) and a relayer pod's IP directly
     let zmq = replication.then(|| {
-        let mut cmd = Command::new(&py);
-        cmd.arg(repo_root().join("e2e/cluster/zmq-sub.py"))
-            .arg(format!("tcp://{first_relayer_ip}:4002"))
-            .arg(format!("{NS}."));
-        spawn_collect(&mut c, cmd)
+        let zmq_fwd = port_forward(&mut c, "edge-relayers", 4002);
+        [
+            format!("tcp://127.0.0.1:{zmq_fwd}"),
+            format!("tcp://{first_relayer_ip}:4002"),
+        ]
+        .into_iter()
+        .map(|addr| {
+            let mut cmd = Command::new(&py);
+            cmd.arg(repo_root().join("e2e/cluster/zmq-sub.py"))
+                .arg(addr)
+                .arg(format!("{NS}."));
+            spawn_collect(&mut c, cmd)
+        })
+        .collect::<Vec<_>>()
     });
     std::thread::sleep(Duration::from_secs(2)); // SSE and ZeroMQ subscriptions established
 
-    // docs step 4's write, with the hub pod's IP for `localhost:4000` (no port-forward here)
+    // docs step 4, as written (local ports picked free)
+    let hub_fwd = port_forward(&mut c, "hub", 4000);
+    let relayer_fwd = port_forward(&mut c, "edge-relayers", 4000);
     let (code, out) = curl(&[
         "-X",
         "PUT",
-        &format!("{hub_ip}:4000/api/v1/default/kv/greeting"),
+        &format!("localhost:{hub_fwd}/api/v1/default/kv/greeting"),
         "-H",
         "content-type: application/json",
         "-d",
@@ -688,6 +730,37 @@ fn full_stack_on_a_real_single_node_cluster() {
     );
     let greeting = get_json(&format!("http://{hub_ip}:4000/api/v1/default/kv/greeting")).unwrap();
     assert_eq!(greeting["value"], "aGVsbG8=");
+    // docs step 6: `curl -s localhost:4000/metrics | grep unisondb_` through the port-forward
+    let (code, metrics) = curl(&["-s", &format!("localhost:{hub_fwd}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    assert!(
+        code == 200 && metrics.lines().any(|l| l.starts_with("unisondb_")),
+        "hub /metrics: {code}"
+    );
+    // `curl localhost:5000/api/v1/default/kv/greeting` on the relayers' port-forward
+    let (code, _) = curl(&[&format!(
+        "localhost:{relayer_fwd}/api/v1/default/kv/greeting"
+    )]);
+    assert!(
+        code == 200 || (!replication && code == 404),
+        "relayer GET greeting: {code}"
+    );
+    if replication {
+        wait_until(
+            "the greeting on the relayers' port-forward",
+            Duration::from_secs(60),
+            || {
+                let v = get_json(&format!(
+                    "http://localhost:{relayer_fwd}/api/v1/default/kv/greeting"
+                ))?;
+                if v["value"] == "aGVsbG8=" {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            },
+        );
+    }
     // SSE: the same 23 changes (greeting, 20 kv, 1 row, 1 lob), in order
     let expect_models = |lines: &[String]| -> Result<(), String> {
         let events: Vec<Value> = lines
@@ -730,25 +803,26 @@ fn full_stack_on_a_real_single_node_cluster() {
             Duration::from_secs(60),
             || expect_models(&sse_r.lock().unwrap()),
         );
-        let z = zmq.clone().expect("zmq subscriber");
-        wait_until(
-            "ZeroMQ notifications from edge-relayers-0:4002",
-            Duration::from_secs(60),
-            || {
-                let lines = z.lock().unwrap().clone();
-                let topics: Vec<String> = lines
-                    .iter()
-                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .filter_map(|v| v[0].as_str().map(String::from))
-                    .collect();
-                let n = |t: &str| topics.iter().filter(|x| *x == t).count();
-                if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
-                    Ok(())
-                } else {
-                    Err(format!("topics so far: {topics:?}"))
-                }
-            },
-        );
+        for z in zmq.clone().expect("zmq subscribers") {
+            wait_until(
+                "ZeroMQ notifications from edge-relayers-0:4002",
+                Duration::from_secs(60),
+                || {
+                    let lines = z.lock().unwrap().clone();
+                    let topics: Vec<String> = lines
+                        .iter()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .filter_map(|v| v[0].as_str().map(String::from))
+                        .collect();
+                    let n = |t: &str| topics.iter().filter(|x| *x == t).count();
+                    if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
+                        Ok(())
+                    } else {
+                        Err(format!("topics so far: {topics:?}"))
+                    }
+                },
+            );
+        }
     }
 
     // --- 4. scale (docs step 3, as written)
