@@ -12,6 +12,7 @@ need_apt=()
 APT_PACKAGES=(
   python3-venv   # the Python venv for pyzmq / Helm SDK test clients
   pkg-config     # -sys crates
+  g++            # zmq-sys compiles the bundled libzmq (C++) via zeromq-src
 )
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")

@@ -12,5 +12,7 @@ pub mod inspect;
 pub mod memtable;
 pub mod metrics;
 pub mod models;
+pub mod notify;
+pub mod replication;
 pub mod storage;
 pub mod wal;

@@ -254,6 +254,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    // gRPC (WAL streaming + health), followers (relayer mode / mirrors) and ZeroMQ notifications.
+    let (replication, mut services) =
+        unisondb::replication::start_from_config(&db, &cfg, stop_rx.clone())
+            .await
+            .context("cannot start replication / notifications")?;
+    replication.install_global();
     state.set_ready(db.clone());
     tracing::info!(namespaces = ?cfg.server.namespaces, "ready");
 
@@ -269,7 +275,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    shutdown_requested().await;
+    let service_failure = tokio::select! {
+        _ = shutdown_requested() => None,
+        Some(ended) = services.join_next() => Some(match ended {
+            Ok(Ok(())) => "a replication/notification service stopped unexpectedly".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("replication/notification task failed: {e}"),
+        }),
+    };
+    if let Some(why) = &service_failure {
+        tracing::error!(error = %why, "shutting down");
+    }
     state.set_not_ready();
     let _ = stop_tx.send(true);
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
@@ -279,6 +295,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
     }
     reaper.abort();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(ended) = services.join_next().await {
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "service ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "service task failed"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("replication/notification services did not stop in time");
+    }
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
         st.txns.abort_all();
@@ -288,5 +317,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .context("close task failed")?
     .context("closing the store failed")?;
     tracing::info!("store closed; bye");
-    Ok(())
+    match service_failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }

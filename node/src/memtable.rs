@@ -7,6 +7,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crossbeam_skiplist::map::Entry;
 use crossbeam_skiplist::SkipMap;
 
 use crate::storage::batch::OpRef;
@@ -33,6 +34,9 @@ impl PartialOrd for VersionedKey {
 }
 
 /// A key's value as the memtable knows it: `None` is a tombstone.
+/// Batches at least this large are applied in key order.
+const SORTED_APPLY_MIN: usize = 64;
+
 pub type MemValue = Option<Vec<u8>>;
 
 /// One memtable: concurrent lock-free reads, inserts from the namespace's single commit leader.
@@ -54,6 +58,17 @@ impl Memtable {
 
     /// Inserts every op of one batch at `lsn`.
     pub fn apply(&self, lsn: u64, ops: &[OpRef<'_>]) {
+        // Inserting a large batch in key order keeps the skiplist's search path in cache. The sort is
+        // stable, so of two ops on one key the later still wins; readers never see a half-applied LSN.
+        let sorted: Vec<OpRef<'_>>;
+        let ops = if ops.len() >= SORTED_APPLY_MIN && !ops.is_sorted_by_key(|o| o.key()) {
+            let mut v = ops.to_vec();
+            v.sort_by(|a, b| a.key().cmp(b.key()));
+            sorted = v;
+            &sorted[..]
+        } else {
+            ops
+        };
         let mut added = 0;
         for op in ops {
             let (key, value) = match *op {
@@ -98,6 +113,10 @@ impl Memtable {
 
     /// Newest version of `key` at or below `snapshot_lsn`: `None` = unknown here, `Some(None)` = deleted.
     pub fn get(&self, key: &[u8], snapshot_lsn: u64) -> Option<MemValue> {
+        // Reads after a flush meet an empty active memtable: skip the probe's allocation and search.
+        if self.map.is_empty() {
+            return None;
+        }
         let probe = VersionedKey {
             key: key.to_vec(),
             lsn: snapshot_lsn,
@@ -118,6 +137,9 @@ impl Memtable {
         limit: usize,
     ) -> Vec<(Vec<u8>, MemValue)> {
         let mut out: Vec<(Vec<u8>, MemValue)> = Vec::new();
+        if self.map.is_empty() {
+            return out;
+        }
         if reverse {
             self.scan_reverse(from, end, snapshot_lsn, limit, &mut out);
         } else {
@@ -221,6 +243,27 @@ impl Memtable {
             Some((vk.key.clone(), e.value().clone()))
         })
     }
+
+    /// Calls `f` with the newest version of every key, in key order, borrowing instead of copying.
+    pub fn for_each_latest<E>(
+        &self,
+        mut f: impl FnMut(&[u8], Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut prev: Option<Entry<'_, VersionedKey, MemValue>> = None;
+        for e in self.map.iter() {
+            // Versions of a key are adjacent, newest first: only the first of each run counts.
+            let newer_seen = prev.as_ref().is_some_and(
+                |p: &crossbeam_skiplist::map::Entry<'_, VersionedKey, MemValue>| {
+                    p.key().key == e.key().key
+                },
+            );
+            if !newer_seen {
+                f(&e.key().key, e.value().as_deref())?;
+            }
+            prev = Some(e);
+        }
+        Ok(())
+    }
 }
 
 /// True when `key` lies beyond the scan's far end (`end` is the upper bound forward, the lower in reverse).
@@ -240,6 +283,20 @@ mod tests {
 
     fn put<'a>(k: &'a [u8], v: &'a [u8]) -> OpRef<'a> {
         OpRef::Put { key: k, value: v }
+    }
+
+    #[test]
+    fn large_batch_applies_in_key_order_and_the_last_op_on_a_key_wins() {
+        let keys: Vec<[u8; 2]> = (0..200u16).rev().map(|i| i.to_be_bytes()).collect();
+        let mut ops: Vec<OpRef<'_>> = keys.iter().map(|k| put(k, b"first")).collect();
+        ops.push(put(&keys[7], b"second"));
+        ops.push(OpRef::Delete { key: &keys[9] });
+        let m = Memtable::new();
+        m.apply(1, &ops);
+        assert_eq!(m.get(&keys[7], 1), Some(Some(b"second".to_vec())));
+        assert_eq!(m.get(&keys[9], 1), Some(None));
+        assert_eq!(m.get(&keys[8], 1), Some(Some(b"first".to_vec())));
+        assert_eq!(m.latest().count(), 200);
     }
 
     #[test]
@@ -287,5 +344,12 @@ mod tests {
         let latest: Vec<_> = m.latest().collect();
         assert_eq!(latest.len(), 3);
         assert_eq!(latest[2], (b"c".to_vec(), None));
+        let mut borrowed = Vec::new();
+        m.for_each_latest(|k, v| {
+            borrowed.push((k.to_vec(), v.map(<[u8]>::to_vec)));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(borrowed, latest);
     }
 }

@@ -89,6 +89,8 @@ struct Http {
     auth_token_file: String,
     tls_cert_file: String,
     tls_key_file: String,
+    txn_idle_timeout_secs: u64,
+    txn_max_lifetime_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -192,6 +194,8 @@ fn base(input: &ConfigInput<'_>) -> NodeConfig {
                 .unwrap_or_default(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            txn_idle_timeout_secs: 60,
+            txn_max_lifetime_secs: 600,
         },
         grpc: Grpc {
             listen: format!("0.0.0.0:{GRPC_PORT}"),

@@ -513,3 +513,28 @@ fn crds_in_repo_match_generated() {
     assert!(generated.contains("labelSelectorPath: .status.selector"));
     assert!(generated.contains("x-kubernetes-validations"));
 }
+
+#[test]
+fn rendered_configs_are_accepted_by_the_real_node_parser() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, rendered) in [
+        ("hub", hub_config(&hub())),
+        ("relayer", relayer_config(&relayer())),
+    ] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, &rendered.yaml).expect("write config");
+        let cfg = unisondb::config::Config::parse_file(&path)
+            .unwrap_or_else(|e| panic!("node rejects the {name} config: {e}\n{}", rendered.yaml));
+        cfg.validate()
+            .unwrap_or_else(|e| panic!("node finds the {name} config invalid: {e}"));
+        let want_mode = if name == "hub" {
+            "replicator"
+        } else {
+            "relayer"
+        };
+        assert!(
+            cfg.to_yaml().contains(&format!("mode: {want_mode}")),
+            "{name}: mode lost in parsing"
+        );
+    }
+}

@@ -24,7 +24,7 @@ pub(crate) struct FlushControl {
     state: Mutex<FlushState>,
     cv: Condvar,
     /// Serializes B+Tree write transactions (flusher vs. shutdown flush).
-    tree_writer: Mutex<()>,
+    pub(crate) tree_writer: Mutex<()>,
 }
 
 impl FlushControl {
@@ -93,15 +93,16 @@ fn write_tree(inner: &Inner, mem: &Memtable) -> Result<(), EngineError> {
     let started = Instant::now();
     let mut txn = inner.tree.begin_write()?;
     let mut n = 0u64;
-    for (key, value) in mem.latest() {
+    mem.for_each_latest(|key, value| -> Result<(), EngineError> {
         match value {
-            Some(v) => txn.put(&key, &v)?,
+            Some(v) => txn.put(key, v)?,
             None => {
-                txn.delete(&key)?;
+                txn.delete(key)?;
             }
         }
         n += 1;
-    }
+        Ok(())
+    })?;
     txn.set_checkpoint_lsn(mem.max_lsn());
     txn.commit()?;
     tracing::debug!(namespace = %inner.name, keys = n, checkpoint = mem.max_lsn(),

@@ -5,6 +5,7 @@
 //! memtables into the B+Tree (checkpoint = their last LSN), then let WAL retention drop covered segments.
 
 mod flush;
+mod install;
 mod lock;
 mod options;
 mod read;
@@ -155,9 +156,21 @@ impl Namespace {
         self.inner.submit(write::Request::Replicated(records))
     }
 
+    /// Replaces the whole contents with a snapshot taken upstream at `lsn` (HLC `hlc`), for a follower
+    /// whose next LSN the upstream no longer has. `lsn` must be ahead of the local LSN. Afterwards the
+    /// WAL continues at `lsn + 1` (so `apply_replicated` takes the upstream's next record) and local
+    /// WAL readers asking for older LSNs get `Trimmed`. An `Err` from `entries` aborts the install and
+    /// leaves the namespace unchanged. Blocks; crash-safe (see `install.rs`).
+    pub fn install_snapshot<I>(&self, entries: I, lsn: u64, hlc: u64) -> Result<(), EngineError>
+    where
+        I: IntoIterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
+    {
+        self.inner.install_snapshot(entries.into_iter(), lsn, hlc)
+    }
+
     /// Reads one stored key at the latest visible LSN.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.snapshot()?.get(key)
+        self.inner.get(key)
     }
 
     /// A consistent read view at the current visible LSN; cheap, owned and `Send`.

@@ -29,6 +29,26 @@ impl Inner {
         }
     }
 
+    /// A point read without building a snapshot: same ordering rules, no allocation but the value.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        loop {
+            let lsn = self.visible.load(Ordering::Acquire);
+            {
+                let m = self.mems.read();
+                for mem in std::iter::once(&m.active).chain(m.sealed.iter().rev()) {
+                    if let Some(v) = mem.get(key, lsn) {
+                        return Ok(v);
+                    }
+                }
+            }
+            // Memtables before the tree (data only moves memtable → tree), as in `snapshot`.
+            let tree = self.tree.begin_read()?;
+            if tree.checkpoint_lsn() <= lsn {
+                return Ok(tree.get(key)?);
+            }
+        }
+    }
+
     /// A view at `lsn`; the commit leader uses it to see its own not-yet-visible writes.
     pub(crate) fn snapshot_at(&self, lsn: u64) -> Result<Snapshot, EngineError> {
         // Memtables before the tree: a concurrent flush then shows data twice, never zero times.
@@ -75,9 +95,11 @@ impl Snapshot {
         } else {
             (lower, upper)
         };
+        // An empty memtable holds nothing at or below this view's LSN and never will: skip it.
         let mems = self
             .mems
             .iter()
+            .filter(|m| !m.is_empty())
             .map(|m| MemCursor {
                 mem: m.clone(),
                 from: from.clone(),

@@ -28,7 +28,29 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
     })?;
     let tree = BTree::open(&dir.join("tree.db"), opts.btree.clone())?;
     let checkpoint = tree.begin_read()?.checkpoint_lsn();
-    let (wal, report) = Wal::open(&dir.join("wal"), opts.wal.clone())?;
+    let wal_dir = dir.join("wal");
+    // An interrupted snapshot install: finish it if the tree switched, otherwise forget it.
+    let install_lsn = super::install::read_marker(dir)?;
+    if let Some(s) = install_lsn {
+        if s == checkpoint {
+            for (_, name) in crate::wal::list_segment_files(&wal_dir)? {
+                std::fs::remove_file(wal_dir.join(name))?;
+            }
+        }
+    }
+    let (wal, report) = Wal::open(&wal_dir, opts.wal.clone())?;
+    if let Some(s) = install_lsn {
+        if s == checkpoint && wal.last_lsn() < s {
+            wal.reset(s + 1)?;
+        }
+        super::install::remove_marker(dir)?;
+        tracing::warn!(
+            namespace = name,
+            lsn = s,
+            completed = s == checkpoint,
+            "recovered an interrupted snapshot install"
+        );
+    }
     if report.truncated_bytes > 0 {
         tracing::warn!(namespace = name, bytes = report.truncated_bytes,
             segment = ?report.truncated_segment, last_lsn = report.last_lsn,

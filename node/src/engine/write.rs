@@ -104,6 +104,31 @@ impl Inner {
         }
     }
 
+    /// Waits until no commit group runs and holds the leader role; returns the last LSN.
+    /// Writers submitted meanwhile queue up and run after `end_exclusive`.
+    pub(crate) fn begin_exclusive(&self) -> Result<u64, EngineError> {
+        let mut q = self.queue.lock();
+        while q.leader_active {
+            self.queue_cv.wait(&mut q);
+        }
+        if let Some(reason) = self.poison_reason() {
+            return Err(EngineError::Poisoned {
+                name: self.name.clone(),
+                reason,
+            });
+        }
+        q.leader_active = true;
+        Ok(q.last_lsn)
+    }
+
+    /// Gives the leader role back, with the (possibly moved) last LSN.
+    pub(crate) fn end_exclusive(&self, last_lsn: u64) {
+        let mut q = self.queue.lock();
+        q.last_lsn = last_lsn;
+        q.leader_active = false;
+        self.queue_cv.notify_all();
+    }
+
     fn poison_reason(&self) -> Option<String> {
         self.poisoned.lock().clone()
     }

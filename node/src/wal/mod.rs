@@ -25,6 +25,14 @@ mod writer;
 mod tests;
 
 pub use reader::WalReader;
+
+/// `(first LSN, file name)` of every segment file in `dir`, oldest first (recovery of installs).
+pub fn list_segment_files(dir: &Path) -> Result<Vec<(u64, String)>, WalError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    recovery::list_segments(dir)
+}
 use shared::{Shared, Writer};
 
 /// Errors from the WAL. Mid-log corruption is an error, a torn tail is repaired on open.
@@ -196,6 +204,12 @@ impl Wal {
     /// Fails with `Trimmed` if retention already removed `from_lsn` (for 0, `requested` is 1).
     pub fn reader(&self, from_lsn: u64) -> Result<WalReader, WalError> {
         WalReader::new(Arc::clone(&self.shared), from_lsn)
+    }
+
+    /// Drops every record and makes `next_lsn` the next LSN to append (after a snapshot install that
+    /// supersedes the whole log). Readers positioned before `next_lsn` then get `Trimmed`.
+    pub fn reset(&self, next_lsn: u64) -> Result<(), WalError> {
+        self.shared.reset(next_lsn)
     }
 
     /// Deletes old segments covered by `checkpoint_lsn` as `policy` allows; returns how many.

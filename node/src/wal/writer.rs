@@ -105,6 +105,48 @@ impl Shared {
         Ok(())
     }
 
+    /// Replaces the log with one empty segment starting at `next_lsn` (which must exceed `last_lsn`).
+    ///
+    /// The new segment is created first and old ones removed oldest-first after it; a crash in
+    /// between leaves a non-contiguous log that the engine's install marker tells recovery to reset.
+    pub(crate) fn reset(&self, next_lsn: u64) -> Result<(), WalError> {
+        let mut w = self.writer.lock();
+        let last = self.last_lsn.load(Ordering::Acquire);
+        if next_lsn <= last {
+            return Err(WalError::OutOfSequence {
+                expected: last + 1,
+                got: next_lsn,
+            });
+        }
+        if let Some(old) = &w.active {
+            old.file.sync_data()?;
+        }
+        let (file, path) = segment::create(&self.dir, next_lsn)?;
+        let mut segs = self.segments.write();
+        for s in segs.drain(..) {
+            if s.first_lsn != next_lsn {
+                std::fs::remove_file(&s.path)?;
+            }
+        }
+        segment::sync_dir(&self.dir)?;
+        segs.push(SegMeta {
+            first_lsn: next_lsn,
+            last_lsn: next_lsn - 1,
+            size: SEGMENT_HEADER_LEN as u64,
+            path,
+            file_name: segment::file_name(next_lsn),
+        });
+        self.active_size
+            .store(SEGMENT_HEADER_LEN as u64, Ordering::Release);
+        w.active = Some(Active {
+            file: Arc::new(file),
+            size: SEGMENT_HEADER_LEN as u64,
+        });
+        self.last_lsn.store(next_lsn - 1, Ordering::Release);
+        self.durable_lsn.store(next_lsn - 1, Ordering::Release);
+        Ok(())
+    }
+
     /// Makes everything appended before this call durable with one `fdatasync`.
     ///
     /// The writer lock is released before syncing so appends can continue during the fsync.

@@ -64,6 +64,9 @@ impl Server {
             .arg(&cfg)
             .env("UNISONDB_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("UNISONDB_SERVER_DATA_DIR", self.data_dir())
+            // Tests run in parallel: gRPC and ZeroMQ on ephemeral ports, not the defaults.
+            .env("UNISONDB_GRPC_LISTEN", "127.0.0.1:0")
+            .env("UNISONDB_NOTIFY_BIND", "tcp://127.0.0.1:0")
             .env("UNISONDB_LOG_LEVEL", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Python side of the loopback e2e tests: a venv with pyzmq (ZeroMQ subscribers). Idempotent.
+set -euo pipefail
+VENV="${UNISONDB_E2E_VENV:-$HOME/.cache/unisondb-e2e/venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import zmq" >/dev/null 2>&1; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check pyzmq
+fi
+"$VENV/bin/python" -c "import zmq; print('pyzmq', zmq.__version__, 'libzmq', zmq.zmq_version())"

@@ -1,0 +1,15 @@
+//! Compiles `proto/*.proto` with tonic; protoc comes from `protoc-bin-vendored`, so no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // Build scripts are single-threaded, so setting the variable here is sound.
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=../proto/replication.proto");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Record payloads stay `Bytes` end to end (WAL reader → wire → apply) without copies.
+        .bytes(".unisondb.replication.v1.WalRecord.payload")
+        .compile_protos(&["../proto/replication.proto"], &["../proto"])?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Installing a snapshot received from an upstream: the follower's way past the upstream's WAL retention.
+//!
+//! The namespace's contents become exactly the snapshot's entries, reflecting LSN `S`, and its WAL
+//! continues at `S + 1` (replicated records keep their upstream LSNs). Crash safety: a marker file
+//! holding `S` is made durable first; the B+Tree then switches atomically (one write transaction: old
+//! keys deleted, snapshot entries written, checkpoint `S`); only then is the WAL reset and the marker
+//! removed. Recovery finishes an interrupted reset when it finds the marker and a tree at checkpoint
+//! `S`, and otherwise discards the marker (the old state was never touched).
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{EngineError, Inner, MemState};
+use crate::memtable::Memtable;
+
+/// Marker file inside the namespace directory while an install is in progress.
+pub(crate) const MARKER: &str = "snapshot-install";
+
+fn write_marker(dir: &Path, lsn: u64) -> Result<(), EngineError> {
+    let path = dir.join(MARKER);
+    std::fs::write(&path, lsn.to_string())?;
+    std::fs::File::open(&path)?.sync_all()?;
+    crate::wal::segment::sync_dir(dir)?;
+    Ok(())
+}
+
+/// Reads the marker's LSN, if an install was interrupted.
+pub(crate) fn read_marker(dir: &Path) -> Result<Option<u64>, EngineError> {
+    match std::fs::read_to_string(dir.join(MARKER)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn remove_marker(dir: &Path) -> Result<(), EngineError> {
+    match std::fs::remove_file(dir.join(MARKER)) {
+        Ok(()) => Ok(crate::wal::segment::sync_dir(dir)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Inner {
+    /// See [`super::Namespace::install_snapshot`].
+    pub(crate) fn install_snapshot<I>(
+        &self,
+        entries: I,
+        lsn: u64,
+        hlc: u64,
+    ) -> Result<(), EngineError>
+    where
+        I: Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
+    {
+        // Become the only writer: local and replicated writes queue behind us.
+        let current = self.begin_exclusive()?;
+        let result = self.install_locked(entries, lsn, hlc, current);
+        self.end_exclusive(result.as_ref().map(|_| lsn).unwrap_or(current));
+        result
+    }
+
+    fn install_locked<I>(
+        &self,
+        entries: I,
+        lsn: u64,
+        hlc: u64,
+        current: u64,
+    ) -> Result<(), EngineError>
+    where
+        I: Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
+    {
+        if lsn <= current {
+            return Err(EngineError::OutOfSequence {
+                expected_after: current,
+                got: lsn,
+            });
+        }
+        // The flusher must not write old memtables over the new tree.
+        let _tree_writer = self.flush.tree_writer.lock();
+        let old_keys: Vec<Vec<u8>> = {
+            let read = self.tree.begin_read()?;
+            let mut keys = Vec::new();
+            for item in read.range(Bound::Unbounded, Bound::Unbounded, false)? {
+                keys.push(item?.0);
+            }
+            keys
+        };
+        let mut txn = self.tree.begin_write()?;
+        for k in &old_keys {
+            txn.delete(k)?;
+        }
+        let mut n = 0u64;
+        for item in entries {
+            let (k, v) = item?;
+            txn.put(&k, &v)?;
+            n += 1;
+        }
+        txn.set_checkpoint_lsn(lsn);
+        write_marker(&self.dir, lsn)?;
+        txn.commit()?;
+        // Memtables only hold data older than the snapshot now.
+        *self.mems.write() = MemState {
+            active: Arc::new(Memtable::new()),
+            sealed: Vec::new(),
+        };
+        self.wal.reset(lsn + 1)?;
+        remove_marker(&self.dir)?;
+        self.hlc.observe(hlc);
+        self.publish(lsn, hlc);
+        self.metrics.checkpoint.set(lsn as i64);
+        tracing::info!(namespace = %self.name, lsn, entries = n, replaced = old_keys.len(),
+            "snapshot installed; WAL continues at the next LSN");
+        Ok(())
+    }
+}

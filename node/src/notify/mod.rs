@@ -1,0 +1,54 @@
+//! ZeroMQ change notifications: one PUB socket per node, fed by a WAL reader per namespace.
+//!
+//! Every record that becomes visible (a local commit on a hub, an applied record on a relayer) is
+//! decoded by [`crate::storage::events::changes`] — the same source as the HTTP SSE stream — and each
+//! change goes out as a multipart `[topic, payload]` message (see [`message`] and docs/NOTIFICATIONS.md).
+//! Reading the WAL, not hooking the write path, keeps writers independent of subscribers: a slow or
+//! absent subscriber never slows a commit, and ZeroMQ's high-water mark bounds memory.
+
+pub mod message;
+mod publisher;
+
+pub use publisher::{start, NotifyHandle};
+
+/// The `notify.*` config section.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// ZeroMQ endpoint to bind, e.g. `tcp://0.0.0.0:4002`.
+    pub bind: String,
+    /// Messages queued per subscriber before ZeroMQ drops for that subscriber.
+    pub high_water_mark: i32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            bind: "tcp://0.0.0.0:4002".into(),
+            high_water_mark: 100_000,
+        }
+    }
+}
+
+/// Why the publisher could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("ZeroMQ: {0}")]
+    Zmq(#[from] zmq::Error),
+    #[error("cannot bind ZeroMQ PUB socket to {0}: {1}")]
+    Bind(String, zmq::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts the publisher and runs until `shutdown` turns true (for `main.rs`).
+pub async fn run(
+    db: crate::db::Database,
+    cfg: &NotifyConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), NotifyError> {
+    let handle = start(&db, cfg, shutdown)?;
+    tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .map_err(|e| NotifyError::Io(std::io::Error::other(e.to_string())))?;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! One call for `main.rs`: start the gRPC server, the followers (relayer mode or hub mirrors) and the
+//! ZeroMQ publisher, and get back the handle the HTTP layer needs (read-only checks with the owner's
+//! address, `/readyz`, `/stats` positions, `?acks=N` waits).
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::acks::{AckRegistry, AckTimeout};
+use super::lag::{ReplicationPosition, ReplicationState};
+use super::run::{bind, replica_id, run_followers, serve_on, GrpcServerConfig, RelayerConfig};
+use super::tls::ClientTls;
+use super::ReplicationError;
+use crate::config::{Config, Mode};
+use crate::db::Database;
+use crate::notify::{self, NotifyConfig};
+
+/// What the HTTP layer asks replication; cheap to clone.
+#[derive(Clone, Default)]
+pub struct ReplicationHandle {
+    pub acks: AckRegistry,
+    pub state: ReplicationState,
+    /// `/readyz` fails when a followed namespace lags more than this.
+    pub max_lag_records: u64,
+}
+
+impl ReplicationHandle {
+    /// Whether writes to `namespace` must be refused here (it is followed from an upstream).
+    pub fn is_read_only(&self, namespace: &str) -> bool {
+        self.state.is_followed(namespace)
+    }
+
+    /// Address of the node that owns a followed namespace (for the 403 body).
+    pub fn owner(&self, namespace: &str) -> Option<String> {
+        self.state.upstream_of(namespace)
+    }
+
+    /// `/readyz` part for replication: `Ok` on hubs without mirrors.
+    pub fn ready(&self) -> Result<(), String> {
+        self.state.ready(self.max_lag_records)
+    }
+
+    /// Replication position of a followed namespace, for `/api/v1/{ns}/stats`.
+    pub fn position(&self, namespace: &str) -> Option<ReplicationPosition> {
+        self.state.position(namespace)
+    }
+
+    /// For `?acks=N`: waits until `n` direct replicas applied `lsn`; `Err` says how many did (→ 504).
+    pub async fn wait_acks(
+        &self,
+        namespace: &str,
+        lsn: u64,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<usize, AckTimeout> {
+        self.acks.tracker(namespace).wait(lsn, n, timeout).await
+    }
+}
+
+/// Why one of the background services ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("gRPC: {0}")]
+    Grpc(#[from] ReplicationError),
+    #[error("notifications: {0}")]
+    Notify(#[from] notify::NotifyError),
+}
+
+static GLOBAL: OnceLock<ReplicationHandle> = OnceLock::new();
+
+/// The process's handle, once `main.rs` installed it (lets HTTP handlers reach it without plumbing).
+pub fn global() -> Option<&'static ReplicationHandle> {
+    GLOBAL.get()
+}
+
+impl ReplicationHandle {
+    /// Makes this the process-wide handle returned by [`global`] (first call wins).
+    pub fn install_global(&self) {
+        let _ = GLOBAL.set(self.clone());
+    }
+}
+
+/// Resolves the config sections (`grpc.*`, `replication.*`, `notify.*`) and starts everything.
+pub async fn start_from_config(
+    db: &Database,
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
+    let grpc = GrpcServerConfig::from_parts(
+        &cfg.grpc.listen,
+        &cfg.grpc.tls_cert_file,
+        &cfg.grpc.tls_key_file,
+        &cfg.grpc.tls_ca_file,
+    )?;
+    let r = &cfg.replication;
+    let replica_id = replica_id(&cfg.server.data_dir).map_err(ReplicationError::from)?;
+    let mut follow = RelayerConfig::resolve(
+        db,
+        cfg.server.mode == Mode::Relayer,
+        &r.upstream,
+        &r.mirrors,
+        &replica_id,
+    );
+    if let Some(f) = follow.as_mut() {
+        f.tls = ClientTls::from_files(&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file)?;
+        f.max_lag_records = r.max_lag_records;
+    }
+    let notify_cfg = cfg.notify.enabled.then(|| NotifyConfig {
+        bind: cfg.notify.bind.clone(),
+        high_water_mark: i32::try_from(cfg.notify.high_water_mark).unwrap_or(i32::MAX),
+    });
+    start(db, &grpc, follow.as_ref(), notify_cfg.as_ref(), shutdown).await
+}
+
+/// Starts everything; the join set finishes after `shutdown` turns true (or a service fails).
+/// Binding errors (gRPC port, ZeroMQ endpoint) are returned here, before anything runs.
+pub async fn start(
+    db: &Database,
+    grpc: &GrpcServerConfig,
+    followers: Option<&RelayerConfig>,
+    notify_cfg: Option<&NotifyConfig>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
+    let handle = ReplicationHandle {
+        acks: AckRegistry::new(),
+        state: ReplicationState::new(),
+        max_lag_records: followers.map_or(u64::MAX, |f| f.max_lag_records),
+    };
+    let mut set = JoinSet::new();
+    if let Some(cfg) = notify_cfg {
+        let publisher = notify::start(db, cfg, shutdown.clone())?;
+        set.spawn(async move {
+            tokio::task::spawn_blocking(move || publisher.join())
+                .await
+                .map_err(ReplicationError::from)?;
+            Ok(())
+        });
+    }
+    if let Some(f) = followers {
+        // Register before spawning so read-only checks hold from the first request.
+        for (ns, upstream) in &f.upstreams {
+            let local = db
+                .get(ns)
+                .ok_or_else(|| ReplicationError::UnknownNamespace(ns.clone()))?;
+            let url = super::relayer::FollowConfig {
+                tls: f.tls.clone(),
+                ..super::relayer::FollowConfig::new(upstream.clone(), "")
+            }
+            .url();
+            handle
+                .state
+                .register(ns, &url, local.latest_lsn(), local.latest_hlc());
+        }
+        let (db, f, state, stop) = (
+            db.clone(),
+            f.clone(),
+            handle.state.clone(),
+            shutdown.clone(),
+        );
+        set.spawn(async move { Ok(run_followers(db, &f, state, stop).await?) });
+    }
+    let listener = bind(&grpc.listen).await?;
+    let (db, tls, acks) = (db.clone(), grpc.tls.clone(), handle.acks.clone());
+    set.spawn(async move { Ok(serve_on(listener, db, acks, tls, shutdown).await?) });
+    Ok((handle, set))
+}

@@ -1,0 +1,330 @@
+//! Follower loop: keeps one local namespace identical to the same namespace on an upstream node.
+//!
+//! Each session connects, asks for the records after the local LSN, checks every record (CRC and
+//! LSN = previous + 1, so a gap or duplicate is an error, never applied), appends and applies them
+//! verbatim, then acknowledges the applied LSN upstream. Any failure ends the session; the loop
+//! reconnects with jittered exponential backoff. If the upstream has trimmed the needed LSN, the loop
+//! installs a snapshot and resumes after it.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::lag::ReplicationState;
+use super::proto::replication_client::ReplicationClient;
+use super::proto::stream_wal_request::Msg;
+use super::proto::{Ack, Start, StreamWalRequest};
+use super::snapshot;
+use super::stream::from_wire;
+use super::tls::ClientTls;
+use super::ReplicationError;
+use crate::engine::Namespace;
+
+/// Largest message a follower accepts (a batch is capped near 1 MiB, but one record may be larger).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// Reconnect delays: `initial · 2^attempt`, capped at `max`, jittered to 50–100 % of that.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        exp.mul_f64(jitter)
+    }
+}
+
+/// How to follow one namespace.
+#[derive(Debug, Clone)]
+pub struct FollowConfig {
+    /// `http://host:port` or `https://host:port`; a bare `host:port` gets the scheme from `tls`.
+    pub upstream: String,
+    pub tls: Option<ClientTls>,
+    /// Stable identity of this node, so the upstream counts its acks once.
+    pub replica_id: String,
+    pub backoff: Backoff,
+    /// No message (heartbeats come every second) for this long ends the session.
+    pub silence_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl FollowConfig {
+    pub fn new(upstream: impl Into<String>, replica_id: impl Into<String>) -> Self {
+        Self {
+            upstream: upstream.into(),
+            tls: None,
+            replica_id: replica_id.into(),
+            backoff: Backoff::default(),
+            silence_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The upstream address with a scheme matching the TLS setting.
+    pub fn url(&self) -> String {
+        if self.upstream.contains("://") {
+            self.upstream.clone()
+        } else if self.tls.is_some() {
+            format!("https://{}", self.upstream)
+        } else {
+            format!("http://{}", self.upstream)
+        }
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, ReplicationError> {
+        let url = self.url();
+        let bad = |e: String| ReplicationError::BadAddress(url.clone(), e);
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| bad(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let https = url.starts_with("https://");
+        match (&self.tls, https) {
+            (Some(tls), true) => {
+                let host = ep.uri().host().unwrap_or("localhost").to_string();
+                ep = ep.tls_config(tls.to_tonic(&host))?;
+            }
+            (None, false) => {}
+            (Some(_), false) => {
+                return Err(bad("TLS is configured but the address is http://".into()))
+            }
+            (None, true) => {
+                return Err(bad(
+                    "https:// needs replication.tls_ca_file to verify the upstream".into(),
+                ))
+            }
+        }
+        Ok(ep)
+    }
+
+    /// Opens a client to the upstream (used by sessions and by tests).
+    pub async fn connect(&self) -> Result<ReplicationClient<Channel>, ReplicationError> {
+        let channel = self.endpoint()?.connect().await?;
+        Ok(ReplicationClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}
+
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // A dropped sender means nobody can ask us to stop: wait forever then.
+    if shutdown.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Follows `ns` from `cfg.upstream` until `shutdown` turns true.
+pub async fn follow(
+    ns: Namespace,
+    cfg: FollowConfig,
+    state: ReplicationState,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = ns.name().to_string();
+    state.register(&name, &cfg.url(), ns.latest_lsn(), ns.latest_hlc());
+    // Seconds-lag grows while nothing arrives: refresh the gauges on a clock, not only on batches.
+    let refresher = {
+        let (state, name) = (state.clone(), name.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                state.publish(&name);
+            }
+        })
+    };
+    let mut attempt = 0u32;
+    loop {
+        let result = tokio::select! {
+            r = session(&ns, &cfg, &state, &mut attempt) => r,
+            _ = stopped(&mut shutdown) => break,
+        };
+        let err = match result {
+            Ok(()) => ReplicationError::Closed,
+            Err(e) => e,
+        };
+        state.update(&name, |p| {
+            p.connected = false;
+            p.last_error = Some(err.to_string());
+        });
+        if let ReplicationError::Trimmed(lsn) = err {
+            tracing::warn!(namespace = %name, lsn, upstream = %cfg.url(),
+                "upstream trimmed the WAL we need; bootstrapping from a snapshot");
+            let boot = tokio::select! {
+                r = bootstrap(&ns, &cfg) => r,
+                _ = stopped(&mut shutdown) => break,
+            };
+            match boot {
+                Ok(at) => {
+                    state.count_bootstrap(&name);
+                    state.update(&name, |p| {
+                        p.applied_lsn = at;
+                        p.applied_hlc = ns.latest_hlc();
+                    });
+                    tracing::info!(namespace = %name, lsn = at, "snapshot installed");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %name, error = %e, "snapshot bootstrap failed");
+                    state.update(&name, |p| p.last_error = Some(e.to_string()));
+                }
+            }
+        } else {
+            tracing::warn!(namespace = %name, upstream = %cfg.url(), error = %err,
+                "replication session ended; reconnecting");
+        }
+        state.count_reconnect(&name);
+        let delay = cfg.backoff.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    refresher.abort();
+    state.update(&name, |p| p.connected = false);
+    tracing::info!(namespace = %name, "follower stopped");
+}
+
+async fn bootstrap(ns: &Namespace, cfg: &FollowConfig) -> Result<u64, ReplicationError> {
+    let mut client = cfg.connect().await?;
+    snapshot::bootstrap(&mut client, ns).await
+}
+
+/// One connection: stream, verify, apply, acknowledge, until something fails.
+async fn session(
+    ns: &Namespace,
+    cfg: &FollowConfig,
+    state: &ReplicationState,
+    attempt: &mut u32,
+) -> Result<(), ReplicationError> {
+    let name = ns.name().to_string();
+    let mut client = cfg.connect().await?;
+    let from = ns.latest_lsn() + 1;
+    let (req_tx, req_rx) = mpsc::channel(16);
+    let start = StreamWalRequest {
+        msg: Some(Msg::Start(Start {
+            namespace: name.clone(),
+            from_lsn: from,
+            replica_id: cfg.replica_id.clone(),
+        })),
+    };
+    let ack = |lsn| StreamWalRequest {
+        msg: Some(Msg::Ack(Ack { applied_lsn: lsn })),
+    };
+    req_tx
+        .send(start)
+        .await
+        .map_err(|_| ReplicationError::Closed)?;
+    // What we already hold counts as acknowledged (matters after a reconnect).
+    req_tx
+        .send(ack(from - 1))
+        .await
+        .map_err(|_| ReplicationError::Closed)?;
+    let mut inbound = client
+        .stream_wal(ReceiverStream::new(req_rx))
+        .await
+        .map_err(|s| match s.code() {
+            Code::OutOfRange => ReplicationError::Trimmed(from),
+            _ => ReplicationError::Status(s),
+        })?
+        .into_inner();
+    tracing::info!(namespace = %name, upstream = %cfg.url(), from_lsn = from, "replicating");
+    let mut expected = from;
+    loop {
+        let msg = tokio::time::timeout(cfg.silence_timeout, inbound.message())
+            .await
+            .map_err(|_| ReplicationError::Silent(cfg.silence_timeout))?
+            .map_err(|s| match s.code() {
+                Code::OutOfRange => ReplicationError::Trimmed(expected),
+                _ => ReplicationError::Status(s),
+            })?;
+        let Some(batch) = msg else {
+            return Err(ReplicationError::Closed);
+        };
+        if *attempt > 0 {
+            *attempt = 0;
+        }
+        if !batch.records.is_empty() {
+            let mut records = Vec::with_capacity(batch.records.len());
+            for w in batch.records {
+                let rec = from_wire(w).map_err(|lsn| {
+                    ReplicationError::Protocol(format!("record LSN {lsn} failed its CRC check"))
+                })?;
+                if rec.lsn != expected {
+                    return Err(ReplicationError::Protocol(format!(
+                        "expected LSN {expected}, upstream sent {} ({})",
+                        rec.lsn,
+                        if rec.lsn < expected {
+                            "duplicate"
+                        } else {
+                            "gap"
+                        }
+                    )));
+                }
+                expected += 1;
+                records.push(rec);
+            }
+            let n = records.len() as u64;
+            let ns2 = ns.clone();
+            let commit =
+                tokio::task::spawn_blocking(move || ns2.apply_replicated(records)).await??;
+            state.count_applied(&name, n);
+            req_tx
+                .send(ack(commit.lsn))
+                .await
+                .map_err(|_| ReplicationError::Closed)?;
+            state.update(&name, |p| {
+                p.applied_lsn = commit.lsn;
+                p.applied_hlc = commit.hlc;
+            });
+        }
+        state.update(&name, |p| {
+            p.connected = true;
+            p.last_error = None;
+            p.upstream_lsn = batch.latest_lsn;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for a in 0..40 {
+            let d = b.delay(a);
+            let cap = Duration::from_millis(100)
+                .saturating_mul(1 << a.min(20))
+                .min(Duration::from_secs(2));
+            assert!(d <= cap && d >= cap / 2, "attempt {a}: {d:?} vs {cap:?}");
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Process-level wiring for `main.rs`: the gRPC server (replication + health) and the followers.
+//!
+//! Both take a `watch::Receiver<bool>` as the shutdown signal (send `true` to stop) so one signal
+//! fans out to every task.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use super::acks::AckRegistry;
+use super::lag::ReplicationState;
+use super::proto::replication_server::ReplicationServer;
+use super::relayer::{follow, Backoff, FollowConfig};
+use super::service::ReplicationService;
+use super::tls::{ClientTls, ServerTls};
+use super::ReplicationError;
+use crate::db::Database;
+
+/// The `grpc.*` config section, resolved.
+#[derive(Debug, Clone)]
+pub struct GrpcServerConfig {
+    /// `host:port` to bind (e.g. `0.0.0.0:4001`).
+    pub listen: String,
+    /// `None` = plaintext (only when explicitly configured so: no cert files).
+    pub tls: Option<ServerTls>,
+}
+
+impl GrpcServerConfig {
+    /// From the raw config strings (`grpc.listen`, `grpc.tls_cert_file`, `tls_key_file`, `tls_ca_file`).
+    pub fn from_parts(
+        listen: &str,
+        cert: &str,
+        key: &str,
+        ca: &str,
+    ) -> Result<GrpcServerConfig, ReplicationError> {
+        Ok(GrpcServerConfig {
+            listen: listen.to_string(),
+            tls: ServerTls::from_files(cert, key, ca)?,
+        })
+    }
+}
+
+/// Binds `cfg.listen` and serves until shutdown.
+pub async fn run_grpc_server(
+    db: Database,
+    acks: AckRegistry,
+    cfg: &GrpcServerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicationError> {
+    let listener = bind(&cfg.listen).await?;
+    serve_on(listener, db, acks, cfg.tls.clone(), shutdown).await
+}
+
+/// Binds the gRPC port, naming the address in the error.
+pub async fn bind(listen: &str) -> Result<TcpListener, ReplicationError> {
+    TcpListener::bind(listen).await.map_err(|e| {
+        ReplicationError::BadAddress(listen.to_string(), format!("cannot listen: {e}"))
+    })
+}
+
+/// Serves replication and `grpc.health.v1` on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: TcpListener,
+    db: Database,
+    acks: AckRegistry,
+    tls: Option<ServerTls>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicationError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ReplicationServer<ReplicationService>>()
+        .await;
+    let service = ReplicationService::new(db, acks, shutdown.clone());
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.to_tonic())?;
+    }
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        "gRPC replication server listening");
+    let mut stop = shutdown;
+    builder
+        .add_service(health_service)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    tracing::info!(%addr, "gRPC server stopped");
+    Ok(())
+}
+
+/// What a relayer (or a hub's mirrors) follows, resolved from `replication.*`.
+#[derive(Debug, Clone)]
+pub struct RelayerConfig {
+    /// Namespace → upstream gRPC address.
+    pub upstreams: BTreeMap<String, String>,
+    pub tls: Option<ClientTls>,
+    pub replica_id: String,
+    pub backoff: Backoff,
+    pub max_lag_records: u64,
+}
+
+impl RelayerConfig {
+    /// Relayer mode: every namespace of `db` follows `upstream`.
+    pub fn all_from(db: &Database, upstream: &str, replica_id: &str) -> RelayerConfig {
+        RelayerConfig {
+            upstreams: db
+                .names()
+                .map(|n| (n.to_string(), upstream.to_string()))
+                .collect(),
+            tls: None,
+            replica_id: replica_id.to_string(),
+            backoff: Backoff::default(),
+            max_lag_records: 10_000,
+        }
+    }
+
+    /// From the config contract: a relayer follows `upstream` for every namespace, except those that
+    /// `mirrors` names another upstream for; a hub follows only its `mirrors`. `None`: nothing to follow.
+    pub fn resolve(
+        db: &Database,
+        relayer_mode: bool,
+        upstream: &str,
+        mirrors: &BTreeMap<String, String>,
+        replica_id: &str,
+    ) -> Option<RelayerConfig> {
+        let mut cfg = if relayer_mode && !upstream.is_empty() {
+            RelayerConfig::all_from(db, upstream, replica_id)
+        } else {
+            RelayerConfig::mirrors(&BTreeMap::new(), replica_id)
+        };
+        cfg.upstreams
+            .extend(mirrors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        (!cfg.upstreams.is_empty()).then_some(cfg)
+    }
+
+    /// Hub mode with `replication.mirrors`: only the mirrored namespaces follow their owners.
+    pub fn mirrors(mirrors: &BTreeMap<String, String>, replica_id: &str) -> RelayerConfig {
+        RelayerConfig {
+            upstreams: mirrors.clone(),
+            tls: None,
+            replica_id: replica_id.to_string(),
+            backoff: Backoff::default(),
+            max_lag_records: 10_000,
+        }
+    }
+}
+
+/// Follows every configured namespace until shutdown. Fails fast on an unknown namespace.
+pub async fn run_followers(
+    db: Database,
+    cfg: &RelayerConfig,
+    state: ReplicationState,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ReplicationError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (name, upstream) in &cfg.upstreams {
+        let ns = db
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ReplicationError::UnknownNamespace(name.clone()))?;
+        let mut fc = FollowConfig::new(upstream.clone(), cfg.replica_id.clone());
+        fc.tls = cfg.tls.clone();
+        fc.backoff = cfg.backoff;
+        // Registered before the task runs so `/readyz` and 403s are right from the first request.
+        state.register(name, &fc.url(), ns.latest_lsn(), ns.latest_hlc());
+        tasks.spawn(follow(ns, fc, state.clone(), shutdown.clone()));
+    }
+    while let Some(r) = tasks.join_next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// This node's stable replica id: `<data_dir>/replica-id`, created with a random value on first use.
+pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("replica-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let id = format!("{}-{:016x}", host.trim(), rand::random::<u64>());
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}

@@ -1,0 +1,122 @@
+//! Mutual TLS for gRPC: the server demands and verifies client certificates against a CA, the client
+//! verifies the server against its CA and presents its own certificate.
+
+use std::path::Path;
+
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use super::ReplicationError;
+
+/// PEM material for the server side. With `client_ca_pem` set, clients without a certificate signed by
+/// that CA are rejected during the handshake.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+/// PEM material for the client side: the CA that signed the server, and our identity for mTLS.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+    /// Name to verify in the server certificate (defaults to the host of the upstream address).
+    pub domain: Option<String>,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ReplicationError> {
+    std::fs::read(path).map_err(|e| ReplicationError::Tls(format!("{}: {e}", path.display())))
+}
+
+fn nonempty(p: &str) -> Option<&Path> {
+    (!p.is_empty()).then(|| Path::new(p))
+}
+
+impl ServerTls {
+    /// From config file paths; `None` (plaintext) when no certificate is configured.
+    pub fn from_files(
+        cert: &str,
+        key: &str,
+        ca: &str,
+    ) -> Result<Option<ServerTls>, ReplicationError> {
+        match (nonempty(cert), nonempty(key)) {
+            (None, None) => {
+                if nonempty(ca).is_some() {
+                    return Err(ReplicationError::Tls(
+                        "grpc.tls_ca_file is set but grpc.tls_cert_file/tls_key_file are not"
+                            .into(),
+                    ));
+                }
+                Ok(None)
+            }
+            (Some(c), Some(k)) => Ok(Some(ServerTls {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+                client_ca_pem: nonempty(ca).map(read).transpose()?,
+            })),
+            _ => Err(ReplicationError::Tls(
+                "grpc.tls_cert_file and grpc.tls_key_file must be set together".into(),
+            )),
+        }
+    }
+
+    pub fn to_tonic(&self) -> ServerTlsConfig {
+        let mut cfg =
+            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        if let Some(ca) = &self.client_ca_pem {
+            cfg = cfg
+                .client_ca_root(Certificate::from_pem(ca))
+                .client_auth_optional(false);
+        }
+        cfg
+    }
+}
+
+impl ClientTls {
+    /// From config file paths; `None` when no CA is configured (then the upstream must be `http://`).
+    pub fn from_files(
+        ca: &str,
+        cert: &str,
+        key: &str,
+    ) -> Result<Option<ClientTls>, ReplicationError> {
+        let Some(ca) = nonempty(ca) else {
+            if nonempty(cert).is_some() || nonempty(key).is_some() {
+                return Err(ReplicationError::Tls(
+                    "replication.tls_cert_file/tls_key_file need replication.tls_ca_file".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let (cert_pem, key_pem) = match (nonempty(cert), nonempty(key)) {
+            (Some(c), Some(k)) => (Some(read(c)?), Some(read(k)?)),
+            (None, None) => (None, None),
+            _ => {
+                return Err(ReplicationError::Tls(
+                    "replication.tls_cert_file and tls_key_file must be set together".into(),
+                ))
+            }
+        };
+        Ok(Some(ClientTls {
+            ca_pem: read(ca)?,
+            cert_pem,
+            key_pem,
+            domain: None,
+        }))
+    }
+
+    pub fn to_tonic(&self, default_domain: &str) -> ClientTlsConfig {
+        let mut cfg = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name(
+                self.domain
+                    .clone()
+                    .unwrap_or_else(|| default_domain.to_string()),
+            );
+        if let (Some(c), Some(k)) = (&self.cert_pem, &self.key_pem) {
+            cfg = cfg.identity(Identity::from_pem(c, k));
+        }
+        cfg
+    }
+}
