@@ -239,6 +239,27 @@ fn snapshot(ip: &str, lob: &str) -> Result<(Value, Value, Vec<u8>), String> {
     Ok((kv["items"].clone(), rows["rows"].clone(), data))
 }
 
+/// Sum of a metric's series on a pod's /metrics.
+fn metric_sum(ip: &str, name: &str) -> Result<f64, String> {
+    let (code, out) = curl(&[&format!("http://{ip}:4000/metrics")]);
+    if code != 200 {
+        return Err(format!("GET {ip}/metrics: {code}"));
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    let vals: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    if vals.is_empty() {
+        return Err(format!("no {name} on {ip}"));
+    }
+    Ok(vals.iter().sum())
+}
+
 fn kv_keys(ip: &str) -> Result<Vec<String>, String> {
     let mut keys = Vec::new();
     let mut after: Option<String> = None;
@@ -910,6 +931,15 @@ fn full_stack_on_a_real_single_node_cluster() {
             &acked,
             Duration::from_secs(120),
         );
+        // resumed from its volume: it applied only what it missed, not the whole log again
+        let applied =
+            metric_sum(&new_ip, "unisondb_replication_records_applied_total").expect("applied");
+        let hub_lsn = metric_sum(&hub_ip, "unisondb_lsn").expect("hub lsn");
+        assert!(
+            applied < hub_lsn,
+            "recreated relayer re-applied {applied} records of the hub's {hub_lsn}: it did not resume from its volume"
+        );
+        eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
     }
 
     // --- 5b. delete the hub pod during writes: no acknowledged write lost, relayers reconnect
