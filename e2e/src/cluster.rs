@@ -415,7 +415,25 @@ pub fn release_binaries() -> PathBuf {
         .unwrap_or_else(|_| repo_root().join("target"));
     let t = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    for (k, _) in std::env::vars() {
+        let from_cargo_test = (k.starts_with("CARGO_")
+            && !matches!(
+                k.as_str(),
+                "CARGO_HOME" | "CARGO_BUILD_JOBS" | "CARGO_TERM_COLOR" | "CARGO_TARGET_DIR"
+            )
+            && !k.starts_with("CARGO_NET_")
+            && !k.starts_with("CARGO_REGISTRIES_")
+            && !k.starts_with("CARGO_HTTP_"))
+            || matches!(
+                k.as_str(),
+                "OUT_DIR" | "MAKEFLAGS" | "MFLAGS" | "RUST_TEST_THREADS"
+            );
+        if from_cargo_test {
+            cmd.env_remove(&k);
+        }
+    }
+    let st = cmd
         .args([
             "build",
             "--release",
