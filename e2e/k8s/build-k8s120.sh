@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Build a real kube-apiserver + kube-controller-manager v1.20.2 (Debian's `kubernetes` source package,
-# Go 1.19 from Debian) and take etcd 3.4 from Debian's `etcd-server` package. Run as root.
+# Build real Kubernetes v1.20.2 binaries (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy) from Debian's `kubernetes` source package (Go 1.19 from Debian) and take etcd 3.4 from Debian's
+# `etcd-server` package. Also caches build/pause/linux/pause.c (the pause image of e2e/cluster). Run as root.
 # Adapted from shared/k8s-local/build-k8s120.sh. Binaries are cached under $K8S_CACHE (default
 # ~/.cache/unisondb-e2e/k8s-1.20.2/bin); when they are all present the build is skipped.
 set -euo pipefail
 CACHE=${K8S_CACHE:-$HOME/.cache/unisondb-e2e/k8s-1.20.2}
 BIN=$CACHE/bin
-if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/etcd" ]; then
+K8S_BINS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+missing=0
+for b in $K8S_BINS etcd; do [ -x "$BIN/$b" ] || missing=1; done
+[ -f "$CACHE/pause.c" ] || missing=1
+if [ "$missing" = 0 ]; then
   echo "k8s 1.20.2 binaries already cached in $BIN"; exit 0
 fi
 W=${K8S_BUILD_DIR:-/tmp/unisondb-k8s120-build}
@@ -29,10 +34,11 @@ cd kubernetes-1.20.2
 rm -rf vendor/github.com/modern-go/reflect2 && mkdir -p vendor/github.com/modern-go/reflect2
 cp "$W"/root/usr/share/gocode/src/github.com/modern-go/reflect2/*.go "$W"/root/usr/share/gocode/src/github.com/modern-go/reflect2/*.s vendor/github.com/modern-go/reflect2/
 rm -f vendor/github.com/modern-go/reflect2/*_test.go
-# 3. build only what the operator e2e needs
-make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
-install -m 0755 _output/bin/kube-apiserver _output/bin/kube-controller-manager "$BIN"/
+# 3. build the control plane (operator e2e) and the node components (e2e/cluster)
+make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubelet cmd/kube-proxy"
+for b in $K8S_BINS; do install -m 0755 "_output/bin/$b" "$BIN"/; done
 install -m 0755 "$W"/root/usr/bin/etcd "$BIN"/
+install -m 0644 build/pause/linux/pause.c "$CACHE"/pause.c
 ls -la "$BIN"
 # the build tree (~2 GB incl. Go cache) is no longer needed
 [ "${KEEP_BUILD:-0}" = 1 ] || rm -rf "$W"

@@ -3,6 +3,7 @@
 //! kube-apiserver (RBAC on) for server-side checks. Missing tools fail with the installer's name.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod dockerfile;
 pub mod schema;
 

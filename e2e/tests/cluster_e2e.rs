@@ -1,0 +1,1267 @@
+//! Full stack on a REAL single-node Kubernetes v1.20.2 cluster (e2e/cluster/up.sh): our runtime image
+//! assembled from the release binaries and imported into containerd, the operator installed in-cluster
+//! by the real Helm SDK, then docs/KUBERNETES.md's commands: hub and relayers (two hops), data through
+//! the hub read back everywhere, ZeroMQ and SSE change streams, `kubectl scale`, pod deletions, a WAL
+//! config change rolling the hub, Prometheus scraping everything, and uninstall.
+//!
+//! Needs root and `bash e2e/cluster/install-deps.sh` (./test.sh runs it). Builds the release binaries
+//! with `cargo build --release --locked --bin unisondb --bin unisondb-operator` (no-op when up to date;
+//! `UNISONDB_BIN_DIR` points at prebuilt ones instead). Timings are printed as `[timing] ...` lines.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use unisondb_e2e::cluster::{
+    build_image, free_port, image_contents, release_binaries, wait_until, Cluster,
+    CLUSTER_INSTALLER,
+};
+use unisondb_e2e::dockerfile;
+use unisondb_e2e::*;
+
+const LOCAL_IMAGE: &str = "localhost/unisondb:e2e";
+const NS: &str = "default";
+const OP_NS: &str = "unisondb-system";
+const HOP2: &str = "edge-hop2";
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The image the test assembles has the Dockerfile's runtime facts.
+
+#[test]
+fn assembled_image_matches_the_dockerfile_runtime_stage() {
+    let df = dockerfile::parse(
+        &std::fs::read_to_string(repo_root().join("Dockerfile")).expect("read Dockerfile"),
+    );
+    let facts = df.runtime_facts();
+    // stub binaries: the config and layout do not depend on their content
+    let dir = std::env::temp_dir().join(format!("unisondb-image-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for b in ["unisondb", "unisondb-operator"] {
+        std::fs::write(dir.join(b), "#!/bin/sh\n").unwrap();
+    }
+    let tar = dir.join("image.tar");
+    build_image(&dir, &tar, &[LOCAL_IMAGE]);
+    let (cfg, listing) = image_contents(&tar);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(cfg["User"], facts.user.as_str(), "USER");
+    assert_eq!(cfg["WorkingDir"], facts.workdir.as_str(), "WORKDIR");
+    let env: BTreeMap<String, String> = cfg["Env"]
+        .as_array()
+        .expect("Env")
+        .iter()
+        .filter_map(|e| {
+            e.as_str()?
+                .split_once('=')
+                .map(|(k, v)| (k.into(), v.into()))
+        })
+        .collect();
+    for (k, v) in &facts.env {
+        assert_eq!(env.get(k), Some(v), "ENV {k} differs (image Env {env:?})");
+    }
+    for k in env.keys() {
+        assert!(
+            k == "PATH" || facts.env.contains_key(k),
+            "image sets ENV {k}, the Dockerfile does not"
+        );
+    }
+    assert!(
+        env["PATH"].split(':').any(|p| p == "/usr/local/bin"),
+        "PATH must hold /usr/local/bin (both binaries live there)"
+    );
+    let mut ports: Vec<u16> = cfg["ExposedPorts"]
+        .as_object()
+        .expect("ExposedPorts")
+        .keys()
+        .map(|p| p.trim_end_matches("/tcp").parse().expect("port"))
+        .collect();
+    ports.sort();
+    let mut expose = facts.expose.clone();
+    expose.sort();
+    assert_eq!(ports, expose, "EXPOSE");
+    let vols: Vec<&String> = cfg["Volumes"]
+        .as_object()
+        .expect("Volumes")
+        .keys()
+        .collect();
+    assert_eq!(vols, facts.volumes.iter().collect::<Vec<_>>(), "VOLUME");
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("string").to_string())
+            .collect()
+    };
+    assert_eq!(strs(&cfg["Entrypoint"]), facts.entrypoint, "ENTRYPOINT");
+    assert_eq!(strs(&cfg["Cmd"]), facts.cmd, "CMD");
+    // LABELs, with the runtime stage's ARG defaults substituted
+    let args: BTreeMap<String, String> = df
+        .runtime()
+        .instructions
+        .iter()
+        .filter(|i| i.op == "ARG")
+        .filter_map(|i| {
+            i.args
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    for (k, v) in &facts.labels {
+        let mut want = v.clone();
+        for (a, d) in &args {
+            want = want.replace(&format!("${{{a}}}"), d);
+        }
+        assert_eq!(cfg["Labels"][k], want.as_str(), "LABEL {k}");
+    }
+    assert_eq!(
+        cfg["Labels"].as_object().map(|m| m.len()),
+        Some(facts.labels.len()),
+        "the image has labels the Dockerfile does not"
+    );
+    // the files the runtime stage COPYs, the entrypoint's programs, the data dir owned by the user
+    let has = |path: &str, prefix: &str| {
+        listing.iter().any(|l| {
+            l.ends_with(&format!(" {}", path.trim_start_matches('/'))) && l.starts_with(prefix)
+        })
+    };
+    for (_, dst) in &facts.copies {
+        assert!(
+            has(dst, "-rwxr-xr-x 0/0"),
+            "{dst} missing or not 0755 root in the image: {listing:?}"
+        );
+    }
+    assert!(
+        has(&facts.entrypoint[0], "-rwx"),
+        "{} (ENTRYPOINT) missing",
+        facts.entrypoint[0]
+    );
+    let uid_gid = facts.user.replace(':', "/");
+    for v in &facts.volumes {
+        assert!(
+            has(v, &format!("drwxr-xr-x {uid_gid}")),
+            "{v} must be a directory owned by {uid_gid}: {listing:?}"
+        );
+    }
+    assert!(has("/etc/unisondb", "d"), "/etc/unisondb missing");
+    assert!(
+        has("/bin/sh", "l"),
+        "/bin/sh (docker-entrypoint.sh's shell) missing"
+    );
+    let passwd = listing.iter().any(|l| l.ends_with(" etc/passwd"));
+    assert!(passwd, "/etc/passwd missing");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP through curl (the e2e crate has no HTTP client; curl is what a user types anyway)
+
+fn curl(args: &[&str]) -> (u16, Vec<u8>) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "15", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("curl missing ({e}): run `bash {CLUSTER_INSTALLER}`"));
+    let out = o.stdout;
+    let split = out.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&out[split..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, out[..split].to_vec())
+}
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn put_kv(ip: &str, key: &str, value: &[u8]) -> Result<u64, String> {
+    let body = format!("{{\"value\":\"{}\"}}", b64(value));
+    let (code, out) = curl(&[
+        "-X",
+        "PUT",
+        &format!("http://{ip}:4000/api/v1/{NS}/kv/{key}"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &body,
+    ]);
+    if code != 200 {
+        return Err(format!(
+            "PUT kv/{key} on {ip}: {code} {}",
+            String::from_utf8_lossy(&out)
+        ));
+    }
+    let v: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    v["lsn"].as_u64().ok_or_else(|| format!("no lsn in {v}"))
+}
+
+fn get_json(url: &str) -> Result<Value, String> {
+    let (code, out) = curl(&[url]);
+    if code != 200 {
+        return Err(format!(
+            "GET {url}: {code} {}",
+            String::from_utf8_lossy(&out)
+        ));
+    }
+    serde_json::from_slice(&out).map_err(|e| format!("GET {url}: {e}"))
+}
+
+/// KV, row and LOB contents of a pod, for comparison across pods.
+fn snapshot(ip: &str, lob: &str) -> Result<(Value, Value, Vec<u8>), String> {
+    let kv = get_json(&format!("http://{ip}:4000/api/v1/{NS}/kv?limit=1000"))?;
+    let rows = get_json(&format!("http://{ip}:4000/api/v1/{NS}/row?limit=1000"))?;
+    let (code, data) = curl(&[&format!("http://{ip}:4000/api/v1/{NS}/lob/{lob}")]);
+    if code != 200 {
+        return Err(format!("GET lob/{lob} on {ip}: {code}"));
+    }
+    Ok((kv["items"].clone(), rows["rows"].clone(), data))
+}
+
+/// Sum of a metric's series on a pod's /metrics.
+fn metric_sum(ip: &str, name: &str) -> Result<f64, String> {
+    let (code, out) = curl(&[&format!("http://{ip}:4000/metrics")]);
+    if code != 200 {
+        return Err(format!("GET {ip}/metrics: {code}"));
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    let vals: Vec<f64> = text
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    if vals.is_empty() {
+        return Err(format!("no {name} on {ip}"));
+    }
+    Ok(vals.iter().sum())
+}
+
+fn kv_keys(ip: &str) -> Result<Vec<String>, String> {
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("http://{ip}:4000/api/v1/{NS}/kv?limit=1000");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let v = get_json(&url)?;
+        for it in v["items"].as_array().cloned().unwrap_or_default() {
+            keys.push(it["key"].as_str().unwrap_or("").to_string());
+        }
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return Ok(keys),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster helpers
+
+fn pod_ip(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&[
+        "get",
+        "pod",
+        pod,
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ])
+    .trim()
+    .to_string()
+}
+
+fn pods_of(c: &Cluster, instance: &str) -> Vec<String> {
+    let out = c.kubectl(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        &format!("app.kubernetes.io/instance={instance}"),
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let mut v: Vec<String> = out.split_whitespace().map(String::from).collect();
+    v.sort();
+    v
+}
+
+fn pod_ready(c: &Cluster, pod: &str) -> Result<(String, String), String> {
+    let v: Value =
+        serde_json::from_str(&c.try_kubectl(&["get", "pod", pod, "-n", NS, "-o", "json"])?)
+            .map_err(|e| e.to_string())?;
+    let ready = v["status"]["conditions"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+        .unwrap_or(false);
+    if !ready || v["metadata"]["deletionTimestamp"].is_string() {
+        return Err(format!("{pod} not Ready: phase {}", v["status"]["phase"]));
+    }
+    Ok((
+        v["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+        v["status"]["podIP"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+fn status(c: &Cluster, kind: &str, name: &str) -> Value {
+    c.json(&["get", kind, name, "-n", NS])["status"].clone()
+}
+
+fn kwait(c: &Cluster, what: &str, timeout: &str) {
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        what,
+        "-n",
+        NS,
+        &format!("--timeout={timeout}"),
+    ]);
+}
+
+/// Every pod of a relayer set has the hub's data (when replication exists).
+fn assert_replicated(c: &Cluster, hub_ip: &str, lob: &str, instances: &[&str], timeout: Duration) {
+    let want = snapshot(hub_ip, lob).expect("hub snapshot");
+    for inst in instances {
+        for pod in pods_of(c, inst) {
+            let ip = pod_ip(c, &pod);
+            wait_until(
+                &format!("{pod} ({ip}) to hold the hub's data"),
+                timeout,
+                || {
+                    let got = snapshot(&ip, lob)?;
+                    if got == want {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "kv {} vs hub {}, rows {} vs {}, lob {} vs {} bytes",
+                            got.0.as_array().map_or(0, |a| a.len()),
+                            want.0.as_array().map_or(0, |a| a.len()),
+                            got.1.as_array().map_or(0, |a| a.len()),
+                            want.1.as_array().map_or(0, |a| a.len()),
+                            got.2.len(),
+                            want.2.len()
+                        ))
+                    }
+                },
+            );
+        }
+    }
+}
+
+/// A background writer: PUTs `w-<tag>-<n>` to the hub (pod IP re-read on failure), records acks.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(kubeconfig: PathBuf, tag: &str) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let (s, a, tag) = (stop.clone(), acked.clone(), tag.to_string());
+        let handle = std::thread::spawn(move || {
+            let ip_of_hub = || {
+                Command::new("kubectl")
+                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                    .args([
+                        "get",
+                        "pod",
+                        "hub-0",
+                        "-n",
+                        NS,
+                        "-o",
+                        "jsonpath={.status.podIP}",
+                    ])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                    .unwrap_or_default()
+            };
+            let mut ip = ip_of_hub();
+            let mut n = 0u64;
+            while !s.load(Ordering::SeqCst) {
+                let key = format!("w-{tag}-{n:06}");
+                match put_kv(&ip, &key, format!("value {n}").as_bytes()) {
+                    Ok(_) => {
+                        a.lock().unwrap().push(key);
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(300));
+                        ip = ip_of_hub();
+                    }
+                }
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            handle: Some(handle),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("writer thread");
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+fn assert_has_keys(ip: &str, who: &str, keys: &[String], timeout: Duration) {
+    wait_until(
+        &format!(
+            "{who} ({ip}) to hold all {} acknowledged writes",
+            keys.len()
+        ),
+        timeout,
+        || {
+            let have: std::collections::BTreeSet<String> = kv_keys(ip)?.into_iter().collect();
+            let missing: Vec<&String> = keys.iter().filter(|k| !have.contains(*k)).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            }
+        },
+    );
+}
+
+/// A child whose stdout lines are collected in the background.
+fn spawn_collect(c: &mut Cluster, mut cmd: Command) -> Arc<Mutex<Vec<String>>> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(line);
+        }
+    });
+    c.children.push(child);
+    lines
+}
+
+/// `kubectl port-forward svc/NAME LOCAL:REMOTE` (docs steps 4-6; a free local port instead of the
+/// docs' fixed one, which another process on the machine may hold). Returns the local port.
+fn port_forward(c: &mut Cluster, svc: &str, remote: u16) -> u16 {
+    let local = free_port();
+    let cmd = c.kubectl_cmd(&[
+        "port-forward",
+        &format!("svc/{svc}"),
+        &format!("{local}:{remote}"),
+    ]);
+    let lines = spawn_collect(c, cmd);
+    wait_until(
+        &format!("kubectl port-forward svc/{svc} {local}:{remote}"),
+        Duration::from_secs(30),
+        || {
+            if lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("Forwarding from"))
+            {
+                Ok(())
+            } else {
+                Err(format!("output: {:?}", lines.lock().unwrap()))
+            }
+        },
+    );
+    local
+}
+
+fn prometheus_query(port: u16, q: &str) -> Result<Vec<Value>, String> {
+    let (code, out) = curl(&[
+        "-G",
+        &format!("http://127.0.0.1:{port}/api/v1/query"),
+        "--data-urlencode",
+        &format!("query={q}"),
+    ]);
+    if code != 200 {
+        return Err(format!(
+            "query {q}: {code} {}",
+            String::from_utf8_lossy(&out)
+        ));
+    }
+    let v: Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
+    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Replication (gRPC WAL streaming, relayers, ZeroMQ notifications) is its own piece of work; the
+/// data-on-relayers, ZeroMQ and lag checks run when the node has it (`node/src/replication`).
+fn replication_in_tree() -> bool {
+    repo_root().join("node/src/replication").is_dir()
+        && repo_root().join("node/src/notify").is_dir()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn full_stack_on_a_real_single_node_cluster() {
+    let t_all = Instant::now();
+    let replication = replication_in_tree();
+    if !replication {
+        eprintln!(
+            "[cluster] NOTE: node/src/replication is not in this tree: relayer data, ZeroMQ and lag \
+             assertions are NOT run (they run automatically once replication is merged)"
+        );
+    }
+    let bins = release_binaries();
+    let py = cache_dir().join("venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} missing: run `bash {CLUSTER_INSTALLER}`",
+        py.display()
+    );
+    unisondb_e2e::cluster::require_tool("prometheus");
+
+    let t_up = Instant::now();
+    let mut c = Cluster::up();
+    let timings = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
+    let record = |what: &str, d: Duration| {
+        eprintln!("[timing] {what}: {}", secs(d));
+        timings.lock().unwrap().push((what.to_string(), d));
+    };
+    record("cluster up (node Ready)", t_up.elapsed());
+
+    // --- image: assembled from the release binaries, imported into containerd. Also tagged as the
+    // release image the docs' example manifests name, so they run as written (IfNotPresent finds it).
+    let release_image = format!("ghcr.io/unisondb/unisondb:{}", workspace_version());
+    let tar = c.work.join("unisondb-image.tar");
+    eprintln!(
+        "[cluster] {}",
+        build_image(&bins, &tar, &[LOCAL_IMAGE, &release_image]).trim()
+    );
+    let o = run(c.ctr().args(["image", "import"]).arg(&tar));
+    assert!(o.status.success(), "ctr image import: {}", stderr(&o));
+
+    // --- 1. the operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
+    // 1.20: `--old-apiserver` (no CEL in the CRD schema); no registry: the local image, pullPolicy Never.
+    let t = Instant::now();
+    let kc = c.kubeconfig.display().to_string();
+    run_ok(&mut helm(&[
+        "install",
+        "unisondb-operator",
+        "charts/unisondb-operator",
+        "-n",
+        OP_NS,
+        "--create-namespace",
+        "--kubeconfig",
+        &kc,
+        "--old-apiserver",
+        "--set",
+        "image.repository=localhost/unisondb",
+        "--set",
+        "image.tag=e2e",
+        "--set",
+        "image.pullPolicy=Never",
+    ]));
+    c.kubectl(&[
+        "-n",
+        OP_NS,
+        "rollout",
+        "status",
+        "deploy/unisondb-operator",
+        "--timeout=300s",
+    ]);
+    record("helm install → operator rolled out", t.elapsed());
+    let op_pod = c
+        .kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            OP_NS,
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .trim()
+        .to_string();
+    let op_spec = c.json(&["get", "pod", &op_pod, "-n", OP_NS]);
+    assert_eq!(op_spec["spec"]["serviceAccountName"], "unisondb-operator");
+    assert_eq!(op_spec["spec"]["containers"][0]["image"], LOCAL_IMAGE);
+
+    // --- 2. hub and relayers (docs step 2, as written), plus a second hop on the relayers
+    let t0 = Instant::now();
+    c.kubectl(&["apply", "-f", "deploy/examples/primary-relayers.yaml"]);
+    let hop2 = format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: {HOP2}\nspec:\n  image: {release_image}\n  upstream:\n    relayerRef:\n      name: edge-relayers\n  replicas: 2\n  storage:\n    size: 1Gi\n"
+    );
+    c.kubectl_stdin(&["apply", "-f", "-"], &hop2);
+    kwait(&c, "unisonhub/hub", "5m");
+    let t_hub = t0.elapsed();
+    record(
+        "apply → first Ready hub (kubectl wait unisonhub/hub)",
+        t_hub,
+    );
+    kwait(&c, "unisonrelayer/edge-relayers", "5m");
+    kwait(&c, &format!("unisonrelayer/{HOP2}"), "5m");
+    let t_topo = t0.elapsed();
+    record(
+        "apply → fully Ready 2-hop topology (hub + 3 + 2 pods)",
+        t_topo,
+    );
+    eprintln!("{}", c.kubectl(&["get", "unisonhubs,unisonrelayers"]));
+    let hub_st = status(&c, "unisonhub", "hub");
+    assert_eq!(hub_st["depth"], 0, "hub status {hub_st}");
+    let r1 = status(&c, "unisonrelayer", "edge-relayers");
+    let r2 = status(&c, "unisonrelayer", HOP2);
+    assert_eq!(r1["depth"], 1, "edge-relayers status {r1}");
+    assert_eq!(r2["depth"], 2, "{HOP2} status {r2}");
+    assert_eq!(
+        r1["upstream"], "http://hub.default.svc.cluster.local:4001",
+        "{r1}"
+    );
+    assert_eq!(
+        r2["upstream"], "http://edge-relayers.default.svc.cluster.local:4001",
+        "{r2}"
+    );
+    assert_eq!(r1["readyReplicas"], 3, "{r1}");
+    assert_eq!(r2["readyReplicas"], 2, "{r2}");
+    // the PVCs were bound by the hostPath provisioner behind the default StorageClass
+    let pvcs = c.json(&["get", "pvc", "-n", NS]);
+    let pvcs = pvcs["items"].as_array().expect("pvc items");
+    assert_eq!(pvcs.len(), 6, "one PVC per pod");
+    assert!(
+        pvcs.iter().all(|p| p["status"]["phase"] == "Bound"),
+        "PVCs not Bound"
+    );
+
+    // --- 3. data through the hub; SSE (and ZeroMQ) subscribers first
+    let hub_ip = pod_ip(&c, "hub-0");
+    let first_relayer_ip = pod_ip(&c, "edge-relayers-0");
+    let mut sse_cmd = Command::new("curl");
+    sse_cmd.args(["-sN", &format!("http://{hub_ip}:4000/api/v1/{NS}/watch")]);
+    let sse_hub = spawn_collect(&mut c, sse_cmd);
+    let sse_relayer = replication.then(|| {
+        let mut cmd = Command::new("curl");
+        let hop2_ip = pod_ip(&c, &format!("{HOP2}-0"));
+        cmd.args(["-sN", &format!("http://{hop2_ip}:4000/api/v1/{NS}/watch")]);
+        spawn_collect(&mut c, cmd)
+    });
+    // ZeroMQ: docs step 5 (port-forward svc/edge-relayers 4002) and a relayer pod's IP directly
+    let zmq = replication.then(|| {
+        let zmq_fwd = port_forward(&mut c, "edge-relayers", 4002);
+        [
+            format!("tcp://127.0.0.1:{zmq_fwd}"),
+            format!("tcp://{first_relayer_ip}:4002"),
+        ]
+        .into_iter()
+        .map(|addr| {
+            let mut cmd = Command::new(&py);
+            cmd.arg(repo_root().join("e2e/cluster/zmq-sub.py"))
+                .arg(addr)
+                .arg(format!("{NS}."));
+            spawn_collect(&mut c, cmd)
+        })
+        .collect::<Vec<_>>()
+    });
+    std::thread::sleep(Duration::from_secs(2)); // SSE and ZeroMQ subscriptions established
+
+    // docs step 4, as written (local ports picked free)
+    let hub_fwd = port_forward(&mut c, "hub", 4000);
+    let relayer_fwd = port_forward(&mut c, "edge-relayers", 4000);
+    let (code, out) = curl(&[
+        "-X",
+        "PUT",
+        &format!("localhost:{hub_fwd}/api/v1/default/kv/greeting"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"value":"aGVsbG8="}"#,
+    ]);
+    assert_eq!(code, 200, "docs PUT: {}", String::from_utf8_lossy(&out));
+    for i in 0..20 {
+        put_kv(&hub_ip, &format!("k{i:03}"), format!("v{i}").as_bytes()).expect("PUT kv");
+    }
+    let (code, out) = curl(&[
+        "-X",
+        "PUT",
+        &format!("http://{hub_ip}:4000/api/v1/{NS}/row/user:1"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(
+            "{{\"columns\":{{\"name\":\"{}\",\"city\":\"{}\"}}}}",
+            b64(b"Ada"),
+            b64(b"London")
+        ),
+    ]);
+    assert_eq!(code, 200, "PUT row: {}", String::from_utf8_lossy(&out));
+    let lob: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let lob_file = c.work.join("lob.bin");
+    std::fs::write(&lob_file, &lob).expect("write LOB file");
+    let (code, out) = curl(&[
+        "-X",
+        "PUT",
+        &format!("http://{hub_ip}:4000/api/v1/{NS}/lob/blob-1"),
+        "--data-binary",
+        &format!("@{}", lob_file.display()),
+    ]);
+    assert_eq!(code, 200, "PUT lob: {}", String::from_utf8_lossy(&out));
+    let (code, got) = curl(&[&format!("http://{hub_ip}:4000/api/v1/{NS}/lob/blob-1")]);
+    assert!(
+        code == 200 && got == lob,
+        "LOB read back from the hub differs"
+    );
+    let greeting = get_json(&format!("http://{hub_ip}:4000/api/v1/default/kv/greeting")).unwrap();
+    assert_eq!(greeting["value"], "aGVsbG8=");
+    // docs step 6: `curl -s localhost:4000/metrics | grep unisondb_` through the port-forward
+    let (code, metrics) = curl(&["-s", &format!("localhost:{hub_fwd}/metrics")]);
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    assert!(
+        code == 200 && metrics.lines().any(|l| l.starts_with("unisondb_")),
+        "hub /metrics: {code}"
+    );
+    // `curl localhost:5000/api/v1/default/kv/greeting` on the relayers' port-forward
+    let (code, _) = curl(&[&format!(
+        "localhost:{relayer_fwd}/api/v1/default/kv/greeting"
+    )]);
+    assert!(
+        code == 200 || (!replication && code == 404),
+        "relayer GET greeting: {code}"
+    );
+    if replication {
+        wait_until(
+            "the greeting on the relayers' port-forward",
+            Duration::from_secs(60),
+            || {
+                let v = get_json(&format!(
+                    "http://localhost:{relayer_fwd}/api/v1/default/kv/greeting"
+                ))?;
+                if v["value"] == "aGVsbG8=" {
+                    Ok(())
+                } else {
+                    Err(v.to_string())
+                }
+            },
+        );
+    }
+    // SSE: the same 23 changes (greeting, 20 kv, 1 row, 1 lob), in order
+    let expect_models = |lines: &[String]| -> Result<(), String> {
+        let events: Vec<Value> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+            .collect();
+        let count = |m: &str| events.iter().filter(|e| e["model"] == m).count();
+        if count("kv") >= 21 && count("row") >= 1 && count("lob") >= 1 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} events: {:?}",
+                events.len(),
+                events
+                    .iter()
+                    .map(|e| e["model"].clone())
+                    .collect::<Vec<_>>()
+            ))
+        }
+    };
+    wait_until(
+        "SSE (hub) to deliver the 23 changes",
+        Duration::from_secs(30),
+        || expect_models(&sse_hub.lock().unwrap()),
+    );
+    if replication {
+        let t = Instant::now();
+        assert_replicated(
+            &c,
+            &hub_ip,
+            "blob-1",
+            &["edge-relayers", HOP2],
+            Duration::from_secs(120),
+        );
+        record("data on every relayer pod of both hops", t.elapsed());
+        let sse_r = sse_relayer.clone().expect("relayer SSE");
+        wait_until(
+            "SSE (second-hop relayer) to deliver the changes",
+            Duration::from_secs(60),
+            || expect_models(&sse_r.lock().unwrap()),
+        );
+        for z in zmq.clone().expect("zmq subscribers") {
+            wait_until(
+                "ZeroMQ notifications from edge-relayers-0:4002",
+                Duration::from_secs(60),
+                || {
+                    let lines = z.lock().unwrap().clone();
+                    let topics: Vec<String> = lines
+                        .iter()
+                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                        .filter_map(|v| v[0].as_str().map(String::from))
+                        .collect();
+                    let n = |t: &str| topics.iter().filter(|x| *x == t).count();
+                    if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
+                        Ok(())
+                    } else {
+                        Err(format!("topics so far: {topics:?}"))
+                    }
+                },
+            );
+        }
+    }
+
+    // --- 4. scale (docs step 3, as written)
+    let t = Instant::now();
+    c.kubectl(&["scale", "unisonrelayer/edge-relayers", "--replicas=5"]);
+    wait_until(
+        "edge-relayers to report 5 ready replicas",
+        Duration::from_secs(300),
+        || {
+            let s = status(&c, "unisonrelayer", "edge-relayers");
+            if s["readyReplicas"] == 5 && s["replicas"] == 5 {
+                Ok(())
+            } else {
+                Err(s.to_string())
+            }
+        },
+    );
+    kwait(&c, "unisonrelayer/edge-relayers", "5m");
+    record("kubectl scale 3 → 5: all Ready", t.elapsed());
+    assert_eq!(pods_of(&c, "edge-relayers").len(), 5);
+    if replication {
+        assert_replicated(
+            &c,
+            &hub_ip,
+            "blob-1",
+            &["edge-relayers"],
+            Duration::from_secs(120),
+        );
+    }
+
+    // --- 5a. delete a relayer pod during writes: recreated, resumes from its volume
+    let pv_before = c.kubectl(&[
+        "get",
+        "pvc",
+        "data-edge-relayers-1",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.volumeName}",
+    ]);
+    let (old_uid, _) = pod_ready(&c, "edge-relayers-1").expect("edge-relayers-1 Ready");
+    let writer = Writer::start(c.kubeconfig.clone(), "relayer-kill");
+    wait_until("writes to start", Duration::from_secs(30), || {
+        if writer.count() >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{} acked", writer.count()))
+        }
+    });
+    let t = Instant::now();
+    c.kubectl(&["delete", "pod", "edge-relayers-1", "-n", NS, "--wait=false"]);
+    let new_ip = wait_until(
+        "edge-relayers-1 to be recreated and Ready",
+        Duration::from_secs(180),
+        || {
+            let (uid, ip) = pod_ready(&c, "edge-relayers-1")?;
+            if uid == old_uid {
+                Err("still the old pod".into())
+            } else {
+                Ok(ip)
+            }
+        },
+    );
+    record("relayer pod deleted → recreated Ready", t.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    let acked = writer.finish();
+    let pv_after = c.kubectl(&[
+        "get",
+        "pvc",
+        "data-edge-relayers-1",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.volumeName}",
+    ]);
+    assert_eq!(
+        pv_before, pv_after,
+        "the recreated pod must reuse its volume"
+    );
+    assert_has_keys(&hub_ip, "hub", &acked, Duration::from_secs(30));
+    if replication {
+        assert_has_keys(
+            &new_ip,
+            "recreated edge-relayers-1",
+            &acked,
+            Duration::from_secs(120),
+        );
+        // resumed from its volume: it applied only what it missed, not the whole log again
+        let applied =
+            metric_sum(&new_ip, "unisondb_replication_records_applied_total").expect("applied");
+        let hub_lsn = metric_sum(&hub_ip, "unisondb_lsn").expect("hub lsn");
+        assert!(
+            applied < hub_lsn,
+            "recreated relayer re-applied {applied} records of the hub's {hub_lsn}: it did not resume from its volume"
+        );
+        eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
+    }
+
+    // --- 5b. delete the hub pod during writes: no acknowledged write lost, relayers reconnect
+    let (old_hub_uid, _) = pod_ready(&c, "hub-0").expect("hub-0 Ready");
+    let writer = Writer::start(c.kubeconfig.clone(), "hub-kill");
+    wait_until("writes to start", Duration::from_secs(30), || {
+        if writer.count() >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{} acked", writer.count()))
+        }
+    });
+    let t = Instant::now();
+    c.kubectl(&["delete", "pod", "hub-0", "-n", NS, "--wait=false"]);
+    let hub_ip = wait_until(
+        "hub-0 to be recreated and Ready",
+        Duration::from_secs(180),
+        || {
+            let (uid, ip) = pod_ready(&c, "hub-0")?;
+            if uid == old_hub_uid {
+                Err("still the old pod".into())
+            } else {
+                Ok(ip)
+            }
+        },
+    );
+    record("hub pod deleted → recreated Ready", t.elapsed());
+    let n = writer.count();
+    wait_until(
+        "writes to resume on the new hub",
+        Duration::from_secs(60),
+        || {
+            if writer.count() >= n + 10 {
+                Ok(())
+            } else {
+                Err(format!("{} acked", writer.count()))
+            }
+        },
+    );
+    let acked = writer.finish();
+    assert_has_keys(&hub_ip, "recreated hub", &acked, Duration::from_secs(30));
+    kwait(&c, "unisonrelayer/edge-relayers", "5m");
+    kwait(&c, &format!("unisonrelayer/{HOP2}"), "5m");
+    if replication {
+        for inst in ["edge-relayers", HOP2] {
+            for pod in pods_of(&c, inst) {
+                assert_has_keys(&pod_ip(&c, &pod), &pod, &acked, Duration::from_secs(120));
+            }
+        }
+    }
+
+    // --- 6. WAL settings change → new config hash → the hub pod rolls, data intact
+    let hash_before = status(&c, "unisonhub", "hub")["configHash"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!hash_before.is_empty(), "hub status has no configHash");
+    let (old_hub_uid, _) = pod_ready(&c, "hub-0").expect("hub-0 Ready");
+    let keys_before = kv_keys(&hub_ip).expect("hub keys");
+    let t = Instant::now();
+    c.kubectl(&[
+        "patch",
+        "unisonhub",
+        "hub",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"wal":{"fsync":"always","segmentSizeBytes":2097152}}}"#,
+    ]);
+    let hash_after = wait_until(
+        "a new configHash in the hub's status",
+        Duration::from_secs(60),
+        || {
+            let h = status(&c, "unisonhub", "hub")["configHash"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if h != hash_before && !h.is_empty() {
+                Ok(h)
+            } else {
+                Err(format!("configHash {h}"))
+            }
+        },
+    );
+    let hub_ip = wait_until(
+        "hub-0 to roll with the new config hash",
+        Duration::from_secs(240),
+        || {
+            let (uid, ip) = pod_ready(&c, "hub-0")?;
+            let ann = c.try_kubectl(&[
+                "get",
+                "pod",
+                "hub-0",
+                "-n",
+                NS,
+                "-o",
+                "jsonpath={.metadata.annotations.unisondb\\.io/config-hash}",
+            ])?;
+            if uid != old_hub_uid && ann.trim() == hash_after {
+                Ok(ip)
+            } else {
+                Err(format!("pod hash {ann}"))
+            }
+        },
+    );
+    kwait(&c, "unisonhub/hub", "5m");
+    record("WAL config change → hub pod rolled, Ready", t.elapsed());
+    let cm = c.kubectl(&[
+        "get",
+        "configmap",
+        "hub-config",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.data.config\\.yaml}",
+    ]);
+    assert!(
+        cm.contains("2097152"),
+        "the rendered config has the new segment size:\n{cm}"
+    );
+    assert_eq!(
+        kv_keys(&hub_ip).expect("hub keys"),
+        keys_before,
+        "data changed across the roll"
+    );
+    let (code, got) = curl(&[&format!("http://{hub_ip}:4000/api/v1/{NS}/lob/blob-1")]);
+    assert!(code == 200 && got == lob, "LOB differs after the roll");
+
+    // --- 7. Prometheus scrapes hub, relayers and the operator
+    let mut targets: Vec<(String, String)> = Vec::new(); // (pod, ip:port)
+    for inst in ["hub", "edge-relayers", HOP2] {
+        for pod in pods_of(&c, inst) {
+            let (_, ip) = pod_ready(&c, &pod).expect("pod Ready before scraping");
+            targets.push((pod, format!("{ip}:4000")));
+        }
+    }
+    let op_ip = c
+        .kubectl(&[
+            "get",
+            "pod",
+            &op_pod,
+            "-n",
+            OP_NS,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+        .trim()
+        .to_string();
+    targets.push((op_pod.clone(), format!("{op_ip}:8080")));
+    let prom_port = free_port();
+    let mut cfg =
+        String::from("global: {scrape_interval: 2s, scrape_timeout: 2s}\nscrape_configs:\n");
+    for (pod, addr) in &targets {
+        let job = if pod.starts_with("unisondb-operator") {
+            "operator"
+        } else {
+            "unisondb"
+        };
+        cfg.push_str(&format!(
+            "  - job_name: {pod}\n    static_configs: [{{targets: ['{addr}'], labels: {{pod: {pod}, kind: {job}}}}}]\n"
+        ));
+    }
+    let prom_dir = c.work.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    std::fs::write(prom_dir.join("prometheus.yml"), &cfg).unwrap();
+    let prom_log = std::fs::File::create(prom_dir.join("prometheus.log")).unwrap();
+    let prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            prom_dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(prom_log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("prometheus missing ({e}): run `bash {CLUSTER_INSTALLER}`"));
+    c.children.push(prom);
+    let t = Instant::now();
+    wait_until(
+        "Prometheus: up == 1 for every target",
+        Duration::from_secs(90),
+        || {
+            let r = prometheus_query(prom_port, "up")?;
+            let up: BTreeMap<String, String> = r
+                .iter()
+                .map(|s| {
+                    (
+                        s["metric"]["job"].as_str().unwrap_or("").to_string(),
+                        s["value"][1].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            let all = targets
+                .iter()
+                .all(|(pod, _)| up.get(pod).map(String::as_str) == Some("1"));
+            if all {
+                Ok(())
+            } else {
+                Err(format!("up: {up:?}"))
+            }
+        },
+    );
+    record("Prometheus: every target up", t.elapsed());
+    let series = prometheus_query(prom_port, "count by (job) (unisondb_lsn)").expect("query");
+    assert!(!series.is_empty(), "no unisondb_lsn series scraped");
+    let op = prometheus_query(prom_port, "unisondb_operator_reconcile_runs_total").expect("query");
+    assert!(!op.is_empty(), "no operator reconcile metrics scraped");
+    if replication {
+        wait_until(
+            "relayer lag metrics present and ~0 when idle",
+            Duration::from_secs(60),
+            || {
+                let r = prometheus_query(prom_port, "unisondb_replication_lag_records")?;
+                let relayer_jobs: Vec<&String> = targets
+                    .iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| p.starts_with("edge-"))
+                    .collect();
+                let jobs: BTreeMap<String, f64> = r
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["metric"]["job"].as_str().unwrap_or("").to_string(),
+                            s["value"][1]
+                                .as_str()
+                                .unwrap_or("NaN")
+                                .parse()
+                                .unwrap_or(f64::NAN),
+                        )
+                    })
+                    .collect();
+                let ok = relayer_jobs
+                    .iter()
+                    .all(|j| jobs.get(*j).is_some_and(|v| *v <= 1.0));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("lag by job: {jobs:?}"))
+                }
+            },
+        );
+    }
+
+    // --- 8. uninstall: CRs deleted → owned objects garbage-collected; helm uninstall
+    let t = Instant::now();
+    c.kubectl(&["delete", "unisonrelayer", HOP2, "-n", NS]);
+    c.kubectl(&["delete", "-f", "deploy/examples/primary-relayers.yaml"]);
+    wait_until(
+        "owned objects to be garbage-collected",
+        Duration::from_secs(180),
+        || {
+            let left = c.try_kubectl(&[
+                "get",
+                "statefulsets,services,configmaps,pods,poddisruptionbudgets",
+                "-n",
+                NS,
+                "-l",
+                "app.kubernetes.io/managed-by=unisondb-operator",
+                "-o",
+                "name",
+            ])?;
+            let pods = c.try_kubectl(&["get", "pods", "-n", NS, "-o", "name"])?;
+            if left.trim().is_empty() && pods.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left}{pods}"))
+            }
+        },
+    );
+    record("CRs deleted → owned objects garbage-collected", t.elapsed());
+    let t = Instant::now();
+    run_ok(&mut helm(&[
+        "uninstall",
+        "unisondb-operator",
+        "-n",
+        OP_NS,
+        "--kubeconfig",
+        &kc,
+    ]));
+    wait_until(
+        "the operator to be removed",
+        Duration::from_secs(120),
+        || {
+            let left = c.try_kubectl(&[
+                "get",
+                "deploy,pods,serviceaccounts",
+                "-n",
+                OP_NS,
+                "-o",
+                "name",
+            ])?;
+            let left: Vec<&str> = left.lines().filter(|l| !l.ends_with("/default")).collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(left.join(" "))
+            }
+        },
+    );
+    record("helm uninstall → operator gone", t.elapsed());
+
+    eprintln!(
+        "[timing] whole scenario (incl. cluster up): {}",
+        secs(t_all.elapsed())
+    );
+    write_timings(&c.work, &timings.lock().unwrap());
+    drop(c);
+    eprintln!("[timing] total incl. teardown: {}", secs(t_all.elapsed()));
+}
+
+fn write_timings(dir: &Path, t: &[(String, Duration)]) {
+    let text: String = t
+        .iter()
+        .map(|(k, d)| format!("{k}\t{:.1}\n", d.as_secs_f64()))
+        .collect();
+    let _ = std::fs::write(dir.join("timings.tsv"), &text);
+    if let Ok(p) = std::env::var("CLUSTER_E2E_TIMINGS") {
+        let _ = std::fs::write(p, text);
+    }
+}
