@@ -531,25 +531,11 @@ fn prometheus_query(port: u16, q: &str) -> Result<Vec<Value>, String> {
     Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
-/// Replication (gRPC WAL streaming, relayers, ZeroMQ notifications) is its own piece of work; the
-/// data-on-relayers, ZeroMQ and lag checks run when the node has it (`node/src/replication`).
-fn replication_in_tree() -> bool {
-    repo_root().join("node/src/replication").is_dir()
-        && repo_root().join("node/src/notify").is_dir()
-}
-
 // ---------------------------------------------------------------------------------------------
 
 #[test]
 fn full_stack_on_a_real_single_node_cluster() {
     let t_all = Instant::now();
-    let replication = replication_in_tree();
-    if !replication {
-        eprintln!(
-            "[cluster] NOTE: node/src/replication is not in this tree: relayer data, ZeroMQ and lag \
-             assertions are NOT run (they run automatically once replication is merged)"
-        );
-    }
     let bins = release_binaries();
     let py = cache_dir().join("venv/bin/python");
     assert!(
@@ -676,14 +662,14 @@ fn full_stack_on_a_real_single_node_cluster() {
     let mut sse_cmd = Command::new("curl");
     sse_cmd.args(["-sN", &format!("http://{hub_ip}:4000/api/v1/{NS}/watch")]);
     let sse_hub = spawn_collect(&mut c, sse_cmd);
-    let sse_relayer = replication.then(|| {
+    let sse_relayer = Some({
         let mut cmd = Command::new("curl");
         let hop2_ip = pod_ip(&c, &format!("{HOP2}-0"));
         cmd.args(["-sN", &format!("http://{hop2_ip}:4000/api/v1/{NS}/watch")]);
         spawn_collect(&mut c, cmd)
     });
     // ZeroMQ: docs step 5 (port-forward svc/edge-relayers 4002) and a relayer pod's IP directly
-    let zmq = replication.then(|| {
+    let zmq = Some({
         let zmq_fwd = port_forward(&mut c, "edge-relayers", 4002);
         [
             format!("tcp://127.0.0.1:{zmq_fwd}"),
@@ -762,26 +748,22 @@ fn full_stack_on_a_real_single_node_cluster() {
     let (code, _) = curl(&[&format!(
         "localhost:{relayer_fwd}/api/v1/default/kv/greeting"
     )]);
-    assert!(
-        code == 200 || (!replication && code == 404),
-        "relayer GET greeting: {code}"
+    assert!(code == 200, "relayer GET greeting: {code}");
+    wait_until(
+        "the greeting on the relayers' port-forward",
+        Duration::from_secs(60),
+        || {
+            let v = get_json(&format!(
+                "http://localhost:{relayer_fwd}/api/v1/default/kv/greeting"
+            ))?;
+            if v["value"] == "aGVsbG8=" {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
     );
-    if replication {
-        wait_until(
-            "the greeting on the relayers' port-forward",
-            Duration::from_secs(60),
-            || {
-                let v = get_json(&format!(
-                    "http://localhost:{relayer_fwd}/api/v1/default/kv/greeting"
-                ))?;
-                if v["value"] == "aGVsbG8=" {
-                    Ok(())
-                } else {
-                    Err(v.to_string())
-                }
-            },
-        );
-    }
+
     // SSE: the same 23 changes (greeting, 20 kv, 1 row, 1 lob), in order
     let expect_models = |lines: &[String]| -> Result<(), String> {
         let events: Vec<Value> = lines
@@ -808,42 +790,40 @@ fn full_stack_on_a_real_single_node_cluster() {
         Duration::from_secs(30),
         || expect_models(&sse_hub.lock().unwrap()),
     );
-    if replication {
-        let t = Instant::now();
-        assert_replicated(
-            &c,
-            &hub_ip,
-            "blob-1",
-            &["edge-relayers", HOP2],
-            Duration::from_secs(120),
-        );
-        record("data on every relayer pod of both hops", t.elapsed());
-        let sse_r = sse_relayer.clone().expect("relayer SSE");
+    let t = Instant::now();
+    assert_replicated(
+        &c,
+        &hub_ip,
+        "blob-1",
+        &["edge-relayers", HOP2],
+        Duration::from_secs(120),
+    );
+    record("data on every relayer pod of both hops", t.elapsed());
+    let sse_r = sse_relayer.clone().expect("relayer SSE");
+    wait_until(
+        "SSE (second-hop relayer) to deliver the changes",
+        Duration::from_secs(60),
+        || expect_models(&sse_r.lock().unwrap()),
+    );
+    for z in zmq.clone().expect("zmq subscribers") {
         wait_until(
-            "SSE (second-hop relayer) to deliver the changes",
+            "ZeroMQ notifications from edge-relayers-0:4002",
             Duration::from_secs(60),
-            || expect_models(&sse_r.lock().unwrap()),
+            || {
+                let lines = z.lock().unwrap().clone();
+                let topics: Vec<String> = lines
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|v| v[0].as_str().map(String::from))
+                    .collect();
+                let n = |t: &str| topics.iter().filter(|x| *x == t).count();
+                if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
+                    Ok(())
+                } else {
+                    Err(format!("topics so far: {topics:?}"))
+                }
+            },
         );
-        for z in zmq.clone().expect("zmq subscribers") {
-            wait_until(
-                "ZeroMQ notifications from edge-relayers-0:4002",
-                Duration::from_secs(60),
-                || {
-                    let lines = z.lock().unwrap().clone();
-                    let topics: Vec<String> = lines
-                        .iter()
-                        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                        .filter_map(|v| v[0].as_str().map(String::from))
-                        .collect();
-                    let n = |t: &str| topics.iter().filter(|x| *x == t).count();
-                    if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
-                        Ok(())
-                    } else {
-                        Err(format!("topics so far: {topics:?}"))
-                    }
-                },
-            );
-        }
     }
 
     // --- 4. scale (docs step 3, as written)
@@ -864,15 +844,13 @@ fn full_stack_on_a_real_single_node_cluster() {
     kwait(&c, "unisonrelayer/edge-relayers", "5m");
     record("kubectl scale 3 → 5: all Ready", t.elapsed());
     assert_eq!(pods_of(&c, "edge-relayers").len(), 5);
-    if replication {
-        assert_replicated(
-            &c,
-            &hub_ip,
-            "blob-1",
-            &["edge-relayers"],
-            Duration::from_secs(120),
-        );
-    }
+    assert_replicated(
+        &c,
+        &hub_ip,
+        "blob-1",
+        &["edge-relayers"],
+        Duration::from_secs(120),
+    );
 
     // --- 5a. delete a relayer pod during writes: recreated, resumes from its volume
     let pv_before = c.kubectl(&[
@@ -924,23 +902,21 @@ fn full_stack_on_a_real_single_node_cluster() {
         "the recreated pod must reuse its volume"
     );
     assert_has_keys(&hub_ip, "hub", &acked, Duration::from_secs(30));
-    if replication {
-        assert_has_keys(
-            &new_ip,
-            "recreated edge-relayers-1",
-            &acked,
-            Duration::from_secs(120),
-        );
-        // resumed from its volume: it applied only what it missed, not the whole log again
-        let applied =
-            metric_sum(&new_ip, "unisondb_replication_records_applied_total").expect("applied");
-        let hub_lsn = metric_sum(&hub_ip, "unisondb_lsn").expect("hub lsn");
-        assert!(
-            applied < hub_lsn,
-            "recreated relayer re-applied {applied} records of the hub's {hub_lsn}: it did not resume from its volume"
-        );
-        eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
-    }
+    assert_has_keys(
+        &new_ip,
+        "recreated edge-relayers-1",
+        &acked,
+        Duration::from_secs(120),
+    );
+    // resumed from its volume: it applied only what it missed, not the whole log again
+    let applied =
+        metric_sum(&new_ip, "unisondb_replication_records_applied_total").expect("applied");
+    let hub_lsn = metric_sum(&hub_ip, "unisondb_lsn").expect("hub lsn");
+    assert!(
+        applied < hub_lsn,
+        "recreated relayer re-applied {applied} records of the hub's {hub_lsn}: it did not resume from its volume"
+    );
+    eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
 
     // --- 5b. delete the hub pod during writes: no acknowledged write lost, relayers reconnect
     let (old_hub_uid, _) = pod_ready(&c, "hub-0").expect("hub-0 Ready");
@@ -983,11 +959,9 @@ fn full_stack_on_a_real_single_node_cluster() {
     assert_has_keys(&hub_ip, "recreated hub", &acked, Duration::from_secs(30));
     kwait(&c, "unisonrelayer/edge-relayers", "5m");
     kwait(&c, &format!("unisonrelayer/{HOP2}"), "5m");
-    if replication {
-        for inst in ["edge-relayers", HOP2] {
-            for pod in pods_of(&c, inst) {
-                assert_has_keys(&pod_ip(&c, &pod), &pod, &acked, Duration::from_secs(120));
-            }
+    for inst in ["edge-relayers", HOP2] {
+        for pod in pods_of(&c, inst) {
+            assert_has_keys(&pod_ip(&c, &pod), &pod, &acked, Duration::from_secs(120));
         }
     }
 
@@ -1152,41 +1126,39 @@ fn full_stack_on_a_real_single_node_cluster() {
     assert!(!series.is_empty(), "no unisondb_lsn series scraped");
     let op = prometheus_query(prom_port, "unisondb_operator_reconcile_runs_total").expect("query");
     assert!(!op.is_empty(), "no operator reconcile metrics scraped");
-    if replication {
-        wait_until(
-            "relayer lag metrics present and ~0 when idle",
-            Duration::from_secs(60),
-            || {
-                let r = prometheus_query(prom_port, "unisondb_replication_lag_records")?;
-                let relayer_jobs: Vec<&String> = targets
-                    .iter()
-                    .map(|(p, _)| p)
-                    .filter(|p| p.starts_with("edge-"))
-                    .collect();
-                let jobs: BTreeMap<String, f64> = r
-                    .iter()
-                    .map(|s| {
-                        (
-                            s["metric"]["job"].as_str().unwrap_or("").to_string(),
-                            s["value"][1]
-                                .as_str()
-                                .unwrap_or("NaN")
-                                .parse()
-                                .unwrap_or(f64::NAN),
-                        )
-                    })
-                    .collect();
-                let ok = relayer_jobs
-                    .iter()
-                    .all(|j| jobs.get(*j).is_some_and(|v| *v <= 1.0));
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("lag by job: {jobs:?}"))
-                }
-            },
-        );
-    }
+    wait_until(
+        "relayer lag metrics present and ~0 when idle",
+        Duration::from_secs(60),
+        || {
+            let r = prometheus_query(prom_port, "unisondb_replication_lag_records")?;
+            let relayer_jobs: Vec<&String> = targets
+                .iter()
+                .map(|(p, _)| p)
+                .filter(|p| p.starts_with("edge-"))
+                .collect();
+            let jobs: BTreeMap<String, f64> = r
+                .iter()
+                .map(|s| {
+                    (
+                        s["metric"]["job"].as_str().unwrap_or("").to_string(),
+                        s["value"][1]
+                            .as_str()
+                            .unwrap_or("NaN")
+                            .parse()
+                            .unwrap_or(f64::NAN),
+                    )
+                })
+                .collect();
+            let ok = relayer_jobs
+                .iter()
+                .all(|j| jobs.get(*j).is_some_and(|v| *v <= 1.0));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("lag by job: {jobs:?}"))
+            }
+        },
+    );
 
     // --- 8. uninstall: CRs deleted → owned objects garbage-collected; helm uninstall
     let t = Instant::now();
