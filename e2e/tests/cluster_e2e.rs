@@ -862,7 +862,9 @@ fn full_stack_on_a_real_single_node_cluster() {
         "-o",
         "jsonpath={.spec.volumeName}",
     ]);
-    let (old_uid, _) = pod_ready(&c, "edge-relayers-1").expect("edge-relayers-1 Ready");
+    let (old_uid, _) = wait_until("edge-relayers-1 Ready", Duration::from_secs(180), || {
+        pod_ready(&c, "edge-relayers-1")
+    });
     let writer = Writer::start(c.kubeconfig.clone(), "relayer-kill");
     wait_until("writes to start", Duration::from_secs(30), || {
         if writer.count() >= 10 {
@@ -919,7 +921,9 @@ fn full_stack_on_a_real_single_node_cluster() {
     eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
 
     // --- 5b. delete the hub pod during writes: no acknowledged write lost, relayers reconnect
-    let (old_hub_uid, _) = pod_ready(&c, "hub-0").expect("hub-0 Ready");
+    let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
+        pod_ready(&c, "hub-0")
+    });
     let writer = Writer::start(c.kubeconfig.clone(), "hub-kill");
     wait_until("writes to start", Duration::from_secs(30), || {
         if writer.count() >= 10 {
@@ -971,7 +975,9 @@ fn full_stack_on_a_real_single_node_cluster() {
         .unwrap_or("")
         .to_string();
     assert!(!hash_before.is_empty(), "hub status has no configHash");
-    let (old_hub_uid, _) = pod_ready(&c, "hub-0").expect("hub-0 Ready");
+    let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
+        pod_ready(&c, "hub-0")
+    });
     let keys_before = kv_keys(&hub_ip).expect("hub keys");
     let t = Instant::now();
     c.kubectl(&[
@@ -1047,7 +1053,11 @@ fn full_stack_on_a_real_single_node_cluster() {
     let mut targets: Vec<(String, String)> = Vec::new(); // (pod, ip:port)
     for inst in ["hub", "edge-relayers", HOP2] {
         for pod in pods_of(&c, inst) {
-            let (_, ip) = pod_ready(&c, &pod).expect("pod Ready before scraping");
+            let (_, ip) = wait_until(
+                "pod Ready before scraping",
+                Duration::from_secs(180),
+                || pod_ready(&c, &pod),
+            );
             targets.push((pod, format!("{ip}:4000")));
         }
     }
