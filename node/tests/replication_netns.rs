@@ -113,8 +113,13 @@ impl Netns {
     }
 
     fn link(&self, up: bool) {
-        ip(&["link", "set", &self.host_dev, if up { "up" } else { "down" }])
-            .expect("toggle the host side of the veth");
+        ip(&[
+            "link",
+            "set",
+            &self.host_dev,
+            if up { "up" } else { "down" },
+        ])
+        .expect("toggle the host side of the veth");
     }
 }
 
@@ -361,7 +366,11 @@ async fn relayer_heals_after_network_partition() {
         .send()
         .await
         .expect("PUT acks=1 after the heal");
-    assert_eq!(r.status(), 200, "relayer does not acknowledge after the heal");
+    assert_eq!(
+        r.status(),
+        200,
+        "relayer does not acknowledge after the heal"
+    );
     let hub_lsn = lsn(&c, &hub).await.expect("hub LSN");
     wait_lsn(&c, &relayer, hub_lsn, Duration::from_secs(10)).await;
     let (h, r) = (all_kv(&c, &hub).await, all_kv(&c, &relayer).await);

@@ -16,7 +16,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -56,7 +56,9 @@ fn args() -> Result<Args> {
         dir: std::env::temp_dir().join(format!("bench-fanout-{}", std::process::id())),
     };
     let mut it = std::env::args().skip(1);
-    a.mode = it.next().context("usage: bench-fanout fanout|redis [flags]")?;
+    a.mode = it
+        .next()
+        .context("usage: bench-fanout fanout|redis [flags]")?;
     while let Some(flag) = it.next() {
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -383,7 +385,10 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
         c.put(&format!("warm{w}"), &body)?;
         w += 1;
         if warm.elapsed() > Duration::from_secs(120) {
-            bail!("only {} of {n} subscribers saw a message", seen.load(Ordering::Relaxed));
+            bail!(
+                "only {} of {n} subscribers saw a message",
+                seen.load(Ordering::Relaxed)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -420,7 +425,10 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
         .collect();
     let mut writes = Vec::new();
     for wk in workers {
-        writes.extend(wk.join().map_err(|_| anyhow::anyhow!("writer panicked"))??);
+        writes.extend(
+            wk.join()
+                .map_err(|_| anyhow::anyhow!("writer panicked"))??,
+        );
     }
     let load_secs = start.elapsed().as_secs_f64();
     let drain = Instant::now();
@@ -489,7 +497,7 @@ fn resp_write(s: &mut TcpStream, args: &[&[u8]]) -> Result<()> {
 #[derive(Debug)]
 enum Resp {
     Str(Vec<u8>),
-    Int(i64),
+    Int,
     Nil,
     Arr(Vec<Resp>),
 }
@@ -505,7 +513,10 @@ fn resp_read(r: &mut BufReader<TcpStream>) -> Result<Resp> {
     Ok(match line[0] {
         b'+' => Resp::Str(rest.to_vec()),
         b'-' => bail!("redis error: {}", String::from_utf8_lossy(rest)),
-        b':' => Resp::Int(num()?),
+        b':' => {
+            num()?;
+            Resp::Int
+        }
         b'$' => {
             let n = num()?;
             if n < 0 {
@@ -545,10 +556,17 @@ fn spawn_redis(a: &Args, name: &str, replica_of: Option<u16>) -> Result<Proc> {
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
     let mut cmd = Command::new("redis-server");
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "no", "--notify-keyspace-events", "KEA"])
-        .arg("--dir")
-        .arg(&dir);
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ])
+    .args(["--appendonly", "no", "--notify-keyspace-events", "KEA"])
+    .arg("--dir")
+    .arg(&dir);
     if let Some(p) = replica_of {
         cmd.args(["--replicaof", "127.0.0.1", &p.to_string()]);
     }
@@ -631,10 +649,7 @@ fn row(name: &str, v: &[u64], base: Option<u64>) {
     let ratio = base.map_or(String::from("1.00"), |b| {
         format!("{:.2}", p50 as f64 / b.max(1) as f64)
     });
-    println!(
-        "| {name} | {} | {p50} | {p99} | {max} | {ratio} |",
-        v.len()
-    );
+    println!("| {name} | {} | {p50} | {p99} | {max} | {ratio} |", v.len());
 }
 
 fn redis_compare(a: &Args) -> Result<()> {
@@ -731,9 +746,21 @@ fn redis_compare(a: &Args) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     let (b1, b2) = (pct(rd1.clone()).0, pct(rd2.clone()).0);
     row("Redis SET → keyspace event on replica (1 hop)", &rd1, None);
-    row("Redis SET → keyspace event on replica of replica (2 hops)", &rd2, None);
-    row("UnisonDB PUT → ZeroMQ event on relayer (1 hop)", &u_1, Some(b1));
-    row("UnisonDB PUT → ZeroMQ event on relayer of relayer (2 hops)", &u_2, Some(b2));
+    row(
+        "Redis SET → keyspace event on replica of replica (2 hops)",
+        &rd2,
+        None,
+    );
+    row(
+        "UnisonDB PUT → ZeroMQ event on relayer (1 hop)",
+        &u_1,
+        Some(b1),
+    );
+    row(
+        "UnisonDB PUT → ZeroMQ event on relayer of relayer (2 hops)",
+        &u_2,
+        Some(b2),
+    );
     Ok(())
 }
 
