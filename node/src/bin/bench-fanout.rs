@@ -100,14 +100,18 @@ struct Proc {
 }
 
 impl Proc {
-    fn rss_kib(&self) -> u64 {
+    /// (VmRSS, RssAnon) in KiB. VmRSS includes the mmap'd WAL/B+Tree pages touched (RssFile).
+    fn rss_kib(&self) -> (u64, u64) {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
-        s.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        let field = |name: &str| {
+            s.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("RssAnon:"))
     }
 
     fn log(&self) -> String {
@@ -438,7 +442,7 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let drain_secs = drain.elapsed().as_secs_f64();
-    let rss: Vec<u64> = relayers.iter().map(|r| r.rss_kib()).collect();
+    let rss: Vec<(u64, u64)> = relayers.iter().map(|r| r.rss_kib()).collect();
     let hub_rss = hub.rss_kib();
     stop.store(true, Ordering::Relaxed);
     let arr = sub
@@ -460,10 +464,16 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
     }
     let (c50, c99, _) = pct(commit);
     let (l50, l99, lmax) = pct(lag);
-    let rss_mean = rss.iter().sum::<u64>() as f64 / rss.len().max(1) as f64 / 1024.0;
-    let rss_max = *rss.iter().max().unwrap_or(&0) as f64 / 1024.0;
+    let mib = |v: &[u64]| {
+        (
+            v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0,
+            *v.iter().max().unwrap_or(&0) as f64 / 1024.0,
+        )
+    };
+    let (rss_mean, rss_max) = mib(&rss.iter().map(|r| r.0).collect::<Vec<_>>());
+    let (anon_mean, anon_max) = mib(&rss.iter().map(|r| r.1).collect::<Vec<_>>());
     println!(
-        "| {n} | {} | {:.0} | {} | {} / {} | {} | {} | {} | {missing} | {:.1} | {rss_mean:.1} / {rss_max:.1} | {:.1} |",
+        "| {n} | {} | {:.0} | {} | {} / {} | {} | {} | {} | {missing} | {:.1} | {rss_mean:.1} / {rss_max:.1} | {anon_mean:.1} / {anon_max:.1} | {:.1} |",
         a.rate,
         writes.len() as f64 / load_secs,
         writes.len(),
@@ -473,7 +483,7 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
         ms(l99),
         ms(lmax),
         drain_secs,
-        hub_rss as f64 / 1024.0,
+        hub_rss.0 as f64 / 1024.0,
     );
     drop(relayers);
     drop(hub);
@@ -773,8 +783,8 @@ fn main() -> Result<()> {
                 "\nhub wal.fsync = {}, relayers wal.fsync = {}, relayer memtable = {} B, {} connections, {} s, 1 KiB values\n",
                 a.hub_fsync, a.relayer_fsync, a.relayer_memtable, a.conns, a.secs
             );
-            println!("| relayers | offered w/s | achieved w/s | writes | hub commit p50 / p99 ms | lag p50 ms | lag p99 ms | lag max ms | not on all | drain s | relayer RSS mean / max MiB | hub RSS MiB |");
-            println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!("| relayers | offered w/s | achieved w/s | writes | hub commit p50 / p99 ms | lag p50 ms | lag p99 ms | lag max ms | not on all | drain s | relayer VmRSS mean / max MiB | relayer RssAnon mean / max MiB | hub VmRSS MiB |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             a.relayers.iter().try_for_each(|&n| fanout(&a, n))
         }
         "redis" => redis_compare(&a),
