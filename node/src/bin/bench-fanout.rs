@@ -413,7 +413,8 @@ fn fanout(a: &Args, n: usize) -> Result<()> {
                 let mut k = 0u64;
                 loop {
                     let due = start + per_conn.mul_f64(k as f64);
-                    if due.duration_since(start) >= run {
+                    // Stop at the deadline even when behind schedule (offered > sustainable).
+                    if due.duration_since(start) >= run || start.elapsed() >= run {
                         return Ok(out);
                     }
                     if let Some(d) = due.checked_duration_since(Instant::now()) {
