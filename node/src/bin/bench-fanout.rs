@@ -83,10 +83,21 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
+/// A port below the ephemeral range (32768+): with ~100 processes connecting to each other, a port
+/// found free by binding :0 can be taken by an outgoing connection before the child binds it.
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 12_000 + (std::process::id() as usize % 20) * 1000;
+    loop {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        if i >= 1000 {
+            bail!("no free port left in {base}..{}", base + 1000);
+        }
+        let p = (base + i) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return Ok(p);
+        }
+    }
 }
 
 /// A child process (unisondb or redis-server), SIGKILLed on drop.
