@@ -1,0 +1,23 @@
+//! The UnisonDB node configuration contract (docs/CONFIG.md), written once.
+//!
+//! The node deserializes it ([`Config::load`]); the Kubernetes operator builds a [`Config`] value and
+//! serializes it into the ConfigMap. Loading layers embedded defaults, an optional `.toml`/`.yaml`/`.yml`
+//! file and `UNISONDB_<SECTION>_<KEY>` environment variables with `figment`, rejects unknown keys and
+//! then [`Config::validate`]s the result, so a typo fails loudly at start instead of being ignored.
+
+mod codec;
+mod error;
+mod load;
+mod model;
+mod validate;
+
+pub use error::ConfigError;
+pub use load::{YamlNg, ENV_PREFIX, SECTIONS};
+pub use model::{
+    Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat, MemtableConfig, Mode,
+    NotifyConfig, ReplicationConfig, ServerConfig, WalConfig,
+};
+pub use validate::validate_namespace;
+
+#[cfg(test)]
+mod tests;

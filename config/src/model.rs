@@ -1,0 +1,280 @@
+//! The config tree, section by section in docs/CONFIG.md order, with its defaults.
+//!
+//! Field order is the serialized order: the operator's rendered file (and its hash) depends on it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+
+/// Writable hub or read-only follower (`server.mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Writable hub: owns its namespaces and streams their WAL.
+    #[default]
+    Replicator,
+    /// Read-only follower of `replication.upstream`.
+    Relayer,
+}
+
+impl Mode {
+    /// The spelling used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Replicator => "replicator",
+            Mode::Relayer => "relayer",
+        }
+    }
+}
+
+/// When the WAL is fsynced (`wal.fsync`); the period of `Interval` is `wal.fsync_interval_ms`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Before every acknowledgement.
+    #[default]
+    Always,
+    /// Every `wal.fsync_interval_ms`.
+    Interval,
+    /// Never (the OS decides).
+    Never,
+}
+
+impl FsyncMode {
+    /// The spelling used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsyncMode::Always => "always",
+            FsyncMode::Interval => "interval",
+            FsyncMode::Never => "never",
+        }
+    }
+}
+
+/// Log line format (`log.format`, also `--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// The spelling used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The whole node configuration. Every key has a default; unknown keys are errors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub http: HttpConfig,
+    pub grpc: GrpcConfig,
+    pub notify: NotifyConfig,
+    pub wal: WalConfig,
+    pub memtable: MemtableConfig,
+    pub replication: ReplicationConfig,
+    pub log: LogConfig,
+}
+
+/// `server.*`: role, storage and the namespaces served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    /// Served namespaces; from the environment, a comma-separated list.
+    #[serde(deserialize_with = "codec::string_list")]
+    pub namespaces: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Replicator,
+            data_dir: PathBuf::from("./data"),
+            namespaces: vec!["default".to_string()],
+        }
+    }
+}
+
+/// `http.*`: the API listener. Empty file names mean "not set".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `IP:port`.
+    pub listen: String,
+    pub max_body_bytes: u64,
+    pub lob_max_bytes: u64,
+    pub auth_token: String,
+    pub auth_token_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// A transaction untouched this long is aborted by the reaper (whole seconds in the file).
+    #[serde(with = "codec::secs")]
+    pub txn_idle_timeout_secs: Duration,
+    /// A transaction older than this is aborted whatever its activity (whole seconds in the file).
+    #[serde(with = "codec::secs")]
+    pub txn_max_lifetime_secs: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:4000".into(),
+            max_body_bytes: 4 << 20,
+            lob_max_bytes: 16 << 30,
+            auth_token: String::new(),
+            auth_token_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            txn_idle_timeout_secs: Duration::from_secs(60),
+            txn_max_lifetime_secs: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `grpc.*`: the replication listener; with `tls_ca_file` set, client certificates are required.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `IP:port`.
+    pub listen: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    pub tls_ca_file: String,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:4001".into(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
+        }
+    }
+}
+
+/// `notify.*`: the ZeroMQ PUB socket for change notifications.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    pub enabled: bool,
+    /// ZeroMQ endpoint, e.g. `tcp://0.0.0.0:4002`.
+    pub bind: String,
+    pub high_water_mark: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: "tcp://0.0.0.0:4002".into(),
+            high_water_mark: 100_000,
+        }
+    }
+}
+
+/// `wal.*`: durability, segment size and retention of the write-ahead log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    pub fsync: FsyncMode,
+    /// Fsync period with `fsync: interval` (whole milliseconds in the file).
+    #[serde(with = "codec::millis")]
+    pub fsync_interval_ms: Duration,
+    pub segment_size_bytes: u64,
+    pub retention_max_bytes: u64,
+    /// Age bound of retained segments (whole seconds in the file).
+    #[serde(with = "codec::secs")]
+    pub retention_max_age_secs: Duration,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncMode::Always,
+            fsync_interval_ms: Duration::from_millis(10),
+            segment_size_bytes: 64 << 20,
+            retention_max_bytes: 1 << 30,
+            retention_max_age_secs: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// `memtable.*`: size at which the memtable is sealed and flushed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemtableConfig {
+    pub size_bytes: u64,
+}
+
+impl Default for MemtableConfig {
+    fn default() -> Self {
+        Self {
+            size_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `replication.*`: what this node follows and how it authenticates upstream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Relayer: gRPC address of the upstream, e.g. `http://hub-0.hub:4001`.
+    pub upstream: String,
+    /// Hub: namespace -> upstream of the hub that owns it; from the environment, `a=url,b=url`.
+    #[serde(deserialize_with = "codec::string_map")]
+    pub mirrors: BTreeMap<String, String>,
+    pub max_lag_records: u64,
+    pub tls_ca_file: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            upstream: String::new(),
+            mirrors: BTreeMap::new(),
+            max_lag_records: 10_000,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+        }
+    }
+}
+
+/// `log.*`: format and `tracing` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `info,unisondb=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}

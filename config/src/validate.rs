@@ -1,0 +1,80 @@
+//! Rejects values that parse but that the node cannot run with.
+
+use std::net::SocketAddr;
+
+use crate::{Config, ConfigError, FsyncMode};
+
+/// The namespace naming rule (`server.namespaces`): 1..=64 bytes of `[A-Za-z0-9_.-]`, not starting
+/// with a dot. The storage engine applies the same rule when it opens a namespace.
+pub fn validate_namespace(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid namespace name {name:?}"))
+    }
+}
+
+impl Config {
+    /// Rejects values the node cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.server.namespaces.is_empty() {
+            return bad("server.namespaces must name at least one namespace".into());
+        }
+        for ns in &self.server.namespaces {
+            if let Err(e) = validate_namespace(ns) {
+                return bad(format!("server.namespaces: {e}"));
+            }
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return bad("server.data_dir must not be empty".into());
+        }
+        for (key, addr) in [
+            ("http.listen", &self.http.listen),
+            ("grpc.listen", &self.grpc.listen),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return bad(format!("{key}: {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.wal.fsync == FsyncMode::Interval && self.wal.fsync_interval_ms.is_zero() {
+            return bad("wal.fsync_interval_ms must be > 0 with fsync: interval".into());
+        }
+        if self.wal.segment_size_bytes < 64 << 10 {
+            return bad("wal.segment_size_bytes must be at least 65536".into());
+        }
+        if self.memtable.size_bytes < 64 << 10 {
+            return bad("memtable.size_bytes must be at least 65536".into());
+        }
+        if self.http.max_body_bytes == 0 || self.http.lob_max_bytes == 0 {
+            return bad("http.max_body_bytes and http.lob_max_bytes must be > 0".into());
+        }
+        if self.http.txn_idle_timeout_secs.is_zero() || self.http.txn_max_lifetime_secs.is_zero() {
+            return bad("http.txn_* timeouts must be > 0".into());
+        }
+        if self.http.tls_cert_file.is_empty() != self.http.tls_key_file.is_empty() {
+            return bad("http.tls_cert_file and http.tls_key_file must be set together".into());
+        }
+        if !self.http.auth_token.is_empty() && !self.http.auth_token_file.is_empty() {
+            return bad("set http.auth_token or http.auth_token_file, not both".into());
+        }
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return bad(format!(
+                "log.level: {:?} is not a valid filter",
+                self.log.level
+            ));
+        }
+        Ok(())
+    }
+}
