@@ -33,7 +33,7 @@ impl Format for YamlNg {
     type Error = serde_yaml_ng::Error;
     const NAME: &'static str = "YAML";
 
-    fn from_str<'de, T: DeserializeOwned>(string: &'de str) -> Result<T, Self::Error> {
+    fn from_str<T: DeserializeOwned>(string: &str) -> Result<T, Self::Error> {
         if string.trim().is_empty() {
             serde_yaml_ng::from_str("{}")
         } else {

@@ -3,6 +3,9 @@
 //! Environment and files go through `figment::Jail`, which serializes tests that touch the process
 //! environment and runs each in its own temporary working directory.
 
+// `Jail::expect_with` takes closures returning `figment::Result`, whose error is large by design.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use unisondb::config::{Config, Mode};
+use unisondb::config::{Config, ConfigExt, LogFormat, Mode};
 use unisondb::db::Database;
 use unisondb::http::{self, AppState};
 use unisondb::models::lob;
@@ -29,12 +29,6 @@ struct Cli {
     log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -68,14 +62,14 @@ enum ConfigCommand {
     Check { file: PathBuf },
 }
 
-fn init_logs(format: &str, level: &str) {
+fn init_logs(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -84,10 +78,7 @@ fn init_logs(format: &str, level: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let log_override = cli.log_format.map(|f| match f {
-        LogFormat::Text => "text",
-        LogFormat::Json => "json",
-    });
+    let log_override = cli.log_format;
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
@@ -102,7 +93,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Inspect { dir, json } => {
-            init_logs(log_override.unwrap_or("text"), "warn");
+            init_logs(log_override.unwrap_or_default(), "warn");
             match unisondb::inspect::inspect(&dir) {
                 Ok(report) => {
                     if json {
@@ -140,9 +131,9 @@ fn main() -> ExitCode {
                 cfg.server.mode = m;
             }
             if let Some(f) = log_override {
-                cfg.log.format = f.to_string();
+                cfg.log.format = f;
             }
-            init_logs(&cfg.log.format, &cfg.log.level);
+            init_logs(cfg.log.format, &cfg.log.level);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -1,12 +1,15 @@
-//! Renders the node's config file (docs/CONFIG.md) from a hub or relayer spec. Pure: the same input
-//! always yields byte-identical YAML, so its hash only changes when the config does.
+//! Renders the node's config file (docs/CONFIG.md) from a hub or relayer spec. The file is a
+//! `unisondb_config::Config` (the node's own type) serialized to YAML. Pure: the same input always
+//! yields byte-identical YAML, so its hash only changes when the config does.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
+use unisondb_config::{Config, FsyncMode};
 
-use crate::crd::{ExtraConfig, NodeSpecView};
+use crate::crd::{ExtraConfig, FsyncPolicy, NodeSpecView};
 
 /// Where the node keeps its data inside the container (node contract).
 pub const DATA_DIR: &str = "/var/lib/unisondb";
@@ -21,21 +24,8 @@ pub const AUTH_DIR: &str = "/etc/unisondb/auth";
 pub const HTTP_PORT: i32 = 4000;
 pub const GRPC_PORT: i32 = 4001;
 
-/// `server.mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Replicator,
-    Relayer,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Replicator => "replicator",
-            Mode::Relayer => "relayer",
-        }
-    }
-}
+/// `server.mode`: the node's own type, so the operator cannot spell it differently.
+pub use unisondb_config::Mode;
 
 /// Everything the config depends on besides the shared spec fields.
 #[derive(Clone, Debug)]
@@ -67,87 +57,10 @@ pub enum ConfigError {
     Managed(String, String),
     #[error("extraConfig: {0}.{1} has the wrong type (expected {2})")]
     WrongType(String, String, &'static str),
+    #[error("extraConfig: {0} (see docs/CONFIG.md)")]
+    Invalid(String),
     #[error("rendering config: {0}")]
     Render(String),
-}
-
-// ---- the file format, section by section, in docs/CONFIG.md order --------------------------------
-
-#[derive(Serialize)]
-struct Server {
-    mode: &'static str,
-    data_dir: String,
-    namespaces: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Http {
-    listen: String,
-    max_body_bytes: u64,
-    lob_max_bytes: u64,
-    auth_token: String,
-    auth_token_file: String,
-    tls_cert_file: String,
-    tls_key_file: String,
-    txn_idle_timeout_secs: u64,
-    txn_max_lifetime_secs: u64,
-}
-
-#[derive(Serialize)]
-struct Grpc {
-    listen: String,
-    tls_cert_file: String,
-    tls_key_file: String,
-    tls_ca_file: String,
-}
-
-#[derive(Serialize)]
-struct Notify {
-    enabled: bool,
-    bind: String,
-    high_water_mark: u64,
-}
-
-#[derive(Serialize)]
-struct Wal {
-    fsync: &'static str,
-    fsync_interval_ms: u64,
-    segment_size_bytes: u64,
-    retention_max_bytes: u64,
-    retention_max_age_secs: u64,
-}
-
-#[derive(Serialize)]
-struct Memtable {
-    size_bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Replication {
-    upstream: String,
-    mirrors: BTreeMap<String, String>,
-    max_lag_records: u64,
-    tls_ca_file: String,
-    tls_cert_file: String,
-    tls_key_file: String,
-}
-
-#[derive(Serialize)]
-struct Log {
-    format: String,
-    level: String,
-}
-
-#[derive(Serialize)]
-struct NodeConfig {
-    server: Server,
-    http: Http,
-    grpc: Grpc,
-    notify: Notify,
-    wal: Wal,
-    memtable: Memtable,
-    replication: Replication,
-    log: Log,
 }
 
 /// Keys only the operator sets: they encode ports, mounts and topology.
@@ -170,67 +83,54 @@ const MANAGED: &[(&str, &str)] = &[
     ("replication", "tls_key_file"),
 ];
 
-fn base(input: &ConfigInput<'_>) -> NodeConfig {
+/// The node's config for `input`: the node's defaults, with the operator-managed keys (ports, mounts,
+/// topology) and the spec's WAL settings filled in.
+fn base(input: &ConfigInput<'_>) -> Config {
     let spec = &input.spec;
     let tls = |file: &str| {
         spec.tls
             .map(|_| format!("{TLS_DIR}/{file}"))
             .unwrap_or_default()
     };
-    NodeConfig {
-        server: Server {
-            mode: input.mode.as_str(),
-            data_dir: DATA_DIR.to_string(),
-            namespaces: input.namespaces.clone(),
-        },
-        http: Http {
-            listen: format!("0.0.0.0:{HTTP_PORT}"),
-            max_body_bytes: 4_194_304,
-            lob_max_bytes: 17_179_869_184,
-            auth_token: String::new(),
-            auth_token_file: spec
-                .http_auth
-                .map(|a| format!("{AUTH_DIR}/{}", a.key))
-                .unwrap_or_default(),
-            tls_cert_file: String::new(),
-            tls_key_file: String::new(),
-            txn_idle_timeout_secs: 60,
-            txn_max_lifetime_secs: 600,
-        },
-        grpc: Grpc {
-            listen: format!("0.0.0.0:{GRPC_PORT}"),
-            tls_cert_file: tls("tls.crt"),
-            tls_key_file: tls("tls.key"),
-            tls_ca_file: tls("ca.crt"),
-        },
-        notify: Notify {
-            enabled: spec.notifications.enabled,
-            bind: format!("tcp://0.0.0.0:{}", spec.notifications.port),
-            high_water_mark: 100_000,
-        },
-        wal: Wal {
-            fsync: spec.wal.fsync.as_str(),
-            fsync_interval_ms: spec.wal.fsync_interval_ms.unwrap_or(10),
-            segment_size_bytes: spec.wal.segment_size_bytes.unwrap_or(67_108_864),
-            retention_max_bytes: spec.wal.retention_max_bytes.unwrap_or(1_073_741_824),
-            retention_max_age_secs: spec.wal.retention_max_age_secs.unwrap_or(86_400),
-        },
-        memtable: Memtable {
-            size_bytes: 67_108_864,
-        },
-        replication: Replication {
-            upstream: input.upstream.clone().unwrap_or_default(),
-            mirrors: input.mirrors.clone(),
-            max_lag_records: 10_000,
-            tls_ca_file: tls("ca.crt"),
-            tls_cert_file: tls("tls.crt"),
-            tls_key_file: tls("tls.key"),
-        },
-        log: Log {
-            format: "text".to_string(),
-            level: "info".to_string(),
-        },
+    let mut c = Config::default();
+    c.server.mode = input.mode;
+    c.server.data_dir = DATA_DIR.into();
+    c.server.namespaces = input.namespaces.clone();
+    c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
+    c.http.auth_token_file = spec
+        .http_auth
+        .map(|a| format!("{AUTH_DIR}/{}", a.key))
+        .unwrap_or_default();
+    c.grpc.listen = format!("0.0.0.0:{GRPC_PORT}");
+    c.grpc.tls_cert_file = tls("tls.crt");
+    c.grpc.tls_key_file = tls("tls.key");
+    c.grpc.tls_ca_file = tls("ca.crt");
+    c.notify.enabled = spec.notifications.enabled;
+    c.notify.bind = format!("tcp://0.0.0.0:{}", spec.notifications.port);
+    let wal = &spec.wal;
+    c.wal.fsync = match wal.fsync {
+        FsyncPolicy::Always => FsyncMode::Always,
+        FsyncPolicy::Interval => FsyncMode::Interval,
+        FsyncPolicy::Never => FsyncMode::Never,
+    };
+    if let Some(ms) = wal.fsync_interval_ms {
+        c.wal.fsync_interval_ms = Duration::from_millis(ms);
     }
+    if let Some(bytes) = wal.segment_size_bytes {
+        c.wal.segment_size_bytes = bytes;
+    }
+    if let Some(bytes) = wal.retention_max_bytes {
+        c.wal.retention_max_bytes = bytes;
+    }
+    if let Some(secs) = wal.retention_max_age_secs {
+        c.wal.retention_max_age_secs = Duration::from_secs(secs);
+    }
+    c.replication.upstream = input.upstream.clone().unwrap_or_default();
+    c.replication.mirrors = input.mirrors.clone();
+    c.replication.tls_ca_file = tls("ca.crt");
+    c.replication.tls_cert_file = tls("tls.crt");
+    c.replication.tls_key_file = tls("tls.key");
+    c
 }
 
 /// Checks `extraConfig` against the documented keys without rendering (used by validation).
@@ -255,22 +155,28 @@ pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
         upstream: None,
         mirrors: BTreeMap::new(),
     });
-    let mut doc = serde_yaml::to_value(&probe).map_err(|e| ConfigError::Render(e.to_string()))?;
+    let mut doc = to_doc(&probe)?;
     merge_extra(&mut doc, extra)
 }
 
-fn kind_of(v: &serde_yaml::Value) -> &'static str {
+fn to_doc(config: &Config) -> Result<Value, ConfigError> {
+    serde_yaml_ng::to_value(config).map_err(|e| ConfigError::Render(e.to_string()))
+}
+
+fn kind_of(v: &Value) -> &'static str {
     match v {
-        serde_yaml::Value::Bool(_) => "boolean",
-        serde_yaml::Value::Number(_) => "number",
-        serde_yaml::Value::String(_) => "string",
-        serde_yaml::Value::Sequence(_) => "list",
-        serde_yaml::Value::Mapping(_) => "map",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Sequence(_) => "list",
+        Value::Mapping(_) => "map",
         _ => "null",
     }
 }
 
-fn merge_extra(doc: &mut serde_yaml::Value, extra: &ExtraConfig) -> Result<(), ConfigError> {
+/// Overlays `extra` on `doc` key by key, then reads the result back as the node would, so a value
+/// of the right kind but not accepted by the node (`wal.fsync: sometimes`) is refused here.
+fn merge_extra(doc: &mut Value, extra: &ExtraConfig) -> Result<(), ConfigError> {
     for (section, keys) in extra {
         let sec = doc
             .get_mut(section.as_str())
@@ -284,7 +190,7 @@ fn merge_extra(doc: &mut serde_yaml::Value, extra: &ExtraConfig) -> Result<(), C
                 .get_mut(key.as_str())
                 .ok_or_else(|| ConfigError::UnknownKey(section.clone(), key.clone()))?;
             let new =
-                serde_yaml::to_value(value).map_err(|e| ConfigError::Render(e.to_string()))?;
+                serde_yaml_ng::to_value(value).map_err(|e| ConfigError::Render(e.to_string()))?;
             let want = kind_of(slot);
             if kind_of(&new) != want {
                 return Err(ConfigError::WrongType(section.clone(), key.clone(), want));
@@ -292,15 +198,16 @@ fn merge_extra(doc: &mut serde_yaml::Value, extra: &ExtraConfig) -> Result<(), C
             *slot = new;
         }
     }
-    Ok(())
+    serde_yaml_ng::from_value::<Config>(doc.clone())
+        .map(drop)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// Renders the full config file (every key explicit) and its hash.
 pub fn render(input: &ConfigInput<'_>) -> Result<RenderedConfig, ConfigError> {
-    let mut doc =
-        serde_yaml::to_value(base(input)).map_err(|e| ConfigError::Render(e.to_string()))?;
+    let mut doc = to_doc(&base(input))?;
     merge_extra(&mut doc, input.spec.extra_config)?;
-    let yaml = serde_yaml::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
+    let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
     let hash = hash(&yaml);
     Ok(RenderedConfig { yaml, hash })
 }

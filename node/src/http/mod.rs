@@ -51,8 +51,8 @@ impl AppState {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> AppState {
         let limits = TxnLimits {
-            idle: std::time::Duration::from_secs(cfg.http.txn_idle_timeout_secs),
-            lifetime: std::time::Duration::from_secs(cfg.http.txn_max_lifetime_secs),
+            idle: cfg.http.txn_idle_timeout_secs,
+            lifetime: cfg.http.txn_max_lifetime_secs,
             ..TxnLimits::default()
         };
         AppState {
