@@ -1,6 +1,7 @@
 //! Storage benchmark: redb's workload against UnisonDB's namespace engine and peer engines.
 //!
-//! `cargo bench -p unisondb-node --bench kv -- [--n N] [--json FILE] [--engines a,b] [--dir DIR]`
+//! `cargo bench -p unisondb-bench --bench kv -- [--n N] [--json FILE] [--engines a,b] [--dir DIR]`
+//! (`-- --help` lists them; `--features rocksdb` adds the rocksdb peer).
 //!
 //! Every engine runs in a fresh temp dir on the same filesystem, with the same keys (24 random bytes),
 //! values (150 random bytes) and operation order (fixed seed). Writes are durable: each commit returns
@@ -14,9 +15,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use unisondb_bench::stats::percentile;
 
 const KEY_LEN: usize = 24;
 const VALUE_LEN: usize = 150;
@@ -443,7 +446,7 @@ mod sqlite {
     }
 }
 
-#[cfg(feature = "bench-rocksdb")]
+#[cfg(feature = "rocksdb")]
 mod rocks {
     use super::*;
     use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -513,7 +516,7 @@ const ENGINES: &[&str] = &[
     "fjall",
     "sled",
     "sqlite",
-    #[cfg(feature = "bench-rocksdb")]
+    #[cfg(feature = "rocksdb")]
     "rocksdb",
 ];
 
@@ -525,7 +528,7 @@ fn open(name: &str, dir: &Path) -> Result<Box<dyn Engine>> {
         "fjall" => Box::new(fjall_peer::open(dir)?),
         "sled" => Box::new(sled_peer::open(dir)?),
         "sqlite" => Box::new(sqlite::open(dir)?),
-        #[cfg(feature = "bench-rocksdb")]
+        #[cfg(feature = "rocksdb")]
         "rocksdb" => Box::new(rocks::open(dir)?),
         other => bail!("unknown engine {other:?}; known: {}", ENGINES.join(", ")),
     })
@@ -654,8 +657,8 @@ fn run_engine(name: &str, w: &Workload, base: &Path) -> Result<Results> {
     }
     r.individual = start.elapsed();
     lat.sort();
-    r.individual_p50 = lat[lat.len() / 2];
-    r.individual_p99 = lat[lat.len() * 99 / 100];
+    r.individual_p50 = percentile(&lat, 0.50).unwrap_or_default();
+    r.individual_p99 = percentile(&lat, 0.99).unwrap_or_default();
     log("individual writes", r.individual);
 
     r.batch = timed(|| {
@@ -728,7 +731,7 @@ fn fdatasync_floor(base: &Path, samples: usize) -> Result<Duration> {
         lat.push(t.elapsed());
     }
     lat.sort();
-    Ok(lat[lat.len() / 2])
+    percentile(&lat, 0.50).context("no fdatasync samples")
 }
 
 fn ms(d: Duration) -> f64 {
@@ -948,43 +951,37 @@ fn write_json(path: &Path, floor: Duration, results: &[(String, Results)]) -> Re
     Ok(())
 }
 
+/// redb's benchmark workload against UnisonDB's engine and the peer engines.
+#[derive(Parser, Debug)]
+#[command(name = "kv")]
 struct Args {
+    /// Pairs in the bulk load (underscores allowed: 1_000_000).
+    #[arg(long, default_value = "1000000", value_parser = parse_n)]
     n: usize,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
     json: Option<PathBuf>,
+    /// Engines to run, in order (default: all built in).
+    #[arg(long, value_delimiter = ',', default_values_t = ENGINES.iter().map(|s| s.to_string()))]
     engines: Vec<String>,
+    /// Where the engines' temp dirs go (default: $TMPDIR).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
     dir: PathBuf,
+    /// Passed by `cargo bench` to harness-less benches; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-fn parse_args() -> Result<Args> {
-    let mut a = Args {
-        n: 1_000_000,
-        json: None,
-        engines: ENGINES.iter().map(|s| s.to_string()).collect(),
-        dir: std::env::temp_dir(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--n" => a.n = value()?.replace('_', "").parse()?,
-            "--json" => a.json = Some(value()?.into()),
-            "--engines" => a.engines = value()?.split(',').map(str::to_string).collect(),
-            "--dir" => a.dir = value()?.into(),
-            // cargo bench passes --bench to harness-less benches.
-            "--bench" => {}
-            other => bail!(
-                "unknown argument {other:?}; use --n N, --json FILE, --engines a,b, --dir DIR"
-            ),
-        }
+fn parse_n(s: &str) -> Result<usize, String> {
+    let n: usize = s.replace('_', "").parse().map_err(|e| format!("{e}"))?;
+    if n < 2 {
+        return Err("must be at least 2".into());
     }
-    if a.n < 2 {
-        bail!("--n must be at least 2");
-    }
-    Ok(a)
+    Ok(n)
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
+    let args = Args::parse();
     eprintln!(
         "generating workload: N = {}, {KEY_LEN}-byte keys, {VALUE_LEN}-byte values, seed {SEED:#x}",
         args.n

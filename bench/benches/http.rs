@@ -2,33 +2,22 @@
 //! PUT (fsync `interval`), GET, and a 50/50 mix; then Redis from the same machine when installed
 //! (`redis-benchmark -d 1000 -c 10 -t set,get`), with the ratio printed.
 //!
-//! Run: `cargo bench -p unisondb-node --bench http` (BENCH_SECS=N per phase, default 5).
+//! Run: `cargo build --release -p unisondb-node --bin unisondb && cargo bench -p unisondb-bench --bench http`
+//! (BENCH_SECS=N per phase, default 5; `UNISONDB_BIN` names another `unisondb` binary).
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result};
 use base64::Engine as _;
+use unisondb_bench::locate::unisondb_bin;
+use unisondb_bench::process::{on_path, Fsync, Node, NodeSpec, RedisServer, RedisSpec};
+use unisondb_bench::stats::percentile;
 
 const CONNS: usize = 10;
 const VALUE: usize = 1000;
 const KEYS: u64 = 100_000;
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Phase {
@@ -37,14 +26,14 @@ enum Phase {
     Mix,
 }
 
-struct Result {
+struct PhaseResult {
     name: &'static str,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-async fn run_phase(base: Arc<String>, phase: Phase, name: &'static str, secs: u64) -> Result {
+async fn run_phase(base: Arc<String>, phase: Phase, name: &'static str, secs: u64) -> PhaseResult {
     let value = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; VALUE]);
     let body = Arc::new(format!("{{\"value\":\"{value}\"}}"));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -104,12 +93,8 @@ async fn run_phase(base: Arc<String>, phase: Phase, name: &'static str, secs: u6
     }
     let elapsed = start.elapsed().as_secs_f64().max(secs as f64);
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map(|&us| us as f64 / 1000.0)
-            .unwrap_or(0.0)
-    };
-    Result {
+    let pct = |p: f64| percentile(&all, p).map_or(0.0, |us| us as f64 / 1000.0);
+    PhaseResult {
         name,
         rps: all.len() as f64 / elapsed,
         p50_ms: pct(0.50),
@@ -118,38 +103,15 @@ async fn run_phase(base: Arc<String>, phase: Phase, name: &'static str, secs: u6
 }
 
 /// Runs redis-benchmark against a fresh redis-server (no persistence); returns (test, rps, p50, p99).
-fn redis(n: u64) -> Option<Vec<(String, f64, f64, f64)>> {
-    let server = which("redis-server")?;
-    let bench = which("redis-benchmark")?;
-    let port = free_port();
-    let dir = tempfile::tempdir().ok()?;
-    let _srv = Kill(
-        Command::new(server)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?,
-    );
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// `None` when Redis is not installed or does not start.
+fn redis(root: &std::path::Path, n: u64) -> Option<Vec<(String, f64, f64, f64)>> {
+    if !on_path("redis-server") || !on_path("redis-benchmark") {
+        return None;
     }
-    let out = Command::new(bench)
+    let srv = RedisServer::spawn(root, "redis", &RedisSpec::default()).ok()?;
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &srv.port.to_string()])
         .args([
-            "-p",
-            &port.to_string(),
             "-d",
             "1000",
             "-c",
@@ -181,57 +143,28 @@ fn redis(n: u64) -> Option<Vec<(String, f64, f64, f64)>> {
     Some(rows)
 }
 
-fn which(bin: &str) -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .output()
-        .ok()?;
-    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!p.is_empty()).then_some(p)
-}
-
-fn main() {
+fn main() -> Result<()> {
     // `cargo bench` passes --bench; `cargo test --benches` would pass nothing useful: skip quietly then.
     if !std::env::args().any(|a| a == "--bench") {
-        return;
+        return Ok(());
     }
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let _node = Kill(
-        Command::new(env!("CARGO_BIN_EXE_unisondb"))
-            .arg("server")
-            .env("UNISONDB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("UNISONDB_SERVER_DATA_DIR", dir.path().join("data"))
-            .env("UNISONDB_WAL_FSYNC", "interval")
-            .env("UNISONDB_WAL_FSYNC_INTERVAL_MS", "10")
-            .env("UNISONDB_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn unisondb"),
-    );
+    let dir = tempfile::tempdir().context("tempdir")?;
+    let spec = NodeSpec {
+        fsync: Fsync::Interval,
+        ..NodeSpec::new("node", "default")
+    };
+    let node = Node::spawn(&unisondb_bin()?, dir.path(), &spec)?;
+    node.wait_ready(Duration::from_secs(10))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    let base = Arc::new(format!("http://127.0.0.1:{port}/api/v1/default"));
+        .context("runtime")?;
+    let base = Arc::new(format!("http://127.0.0.1:{}/api/v1/default", node.http));
     let results = rt.block_on(async {
-        let c = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = c
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         vec![
             run_phase(base.clone(), Phase::Put, "PUT (fsync interval 10ms)", secs).await,
             run_phase(base.clone(), Phase::Get, "GET", secs).await,
@@ -249,7 +182,7 @@ fn main() {
             r.name, r.rps, r.p50_ms, r.p99_ms
         );
     }
-    match redis(200_000) {
+    match redis(dir.path(), 200_000) {
         Some(rows) if !rows.is_empty() => {
             println!("\nredis-benchmark -d 1000 -c 10 -t set,get (no persistence)");
             for (name, rps, p50, p99) in &rows {
@@ -266,4 +199,6 @@ fn main() {
         }
         _ => println!("\nredis-server/redis-benchmark not installed: no Redis comparison"),
     }
+    drop(node);
+    Ok(())
 }

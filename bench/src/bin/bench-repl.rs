@@ -4,12 +4,13 @@
 //! 2. commit returned → ZeroMQ subscriber received the notification, against raw PUB → SUB with the
 //!    same `zmq` crate, same transport and a payload of the same size.
 //!
-//! Usage: `bench-repl [--samples N] [--fsync always|never] [--dir PATH]`. Prints a Markdown table.
+//! Usage: `bench-repl [--samples N] [--fsync always|never] [--dir PATH]` (`--help`). Prints a Markdown table.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use unisondb::db::Database;
@@ -20,49 +21,49 @@ use unisondb::replication::run::serve_on;
 use unisondb::replication::{AckRegistry, ReplicationState};
 use unisondb::storage::batch::WriteBatch;
 use unisondb::storage::keys;
+use unisondb_bench::stats::summarize;
 
+/// Replication and notification latency on loopback (prints a Markdown table).
+#[derive(Parser, Debug)]
+#[command(name = "bench-repl")]
 struct Args {
+    /// Sequential samples per measurement.
+    #[arg(long, default_value_t = 3000)]
     samples: usize,
-    fsync: FsyncPolicy,
+    /// fsync policy of all three namespaces.
+    #[arg(long, value_enum, default_value_t = Fsync::Always)]
+    fsync: Fsync,
+    /// Where the namespaces live (default: a fresh dir under $TMPDIR, removed after).
+    #[arg(long)]
     dir: Option<std::path::PathBuf>,
 }
 
-fn args() -> Result<Args> {
-    let mut a = Args {
-        samples: 3000,
-        fsync: FsyncPolicy::Always,
-        dir: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let val = it.next().with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--samples" => a.samples = val.parse()?,
-            "--fsync" => {
-                a.fsync = match val.as_str() {
-                    "always" => FsyncPolicy::Always,
-                    "never" => FsyncPolicy::Never,
-                    other => bail!("unknown fsync policy {other}"),
-                }
-            }
-            "--dir" => a.dir = Some(val.into()),
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(a)
+/// The fsync policies this bench compares.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Fsync {
+    Always,
+    Never,
 }
 
-/// (p50, p99, max) in microseconds.
-fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
-    v.sort();
-    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
-    (q(0.50), q(0.99), q(1.0))
+impl From<Fsync> for FsyncPolicy {
+    fn from(f: Fsync) -> FsyncPolicy {
+        match f {
+            Fsync::Always => FsyncPolicy::Always,
+            Fsync::Never => FsyncPolicy::Never,
+        }
+    }
 }
 
 fn row(name: &str, v: Vec<Duration>) {
     let n = v.len();
-    let (p50, p99, max) = stats(v);
-    println!("| {name} | {n} | {p50:.0} | {p99:.0} | {max:.0} |");
+    let s = summarize(v);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "| {name} | {n} | {:.0} | {:.0} | {:.0} |",
+        us(s.p50),
+        us(s.p99),
+        us(s.max)
+    );
 }
 
 async fn wait_lsn(rx: &mut watch::Receiver<u64>, lsn: u64) -> Result<()> {
@@ -84,11 +85,12 @@ fn put(ns: &Namespace, i: usize, value: &[u8]) -> Result<u64> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let a = args()?;
+    let a = Args::parse();
+    let fsync = FsyncPolicy::from(a.fsync);
     let scratch = std::env::temp_dir().join(format!("bench-repl-{}", std::process::id()));
     let base = a.dir.clone().unwrap_or_else(|| scratch.clone());
     let opts = EngineOptions {
-        fsync: a.fsync,
+        fsync,
         ..EngineOptions::default()
     };
     let names = ["bench".to_string()];
@@ -141,7 +143,7 @@ async fn main() -> Result<()> {
     }
     println!(
         "\nfsync = {:?}, {} samples, 1 KiB values, loopback, 2 tokio workers\n",
-        a.fsync, a.samples
+        fsync, a.samples
     );
     println!("| path | samples | p50 µs | p99 µs | max µs |");
     println!("|---|---|---|---|---|");
