@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::http::StatusCode;
-use axum::routing::any;
 use axum::Router;
 use utoipa_axum::routes;
 
@@ -190,17 +189,15 @@ pub fn routes(state: &Shared) -> ApiRouter {
         .route("/api/v1/{ns}/offset", routes!(admin::offset))
         .route("/api/v1/{ns}/checkpoint", routes!(admin::checkpoint))
         .route("/api/v1/{ns}/watch", routes!(watch::watch))
-        .map_router(|r| {
-            r.route("/api/{*rest}", any(fallback))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    acks::layer,
-                ))
-                .route_layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    auth::require_token,
-                ))
-        });
+        .not_found_under("/api/{*rest}")
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            acks::layer,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     ApiRouter::default()
         .route("/healthz", routes!(admin::healthz))
         .route("/readyz", routes!(admin::readyz))
@@ -212,14 +209,10 @@ pub fn routes(state: &Shared) -> ApiRouter {
 pub fn router(state: Shared) -> Router {
     routes(&state)
         .into_router()
-        .fallback(fallback)
+        .fallback(openapi::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
-}
-
-async fn fallback() -> ApiError {
-    ApiError::not_found("no such route")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -5,16 +5,25 @@
 //! What every route shares is added here once rather than on each handler: path parameters, the error
 //! body, 401/503 and the bearer scheme under `/api/`, and `?acks=N` with 504 on every operation whose
 //! answer is a committed write (it carries an LSN).
+//!
+//! `ApiRouter` is the only way routes get into the router: `route` (documented), `not_found_under`
+//! (the JSON 404 catch-all) and `route_layer`, so the test below can check the two against each other.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{any, Route};
 use axum::{Extension, Json, Router};
+use tower::{Layer, Service};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::openapi::OpenApi;
 use utoipa::ToSchema;
 use utoipa_axum::router::UtoipaMethodRouter;
 
+use super::error::ApiError;
 use super::Shared;
 
 /// Response schemas of committed writes: their operations take `?acks=N` and may answer 504.
@@ -34,6 +43,8 @@ pub struct ApiRouter {
     doc: OpenApi,
     /// The axum path templates of the documented routes (for the route/document test).
     served: Vec<String>,
+    /// Catch-all paths answering 404 (`not_found_under`).
+    not_found: Vec<String>,
 }
 
 impl Default for ApiRouter {
@@ -42,6 +53,7 @@ impl Default for ApiRouter {
             router: Router::new(),
             doc: OpenApi::default(),
             served: Vec::new(),
+            not_found: Vec::new(),
         }
     }
 }
@@ -80,9 +92,24 @@ impl ApiRouter {
         self
     }
 
-    /// Changes the router only (layers, undocumented fallbacks such as `/api/{*rest}`).
-    pub fn map_router(mut self, f: impl FnOnce(Router<Shared>) -> Router<Shared>) -> Self {
-        self.router = f(self.router);
+    /// Answers every other path under `prefix` (e.g. `/api/{*rest}`) with the JSON 404, behind the
+    /// same route layers as the routes (so unknown API paths still need the bearer token).
+    pub fn not_found_under(mut self, prefix: &str) -> Self {
+        self.router = self.router.route(prefix, any(not_found));
+        self.not_found.push(prefix.to_string());
+        self
+    }
+
+    /// A middleware around the routes added so far (see `axum::Router::route_layer`).
+    pub fn route_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.route_layer(layer);
         self
     }
 
@@ -90,12 +117,18 @@ impl ApiRouter {
         self.router = self.router.merge(other.router);
         self.doc.merge(other.doc);
         self.served.extend(other.served);
+        self.not_found.extend(other.not_found);
         self
     }
 
     /// The axum path templates of the documented routes.
     pub fn served(&self) -> &[String] {
         &self.served
+    }
+
+    /// The catch-all paths that answer 404.
+    pub fn not_found(&self) -> &[String] {
+        &self.not_found
     }
 
     /// The router, with the finished document available to `serve`.
@@ -108,6 +141,11 @@ impl ApiRouter {
     pub fn document_json(&self) -> Value {
         finish(self.doc.clone())
     }
+}
+
+/// The JSON 404 of an unknown route.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
 }
 
 /// This document.
@@ -293,6 +331,7 @@ mod tests {
         let st = state();
         let built = routes(&st);
         let served: Vec<String> = built.served().to_vec();
+        let built_not_found = built.not_found().to_vec();
         let doc = built.document_json();
         let matched = Arc::new(Mutex::new(None::<String>));
         let m2 = matched.clone();
@@ -364,9 +403,11 @@ mod tests {
                 );
             }
         }
-        // And an undocumented path hits the fallback.
-        let (status, _) = send(Method::GET, "/api/v1/default/nope".into()).await;
+        // And an undocumented path hits the fallback (the only other routes the builder can add).
+        assert_eq!(built_not_found, ["/api/{*rest}"]);
+        let (status, text) = send(Method::GET, "/api/v1/default/nope".into()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(text.contains("no such route"), "{text}");
     }
 
     #[test]
