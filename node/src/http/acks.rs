@@ -1,13 +1,19 @@
-//! Parsing a write's consistency request: `?acks=N[&acks_timeout_ms=T]` or header `x-unisondb-acks: N`.
+//! A write's consistency request, `?acks=N[&acks_timeout_ms=T]` or header `x-unisondb-acks: N`, and the
+//! one layer that honours it for every committing route.
+//!
+//! Handlers never wait for replicas: a committed write's response carries its LSN as the `CommittedAt`
+//! extension (see `write.rs`), and `layer` waits for the acknowledgements after the handler returns.
 
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
+use super::extract::api_path;
+use super::Shared;
 
 /// Default wait for replica acknowledgements before answering 504.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,12 +54,33 @@ pub fn requested(uri: &Uri, headers: &HeaderMap) -> ApiResult<Option<AckRequest>
     Ok(acks.map(|acks| AckRequest { acks, timeout }))
 }
 
-/// Rejects a malformed `acks` before the handler runs, so a 400 never follows a committed write.
-pub async fn reject_malformed(req: Request, next: Next) -> Response {
-    if let Err(e) = requested(req.uri(), req.headers()) {
-        return e.into_response();
+/// The LSN a write committed at: a response extension set by write responses, read by `layer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedAt(pub u64);
+
+/// Rejects a malformed `acks` before the handler runs (so a 400 never follows a committed write);
+/// after a committed write that asked for acks, waits for them (504 saying how many replicas acked).
+pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let wanted = match requested(req.uri(), req.headers()) {
+        Ok(w) => w.is_some_and(|w| w.acks > 0),
+        Err(e) => return e.into_response(),
+    };
+    if !wanted {
+        return next.run(req).await;
     }
-    next.run(req).await
+    let (uri, headers) = (req.uri().clone(), req.headers().clone());
+    let resp = next.run(req).await;
+    let Some(CommittedAt(lsn)) = resp.extensions().get::<CommittedAt>().copied() else {
+        return resp;
+    };
+    let waited = match api_path(uri.path()) {
+        Ok(p) => st.await_acks(&p.namespace, lsn, &uri, &headers).await,
+        Err(e) => Err(e),
+    };
+    match waited {
+        Ok(()) => resp,
+        Err(e) => e.into_response(),
+    }
 }
 
 fn number(v: &str, what: &str) -> ApiResult<u64> {

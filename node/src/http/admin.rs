@@ -1,22 +1,24 @@
 //! Health, readiness, metrics and per-namespace stats.
 
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::api_path;
+use super::target::Target;
 use super::Shared;
 use crate::engine::NamespaceStats;
 
-/// Process is alive (answers even while namespaces recover).
+/// Process is alive; lists namespaces (answers even while namespaces recover).
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Value)))]
 pub async fn healthz(State(st): State<Shared>) -> Json<Value> {
     Json(json!({"status": "ok", "namespaces": st.cfg.server.namespaces}))
 }
 
 /// 200 once every namespace recovered (and not shutting down); 503 before.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Value), (status = 503)))]
 pub async fn readyz(State(st): State<Shared>) -> Response {
     if st.is_ready() {
         // A relayer (or a hub mirroring namespaces) is ready once connected and within the lag bound.
@@ -37,6 +39,9 @@ pub async fn readyz(State(st): State<Shared>) -> Response {
     }
 }
 
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "metrics", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(st): State<Shared>) -> Response {
     let st2 = st.clone();
     let _ = tokio::task::spawn_blocking(move || super::metrics::refresh(&st2)).await;
@@ -50,20 +55,18 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         .into_response()
 }
 
-async fn ns_stats(st: &Shared, uri: &axum::http::Uri) -> ApiResult<NamespaceStats> {
-    let p = api_path(uri.path())?;
-    let ns = st.namespace(&p.namespace)?;
+async fn ns_stats(target: Target) -> ApiResult<NamespaceStats> {
+    let ns = target.ns;
     match tokio::task::spawn_blocking(move || ns.stats()).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 
-pub async fn stats(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Json<Value>> {
-    let s = ns_stats(&st, &uri).await?;
+/// Namespace statistics.
+#[utoipa::path(get, path = "/api/v1/{namespace}/stats", responses((status = 200, body = Value), (status = 404)))]
+pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<Value>> {
+    let s = ns_stats(target).await?;
     let wal_bytes: u64 = s.wal_segments.iter().map(|x| x.size_bytes).sum();
     Ok(Json(json!({
         "namespace": s.name,
@@ -83,21 +86,19 @@ pub async fn stats(
     })))
 }
 
-pub async fn offset(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Json<Value>> {
-    let s = ns_stats(&st, &uri).await?;
+/// Latest LSN.
+#[utoipa::path(get, path = "/api/v1/{namespace}/offset", responses((status = 200, body = Value), (status = 404)))]
+pub async fn offset(target: Target) -> ApiResult<Json<Value>> {
+    let s = ns_stats(target).await?;
     Ok(Json(
         json!({"namespace": s.name, "lsn": s.lsn, "hlc": s.last_hlc}),
     ))
 }
 
-pub async fn checkpoint(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Json<Value>> {
-    let s = ns_stats(&st, &uri).await?;
+/// LSN reflected in the B+Tree.
+#[utoipa::path(get, path = "/api/v1/{namespace}/checkpoint", responses((status = 200, body = Value), (status = 404)))]
+pub async fn checkpoint(target: Target) -> ApiResult<Json<Value>> {
+    let s = ns_stats(target).await?;
     Ok(Json(
         json!({"namespace": s.name, "checkpointLsn": s.checkpoint_lsn}),
     ))

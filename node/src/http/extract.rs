@@ -2,18 +2,22 @@
 //! base64, and running blocking engine calls off the async threads.
 
 use axum::body::Body;
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 use base64::Engine as _;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ApiResult};
+use super::Shared;
 use crate::models::ModelError;
 
 /// The parts of `/api/v1/{namespace}/{model}/{rest...}`, taken from the *raw* path so that `%2F` in a
 /// key is a literal `/` of the key while an unescaped `/` still separates segments (`/row/k/columns`).
 pub struct ApiPath {
     pub namespace: String,
+    /// The raw model segment (`kv`, `row`, `lob`, `tx`, ...), empty when absent.
+    pub model: String,
     /// Raw (still percent-encoded) remainder after the model segment, without the leading `/`.
     pub rest: Option<String>,
 }
@@ -25,11 +29,13 @@ pub fn api_path(path: &str) -> ApiResult<ApiPath> {
         .ok_or_else(|| ApiError::not_found("no such route"))?;
     let (ns_raw, after) = rest.split_once('/').unwrap_or((rest, ""));
     let namespace = decode_text(ns_raw, "namespace")?;
-    let rest = after
-        .split_once('/')
-        .map(|(_, r)| r.to_string())
-        .filter(|r| !r.is_empty());
-    Ok(ApiPath { namespace, rest })
+    let (model, rest) = after.split_once('/').unwrap_or((after, ""));
+    let rest = Some(rest.to_string()).filter(|r| !r.is_empty());
+    Ok(ApiPath {
+        namespace,
+        model: model.to_string(),
+        rest,
+    })
 }
 
 /// Percent-decodes one path component that must be UTF-8.
@@ -76,6 +82,34 @@ pub async fn json_body_or_default<T: DeserializeOwned + Default>(
     }
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON body of at most `http.max_body_bytes` (413 beyond, 400 when empty or malformed).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Shared> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &Shared) -> ApiResult<JsonBody<T>> {
+        let (parts, body) = req.into_parts();
+        json_body(&parts.headers, body, st.cfg.http.max_body_bytes)
+            .await
+            .map(JsonBody)
+    }
+}
+
+/// Like `JsonBody`, but an empty body gives `T::default()`.
+pub struct JsonOrDefault<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<Shared> for JsonOrDefault<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &Shared) -> ApiResult<JsonOrDefault<T>> {
+        let (parts, body) = req.into_parts();
+        json_body_or_default(&parts.headers, body, st.cfg.http.max_body_bytes)
+            .await
+            .map(JsonOrDefault)
+    }
 }
 
 /// Declared Content-Length, if any and valid.

@@ -1,112 +1,100 @@
 //! `/api/v1/{ns}/kv` handlers: point reads and writes, atomic batches, ordered scans.
 
-use axum::body::Body;
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::Query;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{api_path, b64, blocking, decode_key, json_body, to_b64};
-use super::Shared;
+use super::extract::{b64, blocking, to_b64, JsonBody};
+use super::target::{BatchRoute, Target, TargetKey, Writable};
+use super::write::{WriteOp, WriteResponse};
 use crate::models::kv::{self, KvOp};
 use crate::models::scan::{self, ScanRequest};
 
-#[derive(Deserialize)]
+/// Body of `PUT /kv/{key}`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+#[schema(as = KvPut)]
+pub struct PutBody {
+    /// The value, standard base64.
+    #[schema(format = Byte)]
     value: String,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /kv/batch`: puts take `items` with values, deletes take `keys` (or `items`).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BatchBody {
-    operation: String,
+#[schema(as = KvBatch)]
+pub struct BatchBody {
+    operation: WriteOp,
     #[serde(default)]
     items: Vec<BatchItem>,
     #[serde(default)]
     keys: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct BatchItem {
+/// One item of a KV batch.
+#[derive(Deserialize, ToSchema)]
+pub struct BatchItem {
     key: String,
+    /// Standard base64; required for puts.
     #[serde(default)]
+    #[schema(format = Byte)]
     value: Option<String>,
 }
 
-pub async fn get_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
+/// Read a value (404 with found=false when missing).
+#[utoipa::path(get, path = "/api/v1/{namespace}/kv/{key}",
+    responses((status = 200, body = Value), (status = 404)))]
+pub async fn get_one(TargetKey { target, key }: TargetKey) -> ApiResult<Json<Value>> {
+    let ns = target.ns;
     match blocking(move || kv::get(&ns, &key)).await? {
         Some(v) => Ok(Json(json!({"value": to_b64(&v), "found": true}))),
         None => Err(ApiError::missing("key")),
     }
 }
 
+/// Write a value.
+#[utoipa::path(put, path = "/api/v1/{namespace}/kv/{key}", request_body = PutBody,
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
 pub async fn put_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let b: PutBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
+    Writable(TargetKey { target, key }): Writable<TargetKey>,
+    JsonBody(b): JsonBody<PutBody>,
+) -> ApiResult<WriteResponse> {
     let value = b64(&b.value, "value")?;
-    let c = blocking(move || kv::put(&ns, &key, &value)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "lsn": c.lsn})))
+    target.commit(move |ns| kv::put(ns, &key, &value)).await
 }
 
+/// Delete a key.
+#[utoipa::path(delete, path = "/api/v1/{namespace}/kv/{key}",
+    responses((status = 200, body = WriteResponse), (status = 403), (status = 404)))]
 pub async fn delete_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let c = blocking(move || kv::delete(&ns, &key)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "lsn": c.lsn})))
+    Writable(TargetKey { target, key }): Writable<TargetKey>,
+) -> ApiResult<WriteResponse> {
+    target.commit(move |ns| kv::delete(ns, &key)).await
 }
 
-/// `POST /kv/batch` (the only POST on the key route; any other key is 405).
+/// Atomic batch of puts or deletes.
+///
+/// The only POST on the key route; any other key is 405.
+#[utoipa::path(post, path = "/api/v1/{namespace}/kv/batch", request_body = BatchBody,
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
 pub async fn batch(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    if p.rest.as_deref() != Some("batch") {
-        return Err(ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "POST is only allowed on /kv/batch",
-        ));
-    }
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let b: BatchBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
+    _: BatchRoute,
+    Writable(target): Writable<Target>,
+    JsonBody(b): JsonBody<BatchBody>,
+) -> ApiResult<WriteResponse> {
     let ops = parse_batch(b)?;
     let count = ops.len();
-    let c = blocking(move || kv::batch(&ns, &ops)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "count": count, "lsn": c.lsn})))
+    let w = target.commit(move |ns| kv::batch(ns, &ops)).await?;
+    Ok(w.with_count(count))
 }
 
 fn parse_batch(b: BatchBody) -> ApiResult<Vec<KvOp>> {
-    match b.operation.as_str() {
-        "put" => b
+    match b.operation {
+        WriteOp::Put => b
             .items
             .into_iter()
             .enumerate()
@@ -120,7 +108,7 @@ fn parse_batch(b: BatchBody) -> ApiResult<Vec<KvOp>> {
                 })
             })
             .collect(),
-        "delete" => {
+        WriteOp::Delete => {
             let mut keys: Vec<String> = b.keys;
             keys.extend(b.items.into_iter().map(|it| it.key));
             Ok(keys
@@ -130,22 +118,27 @@ fn parse_batch(b: BatchBody) -> ApiResult<Vec<KvOp>> {
                 })
                 .collect())
         }
-        other => Err(ApiError::bad_request(format!(
-            "operation must be put or delete, not {other:?}"
-        ))),
     }
 }
 
 /// Query of `GET /kv` and `GET /row`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ScanQuery {
+    /// Only keys starting with this.
     pub prefix: Option<String>,
+    /// First key (inclusive).
     pub start: Option<String>,
+    /// Last key (exclusive).
     pub end: Option<String>,
+    /// Resume after this key (a previous page's `next`).
     pub after: Option<String>,
+    /// Page size (default 100, at most 1000; rows for row scans).
     pub limit: Option<usize>,
+    /// Descending order.
     pub reverse: Option<bool>,
+    /// Comma-separated columns to return (row scans only).
     pub columns: Option<String>,
 }
 
@@ -179,13 +172,14 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Ordered KV range/prefix scan with pagination.
+#[utoipa::path(get, path = "/api/v1/{namespace}/kv", params(ScanQuery),
+    responses((status = 200, body = Value), (status = 400), (status = 404)))]
 pub async fn scan(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    target: Target,
     q: Result<Query<ScanQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let ns = st.namespace(&p.namespace)?;
+    let ns = target.ns;
     let q = scan_query(q)?;
     if q.columns.is_some() {
         return Err(ApiError::bad_request("columns applies to row scans only"));

@@ -6,18 +6,24 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{api_path, blocking, content_length, decode_key};
+use super::extract::{blocking, content_length};
+use super::target::{TargetKey, Writable};
+use super::write::{LobWriteResponse, WriteResponse};
 use super::Shared;
 use crate::models::lob::{self, LobWriter};
 use crate::models::ModelError;
+
+/// Raw bytes (request or response body), not JSON.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
 
 /// Body bytes gathered before one blocking write call.
 const PUMP_BYTES: usize = 256 << 10;
@@ -74,22 +80,23 @@ where
     }
 }
 
+/// Stream a large object in (raw body, no 1 MiB cap).
+#[utoipa::path(put, path = "/api/v1/{namespace}/lob/{key}",
+    request_body(content = Binary, content_type = "application/octet-stream"),
+    responses((status = 200, body = LobWriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
 pub async fn upload(
     State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    Writable(TargetKey { target, key }): Writable<TargetKey>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
+) -> ApiResult<LobWriteResponse> {
     let limit = st.cfg.http.lob_max_bytes;
     if content_length(&headers).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(format!(
             "large object exceeds the limit of {limit} bytes"
         )));
     }
+    let ns = target.ns;
     let writer = LobWriter::new(ns.clone(), &key, limit)?;
     let (writer, res) = pump(writer, body, |w: &mut LobWriter, d| w.write(d)).await;
     if let Err(e) = res {
@@ -104,24 +111,14 @@ pub async fn upload(
         lob::commit(&ns, staged)
     })
     .await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({
-        "success": true,
-        "lsn": c.lsn,
-        "size": m.size,
-        "chunks": m.chunks,
-        "checksum": m.crc32c,
-    })))
+    Ok(LobWriteResponse::new(c.lsn, &m))
 }
 
-pub async fn download(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-) -> ApiResult<Response> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    let ns_name = p.namespace.clone();
+/// Stream a large object out (raw bytes, CRC32C verified).
+#[utoipa::path(get, path = "/api/v1/{namespace}/lob/{key}",
+    responses((status = 200, description = "object bytes", body = Binary, content_type = "application/octet-stream"), (status = 404)))]
+pub async fn download(TargetKey { target, key }: TargetKey) -> ApiResult<Response> {
+    let (ns, ns_name) = (target.ns, target.name);
     let Some(reader) = blocking(move || lob::open(&ns, &key)).await? else {
         return Err(ApiError::missing("large object"));
     };
@@ -158,16 +155,11 @@ pub async fn download(
     Ok(resp)
 }
 
+/// Delete a large object.
+#[utoipa::path(delete, path = "/api/v1/{namespace}/lob/{key}",
+    responses((status = 200, body = WriteResponse), (status = 403), (status = 404)))]
 pub async fn delete(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let c = blocking(move || lob::delete(&ns, &key)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "lsn": c.lsn})))
+    Writable(TargetKey { target, key }): Writable<TargetKey>,
+) -> ApiResult<WriteResponse> {
+    target.commit(move |ns| lob::delete(ns, &key)).await
 }

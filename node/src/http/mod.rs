@@ -14,22 +14,25 @@ pub mod lob;
 pub mod metrics;
 pub mod openapi;
 pub mod row;
+pub mod target;
 pub mod tls;
 pub mod txn;
 pub mod watch;
+pub mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::http::StatusCode;
-use axum::routing::{any, get, post};
 use axum::Router;
+use utoipa_axum::routes;
 
 use crate::config::{Config, Mode};
 use crate::db::Database;
 use crate::engine::Namespace;
 use crate::models::txn::{TxnLimits, TxnManager};
 use error::{ApiError, ApiResult};
+use openapi::ApiRouter;
 
 /// Everything handlers share.
 pub struct AppState {
@@ -155,91 +158,61 @@ impl AppState {
     }
 }
 
-/// Every route the router serves (method, OpenAPI path template); the OpenAPI test checks both ways.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/api/v1/openapi.json"),
-    ("get", "/api/v1/{namespace}/kv"),
-    ("get", "/api/v1/{namespace}/kv/{key}"),
-    ("put", "/api/v1/{namespace}/kv/{key}"),
-    ("delete", "/api/v1/{namespace}/kv/{key}"),
-    ("post", "/api/v1/{namespace}/kv/batch"),
-    ("get", "/api/v1/{namespace}/row"),
-    ("get", "/api/v1/{namespace}/row/{rowKey}"),
-    ("put", "/api/v1/{namespace}/row/{rowKey}"),
-    ("delete", "/api/v1/{namespace}/row/{rowKey}"),
-    ("delete", "/api/v1/{namespace}/row/{rowKey}/columns"),
-    ("post", "/api/v1/{namespace}/row/batch"),
-    ("get", "/api/v1/{namespace}/lob/{key}"),
-    ("put", "/api/v1/{namespace}/lob/{key}"),
-    ("delete", "/api/v1/{namespace}/lob/{key}"),
-    ("post", "/api/v1/{namespace}/tx/begin"),
-    ("post", "/api/v1/{namespace}/tx/{txnId}/kv"),
-    ("post", "/api/v1/{namespace}/tx/{txnId}/row"),
-    ("post", "/api/v1/{namespace}/tx/{txnId}/lob"),
-    ("post", "/api/v1/{namespace}/tx/{txnId}/commit"),
-    ("post", "/api/v1/{namespace}/tx/{txnId}/abort"),
-    ("get", "/api/v1/{namespace}/stats"),
-    ("get", "/api/v1/{namespace}/offset"),
-    ("get", "/api/v1/{namespace}/checkpoint"),
-    ("get", "/api/v1/{namespace}/watch"),
-];
-
-/// Builds the full router.
-pub fn router(state: Shared) -> Router {
-    let api = Router::new()
-        .route("/api/v1/openapi.json", get(openapi::serve))
-        .route("/api/v1/{ns}/kv", get(kv::scan))
+/// Every route, once: where axum serves it and the handler that answers, whose `#[utoipa::path]`
+/// documents it. Adding a route means adding its handler here; the OpenAPI document follows.
+pub fn routes(state: &Shared) -> ApiRouter {
+    let api = ApiRouter::default()
+        .route("/api/v1/openapi.json", routes!(openapi::serve))
+        .route("/api/v1/{ns}/kv", routes!(kv::scan))
+        // `{*key}`: keys may contain `/`; POST is only `/kv/batch`.
         .route(
             "/api/v1/{ns}/kv/{*key}",
-            get(kv::get_one)
-                .put(kv::put_one)
-                .delete(kv::delete_one)
-                .post(kv::batch),
+            routes!(kv::get_one, kv::put_one, kv::delete_one, kv::batch),
         )
-        .route("/api/v1/{ns}/row", get(row::scan))
+        .route("/api/v1/{ns}/row", routes!(row::scan))
         .route(
             "/api/v1/{ns}/row/{*key}",
-            get(row::get_one)
-                .put(row::put_one)
-                .delete(row::delete_one)
-                .post(row::batch),
+            routes!(row::get_one, row::put_one, row::delete_one, row::batch),
         )
+        .served_by_earlier_route(routes!(row::delete_columns))
         .route(
             "/api/v1/{ns}/lob/{*key}",
-            get(lob::download).put(lob::upload).delete(lob::delete),
+            routes!(lob::download, lob::upload, lob::delete),
         )
-        .route("/api/v1/{ns}/tx/begin", post(txn::begin))
-        .route("/api/v1/{ns}/tx/{id}/kv", post(txn::add_kv))
-        .route("/api/v1/{ns}/tx/{id}/row", post(txn::add_row))
-        .route("/api/v1/{ns}/tx/{id}/lob", post(txn::add_lob))
-        .route("/api/v1/{ns}/tx/{id}/commit", post(txn::commit))
-        .route("/api/v1/{ns}/tx/{id}/abort", post(txn::abort))
-        .route("/api/v1/{ns}/stats", get(admin::stats))
-        .route("/api/v1/{ns}/offset", get(admin::offset))
-        .route("/api/v1/{ns}/checkpoint", get(admin::checkpoint))
-        .route("/api/v1/{ns}/watch", get(watch::watch))
-        .route("/api/{*rest}", any(fallback))
-        .route_layer(axum::middleware::from_fn(acks::reject_malformed))
+        .route("/api/v1/{ns}/tx/begin", routes!(txn::begin))
+        .route("/api/v1/{ns}/tx/{id}/kv", routes!(txn::add_kv))
+        .route("/api/v1/{ns}/tx/{id}/row", routes!(txn::add_row))
+        .route("/api/v1/{ns}/tx/{id}/lob", routes!(txn::add_lob))
+        .route("/api/v1/{ns}/tx/{id}/commit", routes!(txn::commit))
+        .route("/api/v1/{ns}/tx/{id}/abort", routes!(txn::abort))
+        .route("/api/v1/{ns}/stats", routes!(admin::stats))
+        .route("/api/v1/{ns}/offset", routes!(admin::offset))
+        .route("/api/v1/{ns}/checkpoint", routes!(admin::checkpoint))
+        .route("/api/v1/{ns}/watch", routes!(watch::watch))
+        .not_found_under("/api/{*rest}")
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            acks::layer,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
-    Router::new()
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .route("/metrics", get(admin::metrics))
+    ApiRouter::default()
+        .route("/healthz", routes!(admin::healthz))
+        .route("/readyz", routes!(admin::readyz))
+        .route("/metrics", routes!(admin::metrics))
         .merge(api)
-        .fallback(fallback)
+}
+
+/// Builds the full router.
+pub fn router(state: Shared) -> Router {
+    routes(&state)
+        .into_router()
+        .fallback(openapi::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
-}
-
-async fn fallback() -> ApiError {
-    ApiError::not_found("no such route")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -1,251 +1,271 @@
-//! The OpenAPI 3 document of the HTTP API, generated from `ROUTES` plus per-route details, so the
-//! document cannot list a route the table lacks (a test checks the router answers every entry).
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations and the request and
+//! response types, and built together with the router (`ApiRouter`) so neither can list a route the
+//! other lacks.
+//!
+//! What every route shares is added here once rather than on each handler: path parameters, the error
+//! body, 401/503 and the bearer scheme under `/api/`, and `?acks=N` with 504 on every operation whose
+//! answer is a committed write (it carries an LSN).
+//!
+//! `ApiRouter` is the only way routes get into the router: `route` (documented), `not_found_under`
+//! (the JSON 404 catch-all) and `route_layer`, so the test below can check the two against each other.
 
-use axum::Json;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::{any, Route};
+use axum::{Extension, Json, Router};
+use tower::{Layer, Service};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::openapi::OpenApi;
+use utoipa::ToSchema;
+use utoipa_axum::router::UtoipaMethodRouter;
 
-use super::ROUTES;
+use super::error::ApiError;
+use super::Shared;
 
-fn details(
-    method: &str,
-    path: &str,
-) -> (
-    &'static str,
-    Option<&'static str>,
-    &'static [u16],
-    &'static [&'static str],
-) {
-    // (summary, request body schema, extra statuses, query parameters)
-    let tail = path.trim_start_matches("/api/v1/{namespace}");
-    match (method, tail) {
-        ("get", "/healthz") => ("Process is alive; lists namespaces", None, &[], &[]),
-        ("get", "/readyz") => (
-            "200 once recovered, 503 before or while shutting down",
-            None,
-            &[503],
-            &[],
-        ),
-        ("get", "/metrics") => ("Prometheus text exposition", None, &[], &[]),
-        ("get", "/api/v1/openapi.json") => ("This document", None, &[], &[]),
-        ("get", "/kv") => (
-            "Ordered KV range/prefix scan with pagination",
-            None,
-            &[400, 404],
-            &["prefix", "start", "end", "after", "limit", "reverse"],
-        ),
-        ("get", "/kv/{key}") => (
-            "Read a value (404 with found=false when missing)",
-            None,
-            &[404],
-            &[],
-        ),
-        ("put", "/kv/{key}") => ("Write a value", Some("KvPut"), &[400, 403, 404, 413], &[]),
-        ("delete", "/kv/{key}") => ("Delete a key", None, &[403, 404], &[]),
-        ("post", "/kv/batch") => (
-            "Atomic batch of puts or deletes",
-            Some("KvBatch"),
-            &[400, 403, 404, 413],
-            &[],
-        ),
-        ("get", "/row") => (
-            "Ordered row scan (limit counts rows)",
-            None,
-            &[400, 404],
-            &[
-                "prefix", "start", "end", "after", "limit", "reverse", "columns",
-            ],
-        ),
-        ("get", "/row/{rowKey}") => (
-            "Read a row, optionally only some columns",
-            None,
-            &[404],
-            &["columns"],
-        ),
-        ("put", "/row/{rowKey}") => (
-            "Merge columns into a row",
-            Some("RowPut"),
-            &[400, 403, 404, 413],
-            &[],
-        ),
-        ("delete", "/row/{rowKey}") => ("Delete a whole row", None, &[403, 404], &[]),
-        ("delete", "/row/{rowKey}/columns") => (
-            "Delete named columns",
-            Some("ColumnNames"),
-            &[400, 403, 404],
-            &[],
-        ),
-        ("post", "/row/batch") => (
-            "Atomic batch of row upserts or deletes",
-            Some("RowBatch"),
-            &[400, 403, 404, 413],
-            &[],
-        ),
-        ("get", "/lob/{key}") => (
-            "Stream a large object (raw bytes, CRC32C verified)",
-            None,
-            &[404],
-            &[],
-        ),
-        ("put", "/lob/{key}") => (
-            "Stream a large object in (raw body, no 1 MiB cap)",
-            Some("Binary"),
-            &[403, 404, 413],
-            &[],
-        ),
-        ("delete", "/lob/{key}") => ("Delete a large object", None, &[403, 404], &[]),
-        ("post", "/tx/begin") => (
-            "Begin a transaction",
-            Some("TxnBegin"),
-            &[400, 403, 404],
-            &[],
-        ),
-        ("post", "/tx/{txnId}/kv") => (
-            "Stage a KV put/delete",
-            Some("TxnKv"),
-            &[400, 403, 404, 409, 410, 413],
-            &[],
-        ),
-        ("post", "/tx/{txnId}/row") => (
-            "Stage a row upsert/delete",
-            Some("TxnRow"),
-            &[400, 403, 404, 409, 410, 413],
-            &[],
-        ),
-        ("post", "/tx/{txnId}/lob") => (
-            "Append raw body to a staged large object",
-            Some("Binary"),
-            &[400, 403, 404, 409, 410, 413],
-            &["key", "operation"],
-        ),
-        ("post", "/tx/{txnId}/commit") => (
-            "Commit atomically (one LSN)",
-            None,
-            &[403, 404, 409, 410],
-            &[],
-        ),
-        ("post", "/tx/{txnId}/abort") => ("Abort and discard", None, &[404, 409, 410], &[]),
-        ("get", "/stats") => ("Namespace statistics", None, &[404], &[]),
-        ("get", "/offset") => ("Latest LSN", None, &[404], &[]),
-        ("get", "/checkpoint") => ("LSN reflected in the B+Tree", None, &[404], &[]),
-        ("get", "/watch") => (
-            "Server-sent change events (id = LSN)",
-            None,
-            &[400, 404],
-            &["models", "prefix", "from_lsn"],
-        ),
-        _ => ("", None, &[], &[]),
+/// Response schemas of committed writes: their operations take `?acks=N` and may answer 504.
+const COMMITTING: &[&str] = &["WriteResponse", "LobWriteResponse", "TxnCommitResponse"];
+
+/// Every error answer: `{"error": "..."}`, some with `found: false`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    error: String,
+    found: Option<bool>,
+}
+
+/// A router and the OpenAPI description of every route in it.
+pub struct ApiRouter {
+    router: Router<Shared>,
+    doc: OpenApi,
+    /// The axum path templates of the documented routes (for the route/document test).
+    served: Vec<String>,
+    /// Catch-all paths answering 404 (`not_found_under`).
+    not_found: Vec<String>,
+}
+
+impl Default for ApiRouter {
+    fn default() -> Self {
+        ApiRouter {
+            router: Router::new(),
+            doc: OpenApi::default(),
+            served: Vec::new(),
+            not_found: Vec::new(),
+        }
     }
 }
 
-fn schemas() -> Value {
-    let b64 = json!({"type": "string", "format": "byte"});
-    json!({
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}, "found": {"type": "boolean"}}},
-        "KvPut": {"type": "object", "required": ["value"], "properties": {"value": b64}},
-        "KvBatch": {"type": "object", "required": ["operation"], "properties": {
-            "operation": {"type": "string", "enum": ["put", "delete"]},
-            "items": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"}, "value": b64}}},
-            "keys": {"type": "array", "items": {"type": "string"}}}},
-        "RowPut": {"type": "object", "required": ["columns"], "properties": {"columns": {"type": "object", "additionalProperties": b64}}},
-        "ColumnNames": {"type": "object", "required": ["columns"], "properties": {"columns": {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "string"}}]}}},
-        "RowBatch": {"type": "object", "required": ["operation", "rows"], "properties": {
-            "operation": {"type": "string", "enum": ["put", "delete"]},
-            "rows": {"type": "array", "items": {"type": "object", "properties": {"rowKey": {"type": "string"}, "columns": {"type": "object"}}}}}},
-        "TxnBegin": {"type": "object", "properties": {"operation": {"type": "string", "enum": ["put", "delete"]}, "entryType": {"type": "string", "enum": ["kv", "row", "lob"]}}},
-        "TxnKv": {"type": "object", "required": ["key"], "properties": {"key": {"type": "string"}, "value": b64, "operation": {"type": "string"}}},
-        "TxnRow": {"type": "object", "required": ["rowKey"], "properties": {"rowKey": {"type": "string"}, "columns": {"type": "object"}, "operation": {"type": "string"}}},
-        "Binary": {"type": "string", "format": "binary"},
-    })
+impl ApiRouter {
+    /// Serves the handlers collected by `utoipa_axum::routes!` at the axum path `at` and documents each
+    /// under its own `#[utoipa::path]` (the paths differ where axum needs a wildcard: keys may hold `/`).
+    pub fn route(mut self, at: &str, routes: UtoipaMethodRouter<Shared>) -> Self {
+        let (schemas, paths, method_router) = routes;
+        self.router = self.router.route(at, method_router);
+        self.served.push(at.to_string());
+        self.document(schemas, paths)
+    }
+
+    /// Documents an operation that an already routed handler serves under another documented path
+    /// (`DELETE /row/{rowKey}/columns` is the row `DELETE` route with a `/columns` suffix).
+    pub fn served_by_earlier_route(self, routes: UtoipaMethodRouter<Shared>) -> Self {
+        let (schemas, paths, _) = routes;
+        self.document(schemas, paths)
+    }
+
+    fn document(
+        mut self,
+        schemas: Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+        paths: utoipa::openapi::path::Paths,
+    ) -> Self {
+        self.doc.paths.merge(paths);
+        self.doc
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .extend(schemas);
+        self
+    }
+
+    /// Answers every other path under `prefix` (e.g. `/api/{*rest}`) with the JSON 404, behind the
+    /// same route layers as the routes (so unknown API paths still need the bearer token).
+    pub fn not_found_under(mut self, prefix: &str) -> Self {
+        self.router = self.router.route(prefix, any(not_found));
+        self.not_found.push(prefix.to_string());
+        self
+    }
+
+    /// A middleware around the routes added so far (see `axum::Router::route_layer`).
+    pub fn route_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
+        self.router = self.router.route_layer(layer);
+        self
+    }
+
+    pub fn merge(mut self, other: ApiRouter) -> Self {
+        self.router = self.router.merge(other.router);
+        self.doc.merge(other.doc);
+        self.served.extend(other.served);
+        self.not_found.extend(other.not_found);
+        self
+    }
+
+    /// The axum path templates of the documented routes.
+    pub fn served(&self) -> &[String] {
+        &self.served
+    }
+
+    /// The catch-all paths that answer 404.
+    pub fn not_found(&self) -> &[String] {
+        &self.not_found
+    }
+
+    /// The router, with the finished document available to `serve`.
+    pub fn into_router(self) -> Router<Shared> {
+        let doc = Arc::new(finish(self.doc));
+        self.router.layer(Extension(doc))
+    }
+
+    /// The finished document (what `GET /api/v1/openapi.json` answers).
+    pub fn document_json(&self) -> Value {
+        finish(self.doc.clone())
+    }
 }
 
-/// Builds the document.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for (method, path) in ROUTES {
-        let (summary, body, statuses, query) = details(method, path);
-        let mut params: Vec<Value> = Vec::new();
-        for name in ["namespace", "key", "rowKey", "txnId"] {
-            if path.contains(&format!("{{{name}}}")) {
-                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"},
-                    "description": if name == "namespace" { "namespace name" } else { "percent-encode '/' as %2F to put it in a key" }}));
+/// The JSON 404 of an unknown route.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json",
+    responses((status = 200, description = "the OpenAPI document", body = Value)))]
+pub async fn serve(Extension(doc): Extension<Arc<Value>>) -> Json<Value> {
+    Json(doc.as_ref().clone())
+}
+
+/// Adds what the routes share to the generated document (see the module comment).
+fn finish(mut doc: OpenApi) -> Value {
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend([(
+            "Error".to_string(),
+            <ErrorBody as utoipa::PartialSchema>::schema(),
+        )]);
+    let mut v = serde_json::to_value(&doc).unwrap_or_else(|_| json!({}));
+    v["info"] = json!({
+        "title": "UnisonDB HTTP API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Compatible with UnisonDB's /api/v1, plus scans, SSE change stream, streaming LOBs.",
+    });
+    v["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    v["security"] = json!([{"bearer": []}]);
+    if let Some(paths) = v["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let Some(ops) = item.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in ops.iter_mut() {
+                finish_operation(method, path, op);
             }
         }
-        // Writes that commit may wait for replica acknowledgements (`?acks=N`, 504 on timeout).
-        let commits = statuses.contains(&403)
-            && (*method != "post" || path.ends_with("/batch") || path.ends_with("/commit"));
-        let ack_params: &[&str] = if commits {
-            &["acks", "acks_timeout_ms"]
-        } else {
-            &[]
-        };
-        for q in query.iter().chain(ack_params) {
-            let schema = match *q {
-                "limit" | "from_lsn" | "acks" | "acks_timeout_ms" => {
-                    json!({"type": "integer", "minimum": 0})
-                }
-                "reverse" => json!({"type": "boolean"}),
-                _ => json!({"type": "string"}),
-            };
-            params
-                .push(json!({"name": q, "in": "query", "required": *q == "key", "schema": schema}));
-        }
-        let mut responses = Map::new();
-        let ok = if path.ends_with("/watch") {
-            json!({"description": "event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}})
-        } else if path.contains("/lob/") && *method == "get" {
-            json!({"description": "object bytes", "content": {"application/octet-stream": {"schema": {"$ref": "#/components/schemas/Binary"}}}})
-        } else if *path == "/metrics" {
-            json!({"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}})
-        } else {
-            json!({"description": "success", "content": {"application/json": {"schema": {"type": "object"}}}})
-        };
-        responses.insert("200".into(), ok);
-        let auth = path.starts_with("/api/");
-        let mut codes: Vec<u16> = statuses.to_vec();
-        if auth {
-            codes.extend([401, 503]);
-        }
-        if commits {
-            codes.push(504);
-        }
-        codes.sort_unstable();
-        codes.dedup();
-        for code in codes {
-            responses.insert(code.to_string(), json!({"description": status_text(code),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
-        }
-        let mut op = json!({
-            "summary": summary,
-            "operationId": format!("{method}{}", path.replace(['/', '{', '}', '.'], "_")),
-            "parameters": params,
-            "responses": responses,
-        });
-        if let Some(schema) = body {
-            let ct = if schema == "Binary" {
-                "application/octet-stream"
-            } else {
-                "application/json"
-            };
-            op["requestBody"] = json!({"required": schema != "TxnBegin",
-                "content": {ct: {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-        }
-        if !auth {
-            op["security"] = json!([]);
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "UnisonDB HTTP API", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Compatible with UnisonDB's /api/v1, plus scans, SSE change stream, streaming LOBs."},
-        "paths": paths,
-        "components": {
-            "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-    })
+    v
+}
+
+fn finish_operation(method: &str, path: &str, op: &mut Value) {
+    op["operationId"] = json!(format!(
+        "{method}{}",
+        path.replace(['/', '{', '}', '.'], "_")
+    ));
+    let api = path.starts_with("/api/");
+    let committing = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .is_some_and(|name| COMMITTING.contains(&name));
+    let mut params: Vec<Value> = Vec::new();
+    for name in path_params(path) {
+        let description = if name == "namespace" {
+            "namespace name"
+        } else if name == "txnId" {
+            "transaction id from tx/begin"
+        } else {
+            "percent-encode '/' as %2F to put it in a key"
+        };
+        params.push(json!({"name": name, "in": "path", "required": true,
+            "schema": {"type": "string"}, "description": description}));
+    }
+    if let Some(declared) = op["parameters"].as_array() {
+        params.extend(declared.iter().cloned());
+    }
+    if committing {
+        for (name, description) in [
+            (
+                "acks",
+                "wait until this many direct replicas applied the write (504 on timeout)",
+            ),
+            (
+                "acks_timeout_ms",
+                "how long to wait for acks (default 5000, at most 60000)",
+            ),
+        ] {
+            params.push(json!({"name": name, "in": "query", "required": false,
+                "schema": {"type": "integer", "minimum": 0}, "description": description}));
+        }
+    }
+    op["parameters"] = Value::Array(params);
+    let responses = op["responses"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut codes: Vec<(String, Value)> = responses.into_iter().collect();
+    if api {
+        codes.push(("401".into(), json!({})));
+        codes.push(("503".into(), json!({})));
+    } else {
+        op["security"] = json!([]);
+    }
+    if committing {
+        codes.push(("504".into(), json!({})));
+    }
+    let mut out = Map::new();
+    for (code, mut resp) in codes {
+        if out.contains_key(&code) {
+            continue;
+        }
+        if !code.starts_with('2') {
+            let n: u16 = code.parse().unwrap_or_default();
+            if resp["description"].as_str().is_none_or(str::is_empty) {
+                resp["description"] = json!(status_text(n));
+            }
+            resp["content"] = json!({"application/json":
+                {"schema": {"$ref": "#/components/schemas/Error"}}});
+        }
+        out.insert(code, resp);
+    }
+    let mut sorted: Vec<_> = out.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    op["responses"] = Value::Object(sorted.into_iter().collect());
+}
+
+/// The `{name}` parameters of a path template, in order.
+fn path_params(path: &str) -> Vec<&str> {
+    path.split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(name, _)| name))
+        .collect()
 }
 
 fn status_text(code: u16) -> &'static str {
@@ -253,86 +273,172 @@ fn status_text(code: u16) -> &'static str {
         400 => "bad request (JSON, base64, parameters)",
         401 => "missing or invalid bearer token (when auth is configured)",
         403 => "write on a read-only relayer or on a namespace mirrored from another hub",
-        504 => "committed, but fewer replicas than `acks` acknowledged it in time",
         404 => "unknown namespace, key or transaction",
         409 => "transaction already committed",
         410 => "transaction aborted or expired",
         413 => "body over the configured limit",
         503 => "node not ready",
+        504 => "committed, but fewer replicas than `acks` acknowledged it in time",
         _ => "error",
     }
 }
 
-pub async fn serve() -> Json<Value> {
-    Json(document())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::http::{router, AppState};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Mutex;
+
     use axum::body::Body;
-    use axum::http::{Method, Request, StatusCode};
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
+    use axum::extract::{MatchedPath, Request};
+    use axum::http::{Method, StatusCode};
+    use axum::middleware::Next;
     use tower::ServiceExt;
 
-    #[test]
-    fn document_lists_exactly_the_route_table() {
-        let doc = document();
-        let mut listed = BTreeSet::new();
-        for (path, ops) in doc["paths"].as_object().unwrap() {
-            for (method, op) in ops.as_object().unwrap() {
-                assert!(
-                    !op["summary"].as_str().unwrap().is_empty(),
-                    "{method} {path} has no summary"
-                );
-                listed.insert((method.clone(), path.clone()));
-            }
-        }
-        let table: BTreeSet<_> = ROUTES
-            .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
-            .collect();
-        assert_eq!(listed, table);
+    use super::*;
+    use crate::config::Config;
+    use crate::http::{router, routes, AppState};
+
+    fn state() -> Shared {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        Arc::new(AppState::new(Config::default(), None, rx))
     }
 
-    /// Every documented route reaches a handler: not the router's 404 fallback, not 405.
+    fn concrete(template: &str) -> String {
+        template
+            .replace("{namespace}", "default")
+            .replace("{ns}", "default")
+            .replace("{key}", "k")
+            .replace("{*key}", "k")
+            .replace("{rowKey}", "r")
+            .replace("{txnId}", "t")
+            .replace("{id}", "t")
+    }
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    /// Every documented operation reaches a handler (not the 404 fallback, not 405), and every route
+    /// the router serves is documented with every method it answers (any other method is 405).
     #[tokio::test]
-    async fn router_serves_every_documented_route() {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let app = router(Arc::new(AppState::new(Config::default(), None, rx)));
-        for (method, path) in ROUTES {
-            let uri = path
-                .replace("{namespace}", "default")
-                .replace("{key}", "k")
-                .replace("{rowKey}", "r")
-                .replace("{txnId}", "t");
-            let req = Request::builder()
-                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
-                .uri(&uri)
-                .body(Body::empty())
-                .unwrap();
-            let resp = app.clone().oneshot(req).await.unwrap();
-            let status = resp.status();
-            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            let text = String::from_utf8_lossy(&body);
+    async fn document_and_router_agree() {
+        let st = state();
+        let built = routes(&st);
+        let served: Vec<String> = built.served().to_vec();
+        let built_not_found = built.not_found().to_vec();
+        let doc = built.document_json();
+        let matched = Arc::new(Mutex::new(None::<String>));
+        let m2 = matched.clone();
+        let app = router(st).layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let m2 = m2.clone();
+                async move {
+                    *m2.lock().unwrap() = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_string());
+                    next.run(req).await
+                }
+            },
+        ));
+        let send = |method: Method, uri: String| {
+            let app = app.clone();
+            async move {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap();
+                let resp = app.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let mut documented: BTreeMap<String, BTreeSet<Method>> = BTreeMap::new();
+        let ops = operations(&doc);
+        assert!(ops.len() >= 28, "{} operations", ops.len());
+        for (method, path, op) in ops {
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{method} {path} has no summary"
+            );
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let uri = concrete(&path);
+            let (status, text) = send(m.clone(), uri.clone()).await;
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
             assert!(!text.contains("no such route"), "{method} {uri}: {text}");
+            let at = matched.lock().unwrap().take().expect("a matched route");
+            assert!(served.contains(&at), "{method} {path} served by {at}");
+            documented.entry(at).or_default().insert(m);
         }
-        // And an undocumented one does hit the fallback.
-        let resp = app
-            .oneshot(
-                Request::builder()
-                    .uri("/api/v1/default/nope")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        for at in &served {
+            let methods = documented
+                .get(at)
+                .unwrap_or_else(|| panic!("{at} is served but no documented operation reaches it"));
+            for m in [
+                Method::GET,
+                Method::PUT,
+                Method::POST,
+                Method::DELETE,
+                Method::PATCH,
+                Method::OPTIONS,
+            ] {
+                if methods.contains(&m) {
+                    continue;
+                }
+                let (status, text) = send(m.clone(), concrete(at)).await;
+                assert_eq!(
+                    status,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "{m} {at} is served but not documented: {text}"
+                );
+            }
+        }
+        // And an undocumented path hits the fallback (the only other routes the builder can add).
+        assert_eq!(built_not_found, ["/api/{*rest}"]);
+        let (status, text) = send(Method::GET, "/api/v1/default/nope".into()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(text.contains("no such route"), "{text}");
+    }
+
+    #[test]
+    fn committed_writes_document_acks_and_everything_under_api_needs_the_token() {
+        let doc = routes(&state()).document_json();
+        let names = |op: &Value| -> Vec<String> {
+            op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let kv = &doc["paths"]["/api/v1/{namespace}/kv/{key}"];
+        assert_eq!(
+            names(&kv["put"]),
+            ["namespace", "key", "acks", "acks_timeout_ms"]
+        );
+        assert!(kv["put"]["responses"]["504"].is_object());
+        assert_eq!(names(&kv["get"]), ["namespace", "key"]);
+        assert!(kv["get"]["responses"]["504"].is_null());
+        assert!(kv["get"]["responses"]["401"].is_object());
+        let commit = &doc["paths"]["/api/v1/{namespace}/tx/{txnId}/commit"]["post"];
+        assert!(names(commit).contains(&"acks".to_string()));
+        let upload = &doc["paths"]["/api/v1/{namespace}/lob/{key}"]["put"];
+        assert!(names(upload).contains(&"acks".to_string()));
+        let stage = &doc["paths"]["/api/v1/{namespace}/tx/{txnId}/kv"]["post"];
+        assert!(!names(stage).contains(&"acks".to_string()));
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+        assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
+        let put = &doc["components"]["schemas"]["KvBatch"]["properties"]["operation"];
+        assert!(put.is_object(), "{put}");
     }
 }

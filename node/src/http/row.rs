@@ -3,50 +3,63 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::{OriginalUri, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{api_path, b64, blocking, comma_list, decode_key, json_body, to_b64};
+use super::extract::{b64, blocking, comma_list, decode_key, json_body, to_b64, JsonBody};
 use super::kv::{scan_query, text, ScanQuery};
+use super::target::{BatchRoute, Target, TargetKey, Writable};
+use super::write::{WriteOp, WriteResponse};
 use super::Shared;
 use crate::models::row::{self, Columns, RowOp};
 use crate::models::scan;
 
-#[derive(Deserialize)]
+/// Body of `PUT /row/{rowKey}`: columns to merge into the row.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+#[schema(as = RowPut)]
+pub struct PutBody {
+    /// Column name → standard base64 value.
     columns: BTreeMap<String, String>,
 }
 
 /// Column names to delete: `{"columns": {"a": any}}` (UnisonDB) or `{"columns": ["a"]}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ColumnNames {
+pub struct ColumnNames {
+    /// An object whose keys are the names, or an array of names.
     columns: Value,
 }
 
-#[derive(Deserialize)]
+/// Body of `POST /row/batch`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BatchBody {
-    operation: String,
+#[schema(as = RowBatch)]
+pub struct BatchBody {
+    operation: WriteOp,
     rows: Vec<BatchRow>,
 }
 
-#[derive(Deserialize)]
+/// One row of a batch: puts merge `columns` ({name: base64}); deletes with `columns` delete those, without delete the row.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct BatchRow {
+pub struct BatchRow {
     row_key: String,
     #[serde(default)]
     columns: Option<Value>,
 }
 
-#[derive(Deserialize, Default)]
+/// Query of `GET /row/{rowKey}`.
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// Comma-separated columns to return (default: all).
     columns: Option<String>,
 }
 
@@ -86,14 +99,14 @@ pub fn columns_json(cols: &Columns) -> Value {
     Value::Object(m)
 }
 
+/// Read a row, optionally only some columns.
+#[utoipa::path(get, path = "/api/v1/{namespace}/row/{rowKey}", params(GetQuery),
+    responses((status = 200, body = Value), (status = 400), (status = 404)))]
 pub async fn get_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    TargetKey { target, key }: TargetKey,
     q: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
+    let ns = target.ns;
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let filter = q.columns.as_deref().map(comma_list);
@@ -109,77 +122,77 @@ pub async fn get_one(
     }
 }
 
+/// Merge columns into a row.
+#[utoipa::path(put, path = "/api/v1/{namespace}/row/{rowKey}", request_body = PutBody,
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
 pub async fn put_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let key = decode_key(p.rest.as_deref())?;
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let b: PutBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
+    Writable(TargetKey { target, key }): Writable<TargetKey>,
+    JsonBody(b): JsonBody<PutBody>,
+) -> ApiResult<WriteResponse> {
     let cols = decode_columns(b.columns)?;
-    let c = blocking(move || row::upsert(&ns, &key, cols)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "lsn": c.lsn})))
+    target.commit(move |ns| row::upsert(ns, &key, cols)).await
 }
 
-/// `DELETE /row/{rowKey}` deletes the row; `DELETE /row/{rowKey}/columns` (unescaped `/columns`
-/// suffix) deletes the columns named in the body. A row key ending in `/columns` is reachable as `%2Fcolumns`.
+/// Delete a whole row.
+///
+/// `DELETE /row/{rowKey}` deletes the row; with an unescaped `/columns` suffix it is `delete_columns`.
+/// A row key ending in `/columns` is reachable as `%2Fcolumns`.
+#[utoipa::path(delete, path = "/api/v1/{namespace}/row/{rowKey}",
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404)))]
 pub async fn delete_one(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    st: State<Shared>,
+    Writable(target): Writable<Target>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let raw = p.rest.unwrap_or_default();
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    if let Some(row_raw) = raw.strip_suffix("/columns") {
-        let key = decode_key(Some(row_raw).filter(|r| !r.is_empty()))?;
-        let b: ColumnNames = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
-        let names = column_names(&b.columns)?;
-        let c = blocking(move || row::delete_columns(&ns, &key, names)).await?;
-        st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-        return Ok(Json(json!({"success": true, "lsn": c.lsn})));
+) -> ApiResult<WriteResponse> {
+    let raw = target.rest.clone().unwrap_or_default();
+    if raw.ends_with("/columns") {
+        return delete_columns(st, Writable(target), headers, body).await;
     }
     let key = decode_key(Some(raw.as_str()).filter(|r| !r.is_empty()))?;
-    let c = blocking(move || row::delete(&ns, &key)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "lsn": c.lsn})))
+    target.commit(move |ns| row::delete(ns, &key)).await
 }
 
-pub async fn batch(
+/// Delete named columns.
+///
+/// Reached through `delete_one` (the row route with a `/columns` suffix); documented on its own path.
+#[utoipa::path(delete, path = "/api/v1/{namespace}/row/{rowKey}/columns", request_body = ColumnNames,
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
+pub async fn delete_columns(
     State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    Writable(target): Writable<Target>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    if p.rest.as_deref() != Some("batch") {
-        return Err(ApiError::new(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "POST is only allowed on /row/batch",
-        ));
-    }
-    let ns = st.namespace(&p.namespace)?;
-    st.writable(&p.namespace)?;
-    let b: BatchBody = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
+) -> ApiResult<WriteResponse> {
+    let raw = target.rest.as_deref().unwrap_or_default();
+    let row_raw = raw.strip_suffix("/columns").unwrap_or(raw);
+    let key = decode_key(Some(row_raw).filter(|r| !r.is_empty()))?;
+    let b: ColumnNames = json_body(&headers, body, st.cfg.http.max_body_bytes).await?;
+    let names = column_names(&b.columns)?;
+    target
+        .commit(move |ns| row::delete_columns(ns, &key, names))
+        .await
+}
+
+/// Atomic batch of row upserts or deletes.
+#[utoipa::path(post, path = "/api/v1/{namespace}/row/batch", request_body = BatchBody,
+    responses((status = 200, body = WriteResponse), (status = 400), (status = 403), (status = 404), (status = 413)))]
+pub async fn batch(
+    _: BatchRoute,
+    Writable(target): Writable<Target>,
+    JsonBody(b): JsonBody<BatchBody>,
+) -> ApiResult<WriteResponse> {
     let ops = parse_batch(b)?;
     let count = ops.len();
-    let c = blocking(move || row::batch(&ns, &ops)).await?;
-    st.await_acks(&p.namespace, c.lsn, &uri, &headers).await?;
-    Ok(Json(json!({"success": true, "count": count, "lsn": c.lsn})))
+    let w = target.commit(move |ns| row::batch(ns, &ops)).await?;
+    Ok(w.with_count(count))
 }
 
 /// Builds the row op for one `{rowKey, columns}` item under `operation` (put or delete).
-pub fn row_op(operation: &str, row_key: String, columns: Option<Value>) -> ApiResult<RowOp> {
+pub fn row_op(operation: WriteOp, row_key: String, columns: Option<Value>) -> ApiResult<RowOp> {
     let row = row_key.into_bytes();
     match operation {
-        "put" => {
+        WriteOp::Put => {
             let cols: BTreeMap<String, String> =
                 serde_json::from_value(columns.unwrap_or(Value::Null))
                     .map_err(|_| ApiError::bad_request("put needs columns: {name: base64}"))?;
@@ -188,7 +201,7 @@ pub fn row_op(operation: &str, row_key: String, columns: Option<Value>) -> ApiRe
                 columns: decode_columns(cols)?,
             })
         }
-        "delete" => match columns {
+        WriteOp::Delete => match columns {
             Some(c) if !c.is_null() && c.as_object().is_none_or(|m| !m.is_empty()) => {
                 Ok(RowOp::DeleteColumns {
                     row,
@@ -197,26 +210,24 @@ pub fn row_op(operation: &str, row_key: String, columns: Option<Value>) -> ApiRe
             }
             _ => Ok(RowOp::Delete { row }),
         },
-        other => Err(ApiError::bad_request(format!(
-            "operation must be put or delete, not {other:?}"
-        ))),
     }
 }
 
 fn parse_batch(b: BatchBody) -> ApiResult<Vec<RowOp>> {
     b.rows
         .into_iter()
-        .map(|r| row_op(&b.operation, r.row_key, r.columns))
+        .map(|r| row_op(b.operation, r.row_key, r.columns))
         .collect()
 }
 
+/// Ordered row scan (limit counts rows).
+#[utoipa::path(get, path = "/api/v1/{namespace}/row", params(ScanQuery),
+    responses((status = 200, body = Value), (status = 400), (status = 404)))]
 pub async fn scan(
-    State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    target: Target,
     q: Result<Query<ScanQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let p = api_path(uri.path())?;
-    let ns = st.namespace(&p.namespace)?;
+    let ns = target.ns;
     let q = scan_query(q)?;
     let req = q.request();
     let filter = q.columns.as_deref().map(comma_list);

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -14,28 +14,38 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
+use utoipa::IntoParams;
+
 use super::error::{ApiError, ApiResult};
-use super::extract::api_path;
+use super::target::Target;
 use super::{shutdown_signal, Shared};
 use crate::feed;
 use crate::storage::keys::Model;
 
-#[derive(Deserialize, Default)]
+/// Query of `GET /watch`.
+#[derive(Deserialize, Default, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct WatchQuery {
+    /// Comma-separated models to send (default `kv,row,lob`).
     models: Option<String>,
+    /// Only keys starting with this.
     prefix: Option<String>,
+    /// Replay from this LSN (else only new changes; `Last-Event-ID` resumes after an LSN).
     from_lsn: Option<u64>,
 }
 
+/// Server-sent change events (id = LSN).
+#[utoipa::path(get, path = "/api/v1/{namespace}/watch", params(WatchQuery),
+    responses((status = 200, description = "event stream", body = String, content_type = "text/event-stream"),
+        (status = 400), (status = 404)))]
 pub async fn watch(
     State(st): State<Shared>,
-    OriginalUri(uri): OriginalUri,
+    target: Target,
     headers: HeaderMap,
     q: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let p = api_path(uri.path())?;
-    let ns = st.namespace(&p.namespace)?;
+    let ns = target.ns;
     let Query(q) =
         q.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let mut models = Vec::new();
@@ -61,7 +71,7 @@ pub async fn watch(
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(|lsn| lsn + 1);
     let from = q.from_lsn.or(resume);
-    let name = p.namespace.clone();
+    let name = target.name;
     let changes = match from {
         Some(lsn) => feed::changes_from(ns, lsn).boxed(),
         None => feed::changes_from_now(ns).boxed(),
