@@ -47,6 +47,14 @@ pub enum BTreeError {
     Corrupt(String),
     #[error("key of {0} bytes exceeds the maximum key size")]
     KeyTooLarge(usize),
+    #[error("value of {0} bytes exceeds the 4 GiB value limit")]
+    ValueTooLarge(usize),
+    #[error("page size {0} is not a power of two in 512..=65536")]
+    BadPageSize(usize),
+    #[error("B+Tree file is locked by another open handle: {0}")]
+    Locked(std::io::Error),
+    #[error("an earlier commit failed half-way; reopen the tree")]
+    Poisoned,
 }
 
 /// Tuning for a tree file; the page size is fixed when the file is created.
@@ -156,7 +164,7 @@ fn lock_exclusive(file: &File) -> Result<(), BTreeError> {
     // SAFETY: flock on a valid, owned file descriptor; the lock dies with the descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(BTreeError::Io(std::io::Error::last_os_error()));
+        return Err(BTreeError::Locked(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -172,15 +180,12 @@ fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
 impl BTree {
     /// Opens or creates the tree file at `path`; picks the newest valid meta page.
     ///
-    /// The file is `flock`ed: a second open (even in this process) fails with `Io` until every
+    /// The file is `flock`ed: a second open (even in this process) fails with `Locked` until every
     /// handle, `ReadTxn` and `RangeIter` of the first one is dropped.
     pub fn open(path: &Path, opts: BTreeOptions) -> Result<Self, BTreeError> {
         let ps = opts.page_size;
         if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {
-            return Err(BTreeError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("page size {ps} is not a power of two in 512..=65536"),
-            )));
+            return Err(BTreeError::BadPageSize(ps));
         }
         let file = OpenOptions::new()
             .read(true)

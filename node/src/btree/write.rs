@@ -78,9 +78,7 @@ impl<'a> WriteTxn<'a> {
         let inner = tree.inner();
         let mut ws = inner.writer.lock();
         if ws.poisoned {
-            return Err(BTreeError::Io(std::io::Error::other(
-                "an earlier commit failed half-way; reopen the tree",
-            )));
+            return Err(BTreeError::Poisoned);
         }
         let snap = inner.current();
         // Pages freed by txn t are invisible to every reader with txid >= t.
@@ -288,10 +286,7 @@ impl<'a> WriteTxn<'a> {
             return Err(BTreeError::KeyTooLarge(key.len()));
         }
         if value.len() > u32::MAX as usize {
-            return Err(BTreeError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "values are limited to 4 GiB",
-            )));
+            return Err(BTreeError::ValueTooLarge(value.len()));
         }
         let val = if leaf_entry_size(key.len(), value.len()) > self.max_entry {
             let n = page::overflow_pages(value.len(), self.ps);

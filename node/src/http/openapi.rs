@@ -301,8 +301,8 @@ mod tests {
     /// Every documented route reaches a handler: not the router's 404 fallback, not 405.
     #[tokio::test]
     async fn router_serves_every_documented_route() {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let app = router(Arc::new(AppState::new(Config::default(), None, rx)));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let app = router(Arc::new(AppState::new(Config::default(), None, shutdown)));
         for (method, path) in ROUTES {
             let uri = path
                 .replace("{namespace}", "default")
