@@ -40,7 +40,7 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("cannot open data dir {}: {source}", dir.display())]
+    #[error("cannot open data dir {}: {source}", .dir.display())]
     Open { dir: PathBuf, source: EngineError },
     #[error("cannot start replication / notifications: {0}")]
     Services(#[from] ServiceError),
@@ -176,12 +176,13 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
 /// Opens every configured namespace and removes LOB chunks orphaned by a crash (blocking).
 fn open_database(cfg: &Config) -> Result<Database, ServerError> {
     let dir = &cfg.server.data_dir;
-    let db = Database::open(dir, &cfg.server.namespaces, &cfg.engine_options()).map_err(
-        |source| ServerError::Open {
-            dir: dir.clone(),
-            source,
-        },
-    )?;
+    let db =
+        Database::open(dir, &cfg.server.namespaces, &cfg.engine_options()).map_err(|source| {
+            ServerError::Open {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
     for ns in db.namespaces() {
         match lob::collect_orphans(ns) {
             Ok(0) => {}
@@ -199,10 +200,7 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
 }
 
 /// Aborts transactions past their idle or lifetime limit, every second, until `stop`.
-fn spawn_txn_reaper(
-    state: Arc<AppState>,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_txn_reaper(state: Arc<AppState>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {

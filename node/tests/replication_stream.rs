@@ -7,8 +7,8 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
 use unisondb::engine::{EngineOptions, FsyncPolicy, Namespace};
 use unisondb::replication::relayer::{follow, Backoff, FollowConfig};

@@ -97,7 +97,7 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
         }
         let state = ReplicationState::new();
         let stop = CancellationToken::new();
-    let rx = stop.clone();
+        let rx = stop.clone();
         let task = tokio::spawn(follow(ns.clone(), cfg, state.clone(), rx));
         (d, ns, state, stop, task)
     };

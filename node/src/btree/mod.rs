@@ -135,6 +135,7 @@ pub(crate) struct WriterState {
 }
 
 pub(crate) struct Inner {
+    #[cfg_attr(not(test), allow(dead_code))] // read by the unit tests only
     path: PathBuf,
     pub file: File,
     shared: Mutex<Shared>,
@@ -261,6 +262,7 @@ impl BTree {
     }
 
     /// The file this tree lives in.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -308,6 +310,7 @@ impl BTree {
     }
 
     /// Number of live read snapshots (diagnostics).
+    #[cfg(test)]
     pub fn live_readers(&self) -> usize {
         self.inner.shared.lock().readers.values().sum()
     }
@@ -394,6 +397,7 @@ pub(crate) fn resolve<'m>(map: &'m [u8], v: ValRef<'m>, ps: usize) -> Result<&'m
 
 impl ReadTxn {
     /// Commit id of the snapshot.
+    #[cfg(test)]
     pub fn txid(&self) -> u64 {
         self.snap.meta.txid
     }
@@ -404,13 +408,9 @@ impl ReadTxn {
     }
 
     /// Number of entries in the snapshot.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.snap.meta.entries
-    }
-
-    /// True if the snapshot holds no entries.
-    pub fn is_empty(&self) -> bool {
-        self.snap.meta.entries == 0
     }
 
     /// Point lookup; copies the value out.

@@ -264,18 +264,15 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Reads through this txn, so it sees its own uncommitted writes.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BTreeError> {
         self.get_with(key, |v| v.to_vec())
     }
 
     /// Number of entries including this txn's changes.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.entries
-    }
-
-    /// True if the tree (as this txn sees it) is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 
     // ---------- writes ----------

@@ -50,11 +50,7 @@ pub struct AppState {
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(
-        cfg: Config,
-        auth_token: Option<String>,
-        shutdown: CancellationToken,
-    ) -> AppState {
+    pub fn new(cfg: Config, auth_token: Option<String>, shutdown: CancellationToken) -> AppState {
         let limits = TxnLimits {
             idle: std::time::Duration::from_secs(cfg.http.txn_idle_timeout_secs),
             lifetime: std::time::Duration::from_secs(cfg.http.txn_max_lifetime_secs),

@@ -124,9 +124,9 @@ impl LobWriter {
     pub fn new(ns: Namespace, key: &[u8], limit: u64) -> Result<LobWriter, ModelError> {
         check_key(key)?;
         Ok(LobWriter {
+            version: ns.next_version(),
             ns,
             key: key.to_vec(),
-            version: ns.next_version(),
             limit,
             buf: Vec::with_capacity(CHUNK_SIZE),
             next_index: 0,

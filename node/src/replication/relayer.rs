@@ -15,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use super::bootstrap;
 use super::lag::ReplicationState;
 use super::proto::replication_client::ReplicationClient;
 use super::proto::stream_wal_request::Msg;
 use super::proto::{Ack, Start, StreamWalRequest};
-use super::bootstrap;
 use super::stream::from_wire;
 use super::tls::ClientTls;
 use super::ReplicationError;

@@ -85,10 +85,7 @@ pub async fn serve_on(
     builder
         .add_service(health_service)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;
     tracing::info!(%addr, "gRPC server stopped");
     Ok(())

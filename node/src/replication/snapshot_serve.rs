@@ -7,7 +7,9 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::proto::snapshot_chunk::Part;
-use super::proto::{SnapshotChunk, SnapshotEntries, SnapshotEntry, SnapshotHeader, SnapshotTrailer};
+use super::proto::{
+    SnapshotChunk, SnapshotEntries, SnapshotEntry, SnapshotHeader, SnapshotTrailer,
+};
 use super::snapshot::{EntryCrc, CHUNK_BYTES, CHUNK_ENTRIES};
 use crate::engine::{EngineError, Namespace};
 
@@ -81,4 +83,3 @@ pub async fn serve(ns: Namespace) -> Result<mpsc::Receiver<Result<SnapshotChunk,
     });
     Ok(rx)
 }
-

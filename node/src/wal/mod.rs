@@ -9,7 +9,7 @@
 //! `retention.rs`. `append` writes straight into the active file (no userspace buffer), so
 //! readers can `pread` everything up to the published LSN; `sync` is one `fdatasync`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -190,11 +190,6 @@ impl Wal {
         self.shared.published.load(Ordering::Acquire)
     }
 
-    /// Highest LSN known to be on stable storage (after `sync`, a segment roll, or recovery).
-    pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable_lsn.load(Ordering::Acquire)
-    }
-
     /// Blocks until `published_lsn() > after_lsn` or `timeout` passes; returns the published LSN.
     pub fn wait_published(&self, after_lsn: u64, timeout: Duration) -> u64 {
         self.shared.wait_published(after_lsn, timeout)
@@ -249,10 +244,5 @@ impl Wal {
                 }
             })
             .collect()
-    }
-
-    /// Directory holding the segment files.
-    pub fn dir(&self) -> PathBuf {
-        self.shared.dir.clone()
     }
 }
