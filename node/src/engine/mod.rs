@@ -16,7 +16,6 @@ mod write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use thiserror::Error;
@@ -207,14 +206,9 @@ impl Namespace {
         self.inner.last_hlc.load(Ordering::Acquire)
     }
 
-    /// Notifies async waiters (replication, notifications, SSE) of each new visible LSN.
+    /// Notifies async waiters of each new visible LSN (WAL followers use [`Namespace::tail`]).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.lsn_tx.subscribe()
-    }
-
-    /// Blocks until the visible LSN passes `after` or the timeout ends; returns the visible LSN.
-    pub fn wait_for_lsn(&self, after: u64, timeout: Duration) -> u64 {
-        self.inner.wal.wait_published(after, timeout)
     }
 
     /// Oldest LSN still in the WAL (`None` when it holds no record).

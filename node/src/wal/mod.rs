@@ -191,6 +191,7 @@ impl Wal {
     }
 
     /// Blocks until `published_lsn() > after_lsn` or `timeout` passes; returns the published LSN.
+    #[cfg(test)]
     pub fn wait_published(&self, after_lsn: u64, timeout: Duration) -> u64 {
         self.shared.wait_published(after_lsn, timeout)
     }
