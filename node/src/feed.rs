@@ -1,77 +1,50 @@
 //! The change feed: model-level changes of a namespace from an LSN on, read from its WAL.
 //!
-//! One source for SSE `/watch` and (later) ZeroMQ notifications: records are read with a `WalReader` on a
-//! blocking thread, decoded by `storage::events::changes`, and the stream then waits on the namespace's
-//! LSN watch channel for more. Nothing is buffered beyond one read batch, so a slow consumer simply
-//! reads the WAL later (back-pressure instead of unbounded queues).
+//! The one source for SSE `/watch` and ZeroMQ notifications: records come from the namespace's WAL
+//! tailer ([`crate::engine::Tail`], which owns batching, wake-ups and trimmed segments), are decoded by
+//! `storage::events::changes`, and yielded one change at a time. Nothing is buffered beyond one read
+//! batch, so a slow consumer simply reads the WAL later (back-pressure instead of unbounded queues).
+//! LSNs the WAL no longer holds are reported as [`FeedError::Gap`].
 
 use std::collections::VecDeque;
 
 use futures::Stream;
 use thiserror::Error;
 
-use crate::engine::{EngineError, Namespace};
+use crate::engine::{Namespace, Tail, TailError, TailLimits};
 use crate::storage::batch::DecodeError;
 use crate::storage::events::{self, Change};
-use crate::wal::WalReader;
 
-/// Records read per blocking call.
+/// Records read per batch.
 const READ_BATCH: usize = 256;
 
 /// Why the feed stopped.
 #[derive(Debug, Error)]
 pub enum FeedError {
+    /// The changes from `requested` on are gone (WAL retention or an installed snapshot): the consumer
+    /// missed them and must resync (or resume from `oldest`).
+    #[error("changes from LSN {requested} are gone from the WAL (oldest available is {oldest})")]
+    Gap { requested: u64, oldest: u64 },
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Tail(TailError),
     #[error("undecodable WAL record at LSN {lsn}: {source}")]
     Decode { lsn: u64, source: DecodeError },
-    #[error("change feed reader task failed: {0}")]
-    Task(String),
+}
+
+impl From<TailError> for FeedError {
+    fn from(e: TailError) -> Self {
+        match e {
+            TailError::Trimmed { requested, oldest } => FeedError::Gap { requested, oldest },
+            other => FeedError::Tail(other),
+        }
+    }
 }
 
 struct FeedState {
-    ns: Namespace,
-    next_lsn: u64,
-    reader: Option<WalReader>,
-    rx: tokio::sync::watch::Receiver<u64>,
-    buf: VecDeque<Change>,
+    tail: Tail,
+    /// Decoded changes of the last batch (and the error that ended it, last).
+    buf: VecDeque<Result<Change, FeedError>>,
     failed: bool,
-}
-
-/// Reads up to `READ_BATCH` records from `next_lsn`; returns the reader to reuse and the changes.
-fn read_some(
-    ns: &Namespace,
-    reader: Option<WalReader>,
-    next_lsn: u64,
-) -> Result<(Option<WalReader>, u64, Vec<Change>), FeedError> {
-    let mut reader = match reader {
-        Some(r) => r,
-        None => ns.wal_reader(next_lsn)?,
-    };
-    let mut out = Vec::new();
-    let mut next = next_lsn;
-    for _ in 0..READ_BATCH {
-        match reader.next_record().map_err(EngineError::from)? {
-            Some(rec) => {
-                if rec.lsn < next {
-                    continue;
-                }
-                let ch = events::changes(rec.lsn, rec.hlc, &rec.payload).map_err(|source| {
-                    FeedError::Decode {
-                        lsn: rec.lsn,
-                        source,
-                    }
-                })?;
-                out.extend(ch);
-                next = rec.lsn + 1;
-            }
-            None => {
-                // At the published end: drop the reader (and its segment pins); reopen when woken.
-                return Ok((None, next, out));
-            }
-        }
-    }
-    Ok((Some(reader), next, out))
 }
 
 /// Changes of `ns` with LSN >= `from_lsn`, in LSN order, following new writes forever.
@@ -80,52 +53,49 @@ pub fn changes_from(
     ns: Namespace,
     from_lsn: u64,
 ) -> impl Stream<Item = Result<Change, FeedError>> + Send + 'static {
-    let rx = ns.subscribe();
+    let limits = TailLimits {
+        max_records: READ_BATCH,
+        ..TailLimits::default()
+    };
     let state = FeedState {
-        ns,
-        next_lsn: from_lsn.max(1),
-        reader: None,
-        rx,
+        tail: ns.tail_with(from_lsn, limits),
         buf: VecDeque::new(),
         failed: false,
     };
     futures::stream::unfold(state, |mut st| async move {
         loop {
+            if let Some(item) = st.buf.pop_front() {
+                return Some((item, st));
+            }
             if st.failed {
                 return None;
             }
-            if let Some(c) = st.buf.pop_front() {
-                return Some((Ok(c), st));
-            }
-            if st.ns.latest_lsn() >= st.next_lsn {
-                let ns = st.ns.clone();
-                let reader = st.reader.take();
-                let next = st.next_lsn;
-                let res = tokio::task::spawn_blocking(move || read_some(&ns, reader, next)).await;
-                match res {
-                    Ok(Ok((reader, next, changes))) => {
-                        st.reader = reader;
-                        st.next_lsn = next;
-                        st.buf.extend(changes);
-                        continue;
-                    }
-                    Ok(Err(e)) => {
-                        st.failed = true;
-                        return Some((Err(e), st));
-                    }
-                    Err(e) => {
-                        st.failed = true;
-                        return Some((Err(FeedError::Task(e.to_string())), st));
-                    }
+            let records = match st.tail.read().await {
+                Ok(r) => r,
+                Err(e) => {
+                    st.failed = true;
+                    return Some((Err(e.into()), st));
                 }
-            }
-            // Caught up: wait for the visible LSN to move.
-            st.rx.borrow_and_update();
-            if st.ns.latest_lsn() >= st.next_lsn {
+            };
+            if records.is_empty() {
+                if !st.tail.changed().await {
+                    return None;
+                }
                 continue;
             }
-            if st.rx.changed().await.is_err() {
-                return None;
+            for rec in records {
+                match events::changes(rec.lsn, rec.hlc, &rec.payload) {
+                    Ok(ch) => st.buf.extend(ch.into_iter().map(Ok)),
+                    Err(source) => {
+                        // Changes decoded before the bad record still go out first.
+                        st.failed = true;
+                        st.buf.push_back(Err(FeedError::Decode {
+                            lsn: rec.lsn,
+                            source,
+                        }));
+                        break;
+                    }
+                }
             }
         }
     })

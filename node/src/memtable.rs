@@ -104,6 +104,7 @@ impl Memtable {
     }
 
     /// Lowest LSN inserted (None when empty).
+    #[cfg(test)]
     pub fn min_lsn(&self) -> Option<u64> {
         match self.min_lsn.load(Ordering::Relaxed) {
             u64::MAX => None,
@@ -231,7 +232,8 @@ impl Memtable {
         }
     }
 
-    /// The newest version of every key, in key order: what a flush writes into the B+Tree.
+    /// The newest version of every key, in key order (tests compare it with a model).
+    #[cfg(test)]
     pub fn latest(&self) -> impl Iterator<Item = (Vec<u8>, MemValue)> + '_ {
         let mut last: Option<Vec<u8>> = None;
         self.map.iter().filter_map(move |e| {

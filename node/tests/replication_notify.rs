@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
 use unisondb::engine::{EngineOptions, FsyncPolicy, Namespace};
 use unisondb::notify::{self, NotifyConfig};
@@ -108,7 +108,8 @@ fn subscriber(endpoint: &str, prefix: &str) -> zmq::Socket {
 async fn rust_subscriber_on_hub_and_relayer() {
     let (hd, rd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (hub, rel) = (db(hd.path()), db(rd.path()));
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stop_rx = stop.clone();
     let hub_pub = notify::start(&hub, &local_cfg(), stop_rx.clone()).unwrap();
     let rel_pub = notify::start(&rel, &local_cfg(), stop_rx.clone()).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -157,7 +158,7 @@ async fn rust_subscriber_on_hub_and_relayer() {
     check_sample(&from_hub, &lsns);
     check_sample(&from_rel, &lsns);
 
-    stop.send_replace(true);
+    stop.cancel();
     server.await.unwrap().unwrap();
     follower.await.unwrap();
     tokio::task::spawn_blocking(move || {
@@ -190,7 +191,8 @@ fn pyzmq_subscriber_gets_topics_keys_and_lsns() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e/loopback/zmq_sub.py");
     let dir = tempfile::tempdir().unwrap();
     let hub = db(dir.path());
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let publisher = notify::start(&hub, &local_cfg(), rx).unwrap();
     let mut child = Command::new(py)
         .args([
@@ -219,7 +221,7 @@ fn pyzmq_subscriber_gets_topics_keys_and_lsns() {
         .collect();
     assert!(child.wait().unwrap().success());
     check_sample(&got, &lsns);
-    stop.send_replace(true);
+    stop.cancel();
     publisher.join();
 }
 
@@ -238,7 +240,8 @@ fn pyzmq_doc_example_runs_as_written() {
     let script = dir.path().join("example.py");
     std::fs::write(&script, code).unwrap();
     let hub = db(&dir.path().join("data"));
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let publisher = notify::start(&hub, &local_cfg(), rx).unwrap();
     let mut child = Command::new(py)
         .arg(&script)
@@ -277,6 +280,6 @@ fn pyzmq_doc_example_runs_as_written() {
             .any(|l| l.starts_with("default.row put b'user:1' lsn ")),
         "{lines:?}"
     );
-    stop.send_replace(true);
+    stop.cancel();
     publisher.join();
 }

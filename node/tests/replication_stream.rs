@@ -7,8 +7,8 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
 use unisondb::engine::{EngineOptions, FsyncPolicy, Namespace};
 use unisondb::replication::relayer::{follow, Backoff, FollowConfig};
@@ -32,14 +32,15 @@ fn open(dir: &std::path::Path, o: EngineOptions) -> Database {
 
 struct Server {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
 async fn serve(db: &Database, acks: &AckRegistry, addr: &str) -> Server {
     let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let (db, acks) = (db.clone(), acks.clone());
     let task = tokio::spawn(async move {
         serve_on(listener, db, acks, None, rx).await.unwrap();
@@ -49,7 +50,7 @@ async fn serve(db: &Database, acks: &AckRegistry, addr: &str) -> Server {
 
 impl Server {
     async fn shutdown(self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server stops within 10 s")
@@ -59,7 +60,7 @@ impl Server {
 
 struct Follower {
     state: ReplicationState,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
@@ -70,14 +71,15 @@ fn start_follower(ns: &Namespace, addr: SocketAddr, id: &str) -> Follower {
         max: Duration::from_millis(200),
     };
     let state = ReplicationState::new();
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let task = tokio::spawn(follow(ns.clone(), cfg, state.clone(), rx));
     Follower { state, stop, task }
 }
 
 impl Follower {
     async fn stop(self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("follower stops")
@@ -331,7 +333,8 @@ async fn two_hubs_mirroring_each_other_converge_without_loops() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let mut sets = Vec::new();
     let mut handles = Vec::new();
     for (hub, listen, owner_of_other, other) in [(&hub_a, pa, pb, "b"), (&hub_b, pb, pa, "a")] {
@@ -381,7 +384,7 @@ async fn two_hubs_mirroring_each_other_converge_without_loops() {
             .await,
         Ok(1)
     );
-    stop.send_replace(true);
+    stop.cancel();
     for mut set in sets {
         while let Some(r) = set.join_next().await {
             r.unwrap().unwrap();

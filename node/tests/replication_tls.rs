@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
 use unisondb::engine::{EngineOptions, FsyncPolicy};
 use unisondb::replication::relayer::{follow, FollowConfig};
@@ -67,7 +67,8 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (stop, rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let rx = stop.clone();
     let tls = ServerTls {
         cert_pem: srv_cert.into_bytes(),
         key_pem: srv_key.into_bytes(),
@@ -95,7 +96,8 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
             });
         }
         let state = ReplicationState::new();
-        let (stop, rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let rx = stop.clone();
         let task = tokio::spawn(follow(ns.clone(), cfg, state.clone(), rx));
         (d, ns, state, stop, task)
     };
@@ -141,9 +143,9 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
         (plain_stop, plain_task),
         (distrust_stop, distrust_task),
     ] {
-        s.send_replace(true);
+        s.cancel();
         t.await.unwrap();
     }
-    stop.send_replace(true);
+    stop.cancel();
     server.await.unwrap().unwrap();
 }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
 use unisondb::engine::{EngineOptions, FsyncPolicy, Namespace};
 use unisondb::notify::{self, NotifyConfig};
@@ -102,7 +103,8 @@ async fn main() -> Result<()> {
         .map(|d| d.get("bench").cloned())
         .collect::<Option<_>>()
         .context("namespace")?;
-    let (stop, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stop_rx = stop.clone();
     // Chain: node0 (hub) → node1 → node2.
     for hop in 0..2 {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -245,7 +247,7 @@ async fn main() -> Result<()> {
     );
     row("raw PUB send → SUB received (same zmq crate)", raw);
 
-    stop.send_replace(true);
+    stop.cancel();
     let _ = sub_thread.join();
     tokio::task::spawn_blocking(move || publisher.join()).await?;
     drop((nss, dbs));

@@ -47,6 +47,14 @@ pub enum BTreeError {
     Corrupt(String),
     #[error("key of {0} bytes exceeds the maximum key size")]
     KeyTooLarge(usize),
+    #[error("value of {0} bytes exceeds the 4 GiB value limit")]
+    ValueTooLarge(usize),
+    #[error("page size {0} is not a power of two in 512..=65536")]
+    BadPageSize(usize),
+    #[error("B+Tree file is locked by another open handle: {0}")]
+    Locked(std::io::Error),
+    #[error("an earlier commit failed half-way; reopen the tree")]
+    Poisoned,
 }
 
 /// Tuning for a tree file; the page size is fixed when the file is created.
@@ -127,6 +135,7 @@ pub(crate) struct WriterState {
 }
 
 pub(crate) struct Inner {
+    #[cfg_attr(not(test), allow(dead_code))] // read by the unit tests only
     path: PathBuf,
     pub file: File,
     shared: Mutex<Shared>,
@@ -156,7 +165,7 @@ fn lock_exclusive(file: &File) -> Result<(), BTreeError> {
     // SAFETY: flock on a valid, owned file descriptor; the lock dies with the descriptor.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(BTreeError::Io(std::io::Error::last_os_error()));
+        return Err(BTreeError::Locked(std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -172,15 +181,12 @@ fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
 impl BTree {
     /// Opens or creates the tree file at `path`; picks the newest valid meta page.
     ///
-    /// The file is `flock`ed: a second open (even in this process) fails with `Io` until every
+    /// The file is `flock`ed: a second open (even in this process) fails with `Locked` until every
     /// handle, `ReadTxn` and `RangeIter` of the first one is dropped.
     pub fn open(path: &Path, opts: BTreeOptions) -> Result<Self, BTreeError> {
         let ps = opts.page_size;
         if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {
-            return Err(BTreeError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("page size {ps} is not a power of two in 512..=65536"),
-            )));
+            return Err(BTreeError::BadPageSize(ps));
         }
         let file = OpenOptions::new()
             .read(true)
@@ -256,6 +262,7 @@ impl BTree {
     }
 
     /// The file this tree lives in.
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -303,6 +310,7 @@ impl BTree {
     }
 
     /// Number of live read snapshots (diagnostics).
+    #[cfg(test)]
     pub fn live_readers(&self) -> usize {
         self.inner.shared.lock().readers.values().sum()
     }
@@ -389,6 +397,7 @@ pub(crate) fn resolve<'m>(map: &'m [u8], v: ValRef<'m>, ps: usize) -> Result<&'m
 
 impl ReadTxn {
     /// Commit id of the snapshot.
+    #[cfg(test)]
     pub fn txid(&self) -> u64 {
         self.snap.meta.txid
     }
@@ -399,13 +408,9 @@ impl ReadTxn {
     }
 
     /// Number of entries in the snapshot.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.snap.meta.entries
-    }
-
-    /// True if the snapshot holds no entries.
-    pub fn is_empty(&self) -> bool {
-        self.snap.meta.entries == 0
     }
 
     /// Point lookup; copies the value out.

@@ -37,7 +37,7 @@ fn second_open_of_same_file_is_refused() {
     let t = BTree::open(&path, opts(512)).unwrap();
     assert!(matches!(
         BTree::open(&path, opts(512)),
-        Err(BTreeError::Io(_))
+        Err(BTreeError::Locked(_))
     ));
     assert_eq!(t.path(), path.as_path());
     drop(t);

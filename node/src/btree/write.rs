@@ -78,9 +78,7 @@ impl<'a> WriteTxn<'a> {
         let inner = tree.inner();
         let mut ws = inner.writer.lock();
         if ws.poisoned {
-            return Err(BTreeError::Io(std::io::Error::other(
-                "an earlier commit failed half-way; reopen the tree",
-            )));
+            return Err(BTreeError::Poisoned);
         }
         let snap = inner.current();
         // Pages freed by txn t are invisible to every reader with txid >= t.
@@ -266,18 +264,15 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Reads through this txn, so it sees its own uncommitted writes.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BTreeError> {
         self.get_with(key, |v| v.to_vec())
     }
 
     /// Number of entries including this txn's changes.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.entries
-    }
-
-    /// True if the tree (as this txn sees it) is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0
     }
 
     // ---------- writes ----------
@@ -288,10 +283,7 @@ impl<'a> WriteTxn<'a> {
             return Err(BTreeError::KeyTooLarge(key.len()));
         }
         if value.len() > u32::MAX as usize {
-            return Err(BTreeError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "values are limited to 4 GiB",
-            )));
+            return Err(BTreeError::ValueTooLarge(value.len()));
         }
         let val = if leaf_entry_size(key.len(), value.len()) > self.max_entry {
             let n = page::overflow_pages(value.len(), self.ps);

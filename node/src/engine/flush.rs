@@ -49,7 +49,7 @@ impl FlushControl {
                 return Ok(());
             }
             if let Some(e) = s.last_error.clone() {
-                return Err(EngineError::Corrupt(format!("flush failed: {e}")));
+                return Err(EngineError::FlushFailed(e.to_string()));
             }
             if s.shutdown {
                 return Err(EngineError::Closed);

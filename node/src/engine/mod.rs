@@ -10,12 +10,12 @@ mod lock;
 mod options;
 mod read;
 mod recovery;
+mod tail;
 mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use thiserror::Error;
@@ -29,6 +29,7 @@ use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 pub use lock::DirLock;
 pub use options::{EngineOptions, FsyncPolicy};
 pub use read::{Snapshot, SnapshotIter};
+pub use tail::{Tail, TailError, TailLimits};
 
 /// Why an engine operation failed.
 #[derive(Debug, Error)]
@@ -49,6 +50,12 @@ pub enum EngineError {
     Poisoned { name: String, reason: String },
     #[error("namespace store is inconsistent: {0}")]
     Corrupt(String),
+    /// The background flush of memtables into the B+Tree keeps failing (the cause is in the message).
+    #[error("flush failed: {0}")]
+    FlushFailed(String),
+    /// The source of a snapshot being installed failed (network, upstream); nothing was installed.
+    #[error("snapshot transfer failed: {0}")]
+    Transfer(String),
     #[error("replicated record LSN {got} does not follow the local LSN {expected_after}")]
     OutOfSequence { expected_after: u64, got: u64 },
     #[error("namespace is closed")]
@@ -77,6 +84,16 @@ pub struct NamespaceStats {
     pub poisoned: Option<String>,
 }
 
+/// Per-namespace state of the models layer that must not be process-wide: a commit of one
+/// namespace's LOB never waits for another namespace's.
+#[derive(Default)]
+pub(crate) struct ModelSync {
+    /// Serialises read-manifest-then-replace commits (see `models::lob`).
+    commit: Mutex<()>,
+    /// Last version handed out by [`Namespace::next_version`].
+    last_version: AtomicU64,
+}
+
 struct MemState {
     active: Arc<Memtable>,
     /// Oldest first; flushed in this order.
@@ -99,6 +116,7 @@ pub(crate) struct Inner {
     flush: flush::FlushControl,
     poisoned: Mutex<Option<String>>,
     lsn_tx: tokio::sync::watch::Sender<u64>,
+    models: ModelSync,
     metrics: crate::engine::write::NsMetrics,
     _lock: DirLock,
 }
@@ -188,14 +206,14 @@ impl Namespace {
         self.inner.last_hlc.load(Ordering::Acquire)
     }
 
-    /// Notifies async waiters (replication, notifications, SSE) of each new visible LSN.
+    /// Notifies async waiters of each new visible LSN (WAL followers use [`Namespace::tail`]).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.lsn_tx.subscribe()
     }
 
-    /// Blocks until the visible LSN passes `after` or the timeout ends; returns the visible LSN.
-    pub fn wait_for_lsn(&self, after: u64, timeout: Duration) -> u64 {
-        self.inner.wal.wait_published(after, timeout)
+    /// Oldest LSN still in the WAL (`None` when it holds no record).
+    pub fn wal_first_lsn(&self) -> Option<u64> {
+        self.inner.wal.first_lsn()
     }
 
     /// Reads WAL records from `from_lsn` (inclusive) up to the visible LSN.
@@ -235,6 +253,27 @@ impl Namespace {
             tree,
             poisoned: inner.poisoned.lock().clone(),
         })
+    }
+
+    /// Serialises read-then-replace model commits (LOB manifests) of this namespace only, so two
+    /// concurrent uploads of one key cannot both delete the same old version.
+    pub fn commit_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.models.commit.lock()
+    }
+
+    /// A fresh version, unique in this namespace and increasing across restarts (wall-clock ms << 16,
+    /// HLC-style); names the chunks of one LOB upload.
+    pub fn next_version(&self) -> u64 {
+        let last = &self.inner.models.last_version;
+        let wall = crate::storage::hlc::wall_ms() << 16;
+        let mut prev = last.load(Ordering::Relaxed);
+        loop {
+            let next = if wall > prev { wall } else { prev + 1 };
+            match last.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(actual) => prev = actual,
+            }
+        }
     }
 
     /// Makes everything durable and flushed; the namespace stays usable (used at shutdown).

@@ -122,6 +122,7 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
         flush: FlushControl::default(),
         poisoned: Mutex::new(None),
         lsn_tx,
+        models: Default::default(),
         metrics,
         _lock: lock,
     })

@@ -22,7 +22,7 @@ pub async fn healthz(State(st): State<Shared>) -> Json<Value> {
 pub async fn readyz(State(st): State<Shared>) -> Response {
     if st.is_ready() {
         // A relayer (or a hub mirroring namespaces) is ready once connected and within the lag bound.
-        if let Some(Err(why)) = crate::replication::global().map(|r| r.ready()) {
+        if let Some(Err(why)) = st.replication().map(|r| r.ready()) {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({"status": "not ready", "error": why})),
@@ -82,7 +82,7 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "openTransactions": st.txns.open_count(),
         "poisoned": s.poisoned,
         "mode": st.cfg.server.mode,
-        "replication": crate::replication::global().and_then(|r| r.position(&s.name)),
+        "replication": st.replication().and_then(|r| r.position(&s.name)),
     })))
 }
 

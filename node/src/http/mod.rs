@@ -25,12 +25,14 @@ use std::sync::{Arc, OnceLock};
 
 use axum::http::StatusCode;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 use utoipa_axum::routes;
 
 use crate::config::{Config, Mode};
 use crate::db::Database;
 use crate::engine::Namespace;
 use crate::models::txn::{TxnLimits, TxnManager};
+use crate::replication::ReplicationHandle;
 use error::{ApiError, ApiResult};
 use openapi::ApiRouter;
 
@@ -38,21 +40,20 @@ use openapi::ApiRouter;
 pub struct AppState {
     pub cfg: Config,
     db: OnceLock<Database>,
+    /// Replication as the HTTP layer sees it (read-only namespaces, readiness, positions, acks);
+    /// installed with the database by `set_ready`.
+    replication: OnceLock<ReplicationHandle>,
     ready: AtomicBool,
     pub txns: TxnManager,
     pub auth_token: Option<String>,
-    /// Flips to true at shutdown so long-lived streams (SSE) end and graceful shutdown can finish.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Cancelled at shutdown so long-lived streams (SSE) end and graceful shutdown can finish.
+    pub shutdown: CancellationToken,
 }
 
 pub type Shared = Arc<AppState>;
 
 impl AppState {
-    pub fn new(
-        cfg: Config,
-        auth_token: Option<String>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    ) -> AppState {
+    pub fn new(cfg: Config, auth_token: Option<String>, shutdown: CancellationToken) -> AppState {
         let limits = TxnLimits {
             idle: cfg.http.txn_idle_timeout_secs,
             lifetime: cfg.http.txn_max_lifetime_secs,
@@ -61,6 +62,7 @@ impl AppState {
         AppState {
             cfg,
             db: OnceLock::new(),
+            replication: OnceLock::new(),
             ready: AtomicBool::new(false),
             txns: TxnManager::new(limits),
             auth_token,
@@ -68,10 +70,18 @@ impl AppState {
         }
     }
 
-    /// Installs the opened database and marks the node ready.
-    pub fn set_ready(&self, db: Database) {
+    /// Installs the opened database and the replication handle, then marks the node ready.
+    pub fn set_ready(&self, db: Database, replication: Option<ReplicationHandle>) {
         let _ = self.db.set(db);
+        if let Some(r) = replication {
+            let _ = self.replication.set(r);
+        }
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// The replication handle, once the node is ready (`None` when replication is not running).
+    pub fn replication(&self) -> Option<&ReplicationHandle> {
+        self.replication.get()
     }
 
     /// Stops reporting ready (shutdown begins).
@@ -110,7 +120,7 @@ impl AppState {
                 "this node is a read-only relayer; write to the hub",
             ));
         }
-        if let Some(repl) = crate::replication::global() {
+        if let Some(repl) = self.replication() {
             if repl.is_read_only(namespace) {
                 let owner = repl.owner(namespace).unwrap_or_default();
                 return Err(ApiError::new(
@@ -137,7 +147,7 @@ impl AppState {
         if req.acks == 0 {
             return Ok(());
         }
-        let Some(repl) = crate::replication::global() else {
+        let Some(repl) = self.replication() else {
             return Err(ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("write committed at LSN {lsn} but acknowledged by 0 of {} replicas (replication is not running)", req.acks),
@@ -222,11 +232,7 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Ends when the shutdown flag flips (for streams that must not hold up graceful shutdown).
-pub async fn shutdown_signal(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow_and_update() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
+/// Ends when shutdown begins (for streams that must not hold up graceful shutdown).
+pub async fn shutdown_signal(token: CancellationToken) {
+    token.cancelled_owned().await
 }

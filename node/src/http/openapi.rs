@@ -299,8 +299,8 @@ mod tests {
     use crate::http::{router, routes, AppState};
 
     fn state() -> Shared {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        Arc::new(AppState::new(Config::default(), None, rx))
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        Arc::new(AppState::new(Config::default(), None, shutdown))
     }
 
     fn concrete(template: &str) -> String {

@@ -11,14 +11,10 @@
 //! snapshot, verifying order, size and CRC32C; a mismatch ends the stream with `ModelError::Corrupt`.
 
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 
 use super::{check_key, ModelError};
 use crate::engine::{Commit, Namespace, Snapshot, SnapshotIter};
 use crate::storage::batch::WriteBatch;
-use crate::storage::hlc::wall_ms;
 use crate::storage::keys::{self, DecodedKey, Model};
 
 /// Size of every chunk but the last.
@@ -27,24 +23,6 @@ pub const CHUNK_SIZE: usize = 64 << 10;
 const STAGE_BYTES: usize = 1 << 20;
 const MANIFEST_FORMAT: u8 = 1;
 const MANIFEST_LEN: usize = 1 + 8 + 8 + 4 + 4 + 4;
-
-/// Serialises read-manifest-then-replace across commits and deletes, so two concurrent uploads of the
-/// same key cannot both delete the same old version and orphan the winner's predecessor.
-static COMMIT_LOCK: Mutex<()> = Mutex::new(());
-static LAST_VERSION: AtomicU64 = AtomicU64::new(0);
-
-/// A fresh, process-unique version, increasing across restarts (wall clock ms << 16, HLC-style).
-fn next_version() -> u64 {
-    let wall = wall_ms() << 16;
-    let mut prev = LAST_VERSION.load(Ordering::Relaxed);
-    loop {
-        let next = if wall > prev { wall } else { prev + 1 };
-        match LAST_VERSION.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => prev = actual,
-        }
-    }
-}
 
 /// What a LOB's manifest records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -146,9 +124,9 @@ impl LobWriter {
     pub fn new(ns: Namespace, key: &[u8], limit: u64) -> Result<LobWriter, ModelError> {
         check_key(key)?;
         Ok(LobWriter {
+            version: ns.next_version(),
             ns,
             key: key.to_vec(),
-            version: next_version(),
             limit,
             buf: Vec::with_capacity(CHUNK_SIZE),
             next_index: 0,
@@ -316,15 +294,17 @@ impl Drop for StagedLob {
     }
 }
 
-/// Held while reading old manifests and writing new ones (see `COMMIT_LOCK`).
-pub fn commit_lock() -> parking_lot::MutexGuard<'static, ()> {
-    COMMIT_LOCK.lock()
+/// Held while reading old manifests and writing new ones: serialises read-manifest-then-replace
+/// across commits and deletes of `ns` (per namespace, see `Namespace::commit_lock`), so two concurrent
+/// uploads of the same key cannot both delete the same old version and orphan the winner's predecessor.
+pub fn commit_lock(ns: &Namespace) -> parking_lot::MutexGuard<'_, ()> {
+    ns.commit_lock()
 }
 
 /// Makes a staged upload visible in one batch; on failure its chunks are cleaned up.
 pub fn commit(ns: &Namespace, mut staged: StagedLob) -> Result<(Commit, Manifest), ModelError> {
     let result = {
-        let _guard = commit_lock();
+        let _guard = commit_lock(ns);
         let old = read_manifest(&ns.snapshot()?, &staged.key)?;
         let mut b = WriteBatch::new();
         staged.add_commit_ops(&mut b, old);
@@ -342,7 +322,7 @@ pub fn commit(ns: &Namespace, mut staged: StagedLob) -> Result<(Commit, Manifest
 /// Deletes a LOB (manifest and current chunks); NotFound when there is none.
 pub fn delete(ns: &Namespace, key: &[u8]) -> Result<Commit, ModelError> {
     check_key(key)?;
-    let _guard = commit_lock();
+    let _guard = commit_lock(ns);
     let mut b = WriteBatch::new();
     add_delete_ops(&ns.snapshot()?, key, &mut b)?;
     Ok(ns.write(b)?)

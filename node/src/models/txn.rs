@@ -293,7 +293,7 @@ impl TxnManager {
                 lobs: Vec::new(),
             });
         }
-        let _guard = lob::commit_lock();
+        let _guard = lob::commit_lock(&txn.ns);
         let snap = txn.ns.snapshot()?;
         let mut lobs = Vec::new();
         for s in staged.iter_mut() {

@@ -1,8 +1,8 @@
-//! ZeroMQ change notifications: one PUB socket per node, fed by a WAL reader per namespace.
+//! ZeroMQ change notifications: one PUB socket per node, fed by the change feed of every namespace.
 //!
-//! Every record that becomes visible (a local commit on a hub, an applied record on a relayer) is
-//! decoded by [`crate::storage::events::changes`] — the same source as the HTTP SSE stream — and each
-//! change goes out as a multipart `[topic, payload]` message (see [`message`] and docs/NOTIFICATIONS.md).
+//! Every record that becomes visible (a local commit on a hub, an applied record on a relayer) comes
+//! through [`crate::feed`] — the same source as the HTTP SSE stream — and each change goes out as a
+//! multipart `[topic, payload]` message (see [`message`] and docs/NOTIFICATIONS.md).
 //! Reading the WAL, not hooking the write path, keeps writers independent of subscribers: a slow or
 //! absent subscriber never slows a commit, and ZeroMQ's high-water mark bounds memory.
 
@@ -40,11 +40,11 @@ pub enum NotifyError {
     Io(#[from] std::io::Error),
 }
 
-/// Starts the publisher and runs until `shutdown` turns true (for `main.rs`).
+/// Starts the publisher and runs until `shutdown` is cancelled.
 pub async fn run(
     db: crate::db::Database,
     cfg: &NotifyConfig,
-    shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), NotifyError> {
     let handle = start(&db, cfg, shutdown)?;
     tokio::task::spawn_blocking(move || handle.join())

@@ -1,23 +1,26 @@
-//! The PUB socket thread and one WAL-follower thread per namespace.
+//! The publisher thread: one PUB socket fed by the change feed of every namespace.
 //!
-//! Followers start at the namespace's current LSN (notifications are about changes from now on), read
-//! records as they become visible, and hand `[topic, payload]` pairs to the socket thread through a
-//! bounded channel. The socket thread owns the `zmq::Socket` (not `Sync`) and is the only sender.
+//! Each namespace's feed ([`crate::feed::changes_from_now`]) starts at the namespace's current LSN
+//! (notifications are about changes from now on). The thread runs a small current-thread runtime of
+//! its own (so `start` works with or without a caller's runtime): one task per namespace turns changes
+//! into `[topic, payload]` pairs and hands them, through a bounded channel, to the loop that owns the
+//! `zmq::Socket` (not `Sync`) and is its only sender. Everything is woken by the tailer or the
+//! cancellation token; nothing polls.
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::LazyLock;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use futures::StreamExt;
 use prometheus::{register_int_counter_vec_with_registry, IntCounterVec};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::message::encode;
 use super::{NotifyConfig, NotifyError};
 use crate::db::Database;
-use crate::engine::{EngineError, Namespace};
-use crate::storage::events::changes;
-use crate::wal::WalError;
+use crate::engine::Namespace;
+use crate::feed::{self, FeedError};
 
 static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec_with_registry!(
@@ -29,15 +32,17 @@ static PUBLISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// How often idle threads look at the shutdown flag.
-const POLL: Duration = Duration::from_millis(100);
+/// Pause before reopening a feed after a WAL read failure.
+const RETRY: Duration = Duration::from_millis(100);
+/// Messages queued between the feeds and the socket loop.
+const QUEUE: usize = 16_384;
 
 type Msg = (String, Vec<u8>);
 
-/// The running publisher; `join` waits for its threads after shutdown.
+/// The running publisher; `join` waits for its thread after shutdown.
 pub struct NotifyHandle {
     endpoint: String,
-    threads: Vec<JoinHandle<()>>,
+    thread: JoinHandle<()>,
 }
 
 impl NotifyHandle {
@@ -46,18 +51,19 @@ impl NotifyHandle {
         &self.endpoint
     }
 
+    /// Waits for the publisher thread (returns once `shutdown` was cancelled).
     pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+        if self.thread.join().is_err() {
+            tracing::error!("ZeroMQ publisher thread panicked");
         }
     }
 }
 
-/// Binds the PUB socket and starts publishing every namespace of `db`.
+/// Binds the PUB socket and starts publishing every namespace of `db` until `shutdown` is cancelled.
 pub fn start(
     db: &Database,
     cfg: &NotifyConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<NotifyHandle, NotifyError> {
     let ctx = zmq::Context::new();
     let socket = ctx.socket(zmq::PUB)?;
@@ -71,102 +77,87 @@ pub fn start(
         .unwrap_or_else(|_| cfg.bind.clone());
     tracing::info!(%endpoint, hwm = cfg.high_water_mark, "ZeroMQ notifications publishing");
 
-    let (tx, rx) = sync_channel::<Msg>(16_384);
-    let mut threads = Vec::new();
-    for ns in db.namespaces() {
-        let (ns, tx, stop) = (ns.clone(), tx.clone(), shutdown.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("notify-{}", ns.name()))
-                .spawn(move || follow_wal(ns, tx, stop))?,
-        );
-    }
-    drop(tx);
-    let stop = shutdown.clone();
-    threads.push(
-        std::thread::Builder::new()
-            .name("notify-pub".into())
-            .spawn(move || publish_loop(ctx, socket, rx, stop))?,
-    );
-    Ok(NotifyHandle { endpoint, threads })
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Each feed starts at its namespace's LSN of this moment, before `start` returns.
+    let feeds: Vec<(Namespace, u64)> = db
+        .namespaces()
+        .map(|ns| (ns.clone(), ns.latest_lsn() + 1))
+        .collect();
+    let thread = std::thread::Builder::new()
+        .name("notify-pub".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
+                for (ns, from) in feeds {
+                    tokio::spawn(follow_feed(ns, from, tx.clone(), shutdown.clone()));
+                }
+                drop(tx);
+                publish_loop(ctx, socket, rx, shutdown).await;
+            });
+        })?;
+    Ok(NotifyHandle { endpoint, thread })
 }
 
-fn publish_loop(
+async fn publish_loop(
     _ctx: zmq::Context,
     socket: zmq::Socket,
-    rx: Receiver<Msg>,
-    stop: watch::Receiver<bool>,
+    mut rx: mpsc::Receiver<Msg>,
+    stop: CancellationToken,
 ) {
     loop {
-        match rx.recv_timeout(POLL) {
-            Ok((topic, payload)) => {
-                // PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber.
-                if let Err(e) = socket.send_multipart([topic.as_bytes(), &payload], 0) {
-                    tracing::warn!(error = %e, "ZeroMQ send failed");
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if *stop.borrow() {
-                    return;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = stop.cancelled() => None,
+        };
+        let Some((topic, payload)) = msg else { return };
+        // PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber.
+        if let Err(e) = socket.send_multipart([topic.as_bytes(), &payload], 0) {
+            tracing::warn!(error = %e, "ZeroMQ send failed");
         }
     }
 }
 
-/// Reads `ns`'s WAL from its current end and forwards each change.
-fn follow_wal(ns: Namespace, tx: SyncSender<Msg>, stop: watch::Receiver<bool>) {
+/// Forwards every change of `ns` from `from` on; a gap (snapshot install) resumes at the new end.
+async fn follow_feed(ns: Namespace, mut from: u64, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
     let name = ns.name().to_string();
     let counter = PUBLISHED.with_label_values(&[&name]);
-    let mut next = ns.latest_lsn() + 1;
-    let mut reader = None;
-    while !*stop.borrow() {
-        if reader.is_none() {
-            match ns.wal_reader(next) {
-                Ok(r) => reader = Some(r),
-                Err(EngineError::Wal(WalError::Trimmed { .. })) => {
-                    next = ns.latest_lsn() + 1;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(namespace = %name, error = %e, "notification reader cannot open WAL");
-                    std::thread::sleep(POLL);
-                    continue;
-                }
-            }
-        }
-        let Some(r) = reader.as_mut() else { continue };
-        match r.next_record() {
-            Ok(Some(rec)) => {
-                next = rec.lsn + 1;
-                match changes(rec.lsn, rec.hlc, &rec.payload) {
-                    Ok(list) => {
-                        for c in &list {
-                            if tx.send(encode(&name, c)).is_err() {
-                                return;
-                            }
-                            counter.inc();
-                        }
+    loop {
+        let mut changes = Box::pin(feed::changes_from(ns.clone(), from));
+        let failure = loop {
+            let item = tokio::select! {
+                i = changes.next() => i,
+                _ = stop.cancelled() => return,
+            };
+            match item {
+                None => return,
+                Some(Ok(c)) => {
+                    from = c.lsn + 1;
+                    if tx.send(encode(&name, &c)).await.is_err() {
+                        return;
                     }
-                    Err(e) => {
-                        tracing::error!(namespace = %name, lsn = rec.lsn, error = %e, "undecodable WAL record; not notified")
-                    }
+                    counter.inc();
                 }
+                Some(Err(e)) => break e,
             }
-            Ok(None) => {
-                ns.wait_for_lsn(next - 1, POLL);
-            }
-            Err(e) => {
+        };
+        match failure {
+            FeedError::Gap { .. } => {
                 // After a snapshot install the old LSNs are gone: continue from the new end.
-                if let WalError::Trimmed { .. } = e {
-                    next = ns.latest_lsn() + 1;
-                    tracing::warn!(namespace = %name, next, "WAL replaced by a snapshot; notifications resume after it");
-                } else {
-                    tracing::warn!(namespace = %name, error = %e, "notification WAL read failed; retrying");
-                    std::thread::sleep(POLL);
+                from = ns.latest_lsn() + 1;
+                tracing::warn!(namespace = %name, next = from, "WAL replaced by a snapshot; notifications resume after it");
+            }
+            FeedError::Decode { lsn, source } => {
+                tracing::error!(namespace = %name, lsn, error = %source, "undecodable WAL record; not notified");
+                from = lsn + 1;
+            }
+            FeedError::Tail(e) => {
+                tracing::warn!(namespace = %name, error = %e, "notification WAL read failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = stop.cancelled() => return,
                 }
-                reader = None;
             }
         }
     }

@@ -4,16 +4,20 @@
 //! counts downstream acknowledgements ([`acks`]). Client side ([`relayer`]): a relayer or a mirroring hub
 //! follows one upstream per namespace, appends the records verbatim, acknowledges them and reports its
 //! position and lag ([`lag`]). A follower behind the upstream's WAL retention bootstraps from a snapshot
-//! ([`snapshot`]). [`tls`] builds mutual-TLS configs; [`run`] and [`node`] are the process-level wiring for `main.rs`.
+//! ([`bootstrap`], client side) that the upstream serves ([`snapshot_serve`]); both share the wire format
+//! in `snapshot`. [`tls`] builds mutual-TLS configs; [`run`] and [`node`] are the process-level wiring
+//! that `crate::server` calls.
 
 pub mod acks;
+mod bootstrap;
 pub mod lag;
 pub mod node;
 pub mod proto;
 pub mod relayer;
 pub mod run;
 pub mod service;
-pub mod snapshot;
+mod snapshot;
+mod snapshot_serve;
 pub mod stream;
 pub mod tls;
 
@@ -21,7 +25,7 @@ use thiserror::Error;
 
 pub use acks::{AckRegistry, AckTimeout, AckTracker};
 pub use lag::{ReplicationPosition, ReplicationState};
-pub use node::{global, start, start_from_config, ReplicationHandle, ServiceError};
+pub use node::{start, start_from_config, ReplicationHandle, ServiceError};
 pub use relayer::{Backoff, FollowConfig};
 pub use run::{GrpcServerConfig, RelayerConfig};
 pub use service::ReplicationService;

@@ -1,12 +1,11 @@
-//! One call for `main.rs`: start the gRPC server, the followers (relayer mode or hub mirrors) and the
-//! ZeroMQ publisher, and get back the handle the HTTP layer needs (read-only checks with the owner's
-//! address, `/readyz`, `/stats` positions, `?acks=N` waits).
+//! One call for `server.rs`: start the gRPC server, the followers (relayer mode or hub mirrors) and
+//! the ZeroMQ publisher, and get back the handle the HTTP layer keeps in its state (read-only checks
+//! with the owner's address, `/readyz`, `/stats` positions, `?acks=N` waits).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckRegistry, AckTimeout};
 use super::lag::{ReplicationPosition, ReplicationState};
@@ -68,25 +67,11 @@ pub enum ServiceError {
     Notify(#[from] notify::NotifyError),
 }
 
-static GLOBAL: OnceLock<ReplicationHandle> = OnceLock::new();
-
-/// The process's handle, once `main.rs` installed it (lets HTTP handlers reach it without plumbing).
-pub fn global() -> Option<&'static ReplicationHandle> {
-    GLOBAL.get()
-}
-
-impl ReplicationHandle {
-    /// Makes this the process-wide handle returned by [`global`] (first call wins).
-    pub fn install_global(&self) {
-        let _ = GLOBAL.set(self.clone());
-    }
-}
-
 /// Resolves the config sections (`grpc.*`, `replication.*`, `notify.*`) and starts everything.
 pub async fn start_from_config(
     db: &Database,
     cfg: &Config,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
     let grpc = GrpcServerConfig::from_parts(
         &cfg.grpc.listen,
@@ -114,14 +99,14 @@ pub async fn start_from_config(
     start(db, &grpc, follow.as_ref(), notify_cfg.as_ref(), shutdown).await
 }
 
-/// Starts everything; the join set finishes after `shutdown` turns true (or a service fails).
+/// Starts everything; the join set finishes after `shutdown` is cancelled (or a service fails).
 /// Binding errors (gRPC port, ZeroMQ endpoint) are returned here, before anything runs.
 pub async fn start(
     db: &Database,
     grpc: &GrpcServerConfig,
     followers: Option<&RelayerConfig>,
     notify_cfg: Option<&NotifyConfig>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
     let handle = ReplicationHandle {
         acks: AckRegistry::new(),

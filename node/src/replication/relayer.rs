@@ -9,16 +9,17 @@
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use super::bootstrap;
 use super::lag::ReplicationState;
 use super::proto::replication_client::ReplicationClient;
 use super::proto::stream_wal_request::Msg;
 use super::proto::{Ack, Start, StreamWalRequest};
-use super::snapshot;
 use super::stream::from_wire;
 use super::tls::ClientTls;
 use super::ReplicationError;
@@ -128,19 +129,12 @@ impl FollowConfig {
     }
 }
 
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // A dropped sender means nobody can ask us to stop: wait forever then.
-    if shutdown.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Follows `ns` from `cfg.upstream` until `shutdown` turns true.
+/// Follows `ns` from `cfg.upstream` until `shutdown` is cancelled.
 pub async fn follow(
     ns: Namespace,
     cfg: FollowConfig,
     state: ReplicationState,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let name = ns.name().to_string();
     state.register(&name, &cfg.url(), ns.latest_lsn(), ns.latest_hlc());
@@ -159,7 +153,7 @@ pub async fn follow(
     loop {
         let result = tokio::select! {
             r = session(&ns, &cfg, &state, &mut attempt) => r,
-            _ = stopped(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         };
         let err = match result {
             Ok(()) => ReplicationError::Closed,
@@ -174,7 +168,7 @@ pub async fn follow(
                 "upstream trimmed the WAL we need; bootstrapping from a snapshot");
             let boot = tokio::select! {
                 r = bootstrap(&ns, &cfg) => r,
-                _ = stopped(&mut shutdown) => break,
+                _ = shutdown.cancelled() => break,
             };
             match boot {
                 Ok(at) => {
@@ -200,7 +194,7 @@ pub async fn follow(
         attempt = attempt.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stopped(&mut shutdown) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     refresher.abort();
@@ -210,7 +204,7 @@ pub async fn follow(
 
 async fn bootstrap(ns: &Namespace, cfg: &FollowConfig) -> Result<u64, ReplicationError> {
     let mut client = cfg.connect().await?;
-    snapshot::bootstrap(&mut client, ns).await
+    bootstrap::bootstrap(&mut client, ns).await
 }
 
 /// One connection: stream, verify, apply, acknowledge, until something fails.

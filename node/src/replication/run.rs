@@ -1,14 +1,14 @@
 //! Process-level wiring for `main.rs`: the gRPC server (replication + health) and the followers.
 //!
-//! Both take a `watch::Receiver<bool>` as the shutdown signal (send `true` to stop) so one signal
-//! fans out to every task.
+//! Both take a `CancellationToken` as the shutdown signal (cancel it to stop); pass a child token
+//! where one part must be able to stop alone.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
 use super::acks::AckRegistry;
@@ -49,7 +49,7 @@ pub async fn run_grpc_server(
     db: Database,
     acks: AckRegistry,
     cfg: &GrpcServerConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
     let listener = bind(&cfg.listen).await?;
     serve_on(listener, db, acks, cfg.tls.clone(), shutdown).await
@@ -68,7 +68,7 @@ pub async fn serve_on(
     db: Database,
     acks: AckRegistry,
     tls: Option<ServerTls>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -82,13 +82,10 @@ pub async fn serve_on(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         "gRPC replication server listening");
-    let mut stop = shutdown;
     builder
         .add_service(health_service)
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;
     tracing::info!(%addr, "gRPC server stopped");
     Ok(())
@@ -156,7 +153,7 @@ pub async fn run_followers(
     db: Database,
     cfg: &RelayerConfig,
     state: ReplicationState,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
     let mut tasks = tokio::task::JoinSet::new();
     for (name, upstream) in &cfg.upstreams {

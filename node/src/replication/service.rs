@@ -2,9 +2,10 @@
 
 use std::pin::Pin;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::acks::AckRegistry;
@@ -13,11 +14,10 @@ use super::proto::stream_wal_request::Msg;
 use super::proto::{
     LatestLsnRequest, LatestLsnResponse, SnapshotChunk, SnapshotRequest, StreamWalRequest, WalBatch,
 };
-use super::snapshot;
-use super::stream::{pump, StreamOptions};
+use super::snapshot_serve;
+use super::stream::{pump, tail_status, StreamOptions};
 use crate::db::Database;
-use crate::engine::{EngineError, Namespace};
-use crate::wal::WalError;
+use crate::engine::Namespace;
 
 /// Serves the namespaces of one `Database`.
 #[derive(Clone)]
@@ -25,12 +25,12 @@ pub struct ReplicationService {
     db: Database,
     acks: AckRegistry,
     opts: StreamOptions,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 }
 
 impl ReplicationService {
-    /// `shutdown` turning true ends every open stream (so a graceful server shutdown can complete).
-    pub fn new(db: Database, acks: AckRegistry, shutdown: watch::Receiver<bool>) -> Self {
+    /// Cancelling `shutdown` ends every open stream (so a graceful server shutdown can complete).
+    pub fn new(db: Database, acks: AckRegistry, shutdown: CancellationToken) -> Self {
         Self {
             db,
             acks,
@@ -59,16 +59,6 @@ impl ReplicationService {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Maps an engine error to a status; a trimmed LSN is OUT_OF_RANGE so followers know to bootstrap.
-pub(crate) fn engine_status(e: EngineError) -> Status {
-    match e {
-        EngineError::Wal(WalError::Trimmed { requested, oldest }) => Status::out_of_range(format!(
-            "LSN {requested} is no longer in the WAL (oldest available is {oldest})"
-        )),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl Replication for ReplicationService {
     type StreamWalStream = BoxStream<WalBatch>;
@@ -87,22 +77,14 @@ impl Replication for ReplicationService {
         };
         let ns = self.namespace(&start.namespace)?;
         let from = start.from_lsn.max(1);
-        let ns2 = ns.clone();
-        let reader = tokio::task::spawn_blocking(move || ns2.wal_reader(from))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(engine_status)?;
+        let mut tail = ns.tail_with(from, self.opts.limits());
+        // A trimmed start LSN answers OUT_OF_RANGE right away (the follower bootstraps).
+        tail.open().await.map_err(tail_status)?;
         tracing::info!(namespace = ns.name(), from_lsn = from, replica = %start.replica_id,
             latest = ns.latest_lsn(), "replica attached");
 
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(pump(
-            ns.clone(),
-            reader,
-            tx,
-            self.opts,
-            self.shutdown.clone(),
-        ));
+        tokio::spawn(pump(tail, tx, self.opts.heartbeat, self.shutdown.clone()));
 
         // Acks come back on the same stream; the stream ending is the replica going away.
         let tracker = self.acks.tracker(&start.namespace);
@@ -139,7 +121,7 @@ impl Replication for ReplicationService {
         request: Request<LatestLsnRequest>,
     ) -> Result<Response<LatestLsnResponse>, Status> {
         let ns = self.namespace(&request.get_ref().namespace)?;
-        let first = ns.stats().map(|s| s.wal_first_lsn).unwrap_or_default();
+        let first = ns.wal_first_lsn();
         Ok(Response::new(LatestLsnResponse {
             lsn: ns.latest_lsn(),
             hlc: ns.latest_hlc(),
@@ -152,7 +134,7 @@ impl Replication for ReplicationService {
         request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::StreamSnapshotStream>, Status> {
         let ns = self.namespace(&request.get_ref().namespace)?;
-        let rx = snapshot::serve(ns).await?;
+        let rx = snapshot_serve::serve(ns).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -1,20 +1,22 @@
 //! Server side of `StreamWal`: reads WAL records after an LSN and sends them in batches.
 //!
-//! A batch closes at `max_records` or `max_bytes`, or as soon as the reader is caught up (no timer
-//! delay: the latency of a write reaching a relayer is one read + one send). Flow control is the
+//! Records come from the namespace's WAL tailer ([`crate::engine::Tail`]): a batch closes at its
+//! limits or as soon as the tail is caught up (no timer delay: the latency of a write reaching a
+//! relayer is one read + one send). Flow control is the
 //! bounded channel in front of the HTTP/2 stream: a slow replica makes the pump wait, never buffer.
 //! While idle, a heartbeat (empty batch with the latest LSN/HLC) goes out every `heartbeat`, so the
 //! replica can tell a quiet upstream from a dead connection and keep its lag figures right.
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::proto::{WalBatch, WalRecord};
-use crate::engine::Namespace;
+use crate::engine::{Tail, TailError, TailLimits};
 use crate::wal::record::frame_crc;
-use crate::wal::{Record, WalReader};
+use crate::wal::Record;
 
 /// Batching and liveness parameters of one WAL stream.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +24,16 @@ pub struct StreamOptions {
     pub max_records: usize,
     pub max_bytes: usize,
     pub heartbeat: Duration,
+}
+
+impl StreamOptions {
+    /// The tail's batch bounds.
+    pub fn limits(&self) -> TailLimits {
+        TailLimits {
+            max_records: self.max_records,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 impl Default for StreamOptions {
@@ -56,66 +68,45 @@ pub fn from_wire(w: WalRecord) -> Result<Record, u64> {
     })
 }
 
-/// Reads up to one batch on a blocking thread; returns the reader for the next call.
-async fn read_batch(
-    mut reader: WalReader,
-    opts: StreamOptions,
-) -> Result<(WalReader, Vec<WalRecord>), Status> {
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while out.len() < opts.max_records && bytes < opts.max_bytes {
-            match reader.next_record() {
-                Ok(Some(r)) => {
-                    bytes += r.payload.len() + 32;
-                    out.push(to_wire(r));
-                }
-                Ok(None) => break,
-                Err(e) if out.is_empty() => return Err(Status::internal(format!("WAL read: {e}"))),
-                // Send what we have; the error comes back on the next call.
-                Err(_) => break,
-            }
-        }
-        Ok((reader, out))
-    })
-    .await
-    .map_err(|e| Status::internal(format!("WAL read task: {e}")))?
+/// Maps a tail failure to a status; a trimmed LSN is OUT_OF_RANGE so followers know to bootstrap.
+pub(crate) fn tail_status(e: TailError) -> Status {
+    match e {
+        TailError::Trimmed { requested, oldest } => Status::out_of_range(format!(
+            "LSN {requested} is no longer in the WAL (oldest available is {oldest})"
+        )),
+        other => Status::internal(other.to_string()),
+    }
 }
 
-/// Pumps batches into `tx` until the receiver goes away or the WAL cannot be read.
+/// Pumps batches from `tail` into `tx` until the receiver goes away, the WAL cannot be read or
+/// `shutdown` is cancelled.
 pub async fn pump(
-    ns: Namespace,
-    mut reader: WalReader,
+    mut tail: Tail,
     tx: mpsc::Sender<Result<WalBatch, Status>>,
-    opts: StreamOptions,
-    mut shutdown: watch::Receiver<bool>,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
 ) {
-    let mut visible = ns.subscribe();
+    let ns = tail.namespace().clone();
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             // Ending the stream lets the server's graceful shutdown finish; replicas reconnect.
             let _ = tx
                 .send(Err(Status::unavailable("server shutting down")))
                 .await;
             return;
         }
-        // Mark the current LSN seen *before* reading, so a publish during the read wakes us.
-        visible.borrow_and_update();
-        let records = match read_batch(reader, opts).await {
-            Ok((r, recs)) => {
-                reader = r;
-                recs
-            }
-            Err(status) => {
+        let records = match tail.read().await {
+            Ok(recs) => recs,
+            Err(e) => {
+                let status = tail_status(e);
                 tracing::warn!(namespace = ns.name(), %status, "WAL stream ends");
                 let _ = tx.send(Err(status)).await;
                 return;
             }
         };
-        let caught_up = records.is_empty();
-        if !caught_up {
+        if !records.is_empty() {
             let batch = WalBatch {
-                records,
+                records: records.into_iter().map(to_wire).collect(),
                 latest_lsn: ns.latest_lsn(),
                 latest_hlc: ns.latest_hlc(),
             };
@@ -125,19 +116,19 @@ pub async fn pump(
             continue;
         }
         tokio::select! {
-            changed = visible.changed() => {
-                if changed.is_err() {
+            more = tail.changed() => {
+                if !more {
                     return;
                 }
             }
-            _ = tokio::time::sleep(opts.heartbeat) => {
+            _ = tokio::time::sleep(heartbeat) => {
                 let hb = WalBatch { records: Vec::new(), latest_lsn: ns.latest_lsn(), latest_hlc: ns.latest_hlc() };
                 if tx.send(Ok(hb)).await.is_err() {
                     return;
                 }
             }
             _ = tx.closed() => return,
-            _ = shutdown.changed() => {}
+            _ = shutdown.cancelled() => {}
         }
     }
 }

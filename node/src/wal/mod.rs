@@ -1,12 +1,15 @@
 //! Segmented write-ahead log: length + CRC32C framed records with LSN and HLC.
 //!
+//! Public: the record, reader, options and error types. The log itself (`Wal`), segment files and
+//! frame encoding are crate-private; the engine owns them.
+//!
 //! On-disk layout: a directory of segment files named by their first LSN
 //! (`00000000000000000001.wal`), each a 20-byte header followed by back-to-back frames
 //! (see [`record`] and [`segment`]). Recovery rules are in `recovery.rs`, retention in
 //! `retention.rs`. `append` writes straight into the active file (no userspace buffer), so
 //! readers can `pread` everything up to the published LSN; `sync` is one `fdatasync`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,10 +17,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 
 mod reader;
-pub mod record;
+pub(crate) mod record;
 mod recovery;
 mod retention;
-pub mod segment;
+pub(crate) mod segment;
 mod shared;
 mod writer;
 
@@ -27,7 +30,7 @@ mod tests;
 pub use reader::WalReader;
 
 /// `(first LSN, file name)` of every segment file in `dir`, oldest first (recovery of installs).
-pub fn list_segment_files(dir: &Path) -> Result<Vec<(u64, String)>, WalError> {
+pub(crate) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, String)>, WalError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -50,6 +53,10 @@ pub enum WalError {
     OutOfSequence { expected: u64, got: u64 },
     #[error("LSN {requested} is no longer in the WAL (oldest available is {oldest})")]
     Trimmed { requested: u64, oldest: u64 },
+    #[error("WAL writer is poisoned after a failed write: {0}")]
+    Poisoned(String),
+    #[error("WAL payload of {0} bytes exceeds the u32 frame limit")]
+    PayloadTooLarge(usize),
 }
 
 /// One WAL record as stored and as shipped to replicas (verbatim).
@@ -108,7 +115,7 @@ pub struct RetentionPolicy {
 ///
 /// Cheap to clone (one `Arc`); all methods take `&self` and are safe to call concurrently.
 #[derive(Clone)]
-pub struct Wal {
+pub(crate) struct Wal {
     shared: Arc<Shared>,
 }
 
@@ -183,12 +190,8 @@ impl Wal {
         self.shared.published.load(Ordering::Acquire)
     }
 
-    /// Highest LSN known to be on stable storage (after `sync`, a segment roll, or recovery).
-    pub fn durable_lsn(&self) -> u64 {
-        self.shared.durable_lsn.load(Ordering::Acquire)
-    }
-
     /// Blocks until `published_lsn() > after_lsn` or `timeout` passes; returns the published LSN.
+    #[cfg(test)]
     pub fn wait_published(&self, after_lsn: u64, timeout: Duration) -> u64 {
         self.shared.wait_published(after_lsn, timeout)
     }
@@ -242,10 +245,5 @@ impl Wal {
                 }
             })
             .collect()
-    }
-
-    /// Directory holding the segment files.
-    pub fn dir(&self) -> PathBuf {
-        self.shared.dir.clone()
     }
 }

@@ -15,22 +15,14 @@ impl Shared {
     pub(crate) fn append(&self, lsn: u64, hlc: u64, payload: &[u8]) -> Result<(), WalError> {
         let mut w = self.writer.lock();
         if let Some(why) = &w.poisoned {
-            return Err(WalError::Io(io::Error::other(format!(
-                "WAL writer is poisoned after a failed write: {why}"
-            ))));
+            return Err(WalError::Poisoned(why.clone()));
         }
         let expected = self.last_lsn.load(Ordering::Acquire) + 1;
         if lsn != expected || lsn == u64::MAX {
             return Err(WalError::OutOfSequence { expected, got: lsn });
         }
         if payload.len() > MAX_PAYLOAD_LEN {
-            return Err(WalError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "WAL payload of {} bytes exceeds the u32 frame limit",
-                    payload.len()
-                ),
-            )));
+            return Err(WalError::PayloadTooLarge(payload.len()));
         }
         let frame_len = record::frame_len(payload.len()) as u64;
         let needs_roll = match &w.active {

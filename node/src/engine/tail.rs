@@ -1,0 +1,248 @@
+//! The one WAL tailer: every consumer that follows a namespace's log (replication streaming, the
+//! change feed behind SSE `/watch`, and through it ZeroMQ notifications) reads it through [`Tail`].
+//!
+//! One policy for all of them:
+//! - **Batching**: [`Tail::read`] returns everything visible now, bounded by [`TailLimits`]
+//!   (records and bytes), read on a blocking thread; an empty batch means "caught up".
+//! - **Wake-ups**: [`Tail::changed`] waits on the namespace's publish notification (no polling, no
+//!   sleeps); the seen-mark is taken *before* each read, so a publish during a read is never missed.
+//! - **Trimmed segments**: an LSN retention (or a snapshot install) removed comes back as
+//!   [`TailError::Trimmed`]; each caller maps it (replication: snapshot bootstrap; feed: reported gap).
+//! - **Reader and pins**: the `WalReader` (and its retention pin) is kept across wake-ups, so a caught-up
+//!   tail pins only the segment being written; it is reopened at the next LSN after a failed read.
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::{EngineError, Namespace};
+use crate::wal::{Record, WalError, WalReader};
+
+/// Bounds of one batch returned by [`Tail::read`].
+#[derive(Debug, Clone, Copy)]
+pub struct TailLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for TailLimits {
+    fn default() -> Self {
+        Self {
+            max_records: 512,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a tail could not read.
+#[derive(Debug, Error)]
+pub enum TailError {
+    /// The LSN the tail needs was removed (WAL retention, or replaced by an installed snapshot).
+    #[error("LSN {requested} is no longer in the WAL (oldest available is {oldest})")]
+    Trimmed { requested: u64, oldest: u64 },
+    #[error("WAL read failed: {0}")]
+    Read(EngineError),
+    #[error("WAL read task failed: {0}")]
+    Task(String),
+}
+
+impl From<EngineError> for TailError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Wal(WalError::Trimmed { requested, oldest }) => {
+                TailError::Trimmed { requested, oldest }
+            }
+            other => TailError::Read(other),
+        }
+    }
+}
+
+/// Follows one namespace's WAL from an LSN on; see the module docs for the policy.
+pub struct Tail {
+    ns: Namespace,
+    next_lsn: u64,
+    reader: Option<WalReader>,
+    visible: watch::Receiver<u64>,
+    limits: TailLimits,
+}
+
+impl Namespace {
+    /// A tailer of this namespace's WAL from `from_lsn` (inclusive; 0 means 1) with default limits.
+    pub fn tail(&self, from_lsn: u64) -> Tail {
+        self.tail_with(from_lsn, TailLimits::default())
+    }
+
+    /// A tailer with explicit batch bounds.
+    pub fn tail_with(&self, from_lsn: u64, limits: TailLimits) -> Tail {
+        Tail {
+            visible: self.subscribe(),
+            ns: self.clone(),
+            next_lsn: from_lsn.max(1),
+            reader: None,
+            limits,
+        }
+    }
+}
+
+impl Tail {
+    /// The LSN the next record returned will have.
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// The namespace being tailed.
+    pub fn namespace(&self) -> &Namespace {
+        &self.ns
+    }
+
+    /// Opens the reader now, so a trimmed start LSN is reported before the first read.
+    pub async fn open(&mut self) -> Result<(), TailError> {
+        if self.reader.is_some() {
+            return Ok(());
+        }
+        let (ns, from) = (self.ns.clone(), self.next_lsn);
+        let reader = tokio::task::spawn_blocking(move || ns.wal_reader(from))
+            .await
+            .map_err(|e| TailError::Task(e.to_string()))??;
+        self.reader = Some(reader);
+        Ok(())
+    }
+
+    /// Every record visible now from `next_lsn` on, up to the limits; empty when caught up.
+    pub async fn read(&mut self) -> Result<Vec<Record>, TailError> {
+        // Seen-mark before reading: a publish during the read makes `changed` return at once.
+        self.visible.borrow_and_update();
+        if self.reader.is_some() && self.ns.latest_lsn() < self.next_lsn {
+            return Ok(Vec::new());
+        }
+        let (ns, reader, next, limits) = (
+            self.ns.clone(),
+            self.reader.take(),
+            self.next_lsn,
+            self.limits,
+        );
+        let (reader, records, failure) =
+            tokio::task::spawn_blocking(move || read_batch(&ns, reader, next, limits))
+                .await
+                .map_err(|e| TailError::Task(e.to_string()))?;
+        if let Some(last) = records.last() {
+            self.next_lsn = last.lsn + 1;
+        }
+        self.reader = reader;
+        match failure {
+            // Hand over what was read; the failure comes back on the next call (reader reopened).
+            Some(_) if !records.is_empty() => Ok(records),
+            Some(e) => Err(e),
+            None => Ok(records),
+        }
+    }
+
+    /// Waits until a record at or past `next_lsn` is visible; `false` when the namespace is gone.
+    /// Cancel-safe (use it in `select!` with a heartbeat or a cancellation token).
+    pub async fn changed(&mut self) -> bool {
+        loop {
+            if self.ns.latest_lsn() >= self.next_lsn {
+                return true;
+            }
+            if self.visible.changed().await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// The next non-empty batch, waiting for one; `Ok(None)` when the namespace is gone.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<Record>>, TailError> {
+        loop {
+            let records = self.read().await?;
+            if !records.is_empty() {
+                return Ok(Some(records));
+            }
+            if !self.changed().await {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Reads one bounded batch on a blocking thread. Returns the reader to keep (none after a failure),
+/// the records read and the failure that stopped the batch, if any.
+fn read_batch(
+    ns: &Namespace,
+    reader: Option<WalReader>,
+    next_lsn: u64,
+    limits: TailLimits,
+) -> (Option<WalReader>, Vec<Record>, Option<TailError>) {
+    let mut reader = match reader {
+        Some(r) => r,
+        None => match ns.wal_reader(next_lsn) {
+            Ok(r) => r,
+            Err(e) => return (None, Vec::new(), Some(e.into())),
+        },
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while out.len() < limits.max_records && bytes < limits.max_bytes {
+        match reader.next_record() {
+            Ok(Some(r)) if r.lsn < next_lsn => continue,
+            Ok(Some(r)) => {
+                bytes += r.payload.len() + 32;
+                out.push(r);
+            }
+            Ok(None) => break,
+            Err(e) => return (None, out, Some(EngineError::from(e).into())),
+        }
+    }
+    (Some(reader), out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::models::{kv, testutil::namespace};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_history_then_wakes_on_publish() {
+        let (_d, ns) = namespace();
+        for i in 0..5u8 {
+            kv::put(&ns, &[b'k', i], b"v").unwrap();
+        }
+        let mut tail = ns.tail(2);
+        let first = tail.read().await.unwrap();
+        assert_eq!(
+            first.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5]
+        );
+        assert!(tail.read().await.unwrap().is_empty());
+        let ns2 = ns.clone();
+        tokio::task::spawn_blocking(move || kv::put(&ns2, b"z", b"1").unwrap());
+        let next = tokio::time::timeout(Duration::from_secs(5), tail.next_batch())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![6]);
+        assert_eq!(tail.next_lsn(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_bound_a_batch() {
+        let (_d, ns) = namespace();
+        for i in 0..10u8 {
+            kv::put(&ns, &[b'k', i], b"v").unwrap();
+        }
+        let limits = super::TailLimits {
+            max_records: 3,
+            max_bytes: usize::MAX,
+        };
+        let mut tail = ns.tail_with(1, limits);
+        let mut sizes = Vec::new();
+        loop {
+            let b = tail.read().await.unwrap();
+            if b.is_empty() {
+                break;
+            }
+            sizes.push(b.len());
+        }
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+    }
+}

@@ -1,0 +1,251 @@
+//! The process wiring of a node, in one place: HTTP listener, namespace recovery, gRPC replication,
+//! followers, ZeroMQ notifications, LOB orphan collection, signals and graceful shutdown.
+//!
+//! Order: the HTTP listener starts first (so `/healthz` answers while namespaces recover and `/readyz`
+//! says 503), then the database opens, then replication and notifications start, then the node is
+//! ready. Shutdown (SIGTERM/SIGINT, a caller's token, or a background service failing): not ready →
+//! cancel the shutdown token (HTTP drains, streams end, services stop) → wait up to
+//! [`DRAIN_TIMEOUT`] for each → abort open transactions → close the store.
+//!
+//! Cancellation is one mechanism: a `CancellationToken`, with a child token per part that must be able
+//! to stop on its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, ConfigExt, Mode};
+use crate::db::Database;
+use crate::engine::EngineError;
+use crate::http::{self, AppState};
+use crate::models::lob;
+use crate::replication::{self, ServiceError};
+
+/// How long in-flight requests get to finish after SIGTERM before the store is closed anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why the server could not start, or stopped with a failure.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("HTTP TLS: {0}")]
+    Tls(#[from] http::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open data dir {}: {source}", .dir.display())]
+    Open { dir: PathBuf, source: EngineError },
+    #[error("cannot start replication / notifications: {0}")]
+    Services(#[from] ServiceError),
+    #[error("{0}")]
+    ServiceStopped(String),
+    #[error("closing the store failed: {0}")]
+    Close(EngineError),
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs the node until SIGTERM/SIGINT (or a background service fails).
+pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    let stop = CancellationToken::new();
+    let signals = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_requested().await;
+            stop.cancel();
+        }
+    });
+    let result = run_until(cfg, stop).await;
+    signals.abort();
+    result
+}
+
+/// Runs the node until `stop` is cancelled (or a background service fails); for embedding and tests.
+pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), ServerError> {
+    let auth = cfg.auth_token()?;
+    let tls = if cfg.http.tls_cert_file.is_empty() {
+        None
+    } else {
+        Some(http::tls::server_config(
+            Path::new(&cfg.http.tls_cert_file),
+            Path::new(&cfg.http.tls_key_file),
+        )?)
+    };
+    // Cancelled once, after the node stopped reporting ready; every part gets a child.
+    let shutdown = CancellationToken::new();
+    let state = Arc::new(AppState::new(cfg.clone(), auth, shutdown.child_token()));
+    let listener = tokio::net::TcpListener::bind(&cfg.http.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.http.listen.clone(),
+            source,
+        })?;
+    tracing::info!(%addr, tls = tls.is_some(), mode = ?cfg.server.mode, "HTTP listening");
+    if cfg.server.mode == Mode::Relayer && cfg.replication.upstream.is_empty() {
+        tracing::warn!("relayer mode without replication.upstream: serving read-only local data");
+    }
+
+    let app = http::router(state.clone());
+    let graceful = shutdown.child_token().cancelled_owned();
+    let server = match tls {
+        Some(tls_cfg) => {
+            let l = http::tls::TlsListener::new(listener, tls_cfg).map_err(|source| {
+                ServerError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
+            tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(graceful).await })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(graceful)
+                .await
+        }),
+    };
+
+    // Recover namespaces while /healthz already answers (and /readyz says 503).
+    let opening = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || open_database(&cfg)
+    });
+    let db = tokio::select! {
+        r = opening => r??,
+        _ = stop.cancelled() => {
+            tracing::info!("shutdown requested during recovery");
+            shutdown.cancel();
+            return Ok(());
+        }
+    };
+    // gRPC (WAL streaming + health), followers (relayer mode / mirrors) and ZeroMQ notifications.
+    let (replication, mut services) =
+        replication::start_from_config(&db, &cfg, shutdown.child_token()).await?;
+    state.set_ready(db.clone(), Some(replication));
+    tracing::info!(namespaces = ?cfg.server.namespaces, "ready");
+
+    let reaper = spawn_txn_reaper(state.clone(), shutdown.child_token());
+
+    let service_failure = tokio::select! {
+        _ = stop.cancelled() => None,
+        Some(ended) = services.join_next() => Some(match ended {
+            Ok(Ok(())) => "a replication/notification service stopped unexpectedly".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("replication/notification task failed: {e}"),
+        }),
+    };
+    if let Some(why) = &service_failure {
+        tracing::error!(error = %why, "shutting down");
+    }
+    state.set_not_ready();
+    shutdown.cancel();
+    match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("HTTP drained"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
+    }
+    let _ = reaper.await;
+    drain_services(&mut services).await;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || {
+        st.txns.abort_all();
+        db.close()
+    })
+    .await?
+    .map_err(ServerError::Close)?;
+    tracing::info!("store closed; bye");
+    match service_failure {
+        Some(why) => Err(ServerError::ServiceStopped(why)),
+        None => Ok(()),
+    }
+}
+
+/// Opens every configured namespace and removes LOB chunks orphaned by a crash (blocking).
+fn open_database(cfg: &Config) -> Result<Database, ServerError> {
+    let dir = &cfg.server.data_dir;
+    let db =
+        Database::open(dir, &cfg.server.namespaces, &cfg.engine_options()).map_err(|source| {
+            ServerError::Open {
+                dir: dir.clone(),
+                source,
+            }
+        })?;
+    for ns in db.namespaces() {
+        match lob::collect_orphans(ns) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                namespace = ns.name(),
+                versions = n,
+                "removed orphan LOB chunks"
+            ),
+            Err(e) => {
+                tracing::warn!(namespace = ns.name(), error = %e, "LOB orphan collection failed")
+            }
+        }
+    }
+    Ok(db)
+}
+
+/// Aborts transactions past their idle or lifetime limit, every second, until `stop`.
+fn spawn_txn_reaper(state: Arc<AppState>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let st = state.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || st.txns.reap()).await {
+                tracing::warn!(error = %e, "transaction reaper task failed");
+            }
+        }
+    })
+}
+
+/// Waits (bounded by [`DRAIN_TIMEOUT`]) for the replication/notification services to stop.
+async fn drain_services(services: &mut JoinSet<Result<(), ServiceError>>) {
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(ended) = services.join_next().await {
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "service ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "service task failed"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("replication/notification services did not stop in time");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_requested() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
