@@ -217,3 +217,35 @@ pub fn hash(s: &str) -> String {
     let digest = Sha256::digest(s.as_bytes());
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extra(section: &str, key: &str, value: serde_json::Value) -> ExtraConfig {
+        BTreeMap::from([(
+            section.to_string(),
+            BTreeMap::from([(key.to_string(), value)]),
+        )])
+    }
+
+    #[test]
+    fn extra_values_are_read_back_with_the_node_types() {
+        assert_eq!(check_extra(&extra("wal", "fsync", "never".into())), Ok(()));
+        assert_eq!(check_extra(&extra("log", "format", "json".into())), Ok(()));
+        for (section, key, value) in [
+            ("wal", "fsync", serde_json::Value::from("sometimes")),
+            ("log", "format", "xml".into()),
+            ("wal", "segment_size_bytes", (-1).into()),
+            ("http", "txn_idle_timeout_secs", 1.5.into()),
+        ] {
+            assert!(
+                matches!(
+                    check_extra(&extra(section, key, value.clone())),
+                    Err(ConfigError::Invalid(_))
+                ),
+                "{section}.{key}: {value}"
+            );
+        }
+    }
+}
