@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{ExtraConfig, NodeSpecView};
+use crate::crd::{ExtraConfig, NodeSpec};
 
 /// Where the node keeps its data inside the container (node contract).
 pub const DATA_DIR: &str = "/var/lib/unisondb";
@@ -42,7 +42,7 @@ impl Mode {
 pub struct ConfigInput<'a> {
     pub mode: Mode,
     pub namespaces: Vec<String>,
-    pub spec: NodeSpecView<'a>,
+    pub spec: &'a NodeSpec,
     /// Relayer: resolved upstream gRPC URL.
     pub upstream: Option<String>,
     /// Hub: namespace -> upstream gRPC URL of the owning hub.
@@ -174,6 +174,7 @@ fn base(input: &ConfigInput<'_>) -> NodeConfig {
     let spec = &input.spec;
     let tls = |file: &str| {
         spec.tls
+            .as_ref()
             .map(|_| format!("{TLS_DIR}/{file}"))
             .unwrap_or_default()
     };
@@ -190,6 +191,7 @@ fn base(input: &ConfigInput<'_>) -> NodeConfig {
             auth_token: String::new(),
             auth_token_file: spec
                 .http_auth
+                .as_ref()
                 .map(|a| format!("{AUTH_DIR}/{}", a.key))
                 .unwrap_or_default(),
             tls_cert_file: String::new(),
@@ -238,20 +240,7 @@ pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
     let probe = base(&ConfigInput {
         mode: Mode::Replicator,
         namespaces: vec![],
-        spec: NodeSpecView {
-            image: "",
-            image_pull_policy: None,
-            image_pull_secrets: &[],
-            storage: &Default::default(),
-            resources: None,
-            wal: &Default::default(),
-            notifications: &Default::default(),
-            tls: None,
-            http_auth: None,
-            service: &Default::default(),
-            scheduling: &Default::default(),
-            extra_config: extra,
-        },
+        spec: &NodeSpec::default(),
         upstream: None,
         mirrors: BTreeMap::new(),
     });
@@ -299,7 +288,7 @@ fn merge_extra(doc: &mut serde_yaml::Value, extra: &ExtraConfig) -> Result<(), C
 pub fn render(input: &ConfigInput<'_>) -> Result<RenderedConfig, ConfigError> {
     let mut doc =
         serde_yaml::to_value(base(input)).map_err(|e| ConfigError::Render(e.to_string()))?;
-    merge_extra(&mut doc, input.spec.extra_config)?;
+    merge_extra(&mut doc, &input.spec.extra_config)?;
     let yaml = serde_yaml::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
     let hash = hash(&yaml);
     Ok(RenderedConfig { yaml, hash })
