@@ -249,8 +249,8 @@ fn with_sts_status(mut applied: Value, replicas: i32, ready: i32) -> Value {
 }
 
 /// Plays a hub's first reconcile: no StatefulSet yet, every object applied in order, status
-/// written. Returns the status written.
-async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> NodeStatus {
+/// written. Returns the status written and the StatefulSet as served.
+async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> (NodeStatus, Value) {
     api.expect(Method::GET, &sts_path("hub")).await.not_found();
     // no mirrors: no referenced hub is read
     let cm = api
@@ -284,15 +284,17 @@ async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> NodeStatus
         sts["spec"]["template"]["spec"]["containers"][0]["image"],
         "unisondb:test"
     );
-    call.reply(200, &with_sts_status(sts, 1, i32::from(sts_ready)));
-    api.expect_status_patch(HUB, &hub_fixture(None)).await
+    let served = with_sts_status(sts, 1, i32::from(sts_ready));
+    call.reply(200, &served);
+    let status = api.expect_status_patch(HUB, &hub_fixture(None)).await;
+    (status, served)
 }
 
 #[tokio::test]
 async fn hub_first_reconcile_applies_in_order_then_writes_status() {
     let pdb = Some(PdbSupport::known(Some(pdb_v1())));
     let (result, _) = scenario::<UnisonHub, _, _>(&hub_fixture(None), pdb, |mut api| async move {
-        let status = first_hub_reconcile(&mut api, false).await;
+        let (status, _) = first_hub_reconcile(&mut api, false).await;
         assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.depth, Some(0));
         assert_eq!(
@@ -320,21 +322,23 @@ async fn steady_state_hub_writes_no_status() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (result, _) =
         scenario::<UnisonHub, _, _>(&hub_fixture(None), pdb(), |mut api| async move {
-            let status = first_hub_reconcile(&mut api, true).await;
+            let (status, served) = first_hub_reconcile(&mut api, true).await;
             assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
             assert_eq!(cond(&status, "Progressing"), ("False", "Stable"));
-            tx.send(status).expect("status handed over");
+            tx.send((status, served)).expect("status handed over");
             api
         })
         .await;
     result.expect("first reconcile succeeds");
-    let status = rx.await.expect("status written");
+    let (status, served) = rx.await.expect("status written");
 
-    // Second reconcile of the object now carrying that status: same applies, no status patch.
+    // Second reconcile of the object now carrying that status, its StatefulSet in place: the same
+    // (no-op) applies, and no status patch.
     let (result, _) =
         scenario::<UnisonHub, _, _>(&hub_fixture(Some(&status)), pdb(), |mut api| async move {
-            let call = api.expect(Method::GET, &sts_path("hub")).await;
-            call.not_found();
+            api.expect(Method::GET, &sts_path("hub"))
+                .await
+                .reply(200, &served);
             for path in [
                 "/api/v1/namespaces/default/configmaps/hub-config",
                 "/api/v1/namespaces/default/services/hub-headless",
@@ -349,8 +353,9 @@ async fn steady_state_hub_writes_no_status() {
             .await
             .not_found();
             let call = api.expect(Method::PATCH, &sts_path("hub")).await;
-            let sts = call.body.clone();
-            call.reply(200, &with_sts_status(sts, 1, 1));
+            let again = with_sts_status(call.body.clone(), 1, 1);
+            assert_eq!(again, served, "the same StatefulSet is built again");
+            call.reply(200, &served);
             api
         })
         .await;

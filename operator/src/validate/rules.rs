@@ -17,7 +17,7 @@ pub struct Invalid {
     pub message: String,
 }
 
-pub(crate) fn invalid(reason: &'static str, message: impl Into<String>) -> Invalid {
+fn invalid(reason: &'static str, message: impl Into<String>) -> Invalid {
     Invalid {
         reason,
         message: message.into(),
