@@ -1,14 +1,77 @@
-//! Server-side apply of owned objects (field manager `unisondb-operator`, forced). Applying
-//! identical content is a no-op on the server, so steady state causes no writes.
+//! Stage 4 of a reconcile: server-side apply of the built [`Resources`] (field manager
+//! `unisondb-operator`, forced). Applying identical content is a no-op on the server, so steady
+//! state causes no writes.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::build::FIELD_MANAGER;
+use crate::build::{PdbPlan, Resources, FIELD_MANAGER};
 use crate::Error;
+
+/// What applying produced.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The StatefulSet as the server returned it (with its current status).
+    pub stateful_set: StatefulSet,
+    /// Non-fatal notes (PDB skipped or failed), reported in the `Degraded=False` message.
+    pub notes: Vec<String>,
+}
+
+/// Applies the ConfigMap, the Services, the PDB, then the StatefulSet (last, so pods start with
+/// their config and Services in place).
+pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Applied, Error> {
+    let mut notes = Vec::new();
+    apply_named(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &r.config_map,
+    )
+    .await?;
+    let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
+    apply_named(&svcs, &r.headless_service).await?;
+    apply_named(&svcs, &r.client_service).await?;
+    match &r.pdb {
+        PdbPlan::Apply { api, name, object } => {
+            // A PDB is protection, not function: never fail the reconcile over it.
+            if let Err(e) = apply_dynamic(client, api, ns, name, object).await {
+                tracing::warn!(error = %e, "PodDisruptionBudget apply failed");
+                notes.push(format!("PodDisruptionBudget not applied: {e}"));
+            }
+        }
+        PdbPlan::Delete { api, name } => {
+            if let Err(e) = delete_dynamic(client, api, ns, name).await {
+                tracing::warn!(error = %e, "PodDisruptionBudget delete failed");
+            }
+        }
+        PdbPlan::Unsupported => notes.push(
+            "PodDisruptionBudget skipped: the API server serves no policy/v1 or policy/v1beta1"
+                .into(),
+        ),
+        PdbPlan::Nothing => {}
+    }
+    let stateful_set = apply_named(
+        &Api::<StatefulSet>::namespaced(client.clone(), ns),
+        &r.stateful_set,
+    )
+    .await?;
+    Ok(Applied {
+        stateful_set,
+        notes,
+    })
+}
+
+/// Applies an object under its own `metadata.name`.
+async fn apply_named<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    apply(api, &obj.name_any(), obj).await
+}
 
 fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -63,6 +126,13 @@ pub struct PdbSupport {
 }
 
 impl PdbSupport {
+    /// Support already known (tests, or a server whose API set is fixed).
+    pub fn known(resource: Option<ApiResource>) -> Self {
+        PdbSupport {
+            cell: OnceCell::new_with(Some(resource)),
+        }
+    }
+
     /// `policy/v1` if served, else `policy/v1beta1` (Kubernetes < 1.21), else `None`.
     pub async fn resource(&self, client: &Client) -> Option<ApiResource> {
         self.cell

@@ -81,7 +81,7 @@ where
             mirroring(&hs, &key_of(&h))
         })
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::hub::reconcile, error_policy, ctx.clone())
+        .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({
             let ctx = ctx.clone();
             move |res| {
@@ -112,7 +112,7 @@ where
             downstream(&s2, Upstream::Relayer(key_of(&r)))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::relayer::reconcile, error_policy, ctx.clone())
+        .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({
             let ctx = ctx.clone();
             move |res| {

@@ -1,10 +1,12 @@
-//! UnisonDB Kubernetes operator: `UnisonHub` and `UnisonRelayer` custom resources, reconciled as
-//! read → validate → build → apply → status.
+//! UnisonDB Kubernetes operator: `UnisonHub` and `UnisonRelayer` custom resources, reconciled by
+//! one pipeline (see [`reconcile`]): dereference → validate → build → apply → status.
 
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod dereference;
+pub mod kind;
 pub mod leader;
 pub mod metrics;
 pub mod nodeconfig;

@@ -9,7 +9,7 @@ use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
 use unisondb_config::{Config, FsyncMode};
 
-use crate::crd::{ExtraConfig, FsyncPolicy, NodeSpecView};
+use crate::crd::{ExtraConfig, FsyncPolicy, NodeSpec};
 
 /// Where the node keeps its data inside the container (node contract).
 pub const DATA_DIR: &str = "/var/lib/unisondb";
@@ -32,7 +32,7 @@ pub use unisondb_config::Mode;
 pub struct ConfigInput<'a> {
     pub mode: Mode,
     pub namespaces: Vec<String>,
-    pub spec: NodeSpecView<'a>,
+    pub spec: &'a NodeSpec,
     /// Relayer: resolved upstream gRPC URL.
     pub upstream: Option<String>,
     /// Hub: namespace -> upstream gRPC URL of the owning hub.
@@ -89,6 +89,7 @@ fn base(input: &ConfigInput<'_>) -> Config {
     let spec = &input.spec;
     let tls = |file: &str| {
         spec.tls
+            .as_ref()
             .map(|_| format!("{TLS_DIR}/{file}"))
             .unwrap_or_default()
     };
@@ -99,6 +100,7 @@ fn base(input: &ConfigInput<'_>) -> Config {
     c.http.listen = format!("0.0.0.0:{HTTP_PORT}");
     c.http.auth_token_file = spec
         .http_auth
+        .as_ref()
         .map(|a| format!("{AUTH_DIR}/{}", a.key))
         .unwrap_or_default();
     c.grpc.listen = format!("0.0.0.0:{GRPC_PORT}");
@@ -138,20 +140,7 @@ pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
     let probe = base(&ConfigInput {
         mode: Mode::Replicator,
         namespaces: vec![],
-        spec: NodeSpecView {
-            image: "",
-            image_pull_policy: None,
-            image_pull_secrets: &[],
-            storage: &Default::default(),
-            resources: None,
-            wal: &Default::default(),
-            notifications: &Default::default(),
-            tls: None,
-            http_auth: None,
-            service: &Default::default(),
-            scheduling: &Default::default(),
-            extra_config: extra,
-        },
+        spec: &NodeSpec::default(),
         upstream: None,
         mirrors: BTreeMap::new(),
     });
@@ -206,7 +195,7 @@ fn merge_extra(doc: &mut Value, extra: &ExtraConfig) -> Result<(), ConfigError> 
 /// Renders the full config file (every key explicit) and its hash.
 pub fn render(input: &ConfigInput<'_>) -> Result<RenderedConfig, ConfigError> {
     let mut doc = to_doc(&base(input))?;
-    merge_extra(&mut doc, input.spec.extra_config)?;
+    merge_extra(&mut doc, &input.spec.extra_config)?;
     let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
     let hash = hash(&yaml);
     Ok(RenderedConfig { yaml, hash })

@@ -21,6 +21,17 @@ pub struct Problem {
     pub message: String,
 }
 
+/// Where the node sits in the topology, as reported in its status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Hops from the hub: 0 for a hub.
+    pub depth: Option<i32>,
+    /// gRPC URL of the upstream (relayers).
+    pub upstream: Option<String>,
+    /// `Kind/namespace/name` of the upstream, or `address`.
+    pub upstream_ref: Option<String>,
+}
+
 /// What a reconcile learned, as input for [`compute`].
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
@@ -29,9 +40,7 @@ pub struct Observed<'a> {
     pub statefulset: Option<&'a StatefulSet>,
     pub selector: String,
     pub grpc_endpoint: Option<String>,
-    pub depth: Option<i32>,
-    pub upstream: Option<String>,
-    pub upstream_ref: Option<String>,
+    pub position: Position,
     pub config_hash: Option<String>,
     /// Blocking problem (invalid spec, broken topology): nothing was applied.
     pub problem: Option<Problem>,
@@ -163,12 +172,12 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         conditions: vec![ready_cond, prog_cond, degraded_cond],
         grpc_endpoint: o.grpc_endpoint.clone(),
         depth: if o.problem.is_some() {
-            prev.and_then(|p| p.depth).or(o.depth)
+            prev.and_then(|p| p.depth).or(o.position.depth)
         } else {
-            o.depth
+            o.position.depth
         },
-        upstream: keep(&o.upstream, prev.map(|p| &p.upstream)),
-        upstream_ref: keep(&o.upstream_ref, prev.map(|p| &p.upstream_ref)),
+        upstream: keep(&o.position.upstream, prev.map(|p| &p.upstream)),
+        upstream_ref: keep(&o.position.upstream_ref, prev.map(|p| &p.upstream_ref)),
         config_hash: keep(&o.config_hash, prev.map(|p| &p.config_hash)),
     }
 }

@@ -93,7 +93,7 @@ impl Snapshot {
         let key = Key::new(hub.namespace().unwrap_or_default(), hub.name_any());
         let node = HubNode {
             namespaces: hub.spec.served_namespaces(),
-            tls: hub.spec.tls.is_some(),
+            tls: hub.spec.node.tls.is_some(),
         };
         self.hubs.insert(key, node);
     }
@@ -102,7 +102,7 @@ impl Snapshot {
         let node = RelayerNode {
             upstream: Upstream::of(rel),
             namespaces: rel.spec.namespaces.clone(),
-            tls: rel.spec.tls.is_some(),
+            tls: rel.spec.node.tls.is_some(),
         };
         self.relayers.insert(key, node);
     }

@@ -4,17 +4,22 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use serde_yaml::Value;
-use unisondb_operator::build::{self, names, Component, NodeBuild, CONFIG_HASH_ANNOTATION};
+use kube::api::{ApiResource, GroupVersionKind};
+use serde_yaml_ng::Value;
+use unisondb_operator::build::{
+    self, names, Component, NodeBuild, PdbPlan, CONFIG_HASH_ANNOTATION,
+};
 use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
+use unisondb_operator::kind::Target;
 use unisondb_operator::nodeconfig::{self, ConfigInput, Mode, RenderedConfig};
+use unisondb_operator::validate::{Validated, Wiring};
 
 fn hub() -> UnisonHub {
-    serde_yaml::from_str(include_str!("fixtures/hub.yaml")).expect("hub fixture parses")
+    serde_yaml_ng::from_str(include_str!("fixtures/hub.yaml")).expect("hub fixture parses")
 }
 
 fn relayer() -> UnisonRelayer {
-    serde_yaml::from_str(include_str!("fixtures/relayer.yaml")).expect("relayer fixture parses")
+    serde_yaml_ng::from_str(include_str!("fixtures/relayer.yaml")).expect("relayer fixture parses")
 }
 
 const HUB_URL: &str = "http://hub-a.prod.svc.cluster.local:4001";
@@ -29,7 +34,7 @@ fn hub_config(h: &UnisonHub) -> RenderedConfig {
     nodeconfig::render(&ConfigInput {
         mode: Mode::Replicator,
         namespaces: h.spec.namespaces.clone(),
-        spec: h.spec.view(),
+        spec: &h.spec.node,
         upstream: None,
         mirrors,
     })
@@ -40,7 +45,7 @@ fn relayer_config(r: &UnisonRelayer) -> RenderedConfig {
     nodeconfig::render(&ConfigInput {
         mode: Mode::Relayer,
         namespaces: r.spec.namespaces.clone(),
-        spec: r.spec.view(),
+        spec: &r.spec.node,
         upstream: Some(HUB_URL.to_string()),
         mirrors: BTreeMap::new(),
     })
@@ -52,7 +57,7 @@ fn documented_config() -> Value {
     let doc = include_str!("../../docs/CONFIG.md");
     let start = doc.find("```yaml").expect("CONFIG.md has a yaml block") + "```yaml".len();
     let end = start + doc[start..].find("```").expect("yaml block closes");
-    serde_yaml::from_str(&doc[start..end]).expect("CONFIG.md yaml parses")
+    serde_yaml_ng::from_str(&doc[start..end]).expect("CONFIG.md yaml parses")
 }
 
 fn keys(v: &Value) -> Vec<String> {
@@ -67,7 +72,7 @@ fn keys(v: &Value) -> Vec<String> {
 fn config_has_exactly_the_documented_sections_and_keys() {
     let documented = documented_config();
     for rendered in [hub_config(&hub()).yaml, relayer_config(&relayer()).yaml] {
-        let got: Value = serde_yaml::from_str(&rendered).expect("rendered yaml parses");
+        let got: Value = serde_yaml_ng::from_str(&rendered).expect("rendered yaml parses");
         assert_eq!(keys(&got), keys(&documented), "sections and their order");
         for section in keys(&documented) {
             let mut want = keys(&documented[section.as_str()]);
@@ -93,12 +98,12 @@ fn config_has_exactly_the_documented_sections_and_keys() {
 
 #[test]
 fn hub_config_content() {
-    let cfg: Value = serde_yaml::from_str(&hub_config(&hub()).yaml).unwrap();
+    let cfg: Value = serde_yaml_ng::from_str(&hub_config(&hub()).yaml).unwrap();
     assert_eq!(cfg["server"]["mode"], Value::from("replicator"));
     assert_eq!(cfg["server"]["data_dir"], Value::from("/var/lib/unisondb"));
     assert_eq!(
         cfg["server"]["namespaces"],
-        serde_yaml::from_str::<Value>("[orders, users]").unwrap()
+        serde_yaml_ng::from_str::<Value>("[orders, users]").unwrap()
     );
     assert_eq!(cfg["http"]["listen"], Value::from("0.0.0.0:4000"));
     assert_eq!(cfg["grpc"]["listen"], Value::from("0.0.0.0:4001"));
@@ -120,7 +125,7 @@ fn hub_config_content() {
 
 #[test]
 fn relayer_config_content() {
-    let cfg: Value = serde_yaml::from_str(&relayer_config(&relayer()).yaml).unwrap();
+    let cfg: Value = serde_yaml_ng::from_str(&relayer_config(&relayer()).yaml).unwrap();
     assert_eq!(cfg["server"]["mode"], Value::from("relayer"));
     assert_eq!(cfg["replication"]["upstream"], Value::from(HUB_URL));
     assert_eq!(cfg["notify"]["enabled"], Value::from(false));
@@ -142,35 +147,37 @@ fn relayer_config_content() {
     );
     assert_eq!(
         cfg["replication"]["mirrors"],
-        serde_yaml::from_str::<Value>("{}").unwrap()
+        serde_yaml_ng::from_str::<Value>("{}").unwrap()
     );
 }
 
 #[test]
 fn extra_config_rejects_unknown_managed_and_mistyped_keys() {
     let mut h = hub();
-    h.spec.extra_config = serde_yaml::from_str("{nope: {a: 1}}").unwrap();
+    h.spec.node.extra_config = serde_yaml_ng::from_str("{nope: {a: 1}}").unwrap();
     assert!(matches!(
-        nodeconfig::check_extra(&h.spec.extra_config),
+        nodeconfig::check_extra(&h.spec.node.extra_config),
         Err(nodeconfig::ConfigError::UnknownSection(_))
     ));
-    h.spec.extra_config = serde_yaml::from_str("{wal: {fsink: always}}").unwrap();
+    h.spec.node.extra_config = serde_yaml_ng::from_str("{wal: {fsink: always}}").unwrap();
     assert!(matches!(
-        nodeconfig::check_extra(&h.spec.extra_config),
+        nodeconfig::check_extra(&h.spec.node.extra_config),
         Err(nodeconfig::ConfigError::UnknownKey(..))
     ));
-    h.spec.extra_config = serde_yaml::from_str("{replication: {upstream: 'http://x:1'}}").unwrap();
+    h.spec.node.extra_config =
+        serde_yaml_ng::from_str("{replication: {upstream: 'http://x:1'}}").unwrap();
     assert!(matches!(
-        nodeconfig::check_extra(&h.spec.extra_config),
+        nodeconfig::check_extra(&h.spec.node.extra_config),
         Err(nodeconfig::ConfigError::Managed(..))
     ));
-    h.spec.extra_config = serde_yaml::from_str("{wal: {segment_size_bytes: big}}").unwrap();
+    h.spec.node.extra_config = serde_yaml_ng::from_str("{wal: {segment_size_bytes: big}}").unwrap();
     assert!(matches!(
-        nodeconfig::check_extra(&h.spec.extra_config),
+        nodeconfig::check_extra(&h.spec.node.extra_config),
         Err(nodeconfig::ConfigError::WrongType(..))
     ));
-    h.spec.extra_config = serde_yaml::from_str("{replication: {max_lag_records: 5}}").unwrap();
-    assert_eq!(nodeconfig::check_extra(&h.spec.extra_config), Ok(()));
+    h.spec.node.extra_config =
+        serde_yaml_ng::from_str("{replication: {max_lag_records: 5}}").unwrap();
+    assert_eq!(nodeconfig::check_extra(&h.spec.node.extra_config), Ok(()));
 }
 
 fn template_hash(sts: &StatefulSet) -> String {
@@ -194,16 +201,16 @@ fn config_hash_changes_with_config_and_only_then() {
     assert_eq!(c1, hub_config(&h), "rendering is deterministic");
     // image change: config (and hash) unchanged
     let mut h2 = h.clone();
-    h2.spec.image = "unisondb:0.2.0".into();
+    h2.spec.node.image = "unisondb:0.2.0".into();
     let c2 = hub_config(&h2);
     assert_eq!(c1.hash, c2.hash);
     // config change: hash changes, and reaches the pod template
     let mut h3 = h.clone();
-    h3.spec.wal.fsync = unisondb_operator::crd::FsyncPolicy::Never;
+    h3.spec.node.wal.fsync = unisondb_operator::crd::FsyncPolicy::Never;
     let c3 = hub_config(&h3);
     assert_ne!(c1.hash, c3.hash);
-    let s1 = build::statefulset::build(&NodeBuild::for_hub(&h, &c1).unwrap());
-    let s3 = build::statefulset::build(&NodeBuild::for_hub(&h3, &c3).unwrap());
+    let s1 = build::statefulset::build(&NodeBuild::of(&h, &c1).unwrap());
+    let s3 = build::statefulset::build(&NodeBuild::of(&h3, &c3).unwrap());
     assert_eq!(template_hash(&s1), c1.hash);
     assert_eq!(template_hash(&s3), c3.hash);
     assert_eq!(c1.hash, nodeconfig::hash(&c1.yaml));
@@ -226,7 +233,7 @@ fn expected_labels(instance: &str, component: &str) -> BTreeMap<String, String> 
 fn hub_statefulset() {
     let h = hub();
     let cfg = hub_config(&h);
-    let b = NodeBuild::for_hub(&h, &cfg).unwrap();
+    let b = NodeBuild::of(&h, &cfg).unwrap();
     let sts = build::statefulset::build(&b);
     let m = &sts.metadata;
     assert_eq!(m.name.as_deref(), Some("hub-a"));
@@ -359,7 +366,7 @@ fn hub_statefulset() {
 fn relayer_statefulset_mounts_tls_and_auth() {
     let r = relayer();
     let cfg = relayer_config(&r);
-    let b = NodeBuild::for_relayer(&r, &cfg).unwrap();
+    let b = NodeBuild::of(&r, &cfg).unwrap();
     let sts = build::statefulset::build(&b);
     let spec = sts.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3));
@@ -407,7 +414,7 @@ fn relayer_statefulset_mounts_tls_and_auth() {
 fn services_set_tcp_and_expected_ports() {
     let h = hub();
     let cfg = hub_config(&h);
-    let b = NodeBuild::for_hub(&h, &cfg).unwrap();
+    let b = NodeBuild::of(&h, &cfg).unwrap();
     let headless = build::service::headless(&b);
     let client = build::service::client(&b);
     assert_eq!(headless.metadata.name.as_deref(), Some("hub-a-headless"));
@@ -456,7 +463,7 @@ fn services_set_tcp_and_expected_ports() {
 fn configmap_holds_rendered_config() {
     let h = hub();
     let cfg = hub_config(&h);
-    let cm = build::configmap::build(&NodeBuild::for_hub(&h, &cfg).unwrap());
+    let cm = build::configmap::build(&NodeBuild::of(&h, &cfg).unwrap());
     assert_eq!(cm.metadata.name.as_deref(), Some("hub-a-config"));
     assert_eq!(cm.data.as_ref().unwrap()["config.yaml"], cfg.yaml);
     assert_eq!(
@@ -469,7 +476,7 @@ fn configmap_holds_rendered_config() {
 fn pdb_only_above_one_replica() {
     let mut r = relayer();
     let cfg = relayer_config(&r);
-    let pdb = build::pdb::build(&NodeBuild::for_relayer(&r, &cfg).unwrap(), "policy/v1beta1")
+    let pdb = build::pdb::build(&NodeBuild::of(&r, &cfg).unwrap(), "policy/v1beta1")
         .expect("3 replicas get a PDB");
     assert_eq!(pdb["apiVersion"], "policy/v1beta1");
     assert_eq!(pdb["kind"], "PodDisruptionBudget");
@@ -481,7 +488,7 @@ fn pdb_only_above_one_replica() {
     );
     assert_eq!(pdb["metadata"]["ownerReferences"][0]["controller"], true);
     r.spec.replicas = 1;
-    assert!(build::pdb::build(&NodeBuild::for_relayer(&r, &cfg).unwrap(), "policy/v1").is_none());
+    assert!(build::pdb::build(&NodeBuild::of(&r, &cfg).unwrap(), "policy/v1").is_none());
 }
 
 #[test]
@@ -537,4 +544,58 @@ fn rendered_configs_are_accepted_by_the_real_node_parser() {
             "{name}: mode lost in parsing"
         );
     }
+}
+
+/// The build stage's input for the relayer fixture, as `validate` would produce it.
+fn validated_relayer(r: &UnisonRelayer) -> Validated<'_> {
+    Validated {
+        target: Target::of(r).expect("fixture has namespace and uid"),
+        component: Component::Relayer,
+        replicas: r.spec.replicas,
+        spec: &r.spec.node,
+        wiring: Wiring {
+            namespaces: r.spec.namespaces.clone(),
+            upstream: Some(HUB_URL.to_string()),
+            mirrors: BTreeMap::new(),
+        },
+        position: Default::default(),
+    }
+}
+
+#[test]
+fn build_stage_returns_every_object_and_the_pdb_plan() {
+    let mut r = relayer();
+    let policy_v1 = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+        "poddisruptionbudgets",
+    );
+    let res = build::build(&validated_relayer(&r), Some(&policy_v1)).expect("builds");
+    // the same objects the individual builders make, from the same rendered config
+    let cfg = relayer_config(&r);
+    assert_eq!(res.config_hash, cfg.hash);
+    let b = NodeBuild::of(&r, &cfg).unwrap();
+    assert_eq!(res.config_map, build::configmap::build(&b));
+    assert_eq!(res.headless_service, build::service::headless(&b));
+    assert_eq!(res.client_service, build::service::client(&b));
+    assert_eq!(res.stateful_set, build::statefulset::build(&b));
+    match &res.pdb {
+        PdbPlan::Apply { api, name, object } => {
+            assert_eq!(api.api_version, "policy/v1");
+            assert_eq!(name, "edge");
+            assert_eq!(object["apiVersion"], "policy/v1");
+        }
+        other => panic!("3 replicas apply a PDB, got {other:?}"),
+    }
+    let res = build::build(&validated_relayer(&r), None).expect("builds");
+    assert!(matches!(res.pdb, PdbPlan::Unsupported), "{:?}", res.pdb);
+
+    r.spec.replicas = 1;
+    let res = build::build(&validated_relayer(&r), Some(&policy_v1)).expect("builds");
+    assert!(
+        matches!(&res.pdb, PdbPlan::Delete { name, .. } if name == "edge"),
+        "{:?}",
+        res.pdb
+    );
+    let res = build::build(&validated_relayer(&r), None).expect("builds");
+    assert!(matches!(res.pdb, PdbPlan::Nothing), "{:?}", res.pdb);
 }

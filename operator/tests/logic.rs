@@ -1,25 +1,29 @@
 //! Topology resolution, cycle detection, validation, status computation, backoff, leader election.
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
+use unisondb_operator::dereference::Dereferenced;
+use unisondb_operator::kind::Target;
 use unisondb_operator::leader::can_take;
 use unisondb_operator::reconcile::backoff_for;
-use unisondb_operator::status::{compute, Observed, Problem};
+use unisondb_operator::status::{compute, Observed, Position, Problem};
 use unisondb_operator::topology::{downstream_of, resolve, Key, Snapshot, TopologyError, Upstream};
 use unisondb_operator::validate;
 
 fn hub(name: &str, namespaces: &str) -> UnisonHub {
-    serde_yaml::from_str(&format!(
+    serde_yaml_ng::from_str(&format!(
         "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{image: i, namespaces: {namespaces}}}"
     ))
     .unwrap()
 }
 
 fn relayer(name: &str, upstream: &str, namespaces: &str) -> UnisonRelayer {
-    serde_yaml::from_str(&format!(
+    serde_yaml_ng::from_str(&format!(
         "apiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata: {{name: {name}, namespace: ns}}\nspec: {{image: i, upstream: {upstream}, namespaces: {namespaces}}}"
     ))
     .unwrap()
@@ -148,7 +152,7 @@ fn validation_rules() {
     let e = validate::hub(&hub("h", "[a, a]").spec).unwrap_err();
     assert!(e.message.contains("duplicate"));
     let mut h = hub("h", "[a]");
-    h.spec.storage.size = "lots".into();
+    h.spec.node.storage.size = "lots".into();
     assert!(validate::hub(&h.spec).is_err());
 
     assert_eq!(
@@ -169,9 +173,9 @@ fn storage_is_immutable_once_created() {
                     "spec": {"storageClassName": "slow", "resources": {"requests": {"storage": "10Gi"}}}}]}
     }))
     .unwrap();
-    let e = validate::check_storage_unchanged(&h.spec.storage, Some(&sts)).unwrap_err();
+    let e = validate::check_storage_unchanged(&h.spec.node.storage, Some(&sts)).unwrap_err();
     assert_eq!(e.reason, "StorageClassImmutable");
-    let mut s = h.spec.storage.clone();
+    let mut s = h.spec.node.storage.clone();
     s.storage_class_name = Some("slow".into());
     assert!(validate::check_storage_unchanged(&s, Some(&sts)).is_ok());
     s.size = "20Gi".into();
@@ -181,7 +185,7 @@ fn storage_is_immutable_once_created() {
             .reason,
         "StorageImmutable"
     );
-    assert!(validate::check_storage_unchanged(&h.spec.storage, None).is_ok());
+    assert!(validate::check_storage_unchanged(&h.spec.node.storage, None).is_ok());
 }
 
 fn sts(replicas: i32, ready: i32) -> StatefulSet {
@@ -215,8 +219,11 @@ fn status_conditions() {
         generation: Some(5),
         desired_replicas: 3,
         statefulset: Some(&not_ready),
-        upstream: Some("http://hub:4001".into()),
-        depth: Some(1),
+        position: Position {
+            upstream: Some("http://hub:4001".into()),
+            depth: Some(1),
+            upstream_ref: None,
+        },
         ..Default::default()
     };
     let s1 = compute(None, &o, "t1");
@@ -247,8 +254,7 @@ fn status_conditions() {
 
     // a blocked reconcile keeps the last resolved upstream and depth
     let o3 = Observed {
-        upstream: None,
-        depth: None,
+        position: Position::default(),
         problem: Some(Problem {
             reason: "UpstreamNotFound".into(),
             message: "gone".into(),
@@ -282,4 +288,91 @@ fn lease_takeover_rules() {
     assert!(can_take(&spec(Some("me"), 1), "me", now));
     assert!(!can_take(&spec(Some("other"), 5), "me", now));
     assert!(can_take(&spec(Some("other"), 60), "me", now));
+}
+
+#[test]
+fn hub_mirrors_resolve_against_their_owners() {
+    let me = key("h");
+    let mut h = hub("h", "[a]");
+    h.spec.mirrors = serde_yaml_ng::from_str(
+        "[{namespace: x, hubRef: {name: other}}, {namespace: y, address: 'http://far:1'}]",
+    )
+    .unwrap();
+    let mut owners = HashMap::new();
+    let e = validate::mirrors(&h.spec, &me, &owners, "cluster.local").unwrap_err();
+    assert_eq!(e.reason, "UpstreamNotFound");
+    owners.insert(key("other"), hub("other", "[z]"));
+    let e = validate::mirrors(&h.spec, &me, &owners, "cluster.local").unwrap_err();
+    assert_eq!(e.reason, "NamespaceNotInUpstream");
+    owners.insert(key("other"), hub("other", "[x]"));
+    let m = validate::mirrors(&h.spec, &me, &owners, "cluster.local").unwrap();
+    assert_eq!(m["x"], "http://other.ns.svc.cluster.local:4001");
+    assert_eq!(m["y"], "http://far:1");
+
+    h.spec.mirrors = serde_yaml_ng::from_str("[{namespace: x, hubRef: {name: h}}]").unwrap();
+    let e = validate::mirrors(&h.spec, &me, &owners, "cluster.local").unwrap_err();
+    assert_eq!(e.reason, "UpstreamCycle");
+}
+
+fn target(name: &str) -> Target {
+    Target {
+        name: name.into(),
+        namespace: "ns".into(),
+        owner: Default::default(),
+    }
+}
+
+fn dereferenced<R>(refs: R) -> Dereferenced<R> {
+    Dereferenced {
+        existing: None,
+        pdb_api: None,
+        refs,
+    }
+}
+
+#[test]
+fn validate_stage_wires_a_relayer_or_says_why_not() {
+    let s = chain();
+    // r3 follows r2 (which narrows to [a]): it inherits [a]
+    let r3 = relayer("r3", "{relayerRef: {name: r2}}", "[]");
+    let v = validate::validate(
+        &r3,
+        &target("r3"),
+        &dereferenced(s.clone()),
+        "cluster.local",
+    )
+    .unwrap();
+    assert_eq!(v.wiring.namespaces, vec!["a".to_string()]);
+    assert_eq!(
+        v.wiring.upstream.as_deref(),
+        Some("http://r2.ns.svc.cluster.local:4001")
+    );
+    assert_eq!(v.position.depth, Some(3));
+    assert_eq!(v.replicas, 1);
+
+    // asking for a namespace the upstream does not serve: refused, position still known
+    let mut s2 = s.clone();
+    let r4 = relayer("r4", "{relayerRef: {name: r2}}", "[b]");
+    s2.add_relayer(&r4);
+    let r = validate::validate(&r4, &target("r4"), &dereferenced(s2), "cluster.local").unwrap_err();
+    assert_eq!(r.problem.reason, "NamespaceNotInUpstream");
+    assert_eq!(r.position.depth, Some(3));
+
+    // a spec rule fails first: nothing resolved
+    let bad = relayer("r5", "{}", "[]");
+    let r = validate::validate(&bad, &target("r5"), &dereferenced(s), "cluster.local").unwrap_err();
+    assert_eq!(r.problem.reason, "InvalidUpstream");
+    assert_eq!(r.position, Position::default());
+
+    // a hub is at depth 0 even when refused
+    let h = hub("h", "[a, a]");
+    let r = validate::validate(
+        &h,
+        &target("h"),
+        &dereferenced(HashMap::new()),
+        "cluster.local",
+    )
+    .unwrap_err();
+    assert_eq!(r.problem.reason, "InvalidSpec");
+    assert_eq!(r.position.depth, Some(0));
 }

@@ -1,5 +1,6 @@
-//! Pure builders of the Kubernetes objects a hub or relayer owns. No I/O: each takes a
-//! [`NodeBuild`] and returns an object ready for server-side apply.
+//! Stage 3 of a reconcile, pure: the whole set of objects a hub or relayer owns ([`Resources`]),
+//! built from a [`Validated`] spec. No I/O: each builder takes a [`NodeBuild`] and returns an
+//! object ready for server-side apply.
 
 pub mod configmap;
 pub mod pdb;
@@ -8,11 +9,16 @@ pub mod statefulset;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube::api::ApiResource;
 
-use crate::crd::{NodeSpecView, UnisonHub, UnisonRelayer};
-use crate::nodeconfig::{Mode, RenderedConfig};
+use crate::crd::NodeSpec;
+use crate::kind::{NodeKind, Target};
+use crate::nodeconfig::{self, ConfigInput, Mode, RenderedConfig};
+use crate::validate::Validated;
+use crate::Error;
 
 pub const FIELD_MANAGER: &str = "unisondb-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "unisondb.io/config-hash";
@@ -48,33 +54,39 @@ pub struct NodeBuild<'a> {
     pub component: Component,
     pub replicas: i32,
     pub owner: OwnerReference,
-    pub spec: NodeSpecView<'a>,
+    pub spec: &'a NodeSpec,
     pub config: &'a RenderedConfig,
 }
 
 impl<'a> NodeBuild<'a> {
-    pub fn for_hub(hub: &'a UnisonHub, config: &'a RenderedConfig) -> Option<Self> {
-        Some(NodeBuild {
-            name: hub.name_any(),
-            namespace: hub.namespace()?,
-            component: Component::Hub,
-            replicas: 1,
-            owner: hub.controller_owner_ref(&())?,
-            spec: hub.spec.view(),
+    /// Builder input straight from an object (tests and tools); `None` without namespace or uid.
+    pub fn of<K: NodeKind>(obj: &'a K, config: &'a RenderedConfig) -> Option<Self> {
+        let target = Target::of(obj).ok()?;
+        Some(Self::new(
+            target,
+            K::COMPONENT,
+            obj.replicas(),
+            obj.node(),
             config,
-        })
+        ))
     }
 
-    pub fn for_relayer(rel: &'a UnisonRelayer, config: &'a RenderedConfig) -> Option<Self> {
-        Some(NodeBuild {
-            name: rel.name_any(),
-            namespace: rel.namespace()?,
-            component: Component::Relayer,
-            replicas: rel.spec.replicas,
-            owner: rel.controller_owner_ref(&())?,
-            spec: rel.spec.view(),
+    fn new(
+        target: Target,
+        component: Component,
+        replicas: i32,
+        spec: &'a NodeSpec,
+        config: &'a RenderedConfig,
+    ) -> Self {
+        NodeBuild {
+            name: target.name,
+            namespace: target.namespace,
+            component,
+            replicas,
+            owner: target.owner,
+            spec,
             config,
-        })
+        }
     }
 
     /// Metadata for an owned object: name, namespace, labels, controller owner reference.
@@ -87,6 +99,71 @@ impl<'a> NodeBuild<'a> {
             ..Default::default()
         }
     }
+}
+
+/// What to do about the PodDisruptionBudget (wanted only with more than one replica).
+#[derive(Clone, Debug)]
+pub enum PdbPlan {
+    /// Apply `object` through `api` (`policy/v1` or `policy/v1beta1`).
+    Apply {
+        api: ApiResource,
+        name: String,
+        object: serde_json::Value,
+    },
+    /// Remove a PDB left from when the node had more replicas (absent is fine).
+    Delete { api: ApiResource, name: String },
+    /// Wanted, but the server serves no PDB API: reported, not fatal.
+    Unsupported,
+    /// Not wanted, and no PDB API to clean up through.
+    Nothing,
+}
+
+/// The whole desired state of one node, applied in field order (StatefulSet last).
+#[derive(Clone, Debug)]
+pub struct Resources {
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub client_service: Service,
+    pub pdb: PdbPlan,
+    pub stateful_set: StatefulSet,
+    /// Hash of the rendered node config (also stamped on the pod template).
+    pub config_hash: String,
+}
+
+/// Renders the node config and builds every owned object. `pdb_api` is the PDB API the server
+/// serves (read by `dereference`).
+pub fn build(v: &Validated<'_>, pdb_api: Option<&ApiResource>) -> Result<Resources, Error> {
+    let config = nodeconfig::render(&ConfigInput {
+        mode: v.component.mode(),
+        namespaces: v.wiring.namespaces.clone(),
+        spec: v.spec,
+        upstream: v.wiring.upstream.clone(),
+        mirrors: v.wiring.mirrors.clone(),
+    })?;
+    let b = NodeBuild::new(v.target.clone(), v.component, v.replicas, v.spec, &config);
+    let pdb = match pdb_api {
+        Some(api) => match pdb::build(&b, &api.api_version) {
+            Some(object) => PdbPlan::Apply {
+                api: api.clone(),
+                name: names::pdb(&b.name),
+                object,
+            },
+            None => PdbPlan::Delete {
+                api: api.clone(),
+                name: names::pdb(&b.name),
+            },
+        },
+        None if pdb::wanted(&b) => PdbPlan::Unsupported,
+        None => PdbPlan::Nothing,
+    };
+    Ok(Resources {
+        config_map: configmap::build(&b),
+        headless_service: service::headless(&b),
+        client_service: service::client(&b),
+        pdb,
+        stateful_set: statefulset::build(&b),
+        config_hash: config.hash.clone(),
+    })
 }
 
 /// Recommended `app.kubernetes.io/*` labels.

@@ -10,10 +10,15 @@ use super::{names, selector_labels, NodeBuild};
 /// API versions a PDB can be applied with, newest first.
 pub const PDB_VERSIONS: &[&str] = &["policy/v1", "policy/v1beta1"];
 
-/// Returns `None` when no PDB is wanted (a single replica cannot tolerate a disruption budget
-/// without blocking node drains).
+/// Whether a PDB is wanted: a single replica cannot tolerate a disruption budget without blocking
+/// node drains.
+pub fn wanted(b: &NodeBuild<'_>) -> bool {
+    b.replicas > 1
+}
+
+/// Returns `None` when no PDB is [`wanted`].
 pub fn build(b: &NodeBuild<'_>, api_version: &str) -> Option<Value> {
-    if b.replicas <= 1 {
+    if !wanted(b) {
         return None;
     }
     let meta = b.meta(names::pdb(&b.name));

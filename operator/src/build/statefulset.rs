@@ -126,7 +126,7 @@ fn container(b: &NodeBuild<'_>) -> Container {
         ports: Some(ports),
         liveness_probe: Some(http_probe("/healthz", 10, 10, 6)),
         readiness_probe: Some(http_probe("/readyz", 2, 5, 3)),
-        resources: b.spec.resources.cloned(),
+        resources: b.spec.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -151,7 +151,7 @@ fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
         }),
         ..Default::default()
     }];
-    if let Some(tls) = b.spec.tls {
+    if let Some(tls) = &b.spec.tls {
         v.push(Volume {
             name: "tls".into(),
             secret: Some(SecretVolumeSource {
@@ -161,7 +161,7 @@ fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
             ..Default::default()
         });
     }
-    if let Some(auth) = b.spec.http_auth {
+    if let Some(auth) = &b.spec.http_auth {
         v.push(Volume {
             name: "auth".into(),
             secret: Some(SecretVolumeSource {
@@ -205,7 +205,7 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
         ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
-    let scheduling = b.spec.scheduling;
+    let scheduling = &b.spec.scheduling;
     let pull_secrets: Vec<LocalObjectReference> = b
         .spec
         .image_pull_secrets

@@ -221,21 +221,39 @@ pub struct SchedulingSpec {
 /// documented in docs/CONFIG.md are accepted, and keys the operator manages cannot be overridden.
 pub type ExtraConfig = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
 
-/// Fields every UnisonDB node resource has. Borrowed view so builders work on both kinds.
-#[derive(Clone, Copy, Debug)]
-pub struct NodeSpecView<'a> {
-    pub image: &'a str,
+/// The node settings both kinds share (both run the same binary). Embedded in each spec with
+/// `#[serde(flatten)]`, so users still write these keys directly under `spec:`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSpec {
+    /// Node image, e.g. `ghcr.io/unisondb/unisondb:0.1.0`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pull_policy_schema")]
     pub image_pull_policy: Option<PullPolicy>,
-    pub image_pull_secrets: &'a [String],
-    pub storage: &'a StorageSpec,
-    pub resources: Option<&'a ResourceRequirements>,
-    pub wal: &'a WalSpec,
-    pub notifications: &'a NotificationsSpec,
-    pub tls: Option<&'a TlsSpec>,
-    pub http_auth: Option<&'a HttpAuthSpec>,
-    pub service: &'a ServiceSpec,
-    pub scheduling: &'a SchedulingSpec,
-    pub extra_config: &'a ExtraConfig,
+    /// Names of image pull Secrets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    #[serde(default)]
+    pub storage: StorageSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub wal: WalSpec,
+    #[serde(default)]
+    pub notifications: NotificationsSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_auth: Option<HttpAuthSpec>,
+    #[serde(default)]
+    pub service: ServiceSpec,
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+    /// Extra node config, `section -> key -> value` (see docs/CONFIG.md).
+    #[serde(default, skip_serializing_if = "ExtraConfig::is_empty")]
+    pub extra_config: ExtraConfig,
 }
 
 /// One condition, in the shape `kubectl wait --for=condition=X` understands.

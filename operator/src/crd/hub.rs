@@ -2,7 +2,6 @@
 // kube-derive repeats `type_ = ...` across printcolumn(...) groups; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +23,7 @@ pub struct MirrorSpec {
     pub address: Option<String>,
 }
 
+/// Desired state of a UnisonHub.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "unisondb.io",
@@ -54,15 +54,6 @@ pub struct MirrorSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct UnisonHubSpec {
-    /// Node image, e.g. `ghcr.io/unisondb/unisondb:0.1.0`.
-    #[schemars(length(min = 1))]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "pull_policy_schema")]
-    pub image_pull_policy: Option<PullPolicy>,
-    /// Names of image pull Secrets.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub image_pull_secrets: Vec<String>,
     /// Namespaces this hub owns (writes).
     #[serde(default = "default_namespaces")]
     #[schemars(length(min = 1))]
@@ -70,25 +61,9 @@ pub struct UnisonHubSpec {
     /// Namespaces owned by other hubs that this hub mirrors read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorSpec>,
-    #[serde(default)]
-    pub storage: StorageSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default)]
-    pub wal: WalSpec,
-    #[serde(default)]
-    pub notifications: NotificationsSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_auth: Option<HttpAuthSpec>,
-    #[serde(default)]
-    pub service: ServiceSpec,
-    #[serde(default)]
-    pub scheduling: SchedulingSpec,
-    /// Extra node config, `section -> key -> value` (see docs/CONFIG.md).
-    #[serde(default, skip_serializing_if = "ExtraConfig::is_empty")]
-    pub extra_config: ExtraConfig,
+    /// Image, storage, WAL, TLS, Service and scheduling settings (shared with relayers).
+    #[serde(flatten)]
+    pub node: NodeSpec,
 }
 
 pub(crate) fn default_namespaces() -> Vec<String> {
@@ -96,23 +71,6 @@ pub(crate) fn default_namespaces() -> Vec<String> {
 }
 
 impl UnisonHubSpec {
-    pub fn view(&self) -> NodeSpecView<'_> {
-        NodeSpecView {
-            image: &self.image,
-            image_pull_policy: self.image_pull_policy,
-            image_pull_secrets: &self.image_pull_secrets,
-            storage: &self.storage,
-            resources: self.resources.as_ref(),
-            wal: &self.wal,
-            notifications: &self.notifications,
-            tls: self.tls.as_ref(),
-            http_auth: self.http_auth.as_ref(),
-            service: &self.service,
-            scheduling: &self.scheduling,
-            extra_config: &self.extra_config,
-        }
-    }
-
     /// Every namespace this hub serves: owned, then mirrored.
     pub fn served_namespaces(&self) -> Vec<String> {
         let mut all = self.namespaces.clone();

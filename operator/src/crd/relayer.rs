@@ -2,7 +2,6 @@
 // kube-derive repeats `type_ = ...` across printcolumn(...) groups; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +21,7 @@ pub struct UpstreamSpec {
     pub address: Option<String>,
 }
 
+/// Desired state of a UnisonRelayer.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "unisondb.io",
@@ -64,52 +64,11 @@ pub struct UnisonRelayerSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
-    #[schemars(length(min = 1))]
-    pub image: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "pull_policy_schema")]
-    pub image_pull_policy: Option<PullPolicy>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub image_pull_secrets: Vec<String>,
-    #[serde(default)]
-    pub storage: StorageSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    #[serde(default)]
-    pub wal: WalSpec,
-    #[serde(default)]
-    pub notifications: NotificationsSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_auth: Option<HttpAuthSpec>,
-    #[serde(default)]
-    pub service: ServiceSpec,
-    #[serde(default)]
-    pub scheduling: SchedulingSpec,
-    #[serde(default, skip_serializing_if = "ExtraConfig::is_empty")]
-    pub extra_config: ExtraConfig,
+    /// Image, storage, WAL, TLS, Service and scheduling settings (shared with hubs).
+    #[serde(flatten)]
+    pub node: NodeSpec,
 }
 
 fn default_replicas() -> i32 {
     1
-}
-
-impl UnisonRelayerSpec {
-    pub fn view(&self) -> NodeSpecView<'_> {
-        NodeSpecView {
-            image: &self.image,
-            image_pull_policy: self.image_pull_policy,
-            image_pull_secrets: &self.image_pull_secrets,
-            storage: &self.storage,
-            resources: self.resources.as_ref(),
-            wal: &self.wal,
-            notifications: &self.notifications,
-            tls: self.tls.as_ref(),
-            http_auth: self.http_auth.as_ref(),
-            service: &self.service,
-            scheduling: &self.scheduling,
-            extra_config: &self.extra_config,
-        }
-    }
 }

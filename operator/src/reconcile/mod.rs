@@ -1,183 +1,120 @@
-//! Reconcilers: shared context, the apply sequence both kinds use, events and backoff.
+//! One reconcile for both kinds, in five stages:
+//!
+//! 1. [`dereference`](crate::dereference): every read from the API (the object's StatefulSet, the
+//!    PDB API, the referenced hubs and relayers);
+//! 2. [`validate`](crate::validate): pure, a [`Validated`](crate::validate::Validated) spec or a
+//!    [`Rejected`](crate::validate::Rejected) one with its problem;
+//! 3. [`build`](crate::build::build): pure, every owned object as one
+//!    [`Resources`](crate::build::Resources);
+//! 4. [`apply`](crate::apply::apply_all): server-side apply, StatefulSet last;
+//! 5. status: computed purely ([`status::compute`]) and patched only when it changed.
+//!
+//! A rejected spec skips 3 and 4: a broken reference must not tear down what serves reads. What
+//! differs between hubs and relayers sits behind [`NodeKind`].
 
-pub mod hub;
-pub mod relayer;
+mod context;
 
-use std::collections::HashMap;
+pub use context::{backoff_for, object_key, Context};
+
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource, ResourceExt};
-use parking_lot::Mutex;
+use kube::runtime::events::EventType;
 
-use crate::apply::{self, PdbSupport};
-use crate::build::{self, names, NodeBuild};
-use crate::metrics::SharedMetrics;
-use crate::Error;
+use crate::build::{self, names, selector_string};
+use crate::kind::{NodeKind, Target};
+use crate::metrics::KindLabel;
+use crate::status::{self, Observed};
+use crate::{apply, dereference, validate, Error};
 
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
-const BACKOFF_BASE: Duration = Duration::from_secs(2);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-pub struct Context {
-    pub client: Client,
-    pub metrics: SharedMetrics,
-    pub recorder: Recorder,
-    pub cluster_domain: String,
-    pub pdb: PdbSupport,
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        metrics: SharedMetrics,
-        cluster_domain: String,
-        instance: String,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: "unisondb-operator".into(),
-            instance: Some(instance),
-        };
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            metrics,
-            cluster_domain,
-            pdb: PdbSupport::default(),
-            failures: Mutex::new(HashMap::new()),
+/// The controller's reconcile function for either kind: times the run, resets the backoff on
+/// success, and reports a failure as a warning event (the retry is [`error_policy`]'s).
+pub async fn reconcile<K: NodeKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    let started = Instant::now();
+    let result = run(obj.as_ref(), &ctx).await;
+    ctx.metrics.observe(&kind, started.elapsed());
+    match &result {
+        Ok(_) => ctx.reset_backoff(&object_key(obj.as_ref())),
+        Err(e) => {
+            ctx.event(obj.as_ref(), EventType::Warning, e.reason(), e.to_string())
+                .await
         }
     }
+    result
+}
 
-    /// Exponential per-object backoff: 2s, 4s, 8s, ... capped at 5 min.
-    pub fn next_backoff(&self, key: &str) -> Duration {
-        let mut f = self.failures.lock();
-        let n = f.entry(key.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        backoff_for(*n)
-    }
+/// The five stages.
+async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let target = Target::of(obj)?;
+    let deref = dereference::dereference(&ctx.client, &ctx.pdb, obj, &target).await?;
+    let verdict = validate::validate(obj, &target, &deref, &ctx.cluster_domain);
 
-    /// A successful reconcile resets the object's backoff.
-    pub fn reset_backoff(&self, key: &str) {
-        self.failures.lock().remove(key);
-    }
-
-    /// Best-effort event on the object; failures are only logged.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        type_: EventType,
-        reason: &str,
-        note: String,
-    ) {
-        let reference: ObjectReference = obj.object_ref(&());
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            tracing::debug!(error = %e, "could not publish event");
+    let mut observed = Observed {
+        generation: obj.meta().generation,
+        desired_replicas: obj.replicas(),
+        selector: selector_string(&target.name, K::COMPONENT),
+        grpc_endpoint: Some(names::grpc_endpoint(
+            &target.name,
+            &target.namespace,
+            &ctx.cluster_domain,
+            obj.node().tls.is_some(),
+        )),
+        ..Default::default()
+    };
+    let stateful_set = match &verdict {
+        Ok(valid) => {
+            let resources = build::build(valid, deref.pdb_api.as_ref())?;
+            let applied = apply::apply_all(&ctx.client, &target.namespace, &resources).await?;
+            observed.position = valid.position.clone();
+            observed.config_hash = Some(resources.config_hash);
+            observed.notes = applied.notes;
+            Some(applied.stateful_set)
         }
-    }
+        Err(rejected) => {
+            observed.position = rejected.position.clone();
+            observed.problem = Some(rejected.problem.clone());
+            deref.existing
+        }
+    };
+    observed.statefulset = stateful_set.as_ref();
+
+    update_status(obj, &target, &observed, ctx).await?;
+    Ok(Action::requeue(RESYNC))
 }
 
-/// Pure backoff schedule for the n-th consecutive failure (n >= 1).
-pub fn backoff_for(n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
-}
-
-pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    )
-}
-
-/// Applies ConfigMap, Services, PDB, then the StatefulSet (last, so pods start with their config
-/// and Services in place). Returns the applied StatefulSet and non-fatal notes.
-pub async fn apply_all(
+/// Patches the status when it changed; a change while blocked is also reported as an event.
+async fn update_status<K: NodeKind>(
+    obj: &K,
+    target: &Target,
+    observed: &Observed<'_>,
     ctx: &Context,
-    b: &NodeBuild<'_>,
-) -> Result<(StatefulSet, Vec<String>), Error> {
-    let c = ctx.client.clone();
-    let ns = b.namespace.as_str();
-    let mut notes = Vec::new();
-
-    let cm = build::configmap::build(b);
-    apply::apply(
-        &Api::<ConfigMap>::namespaced(c.clone(), ns),
-        &names::configmap(&b.name),
-        &cm,
-    )
-    .await?;
-
-    let svcs: Api<Service> = Api::namespaced(c.clone(), ns);
-    apply::apply(
-        &svcs,
-        &names::headless_service(&b.name),
-        &build::service::headless(b),
-    )
-    .await?;
-    apply::apply(
-        &svcs,
-        &names::client_service(&b.name),
-        &build::service::client(b),
-    )
-    .await?;
-
-    if b.replicas > 1 {
-        match ctx.pdb.resource(&c).await {
-            Some(ar) => {
-                let version = ar.api_version.clone();
-                if let Some(pdb) = build::pdb::build(b, &version) {
-                    // A PDB is protection, not function: never fail the reconcile over it.
-                    if let Err(e) =
-                        apply::apply_dynamic(&c, &ar, ns, &names::pdb(&b.name), &pdb).await
-                    {
-                        tracing::warn!(error = %e, "PodDisruptionBudget apply failed");
-                        notes.push(format!("PodDisruptionBudget not applied: {e}"));
-                    }
-                }
-            }
-            None => notes.push(
-                "PodDisruptionBudget skipped: the API server serves no policy/v1 or policy/v1beta1"
-                    .into(),
-            ),
-        }
-    } else if let Some(ar) = ctx.pdb.resource(&c).await {
-        if let Err(e) = apply::delete_dynamic(&c, &ar, ns, &names::pdb(&b.name)).await {
-            tracing::warn!(error = %e, "PodDisruptionBudget delete failed");
+) -> Result<(), Error> {
+    let new = status::compute(obj.node_status(), observed, &status::now());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.namespace);
+    if status::patch_if_changed(&api, &target.name, obj.node_status(), &new).await? {
+        ctx.metrics
+            .status_writes
+            .get_or_create(&KindLabel {
+                kind: K::kind(&()).into(),
+            })
+            .inc();
+        if let Some(p) = &observed.problem {
+            ctx.event(obj, EventType::Warning, &p.reason, p.message.clone())
+                .await;
         }
     }
-
-    let sts = build::statefulset::build(b);
-    let applied = apply::apply(
-        &Api::<StatefulSet>::namespaced(c, ns),
-        &names::statefulset(&b.name),
-        &sts,
-    )
-    .await?;
-    Ok((applied, notes))
+    Ok(())
 }
 
-/// Shared error policy: metrics, a warning event is emitted by the reconciler; backoff here.
-pub fn error_policy<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+/// Shared error policy: counts the error and requeues with per-object exponential backoff (the
+/// warning event is emitted by [`reconcile`]).
+pub fn error_policy<K: NodeKind>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
     let key = object_key(obj.as_ref());
     let kind = K::kind(&()).to_string();
     ctx.metrics.error(&kind, err.reason());

@@ -1,11 +1,11 @@
-//! Spec validation, pure. The same rules the CRD states in OpenAPI/CEL, checked again here because
-//! API servers older than 1.25 drop CEL rules; failures become a `Degraded` condition.
+//! Spec rules, pure. The same rules the CRD states in OpenAPI/CEL, checked again here because API
+//! servers older than 1.25 drop CEL rules; failures become a `Degraded` condition.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
-use crate::crd::{ExtraConfig, StorageSpec, UnisonHubSpec, UnisonRelayerSpec};
+use crate::crd::{ExtraConfig, NodeSpec, StorageSpec, UnisonHubSpec, UnisonRelayerSpec};
 use crate::nodeconfig;
 
 /// A spec the operator refuses to act on.
@@ -122,10 +122,23 @@ pub fn check_storage_unchanged(
     Ok(())
 }
 
-pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
-    if spec.image.is_empty() {
+/// Shared rule checked first: an image is set.
+fn check_image(node: &NodeSpec) -> Result<(), Invalid> {
+    if node.image.is_empty() {
         return Err(invalid("InvalidSpec", "image must be set"));
     }
+    Ok(())
+}
+
+/// Shared rules checked last: storage size and extra config.
+fn check_storage_and_extra(node: &NodeSpec) -> Result<(), Invalid> {
+    check_size(&node.storage)?;
+    check_extra(&node.extra_config)
+}
+
+/// Rules for a hub spec.
+pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
+    check_image(&spec.node)?;
     if spec.namespaces.is_empty() {
         return Err(invalid(
             "InvalidSpec",
@@ -159,14 +172,12 @@ pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
             }
         }
     }
-    check_size(&spec.storage)?;
-    check_extra(&spec.extra_config)
+    check_storage_and_extra(&spec.node)
 }
 
+/// Rules for a relayer spec.
 pub fn relayer(spec: &UnisonRelayerSpec) -> Result<(), Invalid> {
-    if spec.image.is_empty() {
-        return Err(invalid("InvalidSpec", "image must be set"));
-    }
+    check_image(&spec.node)?;
     let u = &spec.upstream;
     let set = [
         u.hub_ref.is_some(),
@@ -195,8 +206,7 @@ pub fn relayer(spec: &UnisonRelayerSpec) -> Result<(), Invalid> {
         return Err(invalid("InvalidSpec", "replicas must be >= 0"));
     }
     check_namespaces("namespaces", &spec.namespaces)?;
-    check_size(&spec.storage)?;
-    check_extra(&spec.extra_config)
+    check_storage_and_extra(&spec.node)
 }
 
 /// The namespaces a relayer will replicate: its request (which must be a subset of what the

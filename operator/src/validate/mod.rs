@@ -1,0 +1,80 @@
+//! Stage 2 of a reconcile, pure: turns the object and what `dereference` read into a spec the
+//! operator can act on ([`Validated`]) or the reason it will not ([`Rejected`]).
+
+mod rules;
+mod wiring;
+
+use std::collections::BTreeMap;
+
+pub use rules::{check_storage_unchanged, effective_namespaces, hub, relayer, Invalid};
+pub use wiring::{mirrors, upstream};
+
+use crate::build::Component;
+use crate::crd::NodeSpec;
+use crate::dereference::Dereferenced;
+use crate::kind::{NodeKind, Target};
+use crate::status::{Position, Problem};
+
+/// What the node's config file says about its peers: served namespaces, upstream, mirrors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wiring {
+    pub namespaces: Vec<String>,
+    /// Relayer: resolved upstream gRPC URL.
+    pub upstream: Option<String>,
+    /// Hub: mirrored namespace -> gRPC URL of its owner.
+    pub mirrors: BTreeMap<String, String>,
+}
+
+/// A spec the operator can act on: everything `build` needs.
+#[derive(Clone, Debug)]
+pub struct Validated<'a> {
+    pub target: Target,
+    pub component: Component,
+    pub replicas: i32,
+    pub spec: &'a NodeSpec,
+    pub wiring: Wiring,
+    pub position: Position,
+}
+
+/// A spec the operator will not act on, and the topology facts known anyway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub problem: Problem,
+    pub position: Position,
+}
+
+impl From<Invalid> for Problem {
+    fn from(i: Invalid) -> Self {
+        Problem {
+            reason: i.reason.into(),
+            message: i.message,
+        }
+    }
+}
+
+/// Spec rules first (kind-specific, then the immutable storage), then the references.
+pub fn validate<'a, K: NodeKind>(
+    obj: &'a K,
+    target: &Target,
+    deref: &Dereferenced<K::Refs>,
+    cluster_domain: &str,
+) -> Result<Validated<'a>, Rejected> {
+    obj.check_spec()
+        .and_then(|_| check_storage_unchanged(&obj.node().storage, deref.existing.as_ref()))
+        .map_err(|i| Rejected {
+            problem: i.into(),
+            position: obj.base_position(),
+        })?;
+    let (position, wiring) = obj.resolve(target, &deref.refs, cluster_domain);
+    match wiring {
+        Ok(wiring) => Ok(Validated {
+            target: target.clone(),
+            component: K::COMPONENT,
+            replicas: obj.replicas(),
+            spec: obj.node(),
+            wiring,
+            position,
+        }),
+        Err(problem) => Err(Rejected { problem, position }),
+    }
+}

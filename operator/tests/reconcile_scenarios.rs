@@ -1,0 +1,530 @@
+//! Mocked-API scenarios of `reconcile()`: a `kube::Client` over a `tower_test` mock service, the
+//! test playing the API server. Each scenario asserts the exact sequence of calls one reconcile
+//! makes (reads, server-side applies, the status patch, events) and what they carry.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use kube::api::{ApiResource, GroupVersionKind};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+use serde_json::{json, Value};
+use unisondb_operator::apply::PdbSupport;
+use unisondb_operator::crd::{NodeStatus, UnisonHub, UnisonRelayer};
+use unisondb_operator::kind::NodeKind;
+use unisondb_operator::metrics::{ErrorLabel, Metrics};
+use unisondb_operator::reconcile::{self, Context, RESYNC};
+use unisondb_operator::Error;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+const NS: &str = "default";
+const STEP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One API call the operator made.
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+    responder: Responder,
+}
+
+impl Call {
+    fn reply(self, status: u16, body: &Value) {
+        let bytes = serde_json::to_vec(body).expect("serializable response");
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(bytes))
+            .expect("response");
+        self.responder.send_response(response);
+    }
+
+    /// Answers as the API server does for a missing object.
+    fn not_found(self) {
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{} not found", self.path), "reason": "NotFound", "code": 404
+        });
+        self.reply(404, &body);
+    }
+}
+
+/// The API server side of the mock.
+struct ApiServer(Handle);
+
+impl ApiServer {
+    async fn next(&mut self) -> Call {
+        let (req, responder) = self
+            .0
+            .next_request()
+            .await
+            .expect("the operator made no further API call");
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.expect("request body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("request body is JSON")
+        };
+        Call {
+            method: parts.method,
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or_default().to_string(),
+            content_type: parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            body,
+            responder,
+        }
+    }
+
+    /// The next call must be `method path`.
+    async fn expect(&mut self, method: Method, path: &str) -> Call {
+        let call = self.next().await;
+        assert_eq!(
+            (&call.method, call.path.as_str()),
+            (&method, path),
+            "unexpected API call"
+        );
+        call
+    }
+
+    /// The next call must be a forced server-side apply by the operator's field manager to
+    /// `path`; answered with the applied object. Returns what was applied.
+    async fn expect_apply(&mut self, path: &str) -> Value {
+        let call = self.expect(Method::PATCH, path).await;
+        assert_eq!(call.content_type, "application/apply-patch+yaml");
+        assert!(
+            call.query.contains("fieldManager=unisondb-operator")
+                && call.query.contains("force=true"),
+            "server-side apply, forced, as unisondb-operator: {}",
+            call.query
+        );
+        let body = call.body.clone();
+        call.reply(200, &body);
+        body
+    }
+
+    /// The next call must be a merge patch of `path`'s status subresource; answered with `obj`
+    /// carrying the new status. Returns the status written.
+    async fn expect_status_patch(&mut self, path: &str, obj: &Value) -> NodeStatus {
+        let call = self.expect(Method::PATCH, &format!("{path}/status")).await;
+        assert_eq!(call.content_type, "application/merge-patch+json");
+        let status = call.body["status"].clone();
+        let mut answer = obj.clone();
+        answer["status"] = status.clone();
+        call.reply(200, &answer);
+        serde_json::from_value(status).expect("status patch carries a NodeStatus")
+    }
+
+    /// The next call must create a Warning event with `reason`.
+    async fn expect_warning_event(&mut self, reason: &str) {
+        let call = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+            )
+            .await;
+        assert_eq!(call.body["type"], "Warning");
+        assert_eq!(call.body["reason"], reason);
+        let body = call.body.clone();
+        call.reply(201, &body);
+    }
+}
+
+fn pdb_v1() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
+        "poddisruptionbudgets",
+    )
+}
+
+/// A context whose client talks to the returned mock API server.
+fn harness(pdb: Option<PdbSupport>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let ctx = Context::new(
+        client,
+        Arc::new(Metrics::new()),
+        "cluster.local".into(),
+        "test".into(),
+    );
+    let ctx = match pdb {
+        Some(p) => ctx.with_pdb(p),
+        None => ctx,
+    };
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+/// Runs one reconcile of `obj` against `script` (the API server's side). Fails if the script's
+/// calls are not all made, or if the operator makes a call the script does not answer.
+async fn scenario<K, F, Fut>(
+    obj: &Value,
+    pdb: Option<PdbSupport>,
+    script: F,
+) -> (Result<Action, Error>, Arc<Context>)
+where
+    K: NodeKind,
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
+    let (ctx, api) = harness(pdb);
+    let obj: K = serde_json::from_value(obj.clone()).expect("fixture parses");
+    let server = tokio::spawn(script(api));
+    let reconciling = tokio::spawn(reconcile::reconcile(Arc::new(obj), ctx.clone()));
+    let mut api = tokio::time::timeout(STEP_TIMEOUT, server)
+        .await
+        .expect("the operator made every expected API call")
+        .expect("the API server's assertions held");
+    let result = match tokio::time::timeout(STEP_TIMEOUT, reconciling).await {
+        Ok(r) => r.expect("reconcile did not panic"),
+        Err(_) => match api.0.poll_request() {
+            Poll::Ready(Some((req, _))) => {
+                panic!("unexpected API call {} {}", req.method(), req.uri())
+            }
+            _ => panic!("reconcile hung"),
+        },
+    };
+    if let Poll::Ready(Some((req, _))) = api.0.poll_request() {
+        panic!("unexpected API call {} {}", req.method(), req.uri());
+    }
+    (result, ctx)
+}
+
+fn hub_fixture(status: Option<&NodeStatus>) -> Value {
+    let mut hub = json!({
+        "apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonHub",
+        "metadata": {"name": "hub", "namespace": NS, "uid": "uid-hub", "generation": 1},
+        "spec": {"image": "unisondb:test", "namespaces": ["orders", "users"]}
+    });
+    if let Some(s) = status {
+        hub["status"] = serde_json::to_value(s).expect("status serializes");
+    }
+    hub
+}
+
+fn relayer_fixture(upstream: Value, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonRelayer",
+        "metadata": {"name": "edge", "namespace": NS, "uid": "uid-edge", "generation": 3},
+        "spec": {"image": "unisondb:test", "upstream": upstream, "replicas": replicas}
+    })
+}
+
+const HUB: &str = "/apis/unisondb.io/v1alpha1/namespaces/default/unisonhubs/hub";
+const EDGE: &str = "/apis/unisondb.io/v1alpha1/namespaces/default/unisonrelayers/edge";
+
+fn sts_path(name: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{name}")
+}
+
+fn cond<'a>(s: &'a NodeStatus, t: &str) -> (&'a str, &'a str) {
+    let c = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("condition {t}"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// The StatefulSet as the server returns it after an apply: the applied object plus a status.
+fn with_sts_status(mut applied: Value, replicas: i32, ready: i32) -> Value {
+    applied["metadata"]["generation"] = json!(1);
+    applied["status"] = json!({
+        "replicas": replicas, "readyReplicas": ready, "updatedReplicas": replicas,
+        "observedGeneration": 1
+    });
+    applied
+}
+
+/// Plays a hub's first reconcile: no StatefulSet yet, every object applied in order, status
+/// written. Returns the status written and the StatefulSet as served.
+async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> (NodeStatus, Value) {
+    api.expect(Method::GET, &sts_path("hub")).await.not_found();
+    // no mirrors: no referenced hub is read
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/hub-config")
+        .await;
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["uid"], "uid-hub");
+    assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
+    let config = cm["data"]["config.yaml"].as_str().expect("config.yaml");
+    assert!(config.contains("mode: replicator"), "{config}");
+    let headless = api
+        .expect_apply("/api/v1/namespaces/default/services/hub-headless")
+        .await;
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let client = api
+        .expect_apply("/api/v1/namespaces/default/services/hub")
+        .await;
+    assert_eq!(client["spec"]["type"], "ClusterIP");
+    // one replica: a PDB left from earlier is removed (absent is fine)
+    api.expect(
+        Method::DELETE,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub",
+    )
+    .await
+    .not_found();
+    let call = api.expect(Method::PATCH, &sts_path("hub")).await;
+    let sts = call.body.clone();
+    assert_eq!(sts["spec"]["replicas"], 1);
+    assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["image"],
+        "unisondb:test"
+    );
+    let served = with_sts_status(sts, 1, i32::from(sts_ready));
+    call.reply(200, &served);
+    let status = api.expect_status_patch(HUB, &hub_fixture(None)).await;
+    (status, served)
+}
+
+#[tokio::test]
+async fn hub_first_reconcile_applies_in_order_then_writes_status() {
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let (result, _) = scenario::<UnisonHub, _, _>(&hub_fixture(None), pdb, |mut api| async move {
+        let (status, _) = first_hub_reconcile(&mut api, false).await;
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.depth, Some(0));
+        assert_eq!(
+            status.grpc_endpoint.as_deref(),
+            Some("http://hub.default.svc.cluster.local:4001")
+        );
+        assert!(status.config_hash.is_some());
+        assert_eq!(
+            status.selector,
+            "app.kubernetes.io/component=hub,app.kubernetes.io/instance=hub,app.kubernetes.io/name=unisondb"
+        );
+        assert_eq!(cond(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(cond(&status, "Progressing"), ("True", "RollingOut"));
+        assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn steady_state_hub_writes_no_status() {
+    let pdb = || Some(PdbSupport::known(Some(pdb_v1())));
+    // First reconcile: learn the status the operator writes for a ready hub.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (result, _) =
+        scenario::<UnisonHub, _, _>(&hub_fixture(None), pdb(), |mut api| async move {
+            let (status, served) = first_hub_reconcile(&mut api, true).await;
+            assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
+            assert_eq!(cond(&status, "Progressing"), ("False", "Stable"));
+            tx.send((status, served)).expect("status handed over");
+            api
+        })
+        .await;
+    result.expect("first reconcile succeeds");
+    let (status, served) = rx.await.expect("status written");
+
+    // Second reconcile of the object now carrying that status, its StatefulSet in place: the same
+    // (no-op) applies, and no status patch.
+    let (result, _) =
+        scenario::<UnisonHub, _, _>(&hub_fixture(Some(&status)), pdb(), |mut api| async move {
+            api.expect(Method::GET, &sts_path("hub"))
+                .await
+                .reply(200, &served);
+            for path in [
+                "/api/v1/namespaces/default/configmaps/hub-config",
+                "/api/v1/namespaces/default/services/hub-headless",
+                "/api/v1/namespaces/default/services/hub",
+            ] {
+                api.expect_apply(path).await;
+            }
+            api.expect(
+                Method::DELETE,
+                "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub",
+            )
+            .await
+            .not_found();
+            let call = api.expect(Method::PATCH, &sts_path("hub")).await;
+            let again = with_sts_status(call.body.clone(), 1, 1);
+            assert_eq!(again, served, "the same StatefulSet is built again");
+            call.reply(200, &served);
+            api
+        })
+        .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn relayer_discovers_pdb_api_reads_its_hub_and_applies_a_pdb() {
+    let rel = relayer_fixture(json!({"hubRef": {"name": "hub"}}), 3);
+    let answer = rel.clone();
+    let (result, _) = scenario::<UnisonRelayer, _, _>(&rel, None, |mut api| async move {
+        api.expect(Method::GET, &sts_path("edge")).await.not_found();
+        // PDB API discovery (once per process)
+        api.expect(Method::GET, "/apis/policy/v1").await.reply(
+            200,
+            &json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1",
+                "resources": [{"name": "poddisruptionbudgets", "singularName": "poddisruptionbudget",
+                               "namespaced": true, "kind": "PodDisruptionBudget",
+                               "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}]
+            }),
+        );
+        // the upstream chain: one hub
+        api.expect(Method::GET, HUB)
+            .await
+            .reply(200, &hub_fixture(None));
+        let cm = api
+            .expect_apply("/api/v1/namespaces/default/configmaps/edge-config")
+            .await;
+        let config = cm["data"]["config.yaml"].as_str().expect("config.yaml");
+        assert!(config.contains("mode: relayer"), "{config}");
+        assert!(
+            config.contains("upstream: http://hub.default.svc.cluster.local:4001"),
+            "{config}"
+        );
+        assert!(
+            config.contains("- orders") && config.contains("- users"),
+            "{config}"
+        );
+        api.expect_apply("/api/v1/namespaces/default/services/edge-headless")
+            .await;
+        api.expect_apply("/api/v1/namespaces/default/services/edge")
+            .await;
+        let pdb = api
+            .expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge")
+            .await;
+        assert_eq!(pdb["apiVersion"], "policy/v1");
+        assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+        let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+        let sts = call.body.clone();
+        assert_eq!(sts["spec"]["replicas"], 3);
+        assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+        call.reply(200, &with_sts_status(sts, 3, 3));
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(status.depth, Some(1));
+        assert_eq!(
+            status.upstream.as_deref(),
+            Some("http://hub.default.svc.cluster.local:4001")
+        );
+        assert_eq!(status.upstream_ref.as_deref(), Some("UnisonHub/default/hub"));
+        assert_eq!((status.replicas, status.ready_replicas), (3, 3));
+        assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
+        assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn invalid_spec_is_degraded_and_applies_nothing() {
+    // Two upstream kinds at once: the CRD's CEL rule refuses it, and so does the operator (API
+    // servers before 1.25 drop CEL rules).
+    let rel = relayer_fixture(
+        json!({"hubRef": {"name": "hub"}, "address": "http://far:4001"}),
+        1,
+    );
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let answer = rel.clone();
+    let (result, _) = scenario::<UnisonRelayer, _, _>(&rel, pdb, |mut api| async move {
+        api.expect(Method::GET, &sts_path("edge")).await.not_found();
+        // no upstream is read, nothing is applied: straight to status
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(cond(&status, "Degraded"), ("True", "InvalidUpstream"));
+        assert_eq!(cond(&status, "Progressing"), ("False", "Blocked"));
+        assert_eq!(cond(&status, "Ready"), ("False", "ReplicasNotReady"));
+        assert_eq!(status.depth, None);
+        api.expect_warning_event("InvalidUpstream").await;
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("a refused spec is not a reconcile error"),
+        Action::requeue(RESYNC)
+    );
+}
+
+#[tokio::test]
+async fn missing_upstream_keeps_the_running_statefulset() {
+    let rel = relayer_fixture(json!({"hubRef": {"name": "gone"}}), 2);
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let answer = rel.clone();
+    let (result, _) = scenario::<UnisonRelayer, _, _>(&rel, pdb, |mut api| async move {
+        let existing = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "edge", "namespace": NS, "generation": 4},
+            "spec": {"replicas": 2, "selector": {}, "serviceName": "edge-headless", "template": {}},
+            "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 4}
+        });
+        api.expect(Method::GET, &sts_path("edge"))
+            .await
+            .reply(200, &existing);
+        api.expect(
+            Method::GET,
+            "/apis/unisondb.io/v1alpha1/namespaces/default/unisonhubs/gone",
+        )
+        .await
+        .not_found();
+        // nothing applied, nothing deleted: the pods keep serving reads
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(cond(&status, "Degraded"), ("True", "UpstreamNotFound"));
+        assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
+        assert_eq!(status.ready_replicas, 2);
+        api.expect_warning_event("UpstreamNotFound").await;
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn apply_refused_by_the_server_fails_with_an_event_and_backs_off() {
+    let pdb = Some(PdbSupport::known(None));
+    let (result, ctx) =
+        scenario::<UnisonHub, _, _>(&hub_fixture(None), pdb, |mut api| async move {
+            api.expect(Method::GET, &sts_path("hub")).await.not_found();
+            let call = api
+                .expect(
+                    Method::PATCH,
+                    "/api/v1/namespaces/default/configmaps/hub-config",
+                )
+                .await;
+            call.reply(
+            422,
+            &json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "ConfigMap \"hub-config\" is invalid", "reason": "Invalid", "code": 422
+            }),
+        );
+            // the failed reconcile is reported on the object; nothing else is attempted
+            api.expect_warning_event("Invalid").await;
+            api
+        })
+        .await;
+    let err = result.expect_err("a refused apply fails the reconcile");
+    assert_eq!(err.reason(), "Invalid");
+    let hub: UnisonHub = serde_json::from_value(hub_fixture(None)).expect("fixture");
+    let hub = Arc::new(hub);
+    let first = reconcile::error_policy(hub.clone(), &err, ctx.clone());
+    let second = reconcile::error_policy(hub, &err, ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(4)));
+    let counted = ctx
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabel {
+            kind: "UnisonHub".into(),
+            reason: "Invalid".into(),
+        })
+        .get();
+    assert_eq!(counted, 2, "errors counted by kind and reason");
+}
