@@ -47,7 +47,10 @@ impl HttpClient {
     /// Status code of `GET <path>`.
     pub fn get_status(&self, path: &str) -> Result<u16> {
         let url = format!("{}{path}", self.base);
-        let r = self.rt.block_on(self.client.get(url).send())?;
+        // `send` arms the request timeout, which needs the runtime: build the future inside it.
+        let r = self
+            .rt
+            .block_on(async { self.client.get(url).send().await })?;
         Ok(r.status().as_u16())
     }
 
