@@ -129,19 +129,10 @@ pub struct Namespace {
     inner: Arc<Inner>,
 }
 
-/// Checks a namespace name is safe as a directory name and a metrics label.
+/// Checks a namespace name is safe as a directory name and a metrics label: the one rule, written
+/// once in the config contract (`unisondb_config::validate_namespace`).
 pub fn validate_name(name: &str) -> Result<(), EngineError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidName(name.to_string()))
-    }
+    unisondb_config::validate_namespace(name).map_err(|_| EngineError::InvalidName(name.to_string()))
 }
 
 impl Namespace {
