@@ -75,12 +75,12 @@ fn chart_versions_follow_the_workspace_version() {
     let v = workspace_version();
     assert_eq!(
         chart["appVersion"].as_str(),
-        Some(v.as_str()),
+        Some(v),
         "Chart.yaml appVersion"
     );
     assert_eq!(
         chart["version"].as_str(),
-        Some(v.as_str()),
+        Some(v),
         "Chart.yaml version"
     );
     let dep = template(&[]);
