@@ -636,7 +636,7 @@ fn image_imported(cx: &mut Ctx) {
     assert!(o.status.success(), "ctr image import: {}", stderr(&o));
 }
 
-/// 1. The operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
+/// (1) The operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
 /// 1.20: `--old-apiserver` (no CEL in the CRD schema); no registry: the local image, pullPolicy Never.
 fn operator_installed_by_helm(cx: &mut Ctx) {
     let t = Instant::now();
@@ -666,9 +666,8 @@ fn operator_installed_by_helm(cx: &mut Ctx) {
         "--timeout=300s",
     ]);
     cx.record("helm install → operator rolled out", t.elapsed());
-    cx.op_pod = cx
-        .c
-        .kubectl(&[
+    cx.op_pod =
+        cx.c.kubectl(&[
             "get",
             "pods",
             "-n",
@@ -683,7 +682,7 @@ fn operator_installed_by_helm(cx: &mut Ctx) {
     assert_eq!(op_spec["spec"]["containers"][0]["image"], LOCAL_IMAGE);
 }
 
-/// 2. Hub and relayers (docs step 2, as written), plus a second hop on the relayers.
+/// (2) Hub and relayers (docs step 2, as written), plus a second hop on the relayers.
 fn hub_and_two_hop_relayers_ready(cx: &mut Ctx) {
     let t0 = Instant::now();
     cx.c.kubectl(&["apply", "-f", "deploy/examples/primary-relayers.yaml"]);
@@ -733,12 +732,15 @@ fn hub_and_two_hop_relayers_ready(cx: &mut Ctx) {
     );
 }
 
-/// 3a. SSE (hub and second-hop relayer) and ZeroMQ subscribers, started before any write.
+/// (3a) SSE (hub and second-hop relayer) and ZeroMQ subscribers, started before any write.
 fn change_subscribers_started(cx: &mut Ctx) {
     cx.hub_ip = pod_ip(&cx.c, "hub-0");
     cx.first_relayer_ip = pod_ip(&cx.c, "edge-relayers-0");
     let mut sse_cmd = Command::new("curl");
-    sse_cmd.args(["-sN", &format!("http://{}:4000/api/v1/{NS}/watch", cx.hub_ip)]);
+    sse_cmd.args([
+        "-sN",
+        &format!("http://{}:4000/api/v1/{NS}/watch", cx.hub_ip),
+    ]);
     cx.sse_hub = spawn_collect(&mut cx.c, sse_cmd);
     let mut cmd = Command::new("curl");
     let hop2_ip = pod_ip(&cx.c, &format!("{HOP2}-0"));
@@ -761,7 +763,7 @@ fn change_subscribers_started(cx: &mut Ctx) {
     std::thread::sleep(Duration::from_secs(2)); // SSE and ZeroMQ subscriptions established
 }
 
-/// 3b. Data through the hub: docs step 4 as written (local ports picked free), 20 kv, a row, a LOB.
+/// (3b) Data through the hub: docs step 4 as written (local ports picked free), 20 kv, a row, a LOB.
 fn data_written_through_the_hub(cx: &mut Ctx) {
     cx.hub_fwd = port_forward(&mut cx.c, "hub", 4000);
     cx.relayer_fwd = port_forward(&mut cx.c, "edge-relayers", 4000);
@@ -864,7 +866,7 @@ fn expect_models(lines: &[String]) -> Result<(), String> {
     }
 }
 
-/// 3c. The changes arrive over SSE (hub and second hop) and ZeroMQ; every relayer pod of both
+/// (3c) The changes arrive over SSE (hub and second hop) and ZeroMQ; every relayer pod of both
 /// hops holds the hub's data.
 fn data_and_changes_reach_every_relayer(cx: &mut Ctx) {
     wait_until(
@@ -908,7 +910,7 @@ fn data_and_changes_reach_every_relayer(cx: &mut Ctx) {
     }
 }
 
-/// 4. Scale (docs step 3, as written).
+/// (4) Scale (docs step 3, as written).
 fn relayers_scaled_to_five(cx: &mut Ctx) {
     let c = &cx.c;
     let t = Instant::now();
@@ -938,7 +940,7 @@ fn relayers_scaled_to_five(cx: &mut Ctx) {
     );
 }
 
-/// 5a. Delete a relayer pod during writes: recreated, resumes from its volume.
+/// (5a) Delete a relayer pod during writes: recreated, resumes from its volume.
 fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
     let c = &cx.c;
     let pv_before = c.kubectl(&[
@@ -1010,7 +1012,7 @@ fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
     eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
 }
 
-/// 5b. Delete the hub pod during writes: no acknowledged write lost, relayers reconnect.
+/// (5b) Delete the hub pod during writes: no acknowledged write lost, relayers reconnect.
 fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
     let c = &cx.c;
     let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
@@ -1064,7 +1066,7 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
     }
 }
 
-/// 6. WAL settings change → new config hash → the hub pod rolls, data intact.
+/// (6) WAL settings change → new config hash → the hub pod rolls, data intact.
 fn wal_change_rolls_the_hub(cx: &mut Ctx) {
     let c = &cx.c;
     let hash_before = status(c, "unisonhub", "hub")["configHash"]
@@ -1145,14 +1147,11 @@ fn wal_change_rolls_the_hub(cx: &mut Ctx) {
         keys_before,
         "data changed across the roll"
     );
-    let (code, got) = curl(&[&format!(
-        "http://{}:4000/api/v1/{NS}/lob/blob-1",
-        cx.hub_ip
-    )]);
+    let (code, got) = curl(&[&format!("http://{}:4000/api/v1/{NS}/lob/blob-1", cx.hub_ip)]);
     assert!(code == 200 && got == cx.lob, "LOB differs after the roll");
 }
 
-/// 7. Prometheus scrapes hub, relayers and the operator.
+/// (7) Prometheus scrapes hub, relayers and the operator.
 fn prometheus_scrapes_everything(cx: &mut Ctx) {
     let c = &cx.c;
     let mut targets: Vec<(String, String)> = Vec::new(); // (pod, ip:port)
@@ -1276,7 +1275,7 @@ fn prometheus_scrapes_everything(cx: &mut Ctx) {
     );
 }
 
-/// 8. Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
+/// (8) Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
 fn uninstalled(cx: &mut Ctx) {
     let c = &cx.c;
     let t = Instant::now();

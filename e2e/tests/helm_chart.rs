@@ -78,11 +78,7 @@ fn chart_versions_follow_the_workspace_version() {
         Some(v),
         "Chart.yaml appVersion"
     );
-    assert_eq!(
-        chart["version"].as_str(),
-        Some(v),
-        "Chart.yaml version"
-    );
+    assert_eq!(chart["version"].as_str(), Some(v), "Chart.yaml version");
     let dep = template(&[]);
     let d = &of_kind(&dep, "Deployment")[0];
     let image = d["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -5,8 +5,8 @@
 //! One test function: one control plane (~4 s to start) serves all steps.
 
 use anyhow::Result;
-use unisondb_testkit::{ControlPlane, ControlPlaneOptions};
 use unisondb_e2e::*;
+use unisondb_testkit::{ControlPlane, ControlPlaneOptions};
 
 const MONITORING_STUB_CRDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1

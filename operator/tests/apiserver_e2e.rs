@@ -520,15 +520,16 @@ fn ready_pods_make_the_relayer_ready(cx: &Ctx) -> Result<()> {
         })?;
         make_pod_ready(cx, p)?;
     }
-    let r1 = wait_for(
-        "r1 Ready with 5 ready replicas",
-        Duration::from_secs(60),
-        || {
-            Ok::<_, anyhow::Error>(cx.get("unisonrelayer", "r1")?.filter(|o| {
-                o["status"]["readyReplicas"] == 5 && cond_is(o, "Ready", "True", None)
-            }))
-        },
-    )?;
+    let r1 =
+        wait_for(
+            "r1 Ready with 5 ready replicas",
+            Duration::from_secs(60),
+            || {
+                Ok::<_, anyhow::Error>(cx.get("unisonrelayer", "r1")?.filter(|o| {
+                    o["status"]["readyReplicas"] == 5 && cond_is(o, "Ready", "True", None)
+                }))
+            },
+        )?;
     assert_eq!(r1["status"]["replicas"], 5);
     assert!(r1["status"]["selector"]
         .as_str()

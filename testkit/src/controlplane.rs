@@ -86,11 +86,7 @@ impl ControlPlane {
             .map_err(Error::io(format!("running {}", script.display())))?;
         if !out.status.success() {
             return Err(command_error(
-                &format!(
-                    "{} (logs in {})",
-                    script.display(),
-                    cp.run_dir.display()
-                ),
+                &format!("{} (logs in {})", script.display(), cp.run_dir.display()),
                 &out,
             ));
         }

@@ -121,6 +121,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.what, "never");
         assert_eq!(e.last, "still no");
-        assert!(e.to_string().contains("waiting for never; last state: still no"));
+        assert!(e
+            .to_string()
+            .contains("waiting for never; last state: still no"));
     }
 }
