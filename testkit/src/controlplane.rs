@@ -37,8 +37,8 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts the control plane and waits (up to 90 s) until it serves `/readyz` and the RBAC
-    /// bootstrap roles exist.
+    /// Starts the control plane and waits until it serves `/readyz` and, with RBAC, until the
+    /// bootstrap roles exist (up to 90 s).
     pub fn start(opts: ControlPlaneOptions) -> Result<ControlPlane, Error> {
         let bin = k8s_bin_dir();
         let mut needed = vec!["etcd", "kube-apiserver"];
@@ -90,13 +90,16 @@ impl ControlPlane {
                 &out,
             ));
         }
-        // RBAC bootstrap roles must exist before `can-i` answers are meaningful.
-        Wait::new("the apiserver's bootstrap roles", Duration::from_secs(90))
-            .every(Duration::from_millis(200))
-            .until(|| {
-                cp.kubectl(&["get", "clusterrole", "cluster-admin", "-o", "name"])
-                    .map(|_| Some(()))
-            })?;
+        // The script waited for /readyz. With RBAC on, the bootstrap roles must also exist before
+        // `can-i` answers are meaningful (AlwaysAllow creates none).
+        if opts.rbac {
+            Wait::new("the apiserver's bootstrap roles", Duration::from_secs(90))
+                .every(Duration::from_millis(200))
+                .until(|| {
+                    cp.kubectl(&["get", "clusterrole", "cluster-admin", "-o", "name"])
+                        .map(|_| Some(()))
+                })?;
+        }
         Ok(cp)
     }
 
