@@ -16,23 +16,18 @@ pub use unisondb_testkit::{cache_dir, repo_root};
 
 pub const HELM_INSTALLER: &str = "e2e/helm/install-deps.sh";
 
-/// The venv's Python with helm-python-sdk and pyyaml; panics naming the installer when missing.
+/// The venv's Python with helm-python-sdk; panics naming the installer when missing.
 pub fn python() -> PathBuf {
-    let py = cache_dir().join("venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} not found: run `bash {HELM_INSTALLER}` (or ./test.sh, which runs it)",
-        py.display()
-    );
+    let py = unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"));
     let ok = Command::new(&py)
-        .args(["-c", "import helm_python, yaml"])
+        .args(["-c", "import helm_python"])
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
     assert!(
         ok,
-        "helm-python-sdk or pyyaml missing in {}: run `bash {HELM_INSTALLER}`",
+        "helm-python-sdk missing in {}: run `bash {HELM_INSTALLER}`",
         py.display()
     );
     py

@@ -591,12 +591,8 @@ fn full_stack_on_a_real_single_node_cluster() {
 fn cluster_up() -> Ctx {
     let t_all = Instant::now();
     let bins = release_binaries();
-    let py = cache_dir().join("venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run `bash {CLUSTER_INSTALLER}`",
-        py.display()
-    );
+    let py = unisondb_testkit::venv_python()
+        .unwrap_or_else(|e| panic!("{e} (the cluster's installer: {CLUSTER_INSTALLER})"));
     unisondb_e2e::cluster::require_tool("prometheus");
 
     let t_up = Instant::now();

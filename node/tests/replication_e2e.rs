@@ -621,19 +621,7 @@ async fn mtls_rejects_a_relayer_from_another_ca() {
 }
 
 fn venv_python() -> PathBuf {
-    let venv = std::env::var("UNISONDB_E2E_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/unisondb-e2e/venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let py = Path::new(&venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/install-deps.sh (it runs e2e/loopback/install-deps.sh)",
-        py.display()
-    );
-    py
+    unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,6 @@ mod wait;
 pub use controlplane::{ControlPlane, ControlPlaneOptions, K8S_INSTALLER};
 pub use error::Error;
 pub use node::NodeProcess;
-pub use paths::{cache_dir, k8s_bin_dir, repo_root};
+pub use paths::{cache_dir, k8s_bin_dir, repo_root, venv_python};
 pub use port::{free_port, free_port_pair};
 pub use wait::{wait_for, TimedOut, Wait};

@@ -27,3 +27,21 @@ pub fn k8s_bin_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| cache_dir().join("k8s-1.20.2/bin"))
 }
+
+/// The shared test venv's Python (pyzmq, helm-python-sdk): `UNISONDB_E2E_VENV`, else `<cache>/venv`.
+/// Errors naming the installer when it is missing.
+pub fn venv_python() -> Result<PathBuf, crate::Error> {
+    let venv = std::env::var_os("UNISONDB_E2E_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("venv"));
+    let py = venv.join("bin/python");
+    if py.exists() {
+        Ok(py)
+    } else {
+        Err(crate::Error::Missing {
+            path: py,
+            hint: "run `bash scripts/install-deps.sh` (its e2e/*/install-deps.sh fill the venv)"
+                .into(),
+        })
+    }
+}
