@@ -252,3 +252,29 @@ impl Drop for NodeProcess {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that exits at once fails the readiness wait at once, with its exit status.
+    #[tokio::test]
+    async fn an_early_exit_ends_the_wait() {
+        let dir = std::env::temp_dir().join(format!("testkit-node-{}", std::process::id()));
+        let mut node = NodeProcess::new("false", "quitter", &dir, "");
+        node.start().expect("spawn false");
+        let t = Instant::now();
+        let err = node
+            .wait_http_ok(
+                &reqwest::Client::new(),
+                "http://127.0.0.1:9/readyz",
+                Duration::from_secs(30),
+            )
+            .await
+            .expect_err("false never serves HTTP");
+        assert!(matches!(err, Error::Exited { .. }), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(node.config_path().exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -74,7 +74,7 @@ impl Server {
             let port = self.port;
             unisondb_testkit::Wait::new("the TLS listener", Duration::from_secs(20))
                 .every(Duration::from_millis(50))
-                .until(|| {
+                .until_async(async || {
                     self.node.check_running()?;
                     Ok::<_, unisondb_testkit::Error>(
                         std::net::TcpStream::connect(("127.0.0.1", port))
@@ -82,6 +82,7 @@ impl Server {
                             .map(|_| ()),
                     )
                 })
+                .await
                 .unwrap_or_else(|e| panic!("server not ready in time: {e}\n{}", self.log()));
             tokio::time::sleep(Duration::from_millis(300)).await;
             return;
