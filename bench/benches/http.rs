@@ -57,7 +57,7 @@ async fn run_phase(base: Arc<String>, phase: Phase, name: &'static str, secs: u6
                 let put = match phase {
                     Phase::Put => true,
                     Phase::Get => false,
-                    Phase::Mix => i % 2 == 0,
+                    Phase::Mix => i.is_multiple_of(2),
                 };
                 i += 1;
                 let url = format!("{base}/kv/key{key}");

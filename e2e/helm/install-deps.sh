@@ -2,7 +2,8 @@
 # Installs what the Helm / Kubernetes packaging tests (e2e/tests/helm_*.rs, k8s_packaging.rs) need.
 # Idempotent and quick when done; run by scripts/install-deps.sh (which runs every e2e/*/install-deps.sh).
 #  - a Python venv shared by every e2e installer: ~/.cache/unisondb-e2e/venv (created only if missing)
-#  - helm-python-sdk==0.2.2 (Helm v4 Go SDK as a wheel: lint, template, install) and pyyaml in it
+#  - helm-python-sdk==0.2.2 (Helm v4 Go SDK as a wheel: lint, template, install) in it
+#    (YAML is parsed by the Rust tests themselves, serde_yaml_ng: no pyyaml)
 #  - kubectl (Debian's kubernetes-client when no kubectl is on PATH)
 # The kube-apiserver/etcd binaries come from e2e/k8s/install-deps.sh (the operator's e2e); the
 # apiserver tests fail with a message naming it when they are missing.
@@ -26,7 +27,6 @@ fi
 if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("helm-python-sdk") != "0.2.2")' 2>/dev/null; then
   "$VENV/bin/pip" install -q "helm-python-sdk==0.2.2"
 fi
-"$VENV/bin/python" -c 'import yaml' 2>/dev/null || "$VENV/bin/pip" install -q pyyaml
 command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
 # openssl/curl/ss are used to start the test apiserver
 command -v openssl >/dev/null 2>&1 || apt_install openssl

@@ -3,13 +3,17 @@
 # Adapted from shared/k8s-local/start-k8s120.sh.
 # Env: RUN_DIR (state, pid files, logs, kubeconfig; default /tmp/unisondb-k8s120-run),
 #      ETCD_PORT, PEER_PORT, API_PORT (default 2379/2380/6443), WITH_KCM (1 = start the controller-manager),
+#      AUTHZ (--authorization-mode: AlwaysAllow by default, RBAC for permission tests),
 #      K8S_BIN (default ~/.cache/unisondb-e2e/k8s-1.20.2/bin, filled by build-k8s120.sh).
 # Writes $RUN_DIR/kubeconfig (static token `test-token`, system:masters).
 set -euo pipefail
 R=${RUN_DIR:-/tmp/unisondb-k8s120-run}
 B=${K8S_BIN:-$HOME/.cache/unisondb-e2e/k8s-1.20.2/bin}
 ETCD_PORT=${ETCD_PORT:-2379}; PEER_PORT=${PEER_PORT:-2380}; API_PORT=${API_PORT:-6443}
-for bin in etcd kube-apiserver kube-controller-manager; do
+AUTHZ=${AUTHZ:-AlwaysAllow}
+bins=(etcd kube-apiserver)
+if [ "${WITH_KCM:-1}" = 1 ]; then bins+=(kube-controller-manager); fi
+for bin in "${bins[@]}"; do
   if [ ! -x "$B/$bin" ]; then
     echo "missing $B/$bin: run e2e/k8s/install-deps.sh (or e2e/k8s/build-k8s120.sh) first" >&2; exit 2
   fi
@@ -38,7 +42,7 @@ until curl -sf "http://127.0.0.1:$ETCD_PORT/health" >/dev/null; do kill -0 "$(ca
 "$B/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
   --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
-  --token-auth-file="$P/tokens.csv" --authorization-mode=AlwaysAllow \
+  --token-auth-file="$P/tokens.csv" --authorization-mode="$AUTHZ" \
   --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$P/sa.pub" \
   --service-account-signing-key-file="$P/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
   --endpoint-reconciler-type=none --allow-privileged=true --cert-dir="$R/certs" > "$R/apiserver.log" 2>&1 &

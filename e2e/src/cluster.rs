@@ -4,10 +4,11 @@
 //! file serializes runs (the node uses fixed paths, a bridge, iptables and the kubelet's ports).
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use unisondb_testkit::{free_port, free_port_pair, Wait};
 
 use crate::{cache_dir, repo_root, stderr, stdout};
 
@@ -28,31 +29,6 @@ pub struct Cluster {
     lock: Option<Child>,
 }
 
-/// A port p such that p and p+1 are both free on every address.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let l = match TcpListener::bind("0.0.0.0:0") {
-            Ok(l) => l,
-            Err(_) => continue,
-        };
-        let p = l.local_addr().map(|a| a.port()).unwrap_or(0);
-        if p == 0 || p == u16::MAX {
-            continue;
-        }
-        if TcpListener::bind(("0.0.0.0", p + 1)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free pair of TCP ports")
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
-}
-
 /// Asserts that a host tool exists, naming the installer otherwise.
 pub fn require_tool(cmd: &str) {
     let ok = Command::new("sh")
@@ -67,19 +43,13 @@ pub fn require_tool(cmd: &str) {
     );
 }
 
-/// Polls `f` every 500 ms until it returns Ok or `timeout` passes; panics with the last error.
+/// Polls `f` every 500 ms until it returns Ok or `timeout` passes; panics with the last error
+/// (`Err` is the state seen so far). The polling itself is `unisondb_testkit::Wait`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match f() {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}; last state: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    Wait::new(what, timeout)
+        .every(Duration::from_millis(500))
+        .until(|| f().map(Some))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Cluster {

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use unisondb_e2e::cluster::{
-    build_image, free_port, image_contents, release_binaries, wait_until, Cluster,
-    CLUSTER_INSTALLER,
+    build_image, image_contents, release_binaries, wait_until, Cluster, CLUSTER_INSTALLER,
 };
 use unisondb_e2e::dockerfile;
 use unisondb_e2e::*;
+use unisondb_testkit::free_port;
 
 const LOCAL_IMAGE: &str = "localhost/unisondb:e2e";
 const NS: &str = "default";
@@ -532,43 +532,110 @@ fn prometheus_query(port: u16, q: &str) -> Result<Vec<Value>, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The scenario: one function per step, sharing a `Ctx`.
+
+/// Lines a background client (SSE, ZeroMQ) printed so far.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// What the steps share: the cluster, the clock and timings, and what one step learns for the next.
+struct Ctx {
+    c: Cluster,
+    t_all: Instant,
+    timings: Vec<(String, Duration)>,
+    /// The release binaries the image is assembled from.
+    bins: PathBuf,
+    /// The venv's Python (pyzmq) for the ZeroMQ subscribers.
+    py: PathBuf,
+    /// `--kubeconfig` for helm.
+    kc: String,
+    /// The release image tag the docs' example manifests name.
+    release_image: String,
+    op_pod: String,
+    /// The hub pod's IP; re-read by the steps that recreate the hub pod.
+    hub_ip: String,
+    first_relayer_ip: String,
+    lob: Vec<u8>,
+    sse_hub: Lines,
+    sse_relayer: Lines,
+    zmq: Vec<Lines>,
+    hub_fwd: u16,
+    relayer_fwd: u16,
+}
+
+impl Ctx {
+    fn record(&mut self, what: &str, d: Duration) {
+        eprintln!("[timing] {what}: {}", secs(d));
+        self.timings.push((what.to_string(), d));
+    }
+}
 
 #[test]
 fn full_stack_on_a_real_single_node_cluster() {
+    let mut cx = cluster_up();
+    image_imported(&mut cx);
+    operator_installed_by_helm(&mut cx);
+    hub_and_two_hop_relayers_ready(&mut cx);
+    change_subscribers_started(&mut cx);
+    data_written_through_the_hub(&mut cx);
+    data_and_changes_reach_every_relayer(&mut cx);
+    relayers_scaled_to_five(&mut cx);
+    relayer_pod_deleted_during_writes(&mut cx);
+    hub_pod_deleted_during_writes(&mut cx);
+    wal_change_rolls_the_hub(&mut cx);
+    prometheus_scrapes_everything(&mut cx);
+    uninstalled(&mut cx);
+    finish(cx);
+}
+
+/// Preflight (release binaries, venv, prometheus), then the cluster up to a Ready node.
+fn cluster_up() -> Ctx {
     let t_all = Instant::now();
     let bins = release_binaries();
-    let py = cache_dir().join("venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run `bash {CLUSTER_INSTALLER}`",
-        py.display()
-    );
+    let py = unisondb_testkit::venv_python()
+        .unwrap_or_else(|e| panic!("{e} (the cluster's installer: {CLUSTER_INSTALLER})"));
     unisondb_e2e::cluster::require_tool("prometheus");
 
     let t_up = Instant::now();
-    let mut c = Cluster::up();
-    let timings = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
-    let record = |what: &str, d: Duration| {
-        eprintln!("[timing] {what}: {}", secs(d));
-        timings.lock().unwrap().push((what.to_string(), d));
+    let c = Cluster::up();
+    let kc = c.kubeconfig.display().to_string();
+    let mut cx = Ctx {
+        c,
+        t_all,
+        timings: Vec::new(),
+        bins,
+        py,
+        kc,
+        release_image: format!("ghcr.io/unisondb/unisondb:{}", workspace_version()),
+        op_pod: String::new(),
+        hub_ip: String::new(),
+        first_relayer_ip: String::new(),
+        lob: Vec::new(),
+        sse_hub: Lines::default(),
+        sse_relayer: Lines::default(),
+        zmq: Vec::new(),
+        hub_fwd: 0,
+        relayer_fwd: 0,
     };
-    record("cluster up (node Ready)", t_up.elapsed());
+    cx.record("cluster up (node Ready)", t_up.elapsed());
+    cx
+}
 
-    // --- image: assembled from the release binaries, imported into containerd. Also tagged as the
-    // release image the docs' example manifests name, so they run as written (IfNotPresent finds it).
-    let release_image = format!("ghcr.io/unisondb/unisondb:{}", workspace_version());
-    let tar = c.work.join("unisondb-image.tar");
+/// The image: assembled from the release binaries, imported into containerd. Also tagged as the
+/// release image the docs' example manifests name, so they run as written (IfNotPresent finds it).
+fn image_imported(cx: &mut Ctx) {
+    let tar = cx.c.work.join("unisondb-image.tar");
     eprintln!(
         "[cluster] {}",
-        build_image(&bins, &tar, &[LOCAL_IMAGE, &release_image]).trim()
+        build_image(&cx.bins, &tar, &[LOCAL_IMAGE, &cx.release_image]).trim()
     );
-    let o = run(c.ctr().args(["image", "import"]).arg(&tar));
+    let o = run(cx.c.ctr().args(["image", "import"]).arg(&tar));
     assert!(o.status.success(), "ctr image import: {}", stderr(&o));
+}
 
-    // --- 1. the operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
-    // 1.20: `--old-apiserver` (no CEL in the CRD schema); no registry: the local image, pullPolicy Never.
+/// (1) The operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
+/// 1.20: `--old-apiserver` (no CEL in the CRD schema); no registry: the local image, pullPolicy Never.
+fn operator_installed_by_helm(cx: &mut Ctx) {
     let t = Instant::now();
-    let kc = c.kubeconfig.display().to_string();
     run_ok(&mut helm(&[
         "install",
         "unisondb-operator",
@@ -577,7 +644,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         OP_NS,
         "--create-namespace",
         "--kubeconfig",
-        &kc,
+        &cx.kc,
         "--old-apiserver",
         "--set",
         "image.repository=localhost/unisondb",
@@ -586,7 +653,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "--set",
         "image.pullPolicy=Never",
     ]));
-    c.kubectl(&[
+    cx.c.kubectl(&[
         "-n",
         OP_NS,
         "rollout",
@@ -594,9 +661,9 @@ fn full_stack_on_a_real_single_node_cluster() {
         "deploy/unisondb-operator",
         "--timeout=300s",
     ]);
-    record("helm install → operator rolled out", t.elapsed());
-    let op_pod = c
-        .kubectl(&[
+    cx.record("helm install → operator rolled out", t.elapsed());
+    cx.op_pod =
+        cx.c.kubectl(&[
             "get",
             "pods",
             "-n",
@@ -606,35 +673,39 @@ fn full_stack_on_a_real_single_node_cluster() {
         ])
         .trim()
         .to_string();
-    let op_spec = c.json(&["get", "pod", &op_pod, "-n", OP_NS]);
+    let op_spec = cx.c.json(&["get", "pod", &cx.op_pod, "-n", OP_NS]);
     assert_eq!(op_spec["spec"]["serviceAccountName"], "unisondb-operator");
     assert_eq!(op_spec["spec"]["containers"][0]["image"], LOCAL_IMAGE);
+}
 
-    // --- 2. hub and relayers (docs step 2, as written), plus a second hop on the relayers
+/// (2) Hub and relayers (docs step 2, as written), plus a second hop on the relayers.
+fn hub_and_two_hop_relayers_ready(cx: &mut Ctx) {
     let t0 = Instant::now();
-    c.kubectl(&["apply", "-f", "deploy/examples/primary-relayers.yaml"]);
+    cx.c.kubectl(&["apply", "-f", "deploy/examples/primary-relayers.yaml"]);
     let hop2 = format!(
-        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: {HOP2}\nspec:\n  image: {release_image}\n  upstream:\n    relayerRef:\n      name: edge-relayers\n  replicas: 2\n  storage:\n    size: 1Gi\n"
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: {HOP2}\nspec:\n  image: {}\n  upstream:\n    relayerRef:\n      name: edge-relayers\n  replicas: 2\n  storage:\n    size: 1Gi\n",
+        cx.release_image
     );
-    c.kubectl_stdin(&["apply", "-f", "-"], &hop2);
-    kwait(&c, "unisonhub/hub", "5m");
+    cx.c.kubectl_stdin(&["apply", "-f", "-"], &hop2);
+    kwait(&cx.c, "unisonhub/hub", "5m");
     let t_hub = t0.elapsed();
-    record(
+    cx.record(
         "apply → first Ready hub (kubectl wait unisonhub/hub)",
         t_hub,
     );
-    kwait(&c, "unisonrelayer/edge-relayers", "5m");
-    kwait(&c, &format!("unisonrelayer/{HOP2}"), "5m");
+    kwait(&cx.c, "unisonrelayer/edge-relayers", "5m");
+    kwait(&cx.c, &format!("unisonrelayer/{HOP2}"), "5m");
     let t_topo = t0.elapsed();
-    record(
+    cx.record(
         "apply → fully Ready 2-hop topology (hub + 3 + 2 pods)",
         t_topo,
     );
+    let c = &cx.c;
     eprintln!("{}", c.kubectl(&["get", "unisonhubs,unisonrelayers"]));
-    let hub_st = status(&c, "unisonhub", "hub");
+    let hub_st = status(c, "unisonhub", "hub");
     assert_eq!(hub_st["depth"], 0, "hub status {hub_st}");
-    let r1 = status(&c, "unisonrelayer", "edge-relayers");
-    let r2 = status(&c, "unisonrelayer", HOP2);
+    let r1 = status(c, "unisonrelayer", "edge-relayers");
+    let r2 = status(c, "unisonrelayer", HOP2);
     assert_eq!(r1["depth"], 1, "edge-relayers status {r1}");
     assert_eq!(r2["depth"], 2, "{HOP2} status {r2}");
     assert_eq!(
@@ -655,41 +726,44 @@ fn full_stack_on_a_real_single_node_cluster() {
         pvcs.iter().all(|p| p["status"]["phase"] == "Bound"),
         "PVCs not Bound"
     );
+}
 
-    // --- 3. data through the hub; SSE (and ZeroMQ) subscribers first
-    let hub_ip = pod_ip(&c, "hub-0");
-    let first_relayer_ip = pod_ip(&c, "edge-relayers-0");
+/// (3a) SSE (hub and second-hop relayer) and ZeroMQ subscribers, started before any write.
+fn change_subscribers_started(cx: &mut Ctx) {
+    cx.hub_ip = pod_ip(&cx.c, "hub-0");
+    cx.first_relayer_ip = pod_ip(&cx.c, "edge-relayers-0");
     let mut sse_cmd = Command::new("curl");
-    sse_cmd.args(["-sN", &format!("http://{hub_ip}:4000/api/v1/{NS}/watch")]);
-    let sse_hub = spawn_collect(&mut c, sse_cmd);
-    let sse_relayer = Some({
-        let mut cmd = Command::new("curl");
-        let hop2_ip = pod_ip(&c, &format!("{HOP2}-0"));
-        cmd.args(["-sN", &format!("http://{hop2_ip}:4000/api/v1/{NS}/watch")]);
-        spawn_collect(&mut c, cmd)
-    });
+    sse_cmd.args([
+        "-sN",
+        &format!("http://{}:4000/api/v1/{NS}/watch", cx.hub_ip),
+    ]);
+    cx.sse_hub = spawn_collect(&mut cx.c, sse_cmd);
+    let mut cmd = Command::new("curl");
+    let hop2_ip = pod_ip(&cx.c, &format!("{HOP2}-0"));
+    cmd.args(["-sN", &format!("http://{hop2_ip}:4000/api/v1/{NS}/watch")]);
+    cx.sse_relayer = spawn_collect(&mut cx.c, cmd);
     // ZeroMQ: docs step 5 (port-forward svc/edge-relayers 4002) and a relayer pod's IP directly
-    let zmq = Some({
-        let zmq_fwd = port_forward(&mut c, "edge-relayers", 4002);
-        [
-            format!("tcp://127.0.0.1:{zmq_fwd}"),
-            format!("tcp://{first_relayer_ip}:4002"),
-        ]
-        .into_iter()
-        .map(|addr| {
-            let mut cmd = Command::new(&py);
-            cmd.arg(repo_root().join("e2e/cluster/zmq-sub.py"))
-                .arg(addr)
-                .arg(format!("{NS}."));
-            spawn_collect(&mut c, cmd)
-        })
-        .collect::<Vec<_>>()
-    });
+    let zmq_fwd = port_forward(&mut cx.c, "edge-relayers", 4002);
+    for addr in [
+        format!("tcp://127.0.0.1:{zmq_fwd}"),
+        format!("tcp://{}:4002", cx.first_relayer_ip),
+    ] {
+        let mut cmd = Command::new(&cx.py);
+        cmd.arg(repo_root().join("e2e/loopback/zmq_sub.py"))
+            .arg(addr)
+            .arg("0")
+            .arg(format!("{NS}."));
+        let lines = spawn_collect(&mut cx.c, cmd);
+        cx.zmq.push(lines);
+    }
     std::thread::sleep(Duration::from_secs(2)); // SSE and ZeroMQ subscriptions established
+}
 
-    // docs step 4, as written (local ports picked free)
-    let hub_fwd = port_forward(&mut c, "hub", 4000);
-    let relayer_fwd = port_forward(&mut c, "edge-relayers", 4000);
+/// (3b) Data through the hub: docs step 4 as written (local ports picked free), 20 kv, a row, a LOB.
+fn data_written_through_the_hub(cx: &mut Ctx) {
+    cx.hub_fwd = port_forward(&mut cx.c, "hub", 4000);
+    cx.relayer_fwd = port_forward(&mut cx.c, "edge-relayers", 4000);
+    let (hub_ip, hub_fwd, relayer_fwd) = (cx.hub_ip.clone(), cx.hub_fwd, cx.relayer_fwd);
     let (code, out) = curl(&[
         "-X",
         "PUT",
@@ -720,7 +794,7 @@ fn full_stack_on_a_real_single_node_cluster() {
     let lob: Vec<u8> = (0..300_000u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
-    let lob_file = c.work.join("lob.bin");
+    let lob_file = cx.c.work.join("lob.bin");
     std::fs::write(&lob_file, &lob).expect("write LOB file");
     let (code, out) = curl(&[
         "-X",
@@ -735,6 +809,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         code == 200 && got == lob,
         "LOB read back from the hub differs"
     );
+    cx.lob = lob;
     let greeting = get_json(&format!("http://{hub_ip}:4000/api/v1/default/kv/greeting")).unwrap();
     assert_eq!(greeting["value"], "aGVsbG8=");
     // docs step 6: `curl -s localhost:4000/metrics | grep unisondb_` through the port-forward
@@ -763,49 +838,53 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
+}
 
-    // SSE: the same 23 changes (greeting, 20 kv, 1 row, 1 lob), in order
-    let expect_models = |lines: &[String]| -> Result<(), String> {
-        let events: Vec<Value> = lines
-            .iter()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str(d.trim()).ok())
-            .collect();
-        let count = |m: &str| events.iter().filter(|e| e["model"] == m).count();
-        if count("kv") >= 21 && count("row") >= 1 && count("lob") >= 1 {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} events: {:?}",
-                events.len(),
-                events
-                    .iter()
-                    .map(|e| e["model"].clone())
-                    .collect::<Vec<_>>()
-            ))
-        }
-    };
+/// SSE: the same 23 changes (greeting, 20 kv, 1 row, 1 lob), in order.
+fn expect_models(lines: &[String]) -> Result<(), String> {
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        .collect();
+    let count = |m: &str| events.iter().filter(|e| e["model"] == m).count();
+    if count("kv") >= 21 && count("row") >= 1 && count("lob") >= 1 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} events: {:?}",
+            events.len(),
+            events
+                .iter()
+                .map(|e| e["model"].clone())
+                .collect::<Vec<_>>()
+        ))
+    }
+}
+
+/// (3c) The changes arrive over SSE (hub and second hop) and ZeroMQ; every relayer pod of both
+/// hops holds the hub's data.
+fn data_and_changes_reach_every_relayer(cx: &mut Ctx) {
     wait_until(
         "SSE (hub) to deliver the 23 changes",
         Duration::from_secs(30),
-        || expect_models(&sse_hub.lock().unwrap()),
+        || expect_models(&cx.sse_hub.lock().unwrap()),
     );
     let t = Instant::now();
     assert_replicated(
-        &c,
-        &hub_ip,
+        &cx.c,
+        &cx.hub_ip,
         "blob-1",
         &["edge-relayers", HOP2],
         Duration::from_secs(120),
     );
-    record("data on every relayer pod of both hops", t.elapsed());
-    let sse_r = sse_relayer.clone().expect("relayer SSE");
+    cx.record("data on every relayer pod of both hops", t.elapsed());
     wait_until(
         "SSE (second-hop relayer) to deliver the changes",
         Duration::from_secs(60),
-        || expect_models(&sse_r.lock().unwrap()),
+        || expect_models(&cx.sse_relayer.lock().unwrap()),
     );
-    for z in zmq.clone().expect("zmq subscribers") {
+    for z in &cx.zmq {
         wait_until(
             "ZeroMQ notifications from edge-relayers-0:4002",
             Duration::from_secs(60),
@@ -814,7 +893,7 @@ fn full_stack_on_a_real_single_node_cluster() {
                 let topics: Vec<String> = lines
                     .iter()
                     .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                    .filter_map(|v| v[0].as_str().map(String::from))
+                    .filter_map(|v| v["topic"].as_str().map(String::from))
                     .collect();
                 let n = |t: &str| topics.iter().filter(|x| *x == t).count();
                 if n("default.kv") >= 21 && n("default.row") >= 1 && n("default.lob") >= 1 {
@@ -825,15 +904,18 @@ fn full_stack_on_a_real_single_node_cluster() {
             },
         );
     }
+}
 
-    // --- 4. scale (docs step 3, as written)
+/// (4) Scale (docs step 3, as written).
+fn relayers_scaled_to_five(cx: &mut Ctx) {
+    let c = &cx.c;
     let t = Instant::now();
     c.kubectl(&["scale", "unisonrelayer/edge-relayers", "--replicas=5"]);
     wait_until(
         "edge-relayers to report 5 ready replicas",
         Duration::from_secs(300),
         || {
-            let s = status(&c, "unisonrelayer", "edge-relayers");
+            let s = status(c, "unisonrelayer", "edge-relayers");
             if s["readyReplicas"] == 5 && s["replicas"] == 5 {
                 Ok(())
             } else {
@@ -841,18 +923,22 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    kwait(&c, "unisonrelayer/edge-relayers", "5m");
-    record("kubectl scale 3 → 5: all Ready", t.elapsed());
-    assert_eq!(pods_of(&c, "edge-relayers").len(), 5);
+    kwait(c, "unisonrelayer/edge-relayers", "5m");
+    cx.record("kubectl scale 3 → 5: all Ready", t.elapsed());
+    let c = &cx.c;
+    assert_eq!(pods_of(c, "edge-relayers").len(), 5);
     assert_replicated(
-        &c,
-        &hub_ip,
+        c,
+        &cx.hub_ip,
         "blob-1",
         &["edge-relayers"],
         Duration::from_secs(120),
     );
+}
 
-    // --- 5a. delete a relayer pod during writes: recreated, resumes from its volume
+/// (5a) Delete a relayer pod during writes: recreated, resumes from its volume.
+fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
+    let c = &cx.c;
     let pv_before = c.kubectl(&[
         "get",
         "pvc",
@@ -863,7 +949,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "jsonpath={.spec.volumeName}",
     ]);
     let (old_uid, _) = wait_until("edge-relayers-1 Ready", Duration::from_secs(180), || {
-        pod_ready(&c, "edge-relayers-1")
+        pod_ready(c, "edge-relayers-1")
     });
     let writer = Writer::start(c.kubeconfig.clone(), "relayer-kill");
     wait_until("writes to start", Duration::from_secs(30), || {
@@ -879,7 +965,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "edge-relayers-1 to be recreated and Ready",
         Duration::from_secs(180),
         || {
-            let (uid, ip) = pod_ready(&c, "edge-relayers-1")?;
+            let (uid, ip) = pod_ready(c, "edge-relayers-1")?;
             if uid == old_uid {
                 Err("still the old pod".into())
             } else {
@@ -887,7 +973,8 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    record("relayer pod deleted → recreated Ready", t.elapsed());
+    cx.record("relayer pod deleted → recreated Ready", t.elapsed());
+    let c = &cx.c;
     std::thread::sleep(Duration::from_secs(2));
     let acked = writer.finish();
     let pv_after = c.kubectl(&[
@@ -903,7 +990,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         pv_before, pv_after,
         "the recreated pod must reuse its volume"
     );
-    assert_has_keys(&hub_ip, "hub", &acked, Duration::from_secs(30));
+    assert_has_keys(&cx.hub_ip, "hub", &acked, Duration::from_secs(30));
     assert_has_keys(
         &new_ip,
         "recreated edge-relayers-1",
@@ -913,16 +1000,19 @@ fn full_stack_on_a_real_single_node_cluster() {
     // resumed from its volume: it applied only what it missed, not the whole log again
     let applied =
         metric_sum(&new_ip, "unisondb_replication_records_applied_total").expect("applied");
-    let hub_lsn = metric_sum(&hub_ip, "unisondb_lsn").expect("hub lsn");
+    let hub_lsn = metric_sum(&cx.hub_ip, "unisondb_lsn").expect("hub lsn");
     assert!(
         applied < hub_lsn,
         "recreated relayer re-applied {applied} records of the hub's {hub_lsn}: it did not resume from its volume"
     );
     eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
+}
 
-    // --- 5b. delete the hub pod during writes: no acknowledged write lost, relayers reconnect
+/// (5b) Delete the hub pod during writes: no acknowledged write lost, relayers reconnect.
+fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
+    let c = &cx.c;
     let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
-        pod_ready(&c, "hub-0")
+        pod_ready(c, "hub-0")
     });
     let writer = Writer::start(c.kubeconfig.clone(), "hub-kill");
     wait_until("writes to start", Duration::from_secs(30), || {
@@ -938,7 +1028,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "hub-0 to be recreated and Ready",
         Duration::from_secs(180),
         || {
-            let (uid, ip) = pod_ready(&c, "hub-0")?;
+            let (uid, ip) = pod_ready(c, "hub-0")?;
             if uid == old_hub_uid {
                 Err("still the old pod".into())
             } else {
@@ -946,7 +1036,9 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    record("hub pod deleted → recreated Ready", t.elapsed());
+    cx.record("hub pod deleted → recreated Ready", t.elapsed());
+    cx.hub_ip = hub_ip;
+    let c = &cx.c;
     let n = writer.count();
     wait_until(
         "writes to resume on the new hub",
@@ -960,25 +1052,28 @@ fn full_stack_on_a_real_single_node_cluster() {
         },
     );
     let acked = writer.finish();
-    assert_has_keys(&hub_ip, "recreated hub", &acked, Duration::from_secs(30));
-    kwait(&c, "unisonrelayer/edge-relayers", "5m");
-    kwait(&c, &format!("unisonrelayer/{HOP2}"), "5m");
+    assert_has_keys(&cx.hub_ip, "recreated hub", &acked, Duration::from_secs(30));
+    kwait(c, "unisonrelayer/edge-relayers", "5m");
+    kwait(c, &format!("unisonrelayer/{HOP2}"), "5m");
     for inst in ["edge-relayers", HOP2] {
-        for pod in pods_of(&c, inst) {
-            assert_has_keys(&pod_ip(&c, &pod), &pod, &acked, Duration::from_secs(120));
+        for pod in pods_of(c, inst) {
+            assert_has_keys(&pod_ip(c, &pod), &pod, &acked, Duration::from_secs(120));
         }
     }
+}
 
-    // --- 6. WAL settings change → new config hash → the hub pod rolls, data intact
-    let hash_before = status(&c, "unisonhub", "hub")["configHash"]
+/// (6) WAL settings change → new config hash → the hub pod rolls, data intact.
+fn wal_change_rolls_the_hub(cx: &mut Ctx) {
+    let c = &cx.c;
+    let hash_before = status(c, "unisonhub", "hub")["configHash"]
         .as_str()
         .unwrap_or("")
         .to_string();
     assert!(!hash_before.is_empty(), "hub status has no configHash");
     let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
-        pod_ready(&c, "hub-0")
+        pod_ready(c, "hub-0")
     });
-    let keys_before = kv_keys(&hub_ip).expect("hub keys");
+    let keys_before = kv_keys(&cx.hub_ip).expect("hub keys");
     let t = Instant::now();
     c.kubectl(&[
         "patch",
@@ -994,7 +1089,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "a new configHash in the hub's status",
         Duration::from_secs(60),
         || {
-            let h = status(&c, "unisonhub", "hub")["configHash"]
+            let h = status(c, "unisonhub", "hub")["configHash"]
                 .as_str()
                 .unwrap_or("")
                 .to_string();
@@ -1009,7 +1104,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         "hub-0 to roll with the new config hash",
         Duration::from_secs(240),
         || {
-            let (uid, ip) = pod_ready(&c, "hub-0")?;
+            let (uid, ip) = pod_ready(c, "hub-0")?;
             let ann = c.try_kubectl(&[
                 "get",
                 "pod",
@@ -1026,8 +1121,10 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    kwait(&c, "unisonhub/hub", "5m");
-    record("WAL config change → hub pod rolled, Ready", t.elapsed());
+    kwait(c, "unisonhub/hub", "5m");
+    cx.record("WAL config change → hub pod rolled, Ready", t.elapsed());
+    cx.hub_ip = hub_ip;
+    let c = &cx.c;
     let cm = c.kubectl(&[
         "get",
         "configmap",
@@ -1042,21 +1139,24 @@ fn full_stack_on_a_real_single_node_cluster() {
         "the rendered config has the new segment size:\n{cm}"
     );
     assert_eq!(
-        kv_keys(&hub_ip).expect("hub keys"),
+        kv_keys(&cx.hub_ip).expect("hub keys"),
         keys_before,
         "data changed across the roll"
     );
-    let (code, got) = curl(&[&format!("http://{hub_ip}:4000/api/v1/{NS}/lob/blob-1")]);
-    assert!(code == 200 && got == lob, "LOB differs after the roll");
+    let (code, got) = curl(&[&format!("http://{}:4000/api/v1/{NS}/lob/blob-1", cx.hub_ip)]);
+    assert!(code == 200 && got == cx.lob, "LOB differs after the roll");
+}
 
-    // --- 7. Prometheus scrapes hub, relayers and the operator
+/// (7) Prometheus scrapes hub, relayers and the operator.
+fn prometheus_scrapes_everything(cx: &mut Ctx) {
+    let c = &cx.c;
     let mut targets: Vec<(String, String)> = Vec::new(); // (pod, ip:port)
     for inst in ["hub", "edge-relayers", HOP2] {
-        for pod in pods_of(&c, inst) {
+        for pod in pods_of(c, inst) {
             let (_, ip) = wait_until(
                 "pod Ready before scraping",
                 Duration::from_secs(180),
-                || pod_ready(&c, &pod),
+                || pod_ready(c, &pod),
             );
             targets.push((pod, format!("{ip}:4000")));
         }
@@ -1065,7 +1165,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         .kubectl(&[
             "get",
             "pod",
-            &op_pod,
+            &cx.op_pod,
             "-n",
             OP_NS,
             "-o",
@@ -1073,7 +1173,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         ])
         .trim()
         .to_string();
-    targets.push((op_pod.clone(), format!("{op_ip}:8080")));
+    targets.push((cx.op_pod.clone(), format!("{op_ip}:8080")));
     let prom_port = free_port();
     let mut cfg =
         String::from("global: {scrape_interval: 2s, scrape_timeout: 2s}\nscrape_configs:\n");
@@ -1105,7 +1205,7 @@ fn full_stack_on_a_real_single_node_cluster() {
         .stderr(prom_log)
         .spawn()
         .unwrap_or_else(|e| panic!("prometheus missing ({e}): run `bash {CLUSTER_INSTALLER}`"));
-    c.children.push(prom);
+    cx.c.children.push(prom);
     let t = Instant::now();
     wait_until(
         "Prometheus: up == 1 for every target",
@@ -1131,7 +1231,7 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    record("Prometheus: every target up", t.elapsed());
+    cx.record("Prometheus: every target up", t.elapsed());
     let series = prometheus_query(prom_port, "count by (job) (unisondb_lsn)").expect("query");
     assert!(!series.is_empty(), "no unisondb_lsn series scraped");
     let op = prometheus_query(prom_port, "unisondb_operator_reconcile_runs_total").expect("query");
@@ -1169,8 +1269,11 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
+}
 
-    // --- 8. uninstall: CRs deleted → owned objects garbage-collected; helm uninstall
+/// (8) Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
+fn uninstalled(cx: &mut Ctx) {
+    let c = &cx.c;
     let t = Instant::now();
     c.kubectl(&["delete", "unisonrelayer", HOP2, "-n", NS]);
     c.kubectl(&["delete", "-f", "deploy/examples/primary-relayers.yaml"]);
@@ -1196,7 +1299,7 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    record("CRs deleted → owned objects garbage-collected", t.elapsed());
+    cx.record("CRs deleted → owned objects garbage-collected", t.elapsed());
     let t = Instant::now();
     run_ok(&mut helm(&[
         "uninstall",
@@ -1204,8 +1307,9 @@ fn full_stack_on_a_real_single_node_cluster() {
         "-n",
         OP_NS,
         "--kubeconfig",
-        &kc,
+        &cx.kc,
     ]));
+    let c = &cx.c;
     wait_until(
         "the operator to be removed",
         Duration::from_secs(120),
@@ -1226,14 +1330,18 @@ fn full_stack_on_a_real_single_node_cluster() {
             }
         },
     );
-    record("helm uninstall → operator gone", t.elapsed());
+    cx.record("helm uninstall → operator gone", t.elapsed());
+}
 
+/// Timings printed and written; the cluster torn down.
+fn finish(cx: Ctx) {
+    let t_all = cx.t_all;
     eprintln!(
         "[timing] whole scenario (incl. cluster up): {}",
         secs(t_all.elapsed())
     );
-    write_timings(&c.work, &timings.lock().unwrap());
-    drop(c);
+    write_timings(&cx.c.work, &cx.timings);
+    drop(cx);
     eprintln!("[timing] total incl. teardown: {}", secs(t_all.elapsed()));
 }
 

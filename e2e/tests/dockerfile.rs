@@ -68,25 +68,15 @@ fn builder_rust_is_at_least_the_workspace_msrv() {
         .global_args
         .get("RUST_VERSION")
         .expect("ARG RUST_VERSION before FROM");
-    let msrv = std::fs::read_to_string(repo_root().join("Cargo.toml"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.trim().strip_prefix("rust-version").map(|r| {
-                r.trim_start_matches([' ', '='])
-                    .trim()
-                    .trim_matches('"')
-                    .to_string()
-            })
-        })
-        .expect("rust-version in Cargo.toml");
+    // The workspace's rust-version, which this crate inherits.
+    let msrv = env!("CARGO_PKG_RUST_VERSION");
     let parse = |s: &str| {
         s.split('.')
             .map(|p| p.parse::<u32>().unwrap())
             .collect::<Vec<_>>()
     };
     assert!(
-        parse(v) >= parse(&msrv),
+        parse(v) >= parse(msrv),
         "RUST_VERSION {v} < rust-version {msrv}"
     );
     assert!(df

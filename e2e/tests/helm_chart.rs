@@ -75,14 +75,10 @@ fn chart_versions_follow_the_workspace_version() {
     let v = workspace_version();
     assert_eq!(
         chart["appVersion"].as_str(),
-        Some(v.as_str()),
+        Some(v),
         "Chart.yaml appVersion"
     );
-    assert_eq!(
-        chart["version"].as_str(),
-        Some(v.as_str()),
-        "Chart.yaml version"
-    );
+    assert_eq!(chart["version"].as_str(), Some(v), "Chart.yaml version");
     let dep = template(&[]);
     let d = &of_kind(&dep, "Deployment")[0];
     let image = d["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -4,8 +4,9 @@
 //! not have), a namespace-scoped install, and every example applied for real.
 //! One test function: one control plane (~4 s to start) serves all steps.
 
-use unisondb_e2e::apiserver::ApiServer;
+use anyhow::Result;
 use unisondb_e2e::*;
+use unisondb_testkit::{ControlPlane, ControlPlaneOptions};
 
 const MONITORING_STUB_CRDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
@@ -36,7 +37,7 @@ spec:
   versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}]
 "#;
 
-fn can_i(k: &ApiServer, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> bool {
+fn can_i(k: &ControlPlane, sa: &str, verb: &str, resource: &str, ns: Option<&str>) -> Result<bool> {
     let (resource, sub) = resource
         .split_once('/')
         .map(|(r, s)| (r, Some(s)))
@@ -53,12 +54,12 @@ fn can_i(k: &ApiServer, sa: &str, verb: &str, resource: &str, ns: Option<&str>) 
         }
         None => args.push("--all-namespaces"),
     }
-    let o = k.kubectl_output(&args);
+    let o = k.kubectl_output(&args, None)?;
     let out = stdout(&o);
     match out.trim() {
-        "yes" => true,
-        "no" => false,
-        other => panic!("kubectl auth can-i {args:?}: {other} {}", stderr(&o)),
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => anyhow::bail!("kubectl auth can-i {args:?}: {other} {}", stderr(&o)),
     }
 }
 
@@ -103,13 +104,16 @@ const MUST_NOT: &[(&str, &str)] = &[
 ];
 
 #[test]
-fn chart_against_a_real_apiserver() {
-    let k = ApiServer::start();
+fn chart_against_a_real_apiserver() -> Result<()> {
+    let k = ControlPlane::start(ControlPlaneOptions {
+        rbac: true,
+        ..Default::default()
+    })?;
     let kc = k.kubeconfig.display().to_string();
     for ns in ["unisondb-system", "apps", "ops2", "apps2"] {
-        k.kubectl(&["create", "namespace", ns]);
+        k.kubectl(&["create", "namespace", ns])?;
     }
-    let o = k.kubectl_stdin(&["apply", "-f", "-"], MONITORING_STUB_CRDS);
+    let o = k.kubectl_output(&["apply", "-f", "-"], Some(MONITORING_STUB_CRDS))?;
     assert!(o.status.success(), "{}", stderr(&o));
 
     // 1. a real Helm install (Helm's own release Secret storage, in-cluster)
@@ -130,7 +134,7 @@ fn chart_against_a_real_apiserver() {
         "crd/unisonhubs.unisondb.io",
         "crd/unisonrelayers.unisondb.io",
         "--timeout=60s",
-    ]);
+    ])?;
     let objs = k.kubectl(&[
         "get",
         "deploy,sa,svc",
@@ -138,7 +142,7 @@ fn chart_against_a_real_apiserver() {
         "unisondb-system",
         "-o",
         "name",
-    ]);
+    ])?;
     for want in [
         "deployment.apps/unisondb-operator",
         "serviceaccount/unisondb-operator",
@@ -152,7 +156,7 @@ fn chart_against_a_real_apiserver() {
         "unisonhubs.unisondb.io",
         "-o",
         "jsonpath={.metadata.annotations}",
-    ]);
+    ])?;
     assert!(
         crd.contains("helm.sh/resource-policy") && crd.contains("keep"),
         "{crd}"
@@ -183,7 +187,7 @@ fn chart_against_a_real_apiserver() {
             "unisondb-system",
             "-o",
             "name"
-        ])
+        ])?
         .lines()
         .count()
             == 3
@@ -202,10 +206,10 @@ fn chart_against_a_real_apiserver() {
     ];
     for sets in matrix {
         let text = template_text("dry", "unisondb-system", sets);
-        let o = k.kubectl_stdin(
+        let o = k.kubectl_output(
             &["apply", "--dry-run=server", "--validate=false", "-f", "-"],
-            &text,
-        );
+            Some(&text),
+        )?;
         assert!(
             o.status.success(),
             "dry-run of the chart with {sets:?}: {}",
@@ -218,24 +222,24 @@ fn chart_against_a_real_apiserver() {
         "--validate=false",
         "-f",
         repo_root().join("deploy/operator.yaml").to_str().unwrap(),
-    ]);
+    ])?;
     assert!(o.contains("deployment.apps/unisondb-operator"), "{o}");
 
     // 3. RBAC as the operator's ServiceAccount (cluster-wide install)
     let sa = "system:serviceaccount:unisondb-system:unisondb-operator";
     for (verb, res) in MUST {
         assert!(
-            can_i(&k, sa, verb, res, Some("apps")),
+            can_i(&k, sa, verb, res, Some("apps"))?,
             "operator cannot {verb} {res} in apps"
         );
         assert!(
-            can_i(&k, sa, verb, res, None),
+            can_i(&k, sa, verb, res, None)?,
             "operator cannot {verb} {res} cluster-wide"
         );
     }
     for (verb, res) in MUST_NOT {
         assert!(
-            !can_i(&k, sa, verb, res, None),
+            !can_i(&k, sa, verb, res, None)?,
             "operator may {verb} {res} cluster-wide"
         );
     }
@@ -248,11 +252,11 @@ fn chart_against_a_real_apiserver() {
                 verb,
                 "leases.coordination.k8s.io",
                 Some("unisondb-system")
-            ),
+            )?,
             "{verb} leases"
         );
         assert!(
-            !can_i(&k, sa, verb, "leases.coordination.k8s.io", Some("apps")),
+            !can_i(&k, sa, verb, "leases.coordination.k8s.io", Some("apps"))?,
             "{verb} leases outside its namespace"
         );
     }
@@ -275,16 +279,16 @@ fn chart_against_a_real_apiserver() {
     let sa2 = "system:serviceaccount:ops2:scoped-unisondb-operator";
     for (verb, res) in MUST {
         assert!(
-            can_i(&k, sa2, verb, res, Some("apps2")),
+            can_i(&k, sa2, verb, res, Some("apps2"))?,
             "scoped operator cannot {verb} {res} in apps2"
         );
         assert!(
-            !can_i(&k, sa2, verb, res, Some("apps")),
+            !can_i(&k, sa2, verb, res, Some("apps"))?,
             "scoped operator may {verb} {res} outside apps2"
         );
     }
     assert!(
-        k.kubectl(&["get", "clusterrole", "-o", "name"])
+        k.kubectl(&["get", "clusterrole", "-o", "name"])?
             .lines()
             .filter(|l| l.contains("scoped"))
             .count()
@@ -296,8 +300,8 @@ fn chart_against_a_real_apiserver() {
     for e in std::fs::read_dir(repo_root().join("deploy/examples")).unwrap() {
         let p = e.unwrap().path();
         let p = p.to_str().unwrap();
-        k.kubectl(&["apply", "--dry-run=server", "-n", "apps", "-f", p]);
-        let out = k.kubectl(&["apply", "-n", "apps", "-f", p]);
+        k.kubectl(&["apply", "--dry-run=server", "-n", "apps", "-f", p])?;
+        let out = k.kubectl(&["apply", "-n", "apps", "-f", p])?;
         applied += out.lines().filter(|l| l.starts_with("unison")).count();
     }
     let listed = k.kubectl(&[
@@ -307,7 +311,7 @@ fn chart_against_a_real_apiserver() {
         "apps",
         "-o",
         "name",
-    ]);
+    ])?;
     assert_eq!(listed.lines().count(), applied, "{listed}");
     assert!(
         applied >= 12,
@@ -320,7 +324,7 @@ fn chart_against_a_real_apiserver() {
         "apps",
         "unisonrelayer/edge-relayers",
         "--replicas=5",
-    ]);
+    ])?;
     let r = k.kubectl(&[
         "get",
         "-n",
@@ -328,7 +332,7 @@ fn chart_against_a_real_apiserver() {
         "unisonrelayer/edge-relayers",
         "-o",
         "jsonpath={.spec.replicas}",
-    ]);
+    ])?;
     assert_eq!(r.trim(), "5");
     // a typo in an upstream field is dropped by the 1.20 server (no strict field validation),
     // which is why examples_validate_against_the_crd_schemas checks them offline.
@@ -342,7 +346,7 @@ fn chart_against_a_real_apiserver() {
         "--kubeconfig",
         &kc,
     ]));
-    k.kubectl(&["get", "crd", "unisonhubs.unisondb.io"]);
+    k.kubectl(&["get", "crd", "unisonhubs.unisondb.io"])?;
     assert_eq!(
         k.kubectl(&[
             "get",
@@ -351,9 +355,10 @@ fn chart_against_a_real_apiserver() {
             "apps",
             "-o",
             "name"
-        ])
+        ])?
         .lines()
         .count(),
         applied
     );
+    Ok(())
 }

@@ -28,7 +28,7 @@ fn key(k: u8) -> Vec<u8> {
 
 fn value(v: u16) -> Vec<u8> {
     // Some values are large enough for B+Tree overflow pages.
-    let len = if v % 7 == 0 {
+    let len = if v.is_multiple_of(7) {
         3000
     } else {
         (v % 40) as usize + 1

@@ -5,24 +5,17 @@
 //! the library and compared record by record (identical LSN, HLC and bytes; contiguous LSNs).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use unisondb::engine::{EngineOptions, Namespace};
 use unisondb::wal::Record;
+use unisondb_testkit::{free_port, NodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// One `unisondb` process with its own ports and data dir; SIGKILLed on drop if still running.
 struct Node {
@@ -31,8 +24,7 @@ struct Node {
     http: u16,
     grpc: u16,
     zmq: u16,
-    yaml: String,
-    child: Option<Child>,
+    proc: NodeProcess,
 }
 
 impl Node {
@@ -45,7 +37,6 @@ impl Node {
         extra: &str,
     ) -> Node {
         let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
         let (http, grpc, zmq) = (free_port(), free_port(), free_port());
         let mode = if relayer_of.is_some() {
             "relayer"
@@ -69,12 +60,11 @@ impl Node {
         yaml.push_str(&extra.replace("{GRPC}", &grpc.to_string()));
         let mut n = Node {
             name: name.to_string(),
+            proc: NodeProcess::new(BIN, name, &dir, yaml),
             dir,
             http,
             grpc,
             zmq,
-            yaml,
-            child: None,
         };
         n.start();
         n
@@ -85,68 +75,33 @@ impl Node {
     }
 
     fn start(&mut self) {
-        let cfg = self.dir.join("config.yaml");
-        std::fs::write(&cfg, &self.yaml).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("server.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unisondb");
-        self.child = Some(child);
+        self.proc.start().expect("spawn unisondb");
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        self.proc.log()
     }
 
     fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill();
     }
 
     /// SIGTERM and wait for a clean exit.
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pid = c.id() as libc::pid_t;
-            // SAFETY: plain kill(2) on our own child.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let t = Instant::now();
-            loop {
-                if let Ok(Some(status)) = c.try_wait() {
-                    assert!(
-                        status.success(),
-                        "{} exited with {status}\n{}",
-                        self.name,
-                        self.log()
-                    );
-                    return;
-                }
-                if t.elapsed() > Duration::from_secs(30) {
-                    let _ = c.kill();
-                    panic!("{} did not stop on SIGTERM\n{}", self.name, self.log());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        match self.proc.terminate(Duration::from_secs(30)) {
+            Ok(Some(status)) => assert!(
+                status.success(),
+                "{} exited with {status}\n{}",
+                self.name,
+                self.log()
+            ),
+            Ok(None) => {}
+            Err(e) => panic!("{e}"),
         }
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.http)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -175,20 +130,12 @@ impl Http {
     }
 
     async fn wait_for(&self, n: &Node, path: &str) {
-        let t = Instant::now();
-        loop {
-            if let Ok(r) = self.c.get(n.url(path)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "{} never came up\n{}",
-                n.name,
-                n.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(e) = n
+            .proc
+            .wait_http_ok(&self.c, &n.url(path), Duration::from_secs(30))
+            .await
+        {
+            panic!("{e}");
         }
     }
 
@@ -517,10 +464,12 @@ async fn two_hubs_mirror_each_other() {
     );
     h.wait_up(&a).await;
     a.stop();
-    a.yaml.push_str(&format!(
-        "replication:\n  mirrors:\n    west: {}\n",
+    let yaml = format!(
+        "{}replication:\n  mirrors:\n    west: {}\n",
+        a.proc.config(),
         b.grpc_url()
-    ));
+    );
+    a.proc.set_config(yaml);
     a.start();
     h.wait_up(&a).await;
     h.wait_up(&b).await;
@@ -672,19 +621,7 @@ async fn mtls_rejects_a_relayer_from_another_ca() {
 }
 
 fn venv_python() -> PathBuf {
-    let venv = std::env::var("UNISONDB_E2E_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/unisondb-e2e/venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let py = Path::new(&venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/install-deps.sh (it runs e2e/loopback/install-deps.sh)",
-        py.display()
-    );
-    py
+    unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,21 +9,15 @@
 //! Needs root (`ip netns`, `ip link`). Where that is not permitted this test FAILS with the reason —
 //! it never skips silently.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use unisondb_testkit::{free_port, NodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -136,58 +130,28 @@ impl Drop for Netns {
 /// One `unisondb` process; SIGKILLed on drop, its log printed if the test is failing.
 struct Node {
     name: String,
-    dir: PathBuf,
     http: String,
-    child: Child,
+    proc: NodeProcess,
 }
 
 impl Node {
     fn start(dir: &Path, name: &str, yaml: String, netns: Option<&str>, http: String) -> Node {
         let dir = dir.join(name);
-        std::fs::create_dir_all(&dir).expect("node dir");
         let yaml = yaml.replace("{DATA}", &dir.join("data").display().to_string());
-        let cfg = dir.join("config.yaml");
-        std::fs::write(&cfg, yaml).expect("write config");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, BIN]);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let child = cmd
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unisondb");
+        let mut proc = NodeProcess::new(BIN, name, &dir, yaml).dump_log_on_panic();
+        if let Some(ns) = netns {
+            proc = proc.wrapped_in(&["ip", "netns", "exec", ns]);
+        }
+        proc.start().expect("spawn unisondb");
         Node {
             name: name.into(),
-            dir,
             http,
-            child,
+            proc,
         }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("----- {} log -----\n{}", self.name, self.log());
-        }
     }
 }
 
@@ -196,19 +160,12 @@ fn value(i: usize) -> String {
 }
 
 async fn wait_ready(c: &reqwest::Client, n: &Node) {
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = c.get(n.url("/readyz")).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{} never became ready",
-            n.name
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Err(e) = n
+        .proc
+        .wait_http_ok(c, &n.url("/readyz"), Duration::from_secs(30))
+        .await
+    {
+        panic!("{e}");
     }
 }
 

@@ -170,19 +170,7 @@ async fn rust_subscriber_on_hub_and_relayer() {
 }
 
 fn venv_python() -> std::path::PathBuf {
-    let venv = std::env::var("UNISONDB_E2E_VENV").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/unisondb-e2e/venv",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    let py = std::path::Path::new(&venv).join("bin/python");
-    assert!(
-        py.exists(),
-        "{} missing: run scripts/install-deps.sh (it runs e2e/loopback/install-deps.sh)",
-        py.display()
-    );
-    py
+    unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -7,122 +7,33 @@
 use serde::Deserialize;
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
+use serde_yaml_ng as yaml;
+use unisondb_testkit::{free_port, wait_for, ControlPlane, ControlPlaneOptions};
 
-const KUBECTL: &str = "/usr/bin/kubectl";
 const NS: &str = "default";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn k8s_bin() -> PathBuf {
-    std::env::var_os("K8S_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/root".into());
-            home.join(".cache/unisondb-e2e/k8s-1.20.2/bin")
-        })
-}
-
-/// etcd + apiserver + controller-manager; stopped on drop, also when the test fails.
-struct ControlPlane {
-    run_dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl ControlPlane {
-    fn start() -> Result<Self> {
-        let bin = k8s_bin();
-        for b in ["etcd", "kube-apiserver", "kube-controller-manager"] {
-            if !bin.join(b).exists() {
-                bail!(
-                    "{} is missing: run `e2e/k8s/install-deps.sh` (builds kube-apiserver/controller-manager v1.20.2 \
-                     and takes etcd from Debian, ~5 min) or point K8S_BIN at the binaries",
-                    bin.join(b).display()
-                );
-            }
-        }
-        if !Path::new(KUBECTL).exists() {
-            bail!("{KUBECTL} is missing: apt-get install kubectl (or run e2e/k8s/install-deps.sh)");
-        }
-        let run_dir = std::env::temp_dir().join(format!("unisondb-op-e2e-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&run_dir);
-        fs::create_dir_all(&run_dir)?;
-        let cp = ControlPlane {
-            kubeconfig: run_dir.join("kubeconfig"),
-            run_dir,
-        };
-        let out = Command::new("bash")
-            .arg(repo().join("e2e/k8s/start-k8s120.sh"))
-            .env("RUN_DIR", &cp.run_dir)
-            .env("K8S_BIN", &bin)
-            .env("ETCD_PORT", free_port().to_string())
-            .env("PEER_PORT", free_port().to_string())
-            .env("API_PORT", free_port().to_string())
-            .env("WITH_KCM", "1")
-            .output()
-            .context("running start-k8s120.sh")?;
-        if !out.status.success() {
-            bail!(
-                "start-k8s120.sh failed: {}\n{}\napiserver log: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                cp.run_dir.join("apiserver.log").display()
-            );
-        }
-        Ok(cp)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("e2e/k8s/stop-k8s120.sh"))
-            .env("RUN_DIR", &self.run_dir)
-            .status();
-        if std::thread::panicking() {
-            eprintln!("e2e failed; logs kept in {}", self.run_dir.display());
-            for f in ["operator-a.log", "operator-b.log"] {
-                if let Ok(s) = fs::read_to_string(self.run_dir.join(f)) {
-                    let tail: Vec<&str> = s.lines().rev().take(40).collect();
-                    eprintln!("--- {f} (last 40 lines) ---");
-                    for l in tail.iter().rev() {
-                        eprintln!("{l}");
-                    }
-                }
-            }
-        } else {
-            let _ = fs::remove_dir_all(&self.run_dir);
-        }
-    }
-}
-
-/// One operator process; killed on drop.
+/// One operator process; killed on drop (its log tail printed first if the test is failing).
 struct Operator {
     child: Child,
     port: u16,
+    log: PathBuf,
 }
 
 impl Operator {
     fn start(cp: &ControlPlane, identity: &str) -> Result<Self> {
         let port = free_port();
-        let log = fs::File::create(cp.run_dir.join(format!("operator-{identity}.log")))?;
+        let log_path = cp.run_dir.join(format!("operator-{identity}.log"));
+        let log = fs::File::create(&log_path)?;
         let child = Command::new(env!("CARGO_BIN_EXE_unisondb-operator"))
             .args([
                 "run",
@@ -145,7 +56,11 @@ impl Operator {
             .stderr(log)
             .spawn()
             .context("spawning unisondb-operator")?;
-        Ok(Operator { child, port })
+        Ok(Operator {
+            child,
+            port,
+            log: log_path,
+        })
     }
 
     fn metrics(&self) -> Result<String> {
@@ -181,6 +96,16 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Ok(s) = fs::read_to_string(&self.log) {
+                let name = self.log.file_name().unwrap_or_default().to_string_lossy();
+                let tail: Vec<&str> = s.lines().rev().take(40).collect();
+                eprintln!("--- {name} (last 40 lines) ---");
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
     }
 }
 
@@ -208,51 +133,52 @@ fn http_get(port: u16, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-struct Kubectl<'a> {
-    cp: &'a ControlPlane,
+/// What the steps share: the control plane, the two operator replicas (a leads until the
+/// failover step) and what one step leaves for a later one. Operators are dropped before the
+/// control plane (field order), so their logs are printed while it still exists.
+struct Ctx {
+    op_a: Option<Operator>,
+    op_b: Option<Operator>,
+    cp: ControlPlane,
+    t0: Instant,
+    /// r1's config hash after the config-change step; hub deletion must leave it untouched.
+    r1_hash: String,
 }
 
-impl Kubectl<'_> {
+impl Ctx {
+    /// Prints a step line with the time since the start.
+    fn step(&self, name: &str) {
+        eprintln!("[{:>6.1}s] {name}", self.t0.elapsed().as_secs_f64());
+    }
+
+    fn op_a(&self) -> Result<&Operator> {
+        self.op_a.as_ref().context("operator a not started")
+    }
+
+    fn op_b(&self) -> Result<&Operator> {
+        self.op_b.as_ref().context("operator b not started")
+    }
+
+    /// kubectl with an optional manifest on stdin; stdout, or an error with stderr.
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
-        let mut cmd = Command::new(KUBECTL);
-        cmd.arg("--kubeconfig").arg(&self.cp.kubeconfig).args(args);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().context("spawning kubectl")?;
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .context("kubectl stdin")?
-                .write_all(input.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(match stdin {
+            Some(input) => self.cp.kubectl_stdin(args, input)?,
+            None => self.cp.kubectl(args)?,
+        })
     }
 
     fn apply(&self, yaml: &str) -> Result<String> {
         self.run(&["apply", "-f", "-"], Some(yaml))
     }
 
-    fn get(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+    fn get_in(&self, ns: &str, kind: &str, name: &str) -> Result<Option<Value>> {
         match self.run(
             &[
                 "get",
                 kind,
                 name,
                 "-n",
-                NS,
+                ns,
                 "-o",
                 "json",
                 "--ignore-not-found",
@@ -264,30 +190,13 @@ impl Kubectl<'_> {
         }
     }
 
+    fn get(&self, kind: &str, name: &str) -> Result<Option<Value>> {
+        self.get_in(NS, kind, name)
+    }
+
     fn must_get(&self, kind: &str, name: &str) -> Result<Value> {
         self.get(kind, name)?
             .with_context(|| format!("{kind}/{name} not found"))
-    }
-}
-
-/// Polls `f` until it returns `Some`, or fails with `what` and the last observation.
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last})");
-        }
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -325,7 +234,7 @@ fn relayer_yaml(name: &str, upstream: &str, extra: &str) -> String {
 }
 
 /// Marks a pod Running and Ready (there is no kubelet to do it).
-fn make_pod_ready(k: &Kubectl<'_>, pod: &str) -> Result<()> {
+fn make_pod_ready(cx: &Ctx, pod: &str) -> Result<()> {
     let now = "2026-01-01T00:00:00Z";
     let patch = serde_json::json!({"status": {
         "phase": "Running",
@@ -336,7 +245,7 @@ fn make_pod_ready(k: &Kubectl<'_>, pod: &str) -> Result<()> {
         "containerStatuses": [{"name": "unisondb", "ready": true, "restartCount": 0, "image": "unisondb:e2e",
             "imageID": "", "started": true, "state": {"running": {"startedAt": now}}}]
     }});
-    k.run(
+    cx.run(
         &[
             "patch",
             "pod",
@@ -362,17 +271,54 @@ fn owner_is(obj: &Value, kind: &str, uid: &str) -> bool {
         })
 }
 
+fn yaml_of(cm: &Value) -> Result<yaml::Value> {
+    Ok(yaml::from_str(
+        cm["data"]["config.yaml"].as_str().context("config.yaml")?,
+    )?)
+}
+
 #[test]
 fn operator_against_real_apiserver() -> Result<()> {
-    let t0 = Instant::now();
-    let cp = ControlPlane::start()?;
-    let k = Kubectl { cp: &cp };
-    let step = |name: &str| eprintln!("[{:>6.1}s] {name}", t0.elapsed().as_secs_f64());
-    step("control plane up");
+    let mut cx = control_plane_up()?;
+    crds_established(&cx)?;
+    two_operators_a_leads(&mut cx)?;
+    hub_objects_with_owner_refs(&cx)?;
+    relayer_chain_wired(&cx)?;
+    scale_to_five_with_pdb(&cx)?;
+    ready_pods_make_the_relayer_ready(&cx)?;
+    config_change_gives_a_new_hash(&mut cx)?;
+    cycle_and_missing_upstream_degrade(&cx)?;
+    steady_state_writes_nothing(&cx)?;
+    only_the_leader_reconciles(&cx)?;
+    hub_deletion_collects_and_degrades(&cx)?;
+    failover_to_the_standby(&mut cx)?;
+    multi_hub_mirrors(&cx)?;
+    every_example_reconciles(&cx)?;
+    Ok(())
+}
 
-    // CRDs (--validate=false: kubectl's client-side schema of a 1.20 server does not know
-    // x-kubernetes-validations; the server drops them).
-    k.run(
+/// etcd + apiserver + controller-manager (no kubelet), AlwaysAllow.
+fn control_plane_up() -> Result<Ctx> {
+    let t0 = Instant::now();
+    let cp = ControlPlane::start(ControlPlaneOptions {
+        controller_manager: true,
+        rbac: false,
+    })?;
+    let cx = Ctx {
+        op_a: None,
+        op_b: None,
+        cp,
+        t0,
+        r1_hash: String::new(),
+    };
+    cx.step("control plane up");
+    Ok(cx)
+}
+
+/// CRDs (--validate=false: kubectl's client-side schema of a 1.20 server does not know
+/// x-kubernetes-validations; the server drops them).
+fn crds_established(cx: &Ctx) -> Result<()> {
+    cx.run(
         &[
             "apply",
             "--validate=false",
@@ -384,7 +330,7 @@ fn operator_against_real_apiserver() -> Result<()> {
         ],
         None,
     )?;
-    k.run(
+    cx.run(
         &[
             "wait",
             "--for=condition=Established",
@@ -394,31 +340,40 @@ fn operator_against_real_apiserver() -> Result<()> {
         ],
         None,
     )?;
-    step("CRDs established");
+    cx.step("CRDs established");
+    Ok(())
+}
 
-    // Two operator replicas: only the Lease holder reconciles.
-    let mut op_a = Operator::start(&cp, "a")?;
+/// Two operator replicas: only the Lease holder reconciles.
+fn two_operators_a_leads(cx: &mut Ctx) -> Result<()> {
+    cx.op_a = Some(Operator::start(&cx.cp, "a")?);
     wait_for(
         "operator a to hold the lease",
         Duration::from_secs(30),
         || {
-            Ok(k.get("lease", "unisondb-operator")?
-                .filter(|l| l["spec"]["holderIdentity"] == "a")
-                .map(|_| ()))
+            Ok::<_, anyhow::Error>(
+                cx.get("lease", "unisondb-operator")?
+                    .filter(|l| l["spec"]["holderIdentity"] == "a")
+                    .map(|_| ()),
+            )
         },
     )?;
-    let op_b = Operator::start(&cp, "b")?;
+    let op_b = Operator::start(&cx.cp, "b")?;
     wait_for("operator b healthy", Duration::from_secs(30), || {
-        Ok(http_get(op_b.port, "/healthz").ok())
+        Ok::<_, anyhow::Error>(http_get(op_b.port, "/healthz").ok())
     })?;
-    step("two operators running, a leads");
+    cx.op_b = Some(op_b);
+    cx.step("two operators running, a leads");
+    Ok(())
+}
 
-    // Hub → owned objects.
-    k.apply(&hub_yaml("hub", "always"))?;
+/// Hub → owned objects.
+fn hub_objects_with_owner_refs(cx: &Ctx) -> Result<()> {
+    cx.apply(&hub_yaml("hub", "always"))?;
     let hub = wait_for("hub StatefulSet", Duration::from_secs(30), || {
-        k.get("statefulset", "hub")
+        cx.get("statefulset", "hub")
     })?;
-    let hub_uid = k.must_get("unisonhub", "hub")?["metadata"]["uid"]
+    let hub_uid = cx.must_get("unisonhub", "hub")?["metadata"]["uid"]
         .as_str()
         .context("uid")?
         .to_string();
@@ -433,14 +388,14 @@ fn operator_against_real_apiserver() -> Result<()> {
         ("configmap", "hub-config"),
     ] {
         let o = wait_for(&format!("{kind}/{name}"), Duration::from_secs(10), || {
-            k.get(kind, name)
+            cx.get(kind, name)
         })?;
         assert!(
             owner_is(&o, "UnisonHub", &hub_uid),
             "{kind}/{name} owner ref"
         );
     }
-    let svc = k.must_get("service", "hub")?;
+    let svc = cx.must_get("service", "hub")?;
     let ports: Vec<(String, i64, String)> = svc["spec"]["ports"]
         .as_array()
         .context("ports")?
@@ -473,58 +428,60 @@ fn operator_against_real_apiserver() -> Result<()> {
             "/etc/unisondb/config.yaml"
         ])
     );
-    step("hub objects applied with owner refs");
+    cx.step("hub objects applied with owner refs");
+    Ok(())
+}
 
-    // Relayer on the hub, relayer on that relayer.
-    k.apply(&relayer_yaml("r1", "{hubRef: {name: hub}}", ""))?;
-    k.apply(&relayer_yaml(
+/// Relayer on the hub, relayer on that relayer.
+fn relayer_chain_wired(cx: &Ctx) -> Result<()> {
+    cx.apply(&relayer_yaml("r1", "{hubRef: {name: hub}}", ""))?;
+    cx.apply(&relayer_yaml(
         "r2",
         "{relayerRef: {name: r1}}",
         ", namespaces: [orders]",
     ))?;
     let r1 = wait_for("r1 resolved", Duration::from_secs(30), || {
-        Ok(k.get("unisonrelayer", "r1")?
-            .filter(|o| o["status"]["depth"] == 1))
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonrelayer", "r1")?
+                .filter(|o| o["status"]["depth"] == 1),
+        )
     })?;
     assert_eq!(
         r1["status"]["upstream"],
         "http://hub.default.svc.cluster.local:4001"
     );
     let r2 = wait_for("r2 resolved", Duration::from_secs(30), || {
-        Ok(k.get("unisonrelayer", "r2")?
-            .filter(|o| o["status"]["depth"] == 2))
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonrelayer", "r2")?
+                .filter(|o| o["status"]["depth"] == 2),
+        )
     })?;
     assert_eq!(
         r2["status"]["upstream"],
         "http://r1.default.svc.cluster.local:4001"
     );
-    let r2cfg: serde_yaml::Value = serde_yaml::from_str(
-        k.must_get("configmap", "r2-config")?["data"]["config.yaml"]
-            .as_str()
-            .context("config.yaml")?,
-    )?;
-    assert_eq!(r2cfg["server"]["mode"], serde_yaml::Value::from("relayer"));
+    let r2cfg = yaml_of(&cx.must_get("configmap", "r2-config")?)?;
+    assert_eq!(r2cfg["server"]["mode"], yaml::Value::from("relayer"));
     assert_eq!(
         r2cfg["replication"]["upstream"],
-        serde_yaml::Value::from("http://r1.default.svc.cluster.local:4001")
+        yaml::Value::from("http://r1.default.svc.cluster.local:4001")
     );
     assert_eq!(
         r2cfg["server"]["namespaces"],
-        serde_yaml::from_str::<serde_yaml::Value>("[orders]")?
+        yaml::from_str::<yaml::Value>("[orders]")?
     );
-    let r1cfg: serde_yaml::Value = serde_yaml::from_str(
-        k.must_get("configmap", "r1-config")?["data"]["config.yaml"]
-            .as_str()
-            .context("cfg")?,
-    )?;
+    let r1cfg = yaml_of(&cx.must_get("configmap", "r1-config")?)?;
     assert_eq!(
         r1cfg["server"]["namespaces"],
-        serde_yaml::from_str::<serde_yaml::Value>("[orders, users]")?
+        yaml::from_str::<yaml::Value>("[orders, users]")?
     );
-    step("relayer chain wired: depths 1 and 2");
+    cx.step("relayer chain wired: depths 1 and 2");
+    Ok(())
+}
 
-    // Scale subresource.
-    k.run(
+/// Scale subresource.
+fn scale_to_five_with_pdb(cx: &Ctx) -> Result<()> {
+    cx.run(
         &["scale", "unisonrelayer/r1", "-n", NS, "--replicas=5"],
         None,
     )?;
@@ -532,12 +489,14 @@ fn operator_against_real_apiserver() -> Result<()> {
         "r1 StatefulSet at 5 replicas",
         Duration::from_secs(30),
         || {
-            Ok(k.get("statefulset", "r1")?
-                .filter(|s| s["spec"]["replicas"] == 5))
+            Ok::<_, anyhow::Error>(
+                cx.get("statefulset", "r1")?
+                    .filter(|s| s["spec"]["replicas"] == 5),
+            )
         },
     )?;
     let pdb = wait_for("r1 PodDisruptionBudget", Duration::from_secs(20), || {
-        k.get("poddisruptionbudget", "r1")
+        cx.get("poddisruptionbudget", "r1")
     })?;
     assert_eq!(
         pdb["apiVersion"], "policy/v1beta1",
@@ -545,33 +504,38 @@ fn operator_against_real_apiserver() -> Result<()> {
     );
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     assert!(
-        k.get("poddisruptionbudget", "r2")?.is_none(),
+        cx.get("poddisruptionbudget", "r2")?.is_none(),
         "no PDB for a single replica"
     );
-    step("kubectl scale → 5 replicas, PDB v1beta1");
+    cx.step("kubectl scale → 5 replicas, PDB v1beta1");
+    Ok(())
+}
 
-    // Pods are created by the controller-manager; mark them ready.
+/// Pods are created by the controller-manager; mark them ready.
+fn ready_pods_make_the_relayer_ready(cx: &Ctx) -> Result<()> {
     let pods: Vec<String> = (0..5).map(|i| format!("r1-{i}")).collect();
     for p in &pods {
         wait_for(&format!("pod {p}"), Duration::from_secs(60), || {
-            k.get("pod", p)
+            cx.get("pod", p)
         })?;
-        make_pod_ready(&k, p)?;
+        make_pod_ready(cx, p)?;
     }
-    let r1 = wait_for(
-        "r1 Ready with 5 ready replicas",
-        Duration::from_secs(60),
-        || {
-            Ok(k.get("unisonrelayer", "r1")?
-                .filter(|o| o["status"]["readyReplicas"] == 5 && cond_is(o, "Ready", "True", None)))
-        },
-    )?;
+    let r1 =
+        wait_for(
+            "r1 Ready with 5 ready replicas",
+            Duration::from_secs(60),
+            || {
+                Ok::<_, anyhow::Error>(cx.get("unisonrelayer", "r1")?.filter(|o| {
+                    o["status"]["readyReplicas"] == 5 && cond_is(o, "Ready", "True", None)
+                }))
+            },
+        )?;
     assert_eq!(r1["status"]["replicas"], 5);
     assert!(r1["status"]["selector"]
         .as_str()
         .unwrap_or("")
         .contains("app.kubernetes.io/instance=r1"));
-    k.run(
+    cx.run(
         &[
             "wait",
             "--for=condition=Ready",
@@ -582,7 +546,7 @@ fn operator_against_real_apiserver() -> Result<()> {
         ],
         None,
     )?;
-    let scaled = k.run(
+    let scaled = cx.run(
         &[
             "get",
             "--raw",
@@ -592,12 +556,15 @@ fn operator_against_real_apiserver() -> Result<()> {
     )?;
     let scaled: Value = serde_json::from_str(&scaled)?;
     assert_eq!(scaled["status"]["replicas"], 5);
-    step("pods ready → readyReplicas 5, Ready=True, kubectl wait ok");
+    cx.step("pods ready → readyReplicas 5, Ready=True, kubectl wait ok");
+    Ok(())
+}
 
-    // Config change rolls the pods (config hash on the template).
-    let before = template_hash(&k.must_get("statefulset", "hub")?);
+/// Config change rolls the pods (config hash on the template).
+fn config_change_gives_a_new_hash(cx: &mut Ctx) -> Result<()> {
+    let before = template_hash(&cx.must_get("statefulset", "hub")?);
     assert!(!before.is_empty());
-    k.run(
+    cx.run(
         &[
             "patch",
             "unisonhub",
@@ -611,26 +578,31 @@ fn operator_against_real_apiserver() -> Result<()> {
         None,
     )?;
     let after = wait_for("hub config hash change", Duration::from_secs(30), || {
-        let h = template_hash(&k.must_get("statefulset", "hub")?);
-        Ok((h != before).then_some(h))
+        let h = template_hash(&cx.must_get("statefulset", "hub")?);
+        Ok::<_, anyhow::Error>((h != before).then_some(h))
     })?;
-    let cm = k.must_get("configmap", "hub-config")?;
+    let cm = cx.must_get("configmap", "hub-config")?;
     assert!(cm["data"]["config.yaml"]
         .as_str()
         .unwrap_or("")
         .contains("fsync: never"));
     wait_for("hub status.configHash", Duration::from_secs(20), || {
-        Ok(k.get("unisonhub", "hub")?
-            .filter(|h| h["status"]["configHash"] == after.as_str()))
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonhub", "hub")?
+                .filter(|h| h["status"]["configHash"] == after.as_str()),
+        )
     })?;
     // scaling a relayer does not touch its config hash
-    let r1_hash = template_hash(&k.must_get("statefulset", "r1")?);
-    step("config change → new config hash");
+    cx.r1_hash = template_hash(&cx.must_get("statefulset", "r1")?);
+    cx.step("config change → new config hash");
+    Ok(())
+}
 
-    // Cycle and missing upstream → Degraded, nothing created.
-    k.apply(&relayer_yaml("ca", "{relayerRef: {name: cb}}", ""))?;
-    k.apply(&relayer_yaml("cb", "{relayerRef: {name: ca}}", ""))?;
-    k.apply(&relayer_yaml("lost", "{hubRef: {name: nope}}", ""))?;
+/// Cycle and missing upstream → Degraded, nothing created.
+fn cycle_and_missing_upstream_degrade(cx: &Ctx) -> Result<()> {
+    cx.apply(&relayer_yaml("ca", "{relayerRef: {name: cb}}", ""))?;
+    cx.apply(&relayer_yaml("cb", "{relayerRef: {name: ca}}", ""))?;
+    cx.apply(&relayer_yaml("lost", "{hubRef: {name: nope}}", ""))?;
     for (name, reason) in [
         ("ca", "UpstreamCycle"),
         ("cb", "UpstreamCycle"),
@@ -640,16 +612,18 @@ fn operator_against_real_apiserver() -> Result<()> {
             &format!("{name} Degraded/{reason}"),
             Duration::from_secs(30),
             || {
-                Ok(k.get("unisonrelayer", name)?
-                    .filter(|o| cond_is(o, "Degraded", "True", Some(reason))))
+                Ok::<_, anyhow::Error>(
+                    cx.get("unisonrelayer", name)?
+                        .filter(|o| cond_is(o, "Degraded", "True", Some(reason))),
+                )
             },
         )?;
         assert!(
-            k.get("statefulset", name)?.is_none(),
+            cx.get("statefulset", name)?.is_none(),
             "{name} must not get a StatefulSet"
         );
     }
-    let ev = k.run(
+    let ev = cx.run(
         &[
             "get",
             "events",
@@ -666,11 +640,14 @@ fn operator_against_real_apiserver() -> Result<()> {
         ev.contains("UpstreamNotFound"),
         "warning event on the object: {ev}"
     );
-    step("cycle and missing upstream → Degraded + event");
+    cx.step("cycle and missing upstream → Degraded + event");
+    Ok(())
+}
 
-    // Steady state: no writes.
-    let snapshot = |k: &Kubectl<'_>| -> Result<String> {
-        k.run(
+/// Steady state: no writes.
+fn steady_state_writes_nothing(cx: &Ctx) -> Result<()> {
+    let snapshot = || -> Result<String> {
+        cx.run(
             &[
                 "get",
                 "statefulsets,services,configmaps,unisonhubs,unisonrelayers,poddisruptionbudgets",
@@ -689,15 +666,20 @@ fn operator_against_real_apiserver() -> Result<()> {
             "unisondb_operator_status_writes_total",
         ))
     };
+    let op_a = cx.op_a()?;
     std::thread::sleep(Duration::from_secs(2));
-    let (rv1, w1) = (snapshot(&k)?, status_writes(&op_a)?);
+    let (rv1, w1) = (snapshot()?, status_writes(op_a)?);
     std::thread::sleep(Duration::from_secs(6));
-    let (rv2, w2) = (snapshot(&k)?, status_writes(&op_a)?);
+    let (rv2, w2) = (snapshot()?, status_writes(op_a)?);
     assert_eq!(rv1, rv2, "resourceVersions changed in steady state");
     assert_eq!(w1, w2, "status writes in steady state");
-    step("steady state: 0 writes over 6 s");
+    cx.step("steady state: 0 writes over 6 s");
+    Ok(())
+}
 
-    // Only the lease holder reconciled.
+/// Only the lease holder reconciled.
+fn only_the_leader_reconciles(cx: &Ctx) -> Result<()> {
+    let (op_a, op_b) = (cx.op_a()?, cx.op_b()?);
     assert!(op_a.reconcile_runs()? > 0.0);
     assert_eq!(op_b.reconcile_runs()?, 0.0, "standby must not reconcile");
     assert_eq!(
@@ -708,9 +690,12 @@ fn operator_against_real_apiserver() -> Result<()> {
         metric_sum(&op_a.metrics()?, "unisondb_operator_leader"),
         1.0
     );
+    Ok(())
+}
 
-    // Delete the hub: owned objects are garbage collected, relayers keep running but go Degraded.
-    k.run(
+/// Delete the hub: owned objects are garbage collected, relayers keep running but go Degraded.
+fn hub_deletion_collects_and_degrades(cx: &Ctx) -> Result<()> {
+    cx.run(
         &["delete", "unisonhub", "hub", "-n", NS, "--wait=false"],
         None,
     )?;
@@ -723,7 +708,7 @@ fn operator_against_real_apiserver() -> Result<()> {
         wait_for(
             &format!("GC of {kind}/{name}"),
             Duration::from_secs(120),
-            || Ok(k.get(kind, name)?.is_none().then_some(())),
+            || Ok::<_, anyhow::Error>(cx.get(kind, name)?.is_none().then_some(())),
         )?;
     }
     for name in ["r1", "r2"] {
@@ -731,59 +716,74 @@ fn operator_against_real_apiserver() -> Result<()> {
             &format!("{name} Degraded after hub deletion"),
             Duration::from_secs(30),
             || {
-                Ok(k.get("unisonrelayer", name)?
-                    .filter(|o| cond_is(o, "Degraded", "True", Some("UpstreamNotFound"))))
+                Ok::<_, anyhow::Error>(
+                    cx.get("unisonrelayer", name)?
+                        .filter(|o| cond_is(o, "Degraded", "True", Some("UpstreamNotFound"))),
+                )
             },
         )?;
         assert!(o["status"]["upstream"].is_string(), "last upstream kept");
     }
-    let r1_sts = k.must_get("statefulset", "r1")?;
+    let r1_sts = cx.must_get("statefulset", "r1")?;
     assert_eq!(r1_sts["spec"]["replicas"], 5, "relayer left serving reads");
-    assert_eq!(template_hash(&r1_sts), r1_hash, "relayer config untouched");
-    step("hub deleted → GC'd, relayers Degraded and still running");
+    assert_eq!(
+        template_hash(&r1_sts),
+        cx.r1_hash,
+        "relayer config untouched"
+    );
+    cx.step("hub deleted → GC'd, relayers Degraded and still running");
+    Ok(())
+}
 
-    // Failover: the leader stops (releasing the Lease), the standby takes over and reconciles.
-    op_a.terminate();
+/// Failover: the leader stops (releasing the Lease), the standby takes over and reconciles.
+fn failover_to_the_standby(cx: &mut Ctx) -> Result<()> {
+    cx.op_a.as_mut().context("operator a")?.terminate();
     wait_for(
         "operator b to take the lease",
         Duration::from_secs(30),
         || {
-            Ok(k.get("lease", "unisondb-operator")?
-                .filter(|l| l["spec"]["holderIdentity"] == "b")
-                .map(|_| ()))
+            Ok::<_, anyhow::Error>(
+                cx.get("lease", "unisondb-operator")?
+                    .filter(|l| l["spec"]["holderIdentity"] == "b")
+                    .map(|_| ()),
+            )
         },
     )?;
-    k.apply(&hub_yaml("hub", "always"))?;
+    cx.apply(&hub_yaml("hub", "always"))?;
     wait_for(
         "r1 healthy again via operator b",
         Duration::from_secs(60),
         || {
-            Ok(k.get("unisonrelayer", "r1")?
-                .filter(|o| cond_is(o, "Degraded", "False", None)))
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonrelayer", "r1")?
+                    .filter(|o| cond_is(o, "Degraded", "False", None)),
+            )
         },
     )?;
     wait_for("hub StatefulSet recreated", Duration::from_secs(30), || {
-        k.get("statefulset", "hub")
+        cx.get("statefulset", "hub")
     })?;
-    assert!(op_b.reconcile_runs()? > 0.0);
-    step("failover: b leads and reconciles");
+    assert!(cx.op_b()?.reconcile_runs()? > 0.0);
+    cx.step("failover: b leads and reconciles");
+    Ok(())
+}
 
-    // Multi-hub: a hub mirroring a namespace owned by `hub`; and one mirroring from a missing hub.
-    k.apply(&format!(
+/// Multi-hub: a hub mirroring a namespace owned by `hub`; and one mirroring from a missing hub.
+fn multi_hub_mirrors(cx: &Ctx) -> Result<()> {
+    cx.apply(&format!(
         "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: hubm, namespace: {NS}}}\n\
          spec: {{image: 'unisondb:e2e', namespaces: [inventory], mirrors: [{{namespace: orders, hubRef: {{name: hub}}}}]}}\n"
     ))?;
     let cm = wait_for("hubm config", Duration::from_secs(30), || {
-        k.get("configmap", "hubm-config")
+        cx.get("configmap", "hubm-config")
     })?;
-    let cfg: serde_yaml::Value =
-        serde_yaml::from_str(cm["data"]["config.yaml"].as_str().context("cfg")?)?;
+    let cfg = yaml_of(&cm)?;
     assert_eq!(
         cfg["replication"]["mirrors"]["orders"],
-        serde_yaml::Value::from("http://hub.default.svc.cluster.local:4001")
+        yaml::Value::from("http://hub.default.svc.cluster.local:4001")
     );
-    assert_eq!(cfg["server"]["mode"], serde_yaml::Value::from("replicator"));
-    k.apply(&format!(
+    assert_eq!(cfg["server"]["mode"], yaml::Value::from("replicator"));
+    cx.apply(&format!(
         "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: hubx, namespace: {NS}}}\n\
          spec: {{image: 'unisondb:e2e', namespaces: [xs], mirrors: [{{namespace: ghost, hubRef: {{name: absent}}}}]}}\n"
     ))?;
@@ -791,15 +791,20 @@ fn operator_against_real_apiserver() -> Result<()> {
         "hubx Degraded/UpstreamNotFound",
         Duration::from_secs(30),
         || {
-            Ok(k.get("unisonhub", "hubx")?
-                .filter(|o| cond_is(o, "Degraded", "True", Some("UpstreamNotFound"))))
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonhub", "hubx")?
+                    .filter(|o| cond_is(o, "Degraded", "True", Some("UpstreamNotFound"))),
+            )
         },
     )?;
-    assert!(k.get("statefulset", "hubx")?.is_none());
-    step("multi-hub mirrors wired; missing mirror hub → Degraded");
+    assert!(cx.get("statefulset", "hubx")?.is_none());
+    cx.step("multi-hub mirrors wired; missing mirror hub → Degraded");
+    Ok(())
+}
 
-    // Every shipped example (deploy/examples), each in its own namespace: the operator builds a
-    // StatefulSet and a config ConfigMap for every hub and relayer in it, and none is Degraded.
+/// Every shipped example (deploy/examples), each in its own namespace: the operator builds a
+/// StatefulSet and a config ConfigMap for every hub and relayer in it, and none is Degraded.
+fn every_example_reconciles(cx: &Ctx) -> Result<()> {
     let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/examples"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
@@ -812,15 +817,15 @@ fn operator_against_real_apiserver() -> Result<()> {
             .and_then(|s| s.to_str())
             .context("example name")?;
         let ns = format!("ex-{stem}");
-        k.run(&["create", "namespace", &ns], None)?;
+        cx.run(&["create", "namespace", &ns], None)?;
         let text = std::fs::read_to_string(file)?;
-        k.run(
+        cx.run(
             &["apply", "--validate=false", "-n", &ns, "-f", "-"],
             Some(&text),
         )?;
         let mut objects = Vec::new();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v = serde_yaml::Value::deserialize(doc)?;
+        for doc in yaml::Deserializer::from_str(&text) {
+            let v = yaml::Value::deserialize(doc)?;
             let kind = v["kind"].as_str().unwrap_or_default().to_string();
             if kind == "UnisonHub" || kind == "UnisonRelayer" {
                 let name = v["metadata"]["name"].as_str().context("name")?.to_string();
@@ -832,41 +837,23 @@ fn operator_against_real_apiserver() -> Result<()> {
             "{stem}: no UnisonHub/UnisonRelayer in the example"
         );
         for (kind, name) in &objects {
-            let get = |what: &str, n: &str| -> Result<Option<Value>> {
-                let out = k.run(
-                    &[
-                        "get",
-                        what,
-                        n,
-                        "-n",
-                        &ns,
-                        "-o",
-                        "json",
-                        "--ignore-not-found",
-                    ],
-                    None,
-                )?;
-                Ok(if out.trim().is_empty() {
-                    None
-                } else {
-                    Some(serde_json::from_str(&out)?)
-                })
-            };
             wait_for(
                 &format!("{stem}: statefulset {name}"),
                 Duration::from_secs(60),
-                || get("statefulset", name),
+                || cx.get_in(&ns, "statefulset", name),
             )?;
-            get("configmap", &format!("{name}-config"))?
+            cx.get_in(&ns, "configmap", &format!("{name}-config"))?
                 .with_context(|| format!("{stem}: configmap {name}-config missing"))?;
-            let cr = get(&kind.to_lowercase(), name)?.context("custom resource")?;
+            let cr = cx
+                .get_in(&ns, &kind.to_lowercase(), name)?
+                .context("custom resource")?;
             assert!(
                 !cond_is(&cr, "Degraded", "True", None),
                 "{stem}: {kind}/{name} is Degraded: {}",
                 cr["status"]
             );
         }
-        step(&format!(
+        cx.step(&format!(
             "example {stem}: {} objects reconciled",
             objects.len()
         ));

@@ -1,26 +1,20 @@
 //! Runs the real `unisondb` binary on a free port with a temp data dir; killed on drop.
+//! The process handling is `unisondb_testkit::NodeProcess`; this adds the single-server defaults.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use unisondb_testkit::{free_port, NodeProcess};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 
 pub struct Server {
-    pub child: Option<Child>,
+    pub node: NodeProcess,
     pub port: u16,
     pub dir: tempfile::TempDir,
     pub scheme: &'static str,
-    extra_yaml: String,
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl Server {
@@ -31,18 +25,29 @@ impl Server {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra_yaml: &str) -> Server {
+        let port = free_port();
+        let node = NodeProcess::new(BIN, "unisondb", dir.path(), extra_yaml)
+            .config_file("unisondb.yaml")
+            .env("UNISONDB_HTTP_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "UNISONDB_SERVER_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            )
+            // Tests run in parallel: gRPC and ZeroMQ on ephemeral ports, not the defaults.
+            .env("UNISONDB_GRPC_LISTEN", "127.0.0.1:0")
+            .env("UNISONDB_NOTIFY_BIND", "tcp://127.0.0.1:0")
+            .env("UNISONDB_LOG_LEVEL", "info");
         let mut s = Server {
-            child: None,
-            port: free_port(),
+            node,
+            port,
             dir,
             scheme: if extra_yaml.contains("tls_cert_file") {
                 "https"
             } else {
                 "http"
             },
-            extra_yaml: extra_yaml.to_string(),
         };
-        s.spawn();
+        s.node.start().expect("spawn unisondb");
         s.wait_ready().await;
         s
     }
@@ -51,36 +56,12 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("unisondb.yaml")
-    }
-
-    fn spawn(&mut self) {
-        let cfg = self.config_path();
-        std::fs::write(&cfg, &self.extra_yaml).expect("write config");
-        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
-        let child = Command::new(BIN)
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .env("UNISONDB_HTTP_LISTEN", format!("127.0.0.1:{}", self.port))
-            .env("UNISONDB_SERVER_DATA_DIR", self.data_dir())
-            // Tests run in parallel: gRPC and ZeroMQ on ephemeral ports, not the defaults.
-            .env("UNISONDB_GRPC_LISTEN", "127.0.0.1:0")
-            .env("UNISONDB_NOTIFY_BIND", "tcp://127.0.0.1:0")
-            .env("UNISONDB_LOG_LEVEL", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn unisondb");
-        self.child = Some(child);
-    }
-
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        self.node.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.node.pid().unwrap_or(0)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -88,59 +69,49 @@ impl Server {
     }
 
     pub async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("server exited early ({status}):\n{}", self.log());
-                }
-            }
-            if self.scheme == "https" {
-                // TLS servers are probed by the test itself; give the listener a moment.
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    return;
-                }
-            } else if let Ok(r) = client.get(self.url("/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server not ready in time:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.scheme == "https" {
+            // TLS servers are probed by the test itself; give the listener a moment.
+            let port = self.port;
+            unisondb_testkit::Wait::new("the TLS listener", Duration::from_secs(20))
+                .every(Duration::from_millis(50))
+                .until_async(async || {
+                    self.node.check_running()?;
+                    Ok::<_, unisondb_testkit::Error>(
+                        std::net::TcpStream::connect(("127.0.0.1", port))
+                            .ok()
+                            .map(|_| ()),
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| panic!("server not ready in time: {e}\n{}", self.log()));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        let url = self.url("/readyz");
+        if let Err(e) = self
+            .node
+            .wait_http_ok(&reqwest::Client::new(), &url, Duration::from_secs(20))
+            .await
+        {
+            panic!("server not ready in time: {e}");
         }
     }
 
     /// SIGTERM and wait for exit (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("server did not exit after SIGTERM:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match self.node.terminate(Duration::from_secs(30)) {
+            Ok(Some(status)) => status,
+            Ok(None) => panic!("server not running"),
+            Err(e) => panic!("server did not exit after SIGTERM: {e}"),
         }
     }
 
     /// Starts the binary again on the same data dir and port.
     pub async fn restart(&mut self) {
-        if self.child.is_some() {
+        if self.node.is_started() {
             self.terminate();
         }
-        self.spawn();
+        self.node.start().expect("spawn unisondb");
         self.wait_ready().await;
     }
 
@@ -154,15 +125,6 @@ impl Server {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
