@@ -94,6 +94,7 @@ pub struct TxnCommitResponse {
     /// Always `true`.
     pub success: bool,
     /// The LSN of the transaction's batch; `null` for an empty transaction.
+    #[schema(required = true)]
     pub lsn: Option<u64>,
     /// Operations committed.
     pub ops: usize,
