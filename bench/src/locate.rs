@@ -14,10 +14,16 @@ pub const BIN_ENV: &str = "UNISONDB_BIN";
 
 /// Path of the `unisondb` binary to start, or an error saying how to build it.
 pub fn unisondb_bin() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os(BIN_ENV) {
+    binary("unisondb", BIN_ENV, "unisondb-node")
+}
+
+/// Path of binary `name` of workspace package `package`: `$env` when set, else next to the running
+/// executable or one directory up; the error says how to build it.
+pub fn binary(name: &str, env: &str, package: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("{BIN_ENV}={} is not a file", p.display());
+            bail!("{env}={} is not a file", p.display());
         }
         return Ok(p);
     }
@@ -26,14 +32,14 @@ pub fn unisondb_bin() -> Result<PathBuf> {
         .ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("unisondb"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
     {
         return Ok(p);
     }
     bail!(
-        "no `unisondb` binary next to {}: run `cargo build --release -p unisondb-node --bin unisondb` \
-         first (same profile as this program), or set {BIN_ENV}=/path/to/unisondb",
+        "no `{name}` binary next to {}: run `cargo build --release -p {package} --bin {name}` \
+         first (same profile as this program), or set {env}=/path/to/{name}",
         exe.display()
     )
 }

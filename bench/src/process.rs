@@ -1,36 +1,40 @@
 //! Child processes of the benchmarks: `unisondb` nodes from a YAML config and `redis-server`s, killed
 //! when dropped.
 //!
-//! LOCAL COPY of the node spawner and readiness wait that `testkit/` provides (see the crate docs).
+//! Nodes run as `testkit::NodeProcess`, the workspace's one spawner.
 
 use std::fmt;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::client::HttpClient;
-use crate::ports::free_port;
+use unisondb_testkit::{free_port, wait_for, NodeProcess};
 
 /// A child process, SIGKILLed and reaped on drop so an early error leaves no server behind.
 pub struct ChildGuard(pub Child);
 
 impl ChildGuard {
-    /// (VmRSS, RssAnon) in KiB from `/proc`; VmRSS includes touched mmap'd file pages (RssFile).
+    /// (VmRSS, RssAnon) in KiB from `/proc`.
     pub fn rss_kib(&self) -> (u64, u64) {
-        let s =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
-        let field = |name: &str| {
-            s.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("RssAnon:"))
+        rss_kib(self.0.id())
     }
+}
+
+/// (VmRSS, RssAnon) in KiB of process `pid` from `/proc`; (0, 0) when it is gone.
+pub fn rss_kib(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
 }
 
 impl Drop for ChildGuard {
@@ -116,39 +120,32 @@ impl NodeSpec {
     }
 }
 
-/// A running `unisondb` node and its ports; its stderr goes to `<dir>/server.log`.
+/// A running `unisondb` node and its ports: a [`NodeProcess`] (stderr in `<dir>/server.log`, killed
+/// on drop) plus what the benchmarks read off it.
 pub struct Node {
     pub name: String,
     pub dir: PathBuf,
     pub http: u16,
     pub grpc: u16,
     pub zmq: u16,
-    pub child: ChildGuard,
+    process: NodeProcess,
 }
 
 impl Node {
     /// Starts `bin server --config <root>/<name>/config.yaml`; does not wait for it to be ready.
     pub fn spawn(bin: &Path, root: &Path, spec: &NodeSpec) -> Result<Node> {
         let dir = root.join(&spec.name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        let (http, grpc, zmq) = (free_port()?, free_port()?, free_port()?);
-        let cfg = dir.join("config.yaml");
-        std::fs::write(&cfg, spec.yaml(&dir.join("data"), http, grpc, zmq))?;
-        let log = std::fs::File::create(dir.join("server.log"))?;
-        let child = Command::new(bin)
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
+        let (http, grpc, zmq) = (free_port(), free_port(), free_port());
+        let yaml = spec.yaml(&dir.join("data"), http, grpc, zmq);
+        let mut process = NodeProcess::new(bin, &spec.name, &dir, yaml);
+        process.start()?;
         Ok(Node {
             name: spec.name.clone(),
             dir,
             http,
             grpc,
             zmq,
-            child: ChildGuard(child),
+            process,
         })
     }
 
@@ -160,19 +157,22 @@ impl Node {
     /// Waits until `GET /readyz` answers 200; the error carries the server's log.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let client = HttpClient::new(self.http)?;
-        let t = Instant::now();
-        while client.get_status("/readyz").ok() != Some(200) {
-            if t.elapsed() > timeout {
-                bail!("{} not ready after {timeout:?}\n{}", self.name, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        let what = format!("{} to be ready", self.name);
+        wait_for(&what, timeout, || {
+            self.process.check_running().map_err(|e| e.to_string())?;
+            Ok::<_, String>((client.get_status("/readyz").ok() == Some(200)).then_some(()))
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.log()))
+    }
+
+    /// (VmRSS, RssAnon) in KiB from `/proc`; VmRSS includes touched mmap'd file pages (RssFile).
+    pub fn rss_kib(&self) -> (u64, u64) {
+        self.process.pid().map(rss_kib).unwrap_or((0, 0))
     }
 
     /// The server's stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+        self.process.log()
     }
 }
 
@@ -198,7 +198,7 @@ impl RedisServer {
     pub fn spawn(root: &Path, name: &str, spec: &RedisSpec) -> Result<RedisServer> {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir)?;
-        let port = free_port()?;
+        let port = free_port();
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])

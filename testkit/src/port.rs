@@ -1,15 +1,29 @@
 //! Free TCP ports, so tests running in parallel never collide on a fixed one.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it; the listener is closed).
+/// Ports handed out per process, from a base that depends on the process id.
+const SPAN: usize = 1000;
+
+/// A TCP port below the ephemeral range (32768+) that nothing listens on now, distinct on every call.
 ///
-/// Panics when the OS has no port to give: nothing a test could do about it.
+/// A port found free by binding `:0` can be taken by an outgoing connection before the child process
+/// binds it (seen as "address in use" with many nodes connecting to each other); ports below the
+/// ephemeral range are never used for outgoing connections. Each process draws from its own block of
+/// 1000, so test binaries and benches running side by side rarely meet. Panics when the block is used
+/// up: nothing a test could do about it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free TCP port on 127.0.0.1: {e}"))
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = 12_000 + (std::process::id() as usize % 20) * SPAN;
+    loop {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(i < SPAN, "no free TCP port left in {base}..{}", base + SPAN);
+        let port = (base + i) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A port `p` such that `p` and `p + 1` are both free on every address (the cluster's API server
@@ -36,7 +50,9 @@ mod tests {
 
     #[test]
     fn ports_are_bindable() {
-        let p = free_port();
+        let (p, p2) = (free_port(), free_port());
+        assert_ne!(p, p2);
+        assert!(p < 32_768 && p2 < 32_768);
         assert!(TcpListener::bind(("127.0.0.1", p)).is_ok());
         let q = free_port_pair();
         assert!(TcpListener::bind(("0.0.0.0", q + 1)).is_ok());

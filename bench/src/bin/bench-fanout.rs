@@ -264,8 +264,8 @@ fn fanout(run: &Run, n: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let drain_secs = drain.elapsed().as_secs_f64();
-    let rss: Vec<(u64, u64)> = relayers.iter().map(|r| r.child.rss_kib()).collect();
-    let hub_rss = hub.child.rss_kib();
+    let rss: Vec<(u64, u64)> = relayers.iter().map(|r| r.rss_kib()).collect();
+    let hub_rss = hub.rss_kib();
     stop.store(true, Ordering::Relaxed);
     let arr = sub
         .join()

@@ -2,11 +2,11 @@
 //! apply→StatefulSet latency over 50 hubs (p50/p99), time for 100 relayers to reach their desired
 //! objects, API writes per reconcile of unchanged objects (target 0), operator RSS.
 //!
-//! `cargo run --release -p unisondb-operator --bin operator-bench` (needs e2e/k8s/install-deps.sh).
+//! `cargo build --release -p unisondb-operator && cargo run --release -p unisondb-bench --bin operator-bench`
+//! (needs e2e/k8s/install-deps.sh; the operator binary is found like `unisondb`, see `locate`).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -17,54 +17,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::Client;
 use serde_json::json;
+use unisondb_bench::locate;
+use unisondb_bench::process::{rss_kib, ChildGuard};
+use unisondb_bench::stats::percentile;
 use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
+use unisondb_testkit::{free_port, repo_root, ControlPlane, ControlPlaneOptions};
 
 const NS: &str = "default";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Guard {
-    run_dir: PathBuf,
-    operator: Option<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.operator.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("bash")
-            .arg(repo().join("e2e/k8s/stop-k8s120.sh"))
-            .env("RUN_DIR", &self.run_dir)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
 
 async fn resource_versions(client: &Client) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -100,13 +59,15 @@ async fn resource_versions(client: &Client) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-async fn metric(port: u16, name: &str) -> Result<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+/// Sum of the samples of metric `name` on the operator's `/metrics`.
+async fn metric(http: &reqwest::Client, port: u16, name: &str) -> Result<f64> {
+    let body = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
         .await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
     Ok(body
         .lines()
         .filter(|l| l.starts_with(name))
@@ -114,68 +75,36 @@ async fn metric(port: u16, name: &str) -> Result<f64> {
         .sum())
 }
 
+/// The p-quantile of sorted latencies.
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    percentile(sorted, p).unwrap_or_default()
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    let bin = std::env::var_os("K8S_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/unisondb-e2e/k8s-1.20.2/bin")
-        });
-    if !bin.join("kube-apiserver").exists() {
-        bail!("{} missing: run e2e/k8s/install-deps.sh", bin.display());
-    }
-    let run_dir = std::env::temp_dir().join(format!("unisondb-op-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&run_dir)?;
-    let mut guard = Guard {
-        run_dir: run_dir.clone(),
-        operator: None,
-    };
-    let st = Command::new("bash")
-        .arg(repo().join("e2e/k8s/start-k8s120.sh"))
-        .env("RUN_DIR", &run_dir)
-        .env("K8S_BIN", &bin)
-        .env("ETCD_PORT", free_port()?.to_string())
-        .env("PEER_PORT", free_port()?.to_string())
-        .env("API_PORT", free_port()?.to_string())
-        .env("WITH_KCM", "0")
-        .status()?;
-    if !st.success() {
-        bail!("start-k8s120.sh failed");
-    }
-    let kubeconfig = run_dir.join("kubeconfig");
-    std::env::set_var("KUBECONFIG", &kubeconfig);
-    let kubectl = |args: &[&str]| -> Result<()> {
-        let ok = Command::new("/usr/bin/kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(args)
-            .status()?
-            .success();
-        if !ok {
-            bail!("kubectl {args:?} failed");
-        }
-        Ok(())
-    };
-    kubectl(&[
+    let cp = ControlPlane::start(ControlPlaneOptions::default())?;
+    std::env::set_var("KUBECONFIG", &cp.kubeconfig);
+    let crds = repo_root().join("crds/unisondb.io_crds.yaml");
+    cp.kubectl(&[
         "apply",
         "--validate=false",
         "-f",
-        repo()
-            .join("crds/unisondb.io_crds.yaml")
-            .to_str()
-            .context("path")?,
+        crds.to_str().context("path")?,
     ])?;
-    kubectl(&[
+    cp.kubectl(&[
         "wait",
         "--for=condition=Established",
         "crd/unisonhubs.unisondb.io",
         "crd/unisonrelayers.unisondb.io",
     ])?;
 
-    let op_bin = std::env::current_exe()?.with_file_name("unisondb-operator");
-    let port = free_port()?;
-    let log = std::fs::File::create(run_dir.join("operator.log"))?;
+    let op_bin = locate::binary(
+        "unisondb-operator",
+        "UNISONDB_OPERATOR_BIN",
+        "unisondb-operator",
+    )?;
+    let port = free_port();
+    let log = std::fs::File::create(cp.run_dir.join("operator.log"))?;
     let child = Command::new(&op_bin)
         .args([
             "run",
@@ -188,11 +117,12 @@ async fn main() -> Result<()> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("spawning {}", op_bin.display()))?;
-    let pid = child.id();
-    guard.operator = Some(child);
+    let operator = ChildGuard(child);
+    let pid = operator.0.id();
+    let http = reqwest::Client::new();
     let client = Client::try_default().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_idle = rss_kib(pid);
+    let rss_idle = rss_kib(pid).0;
 
     let hubs: Api<UnisonHub> = Api::namespaced(client.clone(), NS);
     let rels: Api<UnisonRelayer> = Api::namespaced(client.clone(), NS);
@@ -276,14 +206,14 @@ async fn main() -> Result<()> {
         t.elapsed(),
         applied
     );
-    let rss_loaded = rss_kib(pid);
+    let rss_loaded = rss_kib(pid).0;
 
     // 3. Steady state: force a reconcile of every object with no spec change (an annotation on the
     //    CR) and count the writes the operator makes.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rv_before = resource_versions(&client).await?;
-    let runs_before = metric(port, "unisondb_operator_reconcile_runs_total").await?;
-    let status_before = metric(port, "unisondb_operator_status_writes_total").await?;
+    let runs_before = metric(&http, port, "unisondb_operator_reconcile_runs_total").await?;
+    let status_before = metric(&http, port, "unisondb_operator_status_writes_total").await?;
     let poke = PatchParams::default();
     for i in 0..50 {
         hubs.patch(
@@ -303,9 +233,9 @@ async fn main() -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(8)).await;
     let rv_after = resource_versions(&client).await?;
-    let runs = metric(port, "unisondb_operator_reconcile_runs_total").await? - runs_before;
+    let runs = metric(&http, port, "unisondb_operator_reconcile_runs_total").await? - runs_before;
     let status_writes =
-        metric(port, "unisondb_operator_status_writes_total").await? - status_before;
+        metric(&http, port, "unisondb_operator_status_writes_total").await? - status_before;
     let object_writes = rv_before
         .iter()
         .zip(&rv_after)
@@ -328,7 +258,7 @@ async fn main() -> Result<()> {
     println!(
         "operator RSS: idle {} MiB, with 150 CRs {} MiB",
         rss_idle / 1024,
-        rss_loaded.max(rss_kib(pid)) / 1024
+        rss_loaded.max(rss_kib(pid).0) / 1024
     );
     Ok(())
 }
