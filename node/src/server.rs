@@ -173,17 +173,23 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     }
 }
 
-/// Opens every configured namespace and removes LOB chunks orphaned by a crash (blocking).
+/// Opens every configured namespace (followed ones refuse local writes) and removes LOB chunks
+/// orphaned by a crash from the namespaces this node owns (blocking). A follower keeps the chunks it
+/// holds: they may belong to an upload still in flight upstream, and the owner's cleanup reaches it
+/// as replicated records.
 fn open_database(cfg: &Config) -> Result<Database, ServerError> {
     let dir = &cfg.server.data_dir;
-    let db =
-        Database::open(dir, &cfg.server.namespaces, &cfg.engine_options()).map_err(|source| {
-            ServerError::Open {
-                dir: dir.clone(),
-                source,
-            }
-        })?;
-    for ns in db.namespaces() {
+    let db = Database::open_with_roles(
+        dir,
+        &cfg.server.namespaces,
+        &cfg.engine_options(),
+        |name| cfg.role_of(name),
+    )
+    .map_err(|source| ServerError::Open {
+        dir: dir.clone(),
+        source,
+    })?;
+    for ns in db.namespaces().filter(|ns| ns.role().owns()) {
         match lob::collect_orphans(ns) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
