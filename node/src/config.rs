@@ -87,7 +87,9 @@ mod tests {
     fn roles_follow_the_mode_and_the_mirrors() {
         let mut c = Config::default();
         assert_eq!(c.role_of("a"), Role::Owner);
-        c.replication.mirrors.insert("m".into(), "http://h:4001".into());
+        c.replication
+            .mirrors
+            .insert("m".into(), "http://h:4001".into());
         assert_eq!(c.role_of("m"), Role::Follower);
         assert_eq!(c.role_of("a"), Role::Owner);
         c.server.mode = Mode::Relayer;

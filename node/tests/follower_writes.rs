@@ -192,7 +192,10 @@ async fn relayer_restart_with_lob_upload_in_flight_keeps_the_hubs_history() {
         .expect("tx lob");
     assert_eq!(r.status(), 200);
     let in_flight = hub.lsn(&c).await.expect("hub LSN");
-    assert!(in_flight >= 3, "no chunk batch was written: LSN {in_flight}");
+    assert!(
+        in_flight >= 3,
+        "no chunk batch was written: LSN {in_flight}"
+    );
     relayer.wait_lsn(&c, in_flight).await;
 
     // The relayer restarts while the upload is still open on the hub: its orphan collection must
@@ -208,7 +211,13 @@ async fn relayer_restart_with_lob_upload_in_flight_keeps_the_hubs_history() {
         .expect("commit");
     assert_eq!(r.status(), 200);
     for i in 0..20 {
-        put_kv(&c, &hub, &format!("after{i:02}"), format!("v{i}").as_bytes()).await;
+        put_kv(
+            &c,
+            &hub,
+            &format!("after{i:02}"),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
     }
     let last = hub.lsn(&c).await.expect("hub LSN");
     relayer.wait_lsn(&c, last).await;

@@ -61,7 +61,9 @@ pub enum EngineError {
     #[error("replicated record LSN {got} does not follow the local LSN {expected_after}")]
     OutOfSequence { expected_after: u64, got: u64 },
     /// A local write on a namespace this node follows: its records come only from the upstream.
-    #[error("namespace {name} follows an upstream here and refuses local writes; write to its owner")]
+    #[error(
+        "namespace {name} follows an upstream here and refuses local writes; write to its owner"
+    )]
     Follower { name: String },
     #[error("namespace is closed")]
     Closed,
@@ -138,7 +140,8 @@ pub struct Namespace {
 /// Checks a namespace name is safe as a directory name and a metrics label: the one rule, written
 /// once in the config contract (`unisondb_config::validate_namespace`).
 pub fn validate_name(name: &str) -> Result<(), EngineError> {
-    unisondb_config::validate_namespace(name).map_err(|_| EngineError::InvalidName(name.to_string()))
+    unisondb_config::validate_namespace(name)
+        .map_err(|_| EngineError::InvalidName(name.to_string()))
 }
 
 impl Namespace {
