@@ -9,13 +9,17 @@ pub use unisondb_config::{
 };
 
 use crate::btree::BTreeOptions;
-use crate::engine::{EngineOptions, FsyncPolicy};
+use crate::engine::{EngineOptions, FsyncPolicy, Role};
 use crate::wal::{RetentionPolicy, WalOptions};
 
 /// Node-side conversions of a [`Config`] (the config crate knows nothing of the engine).
 pub trait ConfigExt {
     /// The engine options this config asks for.
     fn engine_options(&self) -> EngineOptions;
+
+    /// The part this node plays for `namespace`: a relayer follows every namespace (even without an
+    /// upstream, it serves read-only local data); a hub follows those it mirrors and owns the rest.
+    fn role_of(&self, namespace: &str) -> Role;
 }
 
 impl ConfigExt for Config {
@@ -38,6 +42,14 @@ impl ConfigExt for Config {
                 max_age: Some(self.wal.retention_max_age_secs),
             },
             btree: BTreeOptions::default(),
+        }
+    }
+
+    fn role_of(&self, namespace: &str) -> Role {
+        if self.server.mode == Mode::Relayer || self.replication.mirrors.contains_key(namespace) {
+            Role::Follower
+        } else {
+            Role::Owner
         }
     }
 }
@@ -69,5 +81,18 @@ mod tests {
         );
         c.wal.fsync = FsyncMode::Never;
         assert_eq!(c.engine_options().fsync, FsyncPolicy::Never);
+    }
+
+    #[test]
+    fn roles_follow_the_mode_and_the_mirrors() {
+        let mut c = Config::default();
+        assert_eq!(c.role_of("a"), Role::Owner);
+        c.replication
+            .mirrors
+            .insert("m".into(), "http://h:4001".into());
+        assert_eq!(c.role_of("m"), Role::Follower);
+        assert_eq!(c.role_of("a"), Role::Owner);
+        c.server.mode = Mode::Relayer;
+        assert_eq!(c.role_of("a"), Role::Follower);
     }
 }

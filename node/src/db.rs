@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::engine::{validate_name, EngineError, EngineOptions, Namespace};
+use crate::engine::{validate_name, EngineError, EngineOptions, Namespace, Role};
 
 /// All namespaces a node serves; looked up by name on every request.
 #[derive(Clone)]
@@ -13,11 +13,22 @@ pub struct Database {
 }
 
 impl Database {
-    /// Opens (creating as needed) every named namespace under `data_dir`.
+    /// Opens (creating as needed) every named namespace under `data_dir`, all owned by this node.
     pub fn open(
         data_dir: &Path,
         names: &[String],
         opts: &EngineOptions,
+    ) -> Result<Database, EngineError> {
+        Database::open_with_roles(data_dir, names, opts, |_| Role::Owner)
+    }
+
+    /// Opens every named namespace with the part this node plays for it (`role_of(name)`): the
+    /// namespaces it follows refuse local writes in the engine.
+    pub fn open_with_roles(
+        data_dir: &Path,
+        names: &[String],
+        opts: &EngineOptions,
+        role_of: impl Fn(&str) -> Role,
     ) -> Result<Database, EngineError> {
         std::fs::create_dir_all(data_dir)?;
         let mut namespaces = BTreeMap::new();
@@ -26,7 +37,7 @@ impl Database {
             if namespaces.contains_key(name) {
                 continue;
             }
-            let ns = Namespace::open(&data_dir.join(name), name, opts.clone())?;
+            let ns = Namespace::open_as(&data_dir.join(name), name, opts.clone(), role_of(name))?;
             namespaces.insert(name.clone(), ns);
         }
         Ok(Database {

@@ -173,17 +173,21 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     }
 }
 
-/// Opens every configured namespace and removes LOB chunks orphaned by a crash (blocking).
+/// Opens every configured namespace (followed ones refuse local writes) and removes LOB chunks
+/// orphaned by a crash from the namespaces this node owns (blocking). A follower keeps the chunks it
+/// holds: they may belong to an upload still in flight upstream, and the owner's cleanup reaches it
+/// as replicated records.
 fn open_database(cfg: &Config) -> Result<Database, ServerError> {
     let dir = &cfg.server.data_dir;
     let db =
-        Database::open(dir, &cfg.server.namespaces, &cfg.engine_options()).map_err(|source| {
-            ServerError::Open {
-                dir: dir.clone(),
-                source,
-            }
+        Database::open_with_roles(dir, &cfg.server.namespaces, &cfg.engine_options(), |name| {
+            cfg.role_of(name)
+        })
+        .map_err(|source| ServerError::Open {
+            dir: dir.clone(),
+            source,
         })?;
-    for ns in db.namespaces() {
+    for ns in db.namespaces().filter(|ns| ns.role().owns()) {
         match lob::collect_orphans(ns) {
             Ok(0) => {}
             Ok(n) => tracing::info!(
@@ -199,7 +203,8 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
     Ok(db)
 }
 
-/// Aborts transactions past their idle or lifetime limit, every second, until `stop`.
+/// Aborts transactions past their idle or lifetime limit, every second, until `stop`. Transactions
+/// begin only on writable (owned) namespaces, so the cleanup writes of an abort never meet a follower.
 fn spawn_txn_reaper(state: Arc<AppState>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

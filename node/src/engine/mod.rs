@@ -10,6 +10,7 @@ mod lock;
 mod options;
 mod read;
 mod recovery;
+mod role;
 mod tail;
 mod write;
 
@@ -29,6 +30,7 @@ use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 pub use lock::DirLock;
 pub use options::{EngineOptions, FsyncPolicy};
 pub use read::{Snapshot, SnapshotIter};
+pub use role::Role;
 pub use tail::{Tail, TailError, TailLimits};
 
 /// Why an engine operation failed.
@@ -58,6 +60,11 @@ pub enum EngineError {
     Transfer(String),
     #[error("replicated record LSN {got} does not follow the local LSN {expected_after}")]
     OutOfSequence { expected_after: u64, got: u64 },
+    /// A local write on a namespace this node follows: its records come only from the upstream.
+    #[error(
+        "namespace {name} follows an upstream here and refuses local writes; write to its owner"
+    )]
+    Follower { name: String },
     #[error("namespace is closed")]
     Closed,
 }
@@ -127,6 +134,7 @@ pub struct Namespace {
     // Declared first so it drops first: it stops the threads while `inner` is still alive.
     _threads: Arc<flush::Threads>,
     inner: Arc<Inner>,
+    role: Role,
 }
 
 /// Checks a namespace name is safe as a directory name and a metrics label: the one rule, written
@@ -137,15 +145,32 @@ pub fn validate_name(name: &str) -> Result<(), EngineError> {
 }
 
 impl Namespace {
-    /// Opens (creating if needed) the namespace stored in `dir`, recovering from the WAL.
+    /// Opens (creating if needed) the namespace stored in `dir`, recovering from the WAL, as its owner.
     pub fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Namespace, EngineError> {
+        Namespace::open_as(dir, name, opts, Role::Owner)
+    }
+
+    /// Opens the namespace with the part this node plays for it: a [`Role::Follower`] refuses local
+    /// writes so its WAL stays a copy of the upstream's.
+    pub fn open_as(
+        dir: &Path,
+        name: &str,
+        opts: EngineOptions,
+        role: Role,
+    ) -> Result<Namespace, EngineError> {
         validate_name(name)?;
         let inner = Arc::new(recovery::open(dir, name, opts)?);
         let threads = flush::Threads::start(&inner);
         Ok(Namespace {
             inner,
             _threads: Arc::new(threads),
+            role,
         })
+    }
+
+    /// Whether this node owns the namespace or follows an upstream for it.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     pub fn name(&self) -> &str {
@@ -156,8 +181,14 @@ impl Namespace {
         &self.inner.dir
     }
 
-    /// Commits a batch atomically; returns once durable per the fsync policy.
+    /// Commits a batch atomically; returns once durable per the fsync policy. A follower refuses
+    /// with [`EngineError::Follower`] (see [`Role`]).
     pub fn write(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        if !self.role.owns() {
+            return Err(EngineError::Follower {
+                name: self.inner.name.clone(),
+            });
+        }
         self.inner.submit(write::Request::Local(batch))
     }
 

@@ -68,6 +68,8 @@ impl From<EngineError> for ApiError {
                 ApiError::bad_request(e.to_string())
             }
             EngineError::InvalidName(_) => ApiError::bad_request(e.to_string()),
+            // The writable check answers first (naming the owner); this is the engine's backstop.
+            EngineError::Follower { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
             EngineError::Poisoned { .. } | EngineError::Closed => {
                 ApiError::unavailable(e.to_string())
             }

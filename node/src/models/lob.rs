@@ -446,7 +446,12 @@ impl Iterator for LobReader {
 /// Deletes chunk versions no manifest references (left by a crash mid-upload). Run only while no
 /// upload is in flight (at startup, before serving). Skips from version to version, reading one chunk
 /// per version, so the cost is proportional to versions, not bytes. Returns the versions removed.
+/// Does nothing on a namespace this node follows: unreferenced chunks there may be an upload still in
+/// flight upstream, and the owner's cleanup arrives as replicated records.
 pub fn collect_orphans(ns: &Namespace) -> Result<usize, ModelError> {
+    if !ns.role().owns() {
+        return Ok(0);
+    }
     let snap = ns.snapshot()?;
     let end = keys::model_end(Model::Lob);
     let mut cursor = keys::model_start(Model::Lob);
