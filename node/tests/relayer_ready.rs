@@ -241,17 +241,20 @@ async fn relayer_serves_reads_and_stays_ready_while_the_hub_is_down() {
     hub.proc.kill();
     let killed = Instant::now();
     // The relayer notices and says so in /stats, without leaving service.
-    Wait::new("relayer to report the hub disconnected", Duration::from_secs(15))
-        .until_async(async || {
-            let r = replication_stats(&c, &relayer).await;
-            if r["connected"] == serde_json::json!(false) {
-                Ok(Some(r))
-            } else {
-                Err(format!("{r}"))
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    Wait::new(
+        "relayer to report the hub disconnected",
+        Duration::from_secs(15),
+    )
+    .until_async(async || {
+        let r = replication_stats(&c, &relayer).await;
+        if r["connected"] == serde_json::json!(false) {
+            Ok(Some(r))
+        } else {
+            Err(format!("{r}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(down.saturating_sub(killed.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
     reader.await.unwrap();
@@ -313,7 +316,11 @@ async fn relayer_serves_reads_and_stays_ready_while_the_hub_is_down() {
     assert_eq!(r["connected"], serde_json::json!(true), "{r}");
     assert_eq!(readyz(&c, &relayer).await, 200);
     // Writes on the hub and the node's own admin reads carry no header: only followed reads do.
-    let r = c.get(hub.url("/api/v1/default/kv/k0001")).send().await.unwrap();
+    let r = c
+        .get(hub.url("/api/v1/default/kv/k0001"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers().get(LAG_HEADER).is_none());
 }
 
@@ -350,7 +357,11 @@ async fn readiness_fails_once_staleness_exceeds_the_configured_bound() {
         "turned 503 after {after:?}, before the 2 s bound could be exceeded"
     );
     // Reads are still served, with the staleness in the header.
-    let r = c.get(relayer.url("/api/v1/default/kv/k0003")).send().await.unwrap();
+    let r = c
+        .get(relayer.url("/api/v1/default/kv/k0003"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let lag: f64 = r.headers()[LAG_HEADER].to_str().unwrap().parse().unwrap();
     assert!(lag >= 2.0, "{lag}");

@@ -132,7 +132,8 @@ pub struct Namespace {
 /// Checks a namespace name is safe as a directory name and a metrics label: the one rule, written
 /// once in the config contract (`unisondb_config::validate_namespace`).
 pub fn validate_name(name: &str) -> Result<(), EngineError> {
-    unisondb_config::validate_namespace(name).map_err(|_| EngineError::InvalidName(name.to_string()))
+    unisondb_config::validate_namespace(name)
+        .map_err(|_| EngineError::InvalidName(name.to_string()))
 }
 
 impl Namespace {

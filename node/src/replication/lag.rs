@@ -357,7 +357,10 @@ mod tests {
             "{}",
             p.lag_seconds
         );
-        assert!(s.ready(100).is_err(), "still catching up for the first time");
+        assert!(
+            s.ready(100).is_err(),
+            "still catching up for the first time"
+        );
         s.update("a", |p| p.applied_lsn = 20);
         s.contact("a", 20);
         assert_eq!(s.position("a").unwrap().lag_seconds, 0.0);
