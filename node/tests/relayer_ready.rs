@@ -373,3 +373,43 @@ async fn readiness_fails_once_staleness_exceeds_the_configured_bound() {
     wait_lsn(&c, &relayer, 12).await;
     assert_eq!(readyz(&c, &relayer).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayer_restarted_while_the_hub_is_down_serves_its_local_data() {
+    let root = tempfile::tempdir().unwrap();
+    let c = client();
+    let mut hub = Node::new(root.path(), "hub", None, "");
+    hub.wait_ready(&c).await;
+    let mut relayer = Node::new(root.path(), "relayer", Some(&hub.grpc_url()), "");
+    relayer.wait_ready(&c).await;
+    write_keys(&c, &hub, 0..20).await;
+    wait_lsn(&c, &relayer, 20).await;
+
+    hub.proc.kill();
+    relayer.proc.kill();
+    relayer.proc.start().expect("restart relayer");
+    // Ready with what it holds, though it cannot reach its upstream.
+    relayer.wait_ready(&c).await;
+    let r = replication_stats(&c, &relayer).await;
+    assert_eq!(r["connected"], serde_json::json!(false), "{r}");
+    assert_eq!(r["holds_data"], serde_json::json!(true), "{r}");
+    for i in 0..20 {
+        let r = c
+            .get(relayer.url(&format!("/api/v1/default/kv/k{i:04}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "k{i:04}");
+        let lag: u64 = r.headers()[LAG_HEADER].to_str().unwrap().parse().unwrap();
+        assert!(lag >= 1, "not in sync, so never 0: {lag}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let got = B64.decode(body["value"].as_str().unwrap()).unwrap();
+        assert_eq!(got, value(i).as_bytes());
+    }
+
+    hub.proc.start().expect("restart hub");
+    hub.wait_ready(&c).await;
+    write_keys(&c, &hub, 20..25).await;
+    wait_lsn(&c, &relayer, 25).await;
+    assert_eq!(readyz(&c, &relayer).await, 200);
+}
