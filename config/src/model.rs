@@ -243,6 +243,11 @@ pub struct ReplicationConfig {
     #[serde(deserialize_with = "codec::string_map")]
     pub mirrors: BTreeMap<String, String>,
     pub max_lag_records: u64,
+    /// `/readyz` fails once a followed namespace has been out of sync with its upstream for longer
+    /// than this many seconds. Absent (the default): no bound, so a relayer cut off from its upstream
+    /// stays in service with the data it has; reads say how stale it is (`x-unisondb-lag-seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staleness_seconds: Option<u64>,
     pub tls_ca_file: String,
     pub tls_cert_file: String,
     pub tls_key_file: String,
@@ -254,6 +259,7 @@ impl Default for ReplicationConfig {
             upstream: String::new(),
             mirrors: BTreeMap::new(),
             max_lag_records: 10_000,
+            max_staleness_seconds: None,
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),

@@ -72,6 +72,7 @@ fn defaults_match_the_contract() {
     assert_eq!(c.wal.retention_max_age_secs, Duration::from_secs(86400));
     assert_eq!(c.memtable.size_bytes, 67108864);
     assert_eq!(c.replication.max_lag_records, 10_000);
+    assert_eq!(c.replication.max_staleness_seconds, None);
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.log.level, "info");
     c.validate().unwrap();
@@ -203,6 +204,7 @@ fn env_overrides_are_typed() {
         ("UNISONDB_REPLICATION_MIRRORS", "x=http://h:1, y=http://g:2"),
         ("UNISONDB_HTTP_TXN_IDLE_TIMEOUT_SECS", "5"),
         ("UNISONDB_WAL_FSYNC_INTERVAL_MS", "7"),
+        ("UNISONDB_REPLICATION_MAX_STALENESS_SECONDS", "30"),
         ("UNISONDB_LOG_LEVEL", "info,unisondb=debug"),
         ("PATH", "/bin"),
     ])
@@ -220,6 +222,7 @@ fn env_overrides_are_typed() {
     assert_eq!(c.replication.mirrors["y"], "http://g:2");
     assert_eq!(c.http.txn_idle_timeout_secs, Duration::from_secs(5));
     assert_eq!(c.wal.fsync_interval_ms, Duration::from_millis(7));
+    assert_eq!(c.replication.max_staleness_seconds, Some(30));
     assert_eq!(c.log.level, "info,unisondb=debug");
     for (v, want) in [
         ("1", true),
@@ -281,6 +284,7 @@ fn invalid_values_are_rejected() {
         ("UNISONDB_SERVER_MODE", "leader"),
         ("UNISONDB_HTTP_TXN_IDLE_TIMEOUT_SECS", "0"),
         ("UNISONDB_WAL_SEGMENT_SIZE_BYTES", "-1"),
+        ("UNISONDB_REPLICATION_MAX_STALENESS_SECONDS", "soon"),
     ] {
         assert!(load_env(&[env]).is_err(), "{env:?}");
     }
@@ -320,6 +324,14 @@ fn yaml_output_is_the_documented_format_and_round_trips() {
     assert_eq!(back, c);
     let toml_back: Config = toml_roundtrip(&c);
     assert_eq!(toml_back, c);
+    // An optional key is left out when absent and round-trips when set.
+    assert!(!yaml.contains("max_staleness_seconds"), "{yaml}");
+    let mut c = Config::default();
+    c.replication.max_staleness_seconds = Some(5);
+    let yaml = c.to_yaml();
+    assert!(yaml.contains("  max_staleness_seconds: 5"), "{yaml}");
+    assert_eq!(serde_yaml_ng::from_str::<Config>(&yaml).unwrap(), c);
+    assert_eq!(toml_roundtrip(&c), c);
 }
 
 fn toml_roundtrip(c: &Config) -> Config {

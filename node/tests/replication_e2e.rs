@@ -119,12 +119,14 @@ impl Http {
         }
     }
 
-    /// Waits for `/readyz`: recovered and, on a relayer, connected within the lag bound.
+    /// Waits for `/readyz`: recovered and, on a relayer, in sync once since start (or holding data),
+    /// within the lag bound while connected.
     async fn wait_up(&self, n: &Node) {
         self.wait_for(n, "/readyz").await
     }
 
-    /// Waits for `/healthz` only (a relayer that cannot connect is alive but never ready).
+    /// Waits for `/healthz` only (a relayer that never reached its upstream and holds no data is alive
+    /// but not ready).
     async fn wait_alive(&self, n: &Node) {
         self.wait_for(n, "/healthz").await
     }
@@ -615,9 +617,17 @@ async fn mtls_rejects_a_relayer_from_another_ca() {
         .await,
         Some(0.0)
     );
-    // It is alive but not ready: it cannot reach its upstream.
+    // It is alive but not ready: it has never been in sync with its upstream and holds no data.
     let r = h.c.get(bad.url("/readyz")).send().await.expect("readyz");
     assert_eq!(r.status(), 503);
+    let why: serde_json::Value = r.json().await.expect("readyz json");
+    assert!(
+        why["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not yet in sync"),
+        "{why}"
+    );
 }
 
 fn venv_python() -> PathBuf {
@@ -771,4 +781,7 @@ async fn writes_can_wait_for_replica_acks() {
         serde_json::json!(true),
         "{st}"
     );
+    assert!(st["replication"]["last_in_sync_ms"].is_u64(), "{st}");
+    let r = h.c.get(r1.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(r.status(), 200);
 }

@@ -14,6 +14,7 @@ pub mod lob;
 pub mod metrics;
 pub mod openapi;
 pub mod row;
+pub mod staleness;
 pub mod target;
 pub mod tls;
 pub mod txn;
@@ -203,6 +204,10 @@ pub fn routes(state: &Shared) -> ApiRouter {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             acks::layer,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            staleness::layer,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -23,6 +23,8 @@ pub struct ReplicationHandle {
     pub state: ReplicationState,
     /// `/readyz` fails when a followed namespace lags more than this.
     pub max_lag_records: u64,
+    /// `/readyz` fails when a followed namespace is staler than this (`None`: never for staleness).
+    pub max_staleness: Option<Duration>,
 }
 
 impl ReplicationHandle {
@@ -36,9 +38,16 @@ impl ReplicationHandle {
         self.state.upstream_of(namespace)
     }
 
-    /// `/readyz` part for replication: `Ok` on hubs without mirrors.
+    /// `/readyz` part for replication: `Ok` on hubs without mirrors; see
+    /// [`ReplicationState::ready_with`] for the rule (disconnection alone does not fail it).
     pub fn ready(&self) -> Result<(), String> {
-        self.state.ready(self.max_lag_records)
+        self.state
+            .ready_with(self.max_lag_records, self.max_staleness)
+    }
+
+    /// For the `x-unisondb-lag-seconds` read header: staleness of a followed namespace.
+    pub fn staleness_seconds(&self, namespace: &str) -> Option<f64> {
+        self.state.staleness_seconds(namespace)
     }
 
     /// Replication position of a followed namespace, for `/api/v1/{ns}/stats`.
@@ -91,6 +100,7 @@ pub async fn start_from_config(
     if let Some(f) = follow.as_mut() {
         f.tls = ClientTls::from_files(&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file)?;
         f.max_lag_records = r.max_lag_records;
+        f.max_staleness = r.max_staleness_seconds.map(Duration::from_secs);
     }
     let notify_cfg = cfg.notify.enabled.then(|| NotifyConfig {
         bind: cfg.notify.bind.clone(),
@@ -112,6 +122,7 @@ pub async fn start(
         acks: AckRegistry::new(),
         state: ReplicationState::new(),
         max_lag_records: followers.map_or(u64::MAX, |f| f.max_lag_records),
+        max_staleness: followers.and_then(|f| f.max_staleness),
     };
     let mut set = JoinSet::new();
     if let Some(cfg) = notify_cfg {

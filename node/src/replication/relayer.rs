@@ -159,10 +159,7 @@ pub async fn follow(
             Ok(()) => ReplicationError::Closed,
             Err(e) => e,
         };
-        state.update(&name, |p| {
-            p.connected = false;
-            p.last_error = Some(err.to_string());
-        });
+        state.disconnected(&name, Some(err.to_string()));
         if let ReplicationError::Trimmed(lsn) = err {
             tracing::warn!(namespace = %name, lsn, upstream = %cfg.url(),
                 "upstream trimmed the WAL we need; bootstrapping from a snapshot");
@@ -198,7 +195,7 @@ pub async fn follow(
         }
     }
     refresher.abort();
-    state.update(&name, |p| p.connected = false);
+    state.disconnected(&name, None);
     tracing::info!(namespace = %name, "follower stopped");
 }
 
@@ -295,11 +292,7 @@ async fn session(
                 p.applied_hlc = commit.hlc;
             });
         }
-        state.update(&name, |p| {
-            p.connected = true;
-            p.last_error = None;
-            p.upstream_lsn = batch.latest_lsn;
-        });
+        state.contact(&name, batch.latest_lsn);
     }
 }
 

@@ -100,6 +100,8 @@ pub struct RelayerConfig {
     pub replica_id: String,
     pub backoff: Backoff,
     pub max_lag_records: u64,
+    /// `replication.max_staleness_seconds`: `/readyz` fails beyond it; `None` = no bound.
+    pub max_staleness: Option<std::time::Duration>,
 }
 
 impl RelayerConfig {
@@ -114,6 +116,7 @@ impl RelayerConfig {
             replica_id: replica_id.to_string(),
             backoff: Backoff::default(),
             max_lag_records: 10_000,
+            max_staleness: None,
         }
     }
 
@@ -144,6 +147,7 @@ impl RelayerConfig {
             replica_id: replica_id.to_string(),
             backoff: Backoff::default(),
             max_lag_records: 10_000,
+            max_staleness: None,
         }
     }
 }
