@@ -1,7 +1,6 @@
 //! Wires the two controllers: owned-object watches, and topology watches that re-reconcile every
 //! relayer downstream of a changed hub or relayer (and hubs mirroring a changed hub).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -11,6 +10,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::crd::{UnisonHub, UnisonRelayer};
 use crate::metrics::KindLabel;
@@ -61,11 +61,13 @@ fn key_of<K: ResourceExt>(o: &K) -> Key {
     Key::new(o.namespace().unwrap_or_default(), o.name_any())
 }
 
-/// Runs both controllers until `shutdown` resolves.
-pub async fn run<F>(client: Client, ctx: Arc<Context>, watch_ns: Option<String>, shutdown: F)
-where
-    F: Future<Output = ()> + Send + Sync + Clone + 'static,
-{
+/// Runs both controllers until `shutdown` is cancelled.
+pub async fn run(
+    client: Client,
+    ctx: Arc<Context>,
+    watch_ns: Option<String>,
+    shutdown: CancellationToken,
+) {
     let ns = watch_ns.as_deref();
     let all = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=unisondb-operator");
@@ -80,7 +82,7 @@ where
         .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
             mirroring(&hs, &key_of(&h))
         })
-        .graceful_shutdown_on(shutdown.clone())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({
             let ctx = ctx.clone();
@@ -111,7 +113,7 @@ where
         .watches(api::<UnisonRelayer>(&client, ns), all, move |r| {
             downstream(&s2, Upstream::Relayer(key_of(&r)))
         })
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({
             let ctx = ctx.clone();

@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::{Parser, Subcommand};
 use futures::FutureExt;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use unisondb_operator::leader::{Elector, LeaseConfig};
 use unisondb_operator::metrics::Metrics;
@@ -133,22 +133,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         format!("{host}-{}", std::process::id())
     });
 
-    // stop signal fan-out
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
-    let stopped = {
-        let rx = stop_rx.clone();
-        move || {
-            let mut rx = rx.clone();
-            async move {
-                let _ = rx.wait_for(|v| *v).await;
-            }
-        }
-    };
+    // One cancellation tree: the signal cancels `stop`; the controllers stop on a child token,
+    // cancelled too when leadership is lost.
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            stop.cancel();
+        });
+    }
 
     // HTTP: /metrics /healthz /readyz
     let state = HttpState {
@@ -164,7 +159,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "serving /metrics /healthz /readyz");
-    let http_stop = stopped();
+    let http_stop = stop.clone().cancelled_owned();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(http_stop)
@@ -197,7 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(el) = &elector {
         tokio::select! {
             _ = el.acquire() => {},
-            _ = stopped() => { let _ = http.await; return Ok(()); }
+            _ = stop.cancelled() => { let _ = http.await; return Ok(()); }
         }
         metrics.is_leader.set(1);
     }
@@ -209,20 +204,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity.clone(),
     ));
     // Controllers stop on a signal or when leadership is lost.
-    let (ctrl_stop_tx, ctrl_stop_rx) = watch::channel(false);
-    let ctrl_stop = {
-        let rx = ctrl_stop_rx.clone();
-        async move {
-            let mut rx = rx;
-            let _ = rx.wait_for(|v| *v).await;
-        }
-        .shared()
-    };
+    let ctrl_stop = stop.child_token();
     let controllers = tokio::spawn(controller::run(
         client.clone(),
         ctx,
         args.watch_namespace.clone(),
-        ctrl_stop,
+        ctrl_stop.clone(),
     ));
     let hold = {
         let el = elector.clone();
@@ -234,10 +221,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        _ = stopped() => {},
+        _ = stop.cancelled() => {},
         _ = hold => { lost_leadership = true; }
     }
-    let _ = ctrl_stop_tx.send(true);
+    ctrl_stop.cancel();
     if tokio::time::timeout(Duration::from_secs(20), controllers)
         .await
         .is_err()
