@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use unisondb::engine::{EngineOptions, Namespace};
 use unisondb::wal::Record;
-use unisondb_testkit::{free_port, NodeProcess};
+use unisondb_testkit::{loopback_config, NodeProcess, Ports};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const NS: &str = "default";
@@ -19,44 +19,30 @@ const NS: &str = "default";
 /// One `unisondb` process with its own ports and data dir; SIGKILLed on drop if still running.
 struct Node {
     dir: PathBuf,
-    http: u16,
-    grpc: u16,
+    ports: Ports,
     proc: NodeProcess,
 }
 
 impl Node {
     fn new(root: &Path, name: &str, upstream: Option<&str>) -> Node {
         let dir = root.join(name);
-        let (http, grpc, zmq) = (free_port(), free_port(), free_port());
-        let mode = if upstream.is_some() {
-            "relayer"
-        } else {
-            "replicator"
-        };
-        let mut yaml = format!(
-            "server:\n  mode: {mode}\n  data_dir: {}\n  namespaces: [{NS}]\nhttp:\n  listen: 127.0.0.1:{http}\n\
-             grpc:\n  listen: 127.0.0.1:{grpc}\nnotify:\n  bind: tcp://127.0.0.1:{zmq}\nlog:\n  level: info\n",
-            dir.join("data").display(),
-        );
-        if let Some(up) = upstream {
-            yaml.push_str(&format!("replication:\n  upstream: {up}\n"));
-        }
+        let ports = Ports::free();
+        let yaml = loopback_config(&dir, ports, &[NS], upstream, "");
         let mut n = Node {
             proc: NodeProcess::new(BIN, name, &dir, yaml).dump_log_on_panic(),
             dir,
-            http,
-            grpc,
+            ports,
         };
         n.proc.start().expect("spawn unisondb");
         n
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        self.ports.url(path)
     }
 
     fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        self.ports.grpc_url()
     }
 
     async fn wait_ready(&self, c: &reqwest::Client) {

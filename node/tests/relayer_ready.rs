@@ -15,48 +15,33 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use unisondb_testkit::{free_port, NodeProcess, Wait};
+use unisondb_testkit::{loopback_config, NodeProcess, Ports, Wait};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const LAG_HEADER: &str = "x-unisondb-lag-seconds";
 
 /// One process with its HTTP and gRPC ports (fixed, so a restart listens where it did before).
 struct Node {
-    http: u16,
-    grpc: u16,
+    ports: Ports,
     proc: NodeProcess,
 }
 
 impl Node {
     fn new(root: &Path, name: &str, upstream: Option<&str>, extra_replication: &str) -> Node {
         let dir = root.join(name);
-        let (http, grpc, zmq) = (free_port(), free_port(), free_port());
-        let mode = if upstream.is_some() {
-            "relayer"
-        } else {
-            "replicator"
-        };
-        let mut yaml = format!(
-            "server:\n  mode: {mode}\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
-             grpc:\n  listen: 127.0.0.1:{grpc}\nnotify:\n  bind: tcp://127.0.0.1:{zmq}\n",
-            dir.join("data").display(),
-        );
-        if let Some(up) = upstream {
-            yaml.push_str(&format!(
-                "replication:\n  upstream: {up}\n{extra_replication}"
-            ));
-        }
+        let ports = Ports::free();
+        let yaml = loopback_config(&dir, ports, &["default"], upstream, extra_replication);
         let mut proc = NodeProcess::new(BIN, name, &dir, yaml).dump_log_on_panic();
         proc.start().expect("spawn unisondb");
-        Node { http, grpc, proc }
+        Node { ports, proc }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        self.ports.url(path)
     }
 
     fn grpc_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        self.ports.grpc_url()
     }
 
     async fn wait_ready(&self, c: &reqwest::Client) {

@@ -6,6 +6,7 @@
 
 mod controlplane;
 mod error;
+mod loopback;
 mod node;
 mod paths;
 mod port;
@@ -13,6 +14,7 @@ mod wait;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions, K8S_INSTALLER};
 pub use error::Error;
+pub use loopback::{loopback_config, Ports};
 pub use node::NodeProcess;
 pub use paths::{cache_dir, k8s_bin_dir, repo_root, venv_python};
 pub use port::{free_port, free_port_pair};
