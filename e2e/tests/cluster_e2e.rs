@@ -443,6 +443,48 @@ impl Writer {
     }
 }
 
+/// A background reader: GETs one key through a Service's cluster IP every 50 ms, counting
+/// answers that are not 200 (what a client of the edge replicas would see).
+struct Reader {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<(u64, Vec<String>)>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reader {
+    fn start(url: String) -> Reader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new((0u64, Vec::new())));
+        let (s, t) = (stop.clone(), tally.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let (code, body) = curl(&[&url]);
+                let mut t = t.lock().unwrap();
+                t.0 += 1;
+                if code != 200 {
+                    t.1.push(format!("{code} {}", String::from_utf8_lossy(&body)));
+                }
+                drop(t);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Reader {
+            stop,
+            tally,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the reader; returns (reads, failures).
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("reader thread");
+        }
+        self.tally.lock().unwrap().clone()
+    }
+}
+
 fn assert_has_keys(ip: &str, who: &str, keys: &[String], timeout: Duration) {
     wait_until(
         &format!(
@@ -1008,7 +1050,9 @@ fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
     eprintln!("[cluster] recreated relayer applied {applied} of the hub's {hub_lsn} records (resumed from its volume)");
 }
 
-/// (5b) Delete the hub pod during writes: no acknowledged write lost, relayers reconnect.
+/// (5b) Delete the hub pod during writes while a client reads from the relayers' Service: no
+/// acknowledged write lost, relayers reconnect, and not one read fails (relayers stay Ready while
+/// their upstream is away, so they stay in their Service).
 fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
     let c = &cx.c;
     let (old_hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
@@ -1022,6 +1066,26 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
             Err(format!("{} acked", writer.count()))
         }
     });
+    let edge_ip = c.kubectl(&[
+        "get",
+        "svc",
+        "edge-relayers",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let first = writer.acked.lock().unwrap()[0].clone();
+    let read_url = format!("http://{}:4000/api/v1/{NS}/kv/{first}", edge_ip.trim());
+    wait_until(
+        "the relayers' Service to serve a fresh write",
+        Duration::from_secs(60),
+        || match curl(&[&read_url]) {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!("{code} {}", String::from_utf8_lossy(&body))),
+        },
+    );
+    let reader = Reader::start(read_url);
     let t = Instant::now();
     c.kubectl(&["delete", "pod", "hub-0", "-n", NS, "--wait=false"]);
     let hub_ip = wait_until(
@@ -1052,9 +1116,32 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
         },
     );
     let acked = writer.finish();
+    let (reads, failed) = reader.finish();
+    eprintln!(
+        "[cluster] {reads} reads through svc/edge-relayers while the hub pod was replaced, {} failed",
+        failed.len()
+    );
+    assert!(reads >= 20, "only {reads} reads were made");
+    assert!(
+        failed.is_empty(),
+        "{} of {reads} reads from the relayers failed while the hub was away, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     assert_has_keys(&cx.hub_ip, "recreated hub", &acked, Duration::from_secs(30));
     kwait(c, "unisonrelayer/edge-relayers", "5m");
     kwait(c, &format!("unisonrelayer/{HOP2}"), "5m");
+    // The operator reads each relayer pod's /metrics: once the hub is back, Connected=True.
+    for inst in ["edge-relayers", HOP2] {
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Connected",
+            &format!("unisonrelayer/{inst}"),
+            "-n",
+            NS,
+            "--timeout=3m",
+        ]);
+    }
     for inst in ["edge-relayers", HOP2] {
         for pod in pods_of(c, inst) {
             assert_has_keys(&pod_ip(c, &pod), &pod, &acked, Duration::from_secs(120));

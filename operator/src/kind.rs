@@ -70,6 +70,9 @@ pub trait NodeKind:
     /// The status the object carries now.
     fn node_status(&self) -> Option<&NodeStatus>;
 
+    /// Whether the node follows an upstream (and so gets a `Connected` condition).
+    fn follows(&self) -> bool;
+
     /// Kind-specific spec rules (pure).
     fn check_spec(&self) -> Result<(), Invalid>;
 
@@ -110,6 +113,10 @@ impl NodeKind for UnisonHub {
 
     fn node_status(&self) -> Option<&NodeStatus> {
         self.status.as_ref()
+    }
+
+    fn follows(&self) -> bool {
+        !self.spec.mirrors.is_empty()
     }
 
     fn check_spec(&self) -> Result<(), Invalid> {
@@ -164,6 +171,10 @@ impl NodeKind for UnisonRelayer {
 
     fn node_status(&self) -> Option<&NodeStatus> {
         self.status.as_ref()
+    }
+
+    fn follows(&self) -> bool {
+        true
     }
 
     fn check_spec(&self) -> Result<(), Invalid> {

@@ -7,6 +7,7 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::connectivity::{self, Connectivity};
 use crate::crd::{Condition, NodeStatus};
 use crate::Error;
 
@@ -46,6 +47,8 @@ pub struct Observed<'a> {
     pub problem: Option<Problem>,
     /// Non-blocking notes (e.g. PDB skipped), appended to the Degraded=False message.
     pub notes: Vec<String>,
+    /// How the pods are connected upstream; `None` for nodes that follow nothing (no condition).
+    pub connectivity: Option<Connectivity>,
 }
 
 fn condition(
@@ -57,7 +60,21 @@ fn condition(
     gen: Option<i64>,
     now: &str,
 ) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    tri_condition(prev, type_, status, reason, message, gen, now)
+}
+
+/// A condition whose status may also be `Unknown`.
+fn tri_condition(
+    prev: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    gen: Option<i64>,
+    now: &str,
+) -> Condition {
+    let status = status.to_string();
     // Keep the transition time unless the status flipped.
     let last = prev
         .iter()
@@ -169,7 +186,22 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         replicas,
         ready_replicas: ready,
         selector: o.selector.clone(),
-        conditions: vec![ready_cond, prog_cond, degraded_cond],
+        conditions: {
+            let mut c = vec![ready_cond, prog_cond, degraded_cond];
+            if let Some(report) = &o.connectivity {
+                let v = connectivity::verdict(report);
+                c.push(tri_condition(
+                    prev_conds,
+                    connectivity::CONNECTED,
+                    v.status,
+                    v.reason,
+                    v.message,
+                    o.generation,
+                    now,
+                ));
+            }
+            c
+        },
         grpc_endpoint: o.grpc_endpoint.clone(),
         depth: if o.problem.is_some() {
             prev.and_then(|p| p.depth).or(o.position.depth)

@@ -13,11 +13,15 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use futures::future::BoxFuture;
 use unisondb_operator::apply::PdbSupport;
+use unisondb_operator::connectivity::{Connectivity, Link, PodReport, ReplicationProbe};
 use unisondb_operator::crd::{NodeStatus, UnisonHub, UnisonRelayer};
 use unisondb_operator::kind::NodeKind;
 use unisondb_operator::metrics::{ErrorLabel, Metrics};
-use unisondb_operator::reconcile::{self, Context, RESYNC};
+use unisondb_operator::reconcile::{self, Context, CONNECTIVITY_RESYNC, RESYNC};
 use unisondb_operator::Error;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -150,8 +154,48 @@ fn pdb_v1() -> ApiResource {
     )
 }
 
+/// What the pods of a following node report, scripted (the real probe GETs each pod's /metrics).
+struct Scripted(Connectivity);
+
+impl ReplicationProbe for Scripted {
+    fn observe<'a>(&'a self, _ns: &'a str, _selector: &'a str) -> BoxFuture<'a, Connectivity> {
+        Box::pin(async move { self.0.clone() })
+    }
+}
+
+/// Pods `edge-0..n`, each following `orders` and `users`, `orders` connected or not.
+fn pods_report(n: usize, orders_connected: bool) -> Connectivity {
+    Connectivity::Observed(
+        (0..n)
+            .map(|i| PodReport {
+                pod: format!("edge-{i}"),
+                links: Ok(BTreeMap::from([
+                    (
+                        "orders".to_string(),
+                        Link {
+                            connected: orders_connected,
+                            staleness_seconds: if orders_connected { 0.0 } else { 12.0 },
+                        },
+                    ),
+                    (
+                        "users".to_string(),
+                        Link {
+                            connected: true,
+                            staleness_seconds: 0.0,
+                        },
+                    ),
+                ])),
+            })
+            .collect(),
+    )
+}
+
 /// A context whose client talks to the returned mock API server.
 fn harness(pdb: Option<PdbSupport>) -> (Arc<Context>, ApiServer) {
+    harness_with(pdb, pods_report(3, true))
+}
+
+fn harness_with(pdb: Option<PdbSupport>, pods: Connectivity) -> (Arc<Context>, ApiServer) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, NS);
     let ctx = Context::new(
@@ -159,7 +203,8 @@ fn harness(pdb: Option<PdbSupport>) -> (Arc<Context>, ApiServer) {
         Arc::new(Metrics::new()),
         "cluster.local".into(),
         "test".into(),
-    );
+    )
+    .with_probe(Arc::new(Scripted(pods)));
     let ctx = match pdb {
         Some(p) => ctx.with_pdb(p),
         None => ctx,
@@ -179,7 +224,20 @@ where
     F: FnOnce(ApiServer) -> Fut,
     Fut: Future<Output = ApiServer> + Send + 'static,
 {
-    let (ctx, api) = harness(pdb);
+    scenario_with::<K, F, Fut>(obj, harness(pdb), script).await
+}
+
+/// [`scenario`] with a given context (e.g. other pod reports).
+async fn scenario_with<K, F, Fut>(
+    obj: &Value,
+    (ctx, api): (Arc<Context>, ApiServer),
+    script: F,
+) -> (Result<Action, Error>, Arc<Context>)
+where
+    K: NodeKind,
+    F: FnOnce(ApiServer) -> Fut,
+    Fut: Future<Output = ApiServer> + Send + 'static,
+{
     let obj: K = serde_json::from_value(obj.clone()).expect("fixture parses");
     let server = tokio::spawn(script(api));
     let reconciling = tokio::spawn(reconcile::reconcile(Arc::new(obj), ctx.clone()));
@@ -419,10 +477,62 @@ async fn relayer_discovers_pdb_api_reads_its_hub_and_applies_a_pdb() {
         assert_eq!((status.replicas, status.ready_replicas), (3, 3));
         assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
         assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
+        assert_eq!(cond(&status, "Connected"), ("True", "AllConnected"));
         api
     })
     .await;
-    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+    // A following node is requeued often enough to keep Connected current.
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(CONNECTIVITY_RESYNC)
+    );
+}
+
+/// A relayer whose pods lost their upstream stays Ready (it serves reads) and says so in
+/// Connected=False, naming the pod and namespace.
+#[tokio::test]
+async fn disconnected_relayer_stays_ready_and_reports_connected_false() {
+    let mut rel = relayer_fixture(json!({"address": "http://hub.example:4001"}), 2);
+    rel["spec"]["namespaces"] = json!(["orders", "users"]);
+    let answer = rel.clone();
+    let ctx = harness_with(
+        Some(PdbSupport::known(Some(pdb_v1()))),
+        pods_report(2, false),
+    );
+    let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
+        api.expect(Method::GET, &sts_path("edge")).await.not_found();
+        for path in [
+            "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/services/edge-headless",
+            "/api/v1/namespaces/default/services/edge",
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge",
+        ] {
+            api.expect_apply(path).await;
+        }
+        let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+        let sts = call.body.clone();
+        call.reply(200, &with_sts_status(sts, 2, 2));
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
+        assert_eq!(
+            cond(&status, "Connected"),
+            ("False", "UpstreamDisconnected")
+        );
+        let msg = &status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Connected")
+            .expect("Connected")
+            .message;
+        assert!(
+            msg.contains("edge-0 orders") && msg.contains("edge-1 orders"),
+            "{msg}"
+        );
+        assert!(!msg.contains("users"), "{msg}");
+        api
+    })
+    .await;
+    result.expect("reconcile succeeds");
 }
 
 #[tokio::test]
@@ -449,7 +559,7 @@ async fn invalid_spec_is_degraded_and_applies_nothing() {
     .await;
     assert_eq!(
         result.expect("a refused spec is not a reconcile error"),
-        Action::requeue(RESYNC)
+        Action::requeue(CONNECTIVITY_RESYNC)
     );
 }
 
@@ -483,7 +593,10 @@ async fn missing_upstream_keeps_the_running_statefulset() {
         api
     })
     .await;
-    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(CONNECTIVITY_RESYNC)
+    );
 }
 
 #[tokio::test]

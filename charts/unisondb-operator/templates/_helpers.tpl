@@ -92,6 +92,11 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
+# connectivity.rs: list a following node's pods to read each one's /metrics (pod IP, HTTP port)
+# for the Connected condition.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # reconcile/mod.rs Context::event: kube-runtime's Recorder publishes events.k8s.io/v1 Events
 # (create, then patch to count repeats).
 - apiGroups: ["events.k8s.io"]

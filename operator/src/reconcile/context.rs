@@ -9,7 +9,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 use parking_lot::Mutex;
 
+use std::sync::Arc;
+
 use crate::apply::PdbSupport;
+use crate::connectivity::{PodMetricsProbe, ReplicationProbe};
 use crate::metrics::SharedMetrics;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -22,6 +25,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub cluster_domain: String,
     pub pdb: PdbSupport,
+    /// Reads whether following pods are connected upstream (the `Connected` condition).
+    pub probe: Arc<dyn ReplicationProbe>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -38,6 +43,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
+            probe: Arc::new(PodMetricsProbe::new(client.clone())),
             client,
             metrics,
             cluster_domain,
@@ -49,6 +55,12 @@ impl Context {
     /// Replaces PodDisruptionBudget API discovery (e.g. with [`PdbSupport::known`] in tests).
     pub fn with_pdb(mut self, pdb: PdbSupport) -> Self {
         self.pdb = pdb;
+        self
+    }
+
+    /// Replaces the pod metrics probe (tests script what the pods report).
+    pub fn with_probe(mut self, probe: Arc<dyn ReplicationProbe>) -> Self {
+        self.probe = probe;
         self
     }
 

@@ -32,6 +32,10 @@ use crate::{apply, dereference, validate, Error};
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
 
+/// Requeue period of nodes that follow an upstream: how often the `Connected` condition is
+/// refreshed (no watch event tells the operator that a stream broke).
+pub const CONNECTIVITY_RESYNC: Duration = Duration::from_secs(30);
+
 /// The controller's reconcile function for either kind: times the run, resets the backoff on
 /// success, and reports a failure as a warning event (the retry is [`error_policy`]'s).
 pub async fn reconcile<K: NodeKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -83,9 +87,20 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         }
     };
     observed.statefulset = stateful_set.as_ref();
+    if obj.follows() && stateful_set.is_some() {
+        observed.connectivity = Some(
+            ctx.probe
+                .observe(&target.namespace, &observed.selector)
+                .await,
+        );
+    }
 
     update_status(obj, &target, &observed, ctx).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(if obj.follows() {
+        CONNECTIVITY_RESYNC
+    } else {
+        RESYNC
+    }))
 }
 
 /// Patches the status when it changed; a change while blocked is also reported as an event.

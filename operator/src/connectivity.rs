@@ -1,0 +1,311 @@
+//! Whether a node's pods are connected to their upstream: the `Connected` condition.
+//!
+//! A relayer stays Ready while its upstream is away (it keeps serving reads, with a staleness
+//! header), so readiness cannot tell an operator that replication is broken. This condition does:
+//! the operator reads each running pod's `/metrics` (unauthenticated, served on the HTTP port, the
+//! same endpoint Prometheus scrapes) and reports which namespaces are disconnected and how stale
+//! they are. Parsing and the verdict are pure; [`PodMetricsProbe`] is the I/O edge.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::Client;
+
+use crate::nodeconfig::HTTP_PORT;
+
+/// Condition type set on nodes that follow an upstream (relayers, hubs with mirrors).
+pub const CONNECTED: &str = "Connected";
+
+/// One followed namespace as a pod reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Link {
+    pub connected: bool,
+    /// Seconds the pod's view may be behind its upstream (0 while connected and caught up).
+    pub staleness_seconds: f64,
+}
+
+/// What one pod reported, or why it could not be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodReport {
+    pub pod: String,
+    /// Followed namespace → link; `Err` when the pod's metrics could not be read.
+    pub links: Result<BTreeMap<String, Link>, String>,
+}
+
+/// Everything one probe learned about a node's pods.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Connectivity {
+    /// Nothing to judge by (no running pod yet, or the pods could not be listed).
+    Unknown(String),
+    Observed(Vec<PodReport>),
+}
+
+/// The `Connected` condition's status (`"True"`, `"False"` or `"Unknown"`), reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Reads `unisondb_replication_connected` and `unisondb_replication_staleness_seconds` per
+/// namespace from a Prometheus text exposition; other lines are ignored.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
+    let mut out: BTreeMap<String, Link> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((name, ns, value)) = sample(line) else {
+            continue;
+        };
+        match name {
+            "unisondb_replication_connected" => out.entry(ns).or_default().connected = value >= 1.0,
+            "unisondb_replication_staleness_seconds" => {
+                out.entry(ns).or_default().staleness_seconds = value
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `name{...namespace="ns"...} value` → (name, ns, value); `None` for comments and other shapes.
+fn sample(line: &str) -> Option<(&str, String, f64)> {
+    let line = line.trim();
+    if line.starts_with('#') {
+        return None;
+    }
+    let open = line.find('{')?;
+    let close = line[open..].find('}')? + open;
+    let name = &line[..open];
+    let labels = &line[open + 1..close];
+    let value: f64 = line[close + 1..].split_whitespace().next()?.parse().ok()?;
+    let ns = labels.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k.trim() == "namespace").then(|| v.trim().trim_matches('"').to_string())
+    })?;
+    Some((name, ns, value))
+}
+
+/// The condition for `report`: True when every readable pod is connected on every namespace it
+/// follows; False naming the pods and namespaces that are not; Unknown when nothing was readable.
+pub fn verdict(report: &Connectivity) -> Verdict {
+    let pods = match report {
+        Connectivity::Unknown(why) => {
+            return Verdict {
+                status: "Unknown",
+                reason: "NotObserved",
+                message: why.clone(),
+            }
+        }
+        Connectivity::Observed(pods) => pods,
+    };
+    let mut down = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut links = 0usize;
+    for p in pods {
+        match &p.links {
+            Err(e) => unreadable.push(format!("{}: {e}", p.pod)),
+            Ok(l) => {
+                links += l.len();
+                for (ns, link) in l.iter().filter(|(_, l)| !l.connected) {
+                    down.push(format!(
+                        "{} {ns} (stale {:.0}s)",
+                        p.pod, link.staleness_seconds
+                    ));
+                }
+            }
+        }
+    }
+    if !down.is_empty() {
+        return Verdict {
+            status: "False",
+            reason: "UpstreamDisconnected",
+            message: format!("disconnected: {}", down.join(", ")),
+        };
+    }
+    if links == 0 {
+        let message = if unreadable.is_empty() {
+            "no pod reports a replication stream yet".to_string()
+        } else {
+            format!("metrics unreadable: {}", unreadable.join("; "))
+        };
+        return Verdict {
+            status: "Unknown",
+            reason: "NotObserved",
+            message,
+        };
+    }
+    let readable = pods.len() - unreadable.len();
+    let mut message = format!(
+        "{readable}/{} pods connected on every namespace",
+        pods.len()
+    );
+    if !unreadable.is_empty() {
+        message.push_str(&format!("; unreadable: {}", unreadable.join("; ")));
+    }
+    Verdict {
+        status: "True",
+        reason: "AllConnected",
+        message,
+    }
+}
+
+/// Reads how a node's pods are connected; a trait so reconcile tests can script the answer.
+pub trait ReplicationProbe: Send + Sync {
+    /// Probes the pods matching `selector` in `namespace`.
+    fn observe<'a>(&'a self, namespace: &'a str, selector: &'a str) -> BoxFuture<'a, Connectivity>;
+}
+
+/// The real probe: lists the pods and GETs `http://<pod IP>:<HTTP port>/metrics` from each.
+pub struct PodMetricsProbe {
+    client: Client,
+    http: reqwest::Client,
+}
+
+/// How long one pod may take to answer before it counts as unreadable.
+const POD_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl PodMetricsProbe {
+    pub fn new(client: Client) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(POD_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        PodMetricsProbe { client, http }
+    }
+
+    async fn pod_links(&self, ip: &str) -> Result<BTreeMap<String, Link>, String> {
+        let url = format!("http://{ip}:{HTTP_PORT}/metrics");
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("GET /metrics: {}", resp.status()));
+        }
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(parse_metrics(&body))
+    }
+}
+
+impl ReplicationProbe for PodMetricsProbe {
+    fn observe<'a>(&'a self, namespace: &'a str, selector: &'a str) -> BoxFuture<'a, Connectivity> {
+        Box::pin(async move {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let pods = match api.list(&ListParams::default().labels(selector)).await {
+                Ok(l) => l.items,
+                Err(e) => return Connectivity::Unknown(format!("cannot list pods: {e}")),
+            };
+            let mut reports = Vec::new();
+            for pod in pods {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let status = pod.status.as_ref();
+                let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+                let Some(ip) = status.and_then(|s| s.pod_ip.clone()).filter(|_| running) else {
+                    continue;
+                };
+                let links = self.pod_links(&ip).await;
+                reports.push(PodReport { pod: name, links });
+            }
+            if reports.is_empty() {
+                Connectivity::Unknown("no running pod".to_string())
+            } else {
+                Connectivity::Observed(reports)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = r#"# HELP unisondb_replication_connected 1 while the WAL stream to the upstream is open
+# TYPE unisondb_replication_connected gauge
+unisondb_replication_connected{namespace="default"} 1
+unisondb_replication_connected{namespace="orders"} 0
+unisondb_replication_staleness_seconds{namespace="default"} 0
+unisondb_replication_staleness_seconds{namespace="orders"} 41.5
+unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
+"#;
+
+    fn pod(name: &str, links: Result<BTreeMap<String, Link>, String>) -> PodReport {
+        PodReport {
+            pod: name.into(),
+            links,
+        }
+    }
+
+    #[test]
+    fn parses_both_families_per_namespace() {
+        let l = parse_metrics(METRICS);
+        assert_eq!(l.len(), 2);
+        assert!(l["default"].connected);
+        assert!(!l["orders"].connected);
+        assert_eq!(l["orders"].staleness_seconds, 41.5);
+    }
+
+    #[test]
+    fn garbage_parses_to_nothing() {
+        for text in [
+            "",
+            "x{",
+            "unisondb_replication_connected{namespace=\"a\"} nope",
+            "}{ 1",
+        ] {
+            assert!(parse_metrics(text).is_empty(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn one_disconnected_namespace_makes_it_false_and_names_it() {
+        let v = verdict(&Connectivity::Observed(vec![
+            pod("edge-0", Ok(parse_metrics(METRICS))),
+            pod(
+                "edge-1",
+                Ok(parse_metrics(&METRICS.replace("} 0\n", "} 1\n"))),
+            ),
+        ]));
+        assert_eq!(v.status, "False");
+        assert_eq!(v.reason, "UpstreamDisconnected");
+        assert!(
+            v.message.contains("edge-0 orders (stale 42s)"),
+            "{}",
+            v.message
+        );
+        assert!(!v.message.contains("edge-1"), "{}", v.message);
+    }
+
+    #[test]
+    fn all_connected_is_true_and_unreadable_pods_are_noted() {
+        let up = METRICS
+            .replace("{namespace=\"orders\"} 0", "{namespace=\"orders\"} 1")
+            .replace("41.5", "0");
+        let v = verdict(&Connectivity::Observed(vec![
+            pod("edge-0", Ok(parse_metrics(&up))),
+            pod("edge-1", Err("timed out".into())),
+        ]));
+        assert_eq!((v.status, v.reason), ("True", "AllConnected"));
+        assert!(v.message.starts_with("1/2 pods"), "{}", v.message);
+        assert!(v.message.contains("edge-1: timed out"), "{}", v.message);
+    }
+
+    #[test]
+    fn nothing_readable_is_unknown() {
+        assert_eq!(
+            verdict(&Connectivity::Unknown("no running pod".into())).status,
+            "Unknown"
+        );
+        let v = verdict(&Connectivity::Observed(vec![pod(
+            "a",
+            Err("refused".into()),
+        )]));
+        assert_eq!((v.status, v.reason), ("Unknown", "NotObserved"));
+        let v = verdict(&Connectivity::Observed(vec![pod("a", Ok(BTreeMap::new()))]));
+        assert_eq!(v.status, "Unknown");
+    }
+}
