@@ -25,6 +25,9 @@ pub struct Link {
     pub connected: bool,
     /// Seconds the pod's view may be behind its upstream (0 while connected and caught up).
     pub staleness_seconds: f64,
+    /// History divergences this pod repaired on the namespace since it started (truncate or
+    /// re-bootstrap; the reason is in the pod's `/api/v1/{ns}/stats`).
+    pub divergences: u64,
 }
 
 /// What one pod reported, or why it could not be read.
@@ -64,6 +67,10 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
             "unisondb_replication_staleness_seconds" => {
                 out.entry(ns).or_default().staleness_seconds = value
             }
+            // One series per action (truncate, bootstrap): summed per namespace.
+            "unisondb_replication_divergences_total" => {
+                out.entry(ns).or_default().divergences += value.max(0.0) as u64
+            }
             _ => {}
         }
     }
@@ -86,6 +93,26 @@ fn sample(line: &str) -> Option<(&str, String, f64)> {
         (k.trim() == "namespace").then(|| v.trim().trim_matches('"').to_string())
     })?;
     Some((name, ns, value))
+}
+
+/// Divergences repaired by the readable pods, in total and as `pod namespace (n)` items; `None`
+/// when nothing was readable (keep what the status said before).
+pub fn divergences(report: &Connectivity) -> Option<(u64, Vec<String>)> {
+    let Connectivity::Observed(pods) = report else {
+        return None;
+    };
+    let mut total = 0;
+    let mut where_ = Vec::new();
+    let mut readable = false;
+    for p in pods {
+        let Ok(links) = &p.links else { continue };
+        readable = true;
+        for (ns, l) in links.iter().filter(|(_, l)| l.divergences > 0) {
+            total += l.divergences;
+            where_.push(format!("{} {ns} ({})", p.pod, l.divergences));
+        }
+    }
+    readable.then_some((total, where_))
 }
 
 /// The condition for `report`: True when every readable pod is connected on every namespace it
@@ -230,6 +257,8 @@ unisondb_replication_connected{namespace="default"} 1
 unisondb_replication_connected{namespace="orders"} 0
 unisondb_replication_staleness_seconds{namespace="default"} 0
 unisondb_replication_staleness_seconds{namespace="orders"} 41.5
+unisondb_replication_divergences_total{action="truncate",namespace="orders"} 2
+unisondb_replication_divergences_total{action="bootstrap",namespace="orders"} 1
 unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
 "#;
 
@@ -247,6 +276,22 @@ unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
         assert!(l["default"].connected);
         assert!(!l["orders"].connected);
         assert_eq!(l["orders"].staleness_seconds, 41.5);
+        assert_eq!((l["orders"].divergences, l["default"].divergences), (3, 0));
+    }
+
+    #[test]
+    fn divergences_are_summed_and_named() {
+        let report = Connectivity::Observed(vec![
+            pod("edge-0", Ok(parse_metrics(METRICS))),
+            pod("edge-1", Err("refused".into())),
+        ]);
+        assert_eq!(
+            divergences(&report),
+            Some((3, vec!["edge-0 orders (3)".to_string()]))
+        );
+        let unreadable = Connectivity::Observed(vec![pod("edge-1", Err("refused".into()))]);
+        assert_eq!(divergences(&unreadable), None);
+        assert_eq!(divergences(&Connectivity::Unknown("x".into())), None);
     }
 
     #[test]

@@ -211,6 +211,12 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         upstream: keep(&o.position.upstream, prev.map(|p| &p.upstream)),
         upstream_ref: keep(&o.position.upstream_ref, prev.map(|p| &p.upstream_ref)),
         config_hash: keep(&o.config_hash, prev.map(|p| &p.config_hash)),
+        replication_divergences: o
+            .connectivity
+            .as_ref()
+            .and_then(connectivity::divergences)
+            .map(|(n, _)| n)
+            .or_else(|| prev.and_then(|p| p.replication_divergences)),
     }
 }
 

@@ -175,6 +175,7 @@ fn pods_report(n: usize, orders_connected: bool) -> Connectivity {
                         Link {
                             connected: orders_connected,
                             staleness_seconds: if orders_connected { 0.0 } else { 12.0 },
+                            divergences: 0,
                         },
                     ),
                     (
@@ -182,6 +183,7 @@ fn pods_report(n: usize, orders_connected: bool) -> Connectivity {
                         Link {
                             connected: true,
                             staleness_seconds: 0.0,
+                            divergences: 0,
                         },
                     ),
                 ])),
@@ -529,6 +531,48 @@ async fn disconnected_relayer_stays_ready_and_reports_connected_false() {
             "{msg}"
         );
         assert!(!msg.contains("users"), "{msg}");
+        api
+    })
+    .await;
+    result.expect("reconcile succeeds");
+}
+
+/// A pod that repaired a history divergence: counted in status and announced by a Warning event
+/// (once: the next reconcile sees the same count in the status it wrote).
+#[tokio::test]
+async fn repaired_divergence_is_counted_in_status_and_announced() {
+    let mut rel = relayer_fixture(json!({"address": "http://hub.example:4001"}), 1);
+    rel["spec"]["namespaces"] = json!(["orders", "users"]);
+    let answer = rel.clone();
+    let mut pods = pods_report(1, true);
+    if let Connectivity::Observed(p) = &mut pods {
+        if let Ok(links) = &mut p[0].links {
+            links.get_mut("orders").expect("orders").divergences = 2;
+        }
+    }
+    let ctx = harness_with(Some(PdbSupport::known(Some(pdb_v1()))), pods);
+    let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
+        api.expect(Method::GET, &sts_path("edge")).await.not_found();
+        for path in [
+            "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/services/edge-headless",
+            "/api/v1/namespaces/default/services/edge",
+        ] {
+            api.expect_apply(path).await;
+        }
+        // one replica: no PDB wanted; a stale one would be deleted
+        api.expect(
+            Method::DELETE,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge",
+        )
+        .await
+        .not_found();
+        let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+        let sts = call.body.clone();
+        call.reply(200, &with_sts_status(sts, 1, 1));
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(status.replication_divergences, Some(2));
+        api.expect_warning_event("HistoryDiverged").await;
         api
     })
     .await;

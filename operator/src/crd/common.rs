@@ -298,4 +298,9 @@ pub struct NodeStatus {
     /// Hash of the rendered node config currently applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// History divergences the running pods repaired since they started (WAL truncated or
+    /// re-bootstrapped after their upstream's history changed); reasons are in each pod's
+    /// `/api/v1/{ns}/stats`. Counters restart with the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_divergences: Option<u64>,
 }

@@ -27,7 +27,7 @@ use crate::build::{self, names, selector_string};
 use crate::kind::{NodeKind, Target};
 use crate::metrics::KindLabel;
 use crate::status::{self, Observed};
-use crate::{apply, dereference, validate, Error};
+use crate::{apply, connectivity, dereference, validate, Error};
 
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -122,6 +122,24 @@ async fn update_status<K: NodeKind>(
         if let Some(p) = &observed.problem {
             ctx.event(obj, EventType::Warning, &p.reason, p.message.clone())
                 .await;
+        }
+        let before = obj
+            .node_status()
+            .and_then(|s| s.replication_divergences)
+            .unwrap_or(0);
+        if new.replication_divergences.unwrap_or(0) > before {
+            if let Some((n, pods)) = observed
+                .connectivity
+                .as_ref()
+                .and_then(connectivity::divergences)
+            {
+                let note = format!(
+                    "{n} history divergence(s) repaired since the pods started: {}",
+                    pods.join(", ")
+                );
+                ctx.event(obj, EventType::Warning, "HistoryDiverged", note)
+                    .await;
+            }
         }
     }
     Ok(())
