@@ -744,6 +744,15 @@ fn hub_and_two_hop_relayers_ready(cx: &mut Ctx) {
     );
     let c = &cx.c;
     eprintln!("{}", c.kubectl(&["get", "unisonhubs,unisonrelayers"]));
+    // The example sets no image: the operator's default (the chart's own image) runs the nodes;
+    // the second hop pins one.
+    let hub_pod = c.json(&["get", "pod", "hub-0", "-n", NS]);
+    assert_eq!(hub_pod["spec"]["containers"][0]["image"], LOCAL_IMAGE);
+    let hop2_pod = c.json(&["get", "pod", &format!("{HOP2}-0"), "-n", NS]);
+    assert_eq!(
+        hop2_pod["spec"]["containers"][0]["image"].as_str(),
+        Some(cx.release_image.as_str())
+    );
     let hub_st = status(c, "unisonhub", "hub");
     assert_eq!(hub_st["depth"], 0, "hub status {hub_st}");
     let r1 = status(c, "unisonrelayer", "edge-relayers");

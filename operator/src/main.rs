@@ -64,6 +64,10 @@ struct RunArgs {
     lease_renew_secs: u64,
     #[arg(long, env = "CLUSTER_DOMAIN", default_value = unisondb_operator::build::DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
+    /// Node image for hubs and relayers that do not set `spec.image` (the chart passes the image of
+    /// its own version, so an operator upgrade rolls the nodes it manages).
+    #[arg(long, env = "OPERATOR_NODE_IMAGE", default_value = unisondb_operator::build::DEFAULT_NODE_IMAGE)]
+    node_image: String,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     log_format: String,
@@ -194,15 +198,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = el.acquire() => {},
             _ = stop.cancelled() => { let _ = http.await; return Ok(()); }
         }
-        metrics.is_leader.set(1);
     }
+    // Without election this replica is the only reconciler: it leads (the NoLeader alert reads this).
+    metrics.is_leader.set(1);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        args.cluster_domain.clone(),
-        identity.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            metrics.clone(),
+            args.cluster_domain.clone(),
+            identity.clone(),
+        )
+        .with_node_image(args.node_image.clone()),
+    );
     // Controllers stop on a signal or when leadership is lost.
     let ctrl_stop = stop.child_token();
     let controllers = tokio::spawn(controller::run(

@@ -31,6 +31,10 @@ struct Operator {
 
 impl Operator {
     fn start(cp: &ControlPlane, identity: &str) -> Result<Self> {
+        Self::start_with(cp, identity, &[])
+    }
+
+    fn start_with(cp: &ControlPlane, identity: &str, extra: &[&str]) -> Result<Self> {
         let port = free_port();
         let log_path = cp.run_dir.join(format!("operator-{identity}.log"));
         let log = fs::File::create(&log_path)?;
@@ -50,6 +54,7 @@ impl Operator {
                 "--lease-renew-secs",
                 "1",
             ])
+            .args(extra)
             .env("KUBECONFIG", &cp.kubeconfig)
             .env("RUST_LOG", "info,unisondb_operator=debug")
             .stdout(log.try_clone()?)
@@ -294,6 +299,30 @@ fn operator_against_real_apiserver() -> Result<()> {
     failover_to_the_standby(&mut cx)?;
     multi_hub_mirrors(&cx)?;
     every_example_reconciles(&cx)?;
+    single_operator_without_election_leads(&mut cx)?;
+    Ok(())
+}
+
+/// One replica without a Lease (the chart's default) reconciles and reports itself leader, so the
+/// chart's `NoLeader` alert (`sum(unisondb_operator_leader) < 1`) stays quiet.
+fn single_operator_without_election_leads(cx: &mut Ctx) -> Result<()> {
+    if let Some(b) = cx.op_b.as_mut() {
+        b.terminate();
+    }
+    let op = Operator::start_with(&cx.cp, "solo", &["--no-leader-elect"])?;
+    wait_for(
+        "the solo operator to report leader=1 and reconcile",
+        Duration::from_secs(30),
+        || {
+            let m = op.metrics()?;
+            Ok::<_, anyhow::Error>(
+                (metric_sum(&m, "unisondb_operator_leader") == 1.0
+                    && metric_sum(&m, "unisondb_operator_reconcile_runs_total") > 0.0)
+                    .then_some(()),
+            )
+        },
+    )?;
+    cx.step("no election: the single operator leads (leader gauge 1)");
     Ok(())
 }
 
@@ -837,11 +866,19 @@ fn every_example_reconciles(cx: &Ctx) -> Result<()> {
             "{stem}: no UnisonHub/UnisonRelayer in the example"
         );
         for (kind, name) in &objects {
-            wait_for(
+            let sts = wait_for(
                 &format!("{stem}: statefulset {name}"),
                 Duration::from_secs(60),
                 || cx.get_in(&ns, "statefulset", name),
             )?;
+            if !text.contains("image:") {
+                // a spec without image runs the operator's default node image
+                assert_eq!(
+                    sts["spec"]["template"]["spec"]["containers"][0]["image"],
+                    unisondb_operator::build::DEFAULT_NODE_IMAGE,
+                    "{stem}: {name}"
+                );
+            }
             cx.get_in(&ns, "configmap", &format!("{name}-config"))?
                 .with_context(|| format!("{stem}: configmap {name}-config missing"))?;
             let cr = cx

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ApiResource, GroupVersionKind};
 use serde_yaml_ng::Value;
 use unisondb_operator::build::{
-    self, names, Component, NodeBuild, PdbPlan, CONFIG_HASH_ANNOTATION,
+    self, names, Component, NodeBuild, PdbPlan, CONFIG_HASH_ANNOTATION, DEFAULT_NODE_IMAGE,
 };
 use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
 use unisondb_operator::kind::Target;
@@ -201,7 +201,7 @@ fn config_hash_changes_with_config_and_only_then() {
     assert_eq!(c1, hub_config(&h), "rendering is deterministic");
     // image change: config (and hash) unchanged
     let mut h2 = h.clone();
-    h2.spec.node.image = "unisondb:0.2.0".into();
+    h2.spec.node.image = Some("unisondb:0.2.0".into());
     let c2 = hub_config(&h2);
     assert_eq!(c1.hash, c2.hash);
     // config change: hash changes, and reaches the pod template
@@ -562,6 +562,55 @@ fn validated_relayer(r: &UnisonRelayer) -> Validated<'_> {
     }
 }
 
+/// A minimal spec (no image) runs the operator's default node image; a spec image wins.
+#[test]
+fn image_defaults_to_the_operators_node_image() {
+    let mut r = relayer();
+    r.spec.node.image = None;
+    let image = |res: &build::Resources| {
+        res.stateful_set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .image
+            .clone()
+    };
+    let res = build::build(
+        &validated_relayer(&r),
+        None,
+        "registry.local/unisondb:9.9.9",
+    )
+    .expect("builds");
+    assert_eq!(
+        image(&res).as_deref(),
+        Some("registry.local/unisondb:9.9.9")
+    );
+    assert!(
+        DEFAULT_NODE_IMAGE.ends_with(env!("CARGO_PKG_VERSION")),
+        "{DEFAULT_NODE_IMAGE}"
+    );
+    r.spec.node.image = Some("mine:1".into());
+    let res = build::build(
+        &validated_relayer(&r),
+        None,
+        "registry.local/unisondb:9.9.9",
+    )
+    .expect("builds");
+    assert_eq!(image(&res).as_deref(), Some("mine:1"));
+    // a minimal hub parses and validates without an image
+    let minimal: UnisonHub = serde_yaml_ng::from_str(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {name: h, namespace: ns}\nspec: {namespaces: [default]}",
+    )
+    .expect("minimal hub parses");
+    assert_eq!(minimal.spec.node.image, None);
+    unisondb_operator::validate::hub(&minimal.spec).expect("a minimal hub is valid");
+}
+
 #[test]
 fn build_stage_returns_every_object_and_the_pdb_plan() {
     let mut r = relayer();
@@ -569,7 +618,8 @@ fn build_stage_returns_every_object_and_the_pdb_plan() {
         &GroupVersionKind::gvk("policy", "v1", "PodDisruptionBudget"),
         "poddisruptionbudgets",
     );
-    let res = build::build(&validated_relayer(&r), Some(&policy_v1)).expect("builds");
+    let res =
+        build::build(&validated_relayer(&r), Some(&policy_v1), DEFAULT_NODE_IMAGE).expect("builds");
     // the same objects the individual builders make, from the same rendered config
     let cfg = relayer_config(&r);
     assert_eq!(res.config_hash, cfg.hash);
@@ -586,16 +636,17 @@ fn build_stage_returns_every_object_and_the_pdb_plan() {
         }
         other => panic!("3 replicas apply a PDB, got {other:?}"),
     }
-    let res = build::build(&validated_relayer(&r), None).expect("builds");
+    let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
     assert!(matches!(res.pdb, PdbPlan::Unsupported), "{:?}", res.pdb);
 
     r.spec.replicas = 1;
-    let res = build::build(&validated_relayer(&r), Some(&policy_v1)).expect("builds");
+    let res =
+        build::build(&validated_relayer(&r), Some(&policy_v1), DEFAULT_NODE_IMAGE).expect("builds");
     assert!(
         matches!(&res.pdb, PdbPlan::Delete { name, .. } if name == "edge"),
         "{:?}",
         res.pdb
     );
-    let res = build::build(&validated_relayer(&r), None).expect("builds");
+    let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
     assert!(matches!(res.pdb, PdbPlan::Nothing), "{:?}", res.pdb);
 }

@@ -24,6 +24,10 @@ pub const FIELD_MANAGER: &str = "unisondb-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "unisondb.io/config-hash";
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
+/// Node image of this operator's version, for specs without `image`.
+pub const DEFAULT_NODE_IMAGE: &str =
+    concat!("ghcr.io/unisondb/unisondb:", env!("CARGO_PKG_VERSION"));
+
 /// Which kind of node an object belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
@@ -56,6 +60,8 @@ pub struct NodeBuild<'a> {
     pub owner: OwnerReference,
     pub spec: &'a NodeSpec,
     pub config: &'a RenderedConfig,
+    /// `spec.image`, or the operator's default node image.
+    pub image: String,
 }
 
 impl<'a> NodeBuild<'a> {
@@ -68,6 +74,7 @@ impl<'a> NodeBuild<'a> {
             obj.replicas(),
             obj.node(),
             config,
+            DEFAULT_NODE_IMAGE,
         ))
     }
 
@@ -77,8 +84,13 @@ impl<'a> NodeBuild<'a> {
         replicas: i32,
         spec: &'a NodeSpec,
         config: &'a RenderedConfig,
+        default_image: &str,
     ) -> Self {
         NodeBuild {
+            image: spec
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
             name: target.name,
             namespace: target.namespace,
             component,
@@ -131,8 +143,12 @@ pub struct Resources {
 }
 
 /// Renders the node config and builds every owned object. `pdb_api` is the PDB API the server
-/// serves (read by `dereference`).
-pub fn build(v: &Validated<'_>, pdb_api: Option<&ApiResource>) -> Result<Resources, Error> {
+/// serves (read by `dereference`); `default_image` is used when the spec names no image.
+pub fn build(
+    v: &Validated<'_>,
+    pdb_api: Option<&ApiResource>,
+    default_image: &str,
+) -> Result<Resources, Error> {
     let config = nodeconfig::render(&ConfigInput {
         mode: v.component.mode(),
         namespaces: v.wiring.namespaces.clone(),
@@ -140,7 +156,14 @@ pub fn build(v: &Validated<'_>, pdb_api: Option<&ApiResource>) -> Result<Resourc
         upstream: v.wiring.upstream.clone(),
         mirrors: v.wiring.mirrors.clone(),
     })?;
-    let b = NodeBuild::new(v.target.clone(), v.component, v.replicas, v.spec, &config);
+    let b = NodeBuild::new(
+        v.target.clone(),
+        v.component,
+        v.replicas,
+        v.spec,
+        &config,
+        default_image,
+    );
     let pdb = match pdb_api {
         Some(api) => match pdb::build(&b, &api.api_version) {
             Some(object) => PdbPlan::Apply {

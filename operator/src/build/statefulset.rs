@@ -113,7 +113,7 @@ fn container(b: &NodeBuild<'_>) -> Container {
     }
     Container {
         name: CONTAINER_NAME.into(),
-        image: Some(b.spec.image.to_string()),
+        image: Some(b.image.clone()),
         image_pull_policy: b.spec.image_pull_policy.map(|p| p.as_str().to_string()),
         command: Some(vec!["unisondb".into()]),
         args: Some(vec![

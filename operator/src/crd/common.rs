@@ -226,9 +226,11 @@ pub type ExtraConfig = BTreeMap<String, BTreeMap<String, serde_json::Value>>;
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSpec {
-    /// Node image, e.g. `ghcr.io/unisondb/unisondb:0.1.0`.
+    /// Node image, e.g. `ghcr.io/unisondb/unisondb:0.1.0`. Defaults to the node image of the
+    /// operator's own version (its `--node-image`), so upgrading the operator rolls the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pull_policy_schema")]
     pub image_pull_policy: Option<PullPolicy>,

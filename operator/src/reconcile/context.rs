@@ -25,6 +25,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub cluster_domain: String,
     pub pdb: PdbSupport,
+    /// Image of nodes whose spec sets none.
+    pub node_image: String,
     /// Reads whether following pods are connected upstream (the `Connected` condition).
     pub probe: Arc<dyn ReplicationProbe>,
     failures: Mutex<HashMap<String, u32>>,
@@ -48,6 +50,7 @@ impl Context {
             metrics,
             cluster_domain,
             pdb: PdbSupport::default(),
+            node_image: crate::build::DEFAULT_NODE_IMAGE.to_string(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -55,6 +58,12 @@ impl Context {
     /// Replaces PodDisruptionBudget API discovery (e.g. with [`PdbSupport::known`] in tests).
     pub fn with_pdb(mut self, pdb: PdbSupport) -> Self {
         self.pdb = pdb;
+        self
+    }
+
+    /// Sets the image of nodes whose spec sets none.
+    pub fn with_node_image(mut self, image: String) -> Self {
+        self.node_image = image;
         self
     }
 

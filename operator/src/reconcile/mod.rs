@@ -73,7 +73,7 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     };
     let stateful_set = match &verdict {
         Ok(valid) => {
-            let resources = build::build(valid, deref.pdb_api.as_ref())?;
+            let resources = build::build(valid, deref.pdb_api.as_ref(), &ctx.node_image)?;
             let applied = apply::apply_all(&ctx.client, &target.namespace, &resources).await?;
             observed.position = valid.position.clone();
             observed.config_hash = Some(resources.config_hash);

@@ -122,10 +122,13 @@ pub fn check_storage_unchanged(
     Ok(())
 }
 
-/// Shared rule checked first: an image is set.
+/// Shared rule checked first: an image, when given, is not empty (absent = the operator's default).
 fn check_image(node: &NodeSpec) -> Result<(), Invalid> {
-    if node.image.is_empty() {
-        return Err(invalid("InvalidSpec", "image must be set"));
+    if node.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+        return Err(invalid(
+            "InvalidSpec",
+            "image must not be empty (omit it to use the operator's default node image)",
+        ));
     }
     Ok(())
 }
