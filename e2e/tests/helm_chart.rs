@@ -138,8 +138,14 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
     (
         "policy",
         "poddisruptionbudgets",
-        &["create", "patch", "delete"],
-        "apply_dynamic / delete_dynamic",
+        &["get", "create", "patch", "delete"],
+        "apply_dynamic / delete_owned_dynamic (GET: only an owned PDB is deleted)",
+    ),
+    (
+        "",
+        "persistentvolumeclaims",
+        &["list", "patch"],
+        "volumes.rs grows a node's PVCs in place",
     ),
     (
         "",
@@ -749,6 +755,7 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         ("Lease", "leases"),
         ("DynamicObject", "poddisruptionbudgets"),
         ("Pod", "pods"),
+        ("PersistentVolumeClaim", "persistentvolumeclaims"),
         ("K", "(generic helper: the concrete types are listed here)"),
     ]
     .into_iter()

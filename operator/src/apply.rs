@@ -4,13 +4,17 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+    Preconditions,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
 use crate::build::{PdbPlan, Resources, FIELD_MANAGER};
+use crate::volumes::{self, VolumeReport};
 use crate::Error;
 
 /// What applying produced.
@@ -20,6 +24,8 @@ pub struct Applied {
     pub stateful_set: StatefulSet,
     /// Non-fatal notes (PDB skipped or failed), reported in the `Degraded=False` message.
     pub notes: Vec<String>,
+    /// Where the volumes stand when they were asked to grow.
+    pub volumes: Option<VolumeReport>,
 }
 
 /// Applies the ConfigMap, the Services, the PDB, then the StatefulSet (last, so pods start with
@@ -42,8 +48,12 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
                 notes.push(format!("PodDisruptionBudget not applied: {e}"));
             }
         }
-        PdbPlan::Delete { api, name } => {
-            if let Err(e) = delete_dynamic(client, api, ns, name).await {
+        PdbPlan::Delete {
+            api,
+            name,
+            owner_uid,
+        } => {
+            if let Err(e) = delete_owned_dynamic(client, api, ns, name, owner_uid).await {
                 tracing::warn!(error = %e, "PodDisruptionBudget delete failed");
             }
         }
@@ -58,9 +68,18 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
         &r.stateful_set,
     )
     .await?;
+    let volumes = match &r.grow_volumes {
+        Some(g) => Some(
+            volumes::grow(client, ns, &g.selector, &g.size)
+                .await
+                .map_err(Error::Kube)?,
+        ),
+        None => None,
+    };
     Ok(Applied {
         stateful_set,
         notes,
+        volumes,
     })
 }
 
@@ -104,17 +123,40 @@ pub async fn apply_dynamic(
     Ok(())
 }
 
-/// Deletes an untyped object, treating "not found" as done.
-pub async fn delete_dynamic(
+/// Deletes an untyped object if `owner_uid` owns it (a same-named object someone else made is
+/// left alone), treating "not found" as done. The delete is conditional on the object's uid, so
+/// one replaced in between is not deleted either.
+pub async fn delete_owned_dynamic(
     client: &Client,
     ar: &ApiResource,
     ns: &str,
     name: &str,
+    owner_uid: &str,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
-    match api.delete(name, &Default::default()).await {
+    let Some(obj) = api.get_opt(name).await.map_err(Error::Kube)? else {
+        return Ok(());
+    };
+    let owned = obj
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == owner_uid);
+    if !owned {
+        tracing::info!(%name, "PodDisruptionBudget not owned by this node: left alone");
+        return Ok(());
+    }
+    let dp = DeleteParams {
+        preconditions: obj.metadata.uid.clone().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(Error::Kube(e)),
     }
 }

@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod status;
 pub mod topology;
 pub mod validate;
+pub mod volumes;
 
 /// Errors of one reconcile; each maps to a metrics/event reason.
 #[derive(Debug, thiserror::Error)]

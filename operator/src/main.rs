@@ -36,7 +36,7 @@ enum Cmd {
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -260,6 +260,6 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crd::crds_yaml()?);
             Ok(())
         }
-        Cmd::Run(args) => run(args).await,
+        Cmd::Run(args) => run(*args).await,
     }
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::connectivity::{self, Connectivity};
 use crate::crd::{Condition, NodeStatus};
+use crate::volumes::{self, VolumeReport};
 use crate::Error;
 
 pub const READY: &str = "Ready";
@@ -49,6 +50,8 @@ pub struct Observed<'a> {
     pub notes: Vec<String>,
     /// How the pods are connected upstream; `None` for nodes that follow nothing (no condition).
     pub connectivity: Option<Connectivity>,
+    /// Where the volumes stand while `storage.size` is above the template's (`VolumesResized`).
+    pub volumes: Option<VolumeReport>,
 }
 
 fn condition(
@@ -196,6 +199,18 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
                     v.status,
                     v.reason,
                     v.message,
+                    o.generation,
+                    now,
+                ));
+            }
+            if let Some(report) = &o.volumes {
+                let (status, reason, message) = volumes::verdict(report);
+                c.push(tri_condition(
+                    prev_conds,
+                    volumes::VOLUMES_RESIZED,
+                    status,
+                    reason,
+                    message,
                     o.generation,
                     now,
                 ));

@@ -12,7 +12,7 @@ use unisondb_operator::build::{
 use unisondb_operator::crd::{UnisonHub, UnisonRelayer};
 use unisondb_operator::kind::Target;
 use unisondb_operator::nodeconfig::{self, ConfigInput, Mode, RenderedConfig};
-use unisondb_operator::validate::{Validated, Wiring};
+use unisondb_operator::validate::{self, Validated, Wiring};
 
 fn hub() -> UnisonHub {
     serde_yaml_ng::from_str(include_str!("fixtures/hub.yaml")).expect("hub fixture parses")
@@ -559,6 +559,7 @@ fn validated_relayer(r: &UnisonRelayer) -> Validated<'_> {
             mirrors: BTreeMap::new(),
         },
         position: Default::default(),
+        storage: validate::storage_plan(&r.spec.node.storage, None).expect("fixture size"),
     }
 }
 
@@ -649,4 +650,43 @@ fn build_stage_returns_every_object_and_the_pdb_plan() {
     );
     let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
     assert!(matches!(res.pdb, PdbPlan::Nothing), "{:?}", res.pdb);
+    assert_eq!(res.grow_volumes, None);
+}
+
+/// A larger size on an existing StatefulSet: the template keeps its size (immutable), the PVCs
+/// of the node's pods are to grow.
+#[test]
+fn larger_storage_keeps_the_template_and_grows_the_volumes() {
+    let r = relayer();
+    let mut v = validated_relayer(&r);
+    v.storage = validate::StoragePlan {
+        template_size: "1Gi".into(),
+        grow_to: Some("2Gi".into()),
+    };
+    let res = build::build(&v, None, DEFAULT_NODE_IMAGE).expect("builds");
+    let tpl = &res
+        .stateful_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .volume_claim_templates
+        .as_ref()
+        .unwrap()[0];
+    let req = &tpl
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(req.0, "1Gi");
+    let g = res.grow_volumes.expect("growth planned");
+    assert_eq!(g.size, "2Gi");
+    assert_eq!(
+        g.selector,
+        build::selector_string("edge", Component::Relayer)
+    );
 }

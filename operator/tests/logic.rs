@@ -164,7 +164,7 @@ fn validation_rules() {
 }
 
 #[test]
-fn storage_is_immutable_once_created() {
+fn storage_class_is_immutable_and_volumes_only_grow() {
     let h = hub("h", "[a]");
     let sts: StatefulSet = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "h"},
@@ -173,19 +173,32 @@ fn storage_is_immutable_once_created() {
                     "spec": {"storageClassName": "slow", "resources": {"requests": {"storage": "10Gi"}}}}]}
     }))
     .unwrap();
-    let e = validate::check_storage_unchanged(&h.spec.node.storage, Some(&sts)).unwrap_err();
+    let e = validate::storage_plan(&h.spec.node.storage, Some(&sts)).unwrap_err();
     assert_eq!(e.reason, "StorageClassImmutable");
     let mut s = h.spec.node.storage.clone();
     s.storage_class_name = Some("slow".into());
-    assert!(validate::check_storage_unchanged(&s, Some(&sts)).is_ok());
-    s.size = "20Gi".into();
+    s.size = "10Gi".into();
+    let same = validate::storage_plan(&s, Some(&sts)).expect("unchanged");
+    assert_eq!((same.template_size.as_str(), same.grow_to), ("10Gi", None));
+    // the server's canonical form of the same quantity is no change
+    s.size = "10240Mi".into();
     assert_eq!(
-        validate::check_storage_unchanged(&s, Some(&sts))
-            .unwrap_err()
-            .reason,
-        "StorageImmutable"
+        validate::storage_plan(&s, Some(&sts)).unwrap().grow_to,
+        None
     );
-    assert!(validate::check_storage_unchanged(&h.spec.node.storage, None).is_ok());
+    // larger: the template keeps its size, the volumes grow
+    s.size = "20Gi".into();
+    let grow = validate::storage_plan(&s, Some(&sts)).expect("growth is allowed");
+    assert_eq!(grow.template_size, "10Gi");
+    assert_eq!(grow.grow_to.as_deref(), Some("20Gi"));
+    // smaller: refused
+    s.size = "9.5Gi".into();
+    assert_eq!(
+        validate::storage_plan(&s, Some(&sts)).unwrap_err().reason,
+        "StorageShrinkRefused"
+    );
+    let fresh = validate::storage_plan(&h.spec.node.storage, None).unwrap();
+    assert_eq!(fresh.template_size, h.spec.node.storage.size);
 }
 
 fn sts(replicas: i32, ready: i32) -> StatefulSet {

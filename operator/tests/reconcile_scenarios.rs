@@ -329,9 +329,9 @@ async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> (NodeStatu
         .expect_apply("/api/v1/namespaces/default/services/hub")
         .await;
     assert_eq!(client["spec"]["type"], "ClusterIP");
-    // one replica: a PDB left from earlier is removed (absent is fine)
+    // one replica: a PDB of ours left from earlier would be removed (read first; absent is fine)
     api.expect(
-        Method::DELETE,
+        Method::GET,
         "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub",
     )
     .await
@@ -407,7 +407,7 @@ async fn steady_state_hub_writes_no_status() {
                 api.expect_apply(path).await;
             }
             api.expect(
-                Method::DELETE,
+                Method::GET,
                 "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub",
             )
             .await
@@ -560,9 +560,9 @@ async fn repaired_divergence_is_counted_in_status_and_announced() {
         ] {
             api.expect_apply(path).await;
         }
-        // one replica: no PDB wanted; a stale one would be deleted
+        // one replica: no PDB wanted; a stale one of ours would be deleted
         api.expect(
-            Method::DELETE,
+            Method::GET,
             "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge",
         )
         .await
@@ -573,6 +573,136 @@ async fn repaired_divergence_is_counted_in_status_and_announced() {
         let status = api.expect_status_patch(EDGE, &answer).await;
         assert_eq!(status.replication_divergences, Some(2));
         api.expect_warning_event("HistoryDiverged").await;
+        api
+    })
+    .await;
+    result.expect("reconcile succeeds");
+}
+
+const PDB_PATH: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge";
+
+fn pdb_owned_by(uid: &str) -> Value {
+    json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+           "metadata": {"name": "edge", "namespace": NS, "uid": "uid-pdb",
+                        "ownerReferences": [{"apiVersion": "x/v1", "kind": "X", "name": "x", "uid": uid}]},
+           "spec": {"maxUnavailable": 1}})
+}
+
+/// Scaled to one replica: the PDB is removed only if this node owns it; a user's PDB of the same
+/// name is left alone (the delete is also conditional on the PDB's uid).
+#[tokio::test]
+async fn scale_down_deletes_only_an_owned_pdb() {
+    for (owner, deleted) in [("uid-edge", true), ("uid-of-someone-else", false)] {
+        let mut rel = relayer_fixture(json!({"address": "http://hub.example:4001"}), 1);
+        rel["spec"]["namespaces"] = json!(["orders"]);
+        let answer = rel.clone();
+        let ctx = harness_with(
+            Some(PdbSupport::known(Some(pdb_v1()))),
+            pods_report(1, true),
+        );
+        let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
+            api.expect(Method::GET, &sts_path("edge")).await.not_found();
+            for path in [
+                "/api/v1/namespaces/default/configmaps/edge-config",
+                "/api/v1/namespaces/default/services/edge-headless",
+                "/api/v1/namespaces/default/services/edge",
+            ] {
+                api.expect_apply(path).await;
+            }
+            api.expect(Method::GET, PDB_PATH)
+                .await
+                .reply(200, &pdb_owned_by(owner));
+            if deleted {
+                let call = api.expect(Method::DELETE, PDB_PATH).await;
+                assert_eq!(
+                    call.body["preconditions"]["uid"], "uid-pdb",
+                    "the delete is conditional on the PDB's uid"
+                );
+                call.reply(
+                    200,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            }
+            let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+            let sts = call.body.clone();
+            call.reply(200, &with_sts_status(sts, 1, 1));
+            api.expect_status_patch(EDGE, &answer).await;
+            api
+        })
+        .await;
+        result.expect("reconcile succeeds");
+    }
+}
+
+/// `storage.size` above the existing template's: the StatefulSet keeps its template (immutable),
+/// each smaller PVC is patched to the new size, and `VolumesResized` reports progress.
+#[tokio::test]
+async fn larger_storage_grows_each_pvc_and_reports_progress() {
+    let mut rel = relayer_fixture(json!({"address": "http://hub.example:4001"}), 2);
+    rel["spec"]["namespaces"] = json!(["orders"]);
+    rel["spec"]["storage"] = json!({"size": "2Gi"});
+    let answer = rel.clone();
+    let ctx = harness_with(
+        Some(PdbSupport::known(Some(pdb_v1()))),
+        pods_report(2, true),
+    );
+    let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
+        let existing = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "edge", "namespace": NS, "generation": 1},
+            "spec": {"replicas": 2, "selector": {}, "serviceName": "edge-headless", "template": {},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"resources": {"requests": {"storage": "1Gi"}}}}]}
+        });
+        api.expect(Method::GET, &sts_path("edge"))
+            .await
+            .reply(200, &existing);
+        for path in [
+            "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/services/edge-headless",
+            "/api/v1/namespaces/default/services/edge",
+            PDB_PATH,
+        ] {
+            api.expect_apply(path).await;
+        }
+        let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+        let sts = call.body.clone();
+        let tpl = &sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"];
+        assert_eq!(tpl["storage"], "1Gi", "the template keeps its size");
+        call.reply(200, &with_sts_status(sts, 2, 2));
+        let list = api
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/default/persistentvolumeclaims",
+            )
+            .await;
+        assert!(list.query.contains("labelSelector="), "{}", list.query);
+        let pvc = |name: &str, size: &str| {
+            json!({"metadata": {"name": name, "namespace": NS},
+                   "spec": {"resources": {"requests": {"storage": size}}},
+                   "status": {"phase": "Bound", "capacity": {"storage": size}}})
+        };
+        list.reply(
+            200,
+            &json!({"kind": "PersistentVolumeClaimList", "apiVersion": "v1", "metadata": {},
+                    "items": [pvc("data-edge-0", "1Gi"), pvc("data-edge-1", "2048Mi")]}),
+        );
+        // only the smaller one is patched (2048Mi is 2Gi)
+        let patch = api
+            .expect(
+                Method::PATCH,
+                "/api/v1/namespaces/default/persistentvolumeclaims/data-edge-0",
+            )
+            .await;
+        assert_eq!(
+            patch.body["spec"]["resources"]["requests"]["storage"],
+            "2Gi"
+        );
+        let body = pvc("data-edge-0", "2Gi");
+        patch.reply(200, &body);
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(cond(&status, "VolumesResized"), ("False", "Resizing"));
+        assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
         api
     })
     .await;

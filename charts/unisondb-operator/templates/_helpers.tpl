@@ -88,10 +88,16 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # apply.rs: PodDisruptionBudget for relayers with replicas > 1, policy/v1 or (Kubernetes < 1.21)
-# policy/v1beta1, whichever the server serves; deleted again when scaled down to 1.
+# policy/v1beta1, whichever the server serves; deleted again when scaled down to 1 (GET first: only
+# a PDB the node owns is deleted).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "create", "patch", "delete"]
+# volumes.rs: a larger storage.size grows the node's PVCs in place (the StatefulSet's claim template
+# is immutable): list them by label, merge-patch spec.resources.requests.storage.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "patch"]
 # connectivity.rs: list a following node's pods to read each one's /metrics (pod IP, HTTP port)
 # for the Connected condition.
 - apiGroups: [""]

@@ -62,6 +62,8 @@ pub struct NodeBuild<'a> {
     pub config: &'a RenderedConfig,
     /// `spec.image`, or the operator's default node image.
     pub image: String,
+    /// Size in the volume claim template (an existing StatefulSet's cannot change).
+    pub storage_size: String,
 }
 
 impl<'a> NodeBuild<'a> {
@@ -75,6 +77,7 @@ impl<'a> NodeBuild<'a> {
             obj.node(),
             config,
             DEFAULT_NODE_IMAGE,
+            obj.node().storage.size.clone(),
         ))
     }
 
@@ -85,8 +88,10 @@ impl<'a> NodeBuild<'a> {
         spec: &'a NodeSpec,
         config: &'a RenderedConfig,
         default_image: &str,
+        storage_size: String,
     ) -> Self {
         NodeBuild {
+            storage_size,
             image: spec
                 .image
                 .clone()
@@ -122,8 +127,13 @@ pub enum PdbPlan {
         name: String,
         object: serde_json::Value,
     },
-    /// Remove a PDB left from when the node had more replicas (absent is fine).
-    Delete { api: ApiResource, name: String },
+    /// Remove a PDB left from when the node had more replicas (absent is fine); only one this
+    /// node owns (`owner_uid` in its owner references): a user's PDB of the same name stays.
+    Delete {
+        api: ApiResource,
+        name: String,
+        owner_uid: String,
+    },
     /// Wanted, but the server serves no PDB API: reported, not fatal.
     Unsupported,
     /// Not wanted, and no PDB API to clean up through.
@@ -140,6 +150,16 @@ pub struct Resources {
     pub stateful_set: StatefulSet,
     /// Hash of the rendered node config (also stamped on the pod template).
     pub config_hash: String,
+    /// Grow the node's volumes (PVCs) to a size (`storage.size` above the template's).
+    pub grow_volumes: Option<VolumeGrowth>,
+}
+
+/// Which PVCs to grow, and to what size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeGrowth {
+    /// Label selector of the node's PVCs (the claim template carries the pod selector labels).
+    pub selector: String,
+    pub size: String,
 }
 
 /// Renders the node config and builds every owned object. `pdb_api` is the PDB API the server
@@ -163,6 +183,7 @@ pub fn build(
         v.spec,
         &config,
         default_image,
+        v.storage.template_size.clone(),
     );
     let pdb = match pdb_api {
         Some(api) => match pdb::build(&b, &api.api_version) {
@@ -174,6 +195,7 @@ pub fn build(
             None => PdbPlan::Delete {
                 api: api.clone(),
                 name: names::pdb(&b.name),
+                owner_uid: b.owner.uid.clone(),
             },
         },
         None if pdb::wanted(&b) => PdbPlan::Unsupported,
@@ -186,6 +208,10 @@ pub fn build(
         pdb,
         stateful_set: statefulset::build(&b),
         config_hash: config.hash.clone(),
+        grow_volumes: v.storage.grow_to.clone().map(|size| VolumeGrowth {
+            selector: selector_string(&b.name, b.component),
+            size,
+        }),
     })
 }
 

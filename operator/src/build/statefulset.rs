@@ -188,7 +188,7 @@ pub fn volume_claim_template(b: &NodeBuild<'_>) -> PersistentVolumeClaim {
             resources: Some(VolumeResourceRequirements {
                 requests: Some(BTreeMap::from([(
                     "storage".to_string(),
-                    Quantity(b.spec.storage.size.clone()),
+                    Quantity(b.storage_size.clone()),
                 )])),
                 ..Default::default()
             }),

@@ -54,7 +54,8 @@ impl PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Requested size of each pod's data volume, e.g. `10Gi`.
+    /// Requested size of each pod's data volume, e.g. `10Gi`. May grow after creation (the PVCs are
+    /// expanded in place when the StorageClass allows it), never shrink.
     #[serde(default = "default_storage_size")]
     #[schemars(length(min = 1))]
     pub size: String,

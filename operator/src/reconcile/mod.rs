@@ -78,6 +78,7 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
             observed.position = valid.position.clone();
             observed.config_hash = Some(resources.config_hash);
             observed.notes = applied.notes;
+            observed.volumes = applied.volumes;
             Some(applied.stateful_set)
         }
         Err(rejected) => {

@@ -1,12 +1,13 @@
 //! Stage 2 of a reconcile, pure: turns the object and what `dereference` read into a spec the
 //! operator can act on ([`Validated`]) or the reason it will not ([`Rejected`]).
 
+pub mod quantity;
 mod rules;
 mod wiring;
 
 use std::collections::BTreeMap;
 
-pub use rules::{check_storage_unchanged, effective_namespaces, hub, relayer, Invalid};
+pub use rules::{effective_namespaces, hub, relayer, storage_plan, Invalid, StoragePlan};
 pub use wiring::{mirrors, upstream};
 
 use crate::build::Component;
@@ -34,6 +35,7 @@ pub struct Validated<'a> {
     pub spec: &'a NodeSpec,
     pub wiring: Wiring,
     pub position: Position,
+    pub storage: StoragePlan,
 }
 
 /// A spec the operator will not act on, and the topology facts known anyway.
@@ -59,8 +61,9 @@ pub fn validate<'a, K: NodeKind>(
     deref: &Dereferenced<K::Refs>,
     cluster_domain: &str,
 ) -> Result<Validated<'a>, Rejected> {
-    obj.check_spec()
-        .and_then(|_| check_storage_unchanged(&obj.node().storage, deref.existing.as_ref()))
+    let storage = obj
+        .check_spec()
+        .and_then(|_| storage_plan(&obj.node().storage, deref.existing.as_ref()))
         .map_err(|i| Rejected {
             problem: i.into(),
             position: obj.base_position(),
@@ -74,6 +77,7 @@ pub fn validate<'a, K: NodeKind>(
             spec: obj.node(),
             wiring,
             position,
+            storage,
         }),
         Err(problem) => Err(Rejected { problem, position }),
     }

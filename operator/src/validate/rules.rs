@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
+use super::quantity;
 use crate::crd::{ExtraConfig, NodeSpec, StorageSpec, UnisonHubSpec, UnisonRelayerSpec};
 use crate::nodeconfig;
 
@@ -62,37 +63,37 @@ fn check_address(field: &str, a: &str) -> Result<(), Invalid> {
 
 /// Accepts Kubernetes quantities such as `10Gi`, `500M`, `1e9`.
 fn check_size(s: &StorageSpec) -> Result<(), Invalid> {
-    let digits = s.size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let suffix = &s.size[digits.len()..];
-    let ok_suffix = [
-        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
-    ]
-    .contains(&suffix);
-    if digits.is_empty() || digits.parse::<f64>().is_err() || !ok_suffix {
-        return Err(invalid(
+    match quantity::parse(&s.size) {
+        Some(n) if n > 0 => Ok(()),
+        _ => Err(invalid(
             "InvalidSpec",
-            format!("storage.size: {:?} is not a quantity", s.size),
-        ));
+            format!("storage.size: {:?} is not a positive quantity", s.size),
+        )),
     }
-    Ok(())
 }
 
 fn check_extra(extra: &ExtraConfig) -> Result<(), Invalid> {
     nodeconfig::check_extra(extra).map_err(|e| invalid("InvalidConfig", e.to_string()))
 }
 
-/// Volume claim templates cannot change once the StatefulSet exists.
-pub fn check_storage_unchanged(
+/// What to do about storage: a StatefulSet's volume claim templates are immutable, so an existing
+/// template keeps its size and a larger `storage.size` grows the volumes themselves (their PVCs);
+/// the storage class cannot change and volumes never shrink. Sizes compare as quantities.
+pub fn storage_plan(
     desired: &StorageSpec,
     existing: Option<&StatefulSet>,
-) -> Result<(), Invalid> {
+) -> Result<StoragePlan, Invalid> {
+    let fresh = StoragePlan {
+        template_size: desired.size.clone(),
+        grow_to: None,
+    };
     let Some(tpl) = existing
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.volume_claim_templates.as_ref())
         .and_then(|v| v.first())
         .and_then(|p| p.spec.as_ref())
     else {
-        return Ok(());
+        return Ok(fresh);
     };
     if tpl.storage_class_name != desired.storage_class_name {
         return Err(invalid(
@@ -108,18 +109,38 @@ pub fn check_storage_unchanged(
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"));
-    if let Some(q) = current {
-        if q.0 != desired.size {
-            return Err(invalid(
-                "StorageImmutable",
-                format!(
-                    "storage.size is immutable on a StatefulSet (was {}, now {})",
-                    q.0, desired.size
-                ),
-            ));
-        }
+    let Some(q) = current else {
+        return Ok(fresh);
+    };
+    match (quantity::parse(&q.0), quantity::parse(&desired.size)) {
+        (Some(was), Some(now)) if now < was => Err(invalid(
+            "StorageShrinkRefused",
+            format!(
+                "storage.size cannot shrink (volumes are {}, spec asks {}): volumes only grow",
+                q.0, desired.size
+            ),
+        )),
+        (Some(was), Some(now)) => Ok(StoragePlan {
+            template_size: q.0.clone(),
+            grow_to: (now > was).then(|| desired.size.clone()),
+        }),
+        _ => Err(invalid(
+            "InvalidSpec",
+            format!(
+                "storage.size: cannot compare {:?} with {:?}",
+                desired.size, q.0
+            ),
+        )),
     }
-    Ok(())
+}
+
+/// Storage decisions for the build and apply stages (see [`storage_plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoragePlan {
+    /// Size in the StatefulSet's volume claim template (the existing one's, once created).
+    pub template_size: String,
+    /// Grow every volume (PVC) to this size: the spec asks for more than the template has.
+    pub grow_to: Option<String>,
 }
 
 /// Shared rule checked first: an image, when given, is not empty (absent = the operator's default).
