@@ -138,8 +138,14 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
     (
         "policy",
         "poddisruptionbudgets",
-        &["get", "create", "patch", "delete"],
-        "apply_dynamic / delete_owned_dynamic (GET: only an owned PDB is deleted)",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "apply_dynamic / delete_owned_dynamic (GET: only an owned PDB is deleted); owned watch",
+    ),
+    (
+        "",
+        "serviceaccounts",
+        &["list", "watch", "create", "patch"],
+        "server-side apply of each node's ServiceAccount + owns()",
     ),
     (
         "",
@@ -755,6 +761,7 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         ("Lease", "leases"),
         ("DynamicObject", "poddisruptionbudgets"),
         ("Pod", "pods"),
+        ("ServiceAccount", "serviceaccounts"),
         ("PersistentVolumeClaim", "persistentvolumeclaims"),
         ("K", "(generic helper: the concrete types are listed here)"),
     ]

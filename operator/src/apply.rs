@@ -3,7 +3,7 @@
 //! state causes no writes.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     Preconditions,
@@ -35,6 +35,11 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
     apply_named(
         &Api::<ConfigMap>::namespaced(client.clone(), ns),
         &r.config_map,
+    )
+    .await?;
+    apply_named(
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        &r.service_account,
     )
     .await?;
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);

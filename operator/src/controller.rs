@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
@@ -25,6 +25,13 @@ where
     match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+fn pdb_api(client: &Client, ns: Option<&str>, ar: &ApiResource) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
     }
 }
 
@@ -79,6 +86,7 @@ pub async fn run(
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
         .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<ServiceAccount>(&client, ns), owned.clone())
         .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
             mirroring(&hs, &key_of(&h))
         })
@@ -100,13 +108,19 @@ pub async fn run(
             }
         });
 
-    let rel_ctrl = Controller::new(api::<UnisonRelayer>(&client, ns), all.clone());
+    let mut rel_ctrl = Controller::new(api::<UnisonRelayer>(&client, ns), all.clone());
+    // Relayers own a PDB (more than one replica) in whichever policy API the server serves: a
+    // PDB deleted or edited by hand is put back.
+    if let Some(ar) = ctx.pdb.resource(&client).await {
+        rel_ctrl = rel_ctrl.owns_with(pdb_api(&client, ns, &ar), ar, owned.clone());
+    }
     let rel_store = rel_ctrl.store();
     let (s1, s2) = (rel_store.clone(), rel_store.clone());
     let relayers = rel_ctrl
         .owns(api::<StatefulSet>(&client, ns), owned.clone())
         .owns(api::<Service>(&client, ns), owned.clone())
-        .owns(api::<ConfigMap>(&client, ns), owned)
+        .owns(api::<ConfigMap>(&client, ns), owned.clone())
+        .owns(api::<ServiceAccount>(&client, ns), owned)
         .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
             downstream(&s1, Upstream::Hub(key_of(&h)))
         })

@@ -362,6 +362,96 @@ fn hub_statefulset() {
     }
 }
 
+/// Pod settings: the hub fixture's defaults (startup probe from the default timeout, grace 30 s,
+/// zone spread, own ServiceAccount without token, no service links), then every override.
+#[test]
+fn pod_settings_defaults_and_overrides() {
+    let h = hub();
+    let cfg = hub_config(&h);
+    let sts = build::statefulset::build(&NodeBuild::of(&h, &cfg).unwrap());
+    let pod = sts.spec.as_ref().unwrap().template.spec.clone().unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    assert_eq!(pod.enable_service_links, Some(false));
+    assert_eq!(pod.service_account_name.as_deref(), Some("hub-a"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.priority_class_name, None);
+    let spread = pod
+        .topology_spread_constraints
+        .as_ref()
+        .expect("default spread");
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+    let c = &pod.containers[0];
+    let startup = c.startup_probe.as_ref().expect("startup probe");
+    assert_eq!(
+        startup.http_get.as_ref().unwrap().path.as_deref(),
+        Some("/healthz")
+    );
+    // 30 minutes of recovery before liveness may kill the pod
+    assert_eq!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+        1800
+    );
+    let sa = build::serviceaccount::build(&NodeBuild::of(&h, &cfg).unwrap());
+    assert_eq!(sa.metadata.name.as_deref(), Some("hub-a"));
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert_eq!(
+        sa.metadata.owner_references.as_ref().unwrap()[0].name,
+        "hub-a"
+    );
+
+    let mut h2 = h.clone();
+    let over: serde_json::Value = serde_json::json!({
+        "labels": {"team": "edge", "app.kubernetes.io/name": "mine"},
+        "annotations": {"example.com/a": "1", "prometheus.io/port": "1"},
+        "terminationGracePeriodSeconds": 90,
+        "startupTimeoutSeconds": 60
+    });
+    h2.spec.node.pod = serde_json::from_value(over).expect("pod settings parse");
+    h2.spec.node.scheduling.priority_class_name = Some("critical".into());
+    h2.spec.node.scheduling.topology_spread_constraints = Some(Vec::new());
+    let cfg2 = hub_config(&h2);
+    let sts = build::statefulset::build(&NodeBuild::of(&h2, &cfg2).unwrap());
+    let tpl = &sts.spec.as_ref().unwrap().template;
+    let meta = tpl.metadata.as_ref().unwrap();
+    let labels = meta.labels.as_ref().unwrap();
+    assert_eq!(labels["team"], "edge");
+    assert_eq!(
+        labels["app.kubernetes.io/name"], "unisondb",
+        "the operator's labels win"
+    );
+    let ann = meta.annotations.as_ref().unwrap();
+    assert_eq!(ann["example.com/a"], "1");
+    assert_eq!(
+        ann["prometheus.io/port"], "4000",
+        "the operator's annotations win"
+    );
+    let pod = tpl.spec.as_ref().unwrap();
+    assert_eq!(pod.termination_grace_period_seconds, Some(90));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("critical"));
+    assert_eq!(
+        pod.topology_spread_constraints, None,
+        "[] turns the default off"
+    );
+    let startup = pod.containers[0].startup_probe.as_ref().unwrap();
+    assert_eq!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+        60
+    );
+    // the selector is untouched by user labels
+    assert_eq!(
+        sts.spec
+            .as_ref()
+            .unwrap()
+            .selector
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
 #[test]
 fn relayer_statefulset_mounts_tls_and_auth() {
     let r = relayer();

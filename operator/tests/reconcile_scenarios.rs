@@ -321,6 +321,10 @@ async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> (NodeStatu
     assert_eq!(cm["metadata"]["ownerReferences"][0]["controller"], true);
     let config = cm["data"]["config.yaml"].as_str().expect("config.yaml");
     assert!(config.contains("mode: replicator"), "{config}");
+    let sa = api
+        .expect_apply("/api/v1/namespaces/default/serviceaccounts/hub")
+        .await;
+    assert_eq!(sa["automountServiceAccountToken"], false);
     let headless = api
         .expect_apply("/api/v1/namespaces/default/services/hub-headless")
         .await;
@@ -401,6 +405,7 @@ async fn steady_state_hub_writes_no_status() {
                 .reply(200, &served);
             for path in [
                 "/api/v1/namespaces/default/configmaps/hub-config",
+                "/api/v1/namespaces/default/serviceaccounts/hub",
                 "/api/v1/namespaces/default/services/hub-headless",
                 "/api/v1/namespaces/default/services/hub",
             ] {
@@ -455,6 +460,8 @@ async fn relayer_discovers_pdb_api_reads_its_hub_and_applies_a_pdb() {
             config.contains("- orders") && config.contains("- users"),
             "{config}"
         );
+        api.expect_apply("/api/v1/namespaces/default/serviceaccounts/edge")
+            .await;
         api.expect_apply("/api/v1/namespaces/default/services/edge-headless")
             .await;
         api.expect_apply("/api/v1/namespaces/default/services/edge")
@@ -505,6 +512,7 @@ async fn disconnected_relayer_stays_ready_and_reports_connected_false() {
         api.expect(Method::GET, &sts_path("edge")).await.not_found();
         for path in [
             "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/serviceaccounts/edge",
             "/api/v1/namespaces/default/services/edge-headless",
             "/api/v1/namespaces/default/services/edge",
             "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge",
@@ -555,6 +563,7 @@ async fn repaired_divergence_is_counted_in_status_and_announced() {
         api.expect(Method::GET, &sts_path("edge")).await.not_found();
         for path in [
             "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/serviceaccounts/edge",
             "/api/v1/namespaces/default/services/edge-headless",
             "/api/v1/namespaces/default/services/edge",
         ] {
@@ -604,6 +613,7 @@ async fn scale_down_deletes_only_an_owned_pdb() {
             api.expect(Method::GET, &sts_path("edge")).await.not_found();
             for path in [
                 "/api/v1/namespaces/default/configmaps/edge-config",
+                "/api/v1/namespaces/default/serviceaccounts/edge",
                 "/api/v1/namespaces/default/services/edge-headless",
                 "/api/v1/namespaces/default/services/edge",
             ] {
@@ -659,6 +669,7 @@ async fn larger_storage_grows_each_pvc_and_reports_progress() {
             .reply(200, &existing);
         for path in [
             "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/serviceaccounts/edge",
             "/api/v1/namespaces/default/services/edge-headless",
             "/api/v1/namespaces/default/services/edge",
             PDB_PATH,

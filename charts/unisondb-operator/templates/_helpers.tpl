@@ -92,7 +92,12 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 # a PDB the node owns is deleted).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# build/serviceaccount.rs: each node's pods run under their own ServiceAccount (no token mounted);
+# server-side apply, watched as owned.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch"]
 # volumes.rs: a larger storage.size grows the node's PVCs in place (the StatefulSet's claim template
 # is immutable): list them by label, merge-patch spec.resources.requests.storage.
 - apiGroups: [""]

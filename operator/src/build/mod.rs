@@ -5,12 +5,13 @@
 pub mod configmap;
 pub mod pdb;
 pub mod service;
+pub mod serviceaccount;
 pub mod statefulset;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::ApiResource;
 
@@ -144,6 +145,7 @@ pub enum PdbPlan {
 #[derive(Clone, Debug)]
 pub struct Resources {
     pub config_map: ConfigMap,
+    pub service_account: ServiceAccount,
     pub headless_service: Service,
     pub client_service: Service,
     pub pdb: PdbPlan,
@@ -203,6 +205,7 @@ pub fn build(
     };
     Ok(Resources {
         config_map: configmap::build(&b),
+        service_account: serviceaccount::build(&b),
         headless_service: service::headless(&b),
         client_service: service::client(&b),
         pdb,
@@ -265,6 +268,10 @@ pub mod names {
         format!("{instance}-config")
     }
     pub fn pdb(instance: &str) -> String {
+        instance.to_string()
+    }
+    /// The pods' own ServiceAccount (no token mounted: nodes never call the API server).
+    pub fn service_account(instance: &str) -> String {
         instance.to_string()
     }
     /// The gRPC URL downstream nodes replicate from: the client Service's DNS name.

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
     LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -74,6 +74,28 @@ fn default_affinity(b: &NodeBuild<'_>) -> Affinity {
     }
 }
 
+/// Spread replicas across zones when the cluster has them; never block scheduling for it.
+fn default_spread(b: &NodeBuild<'_>) -> Vec<TopologySpreadConstraint> {
+    vec![TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".into(),
+        when_unsatisfiable: "ScheduleAnyway".into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&b.name, b.component)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]
+}
+
+/// Holds liveness off until the node answers once: recovery of a large WAL may take long.
+fn startup_probe(timeout_seconds: i32) -> Probe {
+    const PERIOD: i32 = 5;
+    let mut p = http_probe("/healthz", 0, PERIOD, (timeout_seconds / PERIOD).max(1));
+    p.initial_delay_seconds = None;
+    p
+}
+
 fn container(b: &NodeBuild<'_>) -> Container {
     let mut ports = vec![
         container_port("http", HTTP_PORT),
@@ -124,7 +146,8 @@ fn container(b: &NodeBuild<'_>) -> Container {
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
         ports: Some(ports),
-        liveness_probe: Some(http_probe("/healthz", 10, 10, 6)),
+        startup_probe: Some(startup_probe(b.spec.pod.startup_timeout_seconds)),
+        liveness_probe: Some(http_probe("/healthz", 0, 10, 6)),
         readiness_probe: Some(http_probe("/readyz", 2, 5, 3)),
         resources: b.spec.resources.clone(),
         volume_mounts: Some(mounts),
@@ -199,12 +222,15 @@ pub fn volume_claim_template(b: &NodeBuild<'_>) -> PersistentVolumeClaim {
 }
 
 pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
-    let pod_annotations = BTreeMap::from([
+    let mut pod_annotations = b.spec.pod.annotations.clone();
+    pod_annotations.extend([
         (CONFIG_HASH_ANNOTATION.to_string(), b.config.hash.clone()),
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
+    let mut pod_labels = b.spec.pod.labels.clone();
+    pod_labels.extend(labels(&b.name, b.component));
     let scheduling = &b.spec.scheduling;
     let pull_secrets: Vec<LocalObjectReference> = b
         .spec
@@ -235,8 +261,21 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
         node_selector: (!scheduling.node_selector.is_empty())
             .then(|| scheduling.node_selector.clone()),
         tolerations: (!scheduling.tolerations.is_empty()).then(|| scheduling.tolerations.clone()),
+        topology_spread_constraints: Some(
+            scheduling
+                .topology_spread_constraints
+                .clone()
+                .unwrap_or_else(|| default_spread(b)),
+        )
+        .filter(|c| !c.is_empty()),
+        priority_class_name: scheduling.priority_class_name.clone(),
         image_pull_secrets: (!pull_secrets.is_empty()).then_some(pull_secrets),
-        termination_grace_period_seconds: Some(30),
+        termination_grace_period_seconds: Some(b.spec.pod.termination_grace_period_seconds),
+        // Kubernetes injects one env var per Service of the namespace otherwise, and a Service named
+        // `unisondb...` produces `UNISONDB_*` variables the node would read as configuration.
+        enable_service_links: Some(false),
+        service_account_name: Some(names::service_account(&b.name)),
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     StatefulSet {
@@ -258,7 +297,7 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
             ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(&b.name, b.component)),
+                    labels: Some(pod_labels),
                     annotations: Some(pod_annotations),
                     ..Default::default()
                 }),

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -216,6 +218,51 @@ pub struct SchedulingSpec {
     /// Replaces the default (preferred pod anti-affinity across hosts) when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// Replaces the default (spread replicas across zones when possible) when set; `[]` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// PriorityClass of the pods (e.g. keep the hub above batch work under node pressure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// Pod settings beyond placement.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// Extra labels on the pods (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the pods (the operator's config hash and scrape hints win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Time a pod gets to drain and flush on shutdown before it is killed.
+    #[serde(default = "default_grace")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub termination_grace_period_seconds: i64,
+    /// How long recovery (WAL replay) may take at start before liveness checks begin.
+    #[serde(default = "default_startup")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub startup_timeout_seconds: i32,
+}
+
+impl Default for PodSettings {
+    fn default() -> Self {
+        PodSettings {
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            termination_grace_period_seconds: default_grace(),
+            startup_timeout_seconds: default_startup(),
+        }
+    }
+}
+
+fn default_grace() -> i64 {
+    30
+}
+
+fn default_startup() -> i32 {
+    1800
 }
 
 /// Extra node-config keys, `section -> key -> value`, merged into the rendered config file. Only keys
@@ -254,6 +301,9 @@ pub struct NodeSpec {
     pub service: ServiceSpec,
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+    /// Pod labels, annotations, termination grace period and startup timeout.
+    #[serde(default)]
+    pub pod: PodSettings,
     /// Extra node config, `section -> key -> value` (see docs/CONFIG.md).
     #[serde(default, skip_serializing_if = "ExtraConfig::is_empty")]
     pub extra_config: ExtraConfig,
