@@ -110,18 +110,30 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         && updated >= o.desired_replicas
         && replicas == o.desired_replicas;
 
-    let is_ready =
+    // Ready means the current spec runs everywhere: every replica ready *and* at the StatefulSet's
+    // current revision (a rollout in progress is not Ready, even while old pods still serve).
+    let all_ready =
         o.statefulset.is_some() && ready >= o.desired_replicas && replicas == o.desired_replicas;
+    let is_ready = all_ready && rolled_out;
     let ready_cond = condition(
         prev_conds,
         READY,
         is_ready,
         if is_ready {
             "AllReplicasReady"
+        } else if all_ready {
+            "RolloutInProgress"
         } else {
             "ReplicasNotReady"
         },
-        format!("{ready}/{} replicas ready", o.desired_replicas),
+        if all_ready && !is_ready {
+            format!(
+                "{ready}/{} replicas ready, {updated} at the current revision",
+                o.desired_replicas
+            )
+        } else {
+            format!("{ready}/{} replicas ready", o.desired_replicas)
+        },
         o.generation,
         now,
     );

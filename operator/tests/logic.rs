@@ -265,6 +265,28 @@ fn status_conditions() {
     // recomputing with no change is identical: no status write
     assert_eq!(compute(Some(&s2), &o2, "t3"), s2);
 
+    // every pod ready, but a rollout of the current spec is under way: not Ready
+    let mut rolling = sts(3, 3);
+    rolling.status.as_mut().unwrap().updated_replicas = Some(1);
+    let o_roll = Observed {
+        statefulset: Some(&rolling),
+        ..o.clone()
+    };
+    let s_roll = compute(Some(&s2), &o_roll, "t3");
+    assert_eq!(cond(&s_roll, "Ready").status, "False");
+    assert_eq!(cond(&s_roll, "Ready").reason, "RolloutInProgress");
+    // ... nor while the StatefulSet controller has not seen the new spec yet
+    let mut unseen = sts(3, 3);
+    unseen.metadata.generation = Some(3);
+    let o_unseen = Observed {
+        statefulset: Some(&unseen),
+        ..o.clone()
+    };
+    assert_eq!(
+        cond(&compute(Some(&s2), &o_unseen, "t3"), "Ready").status,
+        "False"
+    );
+
     // a blocked reconcile keeps the last resolved upstream and depth
     let o3 = Observed {
         position: Position::default(),
