@@ -780,3 +780,59 @@ fn larger_storage_keeps_the_template_and_grows_the_volumes() {
         build::selector_string("edge", Component::Relayer)
     );
 }
+
+/// `kubectl explain` has something to say about every field we define (embedded core types bring
+/// their own descriptions), no `format: uint*` (the API server warns about it), and conditions
+/// are a map list keyed by `type` with the standard formats.
+#[test]
+fn crd_schema_is_described_and_kubernetes_shaped() {
+    fn walk(
+        s: &serde_json::Value,
+        path: &str,
+        missing: &mut Vec<String>,
+        formats: &mut Vec<String>,
+    ) {
+        if let Some(f) = s.get("format").and_then(|f| f.as_str()) {
+            if f.starts_with("uint") {
+                formats.push(format!("{path}: {f}"));
+            }
+        }
+        if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                let p = format!("{path}.{k}");
+                if v.get("description").is_none() {
+                    missing.push(p.clone());
+                }
+                walk(v, &p, missing, formats);
+            }
+        }
+        if let Some(items) = s.get("items") {
+            walk(items, &format!("{path}[]"), missing, formats);
+        }
+        if let Some(extra) = s.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(extra, &format!("{path}{{}}"), missing, formats);
+        }
+    }
+    for crd in unisondb_operator::crd::crds() {
+        let kind = crd.spec.names.kind.clone();
+        let v = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let root = &v["openAPIV3Schema"]["properties"];
+        let (mut missing, mut formats) = (Vec::new(), Vec::new());
+        walk(&root["spec"], "spec", &mut missing, &mut formats);
+        walk(&root["status"], "status", &mut missing, &mut formats);
+        assert!(
+            missing.is_empty(),
+            "{kind}: fields without description: {missing:?}"
+        );
+        assert!(formats.is_empty(), "{kind}: unsigned formats: {formats:?}");
+        let conds = &root["status"]["properties"]["conditions"];
+        assert_eq!(conds["x-kubernetes-list-type"], "map", "{kind}");
+        assert_eq!(conds["x-kubernetes-list-map-keys"][0], "type", "{kind}");
+        let c = &conds["items"]["properties"];
+        assert_eq!(c["lastTransitionTime"]["format"], "date-time", "{kind}");
+        assert_eq!(
+            c["status"]["enum"],
+            serde_json::json!(["True", "False", "Unknown"])
+        );
+    }
+}

@@ -129,6 +129,7 @@ pub struct WalSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationsSpec {
+    /// Publish change notifications on ZeroMQ (PUB socket on `port`).
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// ZeroMQ PUB port.
@@ -159,6 +160,7 @@ fn default_zmq_port() -> i32 {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
+    /// Secret in the object's namespace.
     #[schemars(length(min = 1))]
     pub secret_name: String,
 }
@@ -167,6 +169,7 @@ pub struct TlsSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpAuthSpec {
+    /// Secret in the object's namespace.
     #[schemars(length(min = 1))]
     pub secret_name: String,
     /// Key inside the Secret.
@@ -203,6 +206,7 @@ impl ServiceType {
 pub struct ServiceSpec {
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
+    /// Annotations on the client Service (e.g. for a cloud load balancer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
@@ -211,8 +215,10 @@ pub struct ServiceSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulingSpec {
+    /// Node labels the pods must run on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// Pod tolerations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// Replaces the default (preferred pod anti-affinity across hosts) when set.
@@ -313,13 +319,20 @@ pub struct NodeSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// Condition type, e.g. `Ready`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
+    /// Machine-readable reason (CamelCase).
     pub reason: String,
+    /// Human-readable detail.
     pub message: String,
+    /// When `status` last changed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
     pub last_transition_time: String,
+    /// The object's generation when the condition was set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -328,13 +341,19 @@ pub struct Condition {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct NodeStatus {
+    /// The object's `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Pods the StatefulSet runs.
     pub replicas: i32,
+    /// Pods ready.
     pub ready_replicas: i32,
     /// Label selector of the pods (string form), for the scale subresource and HPAs.
     pub selector: String,
+    /// Standard conditions (`Ready`, `Progressing`, `Degraded`; `Connected` and `VolumesResized` where
+    /// they apply), one per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// gRPC endpoint downstream relayers replicate from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -61,6 +61,7 @@ pub struct UnisonRelayerSpec {
     /// Namespaces to replicate; a subset of the upstream's. Empty = all of the upstream's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
+    /// Read replicas (pods); `kubectl scale` changes it.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
