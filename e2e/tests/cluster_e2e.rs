@@ -1140,7 +1140,8 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
     assert_has_keys(&cx.hub_ip, "recreated hub", &acked, Duration::from_secs(30));
     kwait(c, "unisonrelayer/edge-relayers", "5m");
     kwait(c, &format!("unisonrelayer/{HOP2}"), "5m");
-    // The operator reads each relayer pod's /metrics: once the hub is back, Connected=True.
+    // The operator reads each relayer pod's /metrics: once the hub is back, Connected=True, and
+    // the status lists every pod with its LSN and lag (what `kubectl get -o wide` shows).
     for inst in ["edge-relayers", HOP2] {
         c.kubectl(&[
             "wait",
@@ -1150,7 +1151,39 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
             NS,
             "--timeout=3m",
         ]);
+        let want = pods_of(c, inst).len();
+        wait_until(
+            &format!("{inst} status to list its {want} pods, connected, with LSNs"),
+            Duration::from_secs(90),
+            || {
+                let st = status(c, "unisonrelayer", inst);
+                let pods = st["pods"].as_array().cloned().unwrap_or_default();
+                let good = pods
+                    .iter()
+                    .filter(|p| {
+                        p["namespaces"].as_array().is_some_and(|ns| {
+                            ns.iter().any(|n| {
+                                n["name"] == NS
+                                    && n["connected"] == true
+                                    && n["lsn"].as_i64() > Some(0)
+                            })
+                        })
+                    })
+                    .count();
+                if good == want && st["maxLagRecords"].is_i64() {
+                    Ok(())
+                } else {
+                    Err(format!("{good}/{want} pods reported: {st}"))
+                }
+            },
+        );
     }
+    let wide = c.kubectl(&["get", "unisonrelayers", "-n", NS, "-o", "wide"]);
+    eprintln!("{wide}");
+    assert!(
+        wide.contains("LAG-SECONDS") && wide.contains("LAG-RECORDS"),
+        "{wide}"
+    );
     for inst in ["edge-relayers", HOP2] {
         for pod in pods_of(c, inst) {
             assert_has_keys(&pod_ip(c, &pod), &pod, &acked, Duration::from_secs(120));

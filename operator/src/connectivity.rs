@@ -14,15 +14,24 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
+use crate::crd::{NamespaceState, PodState};
 use crate::nodeconfig::HTTP_PORT;
 
 /// Condition type set on nodes that follow an upstream (relayers, hubs with mirrors).
 pub const CONNECTED: &str = "Connected";
 
-/// One followed namespace as a pod reports it.
+/// One namespace as a pod reports it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Link {
+    /// The pod follows this namespace from an upstream (it reports replication metrics for it).
+    pub follower: bool,
+    /// Last visible LSN.
+    pub lsn: u64,
     pub connected: bool,
+    /// Records behind the upstream.
+    pub lag_records: u64,
+    /// Seconds behind the upstream (age of the newest applied record when behind).
+    pub lag_seconds: f64,
     /// Seconds the pod's view may be behind its upstream (0 while connected and caught up).
     pub staleness_seconds: f64,
     /// History divergences this pod repaired on the namespace since it started (truncate or
@@ -54,8 +63,8 @@ pub struct Verdict {
     pub message: String,
 }
 
-/// Reads `unisondb_replication_connected` and `unisondb_replication_staleness_seconds` per
-/// namespace from a Prometheus text exposition; other lines are ignored.
+/// Reads `unisondb_lsn` and the `unisondb_replication_*` gauges per namespace from a Prometheus
+/// text exposition; other lines are ignored.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
     let mut out: BTreeMap<String, Link> = BTreeMap::new();
     for line in text.lines() {
@@ -63,7 +72,18 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
             continue;
         };
         match name {
-            "unisondb_replication_connected" => out.entry(ns).or_default().connected = value >= 1.0,
+            "unisondb_lsn" => out.entry(ns).or_default().lsn = value.max(0.0) as u64,
+            "unisondb_replication_connected" => {
+                let l = out.entry(ns).or_default();
+                l.follower = true;
+                l.connected = value >= 1.0;
+            }
+            "unisondb_replication_lag_records" => {
+                out.entry(ns).or_default().lag_records = value.max(0.0) as u64
+            }
+            "unisondb_replication_lag_seconds" => {
+                out.entry(ns).or_default().lag_seconds = value.max(0.0)
+            }
             "unisondb_replication_staleness_seconds" => {
                 out.entry(ns).or_default().staleness_seconds = value
             }
@@ -135,8 +155,8 @@ pub fn verdict(report: &Connectivity) -> Verdict {
         match &p.links {
             Err(e) => unreadable.push(format!("{}: {e}", p.pod)),
             Ok(l) => {
-                links += l.len();
-                for (ns, link) in l.iter().filter(|(_, l)| !l.connected) {
+                links += l.values().filter(|l| l.follower).count();
+                for (ns, link) in l.iter().filter(|(_, l)| l.follower && !l.connected) {
                     down.push(format!(
                         "{} {ns} (stale {:.0}s)",
                         p.pod, link.staleness_seconds
@@ -177,6 +197,55 @@ pub fn verdict(report: &Connectivity) -> Verdict {
         reason: "AllConnected",
         message,
     }
+}
+
+/// Each pod's state for the status (`role`: `hub` or `relayer`), and the largest lag over every
+/// pod and followed namespace (whole seconds rounded up, records); `None` when nothing was read.
+pub fn pod_states(
+    report: &Connectivity,
+    role: &str,
+) -> Option<(Vec<PodState>, Option<i64>, Option<i64>)> {
+    let Connectivity::Observed(pods) = report else {
+        return None;
+    };
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let (mut max_s, mut max_r): (Option<i64>, Option<i64>) = (None, None);
+    let states = pods
+        .iter()
+        .map(|p| {
+            let (error, namespaces) = match &p.links {
+                Err(e) => (Some(e.clone()), Vec::new()),
+                Ok(links) => (
+                    None,
+                    links
+                        .iter()
+                        .map(|(ns, l)| {
+                            let secs = l.lag_seconds.ceil() as i64;
+                            let recs = clamp(l.lag_records);
+                            if l.follower {
+                                max_s = max_s.max(Some(secs));
+                                max_r = max_r.max(Some(recs));
+                            }
+                            NamespaceState {
+                                name: ns.clone(),
+                                lsn: clamp(l.lsn),
+                                connected: l.follower.then_some(l.connected),
+                                lag_records: l.follower.then_some(recs),
+                                lag_seconds: l.follower.then_some(secs),
+                            }
+                        })
+                        .collect(),
+                ),
+            };
+            PodState {
+                name: p.pod.clone(),
+                role: role.to_string(),
+                error,
+                namespaces,
+            }
+        })
+        .collect();
+    Some((states, max_s, max_r))
 }
 
 /// Reads how a node's pods are connected; a trait so reconcile tests can script the answer.
@@ -257,6 +326,11 @@ unisondb_replication_connected{namespace="default"} 1
 unisondb_replication_connected{namespace="orders"} 0
 unisondb_replication_staleness_seconds{namespace="default"} 0
 unisondb_replication_staleness_seconds{namespace="orders"} 41.5
+unisondb_lsn{namespace="default"} 120
+unisondb_lsn{namespace="orders"} 7
+unisondb_lsn{namespace="local"} 3
+unisondb_replication_lag_records{namespace="orders"} 5
+unisondb_replication_lag_seconds{namespace="orders"} 2.2
 unisondb_replication_divergences_total{action="truncate",namespace="orders"} 2
 unisondb_replication_divergences_total{action="bootstrap",namespace="orders"} 1
 unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
@@ -272,7 +346,7 @@ unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
     #[test]
     fn parses_both_families_per_namespace() {
         let l = parse_metrics(METRICS);
-        assert_eq!(l.len(), 2);
+        assert_eq!(l.len(), 3);
         assert!(l["default"].connected);
         assert!(!l["orders"].connected);
         assert_eq!(l["orders"].staleness_seconds, 41.5);
@@ -292,6 +366,51 @@ unisondb_http_requests_total{method="GET",route="/readyz",status="200"} 12
         let unreadable = Connectivity::Observed(vec![pod("edge-1", Err("refused".into()))]);
         assert_eq!(divergences(&unreadable), None);
         assert_eq!(divergences(&Connectivity::Unknown("x".into())), None);
+    }
+
+    #[test]
+    fn pod_states_carry_lsn_and_lag_and_the_maximum() {
+        let report = Connectivity::Observed(vec![
+            pod("edge-0", Ok(parse_metrics(METRICS))),
+            pod("edge-1", Err("refused".into())),
+        ]);
+        let (pods, max_s, max_r) = pod_states(&report, "relayer").expect("observed");
+        assert_eq!((max_s, max_r), (Some(3), Some(5)), "2.2 s rounds up");
+        assert_eq!(pods[0].role, "relayer");
+        let orders = pods[0]
+            .namespaces
+            .iter()
+            .find(|n| n.name == "orders")
+            .unwrap();
+        assert_eq!(
+            (orders.lsn, orders.connected, orders.lag_records),
+            (7, Some(false), Some(5))
+        );
+        // a namespace the pod owns (no replication metrics) has an LSN and no lag
+        let local = pods[0]
+            .namespaces
+            .iter()
+            .find(|n| n.name == "local")
+            .unwrap();
+        assert_eq!(
+            (local.lsn, local.connected, local.lag_seconds),
+            (3, None, None)
+        );
+        assert_eq!(pods[1].error.as_deref(), Some("refused"));
+        assert_eq!(pod_states(&Connectivity::Unknown("x".into()), "hub"), None);
+    }
+
+    #[test]
+    fn owned_namespaces_do_not_make_a_hub_disconnected() {
+        let hub = "unisondb_lsn{namespace=\"default\"} 9\n";
+        let v = verdict(&Connectivity::Observed(vec![pod(
+            "hub-0",
+            Ok(parse_metrics(hub)),
+        )]));
+        assert_eq!(
+            v.status, "Unknown",
+            "no followed namespace: nothing to judge"
+        );
     }
 
     #[test]

@@ -48,8 +48,12 @@ pub struct Observed<'a> {
     pub problem: Option<Problem>,
     /// Non-blocking notes (e.g. PDB skipped), appended to the Degraded=False message.
     pub notes: Vec<String>,
-    /// How the pods are connected upstream; `None` for nodes that follow nothing (no condition).
+    /// What the running pods reported (`None` before the StatefulSet exists).
     pub connectivity: Option<Connectivity>,
+    /// The node follows an upstream: it gets a `Connected` condition.
+    pub follows: bool,
+    /// `hub` or `relayer`, for the per-pod state.
+    pub role: &'static str,
     /// Where the volumes stand while `storage.size` is above the template's (`VolumesResized`).
     pub volumes: Option<VolumeReport>,
 }
@@ -189,6 +193,10 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
             )
         }
     };
+    let pods = o
+        .connectivity
+        .as_ref()
+        .and_then(|c| connectivity::pod_states(c, o.role));
     let keep = |new: &Option<String>, old: Option<&Option<String>>| {
         if o.problem.is_some() {
             old.cloned().flatten().or_else(|| new.clone())
@@ -203,7 +211,7 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         selector: o.selector.clone(),
         conditions: {
             let mut c = vec![ready_cond, prog_cond, degraded_cond];
-            if let Some(report) = &o.connectivity {
+            if let Some(report) = o.connectivity.as_ref().filter(|_| o.follows) {
                 let v = connectivity::verdict(report);
                 c.push(tri_condition(
                     prev_conds,
@@ -243,7 +251,11 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
             .as_ref()
             .and_then(connectivity::divergences)
             .map(|(n, _)| n)
+            .filter(|_| o.follows)
             .or_else(|| prev.and_then(|p| p.replication_divergences)),
+        pods: pods.clone().map(|p| p.0).unwrap_or_default(),
+        max_lag_seconds: pods.as_ref().and_then(|p| p.1),
+        max_lag_records: pods.as_ref().and_then(|p| p.2),
     }
 }
 

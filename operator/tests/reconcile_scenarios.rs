@@ -173,17 +173,18 @@ fn pods_report(n: usize, orders_connected: bool) -> Connectivity {
                     (
                         "orders".to_string(),
                         Link {
+                            follower: true,
                             connected: orders_connected,
                             staleness_seconds: if orders_connected { 0.0 } else { 12.0 },
-                            divergences: 0,
+                            ..Default::default()
                         },
                     ),
                     (
                         "users".to_string(),
                         Link {
+                            follower: true,
                             connected: true,
-                            staleness_seconds: 0.0,
-                            divergences: 0,
+                            ..Default::default()
                         },
                     ),
                 ])),
@@ -487,6 +488,11 @@ async fn relayer_discovers_pdb_api_reads_its_hub_and_applies_a_pdb() {
         assert_eq!(cond(&status, "Ready"), ("True", "AllReplicasReady"));
         assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
         assert_eq!(cond(&status, "Connected"), ("True", "AllConnected"));
+        // per-pod state from the pods' reports, and the lag summary for `-o wide`
+        assert_eq!(status.pods.len(), 3);
+        assert_eq!(status.pods[0].role, "relayer");
+        assert_eq!(status.pods[0].namespaces[0].connected, Some(true));
+        assert_eq!((status.max_lag_seconds, status.max_lag_records), (Some(0), Some(0)));
         api
     })
     .await;

@@ -375,4 +375,49 @@ pub struct NodeStatus {
     /// `/api/v1/{ns}/stats`. Counters restart with the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_divergences: Option<u64>,
+    /// Each running pod as it reported itself (refreshed every 30 s for nodes that follow an
+    /// upstream): what `kubectl get -o yaml` shows without Prometheus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<PodState>,
+    /// Largest replication lag of any pod and namespace, in whole seconds (`-o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_seconds: Option<i64>,
+    /// Largest replication lag of any pod and namespace, in records (`-o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_records: Option<i64>,
+}
+
+/// One pod's state, from its `/metrics`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodState {
+    /// Pod name.
+    pub name: String,
+    /// `hub` (owns its namespaces) or `relayer` (follows an upstream).
+    pub role: String,
+    /// Why the pod could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Per namespace: position and, where followed, replication state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceState>,
+}
+
+/// One namespace on one pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceState {
+    /// Namespace name.
+    pub name: String,
+    /// Last visible LSN.
+    pub lsn: i64,
+    /// The WAL stream to the upstream is open (followed namespaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// Records behind the upstream (followed namespaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_records: Option<i64>,
+    /// Seconds behind the upstream, rounded up (followed namespaces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
 }

@@ -47,6 +47,18 @@ pub struct MirrorSpec {
     printcolumn(name = "Upstream", type_ = "string", json_path = ".status.upstream"),
     printcolumn(name = "Depth", type_ = "integer", json_path = ".status.depth"),
     printcolumn(
+        name = "Lag-Seconds",
+        type_ = "integer",
+        json_path = ".status.maxLagSeconds",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Lag-Records",
+        type_ = "integer",
+        json_path = ".status.maxLagRecords",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"

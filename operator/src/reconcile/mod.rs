@@ -88,7 +88,9 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         }
     };
     observed.statefulset = stateful_set.as_ref();
-    if obj.follows() && stateful_set.is_some() {
+    observed.follows = obj.follows();
+    observed.role = K::COMPONENT.as_str();
+    if stateful_set.is_some() {
         observed.connectivity = Some(
             ctx.probe
                 .observe(&target.namespace, &observed.selector)
