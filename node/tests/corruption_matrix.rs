@@ -260,11 +260,13 @@ enum Outcome {
 }
 
 /// Starts the node on `data` and checks the contract; `file` is the damaged file's name.
+/// Violations are collected in `bad` (so one run lists every failing case).
 async fn run_case(
     name: &str,
     data: &Path,
     file: &str,
     want: &BTreeMap<String, Vec<u8>>,
+    bad: &mut Vec<String>,
 ) -> Outcome {
     let c = Client::new();
     let (mut n, ports) = node(data);
@@ -275,10 +277,11 @@ async fn run_case(
     {
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(file),
-                "{name}: refused to start without naming {file}:\n{msg}"
-            );
+            if !msg.contains(file) {
+                bad.push(format!(
+                    "{name}: refused to start without naming {file}:\n{msg}"
+                ));
+            }
             return Outcome::Refused;
         }
         Ok(()) => {}
@@ -325,10 +328,11 @@ async fn run_case(
             .json()
             .await
             .expect("json");
-        assert!(
-            st["degraded"].as_str().is_some_and(|d| d.contains(file)),
-            "{name}: /stats does not show the namespace degraded: {st}"
-        );
+        if !st["degraded"].as_str().is_some_and(|d| d.contains(file)) {
+            bad.push(format!(
+                "{name}: /stats does not show the namespace degraded: {st}"
+            ));
+        }
         let m = c
             .get(ports.url("/metrics"))
             .send()
@@ -420,21 +424,26 @@ async fn every_damage_is_detected_or_harmless() {
     cases.push(("meta 1".into(), tree, Damage::Flip(PAGE + 20), Some(false)));
 
     let mut report = Vec::new();
+    let mut bad = Vec::new();
     for (i, (name, rel, d, refuse)) in cases.into_iter().enumerate() {
         let data = root.path().join(format!("case{i}"));
         copy_dir(&graceful, &data);
         let path = ns_dir(&data).join(&rel);
         damage(&path, d);
         let file = rel.file_name().and_then(|f| f.to_str()).expect("file");
-        let out = run_case(&name, &data, file, &want).await;
+        let out = run_case(&name, &data, file, &want, &mut bad).await;
         match (&out, refuse) {
-            (Outcome::Refused, Some(false)) => panic!("{name}: should start and serve everything"),
-            (Outcome::Served { failed }, Some(false)) => {
-                assert_eq!(*failed, 0, "{name}: every key should read back")
+            (Outcome::Refused, Some(false)) => {
+                bad.push(format!("{name}: should start and serve everything"))
             }
-            (Outcome::Served { .. }, Some(true)) => panic!("{name}: should refuse to start"),
-            (Outcome::Served { failed }, None) => {
-                assert!(*failed > 0, "{name}: damage went unnoticed by reads")
+            (Outcome::Served { failed }, Some(false)) if *failed > 0 => bad.push(format!(
+                "{name}: every key should read back, {failed} failed"
+            )),
+            (Outcome::Served { .. }, Some(true)) => {
+                bad.push(format!("{name}: should refuse to start"))
+            }
+            (Outcome::Served { failed: 0 }, None) => {
+                bad.push(format!("{name}: damage went unnoticed by reads"))
             }
             _ => {}
         }
@@ -452,15 +461,29 @@ async fn every_damage_is_detected_or_harmless() {
     let rel = Path::new("wal").join(last.file_name().expect("name"));
     damage(&ns_dir(&data).join(&rel), Damage::Zero);
     let file = rel.file_name().and_then(|f| f.to_str()).expect("file");
-    let out = run_case("crash, last segment zeroed", &data, file, &want_tail).await;
+    let out = run_case(
+        "crash, last segment zeroed",
+        &data,
+        file,
+        &want_tail,
+        &mut bad,
+    )
+    .await;
     report.push(format!("crash, last segment zeroed: {out:?}"));
     // And the undamaged crash copy serves everything, tail included.
-    let out = run_case("crash, undamaged", &crashed, "-", &want_tail).await;
-    assert!(matches!(out, Outcome::Served { failed: 0 }), "{out:?}");
+    let out = run_case("crash, undamaged", &crashed, "-", &want_tail, &mut bad).await;
+    if !matches!(out, Outcome::Served { failed: 0 }) {
+        bad.push(format!("crash, undamaged: {out:?}"));
+    }
 
     eprintln!(
         "corruption matrix ({:.1}s):\n  {}",
         started.elapsed().as_secs_f64(),
         report.join("\n  ")
+    );
+    assert!(
+        bad.is_empty(),
+        "contract violations:\n  {}",
+        bad.join("\n  ")
     );
 }
