@@ -126,16 +126,26 @@ impl Mapping {
     }
 
     /// The bytes of leaf/branch page `pgno`, checksum verified (once per mapping).
+    ///
+    /// Kept tiny so it inlines into every lookup: the hot path is a bounds check and one bit
+    /// test; the checksum itself lives in the cold `verify_*` functions.
     #[inline]
     pub(crate) fn page(&self, pgno: u64, ps: usize) -> Result<&[u8], BTreeError> {
         let buf = page::page_slice(&self.map, pgno, ps)?;
         if !self.is_verified(pgno) {
-            if !page::crc_ok(buf) {
-                return Err(self.integrity.fail(pgno, "tree page"));
-            }
-            self.mark(pgno);
+            self.verify_page(pgno, buf)?;
         }
         Ok(buf)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn verify_page(&self, pgno: u64, buf: &[u8]) -> Result<(), BTreeError> {
+        if !page::crc_ok(buf) {
+            return Err(self.integrity.fail(pgno, "tree page"));
+        }
+        self.mark(pgno);
+        Ok(())
     }
 
     /// The value bytes of the overflow run at `pgno`, its run checksum verified (once per mapping).
@@ -143,14 +153,25 @@ impl Mapping {
     pub(crate) fn overflow(&self, pgno: u64, len: u64, ps: usize) -> Result<&[u8], BTreeError> {
         let value = page::overflow_value(&self.map, pgno, len, ps)?;
         if !self.is_verified(pgno) {
-            let start = pgno as usize * ps;
-            let run = &self.map[start..start + OVERFLOW_HDR + value.len()];
-            if !page::crc_ok(run) {
-                return Err(self.integrity.fail(pgno, "overflow run"));
-            }
-            self.mark(pgno);
+            self.verify_overflow(pgno, value.len(), ps)?;
         }
         Ok(value)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn verify_overflow(&self, pgno: u64, len: usize, ps: usize) -> Result<(), BTreeError> {
+        // `overflow_value` checked that the whole run lies inside the mapping.
+        let start = pgno as usize * ps;
+        let run = self
+            .map
+            .get(start..start + OVERFLOW_HDR + len)
+            .ok_or_else(|| page::corrupt(format!("overflow run at page {pgno} past the file")))?;
+        if !page::crc_ok(run) {
+            return Err(self.integrity.fail(pgno, "overflow run"));
+        }
+        self.mark(pgno);
+        Ok(())
     }
 }
 
