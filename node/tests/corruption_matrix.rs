@@ -271,20 +271,17 @@ async fn run_case(
     let c = Client::new();
     let (mut n, ports) = node(data);
     n.start().expect("spawn");
-    match n
+    let started = n
         .wait_http_ok(&c, &ports.url("/readyz"), Duration::from_secs(20))
-        .await
-    {
-        Err(e) => {
-            let msg = e.to_string();
-            if !msg.contains(file) {
-                bad.push(format!(
-                    "{name}: refused to start without naming {file}:\n{msg}"
-                ));
-            }
-            return Outcome::Refused;
+        .await;
+    if let Err(e) = started {
+        let msg = e.to_string();
+        if !msg.contains(file) {
+            bad.push(format!(
+                "{name}: refused to start without naming {file}:\n{msg}"
+            ));
         }
-        Ok(()) => {}
+        return Outcome::Refused;
     }
     let results: Vec<(String, u16, Value)> = futures::stream::iter(want.keys().cloned())
         .map(|k| {
@@ -353,6 +350,22 @@ async fn run_case(
             .text()
             .await
             .expect("text");
+        let ready: Value = c
+            .get(ports.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        if !ready["degraded"][NS]
+            .as_str()
+            .is_some_and(|d| d.contains(file))
+        {
+            bad.push(format!(
+                "{name}: /readyz does not list the namespace as degraded: {ready}"
+            ));
+        }
         let metric = format!("unisondb_checksum_failures_total{{namespace=\"{NS}\"}}");
         if !m.contains(&metric) {
             bad.push(format!("{name}: metric {metric} missing"));
