@@ -30,7 +30,7 @@ impl Database {
         opts: &EngineOptions,
         role_of: impl Fn(&str) -> Role,
     ) -> Result<Database, EngineError> {
-        std::fs::create_dir_all(data_dir)?;
+        crate::fsutil::create_dir_all_durable(data_dir)?;
         let mut namespaces = BTreeMap::new();
         for name in names {
             validate_name(name)?;

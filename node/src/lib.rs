@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod engine;
 pub mod feed;
+pub mod fsutil;
 pub mod http;
 pub mod inspect;
 mod memtable;

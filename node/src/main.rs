@@ -40,12 +40,16 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Offline report on the namespaces under a data directory (the server must be stopped).
+    /// Offline, read-only report on the namespaces under a data directory (the server must be
+    /// stopped). Changes nothing unless --repair is given.
     Inspect {
         dir: PathBuf,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Truncate a torn WAL tail (crash debris past the durable bound), and nothing else.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -85,9 +89,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Inspect { dir, json } => {
+        Command::Inspect { dir, json, repair } => {
             init_logs(log_override.unwrap_or_default(), "warn");
-            match unisondb::inspect::inspect(&dir) {
+            let opts = unisondb::inspect::InspectOptions { repair };
+            match unisondb::inspect::inspect_with(&dir, opts) {
                 Ok(report) => {
                     if json {
                         match serde_json::to_string_pretty(&report) {

@@ -51,6 +51,11 @@ counter!(
     "Memtables flushed to the B+Tree"
 );
 counter!(
+    CHECKSUM_FAILURES,
+    "unisondb_checksum_failures_total",
+    "B+Tree pages whose checksum failed on a read (the read failed; the namespace is degraded)"
+);
+counter!(
     WAL_SEGMENTS_DELETED,
     "unisondb_wal_segments_deleted_total",
     "WAL segments removed by retention"

@@ -38,7 +38,8 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+        // Segment files only (the directory also holds the `durable` LSN record).
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "wal"))
         .collect();
     v.sort();
     v

@@ -36,8 +36,9 @@ pub(crate) fn check(snap: &Snapshot) -> CheckReport {
         ));
     }
     match freelist::read(&snap.map, m.freelist, c.ps, m.page_count, true) {
-        Ok((ids, pages)) => {
-            for pg in pages {
+        Ok(fl) => {
+            let ids: Vec<u64> = fl.free.into_iter().chain(fl.held).collect();
+            for pg in fl.pages {
                 c.claim(pg, USED, "freelist page");
             }
             if ids.len() as u64 != m.free_count {

@@ -6,7 +6,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::page::{self, corrupt, PageView, MAX_DEPTH};
+use super::page::{corrupt, PageView, MAX_DEPTH};
 use super::{resolve, BTreeError, ReaderReg, Snapshot};
 
 /// Ordered iterator over a snapshot; owns its snapshot ('static, Send).
@@ -222,7 +222,7 @@ fn view(snap: &Snapshot, pg: u64) -> Result<PageView<'_>, BTreeError> {
     if pg < 2 || pg >= snap.meta.page_count {
         return Err(corrupt(format!("child pointer to page {pg} out of range")));
     }
-    PageView::new(page::page_slice(&snap.map, pg, snap.ps())?, pg)
+    PageView::new(snap.map.page(pg, snap.ps())?, pg)
 }
 
 /// True if no key can satisfy both bounds (also avoids walking inverted ranges).

@@ -1,13 +1,31 @@
 //! Persistent free list: a chain of pages listing free page ids, written at each commit.
 //!
 //! Page layout: header (type `T_FREELIST`, nkeys = ids in this page), next page id `u64`
-//! at offset 16 (0 = end), then the ids as `u64`s.
+//! at offset 16 (0 = end), then the ids as `u64`s. The header's reserved byte is `HELD` on
+//! pages listing ids freed by the commit that wrote the list: those pages still belong to the
+//! tree of the other meta page, so a reopened writer must not reuse them before its own next
+//! commit is durable (see `mod.rs`). Files written before this flag have 0 there: all free.
 
 use super::page::{self, corrupt, rd_u64, wr_u64, HDR, T_FREELIST};
 use super::BTreeError;
 
 const NEXT: usize = HDR;
 const IDS: usize = HDR + 8;
+/// Offset of the flag byte (the common header's reserved byte).
+const FLAGS: usize = 5;
+/// Flag: this page lists ids freed by the commit that wrote it.
+const HELD: u8 = 1;
+
+/// A persisted free list as read back.
+#[derive(Debug, Default)]
+pub(crate) struct FreeList {
+    /// Ids reusable by the next commit.
+    pub free: Vec<u64>,
+    /// Ids freed by the commit that wrote the list: reusable one commit later.
+    pub held: Vec<u64>,
+    /// The chain's own pages.
+    pub pages: Vec<u64>,
+}
 
 /// How many page ids fit in one freelist page.
 pub(crate) fn per_page(ps: usize) -> usize {
@@ -19,16 +37,21 @@ pub(crate) fn pages_needed(n: usize, ps: usize) -> usize {
     n.div_ceil(per_page(ps))
 }
 
-/// Reads the chain starting at `head`: (free ids, the chain's own pages).
+/// Pages needed to store `free` plain and `held` held ids (each page holds one kind).
+pub(crate) fn pages_for(free: usize, held: usize, ps: usize) -> usize {
+    pages_needed(free, ps) + pages_needed(held, ps)
+}
+
+/// Reads the chain starting at `head`.
 pub(crate) fn read(
     map: &[u8],
     head: u64,
     ps: usize,
     page_count: u64,
     verify_crc: bool,
-) -> Result<(Vec<u64>, Vec<u64>), BTreeError> {
-    let mut ids = Vec::new();
-    let mut pages = Vec::new();
+) -> Result<FreeList, BTreeError> {
+    let mut out = FreeList::default();
+    let pages = &mut out.pages;
     let mut pg = head;
     while pg != 0 {
         if pg < 2 || pg >= page_count || pages.len() as u64 > page_count {
@@ -45,6 +68,11 @@ pub(crate) fn read(
         if n > per_page(ps) {
             return Err(corrupt(format!("freelist page {pg}: too many ids")));
         }
+        let ids = if p[FLAGS] == HELD {
+            &mut out.held
+        } else {
+            &mut out.free
+        };
         for i in 0..n {
             let id = rd_u64(p, IDS + 8 * i).ok_or_else(|| corrupt("truncated freelist page"))?;
             if id < 2 || id >= page_count {
@@ -55,18 +83,24 @@ pub(crate) fn read(
         pages.push(pg);
         pg = rd_u64(p, NEXT).unwrap_or(0);
     }
-    Ok((ids, pages))
+    Ok(out)
 }
 
-/// Encodes `ids` into sealed pages stored at `pages` (chained in that order).
-pub(crate) fn encode(ids: &[u64], pages: &[u64], ps: usize) -> Vec<(u64, Vec<u8>)> {
+/// Encodes `free` then `held` ids into sealed pages stored at `pages` (chained in that order);
+/// `pages` must hold at least `pages_for(free.len(), held.len(), ps)` ids.
+pub(crate) fn encode(free: &[u64], held: &[u64], pages: &[u64], ps: usize) -> Vec<(u64, Vec<u8>)> {
     let per = per_page(ps);
     let mut out = Vec::with_capacity(pages.len());
-    let mut chunks = ids.chunks(per);
+    let chunks = free
+        .chunks(per)
+        .map(|c| (c, 0u8))
+        .chain(held.chunks(per).map(|c| (c, HELD)));
+    let mut chunks = chunks.fuse();
     for (i, &pg) in pages.iter().enumerate() {
-        let chunk = chunks.next().unwrap_or(&[]);
+        let (chunk, flag) = chunks.next().unwrap_or((&[], 0));
         let mut buf = vec![0u8; ps];
         page::write_header(&mut buf, T_FREELIST, chunk.len() as u16, pg);
+        buf[FLAGS] = flag;
         wr_u64(&mut buf, NEXT, pages.get(i + 1).copied().unwrap_or(0));
         for (j, id) in chunk.iter().enumerate() {
             wr_u64(&mut buf, IDS + 8 * j, *id);
@@ -85,23 +119,25 @@ mod tests {
     fn roundtrip_chain() {
         let ps = 512;
         let ids: Vec<u64> = (10..200).collect();
-        let n = pages_needed(ids.len(), ps);
-        assert_eq!(n, 190usize.div_ceil(per_page(ps)));
+        let held: Vec<u64> = (200..230).collect();
+        let n = pages_for(ids.len(), held.len(), ps);
+        assert_eq!(n, 190usize.div_ceil(per_page(ps)) + 1);
         let pages: Vec<u64> = (2..2 + n as u64).collect();
-        let enc = encode(&ids, &pages, ps);
-        let mut map = vec![0u8; 200 * ps];
+        let enc = encode(&ids, &held, &pages, ps);
+        let mut map = vec![0u8; 240 * ps];
         for (pg, buf) in &enc {
             let o = *pg as usize * ps;
             map[o..o + ps].copy_from_slice(buf);
         }
-        let (got, chain) = read(&map, 2, ps, 200, true).unwrap();
-        assert_eq!(got, ids);
-        assert_eq!(chain, pages);
+        let got = read(&map, 2, ps, 240, true).unwrap();
+        assert_eq!(got.free, ids);
+        assert_eq!(got.held, held);
+        assert_eq!(got.pages, pages);
         // an out-of-range id is corruption
         assert!(read(&map, 2, ps, 150, true).is_err());
         // a cycle is corruption, not a hang
         let last = *pages.last().unwrap() as usize * ps;
         map[last + NEXT..last + NEXT + 8].copy_from_slice(&2u64.to_le_bytes());
-        assert!(read(&map, 2, ps, 200, false).is_err());
+        assert!(read(&map, 2, ps, 240, false).is_err());
     }
 }

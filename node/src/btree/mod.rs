@@ -3,13 +3,17 @@
 //! * `page`: page layout and checksums; `node`: editable nodes of a write txn;
 //! * `meta`: the two meta pages (commit point); `freelist`: persisted free page ids;
 //! * `write`: the write transaction (COW, allocation, commit); `cursor`: range iteration;
-//! * `check`: full verification.
+//! * `check`: full verification; `verify`: checksums on every read path (cached per mapping).
 //!
-//! Readers take a snapshot (meta + `Arc<Mmap>`) and register their txid; pages freed by txn
-//! `T` are reused only once every live reader has txid >= `T`. The writer edits private copies
-//! of pages (copy-on-write), then commits with pwrite + fdatasync of the pages, followed by
-//! the alternate meta page + fdatasync. Each commit persists the whole free list (free and
-//! still-pinned pages), so a reopened file has every page accounted for.
+//! Readers take a snapshot (meta + mapping) and register their txid; pages freed by txn
+//! `T` are reused only once every live reader has txid >= `T` **and** no earlier than txn
+//! `T + 2` (the LMDB rule): while commit `T + 1` writes its pages, both metas on disk (`T - 1`'s
+//! slot now holds `T`, the other `T + 1`'s predecessor) still describe intact trees, so falling
+//! back to the older meta after a torn or damaged newer one never reads overwritten pages.
+//! The writer edits private copies of pages (copy-on-write), then commits with pwrite +
+//! fdatasync of the pages, followed by the alternate meta page + fdatasync. Each commit persists
+//! the whole free list (free and still-pinned pages, the ones it freed itself marked as held),
+//! so a reopened file has every page accounted for and keeps the delay across restarts.
 
 mod check;
 mod cursor;
@@ -17,6 +21,7 @@ mod freelist;
 mod meta;
 mod node;
 mod page;
+mod verify;
 mod write;
 
 #[cfg(test)]
@@ -32,6 +37,9 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use parking_lot::Mutex;
 
+pub use verify::FailureHook;
+use verify::{Integrity, Mapping};
+
 pub use cursor::RangeIter;
 pub use write::WriteTxn;
 
@@ -45,6 +53,15 @@ pub enum BTreeError {
     Io(#[from] std::io::Error),
     #[error("B+Tree file is corrupt: {0}")]
     Corrupt(String),
+    /// A page (or overflow run) whose bytes do not match their crc32c: its data is never returned.
+    #[error("checksum mismatch in {what} {page} of {file}")]
+    Checksum {
+        file: String,
+        page: u64,
+        what: &'static str,
+    },
+    #[error("B+Tree {0} is opened read-only")]
+    ReadOnly(String),
     #[error("key of {0} bytes exceeds the maximum key size")]
     KeyTooLarge(usize),
     #[error("value of {0} bytes exceeds the 4 GiB value limit")]
@@ -105,7 +122,7 @@ pub struct CheckReport {
 #[derive(Clone)]
 pub(crate) struct Snapshot {
     pub meta: Meta,
-    pub map: Arc<Mmap>,
+    pub map: Arc<Mapping>,
 }
 
 impl Snapshot {
@@ -138,6 +155,10 @@ pub(crate) struct Inner {
     #[cfg_attr(not(test), allow(dead_code))] // read by the unit tests only
     path: PathBuf,
     pub file: File,
+    /// Checksum failures of this file, shared by all its mappings.
+    integrity: Arc<Integrity>,
+    /// Opened by `open_read_only`: no write transaction may start.
+    read_only: bool,
     shared: Mutex<Shared>,
     pub writer: Mutex<WriterState>,
 }
@@ -170,12 +191,70 @@ fn lock_exclusive(file: &File) -> Result<(), BTreeError> {
     Ok(())
 }
 
-/// Maps the whole file read-only.
-fn map_file(file: &File) -> Result<Arc<Mmap>, BTreeError> {
+/// Takes a shared lock: fails while a writer (a running server) holds the exclusive one.
+fn lock_shared(file: &File) -> Result<(), BTreeError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a valid, owned file descriptor; the lock dies with the descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(BTreeError::Locked(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Maps the whole file read-only, with a fresh (all unverified) checksum bitmap.
+fn map_file(
+    file: &File,
+    ps: usize,
+    integrity: &Arc<Integrity>,
+) -> Result<Arc<Mapping>, BTreeError> {
     // SAFETY: the file is only written through this process's writer, and only at pages no
     // reader can reach (copy-on-write); it never shrinks, so mapped ranges stay valid.
     let map = unsafe { Mmap::map(file)? };
-    Ok(Arc::new(map))
+    Ok(Arc::new(Mapping::new(map, ps, integrity.clone())))
+}
+
+/// Suffix of the temporary file a new tree is built in before it is renamed into place.
+const CREATING_SUFFIX: &str = "creating";
+
+/// Creates a new, empty tree file at `path` crash-safely: the two meta pages are written and
+/// fsynced under a temporary name, renamed into place, and the directory fsynced. A crash leaves
+/// either no `path` (the temp file is removed at the next open) or a valid empty tree — never a
+/// file without a valid meta page, which could not be opened again.
+fn create_file(path: &Path, ps: usize) -> Result<(), BTreeError> {
+    let tmp = path.with_extension(CREATING_SUFFIX);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    file.set_len((ps * 16) as u64)?;
+    let m = Meta {
+        page_size: ps as u32,
+        page_count: 2,
+        ..Meta::default()
+    };
+    let mut page = vec![0u8; ps];
+    page[..meta::META_LEN].copy_from_slice(&m.encode());
+    file.write_all_at(&page, 0)?;
+    file.write_all_at(&page, ps as u64)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    sync_parent(path)?;
+    tracing::info!(path = %path.display(), page_size = ps, "created B+Tree file");
+    Ok(())
+}
+
+/// fsyncs the directory holding `path`, so a creation or rename in it is durable.
+fn sync_parent(path: &Path) -> Result<(), BTreeError> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d,
+        None => Path::new("."),
+    };
+    File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 impl BTree {
@@ -188,52 +267,60 @@ impl BTree {
         if !ps.is_power_of_two() || !(meta::MIN_PAGE..=meta::MAX_PAGE).contains(&ps) {
             return Err(BTreeError::BadPageSize(ps));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        lock_exclusive(&file)?;
-        let mut file_len = file.metadata()?.len();
-        if file_len == 0 {
-            file_len = (ps * 16) as u64;
-            file.set_len(file_len)?;
-            let m = Meta {
-                page_size: ps as u32,
-                page_count: 2,
-                ..Meta::default()
-            };
-            let mut page = vec![0u8; ps];
-            page[..meta::META_LEN].copy_from_slice(&m.encode());
-            file.write_all_at(&page, 0)?;
-            file.write_all_at(&page, ps as u64)?;
-            file.sync_all()?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // Make the new directory entry durable too (best effort).
-                if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-                    tracing::warn!(error = %e, "could not fsync the B+Tree directory");
-                }
-            }
-            tracing::info!(path = %path.display(), page_size = ps, "created B+Tree file");
+        let tmp = path.with_extension(CREATING_SUFFIX);
+        if tmp.exists() {
+            // A creation interrupted by a crash: nothing in it was ever committed.
+            std::fs::remove_file(&tmp)?;
+            tracing::warn!(path = %tmp.display(), "removed a B+Tree file left half-created by a crash");
         }
+        let exists = match std::fs::metadata(path) {
+            Ok(md) => md.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !exists {
+            // A zero-length file was created by an older version and never written: nothing to lose.
+            create_file(path, ps)?;
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        lock_exclusive(&file)?;
+        Self::from_file(path, file, ps, false)
+    }
+
+    /// Opens an existing tree without ever writing to it (for `inspect`): no creation, no lock
+    /// file, a shared `flock` (so it fails while a server has the tree open), and
+    /// `begin_write` answers [`BTreeError::ReadOnly`].
+    pub fn open_read_only(path: &Path) -> Result<Self, BTreeError> {
+        let file = OpenOptions::new().read(true).open(path)?;
+        lock_shared(&file)?;
+        Self::from_file(path, file, BTreeOptions::default().page_size, true)
+    }
+
+    fn from_file(path: &Path, file: File, ps: usize, read_only: bool) -> Result<Self, BTreeError> {
+        let file_len = file.metadata()?.len();
         let m = meta::load(&file, file_len, ps)?;
-        if m.page_size as usize != ps {
+        if m.page_size as usize != ps && !read_only {
             tracing::warn!(
                 file_page_size = m.page_size,
                 requested = ps,
                 "existing B+Tree file keeps its own page size"
             );
         }
-        let map = map_file(&file)?;
-        let (free, fl_pages) =
-            freelist::read(&map, m.freelist, m.page_size as usize, m.page_count, true)?;
-        if free.len() as u64 != m.free_count {
+        let integrity = Arc::new(Integrity::new(path.to_path_buf()));
+        let map = map_file(&file, m.page_size as usize, &integrity)?;
+        let fl = freelist::read(&map, m.freelist, m.page_size as usize, m.page_count, true)?;
+        if (fl.free.len() + fl.held.len()) as u64 != m.free_count {
             return Err(corrupt(format!(
                 "meta says {} free pages, freelist holds {}",
                 m.free_count,
-                free.len()
+                fl.free.len() + fl.held.len()
             )));
+        }
+        // Pages freed by the last commit still belong to the other meta's tree: hold them back
+        // until the next commit is durable (the N+2 rule survives a restart).
+        let mut pending = BTreeMap::new();
+        if !fl.held.is_empty() {
+            pending.insert(m.txid, fl.held);
         }
         tracing::debug!(
             txid = m.txid,
@@ -244,14 +331,16 @@ impl BTree {
         let inner = Inner {
             path: path.to_path_buf(),
             file,
+            integrity,
+            read_only,
             shared: Mutex::new(Shared {
                 snap: Snapshot { meta: m, map },
                 readers: BTreeMap::new(),
             }),
             writer: Mutex::new(WriterState {
-                free: free.into_iter().collect(),
-                pending: BTreeMap::new(),
-                freelist_pages: fl_pages,
+                free: fl.free.into_iter().collect(),
+                pending,
+                freelist_pages: fl.pages,
                 file_len,
                 poisoned: false,
             }),
@@ -318,6 +407,21 @@ impl BTree {
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
+
+    /// Checksum failures detected on any read path since open.
+    pub fn checksum_failures(&self) -> u64 {
+        self.inner.integrity.failures()
+    }
+
+    /// The first checksum failure detected since open (file and page), if any.
+    pub fn first_checksum_failure(&self) -> Option<String> {
+        self.inner.integrity.first_failure()
+    }
+
+    /// Installs a function called on every checksum failure (once; later calls are ignored).
+    pub fn set_failure_hook(&self, hook: FailureHook) {
+        self.inner.integrity.set_hook(hook);
+    }
 }
 
 impl Inner {
@@ -361,7 +465,7 @@ pub struct ReadTxn {
 
 /// Finds `key` in a committed tree; the returned value borrows the mapping.
 pub(crate) fn lookup<'m>(
-    map: &'m [u8],
+    map: &'m Mapping,
     m: &Meta,
     key: &[u8],
 ) -> Result<Option<&'m [u8]>, BTreeError> {
@@ -374,7 +478,7 @@ pub(crate) fn lookup<'m>(
         if pg < 2 || pg >= m.page_count {
             return Err(corrupt(format!("child pointer to page {pg} out of range")));
         }
-        let view = page::PageView::new(page::page_slice(map, pg, ps)?, pg)?;
+        let view = page::PageView::new(map.page(pg, ps)?, pg)?;
         if view.is_leaf() {
             return match view.search(key)? {
                 Ok(i) => Ok(Some(resolve(map, view.leaf_entry(i)?.1, ps)?)),
@@ -388,10 +492,14 @@ pub(crate) fn lookup<'m>(
 
 /// The bytes of a stored value, following an overflow reference into the mapping.
 #[inline]
-pub(crate) fn resolve<'m>(map: &'m [u8], v: ValRef<'m>, ps: usize) -> Result<&'m [u8], BTreeError> {
+pub(crate) fn resolve<'m>(
+    map: &'m Mapping,
+    v: ValRef<'m>,
+    ps: usize,
+) -> Result<&'m [u8], BTreeError> {
     match v {
         ValRef::Inline(b) => Ok(b),
-        ValRef::Overflow { pgno, len } => page::overflow_value(map, pgno, len, ps),
+        ValRef::Overflow { pgno, len } => map.overflow(pgno, len, ps),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+use super::page::PageView;
 use super::*;
 
 fn opts(ps: usize) -> BTreeOptions {
@@ -426,7 +427,15 @@ fn abort_discards_changes_and_pages() {
     w.put(b"x", b"y").unwrap();
     w.commit().unwrap();
     let after = t.stats().unwrap();
-    assert!(after.total_pages <= before.total_pages + 4);
+    // A root-to-leaf path plus freelist pages (free and held lists): the pages commit 2 freed
+    // wait one more commit (N+2 rule), so this commit extends the file by a handful of pages.
+    // The aborted txn's thousand values (hundreds of pages) must not show up here.
+    assert!(
+        after.total_pages <= before.total_pages + 6,
+        "{} -> {}",
+        before.total_pages,
+        after.total_pages
+    );
     assert_healthy(&t);
 }
 
@@ -657,9 +666,33 @@ fn bench_bulk_load_and_random_reads() {
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
+    fn reads(r: &ReadTxn, keys: &[[u8; 24]]) -> usize {
+        let n = keys.len();
+        let mut found = 0usize;
+        for i in 0..n {
+            let k = &keys[(i * 7919) % n];
+            found += r.get_with(k, |v| v.len()).unwrap().unwrap_or(0);
+        }
+        found
+    }
+    // Two distinct symbols so `callgrind --toggle-collect` can count each pass on its own.
+    #[inline(never)]
+    fn reads_first_pass(r: &ReadTxn, keys: &[[u8; 24]]) -> usize {
+        reads(r, keys)
+    }
+    #[inline(never)]
+    fn reads_second_pass(r: &ReadTxn, keys: &[[u8; 24]]) -> usize {
+        // A different body, so the linker cannot fold the two functions into one symbol.
+        std::hint::black_box(2u8);
+        reads(r, keys)
+    }
     let dir = tempfile::tempdir().unwrap();
     let t = BTree::open(&dir.path().join("t"), BTreeOptions::default()).unwrap();
-    let n = 1_000_000u64;
+    // UNISONDB_BTREE_BENCH_N: keys (default 1,000,000; smaller for callgrind).
+    let n: u64 = std::env::var("UNISONDB_BTREE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let keys: Vec<[u8; 24]> = (0..n)
         .map(|_| {
@@ -687,22 +720,29 @@ fn bench_bulk_load_and_random_reads() {
         t.stats().unwrap()
     );
     let r = t.begin_read().unwrap();
-    let c0 = cpu();
-    let t0 = Instant::now();
-    let mut found = 0usize;
-    for i in 0..n as usize {
-        let k = &keys[(i * 7919) % n as usize];
-        found += r.get_with(k, |v| v.len()).unwrap().unwrap_or(0);
+    // Pass 1 touches every page of a fresh mapping (checksums verified on first touch, where
+    // verification exists); pass 2 finds every verdict cached: a long-running node's steady state.
+    for pass in ["first pass", "second pass"] {
+        let c0 = cpu();
+        let t0 = Instant::now();
+        let found = if pass == "first pass" {
+            reads_first_pass(&r, &keys)
+        } else {
+            reads_second_pass(&r, &keys)
+        };
+        let el = t0.elapsed();
+        assert_eq!(found, 150 * n as usize);
+        let c = cpu() - c0;
+        eprintln!(
+            "random get_with ({pass}): {:?} ({:?}/op, cpu {:?}/op)",
+            el,
+            el / n as u32,
+            c / n as u32
+        );
     }
-    let el = t0.elapsed();
-    assert_eq!(found, 150 * n as usize);
-    let c = cpu() - c0;
-    eprintln!(
-        "random get_with: {:?} ({:?}/op, cpu {:?}/op)",
-        el,
-        el / n as u32,
-        c / n as u32
-    );
+    if std::env::var_os("UNISONDB_BTREE_BENCH_READS_ONLY").is_some() {
+        return;
+    }
     let t0 = Instant::now();
     let cnt = r
         .range(Bound::Unbounded, Bound::Unbounded, false)
@@ -840,5 +880,258 @@ fn deletes_merge_sparse_leaves() {
     let txid = t.stats().unwrap().txid;
     let w = t.begin_write().unwrap();
     assert_eq!(w.commit().unwrap(), txid);
+    assert_healthy(&t);
+}
+
+/// Corrupts the newest meta after a third txn wrote its pages but crashed before its meta:
+/// the fallback tree (txid 1) must be intact, which needs the N+2 reuse delay (pages freed by
+/// commit 2 are tree 1's) — in process and across a reopen (the freelist's held pages).
+#[test]
+fn fallback_meta_tree_survives_next_commit_pages() {
+    for reopen_between in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let mut t = fill(&path, 512, 2);
+        if reopen_between {
+            drop(t);
+            t = BTree::open(&path, opts(512)).unwrap();
+        }
+        let mut w = t.begin_write().unwrap();
+        for i in 0..200 {
+            w.put(&key(i), &val(i + 100, 60)).unwrap();
+        }
+        w.commit_without_meta().unwrap();
+        drop(t);
+        // txid 2 lives in slot 0: damage it, as a torn or rotted newest meta.
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&[0x5A; 40], 10).unwrap();
+        drop(f);
+        let t = BTree::open(&path, opts(512)).unwrap();
+        let r = t.begin_read().unwrap();
+        assert_eq!(r.txid(), 1);
+        for i in 0..200 {
+            assert_eq!(
+                r.get(&key(i)).unwrap(),
+                Some(val(i, 60)),
+                "key {i} (reopen_between={reopen_between})"
+            );
+        }
+        assert_healthy(&t);
+    }
+}
+
+/// Pages freed by commit N are reused by commit N+2 at the earliest.
+#[test]
+fn freed_pages_wait_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = fill(&dir.path().join("t"), 512, 2);
+    let pending_2: Vec<u64> = t.inner().writer.lock().pending.get(&2).cloned().unwrap();
+    assert!(!pending_2.is_empty());
+    let mut w = t.begin_write().unwrap();
+    for i in 0..200 {
+        w.put(&key(i), &val(i + 7, 60)).unwrap();
+    }
+    w.commit().unwrap();
+    let reachable = |t: &BTree| {
+        let snap = t.inner().current();
+        let mut c = check::check(&snap);
+        c.problems.clear();
+        snap
+    };
+    let snap = reachable(&t);
+    // None of the pages commit 2 freed is part of tree 3.
+    let mut stack = vec![snap.meta.root];
+    while let Some(pg) = stack.pop() {
+        assert!(
+            !pending_2.contains(&pg),
+            "page {pg} reused one commit early"
+        );
+        let v = PageView::new(snap.map.page(pg, 512).unwrap(), pg).unwrap();
+        if !v.is_leaf() {
+            for ci in 0..=v.nkeys() {
+                stack.push(v.child(ci).unwrap());
+            }
+        }
+    }
+}
+
+/// The page ids on the path root → first leaf, root first.
+fn leftmost_path(t: &BTree) -> Vec<u64> {
+    let snap = t.inner().current();
+    let mut out = vec![snap.meta.root];
+    loop {
+        let pg = *out.last().unwrap();
+        let v = PageView::new(snap.map.page(pg, snap.ps()).unwrap(), pg).unwrap();
+        if v.is_leaf() {
+            return out;
+        }
+        out.push(v.child(0).unwrap());
+    }
+}
+
+fn flip(path: &Path, offset: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, offset).unwrap();
+    b[0] ^= 0x04;
+    f.write_all_at(&b, offset).unwrap();
+}
+
+fn is_checksum(e: &BTreeError, page: u64) -> bool {
+    matches!(e, BTreeError::Checksum { page: p, .. } if *p == page)
+}
+
+/// A flipped bit in a leaf value, a leaf key, a branch or an overflow run is a `Checksum`
+/// error on get, range and write — never wrong bytes, never a missing key.
+#[test]
+fn reads_verify_page_checksums() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let big = val(9, 3000);
+    let (leaf, branch, ov) = {
+        let t = fill(&path, 512, 2);
+        let mut w = t.begin_write().unwrap();
+        w.put(b"zz-big", &big).unwrap();
+        w.commit().unwrap();
+        let p = leftmost_path(&t);
+        assert!(p.len() >= 2, "need a branch: {p:?}");
+        let r = t.begin_read().unwrap();
+        let ov = {
+            let snap = &r.snap;
+            let mut pg = snap.meta.root;
+            loop {
+                let v = PageView::new(snap.map.page(pg, 512).unwrap(), pg).unwrap();
+                if v.is_leaf() {
+                    let i = v.search(b"zz-big").unwrap().unwrap();
+                    match v.leaf_entry(i).unwrap().1 {
+                        ValRef::Overflow { pgno, .. } => break pgno,
+                        ValRef::Inline(_) => panic!("expected overflow"),
+                    }
+                }
+                pg = v.child(v.child_index(b"zz-big").unwrap()).unwrap();
+            }
+        };
+        (*p.last().unwrap(), p[0], ov)
+    };
+    let pristine = std::fs::read(&path).unwrap();
+    let first_key = key(0);
+    // (what, offset to flip, page expected in the error, key to read)
+    let cases: Vec<(&str, u64, u64, Vec<u8>)> = vec![
+        ("leaf value", leaf * 512 + 511, leaf, first_key.clone()),
+        ("branch", branch * 512 + 511, branch, first_key.clone()),
+        ("overflow", ov * 512 + 1000, ov, b"zz-big".to_vec()),
+    ];
+    for (what, off, page, k) in cases {
+        std::fs::write(&path, &pristine).unwrap();
+        flip(&path, off);
+        let t = BTree::open(&path, opts(512)).unwrap();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let h = hits.clone();
+        t.set_failure_hook(Box::new(move |_| {
+            h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }));
+        let r = t.begin_read().unwrap();
+        let e = r.get(&k).unwrap_err();
+        assert!(is_checksum(&e, page), "{what}: {e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        // not cached as good: a second read fails too
+        assert!(r.get(&k).is_err(), "{what}");
+        let scan: Result<Vec<_>, _> = r
+            .range(Bound::Unbounded, Bound::Unbounded, false)
+            .and_then(|it| it.collect());
+        assert!(
+            scan.is_err(),
+            "{what}: a scan must not skip or return a damaged page"
+        );
+        drop(r);
+        // The writer must not copy a damaged tree page into a new, freshly sealed one (an
+        // overflow value being replaced is only freed, never read, so that put may succeed).
+        let mut w = t.begin_write().unwrap();
+        let put = w.put(&k, b"new");
+        assert!(put.is_err() || what == "overflow", "{what}");
+        drop(w);
+        assert!(t.checksum_failures() >= 3, "{what}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::Relaxed),
+            t.checksum_failures()
+        );
+        assert!(t
+            .first_checksum_failure()
+            .unwrap()
+            .contains(&format!("{page}")));
+    }
+    // A flipped key bit (first key of the leftmost leaf) is an error, not a 404.
+    std::fs::write(&path, &pristine).unwrap();
+    let t = BTree::open(&path, opts(512)).unwrap();
+    let snap = t.inner().current();
+    let v = PageView::new(snap.map.page(leaf, 512).unwrap(), leaf).unwrap();
+    let key_off = {
+        let k = v.key(0).unwrap();
+        k.as_ptr() as usize - snap.map.as_ptr() as usize
+    };
+    drop(snap);
+    drop(t);
+    flip(&path, key_off as u64 + 4);
+    let t = BTree::open(&path, opts(512)).unwrap();
+    let e = t.begin_read().unwrap().get(&first_key).unwrap_err();
+    assert!(is_checksum(&e, leaf), "{e}");
+}
+
+#[test]
+fn verdicts_reset_when_pages_are_rewritten() {
+    // Many rounds in one mapping: reused page ids must be verified against their new bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(512)).unwrap();
+    for round in 0..30u32 {
+        let mut w = t.begin_write().unwrap();
+        for i in 0..150 {
+            w.put(&key(i), &val(i + round, 50)).unwrap();
+        }
+        w.commit().unwrap();
+        let r = t.begin_read().unwrap();
+        for i in (0..150).step_by(7) {
+            assert_eq!(r.get(&key(i)).unwrap(), Some(val(i + round, 50)));
+        }
+    }
+    assert_eq!(t.checksum_failures(), 0);
+    assert_healthy(&t);
+}
+
+#[test]
+fn read_only_open_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    drop(fill(&path, 512, 2));
+    let before = std::fs::read(&path).unwrap();
+    let t = BTree::open_read_only(&path).unwrap();
+    assert_eq!(
+        t.begin_read().unwrap().get(&key(3)).unwrap(),
+        Some(val(4, 60))
+    );
+    assert!(matches!(t.begin_write(), Err(BTreeError::ReadOnly(_))));
+    // a writer elsewhere is refused while the read-only handle is open, and vice versa
+    assert!(matches!(
+        BTree::open(&path, opts(512)),
+        Err(BTreeError::Locked(_))
+    ));
+    drop(t);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(BTree::open_read_only(&dir.path().join("missing")).is_err());
+    assert!(!dir.path().join("missing").exists());
+}
+
+#[test]
+fn creation_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tree.db");
+    // A crash mid-creation leaves only the temporary file: it is discarded.
+    std::fs::write(path.with_extension(CREATING_SUFFIX), vec![0u8; 8192]).unwrap();
+    let t = BTree::open(&path, opts(512)).unwrap();
+    assert!(!path.with_extension(CREATING_SUFFIX).exists());
+    assert_eq!(t.begin_read().unwrap().txid(), 0);
     assert_healthy(&t);
 }

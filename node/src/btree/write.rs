@@ -3,6 +3,10 @@
 //! Pages reachable from the last committed meta are never modified: touching one copies it
 //! into a freshly allocated page id (free list first, else the file end). Commit writes the
 //! dirty pages, fdatasyncs, then writes the alternate meta page and fdatasyncs again.
+//!
+//! Pages freed by commit `T` are reused from commit `T + 2` on (and once no reader needs them):
+//! the pages commit `T + 1` writes then belong to neither meta on disk, so a torn or damaged
+//! newest meta always falls back to an intact tree.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -76,16 +80,22 @@ enum Ins {
 impl<'a> WriteTxn<'a> {
     pub(crate) fn begin(tree: &'a BTree) -> Result<Self, BTreeError> {
         let inner = tree.inner();
+        if inner.read_only {
+            return Err(BTreeError::ReadOnly(inner.path.display().to_string()));
+        }
         let mut ws = inner.writer.lock();
         if ws.poisoned {
             return Err(BTreeError::Poisoned);
         }
         let snap = inner.current();
-        // Pages freed by txn t are invisible to every reader with txid >= t.
-        let keep = match inner.oldest_reader() {
-            Some(o) => ws.pending.split_off(&(o + 1)),
-            None => Default::default(),
+        // Pages freed by txn t are invisible to every reader with txid >= t, and belong to no
+        // meta on disk once txn t + 1 is durable: this txn (t + 2 or later) may reuse them.
+        let newest_reusable = snap.meta.txid.saturating_sub(1);
+        let bound = match inner.oldest_reader() {
+            Some(o) => o.min(newest_reusable),
+            None => newest_reusable,
         };
+        let keep = ws.pending.split_off(&(bound + 1));
         let release = std::mem::replace(&mut ws.pending, keep);
         for (_, pages) in release {
             ws.free.extend(pages);
@@ -189,7 +199,7 @@ impl<'a> WriteTxn<'a> {
         if pg < 2 || pg >= self.old_hwm() {
             return Err(corrupt(format!("child pointer to page {pg} out of range")));
         }
-        PageView::new(page::page_slice(&self.snap.map, pg, self.ps)?, pg)
+        PageView::new(self.snap.map.page(pg, self.ps)?, pg)
     }
 
     /// Makes page `pg` writable, copying it to a new page id if it is committed.
@@ -200,7 +210,8 @@ impl<'a> WriteTxn<'a> {
         if pg < 2 || pg >= self.old_hwm() {
             return Err(corrupt(format!("child pointer to page {pg} out of range")));
         }
-        let src = page::page_slice(&self.snap.map, pg, self.ps)?;
+        // Verified: copying a damaged page would re-seal bad bytes with a fresh checksum.
+        let src = self.snap.map.page(pg, self.ps)?;
         let mut d = Dirty::from_page(src, pg, 0)?;
         let id = self.alloc(1);
         page::wr_u64(&mut d.buf, 8, id);
@@ -259,7 +270,7 @@ impl<'a> WriteTxn<'a> {
             Some(run) => run
                 .get(OVERFLOW_HDR..OVERFLOW_HDR + len as usize)
                 .ok_or_else(|| corrupt("internal: overflow run shorter than its value")),
-            None => page::overflow_value(&self.snap.map, pgno, len, self.ps),
+            None => self.snap.map.overflow(pgno, len, self.ps),
         }
     }
 
@@ -563,9 +574,10 @@ impl<'a> WriteTxn<'a> {
         let old = self.old_hwm();
 
         // Pick the pages for the new freelist; taking a free page shrinks the list itself.
+        // What this commit frees is persisted as held: after a restart it still waits a commit.
         let mut fl_pages = Vec::new();
-        let mut total = self.ws.free.len() + pending_old + pending_now.len();
-        while fl_pages.len() < freelist::pages_needed(total, ps) {
+        let mut total = self.ws.free.len() + pending_old;
+        while fl_pages.len() < freelist::pages_for(total, pending_now.len(), ps) {
             if let Some(p) = self.ws.free.pop_first() {
                 if p < old {
                     self.taken.push(p);
@@ -582,9 +594,10 @@ impl<'a> WriteTxn<'a> {
         for v in self.ws.pending.values() {
             ids.extend_from_slice(v);
         }
-        ids.extend_from_slice(&pending_now);
         ids.sort_unstable();
-        let fl_bufs = freelist::encode(&ids, &fl_pages, ps);
+        pending_now.sort_unstable();
+        let fl_bufs = freelist::encode(&ids, &pending_now, &fl_pages, ps);
+        let free_count = (ids.len() + pending_now.len()) as u64;
 
         // Grow the file if the new pages reach past its end.
         let need = self.hwm * ps as u64;
@@ -641,7 +654,7 @@ impl<'a> WriteTxn<'a> {
             depth: self.depth,
             page_count: self.hwm,
             freelist: fl_pages.first().copied().unwrap_or(0),
-            free_count: ids.len() as u64,
+            free_count,
             entries: self.entries,
             checkpoint_lsn: self.lsn,
         };
@@ -650,8 +663,12 @@ impl<'a> WriteTxn<'a> {
         file.write_all_at(&meta.encode(), meta.slot_offset())?;
         file.sync_data()?;
         let map = if grew {
-            map_file(file)?
+            map_file(file, ps, &self.tree.inner().integrity)?
         } else {
+            // Reused page ids carry new bytes: drop their cached verdicts before anyone sees them.
+            for (id, src) in &items {
+                self.snap.map.forget(*id, (src.len() / ps).max(1) as u64);
+            }
             self.snap.map.clone()
         };
         self.ws.poisoned = false;

@@ -89,6 +89,11 @@ pub struct NamespaceStats {
     pub wal_segments: Vec<SegmentInfo>,
     pub tree: TreeStats,
     pub poisoned: Option<String>,
+    /// Set once a read found a damaged page: the first failure (file and page). Reads of
+    /// damaged pages fail; everything else is still served.
+    pub degraded: Option<String>,
+    /// Checksum failures detected on reads since the namespace was opened.
+    pub checksum_failures: u64,
 }
 
 /// Per-namespace state of the models layer that must not be process-wide: a commit of one
@@ -275,7 +280,14 @@ impl Namespace {
             wal_segments: inner.wal.segments(),
             tree,
             poisoned: inner.poisoned.lock().clone(),
+            degraded: inner.tree.first_checksum_failure(),
+            checksum_failures: inner.tree.checksum_failures(),
         })
+    }
+
+    /// The first checksum failure a read hit in this namespace, if any (see `NamespaceStats`).
+    pub fn degraded(&self) -> Option<String> {
+        self.inner.tree.first_checksum_failure()
     }
 
     /// Serialises read-then-replace model commits (LOB manifests) of this namespace only, so two
@@ -301,7 +313,8 @@ impl Namespace {
 
     /// Makes everything durable and flushed; the namespace stays usable (used at shutdown).
     pub fn close(&self) -> Result<(), EngineError> {
-        self.inner.wal.sync()?;
+        // Syncs and records the durable-LSN bound: a later start that finds less refuses.
+        self.inner.wal.close()?;
         self.flush()
     }
 }

@@ -18,7 +18,8 @@ use crate::wal::{Wal, WalError};
 
 pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner, EngineError> {
     let started = Instant::now();
-    std::fs::create_dir_all(dir)?;
+    // A new namespace directory must survive a power loss: fsync its parent after creating it.
+    crate::fsutil::create_dir_all_durable(dir)?;
     let lock = DirLock::acquire(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             EngineError::Locked(name.to_string())
@@ -27,6 +28,8 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
         }
     })?;
     let tree = BTree::open(&dir.join("tree.db"), opts.btree.clone())?;
+    let failures = crate::metrics::CHECKSUM_FAILURES.with_label_values(&[name]);
+    tree.set_failure_hook(Box::new(move |_| failures.inc()));
     let checkpoint = tree.begin_read()?.checkpoint_lsn();
     let wal_dir = dir.join("wal");
     // An interrupted snapshot install: finish it if the tree switched, otherwise forget it.
@@ -36,6 +39,8 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
             for (_, name) in crate::wal::list_segment_files(&wal_dir)? {
                 std::fs::remove_file(wal_dir.join(name))?;
             }
+            // The log restarts after the snapshot: the old durable bound no longer applies.
+            crate::wal::forget_durable(&wal_dir)?;
         }
     }
     let (wal, report) = Wal::open(&wal_dir, opts.wal.clone())?;

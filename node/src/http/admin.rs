@@ -17,7 +17,8 @@ pub async fn healthz(State(st): State<Shared>) -> Json<Value> {
     Json(json!({"status": "ok", "namespaces": st.cfg.server.namespaces}))
 }
 
-/// 200 once every namespace recovered (and not shutting down); 503 before.
+/// 200 once every namespace recovered (and not shutting down); 503 before. A namespace whose
+/// reads hit a damaged page is listed under `degraded` (file and page).
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Value), (status = 503)))]
 pub async fn readyz(State(st): State<Shared>) -> Response {
     if st.is_ready() {
@@ -29,7 +30,25 @@ pub async fn readyz(State(st): State<Shared>) -> Response {
             )
                 .into_response();
         }
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        // Damaged pages fail only the reads that touch them: stay ready, but say which
+        // namespaces are degraded so an operator (or alert) sees it.
+        let degraded: serde_json::Map<String, Value> = st
+            .db()
+            .map(|db| {
+                db.namespaces()
+                    .filter_map(|ns| ns.degraded().map(|why| (ns.name().to_string(), why.into())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if degraded.is_empty() {
+            (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        } else {
+            (
+                StatusCode::OK,
+                Json(json!({"status": "ready", "degraded": degraded})),
+            )
+                .into_response()
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +100,8 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "tree": s.tree,
         "openTransactions": st.txns.open_count(),
         "poisoned": s.poisoned,
+        "degraded": s.degraded,
+        "checksumFailures": s.checksum_failures,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
     })))

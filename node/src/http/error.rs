@@ -68,6 +68,10 @@ impl From<EngineError> for ApiError {
                 ApiError::bad_request(e.to_string())
             }
             EngineError::InvalidName(_) => ApiError::bad_request(e.to_string()),
+            // Never the damaged bytes, never a 404: a 500 naming the file and page.
+            EngineError::Tree(crate::btree::BTreeError::Checksum { .. }) => {
+                ApiError::internal(format!("data integrity error: {e}"))
+            }
             // The writable check answers first (naming the owner); this is the engine's backstop.
             EngineError::Follower { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
             EngineError::Poisoned { .. } | EngineError::Closed => {

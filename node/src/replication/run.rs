@@ -179,6 +179,9 @@ pub async fn run_followers(
 }
 
 /// This node's stable replica id: `<data_dir>/replica-id`, created with a random value on first use.
+///
+/// Written crash-safely (temp file, fsync, rename, fsync dir): a crash never leaves an empty or
+/// partial id that would make the node reappear upstream as a different replica.
 pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("replica-id");
     match std::fs::read_to_string(&path) {
@@ -189,7 +192,7 @@ pub fn replica_id(data_dir: &Path) -> std::io::Result<String> {
     }
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
     let id = format!("{}-{:016x}", host.trim(), rand::random::<u64>());
-    std::fs::create_dir_all(data_dir)?;
-    std::fs::write(&path, &id)?;
+    crate::fsutil::create_dir_all_durable(data_dir)?;
+    crate::fsutil::write_atomic(&path, id.as_bytes())?;
     Ok(id)
 }

@@ -16,6 +16,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+mod durable;
 mod reader;
 pub(crate) mod record;
 mod recovery;
@@ -37,6 +38,47 @@ pub(crate) fn list_segment_files(dir: &Path) -> Result<Vec<(u64, String)>, WalEr
     recovery::list_segments(dir)
 }
 use shared::{Shared, Writer};
+
+/// Forgets the durable-LSN bound of the log in `dir` (its segments are being removed on purpose:
+/// an interrupted snapshot install is being finished).
+pub(crate) fn forget_durable(dir: &Path) -> Result<(), WalError> {
+    Ok(durable::remove(dir)?)
+}
+
+/// Scans the log in `dir` without changing anything (`repair`: except truncating a torn tail),
+/// for `inspect`. A missing directory is an empty log.
+pub(crate) fn inspect(
+    dir: &Path,
+    repair: bool,
+) -> Result<(RecoveryReport, Vec<SegmentInfo>), WalError> {
+    let mode = if repair {
+        recovery::Mode::RepairTail
+    } else {
+        recovery::Mode::ReadOnly
+    };
+    let rec = recovery::recover(dir, mode)?;
+    let infos = rec
+        .segments
+        .iter()
+        .map(|s| SegmentInfo {
+            file_name: s.file_name.clone(),
+            first_lsn: s.first_lsn,
+            last_lsn: s.last_lsn,
+            size_bytes: s.size,
+            modified_unix_secs: modified_secs(&s.path),
+        })
+        .collect();
+    Ok((rec.report, infos))
+}
+
+fn modified_secs(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Errors from the WAL. Mid-log corruption is an error, a torn tail is repaired on open.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +132,18 @@ pub struct RecoveryReport {
     pub last_lsn: u64,
     pub truncated_bytes: u64,
     pub truncated_segment: Option<String>,
+    /// A torn tail found past the durable bound (truncated unless opened read-only).
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Crash debris at the end of the last segment: bytes past the last valid record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TornTail {
+    pub segment: String,
+    /// Offset of the first byte that is not part of a valid record.
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
 }
 
 /// One segment file, for `inspect`, retention and metrics.
@@ -134,7 +188,7 @@ impl Wal {
     ///
     /// Everything recovered is considered published: readers may stream it immediately.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
-        let rec = recovery::recover(dir)?;
+        let rec = recovery::recover(dir, recovery::Mode::Open)?;
         let active_size = rec.active.as_ref().map(|a| a.size).unwrap_or(0);
         let writer = Writer {
             active: rec.active,
@@ -173,6 +227,15 @@ impl Wal {
     /// Makes every record appended so far durable (one `fdatasync` of the active segment).
     pub fn sync(&self) -> Result<(), WalError> {
         self.shared.sync().map(|_| ())
+    }
+
+    /// Syncs the log and records its last LSN as the durable bound (`durable.rs`): after a clean
+    /// close, a restart that finds fewer records refuses to start instead of truncating.
+    pub fn close(&self) -> Result<(), WalError> {
+        self.shared.sync()?;
+        let durable = self.shared.durable_lsn.load(Ordering::Acquire);
+        durable::write(&self.shared.dir, durable)?;
+        Ok(())
     }
 
     /// Makes records up to `lsn` visible to readers and wakes `wait_published` callers.
@@ -230,12 +293,7 @@ impl Wal {
             .map(|i| {
                 let (last_lsn, size_bytes) = self.shared.segment_bounds(&segs, i);
                 let s = &segs[i];
-                let modified_unix_secs = std::fs::metadata(&s.path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let modified_unix_secs = modified_secs(&s.path);
                 SegmentInfo {
                     file_name: s.file_name.clone(),
                     first_lsn: s.first_lsn,

@@ -80,18 +80,29 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, HeaderError> {
     Ok(u64::from_le_bytes(lsn))
 }
 
-/// Creates (or re-initializes) a segment file with a durable header and durable directory entry.
+/// Suffix of a segment being created; recovery removes leftovers (they never held records).
+pub const CREATING_SUFFIX: &str = ".tmp";
+
+/// Creates a segment file atomically: header written and fsynced under a temporary name, then
+/// renamed into place and the directory fsynced. A file with a final segment name therefore
+/// always had a valid header, so a damaged one is never mistaken for creation debris.
+///
+/// Callers (`roll`, `reset`) have made every record before `first_lsn` durable, so this also
+/// raises the durable-LSN record (`durable.rs`) to `first_lsn - 1`.
 pub fn create(dir: &Path, first_lsn: u64) -> io::Result<(File, PathBuf)> {
     let path = dir.join(file_name(first_lsn));
+    let tmp = dir.join(format!("{}{CREATING_SUFFIX}", file_name(first_lsn)));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&path)?;
+        .open(&tmp)?;
     file.write_all_at(&encode_header(first_lsn), 0)?;
     file.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
+    super::durable::write(dir, first_lsn.saturating_sub(1))?;
     Ok((file, path))
 }
 

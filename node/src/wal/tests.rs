@@ -553,24 +553,34 @@ fn garbage_and_zeros_after_last_record_are_truncated() {
 }
 
 #[test]
-fn empty_or_torn_last_segment_is_reinitialized() {
+fn damaged_last_segment_header_is_corrupt_but_creation_leftovers_are_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let (wal, _) = open(dir.path());
         fill(&wal, 1, 20);
     }
-    // A segment torn during creation (partial header) is removed.
+    // Segments are created atomically: a final-named one with a partial or zeroed header is
+    // damage (it used to be deleted as "torn during creation").
     let torn = dir.path().join(segment::file_name(21));
-    std::fs::write(&torn, &segment::encode_header(21)[..7]).expect("write");
-    let (wal, rep) = open(dir.path());
-    assert_eq!((wal.last_lsn(), rep.truncated_bytes), (20, 7));
-    assert!(!torn.exists());
-    drop(wal);
-    // All-zero header: also a creation tear.
-    std::fs::write(&torn, [0u8; SEGMENT_HEADER_LEN]).expect("write");
+    for bad in [
+        segment::encode_header(21)[..7].to_vec(),
+        vec![0u8; SEGMENT_HEADER_LEN],
+    ] {
+        std::fs::write(&torn, &bad).expect("write");
+        let err = Wal::open(dir.path(), tiny()).expect_err("must refuse");
+        assert!(
+            matches!(&err, WalError::Corrupt { segment, .. } if segment == &segment::file_name(21)),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&torn).expect("kept"), bad, "left untouched");
+    }
+    std::fs::remove_file(&torn).expect("rm");
+    // An interrupted creation leaves only `*.wal.tmp`: removed, nothing lost.
+    let tmp = dir.path().join(format!("{}.tmp", segment::file_name(21)));
+    std::fs::write(&tmp, [0u8; 3]).expect("write");
     let (wal, _) = open(dir.path());
     assert_eq!(wal.last_lsn(), 20);
-    assert!(!torn.exists());
+    assert!(!tmp.exists());
     drop(wal);
     // Header-only segment is kept and the next append goes into it.
     std::fs::write(&torn, segment::encode_header(21)).expect("write");
@@ -579,6 +589,90 @@ fn empty_or_torn_last_segment_is_reinitialized() {
     fill(&wal, 21, 21);
     assert_eq!(wal.segments().last().map(|s| s.first_lsn), Some(21));
     check_records(&read_all(&wal, 1), 1, 21);
+}
+
+/// The "37 acknowledged writes vanish" case: a whole last segment zeroed, longer than its header.
+#[test]
+fn zeroed_last_segment_with_data_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 40);
+    }
+    let last = segment_paths(dir.path()).pop().expect("segment");
+    let len = std::fs::metadata(&last).expect("meta").len();
+    assert!(len > SEGMENT_HEADER_LEN as u64);
+    std::fs::write(&last, vec![0u8; len as usize]).expect("zero");
+    let err = Wal::open(dir.path(), tiny()).expect_err("must refuse");
+    assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
+    assert_eq!(std::fs::metadata(&last).expect("kept").len(), len);
+}
+
+/// Records below the durable bound (written at roll and clean close) are never truncated away.
+#[test]
+fn data_lost_below_the_durable_bound_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 30);
+        wal.close().expect("close");
+    }
+    assert_eq!(durable::read(dir.path()).expect("durable"), 30);
+    let last = segment_paths(dir.path()).pop().expect("segment");
+    let len = std::fs::metadata(&last).expect("meta").len();
+    // zeroed data after a valid header: looks like a torn tail, but it was durable
+    let img = std::fs::read(&last).expect("read");
+    let mut zeroed = img.clone();
+    zeroed[SEGMENT_HEADER_LEN..].fill(0);
+    std::fs::write(&last, &zeroed).expect("write");
+    let err = Wal::open(dir.path(), tiny()).expect_err("zeroed data must be refused");
+    assert!(err.to_string().contains("durable"), "{err}");
+    // truncated at a record boundary (no defect at all): still fewer records than durable
+    std::fs::write(&last, &img[..SEGMENT_HEADER_LEN]).expect("write");
+    let err = Wal::open(dir.path(), tiny()).expect_err("truncation must be refused");
+    assert!(err.to_string().contains("durable"), "{err}");
+    // a missing last segment too
+    std::fs::remove_file(&last).expect("rm");
+    assert!(Wal::open(dir.path(), tiny()).is_err());
+    std::fs::write(&last, &img).expect("restore");
+    assert_eq!(std::fs::metadata(&last).expect("meta").len(), len);
+    let (wal, _) = open(dir.path());
+    assert_eq!(wal.last_lsn(), 30);
+    // A torn tail past the bound (a crash after more appends, no close) is still repaired.
+    fill(&wal, 31, 33);
+    drop(wal);
+    let last = segment_paths(dir.path()).pop().expect("segment");
+    let l = std::fs::metadata(&last).expect("meta").len();
+    set_len(&last, l - 3);
+    let (wal, rep) = open(dir.path());
+    assert_eq!(wal.last_lsn(), 32);
+    assert!(rep.truncated_bytes > 0);
+}
+
+/// `inspect` scans without changing a byte; `--repair` truncates a torn tail only.
+#[test]
+fn read_only_scan_reports_and_repair_truncates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (wal, _) = open(dir.path());
+        fill(&wal, 1, 25);
+    }
+    let last = segment_paths(dir.path()).pop().expect("segment");
+    let l = std::fs::metadata(&last).expect("meta").len();
+    set_len(&last, l - 2);
+    let before = std::fs::read(&last).expect("read");
+    let (rep, segs) = inspect(dir.path(), false).expect("inspect");
+    assert_eq!(rep.last_lsn, 24);
+    assert_eq!(rep.truncated_bytes, 0);
+    assert!(rep.torn_tail.is_some());
+    assert!(!segs.is_empty());
+    assert_eq!(std::fs::read(&last).expect("read"), before);
+    let (rep, _) = inspect(dir.path(), true).expect("repair");
+    assert!(rep.truncated_bytes > 0);
+    assert!(std::fs::metadata(&last).expect("meta").len() < l - 2);
+    let missing = dir.path().join("nope");
+    assert_eq!(inspect(&missing, false).expect("empty").0.last_lsn, 0);
+    assert!(!missing.exists());
 }
 
 #[test]
