@@ -37,6 +37,8 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
                 std::fs::remove_file(wal_dir.join(name))?;
             }
         }
+        // The snapshot's epoch history is staged beside the marker: adopt it with the tree, or drop it.
+        super::epoch::finish_install(dir, s == checkpoint)?;
     }
     let (wal, report) = Wal::open(&wal_dir, opts.wal.clone())?;
     if let Some(s) = install_lsn {
@@ -123,6 +125,7 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
         poisoned: Mutex::new(None),
         lsn_tx,
         models: Default::default(),
+        epochs: super::epoch::Epochs::open(dir, last)?,
         metrics,
         _lock: lock,
     })

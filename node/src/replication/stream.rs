@@ -6,6 +6,8 @@
 //! bounded channel in front of the HTTP/2 stream: a slow replica makes the pump wait, never buffer.
 //! While idle, a heartbeat (empty batch with the latest LSN/HLC) goes out every `heartbeat`, so the
 //! replica can tell a quiet upstream from a dead connection and keep its lag figures right.
+//! The tail is durable-only: a record leaves this node only once fsynced here (heartbeats still report
+//! the visible LSN, so lag stays right).
 
 use std::time::Duration;
 
@@ -13,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::proto::{WalBatch, WalRecord};
-use crate::engine::{Tail, TailError, TailLimits};
+use super::proto::{self, WalBatch, WalRecord};
+use crate::engine::{EpochEntry, Tail, TailError, TailLimits};
 use crate::wal::record::frame_crc;
 use crate::wal::Record;
 
@@ -46,34 +48,61 @@ impl Default for StreamOptions {
     }
 }
 
-/// Converts a WAL record to the wire form, with its frame CRC for end-to-end verification.
+/// Converts a WAL record to the wire form, with its (v2) frame CRC for end-to-end verification: the
+/// CRC covers the epoch, so a record cannot change history on the way.
 pub fn to_wire(r: Record) -> WalRecord {
     WalRecord {
-        crc32c: frame_crc(r.lsn, r.hlc, &r.payload),
+        crc32c: frame_crc(r.lsn, r.hlc, r.epoch, &r.payload),
         lsn: r.lsn,
         hlc: r.hlc,
+        epoch: r.epoch,
         payload: r.payload,
     }
 }
 
 /// Converts a received record back, verifying its CRC; `Err` names the LSN whose bytes are damaged.
 pub fn from_wire(w: WalRecord) -> Result<Record, u64> {
-    if frame_crc(w.lsn, w.hlc, &w.payload) != w.crc32c {
+    if frame_crc(w.lsn, w.hlc, w.epoch, &w.payload) != w.crc32c {
         return Err(w.lsn);
     }
     Ok(Record {
         lsn: w.lsn,
         hlc: w.hlc,
+        epoch: w.epoch,
         payload: w.payload,
     })
 }
 
-/// Maps a tail failure to a status; a trimmed LSN is OUT_OF_RANGE so followers know to bootstrap.
+/// Epoch history entries to and from the wire.
+pub fn history_to_wire(h: &[EpochEntry]) -> Vec<proto::EpochEntry> {
+    h.iter()
+        .map(|e| proto::EpochEntry {
+            epoch: e.epoch,
+            start_lsn: e.start_lsn,
+        })
+        .collect()
+}
+
+pub fn history_from_wire(h: &[proto::EpochEntry]) -> Vec<EpochEntry> {
+    h.iter()
+        .map(|e| EpochEntry {
+            epoch: e.epoch,
+            start_lsn: e.start_lsn,
+        })
+        .collect()
+}
+
+/// Maps a tail failure to a status; a trimmed LSN is OUT_OF_RANGE so followers know to bootstrap; a
+/// truncated WAL (this node rolled back a diverged tail) is ABORTED so followers reconnect and run the
+/// history check against the new state.
 pub(crate) fn tail_status(e: TailError) -> Status {
     match e {
         TailError::Trimmed { requested, oldest } => Status::out_of_range(format!(
             "LSN {requested} is no longer in the WAL (oldest available is {oldest})"
         )),
+        TailError::Truncated => Status::aborted(
+            "this node truncated its WAL after a history divergence; reconnect to re-check history",
+        ),
         other => Status::internal(other.to_string()),
     }
 }
@@ -109,6 +138,7 @@ pub async fn pump(
                 records: records.into_iter().map(to_wire).collect(),
                 latest_lsn: ns.latest_lsn(),
                 latest_hlc: ns.latest_hlc(),
+                control: None,
             };
             if tx.send(Ok(batch)).await.is_err() {
                 return;
@@ -122,7 +152,7 @@ pub async fn pump(
                 }
             }
             _ = tokio::time::sleep(heartbeat) => {
-                let hb = WalBatch { records: Vec::new(), latest_lsn: ns.latest_lsn(), latest_hlc: ns.latest_hlc() };
+                let hb = WalBatch { records: Vec::new(), latest_lsn: ns.latest_lsn(), latest_hlc: ns.latest_hlc(), control: None };
                 if tx.send(Ok(hb)).await.is_err() {
                     return;
                 }

@@ -1,0 +1,148 @@
+//! The history check run on every resume: up to which LSN do a follower and its upstream hold the same
+//! records? Pure; the service calls it with both epoch histories (see `engine::epoch`).
+//!
+//! An epoch is started by one owner start and never reused, and followers copy records verbatim, so
+//! within one epoch two nodes hold the same records from the epoch's start up to wherever each stopped.
+//! Take the largest epoch `E` both histories contain: they agree up to `min(follower's end of E,
+//! upstream's end of E)`, where a history's end of `E` is the start of its next epoch − 1 (or its last
+//! LSN when `E` is its newest). After that point one of them continued with a different epoch (or
+//! nothing). With no common epoch they agree on nothing: 0, and the follower must bootstrap (unless it
+//! holds nothing, which is agreement too). Both ends are also capped by each side's last LSN, so the
+//! answer never exceeds what either holds. (Kafka's OffsetsForLeaderEpoch, computed on the upstream.)
+
+use crate::engine::EpochEntry;
+
+/// Last LSN of `epoch` in `history` (sorted, entries up to `last_lsn`), or `None` if absent.
+fn end_of(history: &[EpochEntry], last_lsn: u64, epoch: u64) -> Option<u64> {
+    let i = history.iter().position(|e| e.epoch == epoch)?;
+    let end = match history.get(i + 1) {
+        Some(next) => next.start_lsn.saturating_sub(1),
+        None => last_lsn,
+    };
+    Some(end.min(last_lsn))
+}
+
+/// The last LSN where a follower (`follower`, ending at `follower_last`) and its upstream (`upstream`,
+/// ending at `upstream_last`) hold the same records. Histories are lists of `(epoch, start_lsn)` in
+/// ascending order as sent on the wire (epoch 0 from LSN 1 explicit when it has records).
+pub fn agreed_lsn(
+    follower: &[EpochEntry],
+    follower_last: u64,
+    upstream: &[EpochEntry],
+    upstream_last: u64,
+) -> u64 {
+    if follower_last == 0 {
+        return 0;
+    }
+    for f in follower.iter().rev() {
+        if f.start_lsn > follower_last {
+            continue;
+        }
+        let Some(u_end) = end_of(upstream, upstream_last, f.epoch) else {
+            continue;
+        };
+        let Some(f_end) = end_of(follower, follower_last, f.epoch) else {
+            continue;
+        };
+        return f_end.min(u_end);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(v: &[(u64, u64)]) -> Vec<EpochEntry> {
+        v.iter()
+            .map(|&(epoch, start_lsn)| EpochEntry { epoch, start_lsn })
+            .collect()
+    }
+
+    #[test]
+    fn examples() {
+        // Same history, follower behind: everything it has agrees.
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 10, &h(&[(5, 1)]), 20), 10);
+        // Hub restored from an old copy: follower has epoch 9 from 11, hub started epoch 12 at 11.
+        assert_eq!(
+            agreed_lsn(&h(&[(5, 1), (9, 11)]), 20, &h(&[(5, 1), (12, 11)]), 15),
+            10
+        );
+        // Hub lost its unsynced tail (ended at 8) and restarted with epoch 9 at 9.
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 12, &h(&[(5, 1), (9, 9)]), 30), 8);
+        // Nothing in common: bootstrap.
+        assert_eq!(agreed_lsn(&h(&[(3, 1)]), 12, &h(&[(4, 1)]), 30), 0);
+        // An empty follower agrees with anything.
+        assert_eq!(agreed_lsn(&[], 0, &h(&[(4, 1)]), 30), 0);
+        // Pre-epoch data on both sides (epoch 0): taken as agreeing.
+        assert_eq!(agreed_lsn(&h(&[(0, 1)]), 7, &h(&[(0, 1), (4, 9)]), 30), 7);
+        // Follower ahead of an upstream in the same history (the upstream is a lagging relayer).
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1)]), 30), 30);
+    }
+
+    /// The records of a history as the epoch of each LSN, 1-based.
+    fn expand(epochs: &[u64]) -> (Vec<EpochEntry>, u64) {
+        let mut out: Vec<EpochEntry> = Vec::new();
+        for (i, &e) in epochs.iter().enumerate() {
+            if out.last().map(|l| l.epoch) != Some(e) {
+                out.push(EpochEntry {
+                    epoch: e,
+                    start_lsn: i as u64 + 1,
+                });
+            }
+        }
+        (out, epochs.len() as u64)
+    }
+
+    /// A shared prefix, then each side's own continuation: at most one side continues the prefix's
+    /// last epoch (one owner writes one epoch), new epochs are larger and never shared.
+    fn branches() -> impl Strategy<Value = (Vec<u64>, Vec<u64>, u64)> {
+        (
+            prop::collection::vec((1u64..4, 1usize..5), 0..4),
+            prop::collection::vec((1u64..4, 1usize..5), 0..4),
+            prop::collection::vec((1u64..4, 1usize..5), 0..4),
+            0usize..5,
+            any::<bool>(),
+        )
+            .prop_map(|(common, a, b, extend, a_extends)| {
+                let mut epoch = 0u64;
+                let mut prefix = Vec::new();
+                for (step, n) in common {
+                    epoch += step;
+                    prefix.extend(std::iter::repeat_n(epoch, n));
+                }
+                let last_common = prefix.last().copied();
+                let (mut fa, mut fb) = (prefix.clone(), prefix.clone());
+                if let Some(e) = last_common {
+                    let side = if a_extends { &mut fa } else { &mut fb };
+                    side.extend(std::iter::repeat_n(e, extend));
+                }
+                // Disjoint new epochs: odd offsets on one side, even on the other.
+                let base = epoch + 100;
+                let mut ea = base;
+                for (step, n) in a {
+                    ea += step * 2;
+                    fa.extend(std::iter::repeat_n(ea | 1, n));
+                }
+                let mut eb = base;
+                for (step, n) in b {
+                    eb += step * 2;
+                    fb.extend(std::iter::repeat_n(eb & !1, n));
+                }
+                let lcp = fa.iter().zip(&fb).take_while(|(x, y)| x == y).count() as u64;
+                (fa, fb, lcp)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn agreement_is_the_longest_common_prefix((follower, upstream, lcp) in branches()) {
+            let (fh, fl) = expand(&follower);
+            let (uh, ul) = expand(&upstream);
+            prop_assert_eq!(agreed_lsn(&fh, fl, &uh, ul), lcp);
+            // Symmetric: the same point whichever side asks.
+            prop_assert_eq!(agreed_lsn(&uh, ul, &fh, fl), lcp);
+        }
+    }
+}
