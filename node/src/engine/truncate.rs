@@ -78,3 +78,67 @@ impl Inner {
         Ok(dropped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{EngineError, EngineOptions, Namespace, Role, TailError};
+    use crate::storage::batch::WriteBatch;
+    use crate::wal::Record;
+
+    fn put(ns: &Namespace, k: &str, v: &str) {
+        let mut b = WriteBatch::new();
+        b.put(k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        ns.write(b).unwrap();
+    }
+
+    fn records(ns: &Namespace, from: u64) -> Vec<Record> {
+        let mut r = ns.wal_reader(from).unwrap();
+        let mut out = Vec::new();
+        while let Some(rec) = r.next_record().unwrap() {
+            out.push(rec);
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_rolls_back_to_the_agreed_lsn_and_takes_another_history() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = EngineOptions::default();
+        // The owner writes 1..=6; the follower copies them, then must roll back to 3.
+        let a = Namespace::open(&d.path().join("a"), "a", opts.clone()).unwrap();
+        for i in 1..=6 {
+            put(&a, &format!("k{i}"), "a");
+        }
+        let f = Namespace::open_as(&d.path().join("f"), "f", opts.clone(), Role::Follower).unwrap();
+        f.apply_replicated(records(&a, 1)).unwrap();
+        assert_eq!(f.last_epoch(), a.write_epoch().unwrap());
+        let mut tail = f.tail(7).durable_only();
+        assert_eq!(f.epoch_history(6), a.epoch_history(6));
+
+        assert_eq!(f.truncate_after(3).unwrap(), 3);
+        assert_eq!(f.latest_lsn(), 3);
+        assert_eq!(f.get(b"k3").unwrap(), Some(b"a".to_vec()));
+        assert_eq!(f.get(b"k4").unwrap(), None, "memtable rebuilt without the discarded records");
+        assert!(matches!(tail.read().await, Err(TailError::Truncated)));
+        // Another history continues at 4 (its own epoch, newer).
+        let newer = a.write_epoch().unwrap() + 10;
+        let rec = Record {
+            lsn: 4,
+            hlc: 1,
+            epoch: newer,
+            payload: records(&a, 4)[0].payload.clone(),
+        };
+        f.apply_replicated(vec![rec]).unwrap();
+        assert_eq!((f.epoch_at(3), f.epoch_at(4)), (a.write_epoch().unwrap(), newer));
+        // Once flushed into the B+Tree, records cannot be taken back.
+        f.flush().unwrap();
+        assert!(matches!(
+            f.truncate_after(2),
+            Err(EngineError::TruncateBelowCheckpoint { lsn: 2, checkpoint: 4 })
+        ));
+        drop(tail);
+        drop(f);
+        let f = Namespace::open_as(&d.path().join("f"), "f", opts, Role::Follower).unwrap();
+        assert_eq!((f.latest_lsn(), f.epoch_at(4)), (4, newer));
+    }
+}

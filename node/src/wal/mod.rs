@@ -25,6 +25,8 @@ mod shared;
 mod writer;
 
 #[cfg(test)]
+mod epoch_tests;
+#[cfg(test)]
 mod tests;
 
 pub use reader::WalReader;
