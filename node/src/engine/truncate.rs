@@ -118,7 +118,11 @@ mod tests {
         assert_eq!(f.truncate_after(3).unwrap(), 3);
         assert_eq!(f.latest_lsn(), 3);
         assert_eq!(f.get(b"k3").unwrap(), Some(b"a".to_vec()));
-        assert_eq!(f.get(b"k4").unwrap(), None, "memtable rebuilt without the discarded records");
+        assert_eq!(
+            f.get(b"k4").unwrap(),
+            None,
+            "memtable rebuilt without the discarded records"
+        );
         assert!(matches!(tail.read().await, Err(TailError::Truncated)));
         // Another history continues at 4 (its own epoch, newer).
         let newer = a.write_epoch().unwrap() + 10;
@@ -129,12 +133,18 @@ mod tests {
             payload: records(&a, 4)[0].payload.clone(),
         };
         f.apply_replicated(vec![rec]).unwrap();
-        assert_eq!((f.epoch_at(3), f.epoch_at(4)), (a.write_epoch().unwrap(), newer));
+        assert_eq!(
+            (f.epoch_at(3), f.epoch_at(4)),
+            (a.write_epoch().unwrap(), newer)
+        );
         // Once flushed into the B+Tree, records cannot be taken back.
         f.flush().unwrap();
         assert!(matches!(
             f.truncate_after(2),
-            Err(EngineError::TruncateBelowCheckpoint { lsn: 2, checkpoint: 4 })
+            Err(EngineError::TruncateBelowCheckpoint {
+                lsn: 2,
+                checkpoint: 4
+            })
         ));
         drop(tail);
         drop(f);

@@ -45,7 +45,10 @@ fn version_1_segments_open_read_as_epoch_0_and_appends_roll_to_version_2() {
     let (wal, report) = Wal::open(d.path(), opts()).unwrap();
     assert_eq!((report.records, report.last_lsn), (3, 3));
     let old = read_all(&wal, 1);
-    assert_eq!(old.iter().map(|r| (r.lsn, r.epoch)).collect::<Vec<_>>(), vec![(1, 0), (2, 0), (3, 0)]);
+    assert_eq!(
+        old.iter().map(|r| (r.lsn, r.epoch)).collect::<Vec<_>>(),
+        vec![(1, 0), (2, 0), (3, 0)]
+    );
     assert_eq!(&old[2].payload[..], b"v1-3");
     // The next record carries an epoch: it cannot go into the v1 segment.
     wal.append_record(4, 40, 77, b"v2-4").unwrap();
@@ -57,7 +60,10 @@ fn version_1_segments_open_read_as_epoch_0_and_appends_roll_to_version_2() {
     let (wal, report) = Wal::open(d.path(), opts()).unwrap();
     assert_eq!(report.last_lsn, 4);
     let all = read_all(&wal, 1);
-    assert_eq!(all.iter().map(|r| r.epoch).collect::<Vec<_>>(), vec![0, 0, 0, 77]);
+    assert_eq!(
+        all.iter().map(|r| r.epoch).collect::<Vec<_>>(),
+        vec![0, 0, 0, 77]
+    );
 }
 
 #[test]
@@ -79,13 +85,17 @@ fn truncate_after_cuts_across_segments_and_survives_reopen() {
     let (wal, _) = Wal::open(d.path(), opts()).unwrap();
     for lsn in 1..=40u64 {
         let epoch = if lsn <= 20 { 5 } else { 9 };
-        wal.append_record(lsn, lsn, epoch, format!("r{lsn}").as_bytes()).unwrap();
+        wal.append_record(lsn, lsn, epoch, format!("r{lsn}").as_bytes())
+            .unwrap();
     }
     wal.sync().unwrap();
     wal.publish(40);
     assert!(wal.segments().len() > 3);
     assert_eq!(wal.truncate_after(12).unwrap(), 28);
-    assert_eq!((wal.last_lsn(), wal.published_lsn(), wal.durable_lsn()), (12, 12, 12));
+    assert_eq!(
+        (wal.last_lsn(), wal.published_lsn(), wal.durable_lsn()),
+        (12, 12, 12)
+    );
     assert_eq!(read_all(&wal, 1).len(), 12);
     assert!(wal.segments().iter().all(|s| s.first_lsn <= 12));
     // The log continues at 13 with another history.
@@ -96,7 +106,10 @@ fn truncate_after_cuts_across_segments_and_survives_reopen() {
     let (wal, report) = Wal::open(d.path(), opts()).unwrap();
     assert_eq!((report.last_lsn, report.truncated_bytes), (13, 0));
     let recs = read_all(&wal, 12);
-    assert_eq!(recs.iter().map(|r| (r.lsn, r.epoch)).collect::<Vec<_>>(), vec![(12, 5), (13, 11)]);
+    assert_eq!(
+        recs.iter().map(|r| (r.lsn, r.epoch)).collect::<Vec<_>>(),
+        vec![(12, 5), (13, 11)]
+    );
     assert_eq!(&recs[1].payload[..], b"new-13");
     // Truncating at a segment boundary and to nothing.
     let first_of_last = wal.segments().last().unwrap().first_lsn;
@@ -106,7 +119,12 @@ fn truncate_after_cuts_across_segments_and_survives_reopen() {
     assert_eq!((wal.last_lsn(), wal.first_lsn()), (0, None));
     wal.append_record(1, 1, 12, b"again").unwrap();
     assert_eq!(wal.last_lsn(), 1);
-    assert!(std::fs::metadata(d.path().join(segment::file_name(1))).unwrap().len() > SEGMENT_HEADER_LEN as u64);
+    assert!(
+        std::fs::metadata(d.path().join(segment::file_name(1)))
+            .unwrap()
+            .len()
+            > SEGMENT_HEADER_LEN as u64
+    );
 }
 
 #[test]
@@ -118,7 +136,10 @@ fn truncating_below_the_oldest_segment_is_refused() {
         wal.append_record(lsn, lsn, 1, b"r").unwrap();
     }
     wal.publish(15);
-    assert!(matches!(wal.truncate_after(5), Err(WalError::Trimmed { .. })));
+    assert!(matches!(
+        wal.truncate_after(5),
+        Err(WalError::Trimmed { .. })
+    ));
     assert_eq!(wal.truncate_after(9).unwrap(), 6);
     assert_eq!(wal.last_lsn(), 9);
 }
@@ -131,7 +152,11 @@ fn durable_lsn_follows_fsyncs_and_wakes_subscribers() {
     wal.append_record(1, 1, 1, b"a").unwrap();
     wal.append_record(2, 2, 1, b"b").unwrap();
     wal.publish(2);
-    assert_eq!(wal.durable_lsn(), 0, "appended and visible, not yet durable");
+    assert_eq!(
+        wal.durable_lsn(),
+        0,
+        "appended and visible, not yet durable"
+    );
     wal.sync().unwrap();
     assert_eq!(wal.durable_lsn(), 2);
     assert!(rx.has_changed().unwrap());
