@@ -176,15 +176,17 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Every WAL record and every key of a stopped node, read offline.
-fn contents(data: &Path) -> (Vec<Record>, Vec<(Vec<u8>, Vec<u8>)>) {
+/// Last LSN, every WAL record and every key of a stopped node, read offline.
+fn contents(data: &Path) -> (u64, Vec<Record>, Vec<(Vec<u8>, Vec<u8>)>) {
     let n = Namespace::open_as(&data.join(NS), NS, EngineOptions::default(), Role::Follower)
         .expect("open namespace");
-    let first = n.stats().expect("stats").wal_first_lsn.unwrap_or(1);
-    let mut r = n.wal_reader(first).expect("WAL reader");
     let mut wal = Vec::new();
-    while let Some(rec) = r.next_record().expect("WAL record") {
-        wal.push(rec);
+    // No first LSN: the WAL holds no record (e.g. right after a snapshot install).
+    if let Some(first) = n.stats().expect("stats").wal_first_lsn {
+        let mut r = n.wal_reader(first).expect("WAL reader");
+        while let Some(rec) = r.next_record().expect("WAL record") {
+            wal.push(rec);
+        }
     }
     let keys = n
         .snapshot()
@@ -192,20 +194,16 @@ fn contents(data: &Path) -> (Vec<Record>, Vec<(Vec<u8>, Vec<u8>)>) {
         .range(Bound::Unbounded, Bound::Unbounded, false)
         .map(|kv| kv.expect("key"))
         .collect();
-    (wal, keys)
+    (n.latest_lsn(), wal, keys)
 }
 
 /// The follower's WAL equals the hub's record by record (where both have it) and its keys are the hub's.
 fn assert_same_history(hub: &Node, follower: &Node) {
-    let (hw, hk) = contents(&hub.data());
-    let (fw, fk) = contents(&follower.data());
-    assert_eq!(
-        hw.last().map(|r| r.lsn),
-        fw.last().map(|r| r.lsn),
-        "{} ends elsewhere",
-        follower.proc.name()
-    );
-    let start = hw[0].lsn.max(fw[0].lsn);
+    let (hl, hw, hk) = contents(&hub.data());
+    let (fl, fw, fk) = contents(&follower.data());
+    assert_eq!(hl, fl, "{} ends elsewhere", follower.proc.name());
+    let first = |w: &[Record]| w.first().map(|r| r.lsn).unwrap_or(u64::MAX);
+    let start = first(&hw).max(first(&fw));
     let hs: Vec<_> = hw.iter().filter(|r| r.lsn >= start).collect();
     let fs: Vec<_> = fw.iter().filter(|r| r.lsn >= start).collect();
     assert_eq!(hs.len(), fs.len(), "WAL lengths differ");
@@ -235,8 +233,10 @@ fn client() -> reqwest::Client {
 
 /// Hub → r1 (→ r2 when `chain`): writes, backup of the stopped hub, more writes (replicated), then the
 /// hub is restored from the backup and writes *other* records under the same LSNs (more of them than
-/// it lost, so an unchecked resume would even end at the same LSN).
-async fn restore_scenario(chain: bool) {
+/// it lost, so an unchecked resume would even end at the same LSN). With `flushed`, r1 is restarted
+/// before the restore (its shutdown flushes the lost records into its B+Tree), so it cannot truncate
+/// and must re-bootstrap from a snapshot.
+async fn restore_scenario(chain: bool, flushed: bool) {
     let root = tempfile::tempdir().expect("tempdir");
     let c = client();
     let mut hub = Node::new(root.path(), "hub", None, &[]);
@@ -260,6 +260,12 @@ async fn restore_scenario(chain: bool) {
     if let Some(r2) = &r2 {
         wait_synced(&c, r2, lost, "b07", "b-value-7").await;
     }
+    if flushed {
+        r1.stop();
+        r1.proc.start().expect("restart r1");
+        r1.wait_ready(&c).await;
+    }
+    let action = if flushed { "bootstrap" } else { "truncate" };
 
     // Restore the old copy: it knows neither the b-records nor the epoch they were written in.
     hub.stop();
@@ -285,16 +291,18 @@ async fn restore_scenario(chain: bool) {
     }
 
     // Loud: counted and explained.
-    let truncates = r1
+    let counted = r1
         .metric(
             &c,
-            "unisondb_replication_divergences_total{action=\"truncate\",namespace=\"default\"}",
+            &format!(
+                "unisondb_replication_divergences_total{{action=\"{action}\",namespace=\"default\"}}"
+            ),
         )
         .await;
-    assert_eq!(truncates, 1.0, "r1 divergence counter");
+    assert_eq!(counted, 1.0, "r1 divergence counter");
     let stats = r1.stats(&c).await;
     let d = &stats["replication"]["last_divergence"];
-    assert_eq!(d["action"], "truncate", "{stats}");
+    assert_eq!(d["action"], action, "{stats}");
     assert_eq!(d["agreed_lsn"], base, "{stats}");
     assert_eq!(d["discarded_from"], base + 1, "{stats}");
     assert_eq!(d["discarded_to"], lost, "{stats}");
@@ -332,12 +340,17 @@ async fn restore_scenario(chain: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_restored_from_an_older_copy_relayer_truncates_and_converges() {
-    restore_scenario(false).await;
+    restore_scenario(false, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_restored_relayer_with_flushed_divergent_records_rebootstraps() {
+    restore_scenario(false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chained_relayers_converge_through_a_hub_restore() {
-    restore_scenario(true).await;
+    restore_scenario(true, false).await;
 }
 
 /// `wal.fsync: never` on the hub, SIGKILL after writes, restart, more writes. On a healthy kernel the
@@ -370,7 +383,7 @@ async fn hub_with_fsync_never_killed_and_restarted_keeps_relayer_identical() {
     r1.stop();
     hub.stop();
     assert_same_history(&hub, &r1);
-    let (wal, _) = contents(&hub.data());
+    let (_, wal, _) = contents(&hub.data());
     let epoch_of = |lsn: u64| wal.iter().find(|r| r.lsn == lsn).map(|r| r.epoch);
     assert!(epoch_of(1) > Some(0), "records carry an epoch");
     assert!(
