@@ -327,6 +327,25 @@ async fn restore_scenario(chain: bool, flushed: bool) {
         );
     }
 
+    // The follower adopted the hub's epoch history (also across a snapshot install).
+    let hub_stats = hub.stats(&c).await;
+    assert!(
+        hub_stats["epochHistory"]
+            .as_array()
+            .is_some_and(|h| h.len() == 2),
+        "{hub_stats}"
+    );
+    for f in std::iter::once(&r1).chain(r2.iter()) {
+        let s = f.stats(&c).await;
+        assert_eq!(
+            s["epochHistory"],
+            hub_stats["epochHistory"],
+            "{}",
+            f.proc.name()
+        );
+        assert_eq!(s["epoch"], hub_stats["epoch"]);
+    }
+
     for r in r2.iter_mut() {
         r.stop();
     }

@@ -99,6 +99,9 @@ pub struct NamespaceStats {
     pub wal_segments: Vec<SegmentInfo>,
     pub tree: TreeStats,
     pub poisoned: Option<String>,
+    /// Epoch of the last record, and the epoch history (see `epoch.rs`).
+    pub epoch: u64,
+    pub epoch_history: Vec<EpochEntry>,
 }
 
 /// Per-namespace state of the models layer that must not be process-wide: a commit of one
@@ -391,6 +394,8 @@ impl Namespace {
             wal_segments: inner.wal.segments(),
             tree,
             poisoned: inner.poisoned.lock().clone(),
+            epoch: inner.epochs.epoch_at(self.latest_lsn()),
+            epoch_history: inner.epochs.for_wire(self.latest_lsn()),
         })
     }
 

@@ -81,6 +81,8 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "tree": s.tree,
         "openTransactions": st.txns.open_count(),
         "poisoned": s.poisoned,
+        "epoch": s.epoch,
+        "epochHistory": s.epoch_history,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
     })))
