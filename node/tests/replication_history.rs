@@ -176,8 +176,11 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Every key and value of a namespace, in order.
+type Keys = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Last LSN, every WAL record and every key of a stopped node, read offline.
-fn contents(data: &Path) -> (u64, Vec<Record>, Vec<(Vec<u8>, Vec<u8>)>) {
+fn contents(data: &Path) -> (u64, Vec<Record>, Keys) {
     let n = Namespace::open_as(&data.join(NS), NS, EngineOptions::default(), Role::Follower)
         .expect("open namespace");
     let mut wal = Vec::new();
