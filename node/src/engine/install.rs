@@ -56,8 +56,7 @@ impl Inner {
         self.install_snapshot_with(entries, lsn, hlc, None, false)
     }
 
-    /// The install, with the upstream's epoch history up to `lsn` (`None`: keep the local history's
-    /// entries up to `lsn`) and, with `replacing`, also at or below the local LSN (divergence).
+    /// The install, with the upstream's epoch history up to `lsn` (`None`: unknown, epoch 0) and, with `replacing`, also at or below the local LSN (divergence).
     pub(crate) fn install_snapshot_with<I>(
         &self,
         entries: I,
@@ -116,10 +115,8 @@ impl Inner {
         }
         txn.set_checkpoint_lsn(lsn);
         // The history goes with the tree: staged before the marker, adopted once the tree switched.
-        let history = match history {
-            Some(h) => h,
-            None => self.epochs.for_wire(lsn.min(current)),
-        };
+        // Without the upstream's history, the epochs of the replaced records are unknown: 0.
+        let history = history.unwrap_or_default();
         super::epoch::stage_install(&self.dir, &history)?;
         write_marker(&self.dir, lsn)?;
         if replacing {
