@@ -459,6 +459,22 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_install_history_is_adopted_or_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = EpochHistory::load(d.path()).unwrap();
+        h.push(7, 1).unwrap();
+        stage_install(d.path(), &[e(0, 1), e(9, 4)]).unwrap();
+        // Crash before the tree switched: the staged history is dropped, ours stays.
+        finish_install(d.path(), false).unwrap();
+        assert_eq!(EpochHistory::load(d.path()).unwrap().entries(), &[e(7, 1)]);
+        stage_install(d.path(), &[e(0, 1), e(9, 4)]).unwrap();
+        finish_install(d.path(), true).unwrap();
+        assert_eq!(EpochHistory::load(d.path()).unwrap().entries(), &[e(9, 4)]);
+        assert!(!d.path().join(STAGED).exists());
+        finish_install(d.path(), true).unwrap(); // nothing staged: no-op
+    }
+
+    #[test]
     fn damage_is_reported_not_ignored() {
         let d = tempfile::tempdir().unwrap();
         let mut h = EpochHistory::load(d.path()).unwrap();

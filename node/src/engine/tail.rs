@@ -293,6 +293,61 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_tails_return_only_fsynced_records() {
+        use crate::engine::{EngineOptions, FsyncPolicy, Namespace};
+        let d = tempfile::tempdir().unwrap();
+        // `interval` with a period that never comes during the test: nothing is durable on its own.
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(&d.path().join("i"), "i", opts).unwrap();
+        kv::put(&ns, b"a", b"1").unwrap();
+        assert_eq!((ns.latest_lsn(), ns.durable_lsn()), (1, 0));
+        let mut durable = ns.tail(1).durable_only();
+        let mut visible = ns.tail(1);
+        assert_eq!(visible.read().await.unwrap().len(), 1);
+        assert!(
+            durable.read().await.unwrap().is_empty(),
+            "streamed before fsync"
+        );
+        let ns2 = ns.clone();
+        tokio::task::spawn_blocking(move || ns2.make_durable().unwrap());
+        let got = tokio::time::timeout(Duration::from_secs(5), durable.next_batch())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        drop((durable, visible));
+        // Dropping joins the fsync thread, which sleeps a whole period: leak it instead.
+        std::mem::forget(ns);
+
+        // `never`: the tail itself asks for the (one, shared) fsync.
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Never,
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(&d.path().join("n"), "n", opts).unwrap();
+        for i in 0..5u8 {
+            kv::put(&ns, &[b'k', i], b"v").unwrap();
+        }
+        assert_eq!(ns.durable_lsn(), 0);
+        let mut durable = ns.tail(1).durable_only();
+        let got = tokio::time::timeout(Duration::from_secs(5), durable.next_batch())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.len(),
+            5,
+            "one fsync made every pending record streamable"
+        );
+        assert_eq!(ns.durable_lsn(), 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn limits_bound_a_batch() {
         let (_d, ns) = namespace();
         for i in 0..10u8 {
