@@ -475,6 +475,47 @@ mod tests {
     }
 
     #[test]
+    fn the_history_outlives_wal_retention_and_each_owner_start_is_a_new_epoch() {
+        use crate::engine::{EngineOptions, Namespace};
+        use crate::storage::batch::WriteBatch;
+        use crate::wal::{RetentionPolicy, WalOptions};
+        let d = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            wal: WalOptions { segment_size: 2048 },
+            retention: RetentionPolicy {
+                max_bytes: Some(0),
+                max_age: None,
+            },
+            ..EngineOptions::default()
+        };
+        let put = |ns: &Namespace, i: u32| {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{i}").into_bytes(), vec![b'v'; 64]);
+            ns.write(b).unwrap();
+        };
+        let ns = Namespace::open(d.path(), "n", opts.clone()).unwrap();
+        (0..100).for_each(|i| put(&ns, i));
+        let first = ns.write_epoch().unwrap();
+        ns.flush().unwrap();
+        assert!(
+            ns.wal_first_lsn().is_none_or(|f| f > 1),
+            "retention dropped segments"
+        );
+        drop(ns);
+        let ns = Namespace::open(d.path(), "n", opts).unwrap();
+        let second = ns.write_epoch().unwrap();
+        assert!(second > first);
+        assert_eq!(
+            ns.epoch_history(100),
+            vec![e(first, 1)],
+            "no entry before a record"
+        );
+        put(&ns, 100);
+        assert_eq!(ns.epoch_history(101), vec![e(first, 1), e(second, 101)]);
+        assert_eq!((ns.epoch_at(1), ns.epoch_at(101)), (first, second));
+    }
+
+    #[test]
     fn damage_is_reported_not_ignored() {
         let d = tempfile::tempdir().unwrap();
         let mut h = EpochHistory::load(d.path()).unwrap();
