@@ -17,7 +17,7 @@ use tonic::Status;
 
 use super::proto::{self, WalBatch, WalRecord};
 use crate::engine::{EpochEntry, Tail, TailError, TailLimits};
-use crate::wal::record::frame_crc;
+use crate::wal::record::{frame_crc, frame_crc_v1};
 use crate::wal::Record;
 
 /// Batching and liveness parameters of one WAL stream.
@@ -61,8 +61,11 @@ pub fn to_wire(r: Record) -> WalRecord {
 }
 
 /// Converts a received record back, verifying its CRC; `Err` names the LSN whose bytes are damaged.
+/// An upstream from before epochs sends no epoch (0) and the version-1 CRC (`lsn|hlc|payload`): accepted
+/// for epoch 0 only, so followers can be upgraded before their upstream.
 pub fn from_wire(w: WalRecord) -> Result<Record, u64> {
-    if frame_crc(w.lsn, w.hlc, w.epoch, &w.payload) != w.crc32c {
+    let v2 = frame_crc(w.lsn, w.hlc, w.epoch, &w.payload) == w.crc32c;
+    if !v2 && (w.epoch != 0 || frame_crc_v1(w.lsn, w.hlc, &w.payload) != w.crc32c) {
         return Err(w.lsn);
     }
     Ok(Record {
@@ -160,5 +163,37 @@ pub async fn pump(
             _ = tx.closed() => return,
             _ = shutdown.cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_crc_covers_the_epoch_and_accepts_pre_epoch_upstreams() {
+        let rec = Record {
+            lsn: 7,
+            hlc: 9,
+            epoch: 1234,
+            payload: bytes::Bytes::from_static(b"payload"),
+        };
+        let w = to_wire(rec.clone());
+        assert_eq!(from_wire(w.clone()), Ok(rec));
+        let mut changed = w.clone();
+        changed.epoch = 1235;
+        assert_eq!(from_wire(changed), Err(7), "an epoch changed on the way is detected");
+        // A pre-epoch upstream: no epoch field, v1 CRC.
+        let old = WalRecord {
+            lsn: 7,
+            hlc: 9,
+            epoch: 0,
+            payload: bytes::Bytes::from_static(b"payload"),
+            crc32c: frame_crc_v1(7, 9, b"payload"),
+        };
+        assert_eq!(from_wire(old.clone()).map(|r| r.epoch), Ok(0));
+        let mut forged = old;
+        forged.epoch = 5;
+        assert_eq!(from_wire(forged), Err(7), "the v1 CRC never vouches for an epoch");
     }
 }
