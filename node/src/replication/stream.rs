@@ -182,7 +182,11 @@ mod tests {
         assert_eq!(from_wire(w.clone()), Ok(rec));
         let mut changed = w.clone();
         changed.epoch = 1235;
-        assert_eq!(from_wire(changed), Err(7), "an epoch changed on the way is detected");
+        assert_eq!(
+            from_wire(changed),
+            Err(7),
+            "an epoch changed on the way is detected"
+        );
         // A pre-epoch upstream: no epoch field, v1 CRC.
         let old = WalRecord {
             lsn: 7,
@@ -194,6 +198,10 @@ mod tests {
         assert_eq!(from_wire(old.clone()).map(|r| r.epoch), Ok(0));
         let mut forged = old;
         forged.epoch = 5;
-        assert_eq!(from_wire(forged), Err(7), "the v1 CRC never vouches for an epoch");
+        assert_eq!(
+            from_wire(forged),
+            Err(7),
+            "the v1 CRC never vouches for an epoch"
+        );
     }
 }
