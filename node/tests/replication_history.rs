@@ -395,12 +395,12 @@ async fn hub_with_fsync_never_killed_and_restarted_keeps_relayer_identical() {
     hub.proc.kill();
     hub.proc.start().expect("restart hub");
     hub.wait_ready(&c).await;
+    let restored = hub.lsn(&c).await.expect("hub LSN after restart");
     let end = write_keys(&c, &hub, "b", 10).await;
     wait_synced(&c, &r1, end, "b09", "b-value-9").await;
     let divergences = r1
         .metric(&c, "unisondb_replication_divergences_total{action=")
         .await;
-    let restored = hub.lsn(&c).await.unwrap_or(0);
 
     r1.stop();
     hub.stop();
@@ -413,8 +413,10 @@ async fn hub_with_fsync_never_killed_and_restarted_keeps_relayer_identical() {
         "the restarted hub writes in a newer epoch"
     );
     // Whatever the kill lost (normally nothing), the relayer agrees with the hub about it.
-    if restored >= first {
+    if restored == first {
         assert_eq!(divergences, 0.0, "no divergence when the hub lost nothing");
+    } else {
+        eprintln!("the kill lost LSNs {}..={first}; divergences: {divergences}", restored + 1);
     }
 }
 
