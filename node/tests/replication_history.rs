@@ -316,6 +316,10 @@ async fn restore_scenario(chain: bool, flushed: bool) {
             .contains("not in the history"),
         "{stats}"
     );
+    assert!(
+        r1.proc.log().contains("replication history diverged"),
+        "no warning in r1's log"
+    );
     if let Some(r2) = &r2 {
         let n = r2
             .metric(&c, "unisondb_replication_divergences_total{action=")
@@ -416,7 +420,10 @@ async fn hub_with_fsync_never_killed_and_restarted_keeps_relayer_identical() {
     if restored == first {
         assert_eq!(divergences, 0.0, "no divergence when the hub lost nothing");
     } else {
-        eprintln!("the kill lost LSNs {}..={first}; divergences: {divergences}", restored + 1);
+        eprintln!(
+            "the kill lost LSNs {}..={first}; divergences: {divergences}",
+            restored + 1
+        );
     }
 }
 
