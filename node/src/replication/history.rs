@@ -3,12 +3,17 @@
 //!
 //! An epoch is started by one owner start and never reused, and followers copy records verbatim, so
 //! within one epoch two nodes hold the same records from the epoch's start up to wherever each stopped.
-//! Take the largest epoch `E` both histories contain: they agree up to `min(follower's end of E,
-//! upstream's end of E)`, where a history's end of `E` is the start of its next epoch − 1 (or its last
-//! LSN when `E` is its newest). After that point one of them continued with a different epoch (or
-//! nothing). With no common epoch they agree on nothing: 0, and the follower must bootstrap (unless it
-//! holds nothing, which is agreement too). Both ends are also capped by each side's last LSN, so the
-//! answer never exceeds what either holds. (Kafka's OffsetsForLeaderEpoch, computed on the upstream.)
+//! Take the largest epoch `E` both histories contain. If the upstream has a later epoch, `E` is
+//! closed there: they agree up to `min(follower's end of E, start of the upstream's next epoch − 1)`.
+//! If `E` is the upstream's newest epoch it is still open there (an owner's current epoch, or a
+//! relayer that lags behind its own upstream): the follower's records of `E` are records the upstream
+//! will get, so they agree up to the follower's end of `E` and the stream waits for the upstream to
+//! catch up. (An owner passes its current epoch even before its first record, so a restarted hub's
+//! older epochs are closed at once.) Should the upstream later receive a newer epoch that starts at or
+//! below the follower's last LSN, the stream is ended before anything is sent so the follower runs the
+//! check again (`stream::pump`). With no common epoch they agree on nothing: 0, and the follower must
+//! bootstrap (unless it holds nothing, which is agreement too). (Kafka's OffsetsForLeaderEpoch,
+//! computed on the upstream.)
 
 use crate::engine::EpochEntry;
 
@@ -23,8 +28,10 @@ fn end_of(history: &[EpochEntry], last_lsn: u64, epoch: u64) -> Option<u64> {
 }
 
 /// The last LSN where a follower (`follower`, ending at `follower_last`) and its upstream (`upstream`,
-/// ending at `upstream_last`) hold the same records. Histories are lists of `(epoch, start_lsn)` in
-/// ascending order as sent on the wire (epoch 0 from LSN 1 explicit when it has records).
+/// ending at `upstream_last`, including an owner's current epoch that has no record yet) hold the
+/// same records, or will once the upstream catches up within an open epoch. Histories are lists of
+/// `(epoch, start_lsn)` in ascending order as sent on the wire (epoch 0 from LSN 1 explicit when it
+/// has records).
 pub fn agreed_lsn(
     follower: &[EpochEntry],
     follower_last: u64,
@@ -38,13 +45,18 @@ pub fn agreed_lsn(
         if f.start_lsn > follower_last {
             continue;
         }
-        let Some(u_end) = end_of(upstream, upstream_last, f.epoch) else {
+        let Some(i) = upstream.iter().position(|u| u.epoch == f.epoch) else {
             continue;
         };
         let Some(f_end) = end_of(follower, follower_last, f.epoch) else {
             continue;
         };
-        return f_end.min(u_end);
+        return match upstream.get(i + 1) {
+            // Closed on the upstream: what the follower holds beyond its end is another history.
+            Some(next) => f_end.min(next.start_lsn.saturating_sub(1).min(upstream_last)),
+            // Open on the upstream: the follower is at most ahead in it.
+            None => f_end,
+        };
     }
     0
 }
@@ -77,8 +89,12 @@ mod tests {
         assert_eq!(agreed_lsn(&[], 0, &h(&[(4, 1)]), 30), 0);
         // Pre-epoch data on both sides (epoch 0): taken as agreeing.
         assert_eq!(agreed_lsn(&h(&[(0, 1)]), 7, &h(&[(0, 1), (4, 9)]), 30), 7);
-        // Follower ahead of an upstream in the same history (the upstream is a lagging relayer).
-        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1)]), 30), 30);
+        // Follower ahead of an upstream in the same, still open, epoch (a lagging relayer): no
+        // truncation; the stream waits for the upstream to catch up.
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1)]), 30), 40);
+        // ... but a hub restarted from an older copy has closed epoch 5 at its last LSN (its new
+        // epoch is passed before it has any record).
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1), (9, 31)]), 30), 30);
     }
 
     /// The records of a history as the epoch of each LSN, 1-based.
@@ -106,6 +122,9 @@ mod tests {
             any::<bool>(),
         )
             .prop_map(|(common, a, b, extend, a_extends)| {
+                // Expected answer for (follower = fa, upstream = fb): the longest common prefix,
+                // except when the upstream stopped inside the last common epoch and has nothing
+                // after it (an open epoch there): then everything the follower holds of that epoch.
                 let mut epoch = 0u64;
                 let mut prefix = Vec::new();
                 for (step, n) in common {
@@ -131,18 +150,23 @@ mod tests {
                     fb.extend(std::iter::repeat_n(eb & !1, n));
                 }
                 let lcp = fa.iter().zip(&fb).take_while(|(x, y)| x == y).count() as u64;
-                (fa, fb, lcp)
+                let upstream_open_in_common =
+                    fb.len() as u64 == lcp && last_common.is_some() && fb.last() == last_common.as_ref();
+                let expected = if upstream_open_in_common {
+                    fa.iter().take_while(|&&e| Some(e) <= last_common).count() as u64
+                } else {
+                    lcp
+                };
+                (fa, fb, expected)
             })
     }
 
     proptest! {
         #[test]
-        fn agreement_is_the_longest_common_prefix((follower, upstream, lcp) in branches()) {
+        fn agreement_is_the_common_prefix_or_the_open_epoch((follower, upstream, expected) in branches()) {
             let (fh, fl) = expand(&follower);
             let (uh, ul) = expand(&upstream);
-            prop_assert_eq!(agreed_lsn(&fh, fl, &uh, ul), lcp);
-            // Symmetric: the same point whichever side asks.
-            prop_assert_eq!(agreed_lsn(&uh, ul, &fh, fl), lcp);
+            prop_assert_eq!(agreed_lsn(&fh, fl, &uh, ul), expected);
         }
     }
 }

@@ -117,6 +117,7 @@ pub async fn pump(
     tx: mpsc::Sender<Result<WalBatch, Status>>,
     heartbeat: Duration,
     shutdown: CancellationToken,
+    mut verify: Option<(u64, u64)>,
 ) {
     let ns = tail.namespace().clone();
     loop {
@@ -137,6 +138,21 @@ pub async fn pump(
             }
         };
         if !records.is_empty() {
+            // The replica was ahead of us in an open epoch: our record at its last LSN must be of
+            // its epoch, or our history changed under it (we received a newer epoch meanwhile).
+            if let Some((lsn, epoch)) = verify.take() {
+                let ours = ns.epoch_at(lsn);
+                if ours != epoch {
+                    tracing::warn!(namespace = ns.name(), lsn, replica_epoch = epoch, our_epoch = ours,
+                        "history changed while the replica waited ahead of us; ending its stream");
+                    let _ = tx
+                        .send(Err(Status::aborted(format!(
+                            "history changed: LSN {lsn} is epoch {ours} here, {epoch} on the replica; reconnect"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
             let batch = WalBatch {
                 records: records.into_iter().map(to_wire).collect(),
                 latest_lsn: ns.latest_lsn(),
