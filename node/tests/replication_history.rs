@@ -478,3 +478,97 @@ async fn acks_from_a_diverged_relayer_do_not_count() {
     hub.stop();
     assert_same_history(&hub, &r1);
 }
+
+/// Total of `unisondb_replication_divergences_total` on a node (0 when it never diverged).
+async fn divergences(c: &reqwest::Client, n: &Node) -> f64 {
+    let body = n.text(c, "/metrics").await;
+    body.lines()
+        .filter(|l| l.starts_with("unisondb_replication_divergences_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// r2 holds LSNs 1..=20 (it followed the hub directly); it is then pointed at r1, a relayer that
+/// lags at 10 in the same epoch while the hub is away. r2 must not throw its records away (they
+/// are records r1 will get): it waits ahead, keeps serving them, and continues once r1 catches up.
+/// When `restore`, the hub comes back from a copy taken at 10 instead (a new epoch from 11): r1
+/// follows it, and r2's stream must be ended before anything is sent so that r2 runs the check
+/// again and drops its 11..=20 of the lost history.
+async fn follower_ahead_of_a_lagging_relayer(restore: bool) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let c = client();
+    let mut hub = Node::new(root.path(), "hub", None, &[]);
+    hub.wait_ready(&c).await;
+    let mut r1 = Node::new(root.path(), "r1", Some(&hub.grpc_url()), &[]);
+    let mut r2 = Node::new(root.path(), "r2", Some(&hub.grpc_url()), &[]);
+    r1.wait_ready(&c).await;
+    r2.wait_ready(&c).await;
+    let base = write_keys(&c, &hub, "a", 10).await;
+    wait_synced(&c, &r1, base, "a09", "a-value-9").await;
+    wait_synced(&c, &r2, base, "a09", "a-value-9").await;
+    r1.stop();
+    let backup = root.path().join("hub-backup");
+    if restore {
+        hub.stop();
+        copy_dir(&hub.data(), &backup);
+        hub.proc.start().expect("restart hub");
+        hub.wait_ready(&c).await;
+    }
+    let ahead = write_keys(&c, &hub, "b", 10).await;
+    wait_synced(&c, &r2, ahead, "b09", "b-value-9").await;
+
+    // The hub goes away; r1 comes back (lagging at `base`), and r2 is pointed at r1.
+    hub.stop();
+    r1.proc.start().expect("restart r1");
+    r1.wait_ready(&c).await;
+    assert_eq!(r1.lsn(&c).await, Some(base));
+    r2.stop();
+    let mut r2 = Node::new(root.path(), "r2", Some(&r1.grpc_url()), &[]);
+    r2.wait_ready(&c).await;
+    // Give r2 time to connect to r1 and run the history check.
+    let t = Instant::now();
+    while !r2.proc.log().contains("history") && t.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r2.lsn(&c).await, Some(ahead), "r2 went back in time");
+    assert_eq!(
+        r2.kv(&c, "b09").await.as_deref(),
+        Some(&b"b-value-9"[..]),
+        "r2 dropped records its lagging upstream will get"
+    );
+    assert_eq!(divergences(&c, &r2).await, 0.0, "a lagging upstream is no divergence");
+
+    if restore {
+        std::fs::remove_dir_all(hub.data()).expect("rm hub data");
+        copy_dir(&backup, &hub.data());
+    }
+    hub.proc.start().expect("restart hub");
+    hub.wait_ready(&c).await;
+    let end = write_keys(&c, &hub, "c", 12).await;
+    wait_synced(&c, &r1, end, "c11", "c-value-11").await;
+    wait_synced(&c, &r2, end, "c11", "c-value-11").await;
+    let n = divergences(&c, &r2).await;
+    if restore {
+        assert_eq!(n, 1.0, "r2 must re-check when r1's history changes under it");
+        assert_eq!(r2.kv(&c, "b00").await, None, "r2 kept a record of the lost history");
+    } else {
+        assert_eq!(n, 0.0, "no divergence in one history");
+        assert_eq!(r2.kv(&c, "b00").await.as_deref(), Some(&b"b-value-0"[..]));
+    }
+    r2.stop();
+    r1.stop();
+    hub.stop();
+    assert_same_history(&hub, &r1);
+    assert_same_history(&hub, &r2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_ahead_of_a_lagging_relayer_waits_instead_of_truncating() {
+    follower_ahead_of_a_lagging_relayer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_waiting_ahead_rechecks_when_its_upstream_history_changes() {
+    follower_ahead_of_a_lagging_relayer(true).await;
+}
