@@ -3,17 +3,21 @@
 //!
 //! An epoch is started by one owner start and never reused, and followers copy records verbatim, so
 //! within one epoch two nodes hold the same records from the epoch's start up to wherever each stopped.
-//! Take the largest epoch `E` both histories contain. If the upstream has a later epoch, `E` is
-//! closed there: they agree up to `min(follower's end of E, start of the upstream's next epoch − 1)`.
-//! If `E` is the upstream's newest epoch it is still open there (an owner's current epoch, or a
-//! relayer that lags behind its own upstream): the follower's records of `E` are records the upstream
-//! will get, so they agree up to the follower's end of `E` and the stream waits for the upstream to
-//! catch up. (An owner passes its current epoch even before its first record, so a restarted hub's
-//! older epochs are closed at once.) Should the upstream later receive a newer epoch that starts at or
-//! below the follower's last LSN, the stream is ended before anything is sent so the follower runs the
-//! check again (`stream::pump`). With no common epoch they agree on nothing: 0, and the follower must
-//! bootstrap (unless it holds nothing, which is agreement too). (Kafka's OffsetsForLeaderEpoch,
-//! computed on the upstream.)
+//!
+//! - If the upstream's history is a prefix of the follower's (same entries up to the upstream's last
+//!   LSN, nothing else there), the upstream merely lags (a relayer behind its own upstream, or an empty
+//!   one): the follower's records are records the upstream will get. They agree on everything the
+//!   follower holds; the stream waits, and re-checks while it waits (`stream::pump`), because the
+//!   upstream may instead receive a history that contradicts the follower's.
+//! - Otherwise take the largest epoch `E` both contain. If the upstream has a later epoch, `E` is closed
+//!   there: they agree up to `min(follower's end of E, start of the upstream's next epoch − 1)`. If `E`
+//!   is the upstream's newest, they agree up to the follower's end of `E` (the follower stopped earlier
+//!   in `E`, or continued with an epoch the upstream never had).
+//! - No common epoch: 0, and the follower must bootstrap.
+//!
+//! An owner passes its current epoch even before its first record (starting at its last LSN + 1), so
+//! a restarted hub never looks like a lagging one: its previous epoch is closed. (Kafka's
+//! OffsetsForLeaderEpoch, computed on the upstream.)
 
 use crate::engine::EpochEntry;
 
@@ -41,6 +45,9 @@ pub fn agreed_lsn(
     if follower_last == 0 {
         return 0;
     }
+    if lags_behind(upstream, upstream_last, follower, follower_last) {
+        return follower_last;
+    }
     for f in follower.iter().rev() {
         if f.start_lsn > follower_last {
             continue;
@@ -54,11 +61,31 @@ pub fn agreed_lsn(
         return match upstream.get(i + 1) {
             // Closed on the upstream: what the follower holds beyond its end is another history.
             Some(next) => f_end.min(next.start_lsn.saturating_sub(1).min(upstream_last)),
-            // Open on the upstream: the follower is at most ahead in it.
-            None => f_end,
+            // The upstream's newest: it holds more of it than the follower, or the follower went on
+            // with an epoch the upstream never had.
+            None => f_end.min(upstream_last),
         };
     }
     0
+}
+
+/// The upstream's history (up to `upstream_last`, plus an owner's current epoch without records) is
+/// a prefix of the follower's: the same entries, and the follower holds at least as much.
+fn lags_behind(
+    upstream: &[EpochEntry],
+    upstream_last: u64,
+    follower: &[EpochEntry],
+    follower_last: u64,
+) -> bool {
+    if upstream_last > follower_last {
+        return false;
+    }
+    let held = |h: &[EpochEntry], last: u64| -> Vec<EpochEntry> {
+        h.iter().copied().filter(|e| e.start_lsn <= last).collect()
+    };
+    // An entry past the upstream's last LSN is an owner's new epoch: the follower cannot have it.
+    let pending = upstream.iter().any(|e| e.start_lsn > upstream_last);
+    !pending && held(upstream, upstream_last) == held(follower, upstream_last)
 }
 
 #[cfg(test)]
@@ -89,12 +116,18 @@ mod tests {
         assert_eq!(agreed_lsn(&[], 0, &h(&[(4, 1)]), 30), 0);
         // Pre-epoch data on both sides (epoch 0): taken as agreeing.
         assert_eq!(agreed_lsn(&h(&[(0, 1)]), 7, &h(&[(0, 1), (4, 9)]), 30), 7);
-        // Follower ahead of an upstream in the same, still open, epoch (a lagging relayer): no
-        // truncation; the stream waits for the upstream to catch up.
+        // Follower ahead of an upstream in the same history (a lagging relayer): no truncation;
+        // the stream waits for the upstream to catch up. Also across a newer epoch the upstream
+        // has not received yet, and for an empty upstream relayer.
         assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1)]), 30), 40);
+        assert_eq!(agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1)]), 10), 40);
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &[], 0), 40);
         // ... but a hub restarted from an older copy has closed epoch 5 at its last LSN (its new
         // epoch is passed before it has any record).
         assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1), (9, 31)]), 30), 30);
+        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(9, 1)]), 0), 0);
+        // ... and a lagging relayer that went on with another epoch is no prefix.
+        assert_eq!(agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1), (8, 16)]), 30), 15);
     }
 
     /// The records of a history as the epoch of each LSN, 1-based.
@@ -123,8 +156,7 @@ mod tests {
         )
             .prop_map(|(common, a, b, extend, a_extends)| {
                 // Expected answer for (follower = fa, upstream = fb): the longest common prefix,
-                // except when the upstream stopped inside the last common epoch and has nothing
-                // after it (an open epoch there): then everything the follower holds of that epoch.
+                // except when fb is a prefix of fa (the upstream lags): everything fa holds.
                 let mut epoch = 0u64;
                 let mut prefix = Vec::new();
                 for (step, n) in common {
@@ -150,10 +182,8 @@ mod tests {
                     fb.extend(std::iter::repeat_n(eb & !1, n));
                 }
                 let lcp = fa.iter().zip(&fb).take_while(|(x, y)| x == y).count() as u64;
-                let upstream_open_in_common =
-                    fb.len() as u64 == lcp && last_common.is_some() && fb.last() == last_common.as_ref();
-                let expected = if upstream_open_in_common {
-                    fa.iter().take_while(|&&e| Some(e) <= last_common).count() as u64
+                let expected = if fb.len() as u64 == lcp {
+                    fa.len() as u64
                 } else {
                     lcp
                 };

@@ -18,9 +18,11 @@ use super::proto::{
     StreamWalRequest, WalBatch,
 };
 use super::snapshot_serve;
-use super::stream::{history_from_wire, pump, tail_status, StreamOptions};
+use super::stream::{
+    history_from_wire, our_history, pump, tail_status, Recheck, StreamOptions,
+};
 use crate::db::Database;
-use crate::engine::{EpochEntry, Namespace};
+use crate::engine::Namespace;
 
 /// Serves the namespaces of one `Database`.
 #[derive(Clone)]
@@ -62,18 +64,7 @@ impl ReplicationService {
 
 /// Runs the history check for a `Start`: where the replica's history and this node's agree.
 fn check_history(ns: &Namespace, start: &Start) -> Resume {
-    let last = ns.latest_lsn();
-    let mut ours = ns.epoch_history(last);
-    // An owner's current epoch closes the older ones even before its first record: a hub restarted
-    // from an older copy must not look like a lagging upstream in its previous epoch.
-    if let Some(w) = ns.write_epoch() {
-        if ours.last().map(|e| e.epoch) != Some(w) {
-            ours.push(EpochEntry {
-                epoch: w,
-                start_lsn: last + 1,
-            });
-        }
-    }
+    let (ours, last) = our_history(ns);
     let replica_last = start.last_lsn;
     let agreed = if replica_last == 0 && start.history.is_empty() {
         // A replica that sends no history (empty, or from before epochs): trust its position (it may
@@ -146,9 +137,11 @@ impl Replication for ReplicationService {
         if tx.send(Ok(first)).await.is_err() {
             return Err(Status::cancelled("replica went away"));
         }
-        // A replica ahead of this node within an open epoch: before sending it anything, check that
-        // this node's record at its last LSN is still of its epoch (see `history`).
-        let verify = (agreed > ns.latest_lsn()).then_some((start.last_lsn, start.last_epoch));
+        // A replica ahead of this lagging node: re-run the check while it waits (see `history`).
+        let verify = (agreed > ns.latest_lsn()).then(|| Recheck {
+            history: history_from_wire(&start.history),
+            last_lsn: start.last_lsn,
+        });
         tokio::spawn(pump(
             tail,
             tx,

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::proto::{self, WalBatch, WalRecord};
-use crate::engine::{EpochEntry, Tail, TailError, TailLimits};
+use super::history;
+use crate::engine::{EpochEntry, Namespace, Tail, TailError, TailLimits};
 use crate::wal::record::{frame_crc, frame_crc_v1};
 use crate::wal::Record;
 
@@ -110,6 +111,29 @@ pub(crate) fn tail_status(e: TailError) -> Status {
     }
 }
 
+/// A replica that was ahead of this node at `Start`: its history, re-checked while it waits.
+pub(crate) struct Recheck {
+    pub history: Vec<EpochEntry>,
+    pub last_lsn: u64,
+}
+
+/// This node's epoch history for the check, with its last LSN. An owner's current epoch is included
+/// even before its first record: it closes the older ones (a restarted hub never looks like a lagging
+/// upstream of its previous epoch).
+pub(crate) fn our_history(ns: &Namespace) -> (Vec<EpochEntry>, u64) {
+    let last = ns.latest_lsn();
+    let mut ours = ns.epoch_history(last);
+    if let Some(w) = ns.write_epoch() {
+        if ours.last().map(|e| e.epoch) != Some(w) {
+            ours.push(EpochEntry {
+                epoch: w,
+                start_lsn: last + 1,
+            });
+        }
+    }
+    (ours, last)
+}
+
 /// Pumps batches from `tail` into `tx` until the receiver goes away, the WAL cannot be read or
 /// `shutdown` is cancelled.
 pub async fn pump(
@@ -117,7 +141,7 @@ pub async fn pump(
     tx: mpsc::Sender<Result<WalBatch, Status>>,
     heartbeat: Duration,
     shutdown: CancellationToken,
-    mut verify: Option<(u64, u64)>,
+    mut verify: Option<Recheck>,
 ) {
     let ns = tail.namespace().clone();
     loop {
@@ -127,6 +151,25 @@ pub async fn pump(
                 .send(Err(Status::unavailable("server shutting down")))
                 .await;
             return;
+        }
+        // A replica waiting ahead of us: as our history grows, it must stay a prefix of the
+        // replica's; once we hold the replica's last LSN the check is final.
+        if let Some(r) = &verify {
+            let (ours, last) = our_history(&ns);
+            let agreed = history::agreed_lsn(&r.history, r.last_lsn, &ours, last);
+            if agreed < r.last_lsn {
+                tracing::warn!(namespace = ns.name(), replica_last_lsn = r.last_lsn, agreed,
+                    "history changed while the replica waited ahead of us; ending its stream");
+                let _ = tx
+                    .send(Err(Status::aborted(format!(
+                        "history changed: this upstream now agrees with the replica only up to LSN {agreed}; reconnect"
+                    ))))
+                    .await;
+                return;
+            }
+            if last >= r.last_lsn {
+                verify = None;
+            }
         }
         let records = match tail.read().await {
             Ok(recs) => recs,
@@ -138,21 +181,6 @@ pub async fn pump(
             }
         };
         if !records.is_empty() {
-            // The replica was ahead of us in an open epoch: our record at its last LSN must be of
-            // its epoch, or our history changed under it (we received a newer epoch meanwhile).
-            if let Some((lsn, epoch)) = verify.take() {
-                let ours = ns.epoch_at(lsn);
-                if ours != epoch {
-                    tracing::warn!(namespace = ns.name(), lsn, replica_epoch = epoch, our_epoch = ours,
-                        "history changed while the replica waited ahead of us; ending its stream");
-                    let _ = tx
-                        .send(Err(Status::aborted(format!(
-                            "history changed: LSN {lsn} is epoch {ours} here, {epoch} on the replica; reconnect"
-                        ))))
-                        .await;
-                    return;
-                }
-            }
             let batch = WalBatch {
                 records: records.into_iter().map(to_wire).collect(),
                 latest_lsn: ns.latest_lsn(),
