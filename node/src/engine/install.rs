@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{EngineError, Inner, MemState};
+use super::{EngineError, EpochEntry, Inner, MemState};
 use crate::memtable::Memtable;
 
 /// Marker file inside the namespace directory while an install is in progress.
@@ -53,9 +53,24 @@ impl Inner {
     where
         I: Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
     {
+        self.install_snapshot_with(entries, lsn, hlc, None, false)
+    }
+
+    /// The install, with the upstream's epoch history up to `lsn` (`None`: unknown, epoch 0) and, with `replacing`, also at or below the local LSN (divergence).
+    pub(crate) fn install_snapshot_with<I>(
+        &self,
+        entries: I,
+        lsn: u64,
+        hlc: u64,
+        history: Option<Vec<EpochEntry>>,
+        replacing: bool,
+    ) -> Result<(), EngineError>
+    where
+        I: Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
+    {
         // Become the only writer: local and replicated writes queue behind us.
         let current = self.begin_exclusive()?;
-        let result = self.install_locked(entries, lsn, hlc, current);
+        let result = self.install_locked(entries, lsn, hlc, current, history, replacing);
         self.end_exclusive(result.as_ref().map(|_| lsn).unwrap_or(current));
         result
     }
@@ -66,11 +81,13 @@ impl Inner {
         lsn: u64,
         hlc: u64,
         current: u64,
+        history: Option<Vec<EpochEntry>>,
+        replacing: bool,
     ) -> Result<(), EngineError>
     where
         I: Iterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
     {
-        if lsn <= current {
+        if lsn <= current && !replacing {
             return Err(EngineError::OutOfSequence {
                 expected_after: current,
                 got: lsn,
@@ -97,14 +114,27 @@ impl Inner {
             n += 1;
         }
         txn.set_checkpoint_lsn(lsn);
+        // The history goes with the tree: staged before the marker, adopted once the tree switched.
+        // Without the upstream's history, the epochs of the replaced records are unknown: 0.
+        let history = history.unwrap_or_default();
+        super::epoch::stage_install(&self.dir, &history)?;
         write_marker(&self.dir, lsn)?;
+        if replacing {
+            // Downstream tails may have streamed records that are about to be replaced.
+            self.epochs.note_truncation();
+        }
         txn.commit()?;
         // Memtables only hold data older than the snapshot now.
         *self.mems.write() = MemState {
             active: Arc::new(Memtable::new()),
             sealed: Vec::new(),
         };
-        self.wal.reset(lsn + 1)?;
+        if replacing {
+            self.wal.reset_replacing(lsn + 1)?;
+        } else {
+            self.wal.reset(lsn + 1)?;
+        }
+        self.epochs.adopt_install(&self.dir)?;
         remove_marker(&self.dir)?;
         self.hlc.observe(hlc);
         self.publish(lsn, hlc);

@@ -4,6 +4,7 @@
 //! Read path: memtables newest-first, then the B+Tree, at one visible LSN. Background: flush sealed
 //! memtables into the B+Tree (checkpoint = their last LSN), then let WAL retention drop covered segments.
 
+pub mod epoch;
 mod flush;
 mod install;
 mod lock;
@@ -12,6 +13,7 @@ mod read;
 mod recovery;
 mod role;
 mod tail;
+mod truncate;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +29,7 @@ use crate::storage::batch::{DecodeError, WriteBatch};
 use crate::storage::hlc::Hlc;
 use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 
+pub use epoch::{EpochEntry, EpochError};
 pub use lock::DirLock;
 pub use options::{EngineOptions, FsyncPolicy};
 pub use read::{Snapshot, SnapshotIter};
@@ -67,6 +70,13 @@ pub enum EngineError {
     Follower { name: String },
     #[error("namespace is closed")]
     Closed,
+    #[error(transparent)]
+    Epoch(#[from] EpochError),
+    /// Rolling back to `lsn` is impossible: the B+Tree already holds records up to `checkpoint`.
+    #[error(
+        "cannot truncate after LSN {lsn}: the B+Tree checkpoint is already at LSN {checkpoint}"
+    )]
+    TruncateBelowCheckpoint { lsn: u64, checkpoint: u64 },
 }
 
 /// Where a committed write landed.
@@ -94,6 +104,9 @@ pub struct NamespaceStats {
     pub degraded: Option<String>,
     /// Checksum failures detected on reads since the namespace was opened.
     pub checksum_failures: u64,
+    /// Epoch of the last record, and the epoch history (see `epoch.rs`).
+    pub epoch: u64,
+    pub epoch_history: Vec<EpochEntry>,
 }
 
 /// Per-namespace state of the models layer that must not be process-wide: a commit of one
@@ -129,6 +142,8 @@ pub(crate) struct Inner {
     poisoned: Mutex<Option<String>>,
     lsn_tx: tokio::sync::watch::Sender<u64>,
     models: ModelSync,
+    /// Epoch history, the owner's write epoch, truncation count (see `epoch.rs`).
+    epochs: epoch::Epochs,
     metrics: crate::engine::write::NsMetrics,
     _lock: DirLock,
 }
@@ -164,7 +179,19 @@ impl Namespace {
         role: Role,
     ) -> Result<Namespace, EngineError> {
         validate_name(name)?;
-        let inner = Arc::new(recovery::open(dir, name, opts)?);
+        let inner = recovery::open(dir, name, opts)?;
+        if role.owns() {
+            // Every start of an owner may continue a state others did not see: a new epoch.
+            let epoch = inner
+                .epochs
+                .begin_owner_epoch(crate::storage::hlc::wall_ms());
+            tracing::info!(
+                namespace = name,
+                epoch,
+                "owner opened the namespace: new epoch"
+            );
+        }
+        let inner = Arc::new(inner);
         let threads = flush::Threads::start(&inner);
         Ok(Namespace {
             inner,
@@ -212,6 +239,98 @@ impl Namespace {
         I: IntoIterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
     {
         self.inner.install_snapshot(entries.into_iter(), lsn, hlc)
+    }
+
+    /// Like [`Namespace::install_snapshot`], carrying the upstream's epoch history up to `lsn`; with
+    /// `replacing`, `lsn` may be at or below the local LSN (the local history diverged and is discarded;
+    /// local WAL tails then end with [`TailError::Truncated`]).
+    pub fn install_snapshot_from<I>(
+        &self,
+        entries: I,
+        lsn: u64,
+        hlc: u64,
+        history: Vec<EpochEntry>,
+        replacing: bool,
+    ) -> Result<(), EngineError>
+    where
+        I: IntoIterator<Item = Result<(Vec<u8>, Vec<u8>), EngineError>>,
+    {
+        self.inner
+            .install_snapshot_with(entries.into_iter(), lsn, hlc, Some(history), replacing)
+    }
+
+    /// Discards every record after `lsn` (a follower whose tail diverged from its upstream): the WAL
+    /// is cut, the epoch history follows, memtables are rebuilt from the WAL, and local WAL tails end
+    /// with [`TailError::Truncated`]. Returns how many records were dropped. Impossible once the
+    /// B+Tree holds records after `lsn` ([`EngineError::TruncateBelowCheckpoint`]): install a snapshot.
+    pub fn truncate_after(&self, lsn: u64) -> Result<u64, EngineError> {
+        self.inner.truncate_after(lsn)
+    }
+
+    /// LSN the B+Tree reflects (records up to it may no longer be in the WAL).
+    pub fn checkpoint_lsn(&self) -> Result<u64, EngineError> {
+        Ok(self.inner.tree.begin_read()?.checkpoint_lsn())
+    }
+
+    /// Highest LSN that is both visible and on stable storage: what may leave this node.
+    pub fn durable_lsn(&self) -> u64 {
+        self.latest_lsn().min(self.inner.wal.durable_lsn())
+    }
+
+    /// Makes every visible record durable, sharing one fsync among concurrent callers (WAL streams
+    /// under `fsync: never`, followers before acknowledging). Returns the durable LSN.
+    pub fn make_durable(&self) -> Result<u64, EngineError> {
+        let target = self.latest_lsn();
+        if self.inner.wal.durable_lsn() >= target {
+            return Ok(self.durable_lsn());
+        }
+        let _one = self.inner.epochs.sync_lock.lock();
+        // Whoever held the lock may have synced everything we need.
+        if self.inner.wal.durable_lsn() < target {
+            let t = std::time::Instant::now();
+            self.inner.wal.sync()?;
+            self.inner.metrics.fsyncs.inc();
+            self.inner
+                .metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
+        }
+        Ok(self.durable_lsn())
+    }
+
+    /// Notified whenever the WAL's durable LSN moves.
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.wal.subscribe_durable()
+    }
+
+    /// The fsync policy this namespace was opened with.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.inner.opts.fsync
+    }
+
+    /// The epoch of the record at `lsn` in this node's history (0 before the first entry).
+    pub fn epoch_at(&self, lsn: u64) -> u64 {
+        self.inner.epochs.epoch_at(lsn)
+    }
+
+    /// The epoch of the newest history entry.
+    pub fn last_epoch(&self) -> u64 {
+        self.inner.epochs.last_epoch()
+    }
+
+    /// The epoch this process gives local writes (`None` on a follower).
+    pub fn write_epoch(&self) -> Option<u64> {
+        self.inner.epochs.write_epoch()
+    }
+
+    /// The epoch history for records up to `last_lsn`, with the implicit epoch 0 spelled out.
+    pub fn epoch_history(&self, last_lsn: u64) -> Vec<EpochEntry> {
+        self.inner.epochs.for_wire(last_lsn)
+    }
+
+    /// How many truncations happened since open (tails notice discarded records by it).
+    pub(crate) fn truncations(&self) -> u64 {
+        self.inner.epochs.truncations()
     }
 
     /// Reads one stored key at the latest visible LSN.
@@ -282,6 +401,8 @@ impl Namespace {
             poisoned: inner.poisoned.lock().clone(),
             degraded: inner.tree.first_checksum_failure(),
             checksum_failures: inner.tree.checksum_failures(),
+            epoch: inner.epochs.epoch_at(self.latest_lsn()),
+            epoch_history: inner.epochs.for_wire(self.latest_lsn()),
         })
     }
 

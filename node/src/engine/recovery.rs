@@ -42,6 +42,8 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
             // The log restarts after the snapshot: the old durable bound no longer applies.
             crate::wal::forget_durable(&wal_dir)?;
         }
+        // The snapshot's epoch history is staged beside the marker: adopt it with the tree, or drop it.
+        super::epoch::finish_install(dir, s == checkpoint)?;
     }
     let (wal, report) = Wal::open(&wal_dir, opts.wal.clone())?;
     if let Some(s) = install_lsn {
@@ -128,6 +130,7 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
         poisoned: Mutex::new(None),
         lsn_tx,
         models: Default::default(),
+        epochs: super::epoch::Epochs::open(dir, last)?,
         metrics,
         _lock: lock,
     })

@@ -10,11 +10,17 @@
 //!   [`TailError::Trimmed`]; each caller maps it (replication: snapshot bootstrap; feed: reported gap).
 //! - **Reader and pins**: the `WalReader` (and its retention pin) is kept across wake-ups, so a caught-up
 //!   tail pins only the segment being written; it is reopened at the next LSN after a failed read.
+//! - **Durable only** ([`Tail::durable_only`], replication): records are returned only up to the
+//!   namespace's durable LSN, so nothing leaves the node that a crash could take back. Under
+//!   `fsync: never` the tail asks for one shared fsync when it has undurable records to send; under
+//!   `interval` it waits for the periodic fsync; under `always` durable = visible.
+//! - **Truncation**: when a follower rolls back its WAL (history divergence), every tail created before
+//!   ends with [`TailError::Truncated`]; records it had returned may have been discarded.
 
 use thiserror::Error;
 use tokio::sync::watch;
 
-use super::{EngineError, Namespace};
+use super::{EngineError, FsyncPolicy, Namespace};
 use crate::wal::{Record, WalError, WalReader};
 
 /// Bounds of one batch returned by [`Tail::read`].
@@ -43,6 +49,9 @@ pub enum TailError {
     Read(EngineError),
     #[error("WAL read task failed: {0}")]
     Task(String),
+    /// The namespace discarded records after an LSN (history divergence) while this tail followed it.
+    #[error("the WAL was truncated (history rolled back) while being followed")]
+    Truncated,
 }
 
 impl From<EngineError> for TailError {
@@ -63,6 +72,10 @@ pub struct Tail {
     reader: Option<WalReader>,
     visible: watch::Receiver<u64>,
     limits: TailLimits,
+    /// `Some` for a durable-only tail: the WAL's durable-LSN notifications.
+    durable: Option<watch::Receiver<u64>>,
+    /// The namespace's truncation count when the tail was created.
+    truncations: u64,
 }
 
 impl Namespace {
@@ -79,11 +92,32 @@ impl Namespace {
             next_lsn: from_lsn.max(1),
             reader: None,
             limits,
+            durable: None,
+            truncations: self.truncations(),
         }
     }
 }
 
 impl Tail {
+    /// Returns only durable records from now on (replication: see the module docs).
+    pub fn durable_only(mut self) -> Tail {
+        self.durable = Some(self.ns.subscribe_durable());
+        self
+    }
+
+    /// Highest LSN this tail may return now.
+    fn limit(&self) -> u64 {
+        if self.durable.is_some() {
+            self.ns.durable_lsn()
+        } else {
+            self.ns.latest_lsn()
+        }
+    }
+
+    fn truncated(&self) -> bool {
+        self.ns.truncations() != self.truncations
+    }
+
     /// The LSN the next record returned will have.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
@@ -111,7 +145,14 @@ impl Tail {
     pub async fn read(&mut self) -> Result<Vec<Record>, TailError> {
         // Seen-mark before reading: a publish during the read makes `changed` return at once.
         self.visible.borrow_and_update();
-        if self.reader.is_some() && self.ns.latest_lsn() < self.next_lsn {
+        if let Some(d) = self.durable.as_mut() {
+            d.borrow_and_update();
+        }
+        if self.truncated() {
+            return Err(TailError::Truncated);
+        }
+        let upto = self.limit();
+        if self.reader.is_some() && upto < self.next_lsn {
             return Ok(Vec::new());
         }
         let (ns, reader, next, limits) = (
@@ -121,9 +162,13 @@ impl Tail {
             self.limits,
         );
         let (reader, records, failure) =
-            tokio::task::spawn_blocking(move || read_batch(&ns, reader, next, limits))
+            tokio::task::spawn_blocking(move || read_batch(&ns, reader, next, upto, limits))
                 .await
                 .map_err(|e| TailError::Task(e.to_string()))?;
+        // Records read while a truncation ran may be gone: never hand them out.
+        if self.truncated() {
+            return Err(TailError::Truncated);
+        }
         if let Some(last) = records.last() {
             self.next_lsn = last.lsn + 1;
         }
@@ -140,11 +185,33 @@ impl Tail {
     /// Cancel-safe (use it in `select!` with a heartbeat or a cancellation token).
     pub async fn changed(&mut self) -> bool {
         loop {
-            if self.ns.latest_lsn() >= self.next_lsn {
+            if self.truncated() || self.limit() >= self.next_lsn {
                 return true;
             }
-            if self.visible.changed().await.is_err() {
-                return false;
+            let Some(durable) = self.durable.as_mut() else {
+                if self.visible.changed().await.is_err() {
+                    return false;
+                }
+                continue;
+            };
+            if self.ns.latest_lsn() >= self.next_lsn && self.ns.fsync_policy() == FsyncPolicy::Never
+            {
+                // Nothing else will fsync: ask for one (shared by every stream and record pending).
+                let ns = self.ns.clone();
+                match tokio::task::spawn_blocking(move || ns.make_durable()).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => {
+                        tracing::warn!(namespace = self.ns.name(), error = %e,
+                            "fsync for streaming failed");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "fsync task failed"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            tokio::select! {
+                r = self.visible.changed() => if r.is_err() { return false; },
+                r = durable.changed() => if r.is_err() { return false; },
             }
         }
     }
@@ -169,6 +236,7 @@ fn read_batch(
     ns: &Namespace,
     reader: Option<WalReader>,
     next_lsn: u64,
+    upto: u64,
     limits: TailLimits,
 ) -> (Option<WalReader>, Vec<Record>, Option<TailError>) {
     let mut reader = match reader {
@@ -180,7 +248,7 @@ fn read_batch(
     };
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    while out.len() < limits.max_records && bytes < limits.max_bytes {
+    while out.len() < limits.max_records && bytes < limits.max_bytes && reader.next_lsn() <= upto {
         match reader.next_record() {
             Ok(Some(r)) if r.lsn < next_lsn => continue,
             Ok(Some(r)) => {
@@ -222,6 +290,61 @@ mod tests {
             .unwrap();
         assert_eq!(next.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![6]);
         assert_eq!(tail.next_lsn(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn durable_tails_return_only_fsynced_records() {
+        use crate::engine::{EngineOptions, FsyncPolicy, Namespace};
+        let d = tempfile::tempdir().unwrap();
+        // `interval` with a period that never comes during the test: nothing is durable on its own.
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(&d.path().join("i"), "i", opts).unwrap();
+        kv::put(&ns, b"a", b"1").unwrap();
+        assert_eq!((ns.latest_lsn(), ns.durable_lsn()), (1, 0));
+        let mut durable = ns.tail(1).durable_only();
+        let mut visible = ns.tail(1);
+        assert_eq!(visible.read().await.unwrap().len(), 1);
+        assert!(
+            durable.read().await.unwrap().is_empty(),
+            "streamed before fsync"
+        );
+        let ns2 = ns.clone();
+        tokio::task::spawn_blocking(move || ns2.make_durable().unwrap());
+        let got = tokio::time::timeout(Duration::from_secs(5), durable.next_batch())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        drop((durable, visible));
+        // Dropping joins the fsync thread, which sleeps a whole period: leak it instead.
+        std::mem::forget(ns);
+
+        // `never`: the tail itself asks for the (one, shared) fsync.
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Never,
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(&d.path().join("n"), "n", opts).unwrap();
+        for i in 0..5u8 {
+            kv::put(&ns, &[b'k', i], b"v").unwrap();
+        }
+        assert_eq!(ns.durable_lsn(), 0);
+        let mut durable = ns.tail(1).durable_only();
+        let got = tokio::time::timeout(Duration::from_secs(5), durable.next_batch())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            got.len(),
+            5,
+            "one fsync made every pending record streamable"
+        );
+        assert_eq!(ns.durable_lsn(), 5);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,7 +266,9 @@ impl Inner {
         let payload = batch::encode(&ops)?;
         let lsn = *last + 1;
         let hlc = self.hlc.now();
-        self.wal.append(lsn, hlc, &payload)?;
+        // The epoch's history entry is durable before its first record can be acknowledged.
+        let epoch = self.epochs.for_local(lsn)?;
+        self.wal.append_record(lsn, hlc, epoch, &payload)?;
         self.metrics.appends.inc();
         self.metrics.bytes.inc_by(payload.len() as u64);
         let refs: Vec<OpRef<'_>> = ops
@@ -298,7 +300,9 @@ impl Inner {
                 });
             }
             let ops = batch::decode(&rec.payload)?;
-            self.wal.append(rec.lsn, rec.hlc, &rec.payload)?;
+            self.epochs.observe_replicated(rec.epoch, rec.lsn)?;
+            self.wal
+                .append_record(rec.lsn, rec.hlc, rec.epoch, &rec.payload)?;
             self.metrics.appends.inc();
             self.metrics.bytes.inc_by(rec.payload.len() as u64);
             self.hlc.observe(rec.hlc);

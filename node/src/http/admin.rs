@@ -102,6 +102,8 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "poisoned": s.poisoned,
         "degraded": s.degraded,
         "checksumFailures": s.checksum_failures,
+        "epoch": s.epoch,
+        "epochHistory": s.epoch_history,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
     })))

@@ -152,6 +152,11 @@ async fn follow_feed(ns: Namespace, mut from: u64, tx: mpsc::Sender<Msg>, stop: 
                 tracing::error!(namespace = %name, lsn, error = %source, "undecodable WAL record; not notified");
                 from = lsn + 1;
             }
+            FeedError::Tail(crate::engine::TailError::Truncated) => {
+                // A history rollback: the records after the new end are replaced; notify the new ones.
+                from = from.min(ns.latest_lsn() + 1);
+                tracing::warn!(namespace = %name, next = from, "WAL truncated after a history divergence; notifications resume at the new end");
+            }
             FeedError::Tail(e) => {
                 tracing::warn!(namespace = %name, error = %e, "notification WAL read failed; retrying");
                 tokio::select! {

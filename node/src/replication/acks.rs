@@ -73,6 +73,23 @@ impl AckTracker {
         self.inner.changed.send_modify(|v| *v += 1);
     }
 
+    /// Records an ack of (`epoch`, `lsn`) if that pair is in the writer's history: `lsn` is at most
+    /// the writer's `latest` LSN and `epoch_at(lsn) == epoch`. Returns whether it counted.
+    pub fn record_checked(
+        &self,
+        replica: &str,
+        epoch: u64,
+        lsn: u64,
+        latest: u64,
+        epoch_at: impl Fn(u64) -> u64,
+    ) -> bool {
+        let in_history = lsn == 0 || (lsn <= latest && epoch_at(lsn) == epoch);
+        if in_history {
+            self.record(replica, lsn);
+        }
+        in_history
+    }
+
     /// Marks a replica's stream as gone (its past acks still count: they were durable).
     pub fn disconnected(&self, replica: &str) {
         if let Some(e) = self.inner.replicas.lock().get_mut(replica) {
@@ -165,5 +182,22 @@ mod tests {
         );
         t.record("a", 3); // never moves back
         assert_eq!(t.acked(5), 2);
+    }
+
+    #[test]
+    fn acks_count_only_in_the_writers_history() {
+        let t = AckRegistry::new().tracker("ns");
+        // Writer history: epoch 7 for LSNs 1..=10, epoch 9 from 11 on; writer at LSN 15.
+        let epoch_at = |lsn: u64| if lsn <= 10 { 7 } else { 9 };
+        // A diverged replica kept epoch 8 records up to 20: its stale position does not count.
+        assert!(!t.record_checked("stale", 8, 20, 15, epoch_at));
+        // Nor does an LSN the writer does not have, even with a matching epoch.
+        assert!(!t.record_checked("stale", 9, 16, 15, epoch_at));
+        assert_eq!(t.acked(12), 0);
+        // After truncating to 10 and receiving 11..=12 of epoch 9, it counts.
+        assert!(t.record_checked("stale", 7, 10, 15, epoch_at));
+        assert!(t.record_checked("stale", 9, 12, 15, epoch_at));
+        assert_eq!(t.acked(12), 1);
+        assert!(t.record_checked("empty", 0, 0, 15, epoch_at));
     }
 }

@@ -8,13 +8,17 @@ use super::proto::replication_client::ReplicationClient;
 use super::proto::snapshot_chunk::Part;
 use super::proto::{SnapshotChunk, SnapshotEntry, SnapshotRequest};
 use super::snapshot::{EntryCrc, CHUNK_ENTRIES};
+use super::stream::history_from_wire;
 use super::ReplicationError;
 use crate::engine::{EngineError, Namespace};
 
-/// Downloads a snapshot of `ns` from the upstream and installs it; returns the snapshot's LSN.
+/// Downloads a snapshot of `ns` from the upstream and installs it, with the upstream's epoch history;
+/// returns the snapshot's LSN. With `replacing` (the local history diverged) the snapshot may be at or
+/// below the local LSN: the local records are discarded.
 pub async fn bootstrap(
     client: &mut ReplicationClient<Channel>,
     ns: &Namespace,
+    replacing: bool,
 ) -> Result<u64, ReplicationError> {
     let mut stream = client
         .stream_snapshot(SnapshotRequest {
@@ -28,7 +32,7 @@ pub async fn bootstrap(
         }) => h,
         _ => return Err(ReplicationError::Protocol("snapshot without header".into())),
     };
-    if header.lsn <= ns.latest_lsn() {
+    if header.lsn <= ns.latest_lsn() && !replacing {
         return Err(ReplicationError::Protocol(format!(
             "snapshot at LSN {} is not ahead of the local LSN {}",
             header.lsn,
@@ -43,9 +47,10 @@ pub async fn bootstrap(
     type Item = Result<(Vec<u8>, Vec<u8>), EngineError>;
     let (tx, mut rx) = mpsc::channel::<Item>(8 * CHUNK_ENTRIES);
     let ns2 = ns.clone();
+    let history = history_from_wire(&header.history);
     let install = tokio::task::spawn_blocking(move || {
         let entries = std::iter::from_fn(move || rx.blocking_recv());
-        ns2.install_snapshot(entries, header.lsn, header.hlc)
+        ns2.install_snapshot_from(entries, header.lsn, header.hlc, history, replacing)
     });
     let feed = async {
         let mut crc = EntryCrc::default();

@@ -76,6 +76,15 @@ counter!(
     "unisondb_replication_records_applied_total",
     "WAL records received from the upstream and applied"
 );
+static DIVERGENCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec_with_registry!(
+        "unisondb_replication_divergences_total",
+        "Times the follower's history diverged from its upstream's, by repair (truncate or bootstrap)",
+        &["namespace", "action"],
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
 static LAG_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
     register_gauge_vec_with_registry!(
         "unisondb_replication_lag_seconds",
@@ -94,6 +103,21 @@ static STALENESS_SECONDS: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// The last time a follower's history diverged from its upstream's, and what it did (in `/stats`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Divergence {
+    /// When it was detected (Unix milliseconds).
+    pub at_ms: u64,
+    /// The last LSN both histories agree on.
+    pub agreed_lsn: u64,
+    /// The local records discarded: `agreed_lsn + 1 ..= discarded_to` (replaced by upstream's).
+    pub discarded_from: u64,
+    pub discarded_to: u64,
+    /// `truncate` (WAL cut after `agreed_lsn`) or `bootstrap` (snapshot install).
+    pub action: String,
+    pub reason: String,
+}
 
 /// Replication position of one followed namespace (served in `/stats`). Times are wall-clock
 /// milliseconds since the Unix epoch.
@@ -119,6 +143,9 @@ pub struct ReplicationPosition {
     pub staleness_seconds: f64,
     pub reconnects: u64,
     pub snapshot_bootstraps: u64,
+    /// History divergences detected (each repaired by a truncation or a bootstrap).
+    pub divergences: u64,
+    pub last_divergence: Option<Divergence>,
     pub last_error: Option<String>,
     #[serde(skip)]
     registered_ms: u64,
@@ -307,6 +334,17 @@ impl ReplicationState {
         self.update(namespace, |p| {
             p.snapshot_bootstraps += 1;
             p.holds_data = true;
+        });
+    }
+
+    /// Counts a divergence (metric by action) and keeps it as the namespace's last one.
+    pub(crate) fn record_divergence(&self, namespace: &str, d: Divergence) {
+        DIVERGENCES
+            .with_label_values(&[namespace, d.action.as_str()])
+            .inc();
+        self.update(namespace, |p| {
+            p.divergences += 1;
+            p.last_divergence = Some(d);
         });
     }
 

@@ -10,6 +10,7 @@
 
 pub mod acks;
 mod bootstrap;
+pub mod history;
 pub mod lag;
 pub mod node;
 pub mod proto;
@@ -24,7 +25,7 @@ pub mod tls;
 use thiserror::Error;
 
 pub use acks::{AckRegistry, AckTimeout, AckTracker};
-pub use lag::{ReplicationPosition, ReplicationState};
+pub use lag::{Divergence, ReplicationPosition, ReplicationState};
 pub use node::{start, start_from_config, ReplicationHandle, ServiceError};
 pub use relayer::{Backoff, FollowConfig};
 pub use run::{GrpcServerConfig, RelayerConfig};
@@ -50,6 +51,9 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("upstream no longer has LSN {0} (WAL retention)")]
     Trimmed(u64),
+    /// The local history diverged after `agreed` and cannot be truncated there: re-bootstrap.
+    #[error("history diverged from the upstream's after LSN {agreed}; a snapshot must replace it")]
+    Diverged { agreed: u64 },
     #[error("upstream went silent for {0:?}")]
     Silent(std::time::Duration),
     #[error("upstream closed the stream")]

@@ -16,11 +16,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::bootstrap;
-use super::lag::ReplicationState;
+use super::lag::{Divergence, ReplicationState};
 use super::proto::replication_client::ReplicationClient;
 use super::proto::stream_wal_request::Msg;
-use super::proto::{Ack, Start, StreamWalRequest};
-use super::stream::from_wire;
+use super::proto::wal_batch::Control;
+use super::proto::{Ack, Resume, Start, StreamWalRequest, WalBatch};
+use super::stream::{from_wire, history_to_wire};
 use super::tls::ClientTls;
 use super::ReplicationError;
 use crate::engine::Namespace;
@@ -160,11 +161,19 @@ pub async fn follow(
             Err(e) => e,
         };
         state.disconnected(&name, Some(err.to_string()));
-        if let ReplicationError::Trimmed(lsn) = err {
-            tracing::warn!(namespace = %name, lsn, upstream = %cfg.url(),
-                "upstream trimmed the WAL we need; bootstrapping from a snapshot");
+        let needs_snapshot = match err {
+            ReplicationError::Trimmed(lsn) => {
+                tracing::warn!(namespace = %name, lsn, upstream = %cfg.url(),
+                    "upstream trimmed the WAL we need; bootstrapping from a snapshot");
+                Some(false)
+            }
+            // Already logged and counted when detected (`resume`).
+            ReplicationError::Diverged { .. } => Some(true),
+            _ => None,
+        };
+        if let Some(replacing) = needs_snapshot {
             let boot = tokio::select! {
-                r = bootstrap(&ns, &cfg) => r,
+                r = bootstrap(&ns, &cfg, replacing) => r,
                 _ = shutdown.cancelled() => break,
             };
             match boot {
@@ -199,9 +208,75 @@ pub async fn follow(
     tracing::info!(namespace = %name, "follower stopped");
 }
 
-async fn bootstrap(ns: &Namespace, cfg: &FollowConfig) -> Result<u64, ReplicationError> {
+async fn bootstrap(
+    ns: &Namespace,
+    cfg: &FollowConfig,
+    replacing: bool,
+) -> Result<u64, ReplicationError> {
     let mut client = cfg.connect().await?;
-    bootstrap::bootstrap(&mut client, ns).await
+    bootstrap::bootstrap(&mut client, ns, replacing).await
+}
+
+/// Acts on the upstream's history check: continue, truncate after the agreed LSN, or ask for a
+/// snapshot (`Err(Diverged)`). Divergence is never silent: a warning, the
+/// `unisondb_replication_divergences_total{action}` counter and `last_divergence` in `/stats`.
+async fn resume(
+    ns: &Namespace,
+    state: &ReplicationState,
+    upstream: &str,
+    last: u64,
+    r: &Resume,
+) -> Result<(), ReplicationError> {
+    let agreed = r.agreed_lsn;
+    if agreed == last {
+        return Ok(());
+    }
+    if agreed > last {
+        return Err(ReplicationError::Protocol(format!(
+            "upstream claims agreement up to LSN {agreed} but we hold only {last}"
+        )));
+    }
+    let name = ns.name();
+    let reason = format!(
+        "local records {}..={last} (epoch {} at LSN {last}) are not in the history of {upstream} \
+         (its last record: epoch {} at LSN {}); histories agree up to LSN {agreed}",
+        agreed + 1,
+        ns.epoch_at(last),
+        r.server_last_epoch,
+        r.server_last_lsn,
+    );
+    let checkpoint = ns.checkpoint_lsn()?;
+    let action = if agreed >= checkpoint {
+        let ns2 = ns.clone();
+        match tokio::task::spawn_blocking(move || ns2.truncate_after(agreed)).await? {
+            Ok(_) => "truncate",
+            Err(crate::engine::EngineError::TruncateBelowCheckpoint { .. }) => "bootstrap",
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        "bootstrap"
+    };
+    tracing::warn!(namespace = name, upstream, agreed_lsn = agreed, discarded_from = agreed + 1,
+        discarded_to = last, checkpoint, action, %reason, "replication history diverged");
+    state.record_divergence(
+        name,
+        Divergence {
+            at_ms: crate::storage::hlc::wall_ms(),
+            agreed_lsn: agreed,
+            discarded_from: agreed + 1,
+            discarded_to: last,
+            action: action.to_string(),
+            reason,
+        },
+    );
+    if action == "bootstrap" {
+        return Err(ReplicationError::Diverged { agreed });
+    }
+    state.update(name, |p| {
+        p.applied_lsn = agreed;
+        p.applied_hlc = ns.latest_hlc();
+    });
+    Ok(())
 }
 
 /// One connection: stream, verify, apply, acknowledge, until something fails.
@@ -213,25 +288,29 @@ async fn session(
 ) -> Result<(), ReplicationError> {
     let name = ns.name().to_string();
     let mut client = cfg.connect().await?;
-    let from = ns.latest_lsn() + 1;
+    // Everything we state or acknowledge must be on disk (acks promise durability).
+    let ns2 = ns.clone();
+    let last = tokio::task::spawn_blocking(move || ns2.make_durable()).await??;
+    let from = last + 1;
     let (req_tx, req_rx) = mpsc::channel(16);
     let start = StreamWalRequest {
         msg: Some(Msg::Start(Start {
             namespace: name.clone(),
             from_lsn: from,
             replica_id: cfg.replica_id.clone(),
+            last_epoch: ns.epoch_at(last),
+            last_lsn: last,
+            history: history_to_wire(&ns.epoch_history(last)),
         })),
     };
-    let ack = |lsn| StreamWalRequest {
-        msg: Some(Msg::Ack(Ack { applied_lsn: lsn })),
+    let ack = |epoch, lsn| StreamWalRequest {
+        msg: Some(Msg::Ack(Ack {
+            applied_lsn: lsn,
+            epoch,
+        })),
     };
     req_tx
         .send(start)
-        .await
-        .map_err(|_| ReplicationError::Closed)?;
-    // What we already hold counts as acknowledged (matters after a reconnect).
-    req_tx
-        .send(ack(from - 1))
         .await
         .map_err(|_| ReplicationError::Closed)?;
     let mut inbound = client
@@ -242,9 +321,29 @@ async fn session(
             _ => ReplicationError::Status(s),
         })?
         .into_inner();
-    tracing::info!(namespace = %name, upstream = %cfg.url(), from_lsn = from, "replicating");
-    let mut expected = from;
+    // The first message answers the history check (an upstream from before epochs sends none).
+    let first = tokio::time::timeout(cfg.silence_timeout, inbound.message())
+        .await
+        .map_err(|_| ReplicationError::Silent(cfg.silence_timeout))??
+        .ok_or(ReplicationError::Closed)?;
+    let mut pending = None;
+    match &first.control {
+        Some(Control::Resume(r)) => resume(ns, state, &cfg.url(), last, r).await?,
+        None => pending = Some(first),
+    }
+    let held = ns.latest_lsn();
+    // What we hold now counts as acknowledged (matters after a reconnect), in our (checked) history.
+    req_tx
+        .send(ack(ns.epoch_at(held), held))
+        .await
+        .map_err(|_| ReplicationError::Closed)?;
+    tracing::info!(namespace = %name, upstream = %cfg.url(), from_lsn = held + 1, "replicating");
+    let mut expected = held + 1;
     loop {
+        if let Some(batch) = pending.take() {
+            apply_batch(ns, state, &req_tx, batch, &mut expected).await?;
+            continue;
+        }
         let msg = tokio::time::timeout(cfg.silence_timeout, inbound.message())
             .await
             .map_err(|_| ReplicationError::Silent(cfg.silence_timeout))?
@@ -258,33 +357,57 @@ async fn session(
         if *attempt > 0 {
             *attempt = 0;
         }
+        apply_batch(ns, state, &req_tx, batch, &mut expected).await?;
+    }
+}
+
+/// Verifies, applies, fsyncs (once per batch) and acknowledges one batch; records lag contact.
+async fn apply_batch(
+    ns: &Namespace,
+    state: &ReplicationState,
+    req_tx: &mpsc::Sender<StreamWalRequest>,
+    batch: WalBatch,
+    expected: &mut u64,
+) -> Result<(), ReplicationError> {
+    let name = ns.name().to_string();
+    {
         if !batch.records.is_empty() {
+            let mut next = *expected;
             let mut records = Vec::with_capacity(batch.records.len());
             for w in batch.records {
                 let rec = from_wire(w).map_err(|lsn| {
                     ReplicationError::Protocol(format!("record LSN {lsn} failed its CRC check"))
                 })?;
-                if rec.lsn != expected {
+                if rec.lsn != next {
                     return Err(ReplicationError::Protocol(format!(
-                        "expected LSN {expected}, upstream sent {} ({})",
+                        "expected LSN {next}, upstream sent {} ({})",
                         rec.lsn,
-                        if rec.lsn < expected {
-                            "duplicate"
-                        } else {
-                            "gap"
-                        }
+                        if rec.lsn < next { "duplicate" } else { "gap" }
                     )));
                 }
-                expected += 1;
+                next += 1;
                 records.push(rec);
             }
+            *expected = next;
             let n = records.len() as u64;
+            let epoch = records.last().map(|r| r.epoch).unwrap_or(0);
             let ns2 = ns.clone();
-            let commit =
-                tokio::task::spawn_blocking(move || ns2.apply_replicated(records)).await??;
+            // One fsync per batch, before the ack: an ack means durable here, whatever our policy.
+            let commit = tokio::task::spawn_blocking(move || {
+                let c = ns2.apply_replicated(records)?;
+                ns2.make_durable()?;
+                Ok::<_, crate::engine::EngineError>(c)
+            })
+            .await??;
             state.count_applied(&name, n);
+            let ack = StreamWalRequest {
+                msg: Some(Msg::Ack(Ack {
+                    applied_lsn: commit.lsn,
+                    epoch,
+                })),
+            };
             req_tx
-                .send(ack(commit.lsn))
+                .send(ack)
                 .await
                 .map_err(|_| ReplicationError::Closed)?;
             state.update(&name, |p| {
@@ -294,6 +417,7 @@ async fn session(
         }
         state.contact(&name, batch.latest_lsn);
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,13 +9,18 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::acks::AckRegistry;
+use super::history;
 use super::proto::replication_server::{Replication, ReplicationServer};
 use super::proto::stream_wal_request::Msg;
+use super::proto::wal_batch::Control;
 use super::proto::{
-    LatestLsnRequest, LatestLsnResponse, SnapshotChunk, SnapshotRequest, StreamWalRequest, WalBatch,
+    LatestLsnRequest, LatestLsnResponse, Resume, SnapshotChunk, SnapshotRequest, Start,
+    StreamWalRequest, WalBatch,
 };
 use super::snapshot_serve;
-use super::stream::{pump, tail_status, StreamOptions};
+use super::stream::{
+    history_from_wire, our_history, pump, tail_status, Recheck, StreamOptions,
+};
 use crate::db::Database;
 use crate::engine::Namespace;
 
@@ -57,6 +62,29 @@ impl ReplicationService {
     }
 }
 
+/// Runs the history check for a `Start`: where the replica's history and this node's agree.
+fn check_history(ns: &Namespace, start: &Start) -> Resume {
+    let (ours, last) = our_history(ns);
+    let replica_last = start.last_lsn;
+    let agreed = if replica_last == 0 && start.history.is_empty() {
+        // A replica that sends no history (empty, or from before epochs): trust its position (it may
+        // be ahead of a lagging relayer: the stream then waits until this node has its next LSN).
+        start.from_lsn.saturating_sub(1)
+    } else {
+        history::agreed_lsn(
+            &history_from_wire(&start.history),
+            replica_last,
+            &ours,
+            last,
+        )
+    };
+    Resume {
+        agreed_lsn: agreed,
+        server_last_epoch: ns.epoch_at(last),
+        server_last_lsn: last,
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -76,15 +104,51 @@ impl Replication for ReplicationService {
             _ => return Err(Status::invalid_argument("first message must be Start")),
         };
         let ns = self.namespace(&start.namespace)?;
-        let from = start.from_lsn.max(1);
-        let mut tail = ns.tail_with(from, self.opts.limits());
-        // A trimmed start LSN answers OUT_OF_RANGE right away (the follower bootstraps).
-        tail.open().await.map_err(tail_status)?;
+        let resume = check_history(&ns, &start);
+        let agreed = resume.agreed_lsn;
+        let diverged = agreed < start.last_lsn;
+        if diverged {
+            tracing::warn!(namespace = ns.name(), replica = %start.replica_id, agreed_lsn = agreed,
+                replica_last_lsn = start.last_lsn, replica_last_epoch = start.last_epoch,
+                last_epoch = resume.server_last_epoch, "replica's history diverges from ours");
+        }
+        let from = agreed + 1;
+        // Only durable records leave this node (see `engine::tail`).
+        let mut tail = ns.tail_with(from, self.opts.limits()).durable_only();
+        let (tx, rx) = mpsc::channel(4);
+        let first = WalBatch {
+            records: Vec::new(),
+            latest_lsn: ns.latest_lsn(),
+            latest_hlc: ns.latest_hlc(),
+            control: Some(Control::Resume(resume)),
+        };
+        if let Err(e) = tail.open().await {
+            if !diverged {
+                // A trimmed start LSN answers OUT_OF_RANGE right away (the follower bootstraps).
+                return Err(tail_status(e));
+            }
+            // The replica must first hear that it diverged, then that it needs a snapshot.
+            let _ = tx.send(Ok(first)).await;
+            let _ = tx.send(Err(tail_status(e))).await;
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         tracing::info!(namespace = ns.name(), from_lsn = from, replica = %start.replica_id,
             latest = ns.latest_lsn(), "replica attached");
-
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(pump(tail, tx, self.opts.heartbeat, self.shutdown.clone()));
+        if tx.send(Ok(first)).await.is_err() {
+            return Err(Status::cancelled("replica went away"));
+        }
+        // A replica ahead of this lagging node: re-run the check while it waits (see `history`).
+        let verify = (agreed > ns.latest_lsn()).then(|| Recheck {
+            history: history_from_wire(&start.history),
+            last_lsn: start.last_lsn,
+        });
+        tokio::spawn(pump(
+            tail,
+            tx,
+            self.opts.heartbeat,
+            self.shutdown.clone(),
+            verify,
+        ));
 
         // Acks come back on the same stream; the stream ending is the replica going away.
         let tracker = self.acks.tracker(&start.namespace);
@@ -94,12 +158,26 @@ impl Replication for ReplicationService {
             start.replica_id.clone()
         };
         let ns_name = start.namespace.clone();
+        // Acks are read only now, after the history check: an ack counts only for (epoch, LSN) pairs
+        // of this node's history, so a diverged replica's stale position never answers `acks=N`.
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(StreamWalRequest {
                         msg: Some(Msg::Ack(a)),
-                    })) => tracker.record(&replica, a.applied_lsn),
+                    })) => {
+                        let counted = tracker.record_checked(
+                            &replica,
+                            a.epoch,
+                            a.applied_lsn,
+                            ns.latest_lsn(),
+                            |lsn| ns.epoch_at(lsn),
+                        );
+                        if !counted {
+                            tracing::debug!(namespace = %ns_name, %replica, lsn = a.applied_lsn,
+                                epoch = a.epoch, "ack not in this node's history; ignored");
+                        }
+                    }
                     Ok(Some(_)) => {
                         tracing::warn!(namespace = %ns_name, %replica, "unexpected message after Start");
                     }

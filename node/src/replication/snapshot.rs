@@ -2,8 +2,8 @@
 //! consistent copy of a namespace at one LSN; a follower whose next LSN was trimmed from the upstream
 //! WAL installs it ([`super::bootstrap`]) and continues the WAL after that LSN.
 //!
-//! Wire order: one header (LSN, HLC), entry chunks in key order, one trailer (count + CRC32C over all
-//! entries). The follower installs while receiving; a bad count or CRC aborts the install, which then
+//! Wire order: one header (LSN, HLC, the epoch history up to the LSN), entry chunks in key order, one
+//! trailer (count + CRC32C over all entries). The follower installs while receiving; a bad count or CRC aborts the install, which then
 //! leaves the namespace as it was.
 
 /// Entries per chunk message.

@@ -11,6 +11,7 @@ use super::proto::{
     SnapshotChunk, SnapshotEntries, SnapshotEntry, SnapshotHeader, SnapshotTrailer,
 };
 use super::snapshot::{EntryCrc, CHUNK_BYTES, CHUNK_ENTRIES};
+use super::stream::history_to_wire;
 use crate::engine::{EngineError, Namespace};
 
 /// Maps an engine failure while taking the snapshot to a status.
@@ -35,6 +36,10 @@ pub async fn serve(ns: Namespace) -> Result<mpsc::Receiver<Result<SnapshotChunk,
     let ns2 = ns.clone();
     let (snap, hlc) = tokio::task::spawn_blocking(move || {
         let snap = ns2.snapshot()?;
+        // Only durable state leaves this node: fsync up to the snapshot's LSN if it is not yet.
+        if ns2.durable_lsn() < snap.lsn() {
+            ns2.make_durable()?;
+        }
         let hlc = hlc_at(&ns2, snap.lsn());
         Ok::<_, EngineError>((snap, hlc))
     })
@@ -42,13 +47,15 @@ pub async fn serve(ns: Namespace) -> Result<mpsc::Receiver<Result<SnapshotChunk,
     .map_err(|e| Status::internal(e.to_string()))?
     .map_err(engine_status)?;
     let lsn = snap.lsn();
+    // The receiver adopts our history up to the snapshot with it (it outlives the WAL we trimmed).
+    let history = history_to_wire(&ns.epoch_history(lsn));
     tracing::info!(namespace = ns.name(), lsn, "streaming snapshot");
     tokio::task::spawn_blocking(move || {
         let send = |part: Part| {
             tx.blocking_send(Ok(SnapshotChunk { part: Some(part) }))
                 .is_ok()
         };
-        if !send(Part::Header(SnapshotHeader { lsn, hlc })) {
+        if !send(Part::Header(SnapshotHeader { lsn, hlc, history })) {
             return;
         }
         let mut crc = EntryCrc::default();

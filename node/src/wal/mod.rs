@@ -26,6 +26,8 @@ mod shared;
 mod writer;
 
 #[cfg(test)]
+mod epoch_tests;
+#[cfg(test)]
 mod tests;
 
 pub use reader::WalReader;
@@ -106,6 +108,8 @@ pub enum WalError {
 pub struct Record {
     pub lsn: u64,
     pub hlc: u64,
+    /// The history this record belongs to (see `engine::epoch`); 0 for records from v1 segments.
+    pub epoch: u64,
     pub payload: Bytes,
 }
 
@@ -190,10 +194,15 @@ impl Wal {
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
         let rec = recovery::recover(dir, recovery::Mode::Open)?;
         let active_size = rec.active.as_ref().map(|a| a.size).unwrap_or(0);
+        let format = match &rec.active {
+            Some(a) => segment::file_format(&a.file)?,
+            None => record::FrameFormat::V2,
+        };
         let writer = Writer {
             active: rec.active,
             buf: Vec::new(),
             poisoned: None,
+            format,
         };
         let shared = Shared::new(
             dir.to_path_buf(),
@@ -219,9 +228,21 @@ impl Wal {
         ))
     }
 
-    /// Appends a record; `lsn` must be `last_lsn() + 1`. No fsync: call `sync` for durability.
+    /// Appends a record of epoch 0 (tests of the log itself).
+    #[cfg(test)]
     pub fn append(&self, lsn: u64, hlc: u64, payload: &[u8]) -> Result<(), WalError> {
-        self.shared.append(lsn, hlc, payload)
+        self.shared.append(lsn, hlc, 0, payload)
+    }
+
+    /// Appends a record; `lsn` must be `last_lsn() + 1`. No fsync: call `sync` for durability.
+    pub fn append_record(
+        &self,
+        lsn: u64,
+        hlc: u64,
+        epoch: u64,
+        payload: &[u8],
+    ) -> Result<(), WalError> {
+        self.shared.append(lsn, hlc, epoch, payload)
     }
 
     /// Makes every record appended so far durable (one `fdatasync` of the active segment).
@@ -236,6 +257,26 @@ impl Wal {
         let durable = self.shared.durable_lsn.load(Ordering::Acquire);
         durable::write(&self.shared.dir, durable)?;
         Ok(())
+    }
+
+    /// Highest LSN on stable storage (every fsync raises it; see `Shared::durable_lsn`).
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared.durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Notified whenever `durable_lsn` moves.
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.durable_tx.subscribe()
+    }
+
+    /// Discards every record after `lsn`; returns how many were dropped (see `Shared::truncate_after`).
+    pub fn truncate_after(&self, lsn: u64) -> Result<u64, WalError> {
+        self.shared.truncate_after(lsn)
+    }
+
+    /// Like [`Wal::reset`], but also when `next_lsn` is not ahead of the current end.
+    pub fn reset_replacing(&self, next_lsn: u64) -> Result<(), WalError> {
+        self.shared.reset_replacing(next_lsn)
     }
 
     /// Makes records up to `lsn` visible to readers and wakes `wait_published` callers.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::record::{self, Decoded, FRAME_HEADER_LEN};
+use super::record::{self, Decoded, FrameFormat};
 use super::shared::Shared;
 use super::{Record, WalError};
 
@@ -29,6 +29,8 @@ pub struct WalReader {
 /// An open segment and a window of its bytes.
 struct Cursor {
     file: File,
+    /// Frame format of this segment (from its header).
+    format: FrameFormat,
     first_lsn: u64,
     name: String,
     /// File offset of `buf[0]`.
@@ -117,10 +119,11 @@ impl Cursor {
             if attempt == 1 {
                 self.buf.truncate(self.pos);
             }
-            if self.avail() < FRAME_HEADER_LEN {
-                self.fill(FRAME_HEADER_LEN)?;
+            let header_len = self.format.header_len();
+            if self.avail() < header_len {
+                self.fill(header_len)?;
             }
-            let Some(h) = record::parse_header(&self.buf[self.pos..]) else {
+            let Some(h) = record::parse_header(&self.buf[self.pos..], self.format) else {
                 continue;
             };
             if h.lsn < target && h.lsn >= self.first_lsn {
@@ -138,11 +141,12 @@ impl Cursor {
                 }
                 self.fill(need)?;
             }
-            match record::decode(&self.buf[self.pos..]) {
+            match record::decode(&self.buf[self.pos..], self.format) {
                 Decoded::Frame(f) => {
                     let rec = Record {
                         lsn: f.lsn,
                         hlc: f.hlc,
+                        epoch: f.epoch,
                         payload: Bytes::copy_from_slice(f.payload),
                     };
                     return Ok(Step::Frame(rec, f.len));
@@ -259,8 +263,11 @@ impl WalReader {
                     oldest,
                 });
             };
+            let file = File::open(&seg.path)?;
+            let format = super::segment::file_format(&file)?;
             Cursor {
-                file: File::open(&seg.path)?,
+                file,
+                format,
                 first_lsn: seg.first_lsn,
                 name: seg.file_name.clone(),
                 buf_off: super::segment::SEGMENT_HEADER_LEN as u64,

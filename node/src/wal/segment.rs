@@ -5,18 +5,25 @@
 //! ```text
 //! magic "UWAL" | version: u16 | flags: u16 (0) | first_lsn: u64 | crc32c(bytes 0..16): u32
 //! ```
+//!
+//! The version selects the frame format of the whole segment ([`FrameFormat`]): 1 = frames without
+//! an epoch (read as epoch 0), 2 = frames carrying their epoch. New segments are always version 2; a
+//! data directory written before epochs existed keeps its version-1 segments readable, and the writer
+//! rolls to a version-2 segment before its first append (one segment never mixes formats).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::record::{self, Decoded, FRAME_HEADER_LEN};
+use super::record::{self, Decoded, FrameFormat};
 
 /// Magic bytes at the start of every segment file.
 pub const MAGIC: [u8; 4] = *b"UWAL";
-/// On-disk format version written into the header.
-pub const FORMAT_VERSION: u16 = 1;
+/// On-disk format version written into the header of new segments (frames with epochs).
+pub const FORMAT_VERSION: u16 = 2;
+/// The pre-epoch format version, still read.
+pub const FORMAT_VERSION_V1: u16 = 1;
 /// Size of the segment header; records start at this offset.
 pub const SEGMENT_HEADER_LEN: usize = 20;
 /// File name extension of segment files.
@@ -70,7 +77,7 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, HeaderError> {
         return Err(HeaderError::Invalid("segment header crc mismatch".into()));
     }
     let version = u16::from_le_bytes([h[4], h[5]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
         return Err(HeaderError::Invalid(format!(
             "unsupported segment format version {version}"
         )));
@@ -79,6 +86,23 @@ pub fn decode_header(buf: &[u8]) -> Result<u64, HeaderError> {
     lsn.copy_from_slice(&h[8..16]);
     Ok(u64::from_le_bytes(lsn))
 }
+
+/// The frame format of a segment image whose header is valid (`decode_header` succeeded); v2 otherwise.
+pub fn image_format(buf: &[u8]) -> FrameFormat {
+    match buf.get(4..6).map(|v| u16::from_le_bytes([v[0], v[1]])) {
+        Some(FORMAT_VERSION_V1) => FrameFormat::V1,
+        _ => FrameFormat::V2,
+    }
+}
+
+/// Reads the frame format of the segment file at `path` from its header.
+pub fn file_format(file: &File) -> io::Result<FrameFormat> {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut h, 0)?;
+    decode_header(&h).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+    Ok(image_format(&h))
+}
+
 
 /// Suffix of a segment being created; recovery removes leftovers (they never held records).
 pub const CREATING_SUFFIX: &str = ".tmp";
@@ -141,6 +165,7 @@ pub struct Scan {
 
 /// Scans a whole segment image (header included) whose first record must have `first_lsn`.
 pub fn scan(image: &[u8], first_lsn: u64) -> Scan {
+    let format = image_format(image);
     let mut off = SEGMENT_HEADER_LEN.min(image.len());
     let mut expected = first_lsn;
     let mut records = 0u64;
@@ -149,7 +174,7 @@ pub fn scan(image: &[u8], first_lsn: u64) -> Scan {
         if rest.is_empty() {
             break None;
         }
-        match record::decode(rest) {
+        match record::decode(rest, format) {
             // u64::MAX is reserved so `expected + 1` can never overflow on any file content.
             Decoded::Frame(f) if f.lsn == expected && expected < u64::MAX => {
                 off += f.len;
@@ -204,17 +229,19 @@ pub fn scan(image: &[u8], first_lsn: u64) -> Scan {
 /// Used to tell a torn tail (nothing valid after the defect) from mid-log corruption. Candidate
 /// LSNs are bounded by how many minimal frames fit in between, which keeps random garbage cheap.
 pub fn find_later_frame(image: &[u8], bad_offset: u64, last_good_lsn: u64) -> Option<(u64, u64)> {
+    let format = image_format(image);
+    let header_len = format.header_len();
     let start = usize::try_from(bad_offset).ok()?.checked_add(1)?;
     let mut off = start;
-    while off + FRAME_HEADER_LEN <= image.len() {
+    while off + header_len <= image.len() {
         let rest = &image[off..];
-        if let Some(h) = record::parse_header(rest) {
-            let max_skipped = (off - start) as u64 / FRAME_HEADER_LEN as u64 + 1;
+        if let Some(h) = record::parse_header(rest, format) {
+            let max_skipped = (off - start) as u64 / header_len as u64 + 1;
             let plausible = h.lsn > last_good_lsn
                 && h.lsn <= last_good_lsn.saturating_add(max_skipped + 1)
                 && h.frame_len() <= rest.len() as u64;
             if plausible {
-                if let Decoded::Frame(f) = record::decode(rest) {
+                if let Decoded::Frame(f) = record::decode(rest, format) {
                     return Some((off as u64, f.lsn));
                 }
             }
@@ -231,7 +258,13 @@ mod tests {
     fn image(first: u64, n: u64) -> Vec<u8> {
         let mut v = encode_header(first).to_vec();
         for lsn in first..first + n {
-            record::encode_into(&mut v, lsn, lsn * 10, format!("payload-{lsn}").as_bytes());
+            record::encode_into(
+                &mut v,
+                lsn,
+                lsn * 10,
+                1,
+                format!("payload-{lsn}").as_bytes(),
+            );
         }
         v
     }
@@ -295,10 +328,25 @@ mod tests {
     }
 
     #[test]
+    fn version_1_segments_scan_with_v1_frames() {
+        let mut img = encode_header(3).to_vec();
+        img[4..6].copy_from_slice(&FORMAT_VERSION_V1.to_le_bytes());
+        let crc = crc32c::crc32c(&img[0..16]);
+        img[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_header(&img), Ok(3));
+        assert_eq!(image_format(&img), FrameFormat::V1);
+        record::encode_v1_into(&mut img, 3, 30, b"x");
+        record::encode_v1_into(&mut img, 4, 40, b"y");
+        let s = scan(&img, 3);
+        assert_eq!((s.records, s.last_lsn, s.defect), (2, 4, None));
+        assert_eq!(image_format(&encode_header(1)), FrameFormat::V2);
+    }
+
+    #[test]
     fn wrong_lsn_is_definite() {
         let mut img = encode_header(1).to_vec();
-        record::encode_into(&mut img, 1, 0, b"a");
-        record::encode_into(&mut img, 3, 0, b"b");
+        record::encode_into(&mut img, 1, 0, 1, b"a");
+        record::encode_into(&mut img, 3, 0, 1, b"b");
         let s = scan(&img, 1);
         assert!(s.defect.expect("defect").definite);
     }

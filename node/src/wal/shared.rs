@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use super::record::FrameFormat;
 use super::WalOptions;
 
 /// A segment as known in memory. For the last (active) segment `last_lsn`/`size` are stale;
@@ -37,6 +38,8 @@ pub(crate) struct Writer {
     pub buf: Vec<u8>,
     /// Set when a failed write could not be rolled back; further appends are refused.
     pub poisoned: Option<String>,
+    /// Frame format of the active segment; a v1 segment is never appended to (the writer rolls).
+    pub format: FrameFormat,
 }
 
 /// Registry of live readers and the lowest LSN each may still need.
@@ -61,7 +64,10 @@ pub(crate) struct Shared {
     /// All segments, oldest first; the last one is the active segment.
     pub segments: RwLock<Vec<SegMeta>>,
     pub last_lsn: AtomicU64,
+    /// Highest LSN known to be on stable storage (raised by every fsync, lowered only by truncation).
     pub durable_lsn: AtomicU64,
+    /// Async notification of `durable_lsn` (WAL streams send only durable records and wait on it).
+    pub durable_tx: tokio::sync::watch::Sender<u64>,
     /// Size of the active segment file, maintained by the writer for metrics/retention.
     pub active_size: AtomicU64,
     pub published: AtomicU64,
@@ -86,6 +92,7 @@ impl Shared {
             segments: RwLock::new(segments),
             last_lsn: AtomicU64::new(last_lsn),
             durable_lsn: AtomicU64::new(last_lsn),
+            durable_tx: tokio::sync::watch::channel(last_lsn).0,
             active_size: AtomicU64::new(active_size),
             published: AtomicU64::new(last_lsn),
             publish_lock: Mutex::new(()),
@@ -104,6 +111,26 @@ impl Shared {
         } else {
             (segs[idx].last_lsn, segs[idx].size)
         }
+    }
+
+    /// Records that everything up to `upto` is durable and wakes async waiters.
+    pub fn mark_durable(&self, upto: u64) {
+        let prev = self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+        if upto > prev {
+            self.durable_tx.send_if_modified(|v| {
+                let changed = upto > *v;
+                *v = (*v).max(upto);
+                changed
+            });
+        }
+    }
+
+    /// Lowers the published and durable LSNs to `lsn` after a truncation (the only way down).
+    pub fn rewind(&self, lsn: u64) {
+        self.published.fetch_min(lsn, Ordering::AcqRel);
+        self.durable_lsn.fetch_min(lsn, Ordering::AcqRel);
+        self.durable_tx
+            .send_replace(self.durable_lsn.load(Ordering::Acquire));
     }
 
     /// Raises the published LSN (never lowers it, never past `last_lsn`) and wakes waiters.

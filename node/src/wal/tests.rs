@@ -63,7 +63,10 @@ fn frame_offsets(path: &Path) -> Vec<(u64, u64)> {
     let data = std::fs::read(path).expect("read");
     let mut off = SEGMENT_HEADER_LEN;
     let mut out = Vec::new();
-    while let Some(record::Decoded::Frame(f)) = data.get(off..).map(record::decode) {
+    while let Some(record::Decoded::Frame(f)) = data
+        .get(off..)
+        .map(|b| record::decode(b, super::segment::image_format(&data)))
+    {
         out.push((off as u64, (off + f.len) as u64));
         off += f.len;
     }
@@ -835,7 +838,7 @@ fn random_file_contents_never_panic() {
             }
             if rng.gen_bool(0.5) {
                 for lsn in first..first + 3 {
-                    record::encode_into(&mut data, lsn, 0, b"ok");
+                    record::encode_into(&mut data, lsn, 0, 0, b"ok");
                 }
             }
             let n = rng.gen_range(0..300);
@@ -1152,9 +1155,9 @@ fn extreme_lsns_in_files_do_not_panic() {
     for first in [u64::MAX, u64::MAX - 1] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut data = segment::encode_header(first).to_vec();
-        record::encode_into(&mut data, first, 0, b"a");
+        record::encode_into(&mut data, first, 0, 0, b"a");
         if first < u64::MAX {
-            record::encode_into(&mut data, first + 1, 0, b"b");
+            record::encode_into(&mut data, first + 1, 0, 0, b"b");
         }
         std::fs::write(dir.path().join(segment::file_name(first)), &data).expect("write");
         match Wal::open(dir.path(), tiny()) {

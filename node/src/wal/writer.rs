@@ -5,14 +5,20 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::record::{self, MAX_PAYLOAD_LEN};
+use super::record::{self, FrameFormat, MAX_PAYLOAD_LEN};
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::shared::{Active, SegMeta, Shared, Writer};
 use super::WalError;
 
 impl Shared {
     /// Appends one record; visible to `pread` immediately, durable after `sync`.
-    pub(crate) fn append(&self, lsn: u64, hlc: u64, payload: &[u8]) -> Result<(), WalError> {
+    pub(crate) fn append(
+        &self,
+        lsn: u64,
+        hlc: u64,
+        epoch: u64,
+        payload: &[u8],
+    ) -> Result<(), WalError> {
         let mut w = self.writer.lock();
         if let Some(why) = &w.poisoned {
             return Err(WalError::Poisoned(why.clone()));
@@ -27,6 +33,8 @@ impl Shared {
         let frame_len = record::frame_len(payload.len()) as u64;
         let needs_roll = match &w.active {
             None => true,
+            // A pre-epoch (v1) segment cannot hold epochs: continue in a new v2 segment.
+            Some(_) if w.format == FrameFormat::V1 => true,
             Some(a) => {
                 a.size > SEGMENT_HEADER_LEN as u64
                     && a.size.saturating_add(frame_len) > self.opts.segment_size
@@ -46,7 +54,7 @@ impl Shared {
             return Err(WalError::Io(io::Error::other("no active WAL segment")));
         };
         buf.clear();
-        record::encode_into(buf, lsn, hlc, payload);
+        record::encode_into(buf, lsn, hlc, epoch, payload);
         if let Err(e) = active.file.write_all_at(buf, active.size) {
             // Undo a partial frame so the next append does not leave garbage behind it.
             if let Err(e2) = active.file.set_len(active.size) {
@@ -72,15 +80,18 @@ impl Shared {
                 w.poisoned = Some(format!("fdatasync failed while sealing segment: {e}"));
                 return Err(e.into());
             }
-            self.durable_lsn
-                .fetch_max(first_lsn.saturating_sub(1), Ordering::AcqRel);
+            self.mark_durable(first_lsn.saturating_sub(1));
         }
         let (file, path) = segment::create(&self.dir, first_lsn)?;
         let mut segs = self.segments.write();
-        if let (Some(old), Some(meta)) = (&w.active, segs.last_mut()) {
+        if segs.last().is_some_and(|m| m.first_lsn == first_lsn) {
+            // An empty v1 segment was just re-created in place as v2 (same name): replace its entry.
+            segs.pop();
+        } else if let (Some(old), Some(meta)) = (&w.active, segs.last_mut()) {
             meta.last_lsn = first_lsn - 1;
             meta.size = old.size;
         }
+        w.format = FrameFormat::V2;
         segs.push(SegMeta {
             first_lsn,
             last_lsn: first_lsn - 1,
@@ -102,9 +113,19 @@ impl Shared {
     /// The new segment is created first and old ones removed oldest-first after it; a crash in
     /// between leaves a non-contiguous log that the engine's install marker tells recovery to reset.
     pub(crate) fn reset(&self, next_lsn: u64) -> Result<(), WalError> {
+        self.reset_inner(next_lsn, false)
+    }
+
+    /// Like `reset`, but `next_lsn` may be at or below the current end: every record is discarded
+    /// (a snapshot from a diverged upstream replaces the whole history).
+    pub(crate) fn reset_replacing(&self, next_lsn: u64) -> Result<(), WalError> {
+        self.reset_inner(next_lsn, true)
+    }
+
+    fn reset_inner(&self, next_lsn: u64, replacing: bool) -> Result<(), WalError> {
         let mut w = self.writer.lock();
         let last = self.last_lsn.load(Ordering::Acquire);
-        if next_lsn <= last {
+        if next_lsn == 0 || (next_lsn <= last && !replacing) {
             return Err(WalError::OutOfSequence {
                 expected: last + 1,
                 got: next_lsn,
@@ -134,8 +155,11 @@ impl Shared {
             file: Arc::new(file),
             size: SEGMENT_HEADER_LEN as u64,
         });
+        w.format = FrameFormat::V2;
         self.last_lsn.store(next_lsn - 1, Ordering::Release);
+        self.published.store(next_lsn - 1, Ordering::Release);
         self.durable_lsn.store(next_lsn - 1, Ordering::Release);
+        self.durable_tx.send_replace(next_lsn - 1);
         Ok(())
     }
 
@@ -157,7 +181,85 @@ impl Shared {
             self.writer.lock().poisoned = Some(format!("fdatasync failed: {e}"));
             return Err(e.into());
         }
-        self.durable_lsn.fetch_max(upto, Ordering::AcqRel);
+        self.mark_durable(upto);
         Ok(upto)
+    }
+}
+
+impl Shared {
+    /// Discards every record after `lsn` (a follower rolling back a diverged tail); returns how many.
+    ///
+    /// Later segments are removed newest-first, then the segment holding `lsn` is cut just past it and
+    /// fsynced, so a crash at any point leaves a contiguous prefix (the caller repeats the truncation).
+    /// `lsn` below the oldest stored record is `Trimmed`: the caller must install a snapshot instead.
+    pub(crate) fn truncate_after(&self, lsn: u64) -> Result<u64, WalError> {
+        let mut w = self.writer.lock();
+        let last = self.last_lsn.load(Ordering::Acquire);
+        if lsn >= last {
+            return Ok(0);
+        }
+        let mut segs = self.segments.write();
+        let oldest = segs.first().map(|s| s.first_lsn).unwrap_or(1);
+        // The segment that keeps `lsn` (or, for lsn == oldest - 1, the first one, emptied).
+        let Some(keep) = segs.iter().rposition(|s| s.first_lsn <= lsn.max(oldest)) else {
+            return Err(WalError::Trimmed {
+                requested: lsn,
+                oldest,
+            });
+        };
+        if lsn + 1 < oldest {
+            return Err(WalError::Trimmed {
+                requested: lsn + 1,
+                oldest,
+            });
+        }
+        // Lower the durable bound first (`durable.rs`): a crash while cutting must not leave a
+        // log that ends below it, which recovery would refuse as lost data.
+        if super::durable::read(&self.dir)? > lsn {
+            super::durable::write(&self.dir, lsn)?;
+        }
+        for s in segs.drain(keep + 1..).rev() {
+            std::fs::remove_file(&s.path)?;
+        }
+        segment::sync_dir(&self.dir)?;
+        let meta = &mut segs[keep];
+        let file = segment::open_rw(&meta.path)?;
+        let format = segment::file_format(&file)?;
+        let mut image = Vec::new();
+        {
+            use std::io::Read;
+            (&file).read_to_end(&mut image)?;
+        }
+        // Walk the frames up to and including `lsn` to find where the kept part ends.
+        let mut off = SEGMENT_HEADER_LEN;
+        let mut next = meta.first_lsn;
+        while next <= lsn {
+            match record::decode(&image[off.min(image.len())..], format) {
+                record::Decoded::Frame(f) if f.lsn == next => {
+                    off += f.len;
+                    next += 1;
+                }
+                _ => {
+                    return Err(WalError::Corrupt {
+                        segment: meta.file_name.clone(),
+                        offset: off as u64,
+                        reason: format!("record {next} unreadable while truncating after {lsn}"),
+                    })
+                }
+            }
+        }
+        file.set_len(off as u64)?;
+        file.sync_all()?;
+        meta.last_lsn = lsn;
+        meta.size = off as u64;
+        w.active = Some(Active {
+            file: Arc::new(file),
+            size: off as u64,
+        });
+        w.format = format;
+        self.active_size.store(off as u64, Ordering::Release);
+        self.last_lsn.store(lsn, Ordering::Release);
+        self.rewind(lsn);
+        Ok(last - lsn)
     }
 }
