@@ -537,7 +537,11 @@ async fn follower_ahead_of_a_lagging_relayer(restore: bool) {
         Some(&b"b-value-9"[..]),
         "r2 dropped records its lagging upstream will get"
     );
-    assert_eq!(divergences(&c, &r2).await, 0.0, "a lagging upstream is no divergence");
+    assert_eq!(
+        divergences(&c, &r2).await,
+        0.0,
+        "a lagging upstream is no divergence"
+    );
 
     if restore {
         std::fs::remove_dir_all(hub.data()).expect("rm hub data");
@@ -550,8 +554,15 @@ async fn follower_ahead_of_a_lagging_relayer(restore: bool) {
     wait_synced(&c, &r2, end, "c11", "c-value-11").await;
     let n = divergences(&c, &r2).await;
     if restore {
-        assert_eq!(n, 1.0, "r2 must re-check when r1's history changes under it");
-        assert_eq!(r2.kv(&c, "b00").await, None, "r2 kept a record of the lost history");
+        assert_eq!(
+            n, 1.0,
+            "r2 must re-check when r1's history changes under it"
+        );
+        assert_eq!(
+            r2.kv(&c, "b00").await,
+            None,
+            "r2 kept a record of the lost history"
+        );
     } else {
         assert_eq!(n, 0.0, "no divergence in one history");
         assert_eq!(r2.kv(&c, "b00").await.as_deref(), Some(&b"b-value-0"[..]));

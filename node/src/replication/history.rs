@@ -120,14 +120,23 @@ mod tests {
         // the stream waits for the upstream to catch up. Also across a newer epoch the upstream
         // has not received yet, and for an empty upstream relayer.
         assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1)]), 30), 40);
-        assert_eq!(agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1)]), 10), 40);
+        assert_eq!(
+            agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1)]), 10),
+            40
+        );
         assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &[], 0), 40);
         // ... but a hub restarted from an older copy has closed epoch 5 at its last LSN (its new
         // epoch is passed before it has any record).
-        assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1), (9, 31)]), 30), 30);
+        assert_eq!(
+            agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(5, 1), (9, 31)]), 30),
+            30
+        );
         assert_eq!(agreed_lsn(&h(&[(5, 1)]), 40, &h(&[(9, 1)]), 0), 0);
         // ... and a lagging relayer that went on with another epoch is no prefix.
-        assert_eq!(agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1), (8, 16)]), 30), 15);
+        assert_eq!(
+            agreed_lsn(&h(&[(5, 1), (9, 21)]), 40, &h(&[(5, 1), (8, 16)]), 30),
+            15
+        );
     }
 
     /// The records of a history as the epoch of each LSN, 1-based.

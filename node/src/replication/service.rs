@@ -18,9 +18,7 @@ use super::proto::{
     StreamWalRequest, WalBatch,
 };
 use super::snapshot_serve;
-use super::stream::{
-    history_from_wire, our_history, pump, tail_status, Recheck, StreamOptions,
-};
+use super::stream::{history_from_wire, our_history, pump, tail_status, Recheck, StreamOptions};
 use crate::db::Database;
 use crate::engine::Namespace;
 

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::proto::{self, WalBatch, WalRecord};
 use super::history;
+use super::proto::{self, WalBatch, WalRecord};
 use crate::engine::{EpochEntry, Namespace, Tail, TailError, TailLimits};
 use crate::wal::record::{frame_crc, frame_crc_v1};
 use crate::wal::Record;
@@ -112,7 +112,7 @@ pub(crate) fn tail_status(e: TailError) -> Status {
 }
 
 /// A replica that was ahead of this node at `Start`: its history, re-checked while it waits.
-pub(crate) struct Recheck {
+pub struct Recheck {
     pub history: Vec<EpochEntry>,
     pub last_lsn: u64,
 }
@@ -158,8 +158,12 @@ pub async fn pump(
             let (ours, last) = our_history(&ns);
             let agreed = history::agreed_lsn(&r.history, r.last_lsn, &ours, last);
             if agreed < r.last_lsn {
-                tracing::warn!(namespace = ns.name(), replica_last_lsn = r.last_lsn, agreed,
-                    "history changed while the replica waited ahead of us; ending its stream");
+                tracing::warn!(
+                    namespace = ns.name(),
+                    replica_last_lsn = r.last_lsn,
+                    agreed,
+                    "history changed while the replica waited ahead of us; ending its stream"
+                );
                 let _ = tx
                     .send(Err(Status::aborted(format!(
                         "history changed: this upstream now agrees with the replica only up to LSN {agreed}; reconnect"

@@ -103,7 +103,6 @@ pub fn file_format(file: &File) -> io::Result<FrameFormat> {
     Ok(image_format(&h))
 }
 
-
 /// Suffix of a segment being created; recovery removes leftovers (they never held records).
 pub const CREATING_SUFFIX: &str = ".tmp";
 
