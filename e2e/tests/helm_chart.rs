@@ -497,6 +497,10 @@ fn optional_monitoring_objects_are_off_by_default() {
         "unisondb_replication_lag_seconds",
         "unisondb_wal_fsync_seconds",
         "unisondb_operator_reconcile_errors_total",
+        "unisondb_replication_divergences_total",
+        "unisondb_checksum_failures_total",
+        "kubelet_volume_stats_available_bytes",
+        "up{component=\"hub\"}",
     ] {
         assert!(exprs.contains(m), "dashboard shows {m}");
     }
@@ -528,6 +532,11 @@ fn alerts_cover_the_metrics_and_link_runbooks() {
         "unisondb_replication_connected",
         "unisondb_wal_fsync_seconds_bucket",
         "unisondb_operator_reconcile_errors_total",
+        "unisondb_replication_divergences_total",
+        "unisondb_checksum_failures_total",
+        "kubelet_volume_stats_available_bytes",
+        "component=\"hub\"",
+        "unisondb_operator_leader",
     ] {
         assert!(all_exprs.contains(m), "no alert on {m}");
     }
@@ -570,6 +579,50 @@ fn alerts_cover_the_metrics_and_link_runbooks() {
             "{name}: Prometheus templating survives Helm"
         );
     }
+}
+
+/// Prometheus's own checker accepts the rendered rules (PromQL syntax, templates, durations), and
+/// the PodMonitor adds the `component` label UnisonDBHubDown selects on.
+#[test]
+fn rendered_alert_rules_pass_promtool() {
+    let docs = template(&["prometheusRule.enabled=true", "serviceMonitor.enabled=true"]);
+    let rule = &of_kind(&docs, "PrometheusRule")[0];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(
+        &file,
+        serde_yaml_ng::to_string(&rule["spec"]).expect("rules YAML"),
+    )
+    .expect("write rules");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool missing ({e}): run `bash e2e/cluster/install-deps.sh` (Debian's prometheus)")
+        });
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pm = &of_kind(&docs, "PodMonitor")[0];
+    let relabel =
+        serde_json::to_string(&pm["spec"]["podMetricsEndpoints"][0]["relabelings"]).unwrap();
+    assert!(
+        relabel.contains("\"targetLabel\":\"component\""),
+        "{relabel}"
+    );
+    let hub_down = &alerts()["UnisonDBHubDown"];
+    assert!(
+        hub_down["expr"]
+            .as_str()
+            .unwrap()
+            .contains("job=\"unisondb-system/unisondb-operator-nodes\""),
+        "UnisonDBHubDown selects the PodMonitor's job: {}",
+        hub_down["expr"]
+    );
 }
 
 #[test]
