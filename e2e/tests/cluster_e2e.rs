@@ -1012,6 +1012,40 @@ fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
     });
     let t = Instant::now();
     c.kubectl(&["delete", "pod", "edge-relayers-1", "-n", NS, "--wait=false"]);
+    // Graceful termination: the node drains and exits on SIGTERM in milliseconds, so the old pod
+    // is gone long before the 30 s grace period (a node waiting it out was seen before).
+    wait_until(
+        "the old edge-relayers-1 to terminate",
+        Duration::from_secs(60),
+        || {
+            let uid = c
+                .try_kubectl(&[
+                    "get",
+                    "pod",
+                    "edge-relayers-1",
+                    "-n",
+                    NS,
+                    "-o",
+                    "jsonpath={.metadata.uid}",
+                ])
+                .unwrap_or_default();
+            if uid.trim() == old_uid {
+                Err("old pod still there".into())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let terminated = t.elapsed();
+    cx.record(
+        "relayer pod deleted → old pod gone (SIGTERM to exit)",
+        terminated,
+    );
+    assert!(
+        terminated < Duration::from_secs(10),
+        "deleting a relayer pod took {terminated:?}: the node does not exit promptly on SIGTERM"
+    );
+    let c = &cx.c;
     let new_ip = wait_until(
         "edge-relayers-1 to be recreated and Ready",
         Duration::from_secs(180),

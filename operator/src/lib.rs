@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod changes;
 pub mod connectivity;
 pub mod controller;
 pub mod crd;

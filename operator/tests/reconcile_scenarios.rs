@@ -133,6 +133,21 @@ impl ApiServer {
     }
 
     /// The next call must create a Warning event with `reason`.
+    async fn expect_normal_event(&mut self, reason: &str) -> String {
+        let call = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+            )
+            .await;
+        assert_eq!(call.body["type"], "Normal");
+        assert_eq!(call.body["reason"], reason);
+        let note = call.body["note"].as_str().unwrap_or_default().to_string();
+        let body = call.body.clone();
+        call.reply(201, &body);
+        note
+    }
+
     async fn expect_warning_event(&mut self, reason: &str) {
         let call = self
             .expect(
@@ -352,6 +367,8 @@ async fn first_hub_reconcile(api: &mut ApiServer, sts_ready: bool) -> (NodeStatu
     let served = with_sts_status(sts, 1, i32::from(sts_ready));
     call.reply(200, &served);
     let status = api.expect_status_patch(HUB, &hub_fixture(None)).await;
+    let note = api.expect_normal_event("Created").await;
+    assert_eq!(note, "StatefulSet hub created with 1 replica(s)");
     (status, served)
 }
 
@@ -493,6 +510,7 @@ async fn relayer_discovers_pdb_api_reads_its_hub_and_applies_a_pdb() {
         assert_eq!(status.pods[0].role, "relayer");
         assert_eq!(status.pods[0].namespaces[0].connected, Some(true));
         assert_eq!((status.max_lag_seconds, status.max_lag_records), (Some(0), Some(0)));
+        api.expect_normal_event("Created").await;
         api
     })
     .await;
@@ -545,6 +563,7 @@ async fn disconnected_relayer_stays_ready_and_reports_connected_false() {
             "{msg}"
         );
         assert!(!msg.contains("users"), "{msg}");
+        api.expect_normal_event("Created").await;
         api
     })
     .await;
@@ -588,6 +607,7 @@ async fn repaired_divergence_is_counted_in_status_and_announced() {
         let status = api.expect_status_patch(EDGE, &answer).await;
         assert_eq!(status.replication_divergences, Some(2));
         api.expect_warning_event("HistoryDiverged").await;
+        api.expect_normal_event("Created").await;
         api
     })
     .await;
@@ -643,6 +663,7 @@ async fn scale_down_deletes_only_an_owned_pdb() {
             let sts = call.body.clone();
             call.reply(200, &with_sts_status(sts, 1, 1));
             api.expect_status_patch(EDGE, &answer).await;
+            api.expect_normal_event("Created").await;
             api
         })
         .await;
@@ -720,6 +741,8 @@ async fn larger_storage_grows_each_pvc_and_reports_progress() {
         let status = api.expect_status_patch(EDGE, &answer).await;
         assert_eq!(cond(&status, "VolumesResized"), ("False", "Resizing"));
         assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
+        let note = api.expect_normal_event("RollingUpdate").await;
+        assert!(note.contains("image (none) → unisondb:test"), "{note}");
         api
     })
     .await;
@@ -809,7 +832,16 @@ async fn apply_refused_by_the_server_fails_with_an_event_and_backs_off() {
                 "message": "ConfigMap \"hub-config\" is invalid", "reason": "Invalid", "code": 422
             }),
         );
-            // the failed reconcile is reported on the object; nothing else is attempted
+            // the refusal is a condition (not only an event); nothing else is attempted
+            let status = api.expect_status_patch(HUB, &hub_fixture(None)).await;
+            assert_eq!(cond(&status, "Degraded"), ("True", "ApplyRejected"));
+            let msg = &status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")
+                .expect("Degraded")
+                .message;
+            assert!(msg.contains("hub-config\" is invalid"), "{msg}");
             api.expect_warning_event("Invalid").await;
             api
         })

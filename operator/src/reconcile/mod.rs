@@ -27,7 +27,7 @@ use crate::build::{self, names, selector_string};
 use crate::kind::{NodeKind, Target};
 use crate::metrics::KindLabel;
 use crate::status::{self, Observed};
-use crate::{apply, connectivity, dereference, validate, Error};
+use crate::{apply, changes, connectivity, dereference, validate, Error};
 
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -71,10 +71,23 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         )),
         ..Default::default()
     };
+    let mut changed = Vec::new();
     let stateful_set = match &verdict {
         Ok(valid) => {
             let resources = build::build(valid, deref.pdb_api.as_ref(), &ctx.node_image)?;
-            let applied = apply::apply_all(&ctx.client, &target.namespace, &resources).await?;
+            let applied = match apply::apply_all(&ctx.client, &target.namespace, &resources).await {
+                Ok(a) => a,
+                Err(e) => {
+                    // A refused apply (webhook, quota, RBAC, validation) is a condition too, not
+                    // only an event: `kubectl get` shows why the spec is not running.
+                    observed.position = valid.position.clone();
+                    observed.problem = Some(apply_problem(&e));
+                    observed.statefulset = deref.existing.as_ref();
+                    update_status(obj, &target, &observed, ctx, false).await?;
+                    return Err(e);
+                }
+            };
+            changed = changes::changes(deref.existing.as_ref(), &applied.stateful_set);
             observed.position = valid.position.clone();
             observed.config_hash = Some(resources.config_hash);
             observed.notes = applied.notes;
@@ -98,7 +111,10 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         );
     }
 
-    update_status(obj, &target, &observed, ctx).await?;
+    update_status(obj, &target, &observed, ctx, true).await?;
+    for c in changed {
+        ctx.event(obj, EventType::Normal, c.reason, c.message).await;
+    }
     Ok(Action::requeue(if obj.follows() {
         CONNECTIVITY_RESYNC
     } else {
@@ -106,12 +122,28 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     }))
 }
 
-/// Patches the status when it changed; a change while blocked is also reported as an event.
+/// The Degraded reason and message for an apply the API server refused.
+fn apply_problem(e: &Error) -> status::Problem {
+    let reason = match e {
+        Error::Kube(kube::Error::Api(a)) if a.code == 403 => "ApplyForbidden",
+        Error::Kube(kube::Error::Api(a)) if a.code == 422 || a.code == 400 => "ApplyRejected",
+        Error::Kube(kube::Error::Api(a)) if a.code == 409 => "ApplyConflict",
+        _ => "ApplyFailed",
+    };
+    status::Problem {
+        reason: reason.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Patches the status when it changed; a change while blocked is also reported as an event
+/// (unless `announce` is false: the caller reports the problem itself).
 async fn update_status<K: NodeKind>(
     obj: &K,
     target: &Target,
     observed: &Observed<'_>,
     ctx: &Context,
+    announce: bool,
 ) -> Result<(), Error> {
     let new = status::compute(obj.node_status(), observed, &status::now());
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.namespace);
@@ -122,7 +154,7 @@ async fn update_status<K: NodeKind>(
                 kind: K::kind(&()).into(),
             })
             .inc();
-        if let Some(p) = &observed.problem {
+        if let Some(p) = observed.problem.as_ref().filter(|_| announce) {
             ctx.event(obj, EventType::Warning, &p.reason, p.message.clone())
                 .await;
         }
