@@ -813,6 +813,60 @@ async fn missing_upstream_keeps_the_running_statefulset() {
     );
 }
 
+/// A rejected spec with a running StatefulSet: what is valid still applies (a new image rolls the
+/// pods), what the problem touches stays as it runs (the config hash, the claim template); the
+/// problem is reported.
+#[tokio::test]
+async fn a_problem_elsewhere_does_not_stop_an_image_upgrade() {
+    let mut rel = relayer_fixture(json!({"hubRef": {"name": "gone"}}), 2);
+    rel["spec"]["image"] = json!("unisondb:new");
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let answer = rel.clone();
+    let (result, _) = scenario::<UnisonRelayer, _, _>(&rel, pdb, |mut api| async move {
+        let existing = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "edge", "namespace": NS, "generation": 4},
+            "spec": {"replicas": 2, "selector": {}, "serviceName": "edge-headless",
+                     "template": {"metadata": {"annotations": {"unisondb.io/config-hash": "oldhash"}},
+                                  "spec": {"containers": [{"name": "unisondb", "image": "unisondb:old"}]}},
+                     "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"resources": {"requests": {"storage": "3Gi"}}}}]},
+            "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 4}
+        });
+        api.expect(Method::GET, &sts_path("edge"))
+            .await
+            .reply(200, &existing);
+        api.expect(
+            Method::GET,
+            "/apis/unisondb.io/v1alpha1/namespaces/default/unisonhubs/gone",
+        )
+        .await
+        .not_found();
+        // no ConfigMap, Services or PDB: straight to the StatefulSet
+        let call = api.expect(Method::PATCH, &sts_path("edge")).await;
+        let sts = call.body.clone();
+        let tpl = &sts["spec"]["template"];
+        assert_eq!(tpl["spec"]["containers"][0]["image"], "unisondb:new");
+        assert_eq!(
+            tpl["metadata"]["annotations"]["unisondb.io/config-hash"], "oldhash",
+            "the running config is kept"
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "3Gi"
+        );
+        call.reply(200, &with_sts_status(sts, 2, 2));
+        let status = api.expect_status_patch(EDGE, &answer).await;
+        assert_eq!(cond(&status, "Degraded"), ("True", "UpstreamNotFound"));
+        api.expect_warning_event("UpstreamNotFound").await;
+        let note = api.expect_normal_event("RollingUpdate").await;
+        assert!(note.contains("unisondb:old → unisondb:new"), "{note}");
+        api
+    })
+    .await;
+    result.expect("reconcile succeeds");
+}
+
 #[tokio::test]
 async fn apply_refused_by_the_server_fails_with_an_event_and_backs_off() {
     let pdb = Some(PdbSupport::known(None));

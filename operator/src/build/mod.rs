@@ -77,7 +77,7 @@ impl<'a> NodeBuild<'a> {
             obj.replicas(),
             obj.node(),
             config,
-            DEFAULT_NODE_IMAGE,
+            image_of(obj.node(), DEFAULT_NODE_IMAGE),
             obj.node().storage.size.clone(),
         ))
     }
@@ -88,15 +88,12 @@ impl<'a> NodeBuild<'a> {
         replicas: i32,
         spec: &'a NodeSpec,
         config: &'a RenderedConfig,
-        default_image: &str,
+        image: String,
         storage_size: String,
     ) -> Self {
         NodeBuild {
             storage_size,
-            image: spec
-                .image
-                .clone()
-                .unwrap_or_else(|| default_image.to_string()),
+            image,
             name: target.name,
             namespace: target.namespace,
             component,
@@ -184,7 +181,7 @@ pub fn build(
         v.replicas,
         v.spec,
         &config,
-        default_image,
+        image_of(v.spec, default_image),
         v.storage.template_size.clone(),
     );
     let pdb = match pdb_api {
@@ -216,6 +213,69 @@ pub fn build(
             size,
         }),
     })
+}
+
+/// `spec.image`, or the operator's default node image when the spec names none.
+fn image_of(spec: &NodeSpec, default_image: &str) -> String {
+    spec.image
+        .clone()
+        .unwrap_or_else(|| default_image.to_string())
+}
+
+/// The StatefulSet for a spec the operator rejected, when one already runs: what is valid in the
+/// spec still applies (image, resources, pod settings, scheduling, replicas) so an upgrade does not
+/// stop silently behind an unrelated problem, while what the problem touches stays as it runs — the
+/// node config (the existing config hash; the ConfigMap is not applied), the volume claim template
+/// and, if the spec's image is empty, the image. `None` when the existing StatefulSet carries no
+/// config hash (nothing to keep), so nothing is applied.
+pub fn fallback_statefulset<K: NodeKind>(
+    obj: &K,
+    existing: &StatefulSet,
+    default_image: &str,
+) -> Option<StatefulSet> {
+    let spec = existing.spec.as_ref()?;
+    let template = &spec.template;
+    let hash = template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH_ANNOTATION)?
+        .clone();
+    let size = spec
+        .volume_claim_templates
+        .as_ref()?
+        .first()?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?
+        .0
+        .clone();
+    let running_image = template.spec.as_ref()?.containers.first()?.image.clone()?;
+    let image = match obj.node().image.as_deref() {
+        Some(i) if i.trim().is_empty() => running_image,
+        Some(i) => i.to_string(),
+        None => default_image.to_string(),
+    };
+    let config = RenderedConfig {
+        yaml: String::new(),
+        hash,
+    };
+    let target = Target::of(obj).ok()?;
+    let b = NodeBuild::new(
+        target,
+        K::COMPONENT,
+        obj.replicas(),
+        obj.node(),
+        &config,
+        image,
+        size,
+    );
+    Some(statefulset::build(&b))
 }
 
 /// Recommended `app.kubernetes.io/*` labels.

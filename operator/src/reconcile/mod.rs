@@ -97,7 +97,25 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         Err(rejected) => {
             observed.position = rejected.position.clone();
             observed.problem = Some(rejected.problem.clone());
-            deref.existing
+            // Apply what is still valid to the running StatefulSet (image, resources, pods), keep
+            // what the problem touches (config, storage) as it runs.
+            let fallback = deref
+                .existing
+                .as_ref()
+                .and_then(|existing| build::fallback_statefulset(obj, existing, &ctx.node_image));
+            match fallback {
+                Some(sts) => {
+                    let applied = apply::apply(
+                        &kube::Api::namespaced(ctx.client.clone(), &target.namespace),
+                        &names::statefulset(&target.name),
+                        &sts,
+                    )
+                    .await?;
+                    changed = changes::changes(deref.existing.as_ref(), &applied);
+                    Some(applied)
+                }
+                None => deref.existing,
+            }
         }
     };
     observed.statefulset = stateful_set.as_ref();
