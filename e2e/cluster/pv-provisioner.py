@@ -4,7 +4,8 @@ usage: pv-provisioner.py API_URL TOKEN CA_FILE DATA_DIR PROVISIONER_NAME
 Every second: each Pending PVC without a volume whose StorageClass is ours (or that has no class) gets a
 PV pre-bound to it (claimRef), backed by DATA_DIR/<ns>-<claim>-<uid> (mode 0777: pods run as any uid and
 hostPath volumes ignore fsGroup). PVs of ours that become Released (claim deleted) are deleted with
-their directory. Like dns-sync.py: only the API through urllib, no client library."""
+their directory. It is also the class's external resizer: a bound claim asking for more than its
+capacity gets its PV's capacity raised, then its own status.capacity (hostPath has no size to grow). Like dns-sync.py: only the API through urllib, no client library."""
 import json, os, shutil, ssl, sys, time, urllib.error, urllib.request
 
 api, token, ca, data_dir, provisioner = sys.argv[1:6]
@@ -17,6 +18,22 @@ def call(method, path, body=None):
     req = urllib.request.Request(api + path, data=data, method=method, headers={
         "Authorization": "Bearer " + token, "Content-Type": "application/json"})
     return json.load(urllib.request.urlopen(req, context=ctx, timeout=5))
+
+
+def patch(path, body):
+    req = urllib.request.Request(api + path, data=json.dumps(body).encode(), method="PATCH", headers={
+        "Authorization": "Bearer " + token, "Content-Type": "application/merge-patch+json"})
+    return json.load(urllib.request.urlopen(req, context=ctx, timeout=5))
+
+
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def qty(q):
+    for u, m in UNITS.items():
+        if q.endswith(u):
+            return float(q[:-len(u)]) * m
+    return float(q)
 
 
 def log(*a):
@@ -60,6 +77,19 @@ while True:
                            "hostPath": {"path": path, "type": "DirectoryOrCreate"}}}
             call("POST", "/api/v1/persistentvolumes", pv)
             log("provisioned", pv["metadata"]["name"], "for", f"{m['namespace']}/{m['name']}", path)
+        ours = {pv["metadata"]["name"]: pv for pv in pvs
+                if pv["metadata"].get("annotations", {}).get(ANN) == provisioner}
+        for pvc in call("GET", "/api/v1/persistentvolumeclaims")["items"]:
+            m, spec, st = pvc["metadata"], pvc["spec"], pvc.get("status", {})
+            pv = ours.get(spec.get("volumeName") or "")
+            want = spec.get("resources", {}).get("requests", {}).get("storage")
+            have = st.get("capacity", {}).get("storage")
+            if pv is None or st.get("phase") != "Bound" or not want or not have or qty(want) <= qty(have):
+                continue
+            patch("/api/v1/persistentvolumes/" + pv["metadata"]["name"], {"spec": {"capacity": {"storage": want}}})
+            patch(f"/api/v1/namespaces/{m['namespace']}/persistentvolumeclaims/{m['name']}/status",
+                  {"status": {"capacity": {"storage": want}, "conditions": None}})
+            log("resized", f"{m['namespace']}/{m['name']}", have, "->", want)
         for pv in pvs:
             if pv["metadata"].get("annotations", {}).get(ANN) != provisioner:
                 continue

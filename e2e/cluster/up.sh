@@ -117,6 +117,7 @@ metadata:
 provisioner: unisondb.io/e2e-hostpath
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
+allowVolumeExpansion: true
 YAML
 bg pv-provisioner python3 $D/pv-provisioner.py https://127.0.0.1:$API_PORT test-token $RUN_DIR/pki/ca.crt $P/pv unisondb.io/e2e-hostpath
 

@@ -624,6 +624,7 @@ fn full_stack_on_a_real_single_node_cluster() {
     relayer_pod_deleted_during_writes(&mut cx);
     hub_pod_deleted_during_writes(&mut cx);
     wal_change_rolls_the_hub(&mut cx);
+    hub_volume_grows_in_place(&mut cx);
     prometheus_scrapes_everything(&mut cx);
     uninstalled(&mut cx);
     finish(cx);
@@ -1226,6 +1227,89 @@ fn hub_pod_deleted_during_writes(cx: &mut Ctx) {
 }
 
 /// (6) WAL settings change → new config hash → the hub pod rolls, data intact.
+/// (6b) `storage.size` 10Gi → 10240Mi (the same quantity: no change) → 11Gi: the operator grows the
+/// hub's PVC in place (the StatefulSet's claim template is immutable), the cluster's provisioner
+/// resizes it, `VolumesResized` becomes True, and the hub pod is not restarted.
+fn hub_volume_grows_in_place(cx: &mut Ctx) {
+    let c = &cx.c;
+    let (hub_uid, _) = wait_until("hub-0 Ready", Duration::from_secs(180), || {
+        pod_ready(c, "hub-0")
+    });
+    let size = hub_pvc_size;
+    let resize = |to: &str| patch_hub_size(&cx.c, to);
+    assert_eq!(size(c), "10Gi");
+    // The same quantity in another unit is no change: not Degraded, nothing resized.
+    resize("10240Mi");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = status(c, "unisonhub", "hub");
+    assert!(
+        !st["conditions"]
+            .to_string()
+            .contains("StorageShrinkRefused")
+            && !st["conditions"].to_string().contains("VolumesResized"),
+        "10240Mi is 10Gi: {st}"
+    );
+    let t = Instant::now();
+    resize("11Gi");
+    c.kubectl(&[
+        "wait",
+        "--for=condition=VolumesResized",
+        "unisonhub/hub",
+        "-n",
+        NS,
+        "--timeout=2m",
+    ]);
+    let took = t.elapsed();
+    assert_eq!(size(c), "11Gi");
+    let (uid, _) = pod_ready(c, "hub-0").expect("hub-0 Ready");
+    assert_eq!(uid, hub_uid, "growing the volume restarted the hub pod");
+    // Shrinking is refused and said so; the volume stays.
+    resize("5Gi");
+    wait_until("StorageShrinkRefused", Duration::from_secs(60), || {
+        let st = status(c, "unisonhub", "hub");
+        if st["conditions"]
+            .to_string()
+            .contains("StorageShrinkRefused")
+        {
+            Ok(())
+        } else {
+            Err(format!("{st}"))
+        }
+    });
+    resize("11Gi");
+    kwait(c, "unisonhub/hub", "2m");
+    cx.record("storage.size 10Gi → 11Gi: PVC grown, VolumesResized", took);
+}
+
+/// The capacity of the hub's data volume as its PVC reports it.
+fn hub_pvc_size(c: &Cluster) -> String {
+    c.kubectl(&[
+        "get",
+        "pvc",
+        "data-hub-0",
+        "-n",
+        NS,
+        "-o",
+        "jsonpath={.status.capacity.storage}",
+    ])
+    .trim()
+    .to_string()
+}
+
+/// `kubectl patch unisonhub hub` with a new `spec.storage.size`.
+fn patch_hub_size(c: &Cluster, to: &str) {
+    c.kubectl(&[
+        "patch",
+        "unisonhub",
+        "hub",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"storage":{{"size":"{to}"}}}}}}"#),
+    ]);
+}
+
 fn wal_change_rolls_the_hub(cx: &mut Ctx) {
     let c = &cx.c;
     let hash_before = status(c, "unisonhub", "hub")["configHash"]

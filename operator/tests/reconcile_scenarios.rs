@@ -746,7 +746,11 @@ async fn larger_storage_grows_each_pvc_and_reports_progress() {
         api
     })
     .await;
-    result.expect("reconcile succeeds");
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(reconcile::RESIZE_RESYNC),
+        "progress is looked at again soon while volumes grow"
+    );
 }
 
 #[tokio::test]

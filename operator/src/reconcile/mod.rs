@@ -27,7 +27,7 @@ use crate::build::{self, names, selector_string};
 use crate::kind::{NodeKind, Target};
 use crate::metrics::KindLabel;
 use crate::status::{self, Observed};
-use crate::{apply, changes, connectivity, dereference, validate, Error};
+use crate::{apply, changes, connectivity, dereference, validate, volumes, Error};
 
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -35,6 +35,9 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue period of nodes that follow an upstream: how often the `Connected` condition is
 /// refreshed (no watch event tells the operator that a stream broke).
 pub const CONNECTIVITY_RESYNC: Duration = Duration::from_secs(30);
+
+/// Requeue period while volumes are being grown (`VolumesResized` is not True yet).
+pub const RESIZE_RESYNC: Duration = Duration::from_secs(10);
 
 /// The controller's reconcile function for either kind: times the run, resets the backoff on
 /// success, and reports a failure as a warning event (the retry is [`error_policy`]'s).
@@ -133,7 +136,14 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     for c in changed {
         ctx.event(obj, EventType::Normal, c.reason, c.message).await;
     }
-    Ok(Action::requeue(if obj.follows() {
+    // Volumes being grown report progress only when looked at again (PVCs are not watched).
+    let resizing = observed
+        .volumes
+        .as_ref()
+        .is_some_and(|v| volumes::verdict(v).0 != "True");
+    Ok(Action::requeue(if resizing {
+        RESIZE_RESYNC
+    } else if obj.follows() {
         CONNECTIVITY_RESYNC
     } else {
         RESYNC
