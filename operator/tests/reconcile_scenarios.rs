@@ -133,6 +133,26 @@ impl ApiServer {
     }
 
     /// The next call must create a Warning event with `reason`.
+    /// A relayer `edge` made from scratch: its StatefulSet is read (absent), then the ConfigMap,
+    /// ServiceAccount and both Services are applied in order, and the PDB when `pdb`.
+    async fn expect_new_edge(&mut self, pdb: bool) {
+        self.expect(Method::GET, &sts_path("edge"))
+            .await
+            .not_found();
+        for path in [
+            "/api/v1/namespaces/default/configmaps/edge-config",
+            "/api/v1/namespaces/default/serviceaccounts/edge",
+            "/api/v1/namespaces/default/services/edge-headless",
+            "/api/v1/namespaces/default/services/edge",
+        ] {
+            self.expect_apply(path).await;
+        }
+        if pdb {
+            self.expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge")
+                .await;
+        }
+    }
+
     async fn expect_normal_event(&mut self, reason: &str) -> String {
         let call = self
             .expect(
@@ -533,16 +553,7 @@ async fn disconnected_relayer_stays_ready_and_reports_connected_false() {
         pods_report(2, false),
     );
     let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
-        api.expect(Method::GET, &sts_path("edge")).await.not_found();
-        for path in [
-            "/api/v1/namespaces/default/configmaps/edge-config",
-            "/api/v1/namespaces/default/serviceaccounts/edge",
-            "/api/v1/namespaces/default/services/edge-headless",
-            "/api/v1/namespaces/default/services/edge",
-            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/edge",
-        ] {
-            api.expect_apply(path).await;
-        }
+        api.expect_new_edge(true).await;
         let call = api.expect(Method::PATCH, &sts_path("edge")).await;
         let sts = call.body.clone();
         call.reply(200, &with_sts_status(sts, 2, 2));
@@ -585,15 +596,7 @@ async fn repaired_divergence_is_counted_in_status_and_announced() {
     }
     let ctx = harness_with(Some(PdbSupport::known(Some(pdb_v1()))), pods);
     let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
-        api.expect(Method::GET, &sts_path("edge")).await.not_found();
-        for path in [
-            "/api/v1/namespaces/default/configmaps/edge-config",
-            "/api/v1/namespaces/default/serviceaccounts/edge",
-            "/api/v1/namespaces/default/services/edge-headless",
-            "/api/v1/namespaces/default/services/edge",
-        ] {
-            api.expect_apply(path).await;
-        }
+        api.expect_new_edge(false).await;
         // one replica: no PDB wanted; a stale one of ours would be deleted
         api.expect(
             Method::GET,
@@ -636,15 +639,7 @@ async fn scale_down_deletes_only_an_owned_pdb() {
             pods_report(1, true),
         );
         let (result, _) = scenario_with::<UnisonRelayer, _, _>(&rel, ctx, |mut api| async move {
-            api.expect(Method::GET, &sts_path("edge")).await.not_found();
-            for path in [
-                "/api/v1/namespaces/default/configmaps/edge-config",
-                "/api/v1/namespaces/default/serviceaccounts/edge",
-                "/api/v1/namespaces/default/services/edge-headless",
-                "/api/v1/namespaces/default/services/edge",
-            ] {
-                api.expect_apply(path).await;
-            }
+            api.expect_new_edge(false).await;
             api.expect(Method::GET, PDB_PATH)
                 .await
                 .reply(200, &pdb_owned_by(owner));
