@@ -4,76 +4,56 @@
 //! yet committed), the relayer is restarted, the hub commits and writes more. Afterwards the relayer
 //! serves the hub's data and, once both stopped, its WAL equals the hub's record by record.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use unisondb::engine::{EngineOptions, Namespace};
 use unisondb::wal::Record;
-use unisondb_testkit::{loopback_config, NodeProcess, Ports};
+use unisondb_testkit::LoopbackNode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const NS: &str = "default";
 
-/// One `unisondb` process with its own ports and data dir; SIGKILLed on drop if still running.
-struct Node {
-    dir: PathBuf,
-    ports: Ports,
-    proc: NodeProcess,
+/// A loopback node (SIGKILLed on drop if still running) with the reads this test needs.
+struct Node(LoopbackNode);
+
+impl std::ops::Deref for Node {
+    type Target = LoopbackNode;
+    fn deref(&self) -> &LoopbackNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut LoopbackNode {
+        &mut self.0
+    }
 }
 
 impl Node {
     fn new(root: &Path, name: &str, upstream: Option<&str>) -> Node {
-        let dir = root.join(name);
-        let ports = Ports::free();
-        let yaml = loopback_config(&dir, ports, &[NS], upstream, "");
-        let mut n = Node {
-            proc: NodeProcess::new(BIN, name, &dir, yaml).dump_log_on_panic(),
-            dir,
-            ports,
-        };
-        n.proc.start().expect("spawn unisondb");
-        n
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.ports.url(path)
-    }
-
-    fn grpc_url(&self) -> String {
-        self.ports.grpc_url()
+        Node(
+            LoopbackNode::start(BIN, root, name, &[NS], upstream, "", &[]).expect("spawn unisondb"),
+        )
     }
 
     async fn wait_ready(&self, c: &reqwest::Client) {
-        if let Err(e) = self
-            .proc
-            .wait_http_ok(c, &self.url("/readyz"), Duration::from_secs(30))
-            .await
-        {
+        if let Err(e) = self.0.wait_ready(c, Duration::from_secs(30)).await {
             panic!("{e}");
         }
     }
 
     /// SIGTERM and wait for a clean exit.
     fn stop(&mut self) {
-        match self.proc.terminate(Duration::from_secs(30)) {
-            Ok(Some(status)) => assert!(status.success(), "exited with {status}"),
-            Ok(None) => {}
-            Err(e) => panic!("{e}"),
+        if let Err(e) = self.0.stop(Duration::from_secs(30)) {
+            panic!("{e}");
         }
     }
 
     async fn lsn(&self, c: &reqwest::Client) -> Option<u64> {
-        let r = c
-            .get(self.url(&format!("/api/v1/{NS}/offset")))
-            .send()
-            .await
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.json::<serde_json::Value>().await.ok()?["lsn"].as_u64()
+        self.0.lsn(c, NS).await
     }
 
     async fn wait_lsn(&self, c: &reqwest::Client, target: u64) {

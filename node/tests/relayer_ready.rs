@@ -15,41 +15,46 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use unisondb_testkit::{loopback_config, NodeProcess, Ports, Wait};
+use unisondb_testkit::{LoopbackNode, Wait};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const LAG_HEADER: &str = "x-unisondb-lag-seconds";
 
-/// One process with its HTTP and gRPC ports (fixed, so a restart listens where it did before).
-struct Node {
-    ports: Ports,
-    proc: NodeProcess,
+/// A loopback node (SIGKILLed on drop if still running); its ports stay fixed, so a restart listens
+/// where it did before.
+struct Node(LoopbackNode);
+
+impl std::ops::Deref for Node {
+    type Target = LoopbackNode;
+    fn deref(&self) -> &LoopbackNode {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut LoopbackNode {
+        &mut self.0
+    }
 }
 
 impl Node {
     fn new(root: &Path, name: &str, upstream: Option<&str>, extra_replication: &str) -> Node {
-        let dir = root.join(name);
-        let ports = Ports::free();
-        let yaml = loopback_config(&dir, ports, &["default"], upstream, extra_replication);
-        let mut proc = NodeProcess::new(BIN, name, &dir, yaml).dump_log_on_panic();
-        proc.start().expect("spawn unisondb");
-        Node { ports, proc }
-    }
-
-    fn url(&self, path: &str) -> String {
-        self.ports.url(path)
-    }
-
-    fn grpc_url(&self) -> String {
-        self.ports.grpc_url()
+        Node(
+            LoopbackNode::start(
+                BIN,
+                root,
+                name,
+                &["default"],
+                upstream,
+                extra_replication,
+                &[],
+            )
+            .expect("spawn unisondb"),
+        )
     }
 
     async fn wait_ready(&self, c: &reqwest::Client) {
-        if let Err(e) = self
-            .proc
-            .wait_http_ok(c, &self.url("/readyz"), Duration::from_secs(30))
-            .await
-        {
+        if let Err(e) = self.0.wait_ready(c, Duration::from_secs(30)).await {
             panic!("{e}");
         }
     }

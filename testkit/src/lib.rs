@@ -14,7 +14,7 @@ mod wait;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions, K8S_INSTALLER};
 pub use error::Error;
-pub use loopback::{loopback_config, Ports};
+pub use loopback::{loopback_config, LoopbackNode, Ports};
 pub use node::NodeProcess;
 pub use paths::{cache_dir, k8s_bin_dir, repo_root, venv_python};
 pub use port::{free_port, free_port_pair};

@@ -1,9 +1,12 @@
 //! The usual test topology: `unisondb` nodes on 127.0.0.1, each listener on its own free port, a hub
 //! (`replicator`) or a relayer following a hub's gRPC address. One config template for every test.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::node::NodeProcess;
 use crate::port::free_port;
+use crate::Error;
 
 /// The three listeners of a node on 127.0.0.1.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +66,85 @@ pub fn loopback_config(
         ));
     }
     yaml
+}
+
+/// One `unisondb` process on loopback (its config from [`loopback_config`], data in `<root>/<name>/data`),
+/// SIGKILLed on drop if still running: the node most process tests start, in one place.
+pub struct LoopbackNode {
+    pub dir: PathBuf,
+    pub ports: Ports,
+    pub proc: NodeProcess,
+}
+
+impl LoopbackNode {
+    /// Starts `bin` as a hub (no `upstream`) or a relayer of `upstream`, with `env` set and its log
+    /// printed if the test panics.
+    pub fn start(
+        bin: &str,
+        root: &Path,
+        name: &str,
+        namespaces: &[&str],
+        upstream: Option<&str>,
+        replication_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Result<LoopbackNode, Error> {
+        let dir = root.join(name);
+        let ports = Ports::free();
+        let yaml = loopback_config(&dir, ports, namespaces, upstream, replication_extra);
+        let mut proc = NodeProcess::new(bin, name, &dir, yaml).dump_log_on_panic();
+        for (k, v) in env {
+            proc = proc.env(k, *v);
+        }
+        proc.start()?;
+        Ok(LoopbackNode { dir, ports, proc })
+    }
+
+    /// `http://127.0.0.1:<http><path>`.
+    pub fn url(&self, path: &str) -> String {
+        self.ports.url(path)
+    }
+
+    /// The gRPC address relayers of this node follow.
+    pub fn grpc_url(&self) -> String {
+        self.ports.grpc_url()
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, c: &reqwest::Client, timeout: Duration) -> Result<(), Error> {
+        self.proc
+            .wait_http_ok(c, &self.url("/readyz"), timeout)
+            .await
+    }
+
+    /// SIGTERM, then waits for an exit that must be clean (status 0).
+    pub fn stop(&mut self, timeout: Duration) -> Result<(), Error> {
+        match self.proc.terminate(timeout)? {
+            Some(status) if !status.success() => Err(Error::Exited {
+                name: self.proc.name().to_string(),
+                status,
+                log: self.proc.log(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The namespace's last LSN (`GET /api/v1/{ns}/offset`); `None` while the node does not answer.
+    pub async fn lsn(&self, c: &reqwest::Client, namespace: &str) -> Option<u64> {
+        let r = c
+            .get(self.url(&format!("/api/v1/{namespace}/offset")))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json::<serde_json::Value>().await.ok()?["lsn"].as_u64()
+    }
 }
 
 #[cfg(test)]
