@@ -122,7 +122,15 @@ pub fn spec_paths(schema: &Value) -> Vec<String> {
             for (k, v) in props {
                 let p = format!("{path}.{k}");
                 out.push(p.clone());
-                if !["resources", "tolerations", "affinity"].contains(&k.as_str()) {
+                // Embedded core types (documented by Kubernetes) are not walked.
+                if ![
+                    "resources",
+                    "tolerations",
+                    "affinity",
+                    "topologySpreadConstraints",
+                ]
+                .contains(&k.as_str())
+                {
                     walk(v, p, out);
                 }
             }
