@@ -443,6 +443,18 @@ impl Writer {
     }
 }
 
+/// Seconds since the Unix epoch of an RFC 3339 timestamp (GNU `date`, as a user would check it).
+fn epoch_secs(ts: &str) -> Result<i64, String> {
+    let o = Command::new("date")
+        .args(["-u", "-d", ts, "+%s"])
+        .output()
+        .map_err(|e| format!("date: {e}"))?;
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("date -d {ts}: {e}"))
+}
+
 /// A background reader: GETs one key through a Service's cluster IP every 50 ms, counting
 /// answers that are not 200 (what a client of the edge replicas would see).
 struct Reader {
@@ -1013,39 +1025,52 @@ fn relayer_pod_deleted_during_writes(cx: &mut Ctx) {
     });
     let t = Instant::now();
     c.kubectl(&["delete", "pod", "edge-relayers-1", "-n", NS, "--wait=false"]);
-    // Graceful termination: the node drains and exits on SIGTERM in milliseconds, so the old pod
-    // is gone long before the 30 s grace period (a node waiting it out was seen before).
-    wait_until(
-        "the old edge-relayers-1 to terminate",
+    // Graceful termination: the node drains and exits on SIGTERM at once (a node waiting out the
+    // 30 s grace period was seen before). Measured from the pod itself: the container's finishedAt
+    // against the deletion request (deletionTimestamp − deletionGracePeriodSeconds); how long the
+    // kubelet then takes to remove the pod object is not the node's doing.
+    let exit_after = wait_until(
+        "the old edge-relayers-1's container to stop",
         Duration::from_secs(60),
         || {
-            let uid = c
-                .try_kubectl(&[
-                    "get",
-                    "pod",
-                    "edge-relayers-1",
-                    "-n",
-                    NS,
-                    "-o",
-                    "jsonpath={.metadata.uid}",
-                ])
-                .unwrap_or_default();
-            if uid.trim() == old_uid {
-                Err("old pod still there".into())
-            } else {
-                Ok(())
+            let Ok(text) =
+                c.try_kubectl(&["get", "pod", "edge-relayers-1", "-n", NS, "-o", "json"])
+            else {
+                return Ok(None); // gone already
+            };
+            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            if v["metadata"]["uid"].as_str() != Some(old_uid.as_str()) {
+                return Ok(None); // replaced already
             }
+            let status = &v["status"]["containerStatuses"][0];
+            let Some(finished) = status["state"]["terminated"]["finishedAt"].as_str() else {
+                if status["lastState"]["terminated"].is_object() {
+                    // The kubelet lost track of the stopped container (1.20 reports
+                    // ContainerStatusUnknown with no times): it stopped, but cannot be timed.
+                    return Ok(None);
+                }
+                return Err("container still running".to_string());
+            };
+            if finished.starts_with("0001-") {
+                return Ok(None);
+            }
+            let deleted = v["metadata"]["deletionTimestamp"]
+                .as_str()
+                .ok_or("no deletionTimestamp")?;
+            let grace = v["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .ok_or("no deletionGracePeriodSeconds")?;
+            Ok(Some(epoch_secs(finished)? - (epoch_secs(deleted)? - grace)))
         },
     );
-    let terminated = t.elapsed();
-    cx.record(
-        "relayer pod deleted → old pod gone (SIGTERM to exit)",
-        terminated,
-    );
-    assert!(
-        terminated < Duration::from_secs(10),
-        "deleting a relayer pod took {terminated:?}: the node does not exit promptly on SIGTERM"
-    );
+    if let Some(secs) = exit_after {
+        eprintln!("[cluster] relayer container exited {secs}s after the pod's deletion");
+        assert!(
+            secs < 10,
+            "the relayer exited {secs}s after SIGTERM: it does not shut down promptly"
+        );
+    }
+    cx.record("relayer pod deleted → container stopped", t.elapsed());
     let c = &cx.c;
     let new_ip = wait_until(
         "edge-relayers-1 to be recreated and Ready",
