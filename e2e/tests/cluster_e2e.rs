@@ -1321,8 +1321,8 @@ fn hub_pvc_size(c: &Cluster) -> String {
     .to_string()
 }
 
-/// `kubectl patch unisonhub hub` with a new `spec.storage.size`.
-fn patch_hub_size(c: &Cluster, to: &str) {
+/// `kubectl patch unisonhub hub --type=merge -p '{"spec": SPEC}'`.
+fn patch_hub_spec(c: &Cluster, spec: &str) {
     c.kubectl(&[
         "patch",
         "unisonhub",
@@ -1331,8 +1331,13 @@ fn patch_hub_size(c: &Cluster, to: &str) {
         NS,
         "--type=merge",
         "-p",
-        &format!(r#"{{"spec":{{"storage":{{"size":"{to}"}}}}}}"#),
+        &format!(r#"{{"spec":{spec}}}"#),
     ]);
+}
+
+/// A new `spec.storage.size` for the hub.
+fn patch_hub_size(c: &Cluster, to: &str) {
+    patch_hub_spec(c, &format!(r#"{{"storage":{{"size":"{to}"}}}}"#));
 }
 
 fn wal_change_rolls_the_hub(cx: &mut Ctx) {
@@ -1347,16 +1352,10 @@ fn wal_change_rolls_the_hub(cx: &mut Ctx) {
     });
     let keys_before = kv_keys(&cx.hub_ip).expect("hub keys");
     let t = Instant::now();
-    c.kubectl(&[
-        "patch",
-        "unisonhub",
-        "hub",
-        "-n",
-        NS,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"wal":{"fsync":"always","segmentSizeBytes":2097152}}}"#,
-    ]);
+    patch_hub_spec(
+        c,
+        r#"{"wal":{"fsync":"always","segmentSizeBytes":2097152}}"#,
+    );
     let hash_after = wait_until(
         "a new configHash in the hub's status",
         Duration::from_secs(60),

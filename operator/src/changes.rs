@@ -4,41 +4,13 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
-use crate::build::CONFIG_HASH_ANNOTATION;
+use crate::build::statefulset::read::{config_hash, image, replicas};
 
 /// One Normal event: reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub reason: &'static str,
     pub message: String,
-}
-
-fn replicas(s: &StatefulSet) -> i32 {
-    s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
-}
-
-fn image(s: &StatefulSet) -> Option<&str> {
-    s.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .as_deref()
-}
-
-fn config_hash(s: &StatefulSet) -> Option<&str> {
-    s.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(CONFIG_HASH_ANNOTATION)
-        .map(String::as_str)
 }
 
 /// The changes from `before` (absent: not created yet) to `applied`.
@@ -84,6 +56,7 @@ pub fn changes(before: Option<&StatefulSet>, applied: &StatefulSet) -> Vec<Chang
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::CONFIG_HASH_ANNOTATION;
     use serde_json::json;
 
     fn sts(replicas: i32, image: &str, hash: &str) -> StatefulSet {

@@ -193,10 +193,11 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
             )
         }
     };
-    let pods = o
+    let (pods, max_lag_seconds, max_lag_records) = o
         .connectivity
         .as_ref()
-        .and_then(|c| connectivity::pod_states(c, o.role));
+        .and_then(|c| connectivity::pod_states(c, o.role))
+        .unwrap_or_default();
     let keep = |new: &Option<String>, old: Option<&Option<String>>| {
         if o.problem.is_some() {
             old.cloned().flatten().or_else(|| new.clone())
@@ -253,9 +254,9 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
             .map(|(n, _)| n)
             .filter(|_| o.follows)
             .or_else(|| prev.and_then(|p| p.replication_divergences)),
-        pods: pods.clone().map(|p| p.0).unwrap_or_default(),
-        max_lag_seconds: pods.as_ref().and_then(|p| p.1),
-        max_lag_records: pods.as_ref().and_then(|p| p.2),
+        pods,
+        max_lag_seconds,
+        max_lag_records,
     }
 }
 

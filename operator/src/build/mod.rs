@@ -233,37 +233,16 @@ pub fn fallback_statefulset<K: NodeKind>(
     existing: &StatefulSet,
     default_image: &str,
 ) -> Option<StatefulSet> {
-    let spec = existing.spec.as_ref()?;
-    let template = &spec.template;
-    let hash = template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(CONFIG_HASH_ANNOTATION)?
-        .clone();
-    let size = spec
-        .volume_claim_templates
-        .as_ref()?
-        .first()?
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")?
-        .0
-        .clone();
-    let running_image = template.spec.as_ref()?.containers.first()?.image.clone()?;
+    use statefulset::read;
+    let size = read::claim_size(existing)?.to_string();
     let image = match obj.node().image.as_deref() {
-        Some(i) if i.trim().is_empty() => running_image,
+        Some(i) if i.trim().is_empty() => read::image(existing)?.to_string(),
         Some(i) => i.to_string(),
         None => default_image.to_string(),
     };
     let config = RenderedConfig {
         yaml: String::new(),
-        hash,
+        hash: read::config_hash(existing)?.to_string(),
     };
     let target = Target::of(obj).ok()?;
     let b = NodeBuild::new(

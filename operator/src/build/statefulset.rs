@@ -221,6 +221,65 @@ pub fn volume_claim_template(b: &NodeBuild<'_>) -> PersistentVolumeClaim {
     }
 }
 
+/// Read back from a StatefulSet (as built here, or as the server returns it): the node container's
+/// image, the config hash on the pod template, and the data claim template.
+pub mod read {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+
+    use crate::build::CONFIG_HASH_ANNOTATION;
+
+    /// Desired replicas (1 when unset, as Kubernetes defaults it).
+    pub fn replicas(s: &StatefulSet) -> i32 {
+        s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    }
+
+    pub fn image(s: &StatefulSet) -> Option<&str> {
+        s.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .image
+            .as_deref()
+    }
+
+    pub fn config_hash(s: &StatefulSet) -> Option<&str> {
+        s.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(CONFIG_HASH_ANNOTATION)
+            .map(String::as_str)
+    }
+
+    pub fn claim(s: &StatefulSet) -> Option<&PersistentVolumeClaimSpec> {
+        s.spec
+            .as_ref()?
+            .volume_claim_templates
+            .as_ref()?
+            .first()?
+            .spec
+            .as_ref()
+    }
+
+    /// The storage the data claim template requests.
+    pub fn claim_size(s: &StatefulSet) -> Option<&str> {
+        claim(s)?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")
+            .map(|q| q.0.as_str())
+    }
+}
+
 pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
     let mut pod_annotations = b.spec.pod.annotations.clone();
     pod_annotations.extend([

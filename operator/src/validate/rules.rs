@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::apps::v1::StatefulSet;
 
 use super::quantity;
+use crate::build::statefulset::read;
 use crate::crd::{ExtraConfig, NodeSpec, StorageSpec, UnisonHubSpec, UnisonRelayerSpec};
 use crate::nodeconfig;
 
@@ -87,12 +88,7 @@ pub fn storage_plan(
         template_size: desired.size.clone(),
         grow_to: None,
     };
-    let Some(tpl) = existing
-        .and_then(|s| s.spec.as_ref())
-        .and_then(|s| s.volume_claim_templates.as_ref())
-        .and_then(|v| v.first())
-        .and_then(|p| p.spec.as_ref())
-    else {
+    let Some((existing, tpl)) = existing.and_then(|s| Some((s, read::claim(s)?))) else {
         return Ok(fresh);
     };
     if tpl.storage_class_name != desired.storage_class_name {
@@ -104,31 +100,26 @@ pub fn storage_plan(
             ),
         ));
     }
-    let current = tpl
-        .resources
-        .as_ref()
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"));
-    let Some(q) = current else {
+    let Some(current) = read::claim_size(existing) else {
         return Ok(fresh);
     };
-    match (quantity::parse(&q.0), quantity::parse(&desired.size)) {
+    match (quantity::parse(current), quantity::parse(&desired.size)) {
         (Some(was), Some(now)) if now < was => Err(invalid(
             "StorageShrinkRefused",
             format!(
                 "storage.size cannot shrink (volumes are {}, spec asks {}): volumes only grow",
-                q.0, desired.size
+                current, desired.size
             ),
         )),
         (Some(was), Some(now)) => Ok(StoragePlan {
-            template_size: q.0.clone(),
+            template_size: current.to_string(),
             grow_to: (now > was).then(|| desired.size.clone()),
         }),
         _ => Err(invalid(
             "InvalidSpec",
             format!(
                 "storage.size: cannot compare {:?} with {:?}",
-                desired.size, q.0
+                desired.size, current
             ),
         )),
     }
