@@ -15,7 +15,7 @@ pub use error::ConfigError;
 pub use load::{YamlNg, ENV_PREFIX, SECTIONS};
 pub use model::{
     Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat, MemtableConfig, Mode,
-    NotifyConfig, ReplicationConfig, ServerConfig, WalConfig,
+    NamespaceSocket, NotifyConfig, ReplicationConfig, ServerConfig, WalConfig,
 };
 pub use validate::validate_namespace;
 

@@ -171,14 +171,18 @@ impl Default for GrpcConfig {
     }
 }
 
-/// `notify.*`: the ZeroMQ PUB socket for change notifications.
+/// `notify.*`: the ZeroMQ PUB sockets for change notifications.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     pub enabled: bool,
-    /// ZeroMQ endpoint, e.g. `tcp://0.0.0.0:4002`.
+    /// ZeroMQ endpoint of the socket carrying every namespace, e.g. `tcp://0.0.0.0:4002`; empty
+    /// means no shared socket (only the per-namespace ones below).
     pub bind: String,
     pub high_water_mark: u64,
+    /// Extra sockets carrying one namespace each, as UnisonDB's `[notifier_config.<ns>]` sets them up.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceSocket>,
 }
 
 impl Default for NotifyConfig {
@@ -187,6 +191,28 @@ impl Default for NotifyConfig {
             enabled: true,
             bind: "tcp://0.0.0.0:4002".into(),
             high_water_mark: 100_000,
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+/// `notify.namespaces.<ns>`: a PUB socket of one namespace (UnisonDB's defaults: hwm 10000, linger 0).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceSocket {
+    /// ZeroMQ endpoint, e.g. `tcp://*:5555`.
+    pub bind: String,
+    pub high_water_mark: u64,
+    /// How long unsent messages are kept when the socket closes (whole milliseconds).
+    pub linger_ms: u64,
+}
+
+impl Default for NamespaceSocket {
+    fn default() -> Self {
+        Self {
+            bind: "tcp://*:5555".into(),
+            high_water_mark: 10_000,
+            linger_ms: 0,
         }
     }
 }

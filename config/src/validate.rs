@@ -43,6 +43,18 @@ impl Config {
                 return bad(format!("{key}: {addr:?} is not an IP:port address"));
             }
         }
+        for (ns, socket) in &self.notify.namespaces {
+            if !self.server.namespaces.contains(ns) {
+                return bad(format!(
+                    "notify.namespaces.{ns}: {ns:?} is not in server.namespaces"
+                ));
+            }
+            if socket.bind.is_empty() || socket.bind == self.notify.bind {
+                return bad(format!(
+                    "notify.namespaces.{ns}.bind must be set and differ from notify.bind"
+                ));
+            }
+        }
         if self.wal.fsync == FsyncMode::Interval && self.wal.fsync_interval_ms.is_zero() {
             return bad("wal.fsync_interval_ms must be > 0 with fsync: interval".into());
         }
