@@ -33,6 +33,7 @@ fn local_cfg() -> NotifyConfig {
     NotifyConfig {
         bind: "tcp://127.0.0.1:0".into(),
         high_water_mark: 1000,
+        namespaces: Vec::new(),
     }
 }
 
@@ -73,11 +74,18 @@ fn check_sample(got: &[(String, serde_json::Value)], lsns: &[u64]) {
     let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(topics, ["default.kv", "default.row", "default.kv"]);
     let p = |i: usize| &got[i].1;
-    assert_eq!(p(0)["key"], B64.encode(b"a/b"));
-    assert_eq!(p(0)["op"], "put");
-    assert_eq!(p(0)["model"], "kv");
+    assert_eq!(p(0)["key"], "a/b");
+    assert_eq!(p(0)["keyB64"], B64.encode(b"a/b"));
+    assert_eq!(
+        (&p(0)["op"], &p(0)["operation"]),
+        (&"put".into(), &"put".into())
+    );
+    assert_eq!(
+        (&p(0)["model"], &p(0)["entry_type"]),
+        (&"kv".into(), &"kv".into())
+    );
     assert_eq!(p(0)["namespace"], "default");
-    assert_eq!(p(1)["key"], B64.encode(b"user:1"));
+    assert_eq!(p(1)["key"], "user:1");
     let mut cols: Vec<String> = p(1)["columns"]
         .as_array()
         .unwrap()
@@ -86,9 +94,10 @@ fn check_sample(got: &[(String, serde_json::Value)], lsns: &[u64]) {
         .collect();
     cols.sort();
     assert_eq!(cols, [B64.encode(b"age"), B64.encode(b"name")]);
-    assert_eq!(p(2)["op"], "delete");
+    assert_eq!(p(2)["operation"], "delete");
     for (i, lsn) in lsns.iter().enumerate() {
         assert_eq!(p(i)["lsn"].as_u64(), Some(*lsn));
+        assert_eq!(p(i)["seq_num"].as_u64(), Some(*lsn));
         assert!(p(i)["hlc"].as_u64().unwrap() > 0);
     }
 }
@@ -259,13 +268,13 @@ fn pyzmq_doc_example_runs_as_written() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("default.kv put b'a/b' lsn ")),
+            .any(|l| l.starts_with("default.kv put kv a/b seq ")),
         "{lines:?}"
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("default.row put b'user:1' lsn ")),
+            .any(|l| l.starts_with("default.row put row user:1 seq ")),
         "{lines:?}"
     );
     stop.cancel();

@@ -157,6 +157,7 @@ async fn main() -> Result<()> {
     let cfg = NotifyConfig {
         bind: "tcp://127.0.0.1:0".into(),
         high_water_mark: 100_000,
+        namespaces: Vec::new(),
     };
     let publisher = notify::start(&dbs[0], &cfg, stop_rx.clone())?;
     let endpoint = publisher.endpoint().to_string();

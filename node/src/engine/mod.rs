@@ -363,6 +363,16 @@ impl Namespace {
         self.inner.wal.first_lsn()
     }
 
+    /// Where record `lsn` ends in the WAL: (first LSN of its segment, byte offset), or `None` when
+    /// the record is not in the WAL (0, or removed by retention). Reads from the segment's start.
+    pub fn wal_position_of(&self, lsn: u64) -> Option<(u64, u64)> {
+        let mut r = self.inner.wal.reader(lsn).ok()?;
+        match r.next_record() {
+            Ok(Some(rec)) if rec.lsn == lsn => r.position(),
+            _ => None,
+        }
+    }
+
     /// Reads WAL records from `from_lsn` (inclusive) up to the visible LSN.
     pub fn wal_reader(&self, from_lsn: u64) -> Result<WalReader, EngineError> {
         Ok(self.inner.wal.reader(from_lsn)?)

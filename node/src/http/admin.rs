@@ -74,6 +74,28 @@ pub async fn metrics(State(st): State<Shared>) -> Response {
         .into_response()
 }
 
+/// UnisonDB's answer on a node outside a Raft group (every node, until hubs form groups).
+fn raft_disabled() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "raft service disabled"})),
+    )
+        .into_response()
+}
+
+/// Raft leader per namespace (UnisonDB's route): 503 "raft service disabled" on a node that is
+/// not in a replicated hub group, which today is every node.
+#[utoipa::path(get, path = "/status/leader", responses((status = 503, body = Value)))]
+pub async fn raft_leader() -> Response {
+    raft_disabled()
+}
+
+/// Raft peers per namespace (UnisonDB's route); 503 like `/status/leader`.
+#[utoipa::path(get, path = "/status/peers", responses((status = 503, body = Value)))]
+pub async fn raft_peers() -> Response {
+    raft_disabled()
+}
+
 async fn ns_stats(target: Target) -> ApiResult<NamespaceStats> {
     let ns = target.ns;
     match tokio::task::spawn_blocking(move || ns.stats()).await {
@@ -82,12 +104,26 @@ async fn ns_stats(target: Target) -> ApiResult<NamespaceStats> {
     }
 }
 
-/// Namespace statistics.
+/// UnisonDB's WAL position `(segmentId, offset)` of the append point: our segments are named by
+/// their first LSN, which serves as the segment id; the offset is the end of the last record.
+fn append_position(s: &NamespaceStats) -> (u64, u64) {
+    s.wal_segments
+        .last()
+        .map_or((0, 0), |seg| (seg.first_lsn, seg.size_bytes))
+}
+
+/// Namespace statistics (UnisonDB's `opsReceived`, `opsFlushed`, `currentSegment`, `currentOffset`
+/// beside ours; ops are counted in WAL records, over the namespace's life).
 #[utoipa::path(get, path = "/api/v1/{namespace}/stats", responses((status = 200, body = Value), (status = 404)))]
 pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<Value>> {
     let s = ns_stats(target).await?;
     let wal_bytes: u64 = s.wal_segments.iter().map(|x| x.size_bytes).sum();
+    let (segment, offset) = append_position(&s);
     Ok(Json(json!({
+        "opsReceived": s.lsn,
+        "opsFlushed": s.checkpoint_lsn,
+        "currentSegment": segment,
+        "currentOffset": offset,
         "namespace": s.name,
         "lsn": s.lsn,
         "lastHlc": s.last_hlc,
@@ -109,20 +145,36 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
     })))
 }
 
-/// Latest LSN.
+/// Latest LSN, and UnisonDB's WAL position (`segmentId`, `offset`).
 #[utoipa::path(get, path = "/api/v1/{namespace}/offset", responses((status = 200, body = Value), (status = 404)))]
 pub async fn offset(target: Target) -> ApiResult<Json<Value>> {
     let s = ns_stats(target).await?;
-    Ok(Json(
-        json!({"namespace": s.name, "lsn": s.lsn, "hlc": s.last_hlc}),
-    ))
+    let (segment, offset) = append_position(&s);
+    Ok(Json(json!({
+        "segmentId": segment,
+        "offset": offset,
+        "namespace": s.name,
+        "lsn": s.lsn,
+        "hlc": s.last_hlc,
+    })))
 }
 
-/// LSN reflected in the B+Tree.
+/// LSN reflected in the B+Tree, and UnisonDB's `recordProcessed` with the WAL position of that
+/// record (`segmentId`/`offset` are 0 once retention removed it, as UnisonDB answers without one).
 #[utoipa::path(get, path = "/api/v1/{namespace}/checkpoint", responses((status = 200, body = Value), (status = 404)))]
 pub async fn checkpoint(target: Target) -> ApiResult<Json<Value>> {
+    let ns = target.ns.clone();
     let s = ns_stats(target).await?;
-    Ok(Json(
-        json!({"namespace": s.name, "checkpointLsn": s.checkpoint_lsn}),
-    ))
+    let lsn = s.checkpoint_lsn;
+    let (segment, offset) = tokio::task::spawn_blocking(move || ns.wal_position_of(lsn))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .unwrap_or((0, 0));
+    Ok(Json(json!({
+        "recordProcessed": lsn,
+        "segmentId": segment,
+        "offset": offset,
+        "namespace": s.name,
+        "checkpointLsn": lsn,
+    })))
 }

@@ -91,7 +91,8 @@ impl From<ModelError> for ApiError {
             ModelError::TooLarge(m) => ApiError::too_large(m),
             e @ ModelError::Corrupt(_) => ApiError::internal(e.to_string()),
             e @ ModelError::TxnCommitted(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            e @ ModelError::TxnAborted(..) => ApiError::new(StatusCode::GONE, e.to_string()),
+            // UnisonDB forgets an aborted transaction, so its clients expect 404 (not 410) after one.
+            e @ ModelError::TxnAborted(..) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
         }
     }
 }

@@ -66,8 +66,27 @@ pub async fn json_body<T: DeserializeOwned>(
             "request body must be JSON, got nothing",
         ));
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    parse_go_style(&bytes)
+}
+
+/// Parses a body the way Go's `encoding/json` reads UnisonDB's request structs: unknown fields are
+/// ignored (the body structs do not deny them) and a `null` field is treated as absent, so `null`
+/// for a list or map is empty. Nulls are dropped at the top level and in objects inside top-level
+/// lists (batch items); deeper values (column maps) are left as sent.
+fn parse_go_style<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid JSON body: {e}"));
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.retain(|_, field| !field.is_null());
+        for field in obj.values_mut() {
+            for item in field.as_array_mut().into_iter().flatten() {
+                if let Some(o) = item.as_object_mut() {
+                    o.retain(|_, f| !f.is_null());
+                }
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(invalid)
 }
 
 /// Like `json_body`, but an empty body gives `T::default()`.
@@ -80,8 +99,7 @@ pub async fn json_body_or_default<T: DeserializeOwned + Default>(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    parse_go_style(&bytes)
 }
 
 /// A JSON body of at most `http.max_body_bytes` (413 beyond, 400 when empty or malformed).
@@ -183,5 +201,33 @@ mod tests {
         assert!(decode_key(Some("%FF")).is_err());
         assert!(api_path("/api/v1/%FF/kv/x").is_err());
         assert!(decode_key(api_path("/api/v1/ns/kv").unwrap().rest.as_deref()).is_err());
+    }
+
+    #[test]
+    fn bodies_read_like_go_encoding_json() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct B {
+            #[serde(default)]
+            keys: Vec<String>,
+            #[serde(default)]
+            items: Vec<std::collections::BTreeMap<String, String>>,
+            value: String,
+        }
+        let b: B = parse_go_style(
+            br#"{"keys": null, "items": [{"k": "v", "n": null}], "value": "x", "extra": 1}"#,
+        )
+        .unwrap();
+        assert!(b.keys.is_empty());
+        assert_eq!(b.items[0].len(), 1);
+        // A required field sent as null is still missing; malformed JSON and wrong types are 400.
+        for bad in [
+            &br#"{"value": null}"#[..],
+            br#"{"value": "x""#,
+            br#"{"value": 3}"#,
+            br#"[1]"#,
+        ] {
+            let e = parse_go_style::<B>(bad).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
     }
 }

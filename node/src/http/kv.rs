@@ -15,7 +15,6 @@ use crate::models::scan::{self, ScanRequest};
 
 /// Body of `PUT /kv/{key}`.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = KvPut)]
 pub struct PutBody {
     /// The value, standard base64.

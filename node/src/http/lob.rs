@@ -17,7 +17,7 @@ use super::extract::{blocking, content_length};
 use super::target::{TargetKey, Writable};
 use super::write::{LobWriteResponse, WriteResponse};
 use super::Shared;
-use crate::models::lob::{self, LobWriter};
+use crate::models::lob::{self, ChecksumKind, LobWriter};
 use crate::models::ModelError;
 
 /// Raw bytes (request or response body), not JSON.
@@ -148,7 +148,11 @@ pub async fn download(TargetKey { target, key }: TargetKey) -> ApiResult<Respons
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(m.size));
-    h.insert("x-unisondb-crc32c", HeaderValue::from(m.crc32c));
+    let checksum_header = match m.checksum_kind {
+        ChecksumKind::Crc32 => "x-unisondb-crc32",
+        ChecksumKind::Crc32c => "x-unisondb-crc32c",
+    };
+    h.insert(checksum_header, HeaderValue::from(m.checksum));
     if let Ok(v) = HeaderValue::from_str(&format!("\"{:x}\"", m.version)) {
         h.insert(header::ETAG, v);
     }

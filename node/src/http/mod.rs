@@ -217,6 +217,8 @@ pub fn routes(state: &Shared) -> ApiRouter {
         .route("/healthz", routes!(admin::healthz))
         .route("/readyz", routes!(admin::readyz))
         .route("/metrics", routes!(admin::metrics))
+        .route("/status/leader", routes!(admin::raft_leader))
+        .route("/status/peers", routes!(admin::raft_peers))
         .merge(api)
 }
 

@@ -21,7 +21,6 @@ use crate::models::scan;
 
 /// Body of `PUT /row/{rowKey}`: columns to merge into the row.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 #[schema(as = RowPut)]
 pub struct PutBody {
     /// Column name → standard base64 value.
@@ -30,7 +29,6 @@ pub struct PutBody {
 
 /// Column names to delete: `{"columns": {"a": any}}` (UnisonDB) or `{"columns": ["a"]}`.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ColumnNames {
     /// An object whose keys are the names, or an array of names.
     columns: Value,
@@ -42,6 +40,7 @@ pub struct ColumnNames {
 #[schema(as = RowBatch)]
 pub struct BatchBody {
     operation: WriteOp,
+    #[serde(default)]
     rows: Vec<BatchRow>,
 }
 

@@ -52,7 +52,7 @@ pub struct BeginResponse {
 
 /// Body of `POST /tx/{txnId}/kv`.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[schema(as = TxnKv)]
 pub struct KvBody {
     key: String,
@@ -67,7 +67,7 @@ pub struct KvBody {
 
 /// Body of `POST /tx/{txnId}/row`.
 #[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 #[schema(as = TxnRow)]
 pub struct RowBody {
     row_key: String,
@@ -130,7 +130,7 @@ pub async fn begin(
 
 /// Stage a KV put/delete.
 #[utoipa::path(post, path = "/api/v1/{namespace}/tx/{txnId}/kv", request_body = KvBody,
-    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 410), (status = 413)))]
+    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 413)))]
 pub async fn add_kv(
     State(st): State<Shared>,
     Writable(t): Writable<TargetTxn>,
@@ -157,7 +157,7 @@ pub async fn add_kv(
 
 /// Stage a row upsert/delete.
 #[utoipa::path(post, path = "/api/v1/{namespace}/tx/{txnId}/row", request_body = RowBody,
-    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 410), (status = 413)))]
+    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 413)))]
 pub async fn add_row(
     State(st): State<Shared>,
     Writable(t): Writable<TargetTxn>,
@@ -175,7 +175,7 @@ pub async fn add_row(
 /// append in order); `operation=delete` stages its deletion instead.
 #[utoipa::path(post, path = "/api/v1/{namespace}/tx/{txnId}/lob", params(LobQuery),
     request_body(content = Binary, content_type = "application/octet-stream"),
-    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 410), (status = 413)))]
+    responses((status = 200, body = Success), (status = 400), (status = 403), (status = 404), (status = 409), (status = 413)))]
 pub async fn add_lob(
     State(st): State<Shared>,
     Writable(t): Writable<TargetTxn>,
@@ -218,7 +218,7 @@ pub async fn add_lob(
 
 /// Commit atomically (one LSN).
 #[utoipa::path(post, path = "/api/v1/{namespace}/tx/{txnId}/commit",
-    responses((status = 200, body = TxnCommitResponse), (status = 403), (status = 404), (status = 409), (status = 410)))]
+    responses((status = 200, body = TxnCommitResponse), (status = 403), (status = 404), (status = 409)))]
 pub async fn commit(
     State(st): State<Shared>,
     Writable(t): Writable<TargetTxn>,
@@ -234,7 +234,7 @@ pub async fn commit(
                     String::from_utf8_lossy(k).into_owned(),
                     LobSummary {
                         size: m.size,
-                        checksum: m.crc32c,
+                        checksum: m.checksum,
                     },
                 )
             })
@@ -244,14 +244,14 @@ pub async fn commit(
         success: true,
         lsn: info.commit.map(|c| c.lsn),
         ops: info.ops,
-        checksum: info.lobs.first().map(|(_, m)| m.crc32c),
+        checksum: info.lobs.first().map(|(_, m)| m.checksum),
         lobs,
     })
 }
 
 /// Abort and discard.
 #[utoipa::path(post, path = "/api/v1/{namespace}/tx/{txnId}/abort",
-    responses((status = 200, body = Success), (status = 404), (status = 409), (status = 410)))]
+    responses((status = 200, body = Success), (status = 404), (status = 409)))]
 pub async fn abort(State(st): State<Shared>, t: TargetTxn) -> ApiResult<Success> {
     let mut g = lock(&st, &t).await?;
     let st2 = st.clone();

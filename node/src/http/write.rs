@@ -66,7 +66,7 @@ pub struct LobWriteResponse {
     pub size: u64,
     /// Chunks the object was stored as.
     pub chunks: u32,
-    /// CRC32C of the whole object.
+    /// CRC32 (IEEE, as UnisonDB and zlib compute it) of the whole object.
     pub checksum: u32,
 }
 
@@ -76,12 +76,12 @@ impl LobWriteResponse {
             write: WriteResponse::at(lsn),
             size: m.size,
             chunks: m.chunks,
-            checksum: m.crc32c,
+            checksum: m.checksum,
         }
     }
 }
 
-/// Size and CRC32C of one LOB a transaction wrote.
+/// Size and CRC32 (IEEE) of one LOB a transaction wrote.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LobSummary {
     pub size: u64,
@@ -98,7 +98,7 @@ pub struct TxnCommitResponse {
     pub lsn: Option<u64>,
     /// Operations committed.
     pub ops: usize,
-    /// CRC32C of the first LOB written (as UnisonDB answers); only when LOBs were written.
+    /// CRC32 (IEEE) of the first LOB written, as UnisonDB answers; only when LOBs were written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<u32>,
     /// Every LOB written, by key; only when LOBs were written.
@@ -197,7 +197,8 @@ mod tests {
             size: 10,
             chunks: 1,
             chunk_size: 65536,
-            crc32c: 99,
+            checksum: 99,
+            checksum_kind: crate::models::lob::ChecksumKind::Crc32,
         };
         assert_eq!(
             v(&LobWriteResponse::new(7, &m)),

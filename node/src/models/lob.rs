@@ -21,8 +21,35 @@ use crate::storage::keys::{self, DecodedKey, Model};
 pub const CHUNK_SIZE: usize = 64 << 10;
 /// Chunk bytes gathered before an intermediate (invisible) batch is written.
 const STAGE_BYTES: usize = 1 << 20;
-const MANIFEST_FORMAT: u8 = 1;
+/// Manifest format 1 checksums with CRC32C; format 2 (written since) with CRC32 (IEEE), the
+/// checksum UnisonDB's clients get back from a LOB commit (Go's `hash/crc32`, zlib's `crc32`).
+const FORMAT_CRC32C: u8 = 1;
+const FORMAT_CRC32: u8 = 2;
 const MANIFEST_LEN: usize = 1 + 8 + 8 + 4 + 4 + 4;
+
+/// The checksum a manifest's object is verified with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumKind {
+    /// Manifests written before CRC32 became the checksum.
+    Crc32c,
+    /// CRC32 with the IEEE polynomial.
+    Crc32,
+}
+
+impl ChecksumKind {
+    /// Folds `data` into a running checksum of this kind.
+    pub fn append(self, crc: u32, data: &[u8]) -> u32 {
+        match self {
+            ChecksumKind::Crc32c => crc32c::crc32c_append(crc, data),
+            ChecksumKind::Crc32 => {
+                let mut h = crc32fast::Hasher::new_with_initial(crc);
+                h.update(data);
+                h.finalize()
+            }
+        }
+    }
+}
 
 /// What a LOB's manifest records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -31,27 +58,35 @@ pub struct Manifest {
     pub size: u64,
     pub chunks: u32,
     pub chunk_size: u32,
-    pub crc32c: u32,
+    pub checksum: u32,
+    pub checksum_kind: ChecksumKind,
 }
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MANIFEST_LEN);
-        out.push(MANIFEST_FORMAT);
+        out.push(match self.checksum_kind {
+            ChecksumKind::Crc32c => FORMAT_CRC32C,
+            ChecksumKind::Crc32 => FORMAT_CRC32,
+        });
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.chunks.to_le_bytes());
         out.extend_from_slice(&self.chunk_size.to_le_bytes());
-        out.extend_from_slice(&self.crc32c.to_le_bytes());
+        out.extend_from_slice(&self.checksum.to_le_bytes());
         out
     }
 
     pub fn decode(b: &[u8]) -> Result<Manifest, ModelError> {
-        if b.len() != MANIFEST_LEN || b[0] != MANIFEST_FORMAT {
-            return Err(ModelError::Corrupt(
-                "LOB manifest has an unknown format".into(),
-            ));
-        }
+        let checksum_kind = match (b.len(), b.first()) {
+            (MANIFEST_LEN, Some(&FORMAT_CRC32C)) => ChecksumKind::Crc32c,
+            (MANIFEST_LEN, Some(&FORMAT_CRC32)) => ChecksumKind::Crc32,
+            _ => {
+                return Err(ModelError::Corrupt(
+                    "LOB manifest has an unknown format".into(),
+                ))
+            }
+        };
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
@@ -67,7 +102,8 @@ impl Manifest {
             size: u64_at(9),
             chunks: u32_at(17),
             chunk_size: u32_at(21),
-            crc32c: u32_at(25),
+            checksum: u32_at(25),
+            checksum_kind,
         })
     }
 }
@@ -156,7 +192,7 @@ impl LobWriter {
             )));
         }
         self.size += data.len() as u64;
-        self.crc = crc32c::crc32c_append(self.crc, data);
+        self.crc = ChecksumKind::Crc32.append(self.crc, data);
         while !data.is_empty() {
             let take = (CHUNK_SIZE - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
@@ -207,7 +243,8 @@ impl LobWriter {
                 size: self.size,
                 chunks: self.next_index,
                 chunk_size: CHUNK_SIZE as u32,
-                crc32c: self.crc,
+                checksum: self.crc,
+                checksum_kind: ChecksumKind::Crc32,
             },
             pending: std::mem::take(&mut self.pending),
             wrote_any: self.wrote_any,
@@ -420,7 +457,7 @@ impl Iterator for LobReader {
                 if self.read > self.manifest.size {
                     return self.fail("chunks longer than the manifest size".into());
                 }
-                self.crc = crc32c::crc32c_append(self.crc, &v);
+                self.crc = self.manifest.checksum_kind.append(self.crc, &v);
                 Some(Ok(v))
             }
             None => {
@@ -431,10 +468,10 @@ impl Iterator for LobReader {
                         self.manifest.chunks, self.manifest.size, self.next_index, self.read
                     ));
                 }
-                if self.crc != self.manifest.crc32c {
+                if self.crc != self.manifest.checksum {
                     return self.fail(format!(
-                        "crc32c mismatch: manifest {:#010x}, data {:#010x}",
-                        self.manifest.crc32c, self.crc
+                        "{:?} mismatch: manifest {:#010x}, data {:#010x}",
+                        self.manifest.checksum_kind, self.manifest.checksum, self.crc
                     ));
                 }
                 None
@@ -520,12 +557,36 @@ mod tests {
     }
 
     #[test]
+    fn checksums_are_crc32_and_old_crc32c_manifests_still_verify() {
+        // The IEEE check value, as Go's hash/crc32 and zlib compute it.
+        assert_eq!(ChecksumKind::Crc32.append(0, b"123456789"), 0xCBF4_3926);
+        let split = ChecksumKind::Crc32.append(ChecksumKind::Crc32.append(0, b"1234"), b"56789");
+        assert_eq!(split, 0xCBF4_3926);
+        // A manifest of format 1 (CRC32C) decodes and its object verifies.
+        let (_d, ns) = namespace();
+        let m = upload(&ns, b"old", b"legacy bytes");
+        let legacy = Manifest {
+            checksum: crc32c::crc32c(b"legacy bytes"),
+            checksum_kind: ChecksumKind::Crc32c,
+            ..m
+        };
+        assert_eq!(legacy.encode()[0], 1);
+        assert_eq!(Manifest::decode(&legacy.encode()).unwrap(), legacy);
+        let mut b = WriteBatch::new();
+        b.put(keys::lob_meta_key(b"old"), legacy.encode());
+        ns.write(b).unwrap();
+        assert_eq!(download(&ns, b"old").unwrap(), b"legacy bytes");
+        assert!(Manifest::decode(&[3; MANIFEST_LEN]).is_err());
+    }
+
+    #[test]
     fn round_trip_replace_delete() {
         let (_d, ns) = namespace();
         let data: Vec<u8> = (0..3 * CHUNK_SIZE + 123).map(|i| (i % 251) as u8).collect();
         let m = upload(&ns, b"big", &data);
         assert_eq!(m.chunks, 4);
-        assert_eq!(m.crc32c, crc32c::crc32c(&data));
+        assert_eq!(m.checksum, crc32fast::hash(&data));
+        assert_eq!(m.checksum_kind, ChecksumKind::Crc32);
         assert_eq!(download(&ns, b"big").unwrap(), data);
         let m2 = upload(&ns, b"big", b"small");
         assert_ne!(m.version, m2.version);

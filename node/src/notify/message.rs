@@ -1,38 +1,52 @@
 //! Wire format of one notification: topic `<namespace>.<kv|row|lob>`, JSON payload.
 //!
-//! The payload starts from `feed::change_json` (the same event JSON as SSE `/watch`), with one
-//! difference the notification contract requires: row `columns` are base64 (column names are bytes),
-//! and non-row changes carry no `columns` field.
+//! The payload carries UnisonDB's fields, so its subscribers match unchanged (`key` as text,
+//! `namespace`, `operation`, `entry_type`, `seq_num` = our LSN), and ours beside them: `keyB64`
+//! (exact key bytes), `lsn`, `hlc`, `timestampMs`, `op`, `model`, and for rows `columns` (base64
+//! column names, since names are bytes). docs/NOTIFICATIONS.md documents it.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use serde_json::{json, Value};
 
-use crate::storage::events::Change;
+use crate::storage::events::{Change, ChangeOp};
 use crate::storage::keys::Model;
 
 /// Topic and JSON payload of one change.
 pub fn encode(namespace: &str, c: &Change) -> (String, Vec<u8>) {
-    let mut v = crate::feed::change_json(namespace, c);
-    if let Some(obj) = v.as_object_mut() {
-        if c.model == Model::Row {
-            let cols: Vec<serde_json::Value> = c
-                .columns
-                .iter()
-                .map(|col| serde_json::Value::String(B64.encode(col)))
-                .collect();
-            obj.insert("columns".into(), serde_json::Value::Array(cols));
-        } else {
-            obj.remove("columns");
-        }
+    let operation = match c.op {
+        ChangeOp::Put => "put",
+        ChangeOp::Delete => "delete",
+    };
+    let entry_type = c.model.as_str();
+    let mut v = json!({
+        "key": String::from_utf8_lossy(&c.key),
+        "namespace": namespace,
+        "operation": operation,
+        "entry_type": entry_type,
+        "seq_num": c.lsn,
+        "keyB64": B64.encode(&c.key),
+        "lsn": c.lsn,
+        "hlc": c.hlc,
+        "timestampMs": crate::storage::hlc::physical_ms(c.hlc),
+        "op": operation,
+        "model": entry_type,
+    });
+    if c.model == Model::Row {
+        let cols: Vec<Value> = c
+            .columns
+            .iter()
+            .map(|col| Value::String(B64.encode(col)))
+            .collect();
+        v["columns"] = Value::Array(cols);
     }
     let json = serde_json::to_vec(&v).unwrap_or_default();
-    (format!("{namespace}.{}", c.model.as_str()), json)
+    (format!("{namespace}.{entry_type}"), json)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::events::ChangeOp;
 
     #[test]
     fn topic_and_payload() {
@@ -47,10 +61,16 @@ mod tests {
         let (topic, json) = encode("orders", &c);
         assert_eq!(topic, "orders.row");
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
-        assert_eq!(v["key"], B64.encode(b"user:1"));
+        // UnisonDB's fields, as its subscribers test them.
+        assert_eq!(v["key"], "user:1");
+        assert_eq!(v["namespace"], "orders");
+        assert_eq!(v["operation"], "put");
+        assert_eq!(v["entry_type"], "row");
+        assert_eq!(v["seq_num"].as_u64(), Some(7));
+        // Ours beside them.
+        assert_eq!(v["keyB64"], B64.encode(b"user:1"));
         assert_eq!(v["columns"][0], B64.encode(b"name"));
         assert_eq!(v["columns"][1], B64.encode([0xFF, 0]));
-        assert_eq!(v["namespace"], "orders");
         assert_eq!(v["model"], "row");
         assert_eq!(
             (v["lsn"].as_u64(), v["op"].as_str()),
@@ -60,11 +80,21 @@ mod tests {
         assert_eq!(v["timestampMs"].as_u64(), Some(9));
         let kv = Change {
             model: Model::Kv,
+            op: ChangeOp::Delete,
+            key: vec![b'k', 0xFF],
             columns: vec![],
             ..c
         };
         let (topic, json) = encode("orders", &kv);
         assert_eq!(topic, "orders.kv");
-        assert!(!String::from_utf8(json).unwrap().contains("columns"));
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert!(v.get("columns").is_none());
+        assert_eq!(
+            (v["operation"].as_str(), v["entry_type"].as_str()),
+            (Some("delete"), Some("kv"))
+        );
+        // A key that is not text: `key` is its lossy text, `keyB64` the exact bytes.
+        assert_eq!(v["key"], "k\u{FFFD}");
+        assert_eq!(v["keyB64"], B64.encode([b'k', 0xFF]));
     }
 }

@@ -1,4 +1,5 @@
-//! ZeroMQ change notifications: one PUB socket per node, fed by the change feed of every namespace.
+//! ZeroMQ change notifications: one PUB socket per node fed by the change feed of every namespace,
+//! plus optional sockets of one namespace each (as UnisonDB sets them up).
 //!
 //! Every record that becomes visible (a local commit on a hub, an applied record on a relayer) comes
 //! through [`crate::feed`] — the same source as the HTTP SSE stream — and each change goes out as a
@@ -14,10 +15,23 @@ pub use publisher::{start, NotifyHandle};
 /// The `notify.*` config section.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
-    /// ZeroMQ endpoint to bind, e.g. `tcp://0.0.0.0:4002`.
+    /// ZeroMQ endpoint of the socket carrying every namespace, e.g. `tcp://0.0.0.0:4002`; empty
+    /// for none.
     pub bind: String,
     /// Messages queued per subscriber before ZeroMQ drops for that subscriber.
     pub high_water_mark: i32,
+    /// Sockets carrying one namespace each (UnisonDB's `[notifier_config.<ns>]`).
+    pub namespaces: Vec<NamespaceSocket>,
+}
+
+/// A PUB socket for one namespace's changes.
+#[derive(Debug, Clone)]
+pub struct NamespaceSocket {
+    pub namespace: String,
+    pub bind: String,
+    pub high_water_mark: i32,
+    /// How long unsent messages are kept when the socket closes.
+    pub linger: std::time::Duration,
 }
 
 impl Default for NotifyConfig {
@@ -25,6 +39,7 @@ impl Default for NotifyConfig {
         Self {
             bind: "tcp://0.0.0.0:4002".into(),
             high_water_mark: 100_000,
+            namespaces: Vec::new(),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! The publisher thread: one PUB socket fed by the change feed of every namespace.
+//! The publisher thread: the PUB sockets (a shared one and any per-namespace ones), fed by the
+//! change feed of every namespace.
 //!
 //! Each namespace's feed ([`crate::feed::changes_from_now`]) starts at the namespace's current LSN
 //! (notifications are about changes from now on). The thread runs a small current-thread runtime of
 //! its own (so `start` works with or without a caller's runtime): one task per namespace turns changes
 //! into `[topic, payload]` pairs and hands them, through a bounded channel, to the loop that owns the
-//! `zmq::Socket` (not `Sync`) and is its only sender. Everything is woken by the tailer or the
+//! `zmq::Socket`s (not `Sync`) and is their only sender; a message goes to the shared socket and to
+//! its namespace's own socket, if it has one. Everything is woken by the tailer or the
 //! cancellation token; nothing polls.
 
 use std::sync::LazyLock;
@@ -37,18 +39,28 @@ const RETRY: Duration = Duration::from_millis(100);
 /// Messages queued between the feeds and the socket loop.
 const QUEUE: usize = 16_384;
 
-type Msg = (String, Vec<u8>);
+/// Namespace, topic and payload.
+type Msg = (String, String, Vec<u8>);
 
 /// The running publisher; `join` waits for its thread after shutdown.
 pub struct NotifyHandle {
-    endpoint: String,
+    endpoints: Vec<(Option<String>, String)>,
     thread: JoinHandle<()>,
 }
 
 impl NotifyHandle {
-    /// The bound endpoint (with the real port when `bind` asked for port 0).
+    /// The shared socket's bound endpoint (with the real port when `bind` asked for port 0), or
+    /// the first per-namespace one when there is no shared socket.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.endpoints.first().map_or("", |(_, e)| e)
+    }
+
+    /// The bound endpoint of `namespace`'s own socket, if it has one.
+    pub fn namespace_endpoint(&self, namespace: &str) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find(|(ns, _)| ns.as_deref() == Some(namespace))
+            .map(|(_, e)| e.as_str())
     }
 
     /// Waits for the publisher thread (returns once `shutdown` was cancelled).
@@ -59,23 +71,58 @@ impl NotifyHandle {
     }
 }
 
-/// Binds the PUB socket and starts publishing every namespace of `db` until `shutdown` is cancelled.
+/// A bound PUB socket and the namespace it is limited to (`None`: every namespace).
+struct Outlet {
+    namespace: Option<String>,
+    socket: zmq::Socket,
+}
+
+fn bind(
+    ctx: &zmq::Context,
+    bind: &str,
+    hwm: i32,
+    linger: Duration,
+) -> Result<(zmq::Socket, String), NotifyError> {
+    let socket = ctx.socket(zmq::PUB)?;
+    socket.set_sndhwm(hwm)?;
+    socket.set_linger(i32::try_from(linger.as_millis()).unwrap_or(i32::MAX))?;
+    socket
+        .bind(bind)
+        .map_err(|e| NotifyError::Bind(bind.to_string(), e))?;
+    let endpoint = socket
+        .get_last_endpoint()?
+        .unwrap_or_else(|_| bind.to_string());
+    Ok((socket, endpoint))
+}
+
+/// Binds the PUB sockets and starts publishing every namespace of `db` until `shutdown` is cancelled.
 pub fn start(
     db: &Database,
     cfg: &NotifyConfig,
     shutdown: CancellationToken,
 ) -> Result<NotifyHandle, NotifyError> {
     let ctx = zmq::Context::new();
-    let socket = ctx.socket(zmq::PUB)?;
-    socket.set_sndhwm(cfg.high_water_mark)?;
-    socket.set_linger(0)?;
-    socket
-        .bind(&cfg.bind)
-        .map_err(|e| NotifyError::Bind(cfg.bind.clone(), e))?;
-    let endpoint = socket
-        .get_last_endpoint()?
-        .unwrap_or_else(|_| cfg.bind.clone());
-    tracing::info!(%endpoint, hwm = cfg.high_water_mark, "ZeroMQ notifications publishing");
+    let mut outlets = Vec::new();
+    let mut endpoints = Vec::new();
+    if !cfg.bind.is_empty() {
+        let (socket, endpoint) = bind(&ctx, &cfg.bind, cfg.high_water_mark, Duration::ZERO)?;
+        tracing::info!(%endpoint, hwm = cfg.high_water_mark, "ZeroMQ notifications publishing");
+        endpoints.push((None, endpoint));
+        outlets.push(Outlet {
+            namespace: None,
+            socket,
+        });
+    }
+    for ns in &cfg.namespaces {
+        let (socket, endpoint) = bind(&ctx, &ns.bind, ns.high_water_mark, ns.linger)?;
+        tracing::info!(%endpoint, namespace = %ns.namespace, hwm = ns.high_water_mark,
+            "ZeroMQ notifications of one namespace publishing");
+        endpoints.push((Some(ns.namespace.clone()), endpoint));
+        outlets.push(Outlet {
+            namespace: Some(ns.namespace.clone()),
+            socket,
+        });
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,15 +141,15 @@ pub fn start(
                     tokio::spawn(follow_feed(ns, from, tx.clone(), shutdown.clone()));
                 }
                 drop(tx);
-                publish_loop(ctx, socket, rx, shutdown).await;
+                publish_loop(ctx, outlets, rx, shutdown).await;
             });
         })?;
-    Ok(NotifyHandle { endpoint, thread })
+    Ok(NotifyHandle { endpoints, thread })
 }
 
 async fn publish_loop(
     _ctx: zmq::Context,
-    socket: zmq::Socket,
+    outlets: Vec<Outlet>,
     mut rx: mpsc::Receiver<Msg>,
     stop: CancellationToken,
 ) {
@@ -111,10 +158,17 @@ async fn publish_loop(
             m = rx.recv() => m,
             _ = stop.cancelled() => None,
         };
-        let Some((topic, payload)) = msg else { return };
-        // PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber.
-        if let Err(e) = socket.send_multipart([topic.as_bytes(), &payload], 0) {
-            tracing::warn!(error = %e, "ZeroMQ send failed");
+        let Some((namespace, topic, payload)) = msg else {
+            return;
+        };
+        for out in &outlets {
+            if out.namespace.as_ref().is_some_and(|ns| *ns != namespace) {
+                continue;
+            }
+            // PUB never blocks: at the high-water mark ZeroMQ drops for that subscriber.
+            if let Err(e) = out.socket.send_multipart([topic.as_bytes(), &payload], 0) {
+                tracing::warn!(error = %e, "ZeroMQ send failed");
+            }
         }
     }
 }
@@ -134,7 +188,8 @@ async fn follow_feed(ns: Namespace, mut from: u64, tx: mpsc::Sender<Msg>, stop: 
                 None => return,
                 Some(Ok(c)) => {
                     from = c.lsn + 1;
-                    if tx.send(encode(&name, &c)).await.is_err() {
+                    let (topic, payload) = encode(&name, &c);
+                    if tx.send((name.clone(), topic, payload)).await.is_err() {
                         return;
                     }
                     counter.inc();

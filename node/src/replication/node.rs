@@ -102,9 +102,21 @@ pub async fn start_from_config(
         f.max_lag_records = r.max_lag_records;
         f.max_staleness = r.max_staleness_seconds.map(Duration::from_secs);
     }
+    let hwm = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
     let notify_cfg = cfg.notify.enabled.then(|| NotifyConfig {
         bind: cfg.notify.bind.clone(),
-        high_water_mark: i32::try_from(cfg.notify.high_water_mark).unwrap_or(i32::MAX),
+        high_water_mark: hwm(cfg.notify.high_water_mark),
+        namespaces: cfg
+            .notify
+            .namespaces
+            .iter()
+            .map(|(ns, s)| notify::NamespaceSocket {
+                namespace: ns.clone(),
+                bind: s.bind.clone(),
+                high_water_mark: hwm(s.high_water_mark),
+                linger: Duration::from_millis(s.linger_ms),
+            })
+            .collect(),
     });
     start(db, &grpc, follow.as_ref(), notify_cfg.as_ref(), shutdown).await
 }

@@ -246,6 +246,12 @@ impl WalReader {
         self.next_record()
     }
 
+    /// Where the last returned record ends: (first LSN of its segment, byte offset in that file).
+    /// This is UnisonDB's "WAL position" (segment id, offset) for `/offset` and `/checkpoint`.
+    pub fn position(&self) -> Option<(u64, u64)> {
+        self.cursor.as_ref().map(|c| (c.first_lsn, c.offset()))
+    }
+
     /// LSN of the record the next successful `next_record` will return.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
