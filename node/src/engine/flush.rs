@@ -10,12 +10,18 @@ use parking_lot::{Condvar, Mutex};
 use super::{EngineError, FsyncPolicy, Inner};
 use crate::memtable::Memtable;
 
+/// How long the flusher sleeps without a notification (sealing and shutdown always notify).
+const IDLE_SAFETY_WAKE: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct FlushState {
     shutdown: bool,
     /// Bumped after each completed flush, so waiters can tell progress from spurious wakeups.
     flushed: u64,
     last_error: Option<String>,
+    /// Records were published since the periodic syncer last looked (`interval` policy only): the
+    /// syncer sleeps on this instead of a timer, so an idle namespace costs no wake-ups.
+    dirty: bool,
 }
 
 /// Signals between writers, the flusher and `flush()` callers.
@@ -31,6 +37,15 @@ impl FlushControl {
     pub fn notify(&self) {
         let _s = self.state.lock();
         self.cv.notify_all();
+    }
+
+    /// Wakes the periodic syncer: something was appended that is not yet fsynced.
+    pub fn mark_dirty(&self) {
+        let mut s = self.state.lock();
+        if !s.dirty {
+            s.dirty = true;
+            self.cv.notify_all();
+        }
     }
 
     /// Blocks while more than `max` memtables are sealed (writer backpressure).
@@ -173,7 +188,9 @@ fn flusher(weak: Weak<Inner>) {
                 return;
             }
             if inner.mems.read().sealed.is_empty() {
-                inner.flush.cv.wait_for(&mut s, Duration::from_millis(200));
+                // Sealing and shutdown notify; the timeout is only a safety net, long enough
+                // that an idle namespace does not wake.
+                inner.flush.cv.wait_for(&mut s, IDLE_SAFETY_WAKE);
                 continue;
             }
         }
@@ -187,12 +204,28 @@ fn flusher(weak: Weak<Inner>) {
     }
 }
 
+/// The `interval` policy's fsync: sleeps until something is appended, then lets `period` of
+/// writes gather and syncs them with one `fdatasync`. Never wakes while the namespace is idle.
 fn syncer(weak: Weak<Inner>, period: Duration) {
     loop {
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            let mut s = inner.flush.state.lock();
+            while !s.dirty && !s.shutdown {
+                inner.flush.cv.wait(&mut s);
+            }
+            if s.shutdown {
+                return;
+            }
+            s.dirty = false;
+        }
         std::thread::sleep(period);
         let Some(inner) = weak.upgrade() else { return };
         if inner.flush.state.lock().shutdown {
             return;
+        }
+        if inner.wal.durable_lsn() >= inner.wal.last_lsn() {
+            continue; // a group commit, a flush or a stream already made it durable
         }
         let t = Instant::now();
         if let Err(e) = inner.wal.sync() {
@@ -204,5 +237,47 @@ fn syncer(weak: Weak<Inner>, period: Duration) {
                 .fsync_seconds
                 .observe(t.elapsed().as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::engine::{EngineOptions, FsyncPolicy, Namespace};
+    use crate::storage::batch::WriteBatch;
+
+    fn fsyncs(ns: &Namespace) -> u64 {
+        ns.inner.metrics.fsyncs.get()
+    }
+
+    #[test]
+    fn the_interval_syncer_syncs_after_writes_and_sleeps_while_idle() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(d.path(), "n", opts).unwrap();
+        // Idle: no fsync at all, however many periods pass.
+        let idle = fsyncs(&ns);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(fsyncs(&ns), idle, "an idle namespace fsynced");
+        for round in 0..3 {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{round}").into_bytes(), b"v".to_vec());
+            let lsn = ns.write(b).unwrap().lsn;
+            let t = Instant::now();
+            while ns.durable_lsn() < lsn {
+                assert!(t.elapsed() < Duration::from_secs(5), "write never fsynced");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // One fsync per write burst, none while idle again.
+        std::thread::sleep(Duration::from_millis(30));
+        let after = fsyncs(&ns);
+        assert!((idle + 1..=idle + 3).contains(&after), "{idle} -> {after}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(fsyncs(&ns), after, "fsynced while idle");
     }
 }

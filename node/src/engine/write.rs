@@ -247,6 +247,9 @@ impl Inner {
         self.wal.publish(lsn);
         self.lsn_tx.send_replace(lsn);
         self.metrics.lsn.set(lsn as i64);
+        if matches!(self.opts.fsync, FsyncPolicy::Interval(_)) {
+            self.flush.mark_dirty();
+        }
     }
 
     fn log_local(
