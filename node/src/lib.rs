@@ -23,6 +23,7 @@ pub mod notify;
 pub mod replication;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod wal;
 
 pub use btree::{BTreeError, BTreeOptions, CheckReport, TreeStats};

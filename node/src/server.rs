@@ -10,7 +10,7 @@
 //! Cancellation is one mechanism: a `CancellationToken`, with a child token per part that must be able
 //! to stop on its own.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("HTTP TLS: {0}")]
-    Tls(#[from] http::tls::TlsError),
+    Tls(#[from] crate::tls::CertError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -73,10 +73,15 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     let tls = if cfg.http.tls_cert_file.is_empty() {
         None
     } else {
-        Some(http::tls::server_config(
-            Path::new(&cfg.http.tls_cert_file),
-            Path::new(&cfg.http.tls_key_file),
-        )?)
+        Some(Arc::new(crate::tls::ServerCerts::from_files(
+            "http",
+            crate::tls::TlsFiles {
+                cert: PathBuf::from(&cfg.http.tls_cert_file),
+                key: PathBuf::from(&cfg.http.tls_key_file),
+                client_ca: None,
+            },
+            &[b"http/1.1"],
+        )?))
     };
     // Cancelled once, after the node stopped reporting ready; every part gets a child.
     let shutdown = CancellationToken::new();
@@ -102,7 +107,7 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     let graceful = shutdown.child_token().cancelled_owned();
     let server = match tls {
         Some(tls_cfg) => {
-            let l = http::tls::TlsListener::new(listener, tls_cfg).map_err(|source| {
+            let l = crate::tls::TlsListener::new(listener, tls_cfg).map_err(|source| {
                 ServerError::Listen {
                     addr: addr.to_string(),
                     source,

@@ -73,6 +73,7 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
         cert_pem: srv_cert.into_bytes(),
         key_pem: srv_key.into_bytes(),
         client_ca_pem: Some(good.pem.clone().into_bytes()),
+        files: None,
     };
     let server = tokio::spawn(serve_on(
         listener,
@@ -93,6 +94,7 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
                 cert_pem: Some(cert.into_bytes()),
                 key_pem: Some(key.into_bytes()),
                 domain: None,
+                files: None,
             });
         }
         let state = ReplicationState::new();

@@ -16,7 +16,6 @@ pub mod openapi;
 pub mod row;
 pub mod staleness;
 pub mod target;
-pub mod tls;
 pub mod txn;
 pub mod watch;
 pub mod write;

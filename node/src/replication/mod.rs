@@ -30,7 +30,7 @@ pub use node::{start, start_from_config, ReplicationHandle, ServiceError};
 pub use relayer::{Backoff, FollowConfig};
 pub use run::{GrpcServerConfig, RelayerConfig};
 pub use service::ReplicationService;
-pub use tls::{ClientTls, ServerTls};
+pub use tls::{ClientFiles, ClientTls, ServerTls};
 
 /// Why replication (a server, a follower session or the wiring) failed.
 #[derive(Debug, Error)]

@@ -106,7 +106,7 @@ impl FollowConfig {
         match (&self.tls, https) {
             (Some(tls), true) => {
                 let host = ep.uri().host().unwrap_or("localhost").to_string();
-                ep = ep.tls_config(tls.to_tonic(&host))?;
+                ep = ep.tls_config(tls.fresh().to_tonic(&host))?;
             }
             (None, false) => {}
             (Some(_), false) => {

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -19,6 +20,7 @@ use super::service::ReplicationService;
 use super::tls::{ClientTls, ServerTls};
 use super::ReplicationError;
 use crate::db::Database;
+use crate::tls::TlsListener;
 
 /// The `grpc.*` config section, resolved.
 #[derive(Debug, Clone)]
@@ -75,18 +77,32 @@ pub async fn serve_on(
         .set_serving::<ReplicationServer<ReplicationService>>()
         .await;
     let service = ReplicationService::new(db, acks, shutdown.clone());
-    let mut builder = Server::builder().tcp_nodelay(true);
-    if let Some(tls) = &tls {
-        builder = builder.tls_config(tls.to_tonic())?;
-    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         "gRPC replication server listening");
-    builder
+    let router = Server::builder()
+        .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
+        .add_service(service.into_server());
+    match tls {
+        // Our own TLS accept loop rather than tonic's, so renewed certificates take effect
+        // without a restart (crate::tls).
+        Some(tls) => {
+            let certs = Arc::new(tls.certs()?);
+            let incoming = TlsListener::new(listener, certs)?.into_incoming();
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await?
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await?
+        }
+    }
     tracing::info!(%addr, "gRPC server stopped");
     Ok(())
 }

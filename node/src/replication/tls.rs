@@ -1,9 +1,11 @@
 //! Mutual TLS for gRPC: the server demands and verifies client certificates against a CA, the client
 //! verifies the server against its CA and presents its own certificate.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::tls::{Pem, ServerCerts, TlsFiles};
 
 use super::ReplicationError;
 
@@ -14,6 +16,8 @@ pub struct ServerTls {
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
     pub client_ca_pem: Option<Vec<u8>>,
+    /// The files they came from, re-read when they change (`None`: PEM given in memory).
+    pub files: Option<TlsFiles>,
 }
 
 /// PEM material for the client side: the CA that signed the server, and our identity for mTLS.
@@ -24,6 +28,15 @@ pub struct ClientTls {
     pub key_pem: Option<Vec<u8>>,
     /// Name to verify in the server certificate (defaults to the host of the upstream address).
     pub domain: Option<String>,
+    /// The files they came from, re-read at every connection attempt (`None`: PEM given in memory).
+    pub files: Option<ClientFiles>,
+}
+
+/// Where the client's CA and (for mutual TLS) certificate and key live.
+#[derive(Clone, Debug)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, ReplicationError> {
@@ -55,6 +68,11 @@ impl ServerTls {
                 cert_pem: read(c)?,
                 key_pem: read(k)?,
                 client_ca_pem: nonempty(ca).map(read).transpose()?,
+                files: Some(TlsFiles {
+                    cert: c.to_path_buf(),
+                    key: k.to_path_buf(),
+                    client_ca: nonempty(ca).map(Path::to_path_buf),
+                }),
             })),
             _ => Err(ReplicationError::Tls(
                 "grpc.tls_cert_file and grpc.tls_key_file must be set together".into(),
@@ -62,15 +80,22 @@ impl ServerTls {
         }
     }
 
-    pub fn to_tonic(&self) -> ServerTlsConfig {
-        let mut cfg =
-            ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        if let Some(ca) = &self.client_ca_pem {
-            cfg = cfg
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(false);
-        }
-        cfg
+    /// The listener's certificates (HTTP/2 only, as gRPC needs), reloaded from `files` on change.
+    pub fn certs(&self) -> Result<ServerCerts, ReplicationError> {
+        let alpn: &[&[u8]] = &[b"h2"];
+        let certs = match &self.files {
+            Some(f) => ServerCerts::from_files("grpc", f.clone(), alpn),
+            None => ServerCerts::from_pem(
+                "grpc",
+                Pem {
+                    cert: self.cert_pem.clone(),
+                    key: self.key_pem.clone(),
+                    client_ca: self.client_ca_pem.clone(),
+                },
+                alpn,
+            ),
+        };
+        certs.map_err(|e| ReplicationError::Tls(e.to_string()))
     }
 }
 
@@ -103,7 +128,37 @@ impl ClientTls {
             cert_pem,
             key_pem,
             domain: None,
+            files: Some(ClientFiles {
+                ca: ca.to_path_buf(),
+                identity: nonempty(cert)
+                    .zip(nonempty(key))
+                    .map(|(c, k)| (c.to_path_buf(), k.to_path_buf())),
+            }),
         }))
+    }
+
+    /// The material as the files hold it now (a renewed client certificate or CA is used from the
+    /// next connection on); the last good copy when they cannot be read.
+    pub fn fresh(&self) -> ClientTls {
+        let Some(files) = &self.files else {
+            return self.clone();
+        };
+        let reread = || -> Result<ClientTls, ReplicationError> {
+            let (cert_pem, key_pem) = match &files.identity {
+                Some((c, k)) => (Some(read(c)?), Some(read(k)?)),
+                None => (None, None),
+            };
+            Ok(ClientTls {
+                ca_pem: read(&files.ca)?,
+                cert_pem,
+                key_pem,
+                ..self.clone()
+            })
+        };
+        reread().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot re-read replication TLS files; using the last good copy");
+            self.clone()
+        })
     }
 
     pub fn to_tonic(&self, default_domain: &str) -> ClientTlsConfig {
