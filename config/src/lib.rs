@@ -7,12 +7,16 @@
 
 mod codec;
 mod error;
+mod human;
 mod load;
 mod model;
+mod unison;
 mod validate;
 
 pub use error::ConfigError;
-pub use load::{YamlNg, ENV_PREFIX, SECTIONS};
+pub use human::{parse_go_duration, parse_size};
+pub use load::{FileFormat, Loaded, YamlNg, ENV_PREFIX, NON_CONFIG_VARS, SECTIONS};
+pub use unison::UNISON_TOP_LEVEL;
 pub use model::{
     Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat, MemtableConfig, Mode,
     NamespaceSocket, NotifyConfig, ReplicationConfig, ServerConfig, WalConfig,
