@@ -208,9 +208,24 @@ fn run_node(
     }
 }
 
+/// Lets a client command die quietly when its output pipe closes (`unisondb kv scan | head`)
+/// instead of panicking in `println!`; the server keeps Rust's default (SIGPIPE ignored).
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_override = cli.log_format;
+    if !matches!(
+        cli.command,
+        Command::Server { .. } | Command::Relay { .. } | Command::Replica { .. }
+    ) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },

@@ -350,12 +350,12 @@ fn run_inner(cmd: WalCommand) -> Result<bool, String> {
                 for (ns, rows) in &all {
                     println!("namespace {ns}: {} record(s)", rows.len());
                     println!(
-                        "  {:>10} {:>6} {:>20} {:>8}  crc  ops",
+                        "  {:>10} {:>14} {:>20} {:>8}  crc  ops",
                         "lsn", "epoch", "hlc", "size"
                     );
                     for r in rows {
                         println!(
-                            "  {:>10} {:>6} {:>20} {:>8}  {}  {}",
+                            "  {:>10} {:>14} {:>20} {:>8}  {}  {}",
                             r.lsn,
                             r.epoch,
                             r.hlc,
