@@ -13,7 +13,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     if num.is_empty() {
-        return Err(format!("{s:?} is not a size (e.g. \"16MB\", \"4GB\", \"1MiB\")"));
+        return Err(format!(
+            "{s:?} is not a size (e.g. \"16MB\", \"4GB\", \"1MiB\")"
+        ));
     }
     let value: f64 = num
         .parse()
@@ -24,7 +26,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        other => return Err(format!("{s:?}: unknown size unit {other:?} (B, KB, MB, GB, TB)")),
+        other => {
+            return Err(format!(
+                "{s:?}: unknown size unit {other:?} (B, KB, MB, GB, TB)"
+            ))
+        }
     };
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
@@ -107,7 +113,10 @@ mod tests {
         assert_eq!(parse_go_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert_eq!(parse_go_duration("1s500ms").unwrap(), ms(1500));
-        assert_eq!(parse_go_duration("250us").unwrap(), Duration::from_micros(250));
+        assert_eq!(
+            parse_go_duration("250us").unwrap(),
+            Duration::from_micros(250)
+        );
         assert_eq!(parse_go_duration("7ns").unwrap(), Duration::from_nanos(7));
         for bad in ["", "5", "5 m", "m", "1d", "-1s", "1h30"] {
             assert!(parse_go_duration(bad).is_err(), "{bad:?} accepted");

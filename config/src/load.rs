@@ -224,17 +224,14 @@ impl Config {
                     let (c, w) = crate::unison::parse(&text).map_err(perr)?;
                     return Ok((c, w, FileFormat::UnisonDb));
                 }
-                let c = defaults
-                    .merge(Toml::string(&text))
-                    .extract()
-                    .map_err(|e| {
-                        // figment names the key path; the toml parser knows the line.
-                        let line = toml::from_str::<Config>(&text)
-                            .err()
-                            .and_then(|te| te.span())
-                            .map(|s| crate::unison::line_of(&text, s.start));
-                        with_line(parse_error(path, &e), line)
-                    })?;
+                let c = defaults.merge(Toml::string(&text)).extract().map_err(|e| {
+                    // figment names the key path; the toml parser knows the line.
+                    let line = toml::from_str::<Config>(&text)
+                        .err()
+                        .and_then(|te| te.span())
+                        .map(|s| crate::unison::line_of(&text, s.start));
+                    with_line(parse_error(path, &e), line)
+                })?;
                 Ok((c, Vec::new(), FileFormat::Native))
             }
             Some("yaml") | Some("yml") => {

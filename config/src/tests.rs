@@ -391,9 +391,16 @@ fn service_link_variables_are_warnings() {
         let n = w.iter().filter(|w| w.contains(&format!("{var} "))).count();
         assert_eq!(n, 1, "{var}: {w:?}");
     }
-    assert!(!w.iter().any(|w| w.contains("UNISONDB_CONFIG") || w.contains("UNISONDB_URL")), "{w:?}");
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("UNISONDB_CONFIG") || w.contains("UNISONDB_URL")),
+        "{w:?}"
+    );
     // A known key with a bad value still fails.
-    let e = err_text(load_env(&[("UNISONDB_HTTP_LISTEN", "bad"), ("UNISONDB_HTTP_PORT", "80")]));
+    let e = err_text(load_env(&[
+        ("UNISONDB_HTTP_LISTEN", "bad"),
+        ("UNISONDB_HTTP_PORT", "80"),
+    ]));
     assert!(e.contains("http.listen") && e.contains("bad"), "{e}");
     let e = err_text(load_env(&[("UNISONDB_MEMTABLE_SIZE_BYTES", "lots")]));
     assert!(e.contains("UNISONDB_MEMTABLE_SIZE_BYTES"), "{e}");
@@ -504,10 +511,17 @@ fn unisondb_server_config_is_mapped() {
         "log_config.min_level_percents",
         "fuzz_config",
     ] {
-        let n = w.iter().filter(|w| w.contains(&format!("key {key} "))).count();
+        let n = w
+            .iter()
+            .filter(|w| w.contains(&format!("key {key} ")))
+            .count();
         assert_eq!(n, 1, "{key}: {w:?}");
     }
-    assert!(!w.iter().any(|w| w.contains("segment_size ") || w.contains("http_port")), "{w:?}");
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("segment_size ") || w.contains("http_port")),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -546,7 +560,11 @@ burst = 20
     assert_eq!(c.replication.max_lag_records, 100);
     assert_eq!(c.notify.bind, "");
     assert!(!c.notify.enabled);
-    assert!(l.warnings.iter().any(|w| w.contains("key limiter ")), "{:?}", l.warnings);
+    assert!(
+        l.warnings.iter().any(|w| w.contains("key limiter ")),
+        "{:?}",
+        l.warnings
+    );
 
     // Two groups with different upstreams: one upstream per namespace.
     let text = r#"
@@ -582,19 +600,32 @@ fn our_sections_may_sit_beside_unisondb_keys() {
 #[test]
 fn misspelled_keys_name_the_key_and_the_line() {
     // Inside a UnisonDB table.
-    let text = "http_port = 4000\n\n[storage_config]\nbase_dir = \"/tmp/x\"\nsegmnt_size = \"16MB\"\n";
+    let text =
+        "http_port = 4000\n\n[storage_config]\nbase_dir = \"/tmp/x\"\nsegmnt_size = \"16MB\"\n";
     let e = err_text(load_file("config.toml", text));
     assert!(e.contains("segmnt_size") && e.contains("line 5"), "{e}");
     // At the top level of a UnisonDB file.
-    let e = err_text(load_file("config.toml", "http_port = 4000\nhttp_prot = 1\n"));
+    let e = err_text(load_file(
+        "config.toml",
+        "http_port = 4000\nhttp_prot = 1\n",
+    ));
     assert!(e.contains("http_prot") && e.contains("line 2"), "{e}");
     // In our own format (TOML and YAML).
-    let e = err_text(load_file("c.toml", "[server]\ndata_dir = \"x\"\n\n[http]\nlisen = \"x\"\n"));
+    let e = err_text(load_file(
+        "c.toml",
+        "[server]\ndata_dir = \"x\"\n\n[http]\nlisen = \"x\"\n",
+    ));
     assert!(e.contains("lisen") && e.contains("line 5"), "{e}");
-    let e = err_text(load_file("c.yaml", "server:\n  data_dir: x\nhttp:\n  lisen: x\n"));
+    let e = err_text(load_file(
+        "c.yaml",
+        "server:\n  data_dir: x\nhttp:\n  lisen: x\n",
+    ));
     assert!(e.contains("lisen") && e.contains("line 4"), "{e}");
     // A bad size or duration names its key.
-    let e = err_text(load_file("config.toml", "[storage_config]\nsegment_size = \"16XB\"\n"));
+    let e = err_text(load_file(
+        "config.toml",
+        "[storage_config]\nsegment_size = \"16XB\"\n",
+    ));
     assert!(e.contains("storage_config.segment_size"), "{e}");
     let e = err_text(load_file(
         "config.toml",

@@ -194,7 +194,8 @@ struct Warnings(Vec<String>);
 impl Warnings {
     fn ignored<T>(&mut self, v: &Option<T>, key: &str, why: &str) {
         if v.is_some() {
-            self.0.push(format!("UnisonDB key {key} has no effect here: {why}"));
+            self.0
+                .push(format!("UnisonDB key {key} has no effect here: {why}"));
         }
     }
 }
@@ -219,8 +220,16 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     if let Some(port) = f.http_port {
         c.http.listen = listen(f.listen_ip.as_deref(), port);
     }
-    w.ignored(&f.pprof_enable, "pprof_enable", "no pprof endpoint (use /metrics)");
-    w.ignored(&f.pprof_config, "pprof_config", "no pprof endpoint (use /metrics)");
+    w.ignored(
+        &f.pprof_enable,
+        "pprof_enable",
+        "no pprof endpoint (use /metrics)",
+    );
+    w.ignored(
+        &f.pprof_config,
+        "pprof_config",
+        "no pprof endpoint (use /metrics)",
+    );
     w.ignored(
         &f.wal_io_global_limiter,
         "wal_io_global_limiter",
@@ -228,7 +237,11 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
     );
     w.ignored(&f.limiter, "limiter", "reconnects use jittered backoff");
     w.ignored(&f.fuzz_config, "fuzz_config", "no built-in fuzzer");
-    if let Some(d) = f.write_notify_config.as_ref().and_then(|n| n.max_delay.as_ref()) {
+    if let Some(d) = f
+        .write_notify_config
+        .as_ref()
+        .and_then(|n| n.max_delay.as_ref())
+    {
         parse_go_duration(d).map_err(|e| format!("write_notify_config.max_delay: {e}"))?;
     }
     if let Some(n) = &f.write_notify_config {
@@ -247,9 +260,14 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
 
     // gRPC.
     if let Some(g) = f.grpc_config {
-        let port = g
-            .port
-            .unwrap_or_else(|| c.grpc.listen.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(4001));
+        let port = g.port.unwrap_or_else(|| {
+            c.grpc
+                .listen
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(4001)
+        });
         let ip = g.listen_ip.as_deref().or(f.listen_ip.as_deref());
         c.grpc.listen = listen(ip, port);
         c.grpc.tls_cert_file = g.cert_path.unwrap_or_default();
@@ -293,7 +311,8 @@ pub fn parse(text: &str) -> Result<(Config, Vec<String>), String> {
             "the B+Tree is built in (no LMDB/BoltDB choice)",
         );
         if let Some(d) = &s.btree_flush_interval {
-            parse_go_duration(d).map_err(|e| format!("storage_config.btree_flush_interval: {e}"))?;
+            parse_go_duration(d)
+                .map_err(|e| format!("storage_config.btree_flush_interval: {e}"))?;
         }
         w.ignored(
             &s.btree_flush_interval,

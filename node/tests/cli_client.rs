@@ -89,12 +89,12 @@ async fn client_commands_then_wal_tools() {
     node.wait_ready(&http, Duration::from_secs(30))
         .await
         .expect("ready");
-    let cli = Cli {
-        url: node.url(""),
-    };
+    let cli = Cli { url: node.url("") };
 
     // kv
-    assert!(cli.ok(&["kv", "put", "greeting", "hello world"]).starts_with("OK (lsn 1)"));
+    assert!(cli
+        .ok(&["kv", "put", "greeting", "hello world"])
+        .starts_with("OK (lsn 1)"));
     assert_eq!(cli.ok(&["kv", "get", "greeting"]), "hello world\n");
     let v: serde_json::Value =
         serde_json::from_str(&cli.ok(&["kv", "get", "greeting", "--json"])).expect("json");
@@ -108,13 +108,22 @@ async fn client_commands_then_wal_tools() {
     assert_eq!(cli.ok(&["kv", "get", "a/b"]), "from a file\n");
     cli.ok(&["kv", "-n", "other", "put", "x", "in other"]);
     cli.fails(&["kv", "get", "x"], 1);
-    assert_eq!(cli.ok(&["kv", "get", "x", "--namespace", "other"]), "in other\n");
+    assert_eq!(
+        cli.ok(&["kv", "get", "x", "--namespace", "other"]),
+        "in other\n"
+    );
     cli.ok(&["kv", "put", "p1", "1"]);
     cli.ok(&["kv", "put", "p2", "2"]);
     cli.ok(&["kv", "put", "p3", "3"]);
     assert_eq!(cli.ok(&["kv", "scan", "p"]), "p1\t1\np2\t2\np3\t3\n");
-    assert_eq!(cli.ok(&["kv", "scan", "p", "--limit", "2", "--keys-only"]), "p1\np2\n");
-    assert_eq!(cli.ok(&["kv", "scan", "p", "--reverse", "--keys-only"]), "p3\np2\np1\n");
+    assert_eq!(
+        cli.ok(&["kv", "scan", "p", "--limit", "2", "--keys-only"]),
+        "p1\np2\n"
+    );
+    assert_eq!(
+        cli.ok(&["kv", "scan", "p", "--reverse", "--keys-only"]),
+        "p3\np2\np1\n"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&cli.ok(&["kv", "scan", "--json"])).expect("json");
     assert_eq!(v["count"], 5, "{v}");
@@ -127,7 +136,10 @@ async fn client_commands_then_wal_tools() {
         cli.ok(&["row", "get", "user1"]),
         "city=Oslo\nlang=no\nname=Ann\n"
     );
-    assert_eq!(cli.ok(&["row", "get", "user1", "--columns", "name"]), "name=Ann\n");
+    assert_eq!(
+        cli.ok(&["row", "get", "user1", "--columns", "name"]),
+        "name=Ann\n"
+    );
     cli.ok(&["row", "delete", "user1", "city"]);
     assert_eq!(cli.ok(&["row", "get", "user1"]), "lang=no\nname=Ann\n");
     cli.ok(&["row", "delete", "user1"]);
@@ -151,12 +163,12 @@ async fn client_commands_then_wal_tools() {
     // watch: replay from LSN 1, then live.
     let out = cli.ok(&["watch", "--from-lsn", "1", "--count", "3"]);
     assert_eq!(
-        out,
-        "1 kv put greeting\n2 kv put a/b\n3 kv put p1\n",
+        out, "1 kv put greeting\n2 kv put a/b\n3 kv put p1\n",
         "{out}"
     );
     let v: serde_json::Value = serde_json::from_str(
-        cli.ok(&["watch", "--from-lsn", "2", "--count", "1", "--json"]).trim(),
+        cli.ok(&["watch", "--from-lsn", "2", "--count", "1", "--json"])
+            .trim(),
     )
     .expect("json line");
     assert_eq!(v["lsn"], 2);
@@ -203,7 +215,11 @@ async fn client_commands_then_wal_tools() {
     let list = offline(&["wal", "list", data.to_str().expect("utf-8")]);
     assert!(list.contains("namespace default: 1 segment(s)"), "{list}");
     assert!(list.contains("namespace other: 1 segment(s)"), "{list}");
-    let ins = offline(&["wal", "inspect", data.join("default").to_str().expect("utf-8")]);
+    let ins = offline(&[
+        "wal",
+        "inspect",
+        data.join("default").to_str().expect("utf-8"),
+    ]);
     assert!(ins.contains("ok   put kv greeting"), "{ins}");
     assert!(ins.contains("delete kv p2"), "{ins}");
     assert!(ins.contains("put row user1/name"), "{ins}");
@@ -237,7 +253,11 @@ async fn client_commands_then_wal_tools() {
     assert_eq!(d["records"], d["last_lsn"]);
     assert_eq!(d["ops"]["delete kv"], 1);
     assert_eq!(stats["other"]["records"], 1);
-    assert_eq!(snapshot(&data), before, "the WAL tools changed the directory");
+    assert_eq!(
+        snapshot(&data),
+        before,
+        "the WAL tools changed the directory"
+    );
     assert!(
         t0.elapsed() < Duration::from_secs(30),
         "took {:?}",

@@ -174,7 +174,10 @@ info = 50.0
         .json()
         .await
         .expect("json");
-    assert_eq!(health["namespaces"], serde_json::json!(["default", "tenant_1"]));
+    assert_eq!(
+        health["namespaces"],
+        serde_json::json!(["default", "tenant_1"])
+    );
     for ns in ["default", "tenant_1"] {
         let wal = base.join(ns).join("wal");
         let segs = std::fs::read_dir(&wal)
@@ -188,7 +191,10 @@ info = 50.0
     assert!(log.contains("using ./config.toml"), "{log}");
     assert!(log.contains("UNISONDB_HTTP_PORT"), "{log}");
     assert!(log.contains("storage_config.db_engine"), "{log}");
-    assert!(!tmp.path().join("data").exists(), "defaults' ./data was used");
+    assert!(
+        !tmp.path().join("data").exists(),
+        "defaults' ./data was used"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +243,9 @@ lsn_lag_threshold = 100
             async move {
                 let a = get(&c, http, "default", "before").await;
                 let b = get(&c, http, "default", "after").await;
-                Ok::<_, String>((a.as_deref() == Some("1") && b.as_deref() == Some("2")).then_some(()))
+                Ok::<_, String>(
+                    (a.as_deref() == Some("1") && b.as_deref() == Some("2")).then_some(()),
+                )
             }
         })
         .await;
@@ -270,7 +278,10 @@ fn misspelled_key_stops_the_node_with_key_and_line() {
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} started: {err}");
-        assert!(err.contains("segmnt_size") && err.contains("line 5"), "{args:?}: {err}");
+        assert!(
+            err.contains("segmnt_size") && err.contains("line 5"),
+            "{args:?}: {err}"
+        );
     }
     assert!(!tmp.path().join("x").exists());
 }
@@ -295,7 +306,10 @@ fn config_check_prints_either_format_with_warnings() {
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "{se}");
-    assert!(so.contains("listen: 0.0.0.0:4100") && so.contains("- a"), "{so}");
+    assert!(
+        so.contains("listen: 0.0.0.0:4100") && so.contains("- a"),
+        "{so}"
+    );
     assert!(se.contains("storage_config.db_engine"), "{se}");
     assert!(se.contains("UNISONDB_PORT_4000_TCP_ADDR"), "{se}");
     // A known key with a bad value is still an error.

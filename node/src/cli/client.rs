@@ -20,13 +20,24 @@ use serde_json::{json, Value};
 #[derive(Args, Clone)]
 pub struct ClientArgs {
     /// Base URL of the node's HTTP API.
-    #[arg(long, env = "UNISONDB_URL", default_value = "http://localhost:4000", global = true)]
+    #[arg(
+        long,
+        env = "UNISONDB_URL",
+        default_value = "http://localhost:4000",
+        global = true
+    )]
     pub url: String,
     /// Bearer token (when the node sets http.auth_token).
     #[arg(long, env = "UNISONDB_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
     /// Namespace.
-    #[arg(short = 'n', long, env = "UNISONDB_NAMESPACE", default_value = "default", global = true)]
+    #[arg(
+        short = 'n',
+        long,
+        env = "UNISONDB_NAMESPACE",
+        default_value = "default",
+        global = true
+    )]
     pub namespace: String,
     /// Print the server's JSON answers instead of readable text.
     #[arg(long, global = true)]
@@ -257,7 +268,10 @@ fn b64_decode(v: &Value) -> Vec<u8> {
 fn printable(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) => s.to_string(),
-        Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Err(_) => format!(
+            "0x{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
     }
 }
 
@@ -284,8 +298,9 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> Res<Vec<u8>> {
             std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
             Ok(buf)
         }
-        (None, Some(f)) => std::fs::read(&f)
-            .map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), 1)),
+        (None, Some(f)) => {
+            std::fs::read(&f).map_err(|e| Failure(format!("cannot read {}: {e}", f.display()), 1))
+        }
         (None, None) => Err(Failure("give a VALUE or --file FILE".into(), 1)),
     }
 }
@@ -414,9 +429,9 @@ async fn row(a: ClientArgs, cmd: RowCommand) -> Res<()> {
         RowCommand::Put { row, columns } => {
             let mut cols = BTreeMap::new();
             for pair in &columns {
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
-                    Failure(format!("{pair:?} is not COLUMN=VALUE"), 1)
-                })?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| Failure(format!("{pair:?} is not COLUMN=VALUE"), 1))?;
                 cols.insert(k.to_string(), Value::from(B64.encode(v.as_bytes())));
             }
             let v = c
@@ -483,9 +498,10 @@ async fn lob(a: ClientArgs, cmd: LobCommand) -> Res<()> {
             let mut stream = resp.bytes_stream();
             let to_file = file.filter(|f| f.as_os_str() != "-");
             let mut out: Box<dyn Write> = match &to_file {
-                Some(f) => Box::new(std::io::BufWriter::new(std::fs::File::create(f).map_err(
-                    |e| Failure(format!("cannot write {}: {e}", f.display()), 1),
-                )?)),
+                Some(f) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(f)
+                        .map_err(|e| Failure(format!("cannot write {}: {e}", f.display()), 1))?,
+                )),
                 None => Box::new(std::io::stdout().lock()),
             };
             let mut n = 0u64;

@@ -140,7 +140,10 @@ fn modified_secs(path: &Path) -> u64 {
 fn text(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
         Ok(s) => s.to_string(),
-        Err(_) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Err(_) => format!(
+            "0x{}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
     }
 }
 
@@ -380,7 +383,8 @@ fn run_inner(cmd: WalCommand) -> Result<bool, String> {
                             st.epochs.push(r.epoch);
                         }
                         for op in &r.ops {
-                            let kind: String = op.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ");
+                            let kind: String =
+                                op.splitn(3, ' ').take(2).collect::<Vec<_>>().join(" ");
                             *st.ops.entry(kind).or_default() += 1;
                         }
                     })
