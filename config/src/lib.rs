@@ -4,6 +4,11 @@
 //! serializes it into the ConfigMap. Loading layers embedded defaults, an optional `.toml`/`.yaml`/`.yml`
 //! file and `UNISONDB_<SECTION>_<KEY>` environment variables with `figment`, rejects unknown keys and
 //! then [`Config::validate`]s the result, so a typo fails loudly at start instead of being ignored.
+//!
+//! The original UnisonDB's TOML (`http_port`, `[storage_config]`, `[relayer_config.x]`, ...) is accepted
+//! as it is: a file with one of its top-level keys ([`UNISON_TOP_LEVEL`]) is mapped onto [`Config`],
+//! keys without meaning here become warnings ([`Config::load_verbose`]). `UNISONDB_*` variables that
+//! name no key (Kubernetes service links) are warnings too, never errors.
 
 mod codec;
 mod error;

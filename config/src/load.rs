@@ -230,7 +230,7 @@ impl Config {
                         .err()
                         .and_then(|te| te.span())
                         .map(|s| crate::unison::line_of(&text, s.start));
-                    with_line(parse_error(path, &e), line)
+                    unison_hint(&e, with_line(parse_error(path, &e), line))
                 })?;
                 Ok((c, Vec::new(), FileFormat::Native))
             }
@@ -328,5 +328,21 @@ fn with_line(e: ConfigError, line: Option<usize>) -> ConfigError {
             message: format!("line {line}: {message}"),
         },
         (e, _) => e,
+    }
+}
+
+/// An unknown top-level key of a TOML file is unknown to UnisonDB's format too: say so.
+fn unison_hint(e: &figment::Error, err: ConfigError) -> ConfigError {
+    let top_level_unknown =
+        e.path.len() == 1 && matches!(e.kind, figment::error::Kind::UnknownField(..));
+    match err {
+        ConfigError::Parse { path, message } if top_level_unknown => ConfigError::Parse {
+            path,
+            message: format!(
+                "{message}; nor is it one of UnisonDB's top-level keys ({})",
+                crate::UNISON_TOP_LEVEL.join(", ")
+            ),
+        },
+        e => e,
     }
 }

@@ -610,6 +610,10 @@ fn misspelled_keys_name_the_key_and_the_line() {
         "http_port = 4000\nhttp_prot = 1\n",
     ));
     assert!(e.contains("http_prot") && e.contains("line 2"), "{e}");
+    // A top-level key of neither format.
+    let e = err_text(load_file("config.toml", "\nhtp_port = 4000\n"));
+    assert!(e.contains("htp_port") && e.contains("line 2"), "{e}");
+    assert!(e.contains("UnisonDB") && e.contains("http_port"), "{e}");
     // In our own format (TOML and YAML).
     let e = err_text(load_file(
         "c.toml",
