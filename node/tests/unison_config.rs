@@ -269,14 +269,24 @@ fn misspelled_key_stops_the_node_with_key_and_line() {
         (vec!["replica", "-c", "config.toml"], vec![]),
         (vec!["relay"], vec![("UNISONDB_CONFIG", "config.toml")]),
     ] {
-        let out = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(&args)
             .current_dir(tmp.path())
             .env_remove("UNISONDB_CONFIG")
             .envs(env)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run");
+        // A node that started (on defaults, say) would never exit by itself: bound the wait.
+        let exited = Wait::new("the node to refuse its config", Duration::from_secs(20))
+            .until(|| child.try_wait().map_err(|e| e.to_string()));
+        if exited.is_err() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("output");
         let err = String::from_utf8_lossy(&out.stderr);
+        assert!(exited.is_ok(), "{args:?} started instead of failing: {err}");
         assert!(!out.status.success(), "{args:?} started: {err}");
         assert!(
             err.contains("segmnt_size") && err.contains("line 5"),
