@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use unisondb_testkit::LoopbackNode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
+const TOKEN: &str = "s3cret-token";
 
 struct Cli {
     url: String,
@@ -22,7 +23,8 @@ impl Cli {
             .arg("--url")
             .arg(&self.url)
             .env_remove("UNISONDB_URL")
-            .env_remove("UNISONDB_TOKEN");
+            // The node requires this bearer token; the client takes it from the environment.
+            .env("UNISONDB_TOKEN", TOKEN);
         c
     }
 
@@ -83,9 +85,25 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 async fn client_commands_then_wal_tools() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut node = LoopbackNode::start(BIN, tmp.path(), "n", &["default", "other"], None, "", &[])
-        .expect("start node");
-    let http = reqwest::Client::new();
+    let mut node = LoopbackNode::start(
+        BIN,
+        tmp.path(),
+        "n",
+        &["default", "other"],
+        None,
+        "",
+        &[("UNISONDB_HTTP_AUTH_TOKEN", TOKEN)],
+    )
+    .expect("start node");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().expect("header"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client");
     node.wait_ready(&http, Duration::from_secs(30))
         .await
         .expect("ready");
@@ -198,7 +216,9 @@ async fn client_commands_then_wal_tools() {
         format!("{} row put live [c]\n", next + 1)
     );
 
-    // Errors: unknown namespace, unreachable node.
+    // Errors: wrong token, unknown namespace, unreachable node.
+    let err = cli.fails(&["kv", "get", "greeting", "--token", "wrong"], 1);
+    assert!(err.contains("401"), "{err}");
     let err = cli.fails(&["kv", "-n", "nope", "get", "k"], 1);
     assert!(err.contains("namespace"), "{err}");
     let err = Command::new(BIN)
