@@ -32,6 +32,25 @@ fn load_env(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     out.expect("jail ran")
 }
 
+fn load_env_verbose(env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut out = None;
+    jailed(env, |_| {
+        out = Some(Config::load_verbose(None).map(|l| (l.config, l.warnings)));
+        Ok(())
+    });
+    out.expect("jail ran")
+}
+
+fn load_file_verbose(name: &str, text: &str) -> Result<Loaded, ConfigError> {
+    let mut out = None;
+    jailed(&[], |jail| {
+        jail.create_file(name, text).map_err(|e| e.to_string())?;
+        out = Some(Config::load_verbose(Some(Path::new(name))));
+        Ok(())
+    });
+    out.expect("jail ran")
+}
+
 fn load_file(name: &str, text: &str) -> Result<Config, ConfigError> {
     let mut out = None;
     jailed(&[], |jail| {
@@ -171,11 +190,10 @@ fn unknown_keys_are_errors() {
     assert!(e.contains("http.lisen"), "{e}");
     let e = err_text(load_file("c.toml", "[bogus]\nx = 1\n"));
     assert!(e.contains("bogus"), "{e}");
-    let r = load_env(&[("UNISONDB_HTTP_LISEN", "x")]);
-    match r {
-        Err(ConfigError::Env { var, .. }) => assert_eq!(var, "UNISONDB_HTTP_LISEN"),
-        other => panic!("expected an env error, got {other:?}"),
-    }
+    // A variable naming no key is a warning (see `service_link_variables_are_warnings`).
+    let (c, w) = load_env_verbose(&[("UNISONDB_HTTP_LISEN", "x")]).unwrap();
+    assert_eq!(c, Config::default());
+    assert!(w.iter().any(|w| w.contains("UNISONDB_HTTP_LISEN")), "{w:?}");
 }
 
 #[test]
@@ -347,4 +365,275 @@ fn toml_roundtrip(c: &Config) -> Config {
         Ok(())
     });
     out.unwrap().unwrap()
+}
+
+#[test]
+fn service_link_variables_are_warnings() {
+    // What Kubernetes injects for Services named `unisondb` and `unisondb-http`.
+    let (c, w) = load_env_verbose(&[
+        ("UNISONDB_HTTP_PORT", "80"),
+        ("UNISONDB_PORT", "tcp://10.0.0.1:4000"),
+        ("UNISONDB_PORT_4000_TCP_ADDR", "10.0.0.1"),
+        ("UNISONDB_SERVICE_HOST", "10.0.0.1"),
+        ("UNISONDB_HTTP_SERVICE_PORT", "4000"),
+        ("UNISONDB_CONFIG", "/etc/unisondb/config.toml"),
+        ("UNISONDB_URL", "http://x:4000"),
+    ])
+    .unwrap();
+    assert_eq!(c, Config::default());
+    for var in [
+        "UNISONDB_HTTP_PORT",
+        "UNISONDB_PORT",
+        "UNISONDB_PORT_4000_TCP_ADDR",
+        "UNISONDB_SERVICE_HOST",
+        "UNISONDB_HTTP_SERVICE_PORT",
+    ] {
+        let n = w.iter().filter(|w| w.contains(&format!("{var} "))).count();
+        assert_eq!(n, 1, "{var}: {w:?}");
+    }
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("UNISONDB_CONFIG") || w.contains("UNISONDB_URL")),
+        "{w:?}"
+    );
+    // A known key with a bad value still fails.
+    let e = err_text(load_env(&[
+        ("UNISONDB_HTTP_LISTEN", "bad"),
+        ("UNISONDB_HTTP_PORT", "80"),
+    ]));
+    assert!(e.contains("http.listen") && e.contains("bad"), "{e}");
+    let e = err_text(load_env(&[("UNISONDB_MEMTABLE_SIZE_BYTES", "lots")]));
+    assert!(e.contains("UNISONDB_MEMTABLE_SIZE_BYTES"), "{e}");
+}
+
+/// UnisonDB's own `cmd/unisondb/config.toml`, as its documentation lists the keys.
+const UNISON_SERVER: &str = r#"## Port of the http server
+http_port = 4000
+pprof_enable = true
+
+[grpc_config]
+port = 4001
+cert_path = "../../certs/server.crt"
+key_path = "../../certs/server.key"
+ca_path = "../../certs/ca.crt"
+
+[storage_config]
+base_dir = "/tmp/unisondb/server"   # Base directory for storage
+namespaces = ["default", "tenant_1", "tenant_2", "tenant_3", "tenant_4"]
+bytes_per_sync = "1MB"
+segment_size = "16MB"
+arena_size = "4MB"
+db_engine = "LMDB"
+btree_flush_interval = "0s"
+
+[write_notify_config]
+enabled = false
+max_delay = "20ms"
+
+[storage_config.wal_cleanup_config]
+interval = "5m"
+enabled = true
+max_age = "1h"
+min_segments = 5
+max_segments = 10
+
+[storage_config.btree_config]
+no_sync = true
+mmap_size = "4GB"
+
+[notifier_config.default]
+bind_address = "tcp://*:5555"
+high_water_mark = 1000
+linger_time = 5
+
+[notifier_config.tenant_1]
+bind_port = 5556
+
+[pprof_config]
+enabled = true
+port = 6070
+
+[log_config]
+log_level = "debug"
+
+[log_config.min_level_percents]
+debug = 100.0
+info  = 50.0
+
+[fuzz_config]
+ops_per_namespace = 400
+workers_per_namespace = 50
+local_relayer_count = 1000
+"#;
+
+#[test]
+fn unisondb_server_config_is_mapped() {
+    let l = load_file_verbose("config.toml", UNISON_SERVER).unwrap();
+    assert_eq!(l.format, FileFormat::UnisonDb);
+    let c = l.config;
+    assert_eq!(c.http.listen, "0.0.0.0:4000");
+    assert_eq!(c.grpc.listen, "0.0.0.0:4001");
+    assert_eq!(c.grpc.tls_cert_file, "../../certs/server.crt");
+    assert_eq!(c.grpc.tls_key_file, "../../certs/server.key");
+    assert_eq!(c.grpc.tls_ca_file, "../../certs/ca.crt");
+    assert_eq!(c.server.data_dir, Path::new("/tmp/unisondb/server"));
+    assert_eq!(
+        c.server.namespaces,
+        vec!["default", "tenant_1", "tenant_2", "tenant_3", "tenant_4"]
+    );
+    assert_eq!(c.server.mode, Mode::Replicator);
+    assert_eq!(c.wal.segment_size_bytes, 16 << 20);
+    assert_eq!(c.memtable.size_bytes, 4 << 20);
+    assert_eq!(c.wal.retention_max_age_secs, Duration::from_secs(3600));
+    assert_eq!(c.log.level, "debug");
+    // Per-namespace sockets only, as UnisonDB has them.
+    assert!(c.notify.enabled);
+    assert_eq!(c.notify.bind, "");
+    assert_eq!(c.notify.namespaces["default"].bind, "tcp://*:5555");
+    assert_eq!(c.notify.namespaces["default"].high_water_mark, 1000);
+    assert_eq!(c.notify.namespaces["default"].linger_ms, 5);
+    assert_eq!(c.notify.namespaces["tenant_1"].bind, "tcp://*:5556");
+    assert_eq!(c.notify.namespaces["tenant_1"].high_water_mark, 10_000);
+    // One warning per key without meaning here, each naming it.
+    let w = l.warnings;
+    for key in [
+        "pprof_enable",
+        "pprof_config",
+        "storage_config.bytes_per_sync",
+        "storage_config.db_engine",
+        "storage_config.btree_flush_interval",
+        "storage_config.btree_config.no_sync",
+        "storage_config.btree_config.mmap_size",
+        "storage_config.wal_cleanup_config.interval",
+        "storage_config.wal_cleanup_config.min_segments",
+        "storage_config.wal_cleanup_config.max_segments",
+        "write_notify_config",
+        "log_config.min_level_percents",
+        "fuzz_config",
+    ] {
+        let n = w
+            .iter()
+            .filter(|w| w.contains(&format!("key {key} ")))
+            .count();
+        assert_eq!(n, 1, "{key}: {w:?}");
+    }
+    assert!(
+        !w.iter()
+            .any(|w| w.contains("segment_size ") || w.contains("http_port")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn unisondb_relayer_config_follows_its_upstream() {
+    let text = r#"
+http_port = 6000
+[grpc_config]
+port = 6001
+[storage_config]
+base_dir = "/tmp/unisondb/relayer"
+namespaces = ["default", "tenant_1", "tenant_2"]
+segment_size = "16MB"
+arena_size = "4MB"
+[relayer_config]
+[relayer_config.relayer1]
+namespaces = ["default", "tenant_1", "tenant_2"]
+cert_path = "client.crt"
+key_path = "client.key"
+ca_path = "ca.crt"
+upstream_address = "localhost:4001"
+lsn_lag_threshold = 100
+[log_config]
+log_level = "info"
+[limiter]
+interval = "500ms"
+burst = 20
+"#;
+    let l = load_file_verbose("relayer.toml", text).unwrap();
+    let c = l.config;
+    assert_eq!(c.http.listen, "0.0.0.0:6000");
+    assert_eq!(c.replication.upstream, "localhost:4001");
+    assert!(c.replication.mirrors.is_empty());
+    assert_eq!(c.replication.tls_ca_file, "ca.crt");
+    assert_eq!(c.replication.tls_cert_file, "client.crt");
+    assert_eq!(c.replication.tls_key_file, "client.key");
+    assert_eq!(c.replication.max_lag_records, 100);
+    assert_eq!(c.notify.bind, "");
+    assert!(!c.notify.enabled);
+    assert!(
+        l.warnings.iter().any(|w| w.contains("key limiter ")),
+        "{:?}",
+        l.warnings
+    );
+
+    // Two groups with different upstreams: one upstream per namespace.
+    let text = r#"
+[storage_config]
+namespaces = ["a", "b"]
+[relayer_config.one]
+namespaces = ["a"]
+upstream_address = "http://hub1:4001"
+[relayer_config.two]
+namespaces = ["b", "c"]
+upstream_address = "http://hub2:4001"
+"#;
+    let c = load_file("r.toml", text).unwrap();
+    assert_eq!(c.replication.upstream, "");
+    assert_eq!(c.replication.mirrors["a"], "http://hub1:4001");
+    assert_eq!(c.replication.mirrors["b"], "http://hub2:4001");
+    assert_eq!(c.replication.mirrors["c"], "http://hub2:4001");
+    assert_eq!(c.server.namespaces, vec!["a", "b", "c"]);
+}
+
+#[test]
+fn our_sections_may_sit_beside_unisondb_keys() {
+    let c = load_file(
+        "c.toml",
+        "http_port = 4100\n[wal]\nfsync = \"never\"\n[notify]\nbind = \"tcp://127.0.0.1:4102\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.http.listen, "0.0.0.0:4100");
+    assert_eq!(c.wal.fsync, FsyncMode::Never);
+    assert_eq!(c.notify.bind, "tcp://127.0.0.1:4102");
+}
+
+#[test]
+fn misspelled_keys_name_the_key_and_the_line() {
+    // Inside a UnisonDB table.
+    let text =
+        "http_port = 4000\n\n[storage_config]\nbase_dir = \"/tmp/x\"\nsegmnt_size = \"16MB\"\n";
+    let e = err_text(load_file("config.toml", text));
+    assert!(e.contains("segmnt_size") && e.contains("line 5"), "{e}");
+    // At the top level of a UnisonDB file.
+    let e = err_text(load_file(
+        "config.toml",
+        "http_port = 4000\nhttp_prot = 1\n",
+    ));
+    assert!(e.contains("http_prot") && e.contains("line 2"), "{e}");
+    // A top-level key of neither format.
+    let e = err_text(load_file("config.toml", "\nhtp_port = 4000\n"));
+    assert!(e.contains("htp_port") && e.contains("line 2"), "{e}");
+    assert!(e.contains("UnisonDB") && e.contains("http_port"), "{e}");
+    // In our own format (TOML and YAML).
+    let e = err_text(load_file(
+        "c.toml",
+        "[server]\ndata_dir = \"x\"\n\n[http]\nlisen = \"x\"\n",
+    ));
+    assert!(e.contains("lisen") && e.contains("line 5"), "{e}");
+    let e = err_text(load_file(
+        "c.yaml",
+        "server:\n  data_dir: x\nhttp:\n  lisen: x\n",
+    ));
+    assert!(e.contains("lisen") && e.contains("line 4"), "{e}");
+    // A bad size or duration names its key.
+    let e = err_text(load_file(
+        "config.toml",
+        "[storage_config]\nsegment_size = \"16XB\"\n",
+    ));
+    assert!(e.contains("storage_config.segment_size"), "{e}");
+    let e = err_text(load_file(
+        "config.toml",
+        "[write_notify_config]\nmax_delay = \"20 parsecs\"\n",
+    ));
+    assert!(e.contains("write_notify_config.max_delay"), "{e}");
 }

@@ -9,6 +9,7 @@
 //! offline [`inspect`]. Page and segment machinery (B+Tree pages, WAL framing, memtables) is private.
 
 mod btree;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod engine;

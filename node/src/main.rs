@@ -1,13 +1,17 @@
-//! `unisondb`: the node binary (server, config check, offline inspect).
+//! `unisondb`: the node binary (server, relay, replica, config check, offline inspect and WAL tools,
+//! and a terminal client for the HTTP API).
 //!
-//! CLI parsing and logging only: the process wiring lives in `unisondb::server`.
+//! CLI parsing and logging only: the process wiring lives in `unisondb::server`, the admin and
+//! client commands in `unisondb::cli`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use unisondb::cli::client::{ClientArgs, KvCommand, LobCommand, RowCommand, WatchArgs};
+use unisondb::cli::wal::WalCommand;
 use unisondb::config::{Config, LogFormat, Mode};
 
 #[derive(Parser)]
@@ -24,16 +28,35 @@ struct Cli {
     command: Command,
 }
 
+/// Where the node's config comes from: `-c/--config`, else `$UNISONDB_CONFIG`, else `./config.toml`
+/// when it exists, else the embedded defaults.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file: ours (.toml, .yaml, .yml) or UnisonDB's config.toml (detected by its keys).
+    /// Default: $UNISONDB_CONFIG, else ./config.toml when present, else embedded defaults.
+    #[arg(short = 'c', long = "config", env = "UNISONDB_CONFIG")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node.
+    /// Run the node: a writable hub (UnisonDB's `server`), or what --mode says.
     Server {
         /// replicator (writable hub) or relayer (read-only); overrides server.mode.
         #[arg(long, value_enum)]
         mode: Option<Mode>,
-        /// Config file (.toml, .yaml or .yml); embedded defaults when absent.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run a read-only relay: follows its upstream(s) and serves its WAL downstream (= --mode relayer).
+    Relay {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Run a read-only replica (= --mode relayer; its gRPC port still serves the WAL downstream).
+    Replica {
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Config tools.
     Config {
@@ -51,11 +74,45 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Offline, read-only WAL tools (UnisonDB's `udbctl`): list, inspect, stats.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// Key-value client: get, put, delete, scan.
+    Kv {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Wide-column row client: get, put, delete.
+    Row {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: RowCommand,
+    },
+    /// Large-object client: put a file, get to a file or stdout.
+    Lob {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: LobCommand,
+    },
+    /// Print live changes of a namespace (server-sent events) until interrupted.
+    Watch {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        watch: WatchArgs,
+    },
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a file (plus UNISONDB_* overrides) and print the effective config as YAML.
+    /// Validate a file (ours or UnisonDB's, plus UNISONDB_* overrides) and print the effective
+    /// config as YAML; warnings go to stderr.
     Check { file: PathBuf },
 }
 
@@ -73,15 +130,112 @@ fn init_logs(format: LogFormat, level: &str) {
     }
 }
 
+/// The file to load and, when it was found rather than given, a note saying so.
+fn config_path(arg: ConfigArg) -> (Option<PathBuf>, Option<String>) {
+    if let Some(p) = arg.config.filter(|p| !p.as_os_str().is_empty()) {
+        return (Some(p), None);
+    }
+    let local = Path::new("config.toml");
+    if local.is_file() {
+        return (
+            Some(local.to_path_buf()),
+            Some("using ./config.toml (no -c/--config or $UNISONDB_CONFIG given)".into()),
+        );
+    }
+    (None, None)
+}
+
+/// Loads the config, applies the command's mode, starts logging and runs the node.
+fn run_node(
+    arg: ConfigArg,
+    mode: Option<Mode>,
+    command: &str,
+    log_override: Option<LogFormat>,
+) -> ExitCode {
+    let (path, note) = config_path(arg);
+    let loaded = match Config::load_verbose(path.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut cfg = loaded.config;
+    if let Some(m) = mode {
+        cfg.server.mode = m;
+    }
+    if let Some(f) = log_override {
+        cfg.log.format = f;
+    }
+    init_logs(cfg.log.format, &cfg.log.level);
+    if let Some(note) = note {
+        tracing::info!("{note}");
+    }
+    if let Some(p) = &path {
+        tracing::info!(file = %p.display(), format = ?loaded.format, "config loaded");
+    }
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    if cfg.server.mode == Mode::Replicator && !cfg.replication.upstream.is_empty() {
+        tracing::warn!(
+            upstream = %cfg.replication.upstream,
+            "replication.upstream is set but `unisondb {command}` runs a writable hub that does not follow it; use `unisondb relay` (or `server --mode relayer`)"
+        );
+    }
+    if command == "replica" {
+        tracing::info!(
+            grpc = %cfg.grpc.listen,
+            "replica: read-only; its gRPC listener still serves its WAL to anyone who follows it"
+        );
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(unisondb::server::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Lets a client command die quietly when its output pipe closes (`unisondb kv scan | head`)
+/// instead of panicking in `println!`; the server keeps Rust's default (SIGPIPE ignored).
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_override = cli.log_format;
+    if !matches!(
+        cli.command,
+        Command::Server { .. } | Command::Relay { .. } | Command::Replica { .. }
+    ) {
+        default_sigpipe();
+    }
     match cli.command {
         Command::Config {
             command: ConfigCommand::Check { file },
-        } => match Config::load(Some(&file)) {
-            Ok(cfg) => {
-                print!("{}", cfg.to_yaml());
+        } => match Config::load_verbose(Some(&file)) {
+            Ok(l) => {
+                for w in &l.warnings {
+                    eprintln!("warning: {w}");
+                }
+                eprintln!("# format: {:?}", l.format);
+                print!("{}", l.config.to_yaml());
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -117,38 +271,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Server { mode, config } => {
-            let mut cfg = match Config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Some(m) = mode {
-                cfg.server.mode = m;
-            }
-            if let Some(f) = log_override {
-                cfg.log.format = f;
-            }
-            init_logs(cfg.log.format, &cfg.log.level);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(unisondb::server::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "server failed");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Wal { command } => {
+            init_logs(log_override.unwrap_or_default(), "warn");
+            unisondb::cli::wal::run(command)
+        }
+        Command::Kv { client, command } => unisondb::cli::client::run_kv(client, command),
+        Command::Row { client, command } => unisondb::cli::client::run_row(client, command),
+        Command::Lob { client, command } => unisondb::cli::client::run_lob(client, command),
+        Command::Watch { client, watch } => unisondb::cli::client::run_watch(client, watch),
+        Command::Server { mode, config } => run_node(config, mode, "server", log_override),
+        Command::Relay { config } => run_node(config, Some(Mode::Relayer), "relay", log_override),
+        Command::Replica { config } => {
+            run_node(config, Some(Mode::Relayer), "replica", log_override)
         }
     }
 }

@@ -1,0 +1,7 @@
+//! The binary's admin and client commands, kept in the library so they are testable.
+//!
+//! - [`wal`]: `unisondb wal list|inspect|stats DIR`, offline and read-only.
+//! - [`client`]: `unisondb kv|row|lob|watch`, a terminal client for the HTTP API.
+
+pub mod client;
+pub mod wal;
