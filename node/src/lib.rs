@@ -8,6 +8,7 @@
 //! process wiring ([`server`]) and the servers it starts ([`http`], [`replication`], [`notify`]), plus
 //! offline [`inspect`]. Page and segment machinery (B+Tree pages, WAL framing, memtables) is private.
 
+pub mod backup;
 mod btree;
 pub mod cli;
 pub mod config;

@@ -107,6 +107,16 @@ enum Command {
         #[command(flatten)]
         watch: WatchArgs,
     },
+    /// Take a complete, consistent backup of a namespace through a running node.
+    Backup {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Directory under the node's backup directory (default: the backup directory itself).
+        #[arg(long)]
+        dir: Option<String>,
+    },
+    /// Restore a namespace from a backup, offline (the server stopped), optionally to a point in time.
+    Restore(unisondb::cli::restore::RestoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -279,6 +289,11 @@ fn main() -> ExitCode {
         Command::Row { client, command } => unisondb::cli::client::run_row(client, command),
         Command::Lob { client, command } => unisondb::cli::client::run_lob(client, command),
         Command::Watch { client, watch } => unisondb::cli::client::run_watch(client, watch),
+        Command::Backup { client, dir } => unisondb::cli::client::run_backup(client, dir),
+        Command::Restore(args) => {
+            init_logs(log_override.unwrap_or_default(), "warn");
+            unisondb::cli::restore::run(args)
+        }
         Command::Server { mode, config } => run_node(config, mode, "server", log_override),
         Command::Relay { config } => run_node(config, Some(Mode::Relayer), "relay", log_override),
         Command::Replica { config } => {

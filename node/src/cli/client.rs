@@ -619,3 +619,37 @@ async fn watch(a: ClientArgs, w: WatchArgs) -> Res<()> {
     }
     Ok(())
 }
+
+/// `unisondb backup`: a complete, consistent backup taken by the node while it serves
+/// (`POST /api/v1/{ns}/backups`), into its backup directory or `dir` below it.
+pub fn run_backup(a: ClientArgs, dir: Option<String>) -> ExitCode {
+    finish(runtime().and_then(|rt| {
+        rt.block_on(async {
+            let c = Client::new(&a)?;
+            let body = match &dir {
+                Some(d) => serde_json::json!({ "dir": d }),
+                None => serde_json::json!({}),
+            };
+            let v = c
+                .json(c.req(reqwest::Method::POST, c.url("backups", None)).json(&body))
+                .await?;
+            if a.json {
+                print_json(&v);
+            } else {
+                let m = &v["manifest"];
+                println!(
+                    "backup {} of {}: snapshot at LSN {} ({} entries), WAL {}..{} ({} records)\n  {}",
+                    v["id"].as_str().unwrap_or("?"),
+                    m["namespace"].as_str().unwrap_or("?"),
+                    m["snapshot"]["lsn"],
+                    m["snapshot"]["entries"],
+                    m["wal"]["firstLsn"],
+                    m["wal"]["lastLsn"],
+                    m["wal"]["records"],
+                    v["path"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(())
+        })
+    }))
+}

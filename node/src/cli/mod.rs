@@ -1,7 +1,9 @@
 //! The binary's admin and client commands, kept in the library so they are testable.
 //!
 //! - [`wal`]: `unisondb wal list|inspect|stats DIR`, offline and read-only.
-//! - [`client`]: `unisondb kv|row|lob|watch`, a terminal client for the HTTP API.
+//! - [`client`]: `unisondb kv|row|lob|watch|backup`, a terminal client for the HTTP API.
+//! - [`restore`]: `unisondb restore`, offline restore from a backup (optionally to a point in time).
 
 pub mod client;
+pub mod restore;
 pub mod wal;

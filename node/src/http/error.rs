@@ -98,3 +98,15 @@ impl From<ModelError> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> ApiError {
+        use crate::backup::BackupError;
+        match e {
+            BackupError::Engine(e) => e.into(),
+            e @ BackupError::Refused(_) => ApiError::bad_request(e.to_string()),
+            e @ BackupError::Invalid { .. } => ApiError::bad_request(e.to_string()),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}

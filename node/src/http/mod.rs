@@ -7,6 +7,7 @@
 pub mod acks;
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod error;
 pub mod extract;
 pub mod kv;
@@ -199,6 +200,12 @@ pub fn routes(state: &Shared) -> ApiRouter {
         .route("/api/v1/{ns}/offset", routes!(admin::offset))
         .route("/api/v1/{ns}/checkpoint", routes!(admin::checkpoint))
         .route("/api/v1/{ns}/watch", routes!(watch::watch))
+        .route("/api/v1/{ns}/btree/backup", routes!(backup::btree))
+        .route("/api/v1/{ns}/wal/backup", routes!(backup::wal))
+        .route(
+            "/api/v1/{ns}/backups",
+            routes!(backup::create, backup::list),
+        )
         .not_found_under("/api/{*rest}")
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

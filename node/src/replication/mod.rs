@@ -17,7 +17,7 @@ pub mod proto;
 pub mod relayer;
 pub mod run;
 pub mod service;
-mod snapshot;
+pub(crate) mod snapshot;
 mod snapshot_serve;
 pub mod stream;
 pub mod tls;
