@@ -2,8 +2,8 @@
 //!
 //! `snapshot.bin`: `"UNIBSNP1"`, LSN u64, HLC u64, history length u32 and `(epoch u64, start_lsn
 //! u64)` pairs, then entries `key_len u32 | key | value_len u32 | value`, then the end mark
-//! `0xFFFF_FFFF`, the entry count u64 and a CRC32C u32 over all entries (the replication snapshot's
-//! [`EntryCrc`]). `wal.bin`: `"UNIBWAL1"` then WAL frames (format v2, each with its CRC) in LSN
+//! `0xFFFF_FFFF`, the entry count u64 and a CRC32C u32 over the header and all entries (the
+//! replication snapshot's [`EntryCrc`], seeded with the header's CRC). `wal.bin`: `"UNIBWAL1"` then WAL frames (format v2, each with its CRC) in LSN
 //! order. All integers little-endian. Readers check everything and never panic on bad input.
 
 use std::fs::File;
@@ -83,6 +83,20 @@ fn write_file(
     })
 }
 
+/// The header bytes; the trailer's CRC starts from their CRC, so header damage is caught too.
+fn encode_header(lsn: u64, hlc: u64, history: &[EpochEntry]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(28 + history.len() * 16);
+    head.extend_from_slice(SNAPSHOT_MAGIC);
+    head.extend_from_slice(&lsn.to_le_bytes());
+    head.extend_from_slice(&hlc.to_le_bytes());
+    head.extend_from_slice(&(history.len() as u32).to_le_bytes());
+    for e in history {
+        head.extend_from_slice(&e.epoch.to_le_bytes());
+        head.extend_from_slice(&e.start_lsn.to_le_bytes());
+    }
+    head
+}
+
 /// Writes a snapshot file from `entries` (in key order) taken at `lsn`.
 pub fn write_snapshot<I>(
     path: &Path,
@@ -96,17 +110,12 @@ where
 {
     write_file(path, |w| {
         let io = BackupError::io(path);
-        let mut head = Vec::with_capacity(32 + history.len() * 16);
-        head.extend_from_slice(SNAPSHOT_MAGIC);
-        head.extend_from_slice(&lsn.to_le_bytes());
-        head.extend_from_slice(&hlc.to_le_bytes());
-        head.extend_from_slice(&(history.len() as u32).to_le_bytes());
-        for e in history {
-            head.extend_from_slice(&e.epoch.to_le_bytes());
-            head.extend_from_slice(&e.start_lsn.to_le_bytes());
-        }
+        let head = encode_header(lsn, hlc, history);
         w.write_all(&head).map_err(io)?;
-        let mut crc = EntryCrc::default();
+        let mut crc = EntryCrc {
+            crc: crc32c::crc32c(&head),
+            count: 0,
+        };
         for item in entries {
             let (k, v) = item?;
             crc.add(&k, &v);
@@ -182,12 +191,16 @@ pub fn read_snapshot(path: &Path) -> Result<(SnapshotHeader, SnapshotEntries), B
         let start_lsn = read_u64(&mut r).ok_or_else(|| bad("truncated history"))?;
         history.push(EpochEntry { epoch, start_lsn });
     }
+    let crc = EntryCrc {
+        crc: crc32c::crc32c(&encode_header(lsn, hlc, &history)),
+        count: 0,
+    };
     Ok((
         SnapshotHeader { lsn, hlc, history },
         SnapshotEntries {
             r,
             path: path.display().to_string(),
-            crc: EntryCrc::default(),
+            crc,
             done: false,
         },
     ))
@@ -355,7 +368,7 @@ mod tests {
         assert_eq!(back, entries);
         // Every single flipped byte past the header is caught (by the trailer or the framing).
         let image = std::fs::read(&p).unwrap();
-        for at in (36..image.len()).step_by(97) {
+        for at in (8..image.len()).step_by(7) {
             let mut bad = image.clone();
             bad[at] ^= 0x40;
             std::fs::write(&p, &bad).unwrap();
