@@ -13,6 +13,7 @@ APT_PACKAGES=(
   python3-venv   # the Python venv for pyzmq / Helm SDK test clients
   pkg-config     # -sys crates
   g++            # zmq-sys compiles the bundled libzmq (C++) via zeromq-src
+  redis-tools    # redis-cli and redis-benchmark, real clients of the RESP listener (node/tests/resp.rs)
 )
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")

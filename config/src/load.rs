@@ -25,6 +25,7 @@ pub const SECTIONS: &[&str] = &[
     "memtable",
     "replication",
     "log",
+    "resp",
 ];
 
 /// YAML for figment through `serde_yaml_ng` (figment's own `Yaml` uses the deprecated `serde_yaml`).
@@ -72,6 +73,7 @@ fn known_keys() -> BTreeMap<String, BTreeSet<String>> {
     for (section, key) in [
         ("replication", "max_staleness_seconds"),
         ("notify", "namespaces"),
+        ("resp", "listen"),
     ] {
         out.entry(section.into()).or_default().insert(key.into());
     }

@@ -90,6 +90,9 @@ pub struct Config {
     pub memtable: MemtableConfig,
     pub replication: ReplicationConfig,
     pub log: LogConfig,
+    /// Absent from rendered configs while off, so existing ConfigMaps (and their hashes) stay as they are.
+    #[serde(skip_serializing_if = "RespConfig::is_off")]
+    pub resp: RespConfig,
 }
 
 /// `server.*`: role, storage and the namespaces served.
@@ -308,5 +311,20 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             level: "info".into(),
         }
+    }
+}
+
+/// `resp.*`: the Redis-protocol (RESP2/RESP3) listener for the key-value model; off unless set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespConfig {
+    /// `IP:port` (6379 in examples); empty: no RESP listener.
+    pub listen: String,
+}
+
+impl RespConfig {
+    /// Whether the listener is off (nothing to render).
+    pub fn is_off(&self) -> bool {
+        self.listen.is_empty()
     }
 }

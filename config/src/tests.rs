@@ -99,7 +99,10 @@ fn defaults_match_the_contract() {
 
 #[test]
 fn sections_list_matches_the_tree() {
-    let tree = serde_yaml_ng::to_value(Config::default()).unwrap();
+    // With every optional section switched on, so each renders.
+    let mut c = Config::default();
+    c.resp.listen = "127.0.0.1:6379".into();
+    let tree = serde_yaml_ng::to_value(c).unwrap();
     let keys: Vec<&str> = tree
         .as_mapping()
         .unwrap()
@@ -636,4 +639,20 @@ fn misspelled_keys_name_the_key_and_the_line() {
         "[write_notify_config]\nmax_delay = \"20 parsecs\"\n",
     ));
     assert!(e.contains("write_notify_config.max_delay"), "{e}");
+}
+
+#[test]
+fn resp_is_off_by_default_and_absent_from_rendered_configs() {
+    let c = Config::default();
+    assert!(c.resp.is_off());
+    assert!(
+        !c.to_yaml().contains("resp"),
+        "a default config renders no resp section"
+    );
+    let mut on = c.clone();
+    on.resp.listen = "0.0.0.0:6379".into();
+    on.validate().unwrap();
+    assert!(on.to_yaml().contains("listen: 0.0.0.0:6379"));
+    on.resp.listen = "6379".into();
+    assert!(on.validate().is_err());
 }

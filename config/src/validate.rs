@@ -55,6 +55,12 @@ impl Config {
                 ));
             }
         }
+        if !self.resp.listen.is_empty() && self.resp.listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "resp.listen: {:?} is not an IP:port address",
+                self.resp.listen
+            ));
+        }
         if self.wal.fsync == FsyncMode::Interval && self.wal.fsync_interval_ms.is_zero() {
             return bad("wal.fsync_interval_ms must be > 0 with fsync: interval".into());
         }

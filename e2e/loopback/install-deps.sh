@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Python side of the loopback e2e tests: a venv with pyzmq (ZeroMQ subscribers). Idempotent.
+# Python side of the loopback e2e tests: a venv with pyzmq (ZeroMQ subscribers) and redis-py (a
+# real client of the RESP listener, keyspace notifications included). Idempotent.
 set -euo pipefail
 VENV="${UNISONDB_E2E_VENV:-$HOME/.cache/unisondb-e2e/venv}"
 if [ ! -x "$VENV/bin/python" ]; then
@@ -7,5 +8,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if ! "$VENV/bin/python" -c "import zmq" >/dev/null 2>&1; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check pyzmq
+fi
+if ! "$VENV/bin/python" -c "import redis" >/dev/null 2>&1; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check redis
 fi
 "$VENV/bin/python" -c "import zmq; print('pyzmq', zmq.__version__, 'libzmq', zmq.zmq_version())"

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod notify;
 pub mod replication;
+pub mod resp;
 pub mod server;
 pub mod storage;
 pub mod tls;

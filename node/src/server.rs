@@ -142,6 +142,26 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     tracing::info!(namespaces = ?cfg.server.namespaces, "ready");
 
     let reaper = spawn_txn_reaper(state.clone(), shutdown.child_token());
+    let resp = if cfg.resp.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&cfg.resp.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.resp.listen.clone(),
+                source,
+            })?;
+        let ctx = Arc::new(crate::resp::Ctx::new(
+            db.clone(),
+            cfg.server.namespaces.clone(),
+            state.auth_token.clone(),
+        ));
+        Some(tokio::spawn(crate::resp::serve(
+            listener,
+            ctx,
+            shutdown.child_token(),
+        )))
+    };
 
     let service_failure = tokio::select! {
         _ = stop.cancelled() => None,
@@ -163,6 +183,9 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
     }
     let _ = reaper.await;
+    if let Some(resp) = resp {
+        let _ = resp.await;
+    }
     drain_services(&mut services).await;
     let st = state.clone();
     tokio::task::spawn_blocking(move || {

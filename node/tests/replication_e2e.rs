@@ -688,7 +688,10 @@ async fn pyzmq_subscribers_on_hub_and_relayer() {
         assert!(child.wait().unwrap().success());
         let keys: Vec<Vec<u8>> = got
             .iter()
-            .map(|m| B64.decode(m["payload"]["key"].as_str().unwrap()).unwrap())
+            .map(|m| {
+                B64.decode(m["payload"]["keyB64"].as_str().unwrap())
+                    .unwrap()
+            })
             .collect();
         assert_eq!(keys, [b"a/b".to_vec(), b"c".to_vec(), b"d".to_vec()]);
         for (m, lsn) in got.iter().zip(&lsns) {

@@ -258,7 +258,8 @@ mod tests {
             fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
             ..EngineOptions::default()
         };
-        let ns = Namespace::open(d.path(), "n", opts).unwrap();
+        // A name of its own: the fsync counter is a process-wide metric labelled by namespace.
+        let ns = Namespace::open(d.path(), "interval-syncer-idle", opts).unwrap();
         // Idle: no fsync at all, however many periods pass.
         let idle = fsyncs(&ns);
         std::thread::sleep(Duration::from_millis(100));
