@@ -34,14 +34,9 @@ fn node(dir: &Path, name: &str) -> (NodeProcess, u16) {
 }
 
 async fn start(p: &mut NodeProcess, http: u16) {
-    p.start().unwrap();
-    p.wait_http_ok(
-        &Client::new(),
-        &format!("http://127.0.0.1:{http}/readyz"),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    p.start_ready(&format!("http://127.0.0.1:{http}/readyz"))
+        .await
+        .unwrap();
 }
 
 async fn call(r: reqwest::RequestBuilder) -> (u16, Value) {

@@ -40,14 +40,9 @@ async fn start(root: &std::path::Path, name: &str, upstream: Option<u16>, extra:
         ));
     }
     let mut proc = NodeProcess::new(BIN, name, root.join(name), yaml).dump_log_on_panic();
-    proc.start().unwrap();
-    proc.wait_http_ok(
-        &Client::new(),
-        &format!("http://127.0.0.1:{http}/healthz"),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    proc.start_ready(&format!("http://127.0.0.1:{http}/healthz"))
+        .await
+        .unwrap();
     Node {
         proc,
         http,

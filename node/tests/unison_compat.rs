@@ -37,14 +37,9 @@ impl Node {
             dir.path().join("data").display()
         );
         let mut proc = NodeProcess::new(BIN, "compat", dir.path(), yaml).dump_log_on_panic();
-        proc.start().unwrap();
-        proc.wait_http_ok(
-            &Client::new(),
-            &format!("http://127.0.0.1:{http}/readyz"),
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
+        proc.start_ready(&format!("http://127.0.0.1:{http}/readyz"))
+            .await
+            .unwrap();
         Node {
             proc,
             http,

@@ -212,6 +212,14 @@ impl NodeProcess {
 
     /// Polls `GET url` every 50 ms until it answers 2xx; fails early, with the log, if the
     /// process exits, and with the log after `timeout`.
+    /// Starts the process and waits (30 s at most) until `url` answers 2xx: the usual first step
+    /// of a process test.
+    pub async fn start_ready(&mut self, url: &str) -> Result<(), Error> {
+        self.start()?;
+        self.wait_http_ok(&reqwest::Client::new(), url, Duration::from_secs(30))
+            .await
+    }
+
     pub async fn wait_http_ok(
         &self,
         client: &reqwest::Client,

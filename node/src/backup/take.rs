@@ -8,17 +8,6 @@ use super::manifest::{self, HistoryEntry, Manifest, SnapshotPart, WalPart};
 use super::BackupError;
 use crate::engine::Namespace;
 
-/// HLC of record `lsn` (0 for LSN 0), from the WAL, else the namespace's latest.
-fn hlc_at(ns: &Namespace, lsn: u64) -> u64 {
-    if lsn == 0 {
-        return 0;
-    }
-    match ns.wal_reader(lsn).map(|mut r| r.next_record()) {
-        Ok(Ok(Some(rec))) if rec.lsn == lsn => rec.hlc,
-        _ => ns.latest_hlc(),
-    }
-}
-
 /// Takes a consistent backup of `ns` into a new directory `<dest_root>/<id>/` while writes
 /// continue; returns its manifest. Blocking.
 pub fn take(ns: &Namespace, dest_root: &Path) -> Result<(Manifest, PathBuf), BackupError> {
@@ -37,7 +26,7 @@ pub fn take(ns: &Namespace, dest_root: &Path) -> Result<(Manifest, PathBuf), Bac
     let dir = dest_root.join(&id);
     crate::fsutil::create_dir_all_durable(&dir).map_err(BackupError::io(&dir))?;
 
-    let snap_hlc = hlc_at(ns, s);
+    let snap_hlc = ns.hlc_at(s);
     let history_s = ns.epoch_history(s);
     let snap_file = dir.join(manifest::SNAPSHOT);
     let sw = write_snapshot(

@@ -363,6 +363,18 @@ impl Namespace {
         self.inner.wal.first_lsn()
     }
 
+    /// HLC of record `lsn` (0 for LSN 0) from the WAL, else the namespace's latest: what a snapshot
+    /// taken at `lsn` (replication bootstrap, backups) records as its time.
+    pub fn hlc_at(&self, lsn: u64) -> u64 {
+        if lsn == 0 {
+            return 0;
+        }
+        match self.wal_reader(lsn).map(|mut r| r.next_record()) {
+            Ok(Ok(Some(rec))) if rec.lsn == lsn => rec.hlc,
+            _ => self.latest_hlc(),
+        }
+    }
+
     /// Where record `lsn` ends in the WAL: (first LSN of its segment, byte offset), or `None` when
     /// the record is not in the WAL (0, or removed by retention). Reads from the segment's start.
     pub fn wal_position_of(&self, lsn: u64) -> Option<(u64, u64)> {

@@ -19,17 +19,6 @@ fn engine_status(e: EngineError) -> Status {
     Status::internal(e.to_string())
 }
 
-/// HLC of the record at `lsn` (from the WAL), or the namespace's latest HLC if that record is gone.
-fn hlc_at(ns: &Namespace, lsn: u64) -> u64 {
-    if lsn == 0 {
-        return 0;
-    }
-    match ns.wal_reader(lsn).map(|mut r| r.next_record()) {
-        Ok(Ok(Some(rec))) if rec.lsn == lsn => rec.hlc,
-        _ => ns.latest_hlc(),
-    }
-}
-
 /// Starts streaming a snapshot of `ns`; the receiver yields header, entries, trailer.
 pub async fn serve(ns: Namespace) -> Result<mpsc::Receiver<Result<SnapshotChunk, Status>>, Status> {
     let (tx, rx) = mpsc::channel(4);
@@ -40,7 +29,7 @@ pub async fn serve(ns: Namespace) -> Result<mpsc::Receiver<Result<SnapshotChunk,
         if ns2.durable_lsn() < snap.lsn() {
             ns2.make_durable()?;
         }
-        let hlc = hlc_at(&ns2, snap.lsn());
+        let hlc = ns2.hlc_at(snap.lsn());
         Ok::<_, EngineError>((snap, hlc))
     })
     .await
