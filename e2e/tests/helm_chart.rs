@@ -160,6 +160,12 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
         "connectivity.rs lists a following node's pods to read their /metrics",
     ),
     (
+        "cert-manager.io",
+        "certificates",
+        &["get", "list", "watch", "create", "patch"],
+        "build/certificate.rs via apply_dynamic (spec.tls.certManager); owned watch",
+    ),
+    (
         "events.k8s.io",
         "events",
         &["create", "patch"],
@@ -868,6 +874,16 @@ fn rbac_table_knows_every_api_the_operator_uses() {
     assert!(
         pdb.contains("policy/v1"),
         "PDB versions moved: check the poddisruptionbudgets rule"
+    );
+    // ... and cert-manager's Certificates, also through DynamicObject
+    let cert = std::fs::read_to_string(src.join("build/certificate.rs")).unwrap_or_default();
+    assert!(
+        cert.contains("\"cert-manager.io\"") && cert.contains("\"certificates\""),
+        "Certificate API moved: check the certificates.cert-manager.io rule"
+    );
+    assert!(
+        rules.contains("certificates"),
+        "no certificates.cert-manager.io rule"
     );
     // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs (list)
     for (ty, file) in &used {

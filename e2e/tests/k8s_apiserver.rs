@@ -95,6 +95,11 @@ const MUST: &[(&str, &str)] = &[
     ("create", "poddisruptionbudgets.policy"),
     ("patch", "poddisruptionbudgets.policy"),
     ("delete", "poddisruptionbudgets.policy"),
+    ("get", "certificates.cert-manager.io"),
+    ("list", "certificates.cert-manager.io"),
+    ("watch", "certificates.cert-manager.io"),
+    ("create", "certificates.cert-manager.io"),
+    ("patch", "certificates.cert-manager.io"),
     ("create", "events.events.k8s.io"),
     ("patch", "events.events.k8s.io"),
 ];

@@ -108,6 +108,12 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# build/certificate.rs, apply.rs: spec.tls.certManager asks cert-manager for a Certificate
+# (server-side apply); controller.rs watches owned ones when cert-manager is installed, and
+# dereference.rs asks discovery whether certificates.cert-manager.io is served.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # reconcile/mod.rs Context::event: kube-runtime's Recorder publishes events.k8s.io/v1 Events
 # (create, then patch to count repeats).
 - apiGroups: ["events.k8s.io"]
