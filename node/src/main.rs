@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use unisondb::cli::client::{ClientArgs, KvCommand, LobCommand, RowCommand, WatchArgs};
+use unisondb::cli::probe::ProbeArgs;
 use unisondb::cli::wal::WalCommand;
 use unisondb::config::{Config, LogFormat, Mode};
 
@@ -106,6 +107,11 @@ enum Command {
         client: ClientArgs,
         #[command(flatten)]
         watch: WatchArgs,
+    },
+    /// GET a URL and exit 0 when it answers with the expected status (Helm test hooks, debugging).
+    Probe {
+        #[command(flatten)]
+        probe: ProbeArgs,
     },
 }
 
@@ -279,6 +285,7 @@ fn main() -> ExitCode {
         Command::Row { client, command } => unisondb::cli::client::run_row(client, command),
         Command::Lob { client, command } => unisondb::cli::client::run_lob(client, command),
         Command::Watch { client, watch } => unisondb::cli::client::run_watch(client, watch),
+        Command::Probe { probe } => unisondb::cli::probe::run(probe),
         Command::Server { mode, config } => run_node(config, mode, "server", log_override),
         Command::Relay { config } => run_node(config, Some(Mode::Relayer), "relay", log_override),
         Command::Replica { config } => {

@@ -129,3 +129,29 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
   resources: ["leases"]
   verbs: ["get", "create", "update"]
 {{- end }}
+
+{{/* Settings shared by the `helm test` containers: least privilege, small. */}}
+{{- define "unisondb-operator.testContainer" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+resources:
+  requests:
+    cpu: 10m
+    memory: 16Mi
+  limits:
+    memory: 64Mi
+{{- end }}
+
+{{/* Labels of the `helm test` pods: component `test`, so the operator's Service never selects them. */}}
+{{- define "unisondb-operator.testLabels" -}}
+helm.sh/chart: {{ include "unisondb-operator.chart" . }}
+app.kubernetes.io/name: {{ include "unisondb-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: unisondb
+{{- end }}
