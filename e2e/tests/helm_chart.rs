@@ -78,7 +78,31 @@ fn chart_versions_follow_the_workspace_version() {
         Some(v),
         "Chart.yaml appVersion"
     );
-    assert_eq!(chart["version"].as_str(), Some(v), "Chart.yaml version");
+    let version = chart["version"].as_str().expect("Chart.yaml version");
+    let semver = |s: &str| -> Vec<u64> {
+        s.split(['.', '-'])
+            .take(3)
+            .map(|p| p.parse().unwrap_or_else(|_| panic!("{s} is not a semver")))
+            .collect()
+    };
+    assert!(
+        semver(version) >= semver(v),
+        "Chart.yaml version {version} is below the workspace version {v}"
+    );
+    // the previous chart release, kept for the upgrade test (cluster_e2e), is older
+    let prev = previous_chart();
+    let prev_version = prev
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("unisondb-operator-")
+        .trim_end_matches(".tgz")
+        .to_string();
+    assert!(
+        semver(&prev_version) < semver(version),
+        "bump Chart.yaml version ({version}): the previous release {prev_version} is kept as {}",
+        prev.display()
+    );
     let dep = template(&[]);
     let d = &of_kind(&dep, "Deployment")[0];
     let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -756,7 +780,7 @@ fn helm_package_is_self_contained() {
     ]));
     let tgz = out.trim().to_string();
     assert!(
-        tgz.ends_with(&format!("unisondb-operator-{}.tgz", workspace_version())),
+        tgz.ends_with(&format!("unisondb-operator-{}.tgz", chart_version())),
         "{tgz}"
     );
     let list = run_ok(std::process::Command::new("tar").args(["tzf", &tgz]));
@@ -903,14 +927,7 @@ fn helm_test_hooks_probe_the_operator_and_a_node() {
     let chart = chart_dir();
     let chart = chart.to_str().unwrap();
     let hooks = |sets: &[&str]| -> Vec<Value> {
-        let mut args = vec![
-            "template",
-            "rel",
-            chart,
-            "-n",
-            "ops",
-            "--show-hooks",
-        ];
+        let mut args = vec!["template", "rel", chart, "-n", "ops", "--show-hooks"];
         for s in sets {
             args.push("--set");
             args.push(s);
@@ -941,8 +958,14 @@ fn helm_test_hooks_probe_the_operator_and_a_node() {
     assert_eq!(pods.len(), 1, "{pods:?}");
     let op = &pods[0];
     assert_eq!(kind(op), "Pod");
-    assert_eq!(op["metadata"]["name"], "rel-unisondb-operator-test-operator");
-    assert_eq!(op["metadata"]["labels"]["app.kubernetes.io/component"], "test");
+    assert_eq!(
+        op["metadata"]["name"],
+        "rel-unisondb-operator-test-operator"
+    );
+    assert_eq!(
+        op["metadata"]["labels"]["app.kubernetes.io/component"],
+        "test"
+    );
     assert_eq!(op["spec"]["restartPolicy"], "Never");
     assert_eq!(op["spec"]["automountServiceAccountToken"], false);
     assert_eq!(op["spec"]["securityContext"]["runAsNonRoot"], true);
@@ -1003,5 +1026,8 @@ fn helm_test_hooks_probe_the_operator_and_a_node() {
     assert!(hooks(&["tests.enabled=false", "tests.nodeService=hub"]).is_empty());
     // the probe the hooks run exists in the node binary
     let main = std::fs::read_to_string(repo_root().join("node/src/main.rs")).unwrap();
-    assert!(main.contains("Probe {"), "node/src/main.rs has no probe subcommand");
+    assert!(
+        main.contains("Probe {"),
+        "node/src/main.rs has no probe subcommand"
+    );
 }

@@ -963,7 +963,10 @@ fn cert_manager_certificates(cx: &Ctx) -> Result<()> {
         assert!(dns.iter().any(|d| d == want), "{want} not in {dns:?}");
     }
     let usages = cert["spec"]["usages"].to_string();
-    assert!(usages.contains("server auth") && usages.contains("client auth"), "{usages}");
+    assert!(
+        usages.contains("server auth") && usages.contains("client auth"),
+        "{usages}"
+    );
     let sts = wait_for("tlshub StatefulSet", Duration::from_secs(30), || {
         cx.get("statefulset", "tlshub")
     })?;

@@ -857,7 +857,10 @@ fn cert_manager_certificate_covers_services_and_pods() {
     assert_eq!(cert["kind"], "Certificate");
     assert_eq!(cert["metadata"]["name"], name.as_str());
     assert_eq!(cert["metadata"]["namespace"], ns.as_str());
-    assert_eq!(cert["metadata"]["ownerReferences"][0]["kind"], "UnisonRelayer");
+    assert_eq!(
+        cert["metadata"]["ownerReferences"][0]["kind"],
+        "UnisonRelayer"
+    );
     assert_eq!(
         cert["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "unisondb-operator"
@@ -887,7 +890,9 @@ fn cert_manager_certificate_covers_services_and_pods() {
         .0;
     assert!(dns.iter().any(|d| d == host), "{host}");
     let usages: Vec<String> = serde_json::from_value(cert["spec"]["usages"].clone()).unwrap();
-    assert!(usages.contains(&"server auth".to_string()) && usages.contains(&"client auth".to_string()));
+    assert!(
+        usages.contains(&"server auth".to_string()) && usages.contains(&"client auth".to_string())
+    );
     assert_eq!(
         cert["spec"]["issuerRef"],
         serde_json::json!({"name": "ca", "kind": "Issuer", "group": "cert-manager.io"})
@@ -911,8 +916,12 @@ fn cert_manager_certificate_covers_services_and_pods() {
     let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
     assert!(res.certificate.is_none());
     let pod = res.stateful_set.spec.unwrap().template.spec.unwrap();
-    assert!(pod.volumes.unwrap().iter().any(|v| v.name == "tls"
-        && v.secret.as_ref().unwrap().secret_name.as_deref() == Some("mine")));
+    assert!(pod
+        .volumes
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "tls"
+            && v.secret.as_ref().unwrap().secret_name.as_deref() == Some("mine")));
     // no TLS: neither
     r.spec.node.tls = None;
     let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
@@ -926,7 +935,10 @@ fn tls_needs_exactly_one_source() {
     for (tls, ok) in [
         ("secretName: mine", true),
         ("certManager: {issuerRef: {name: ca}}", true),
-        ("{secretName: mine, certManager: {issuerRef: {name: ca}}}", false),
+        (
+            "{secretName: mine, certManager: {issuerRef: {name: ca}}}",
+            false,
+        ),
         ("{}", false),
     ] {
         r.spec.node.tls = Some(serde_yaml_ng::from_str(tls).unwrap());
@@ -937,7 +949,8 @@ fn tls_needs_exactly_one_source() {
         }
     }
     // cert-manager absent: CertManagerMissing; present or not asked: fine
-    r.spec.node.tls = Some(serde_yaml_ng::from_str("certManager: {issuerRef: {name: ca}}").unwrap());
+    r.spec.node.tls =
+        Some(serde_yaml_ng::from_str("certManager: {issuerRef: {name: ca}}").unwrap());
     assert_eq!(
         validate::cert_manager_available(&r.spec.node, Some(false))
             .unwrap_err()

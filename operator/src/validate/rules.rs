@@ -159,10 +159,7 @@ fn check_tls(node: &NodeSpec) -> Result<(), Invalid> {
 /// The spec asks cert-manager for a certificate: `serves` is whether the API server serves
 /// `certificates.cert-manager.io` (`None`: not asked).
 pub fn cert_manager_available(node: &NodeSpec, serves: Option<bool>) -> Result<(), Invalid> {
-    let wants = node
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.cert_manager.is_some());
+    let wants = node.tls.as_ref().is_some_and(|t| t.cert_manager.is_some());
     if wants && serves == Some(false) {
         return Err(invalid(
             "CertManagerMissing",
