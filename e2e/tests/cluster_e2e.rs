@@ -981,6 +981,29 @@ fn helm_test_passes(cx: &mut Ctx) {
         assert!(!out.contains("failed"), "{out}");
         assert!(out.contains("-> 200 (ok)"), "{out}");
     }
+    // passing test pods are removed (hook-succeeded), so `helm uninstall` later leaves nothing
+    let c = &cx.c;
+    wait_until(
+        "passing helm test pods removed",
+        Duration::from_secs(60),
+        || {
+            let left = c.try_kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                OP_NS,
+                "-l",
+                "app.kubernetes.io/component=test",
+                "-o",
+                "name",
+            ])?;
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+    );
     cx.record("helm test (operator and hub answer)", t.elapsed());
 }
 

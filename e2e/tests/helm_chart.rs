@@ -967,6 +967,11 @@ fn helm_test_hooks_probe_the_operator_and_a_node() {
         "test"
     );
     assert_eq!(op["spec"]["restartPolicy"], "Never");
+    // passing test pods are removed: `helm uninstall` does not delete hook resources
+    assert_eq!(
+        op["metadata"]["annotations"]["helm.sh/hook-delete-policy"],
+        "before-hook-creation,hook-succeeded"
+    );
     assert_eq!(op["spec"]["automountServiceAccountToken"], false);
     assert_eq!(op["spec"]["securityContext"]["runAsNonRoot"], true);
     for c in op["spec"]["initContainers"]
