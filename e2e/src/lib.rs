@@ -37,6 +37,39 @@ pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/unisondb-operator")
 }
 
+/// The chart's own version (`Chart.yaml` `version`).
+pub fn chart_version() -> String {
+    let text = std::fs::read_to_string(chart_dir().join("Chart.yaml")).expect("Chart.yaml");
+    text.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .expect("Chart.yaml has a version")
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// The previous chart release, packaged (`e2e/helm/fixtures/unisondb-operator-<version>.tgz`): the
+/// starting point of the upgrade test. Exactly one is kept.
+pub fn previous_chart() -> PathBuf {
+    let dir = repo_root().join("e2e/helm/fixtures");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("unisondb-operator-"))
+                && p.extension().is_some_and(|x| x == "tgz")
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one previous chart in {}: {found:?}",
+        dir.display()
+    );
+    found.into_iter().next().unwrap()
+}
+
 /// Runs a command, returning its output; panics if it could not start.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

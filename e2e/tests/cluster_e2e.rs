@@ -1,6 +1,8 @@
 //! Full stack on a REAL single-node Kubernetes v1.20.2 cluster (e2e/cluster/up.sh): our runtime image
 //! assembled from the release binaries and imported into containerd, the operator installed in-cluster
-//! by the real Helm SDK, then docs/KUBERNETES.md's commands: hub and relayers (two hops), data through
+//! by the real Helm SDK (the previous chart release first, upgraded to this chart with the CRs in
+//! place: no node pod restarts; then `helm test`), then docs/KUBERNETES.md's commands: hub and
+//! relayers (two hops), data through
 //! the hub read back everywhere, ZeroMQ and SSE change streams, `kubectl scale`, pod deletions, a WAL
 //! config change rolling the hub, Prometheus scraping everything, and uninstall.
 //!
@@ -629,6 +631,8 @@ fn full_stack_on_a_real_single_node_cluster() {
     image_imported(&mut cx);
     operator_installed_by_helm(&mut cx);
     hub_and_two_hop_relayers_ready(&mut cx);
+    upgraded_from_the_previous_chart(&mut cx);
+    helm_test_passes(&mut cx);
     change_subscribers_started(&mut cx);
     data_written_through_the_hub(&mut cx);
     data_and_changes_reach_every_relayer(&mut cx);
@@ -687,26 +691,43 @@ fn image_imported(cx: &mut Ctx) {
     assert!(o.status.success(), "ctr image import: {}", stderr(&o));
 }
 
-/// (1) The operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC.
-/// 1.20: `--old-apiserver` (no CEL in the CRD schema); no registry: the local image, pullPolicy Never.
+/// The `--set` values of every install and upgrade here: no registry, the local image, pullPolicy
+/// Never; the `helm test` node check pointed at the hub.
+const CHART_SETS: &[&str] = &[
+    "--set",
+    "image.repository=localhost/unisondb",
+    "--set",
+    "image.tag=e2e",
+    "--set",
+    "image.pullPolicy=Never",
+];
+
+/// (1) The operator, installed by Helm (docs step 1), in-cluster under the chart's SA and RBAC —
+/// from the PREVIOUS chart release (e2e/helm/fixtures), upgraded to this one once CRs run
+/// ([`upgraded_from_the_previous_chart`]). 1.20: `--old-apiserver` (no CEL in the CRD schema).
 fn operator_installed_by_helm(cx: &mut Ctx) {
     let t = Instant::now();
+    let previous = previous_chart();
+    eprintln!(
+        "[cluster] installing the previous chart {}",
+        previous.display()
+    );
     run_ok(&mut helm(&[
         "install",
         "unisondb-operator",
-        "charts/unisondb-operator",
+        previous.to_str().unwrap(),
         "-n",
         OP_NS,
         "--create-namespace",
         "--kubeconfig",
         &cx.kc,
         "--old-apiserver",
-        "--set",
-        "image.repository=localhost/unisondb",
-        "--set",
-        "image.tag=e2e",
-        "--set",
-        "image.pullPolicy=Never",
+        CHART_SETS[0],
+        CHART_SETS[1],
+        CHART_SETS[2],
+        CHART_SETS[3],
+        CHART_SETS[4],
+        CHART_SETS[5],
     ]));
     cx.c.kubectl(&[
         "-n",
@@ -790,6 +811,200 @@ fn hub_and_two_hop_relayers_ready(cx: &mut Ctx) {
         pvcs.iter().all(|p| p["status"]["phase"] == "Bound"),
         "PVCs not Bound"
     );
+}
+
+/// Every node pod: name -> (uid, restart count), and every StatefulSet's generation.
+fn node_fingerprint(c: &Cluster) -> (BTreeMap<String, (String, i64)>, BTreeMap<String, i64>) {
+    let pods = c.json(&["get", "pods", "-n", NS]);
+    let pods = pods["items"]
+        .as_array()
+        .expect("pod items")
+        .iter()
+        .map(|p| {
+            let restarts = p["status"]["containerStatuses"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0);
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                (
+                    p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                    restarts,
+                ),
+            )
+        })
+        .collect();
+    let sts = c.json(&["get", "statefulsets", "-n", NS]);
+    let sts = sts["items"]
+        .as_array()
+        .expect("sts items")
+        .iter()
+        .map(|s| {
+            (
+                s["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                s["metadata"]["generation"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    (pods, sts)
+}
+
+/// The operator pod that is not being deleted, once it is Ready: (name, IP).
+fn ready_operator_pod(c: &Cluster) -> Result<(String, String), String> {
+    let v: Value =
+        serde_json::from_str(&c.try_kubectl(&["get", "pods", "-n", OP_NS, "-o", "json"])?)
+            .map_err(|e| e.to_string())?;
+    let live: Vec<&Value> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["labels"]["app.kubernetes.io/component"] == "operator")
+        .collect();
+    match live.as_slice() {
+        [p] if !p["metadata"]["deletionTimestamp"].is_string()
+            && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            }) =>
+        {
+            Ok((
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+            ))
+        }
+        other => Err(format!("{} operator pod(s), not one Ready", other.len())),
+    }
+}
+
+/// (2b) Upgrade from the previous chart release to this one with the CRs in place: the operator is
+/// replaced (the chart version is on its pod template), the CRDs are upgraded, every CR stays
+/// Ready, and no node pod restarts (same UIDs and restart counts, same StatefulSet generations)
+/// because the node image did not change.
+fn upgraded_from_the_previous_chart(cx: &mut Ctx) {
+    let t = Instant::now();
+    let (pods_before, sts_before) = node_fingerprint(&cx.c);
+    assert_eq!(pods_before.len(), 6, "{pods_before:?}");
+    let mut args = vec![
+        "upgrade",
+        "unisondb-operator",
+        "charts/unisondb-operator",
+        "-n",
+        OP_NS,
+        "--kubeconfig",
+        &cx.kc,
+        "--old-apiserver",
+    ];
+    args.extend_from_slice(CHART_SETS);
+    let node_check = format!("tests.nodeService=hub.{NS}");
+    args.extend(["--set", node_check.as_str()]);
+    let out = run_ok(&mut helm(&args));
+    assert!(out.contains("revision=2"), "{out}");
+    let old_op = cx.op_pod.clone();
+    let (op_pod, op_ip) = wait_until(
+        "the upgraded operator pod to replace the previous one",
+        Duration::from_secs(180),
+        || match ready_operator_pod(&cx.c)? {
+            (name, _) if name == old_op => Err(format!("{name} still the operator")),
+            found => Ok(found),
+        },
+    );
+    let chart = cx.c.json(&["get", "pod", &op_pod, "-n", OP_NS]);
+    assert_eq!(
+        chart["metadata"]["annotations"]["unisondb.io/chart-version"].as_str(),
+        Some(chart_version().as_str())
+    );
+    // the new CRD schema is served (a field the previous chart's CRDs lacked)
+    let crd =
+        cx.c.kubectl(&["get", "crd", "unisonhubs.unisondb.io", "-o", "json"]);
+    assert!(crd.contains("certManager"), "CRDs not upgraded");
+    // the new operator has reconciled every CR (3) before the pods are compared
+    wait_until(
+        "the upgraded operator to reconcile every CR",
+        Duration::from_secs(90),
+        || {
+            let (code, body) = curl(&[&format!("http://{op_ip}:8080/metrics")]);
+            let text = String::from_utf8_lossy(&body);
+            let runs: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("unisondb_operator_reconcile_runs_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if code == 200 && runs >= 3.0 {
+                Ok(())
+            } else {
+                Err(format!("HTTP {code}, {runs} reconciles"))
+            }
+        },
+    );
+    for what in [
+        "unisonhub/hub".to_string(),
+        "unisonrelayer/edge-relayers".to_string(),
+        format!("unisonrelayer/{HOP2}"),
+    ] {
+        kwait(&cx.c, &what, "2m");
+    }
+    let (pods_after, sts_after) = node_fingerprint(&cx.c);
+    assert_eq!(
+        pods_after, pods_before,
+        "node pods were replaced or restarted by a chart upgrade that kept the node image"
+    );
+    assert_eq!(sts_after, sts_before, "StatefulSets changed on the upgrade");
+    cx.op_pod = op_pod;
+    cx.record(
+        "helm upgrade previous → current chart (CRs Ready, no node restart)",
+        t.elapsed(),
+    );
+}
+
+/// (2c) `helm test`: the chart's test pods (node image, `unisondb probe`) reach the operator and
+/// the hub's `/readyz` through their Services.
+fn helm_test_passes(cx: &mut Ctx) {
+    let t = Instant::now();
+    let out = run_ok(&mut helm(&[
+        "test",
+        "unisondb-operator",
+        "-n",
+        OP_NS,
+        "--kubeconfig",
+        &cx.kc,
+        "--timeout",
+        "180",
+    ]));
+    eprintln!("[cluster] helm test:\n{out}");
+    assert!(out.contains("test ok"), "{out}");
+    // the SDK returns the test containers' logs (when it collects them): each probe saw a 200
+    if out.contains("probe:") {
+        assert!(!out.contains("failed"), "{out}");
+        assert!(out.contains("-> 200 (ok)"), "{out}");
+    }
+    // passing test pods are removed (hook-succeeded), so `helm uninstall` later leaves nothing
+    let c = &cx.c;
+    wait_until(
+        "passing helm test pods removed",
+        Duration::from_secs(60),
+        || {
+            let left = c.try_kubectl(&[
+                "get",
+                "pods",
+                "-n",
+                OP_NS,
+                "-l",
+                "app.kubernetes.io/component=test",
+                "-o",
+                "name",
+            ])?;
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+    );
+    cx.record("helm test (operator and hub answer)", t.elapsed());
 }
 
 /// (3a) SSE (hub and second-hop relayer) and ZeroMQ subscribers, started before any write.

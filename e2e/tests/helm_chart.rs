@@ -78,7 +78,31 @@ fn chart_versions_follow_the_workspace_version() {
         Some(v),
         "Chart.yaml appVersion"
     );
-    assert_eq!(chart["version"].as_str(), Some(v), "Chart.yaml version");
+    let version = chart["version"].as_str().expect("Chart.yaml version");
+    let semver = |s: &str| -> Vec<u64> {
+        s.split(['.', '-'])
+            .take(3)
+            .map(|p| p.parse().unwrap_or_else(|_| panic!("{s} is not a semver")))
+            .collect()
+    };
+    assert!(
+        semver(version) >= semver(v),
+        "Chart.yaml version {version} is below the workspace version {v}"
+    );
+    // the previous chart release, kept for the upgrade test (cluster_e2e), is older
+    let prev = previous_chart();
+    let prev_version = prev
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches("unisondb-operator-")
+        .trim_end_matches(".tgz")
+        .to_string();
+    assert!(
+        semver(&prev_version) < semver(version),
+        "bump Chart.yaml version ({version}): the previous release {prev_version} is kept as {}",
+        prev.display()
+    );
     let dep = template(&[]);
     let d = &of_kind(&dep, "Deployment")[0];
     let image = d["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -158,6 +182,12 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
         "pods",
         &["list"],
         "connectivity.rs lists a following node's pods to read their /metrics",
+    ),
+    (
+        "cert-manager.io",
+        "certificates",
+        &["get", "list", "watch", "create", "patch"],
+        "build/certificate.rs via apply_dynamic (spec.tls.certManager); owned watch",
     ),
     (
         "events.k8s.io",
@@ -750,7 +780,7 @@ fn helm_package_is_self_contained() {
     ]));
     let tgz = out.trim().to_string();
     assert!(
-        tgz.ends_with(&format!("unisondb-operator-{}.tgz", workspace_version())),
+        tgz.ends_with(&format!("unisondb-operator-{}.tgz", chart_version())),
         "{tgz}"
     );
     let list = run_ok(std::process::Command::new("tar").args(["tzf", &tgz]));
@@ -869,6 +899,16 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         pdb.contains("policy/v1"),
         "PDB versions moved: check the poddisruptionbudgets rule"
     );
+    // ... and cert-manager's Certificates, also through DynamicObject
+    let cert = std::fs::read_to_string(src.join("build/certificate.rs")).unwrap_or_default();
+    assert!(
+        cert.contains("\"cert-manager.io\"") && cert.contains("\"certificates\""),
+        "Certificate API moved: check the certificates.cert-manager.io rule"
+    );
+    assert!(
+        rules.contains("certificates"),
+        "no certificates.cert-manager.io rule"
+    );
     // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs (list)
     for (ty, file) in &used {
         assert!(ty != "Secret", "operator/src/{file} now reads {ty}: grant it narrowly and update assert_least_privilege");
@@ -877,4 +917,122 @@ fn rbac_table_knows_every_api_the_operator_uses() {
             "operator/src/{file} now reads Pods: only connectivity.rs lists them (RBAC grants list only)"
         );
     }
+}
+
+/// `helm test` hooks: pods from the node image (`unisondb probe`, nothing else pulled), no API
+/// token, non-root; the operator check targets its metrics Service; the node check appears only
+/// with `tests.nodeService` and targets that client Service's `/readyz`.
+#[test]
+fn helm_test_hooks_probe_the_operator_and_a_node() {
+    let chart = chart_dir();
+    let chart = chart.to_str().unwrap();
+    let hooks = |sets: &[&str]| -> Vec<Value> {
+        let mut args = vec!["template", "rel", chart, "-n", "ops", "--show-hooks"];
+        for s in sets {
+            args.push("--set");
+            args.push(s);
+        }
+        yaml_docs(&run_ok(&mut helm(&args)))
+            .into_iter()
+            .filter(|d| d["metadata"]["annotations"]["helm.sh/hook"] == "test")
+            .collect()
+    };
+    let command = |pod: &Value, section: &str| -> Vec<String> {
+        pod["spec"][section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                c["command"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    };
+    // default: only the operator check
+    let pods = hooks(&["nodeImage=registry.local/unisondb:node"]);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let op = &pods[0];
+    assert_eq!(kind(op), "Pod");
+    assert_eq!(
+        op["metadata"]["name"],
+        "rel-unisondb-operator-test-operator"
+    );
+    assert_eq!(
+        op["metadata"]["labels"]["app.kubernetes.io/component"],
+        "test"
+    );
+    assert_eq!(op["spec"]["restartPolicy"], "Never");
+    // passing test pods are removed: `helm uninstall` does not delete hook resources
+    assert_eq!(
+        op["metadata"]["annotations"]["helm.sh/hook-delete-policy"],
+        "before-hook-creation,hook-succeeded"
+    );
+    assert_eq!(op["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(op["spec"]["securityContext"]["runAsNonRoot"], true);
+    for c in op["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(op["spec"]["containers"].as_array().unwrap())
+    {
+        assert_eq!(c["image"], "registry.local/unisondb:node", "the node image");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+    let checks = [command(op, "initContainers"), command(op, "containers")].concat();
+    assert_eq!(
+        checks,
+        vec![
+            "unisondb probe http://rel-unisondb-operator-metrics.ops.svc:8080/healthz --wait-secs 60",
+            "unisondb probe http://rel-unisondb-operator-metrics.ops.svc:8080/metrics --wait-secs 60",
+        ]
+    );
+    // the metrics Service must not select the test pod
+    let docs = yaml_docs(&template_text("rel", "ops", &[]));
+    let svc = of_kind(&docs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "rel-unisondb-operator-metrics")
+        .expect("metrics Service");
+    let selects = svc["spec"]["selector"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| &op["metadata"]["labels"][k] == v);
+    assert!(!selects, "the operator's Service would select the test pod");
+    // without a chart image override, the node image defaults to the chart's image
+    let pods = hooks(&[]);
+    assert_eq!(
+        pods[0]["spec"]["containers"][0]["image"],
+        format!("ghcr.io/unisondb/unisondb:{}", workspace_version())
+    );
+
+    // a node Service, short and namespaced forms
+    for (svc, url) in [
+        ("hub", "http://hub.ops.svc:4000/readyz"),
+        ("edge.apps", "http://edge.apps.svc:4000/readyz"),
+    ] {
+        let set = format!("tests.nodeService={svc}");
+        let pods = hooks(&[set.as_str()]);
+        assert_eq!(pods.len(), 2);
+        let node = pods
+            .iter()
+            .find(|p| p["metadata"]["name"] == "rel-unisondb-operator-test-node")
+            .expect("node test pod");
+        assert_eq!(
+            command(node, "containers"),
+            vec![format!("unisondb probe {url} --wait-secs 60")]
+        );
+    }
+    // off
+    assert!(hooks(&["tests.enabled=false", "tests.nodeService=hub"]).is_empty());
+    // the probe the hooks run exists in the node binary
+    let main = std::fs::read_to_string(repo_root().join("node/src/main.rs")).unwrap();
+    assert!(
+        main.contains("Probe {"),
+        "node/src/main.rs has no probe subcommand"
+    );
 }

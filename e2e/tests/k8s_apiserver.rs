@@ -95,6 +95,11 @@ const MUST: &[(&str, &str)] = &[
     ("create", "poddisruptionbudgets.policy"),
     ("patch", "poddisruptionbudgets.policy"),
     ("delete", "poddisruptionbudgets.policy"),
+    ("get", "certificates.cert-manager.io"),
+    ("list", "certificates.cert-manager.io"),
+    ("watch", "certificates.cert-manager.io"),
+    ("create", "certificates.cert-manager.io"),
+    ("patch", "certificates.cert-manager.io"),
     ("create", "events.events.k8s.io"),
     ("patch", "events.events.k8s.io"),
 ];
@@ -123,6 +128,12 @@ fn chart_against_a_real_apiserver() -> Result<()> {
         k.kubectl(&["create", "namespace", ns])?;
     }
     let o = k.kubectl_output(&["apply", "-f", "-"], Some(MONITORING_STUB_CRDS))?;
+    assert!(o.status.success(), "{}", stderr(&o));
+    // cert-manager's Certificate (a stand-in CRD: kubectl auth can-i resolves only served resources)
+    let cert_crd = std::fs::read_to_string(
+        repo_root().join("operator/tests/fixtures/cert-manager-certificate-crd.yaml"),
+    )?;
+    let o = k.kubectl_output(&["apply", "-f", "-"], Some(&cert_crd))?;
     assert!(o.status.success(), "{}", stderr(&o));
 
     // 1. a real Helm install (Helm's own release Secret storage, in-cluster)

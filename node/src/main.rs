@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use unisondb::cli::client::{ClientArgs, KvCommand, LobCommand, RowCommand, WatchArgs};
+use unisondb::cli::probe::ProbeArgs;
 use unisondb::cli::wal::WalCommand;
 use unisondb::config::{Config, LogFormat, Mode};
 
@@ -117,6 +118,11 @@ enum Command {
     },
     /// Restore a namespace from a backup, offline (the server stopped), optionally to a point in time.
     Restore(unisondb::cli::restore::RestoreArgs),
+    /// GET a URL and exit 0 when it answers with the expected status (Helm test hooks, debugging).
+    Probe {
+        #[command(flatten)]
+        probe: ProbeArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -294,6 +300,7 @@ fn main() -> ExitCode {
             init_logs(log_override.unwrap_or_default(), "warn");
             unisondb::cli::restore::run(args)
         }
+        Command::Probe { probe } => unisondb::cli::probe::run(probe),
         Command::Server { mode, config } => run_node(config, mode, "server", log_override),
         Command::Relay { config } => run_node(config, Some(Mode::Relayer), "relay", log_override),
         Command::Replica { config } => {

@@ -28,7 +28,7 @@ pub struct Applied {
     pub volumes: Option<VolumeReport>,
 }
 
-/// Applies the ConfigMap, the Services, the PDB, then the StatefulSet (last, so pods start with
+/// Applies the ConfigMap, the Services, the PDB, the cert-manager Certificate, then the StatefulSet (last, so pods start with
 /// their config and Services in place).
 pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Applied, Error> {
     let mut notes = Vec::new();
@@ -67,6 +67,18 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
                 .into(),
         ),
         PdbPlan::Nothing => {}
+    }
+    if let Some(cert) = &r.certificate {
+        // Before the StatefulSet: cert-manager fills the Secret the pods mount.
+        let name = cert["metadata"]["name"].as_str().unwrap_or_default();
+        apply_dynamic(
+            client,
+            &crate::build::certificate::api_resource(),
+            ns,
+            name,
+            cert,
+        )
+        .await?;
     }
     let stateful_set = apply_named(
         &Api::<StatefulSet>::namespaced(client.clone(), ns),

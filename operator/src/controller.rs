@@ -28,7 +28,8 @@ where
     }
 }
 
-fn pdb_api(client: &Client, ns: Option<&str>, ar: &ApiResource) -> Api<DynamicObject> {
+/// An untyped API (PDBs, cert-manager Certificates).
+fn dynamic_api(client: &Client, ns: Option<&str>, ar: &ApiResource) -> Api<DynamicObject> {
     match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
         None => Api::all_with(client.clone(), ar),
@@ -79,7 +80,21 @@ pub async fn run(
     let all = watcher::Config::default();
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=unisondb-operator");
 
-    let hub_ctrl = Controller::new(api::<UnisonHub>(&client, ns), all.clone());
+    // Owned cert-manager Certificates are watched when cert-manager is installed at start (a
+    // Certificate edited or deleted by hand is put back); without it nothing is watched, and a
+    // reconcile asking for one reports `CertManagerMissing`.
+    let certificates = match crate::dereference::serves_certificates(&client).await {
+        Ok(true) => Some(crate::build::certificate::api_resource()),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not discover cert-manager; Certificates not watched");
+            None
+        }
+    };
+    let mut hub_ctrl = Controller::new(api::<UnisonHub>(&client, ns), all.clone());
+    if let Some(ar) = &certificates {
+        hub_ctrl = hub_ctrl.owns_with(dynamic_api(&client, ns, ar), ar.clone(), owned.clone());
+    }
     let hub_store = hub_ctrl.store();
     let hs = hub_store.clone();
     let hubs = hub_ctrl
@@ -112,7 +127,10 @@ pub async fn run(
     // Relayers own a PDB (more than one replica) in whichever policy API the server serves: a
     // PDB deleted or edited by hand is put back.
     if let Some(ar) = ctx.pdb.resource(&client).await {
-        rel_ctrl = rel_ctrl.owns_with(pdb_api(&client, ns, &ar), ar, owned.clone());
+        rel_ctrl = rel_ctrl.owns_with(dynamic_api(&client, ns, &ar), ar, owned.clone());
+    }
+    if let Some(ar) = certificates {
+        rel_ctrl = rel_ctrl.owns_with(dynamic_api(&client, ns, &ar), ar, owned.clone());
     }
     let rel_store = rel_ctrl.store();
     let (s1, s2) = (rel_store.clone(), rel_store.clone());

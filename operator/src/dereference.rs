@@ -23,6 +23,9 @@ pub struct Dereferenced<R> {
     pub pdb_api: Option<ApiResource>,
     /// The kind-specific referenced objects.
     pub refs: R,
+    /// Whether the API server serves cert-manager's Certificates; asked only when the spec wants
+    /// one (`spec.tls.certManager`), `None` otherwise.
+    pub cert_manager: Option<bool>,
 }
 
 /// Reads everything one reconcile of `obj` needs.
@@ -38,11 +41,36 @@ pub async fn dereference<K: NodeKind>(
         .map_err(Error::Kube)?;
     let pdb_api = pdb.resource(client).await;
     let refs = obj.read_refs(client, target).await?;
+    let wants_certificate = obj
+        .node()
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_manager.is_some());
+    let cert_manager = if wants_certificate {
+        Some(serves_certificates(client).await?)
+    } else {
+        None
+    };
     Ok(Dereferenced {
         existing,
         pdb_api,
         refs,
+        cert_manager,
     })
+}
+
+/// Whether `cert-manager.io/v1` serves `certificates` (its CRDs are installed). Asked at each
+/// reconcile that needs it, so installing cert-manager later is picked up without a restart.
+pub async fn serves_certificates(client: &Client) -> Result<bool, Error> {
+    use crate::build::certificate::{GROUP, PLURAL, VERSION};
+    match client
+        .list_api_group_resources(&format!("{GROUP}/{VERSION}"))
+        .await
+    {
+        Ok(list) => Ok(list.resources.iter().any(|r| r.name == PLURAL)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(Error::Kube(e)),
+    }
 }
 
 /// The hubs `hub`'s mirrors reference (by `hubRef`), keyed by namespaced name; hubs that do not

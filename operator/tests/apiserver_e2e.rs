@@ -298,6 +298,7 @@ fn operator_against_real_apiserver() -> Result<()> {
     hub_deletion_collects_and_degrades(&cx)?;
     failover_to_the_standby(&mut cx)?;
     multi_hub_mirrors(&cx)?;
+    cert_manager_certificates(&cx)?;
     every_example_reconciles(&cx)?;
     single_operator_without_election_leads(&mut cx)?;
     Ok(())
@@ -895,5 +896,93 @@ fn every_example_reconciles(cx: &Ctx) -> Result<()> {
             objects.len()
         ));
     }
+    Ok(())
+}
+
+/// `spec.tls.certManager`: without cert-manager's CRD the hub is `Degraded` (`CertManagerMissing`)
+/// and nothing is created; with it (a stand-in CRD: cert-manager cannot run here), the operator
+/// creates an owned Certificate for the Services and pods, and the pods mount its Secret.
+fn cert_manager_certificates(cx: &Ctx) -> Result<()> {
+    let hub = format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: tlshub, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [secure], tls: {{certManager: {{issuerRef: {{name: ca, kind: ClusterIssuer}}, renewBefore: 360h}}}}}}\n"
+    );
+    cx.apply(&hub)?;
+    let degraded = wait_for(
+        "tlshub Degraded CertManagerMissing",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonhub", "tlshub")?
+                    .filter(|h| cond_is(h, "Degraded", "True", Some("CertManagerMissing"))),
+            )
+        },
+    )?;
+    let msg = condition(&degraded, "Degraded").context("Degraded")?["message"].to_string();
+    assert!(msg.contains("cert-manager"), "{msg}");
+    assert!(
+        cx.get("statefulset", "tlshub")?.is_none(),
+        "nothing is applied while cert-manager is missing"
+    );
+    cx.step("certManager without cert-manager: Degraded CertManagerMissing, nothing applied");
+
+    let crd = repo().join("operator/tests/fixtures/cert-manager-certificate-crd.yaml");
+    cx.run(&["apply", "-f", crd.to_str().context("path")?], None)?;
+    cx.run(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/certificates.cert-manager.io",
+            "--timeout=60s",
+        ],
+        None,
+    )?;
+    // any change re-reconciles (the CRD's arrival itself is not watched)
+    cx.run(
+        &["annotate", "unisonhub", "tlshub", "-n", NS, "touch=1"],
+        None,
+    )?;
+    let cert = wait_for("Certificate tlshub", Duration::from_secs(30), || {
+        cx.get("certificates.cert-manager.io", "tlshub")
+    })?;
+    let uid = cx.must_get("unisonhub", "tlshub")?["metadata"]["uid"]
+        .as_str()
+        .context("uid")?
+        .to_string();
+    assert!(owner_is(&cert, "UnisonHub", &uid), "{}", cert["metadata"]);
+    assert_eq!(cert["spec"]["secretName"], "tlshub-tls");
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    let dns: Vec<String> = serde_json::from_value(cert["spec"]["dnsNames"].clone())?;
+    for want in [
+        "tlshub.default.svc",
+        "tlshub.default.svc.cluster.local",
+        "tlshub-headless.default.svc.cluster.local",
+        "*.tlshub-headless.default.svc",
+        "*.tlshub-headless.default.svc.cluster.local",
+    ] {
+        assert!(dns.iter().any(|d| d == want), "{want} not in {dns:?}");
+    }
+    let usages = cert["spec"]["usages"].to_string();
+    assert!(
+        usages.contains("server auth") && usages.contains("client auth"),
+        "{usages}"
+    );
+    let sts = wait_for("tlshub StatefulSet", Duration::from_secs(30), || {
+        cx.get("statefulset", "tlshub")
+    })?;
+    let vols = &sts["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        vols.as_array()
+            .is_some_and(|v| v.iter().any(|v| v["secret"]["secretName"] == "tlshub-tls")),
+        "{vols}"
+    );
+    wait_for("tlshub no longer Degraded", Duration::from_secs(30), || {
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonhub", "tlshub")?
+                .filter(|h| cond_is(h, "Degraded", "False", None)),
+        )
+    })?;
+    cx.run(&["delete", "unisonhub", "tlshub", "-n", NS], None)?;
+    cx.step("certManager with the Certificate CRD: owned Certificate for Services and pods");
     Ok(())
 }

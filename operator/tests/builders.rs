@@ -650,6 +650,7 @@ fn validated_relayer(r: &UnisonRelayer) -> Validated<'_> {
         },
         position: Default::default(),
         storage: validate::storage_plan(&r.spec.node.storage, None).expect("fixture size"),
+        cluster_domain: "cluster.local".into(),
     }
 }
 
@@ -835,4 +836,128 @@ fn crd_schema_is_described_and_kubernetes_shaped() {
             serde_json::json!(["True", "False", "Unknown"])
         );
     }
+}
+
+/// `tls.certManager`: a Certificate for every name the node answers to, for server and client
+/// auth, whose Secret (`<name>-tls`) the pods mount; none with a user Secret.
+#[test]
+fn cert_manager_certificate_covers_services_and_pods() {
+    let mut r = relayer();
+    r.spec.node.tls = Some(
+        serde_yaml_ng::from_str(
+            "certManager: {issuerRef: {name: ca, kind: Issuer}, duration: 2160h, renewBefore: 360h}",
+        )
+        .expect("tls parses"),
+    );
+    let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
+    let cert = res.certificate.expect("a Certificate is built");
+    let name = r.metadata.name.clone().unwrap();
+    let ns = r.metadata.namespace.clone().unwrap();
+    assert_eq!(cert["apiVersion"], "cert-manager.io/v1");
+    assert_eq!(cert["kind"], "Certificate");
+    assert_eq!(cert["metadata"]["name"], name.as_str());
+    assert_eq!(cert["metadata"]["namespace"], ns.as_str());
+    assert_eq!(
+        cert["metadata"]["ownerReferences"][0]["kind"],
+        "UnisonRelayer"
+    );
+    assert_eq!(
+        cert["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "unisondb-operator"
+    );
+    assert_eq!(cert["spec"]["secretName"], format!("{name}-tls"));
+    let dns: Vec<String> = serde_json::from_value(cert["spec"]["dnsNames"].clone()).unwrap();
+    let h = names::headless_service(&name);
+    let want = vec![
+        name.clone(),
+        format!("{name}.{ns}"),
+        format!("{name}.{ns}.svc"),
+        format!("{name}.{ns}.svc.cluster.local"),
+        h.clone(),
+        format!("{h}.{ns}"),
+        format!("{h}.{ns}.svc"),
+        format!("{h}.{ns}.svc.cluster.local"),
+        format!("*.{h}.{ns}.svc"),
+        format!("*.{h}.{ns}.svc.cluster.local"),
+    ];
+    assert_eq!(dns, want);
+    // the gRPC endpoint downstream relayers dial is among them
+    let endpoint = names::grpc_endpoint(&name, &ns, "cluster.local", true);
+    let host = endpoint
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .unwrap()
+        .0;
+    assert!(dns.iter().any(|d| d == host), "{host}");
+    let usages: Vec<String> = serde_json::from_value(cert["spec"]["usages"].clone()).unwrap();
+    assert!(
+        usages.contains(&"server auth".to_string()) && usages.contains(&"client auth".to_string())
+    );
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        serde_json::json!({"name": "ca", "kind": "Issuer", "group": "cert-manager.io"})
+    );
+    assert_eq!(cert["spec"]["duration"], "2160h");
+    assert_eq!(cert["spec"]["renewBefore"], "360h");
+    let pod = res.stateful_set.spec.unwrap().template.spec.unwrap();
+    let tls = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "tls")
+        .expect("tls volume");
+    assert_eq!(
+        tls.secret.unwrap().secret_name.as_deref(),
+        Some(format!("{name}-tls").as_str())
+    );
+
+    // a user Secret: mounted as is, no Certificate
+    r.spec.node.tls = Some(serde_yaml_ng::from_str("secretName: mine").unwrap());
+    let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
+    assert!(res.certificate.is_none());
+    let pod = res.stateful_set.spec.unwrap().template.spec.unwrap();
+    assert!(pod
+        .volumes
+        .unwrap()
+        .iter()
+        .any(|v| v.name == "tls"
+            && v.secret.as_ref().unwrap().secret_name.as_deref() == Some("mine")));
+    // no TLS: neither
+    r.spec.node.tls = None;
+    let res = build::build(&validated_relayer(&r), None, DEFAULT_NODE_IMAGE).expect("builds");
+    assert!(res.certificate.is_none());
+}
+
+/// Exactly one TLS source: both or neither is refused with `InvalidTls`.
+#[test]
+fn tls_needs_exactly_one_source() {
+    let mut r = relayer();
+    for (tls, ok) in [
+        ("secretName: mine", true),
+        ("certManager: {issuerRef: {name: ca}}", true),
+        (
+            "{secretName: mine, certManager: {issuerRef: {name: ca}}}",
+            false,
+        ),
+        ("{}", false),
+    ] {
+        r.spec.node.tls = Some(serde_yaml_ng::from_str(tls).unwrap());
+        let got = validate::relayer(&r.spec);
+        match ok {
+            true => assert!(got.is_ok(), "{tls}: {got:?}"),
+            false => assert_eq!(got.unwrap_err().reason, "InvalidTls", "{tls}"),
+        }
+    }
+    // cert-manager absent: CertManagerMissing; present or not asked: fine
+    r.spec.node.tls =
+        Some(serde_yaml_ng::from_str("certManager: {issuerRef: {name: ca}}").unwrap());
+    assert_eq!(
+        validate::cert_manager_available(&r.spec.node, Some(false))
+            .unwrap_err()
+            .reason,
+        "CertManagerMissing"
+    );
+    assert!(validate::cert_manager_available(&r.spec.node, Some(true)).is_ok());
+    r.spec.node.tls = Some(serde_yaml_ng::from_str("secretName: mine").unwrap());
+    assert!(validate::cert_manager_available(&r.spec.node, Some(false)).is_ok());
 }

@@ -361,6 +361,7 @@ fn dereferenced<R>(refs: R) -> Dereferenced<R> {
     Dereferenced {
         existing: None,
         pdb_api: None,
+        cert_manager: None,
         refs,
     }
 }

@@ -917,3 +917,136 @@ async fn apply_refused_by_the_server_fails_with_an_event_and_backs_off() {
         .get();
     assert_eq!(counted, 2, "errors counted by kind and reason");
 }
+
+fn cert_manager_hub() -> Value {
+    let mut hub = hub_fixture(None);
+    hub["spec"]["tls"] = json!({"certManager": {
+        "issuerRef": {"name": "unisondb-ca", "kind": "ClusterIssuer"}, "renewBefore": "360h"
+    }});
+    hub
+}
+
+const CERT_MANAGER_DISCOVERY: &str = "/apis/cert-manager.io/v1";
+
+#[tokio::test]
+async fn cert_manager_certificate_is_applied_before_the_statefulset_that_mounts_it() {
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let (result, _) = scenario::<UnisonHub, _, _>(&cert_manager_hub(), pdb, |mut api| async move {
+        api.expect(Method::GET, &sts_path("hub")).await.not_found();
+        // cert-manager's API is discovered because the spec asks for a Certificate
+        api.expect(Method::GET, CERT_MANAGER_DISCOVERY).await.reply(
+            200,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1",
+                "resources": [{"name": "certificates", "singularName": "certificate", "namespaced": true,
+                    "kind": "Certificate", "verbs": ["get", "list", "watch", "create", "patch"]}]}),
+        );
+        for path in [
+            "/api/v1/namespaces/default/configmaps/hub-config",
+            "/api/v1/namespaces/default/serviceaccounts/hub",
+            "/api/v1/namespaces/default/services/hub-headless",
+            "/api/v1/namespaces/default/services/hub",
+        ] {
+            api.expect_apply(path).await;
+        }
+        api.expect(
+            Method::GET,
+            "/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub",
+        )
+        .await
+        .not_found();
+        let cert = api
+            .expect_apply("/apis/cert-manager.io/v1/namespaces/default/certificates/hub")
+            .await;
+        assert_eq!(cert["kind"], "Certificate");
+        assert_eq!(cert["metadata"]["ownerReferences"][0]["uid"], "uid-hub");
+        assert_eq!(cert["spec"]["secretName"], "hub-tls");
+        assert_eq!(
+            cert["spec"]["issuerRef"],
+            json!({"name": "unisondb-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+        );
+        assert_eq!(cert["spec"]["renewBefore"], "360h");
+        let dns: Vec<&str> = cert["spec"]["dnsNames"]
+            .as_array()
+            .expect("dnsNames")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for want in [
+            "hub.default.svc",
+            "hub.default.svc.cluster.local",
+            "*.hub-headless.default.svc.cluster.local",
+        ] {
+            assert!(dns.contains(&want), "{want} missing from {dns:?}");
+        }
+        let call = api.expect(Method::PATCH, &sts_path("hub")).await;
+        let sts = call.body.clone();
+        let volumes = sts["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .expect("volumes");
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["name"] == "tls" && v["secret"]["secretName"] == "hub-tls"),
+            "the pods mount cert-manager's Secret: {volumes:?}"
+        );
+        call.reply(200, &with_sts_status(sts, 1, 1));
+        let status = api.expect_status_patch(HUB, &cert_manager_hub()).await;
+        assert_eq!(cond(&status, "Degraded"), ("False", "AsExpected"));
+        assert_eq!(
+            status.grpc_endpoint.as_deref(),
+            Some("https://hub.default.svc.cluster.local:4001")
+        );
+        api.expect_normal_event("Created").await;
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconcile succeeds"), Action::requeue(RESYNC));
+}
+
+#[tokio::test]
+async fn cert_manager_missing_is_degraded_not_a_failure() {
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let (result, _) = scenario::<UnisonHub, _, _>(&cert_manager_hub(), pdb, |mut api| async move {
+        api.expect(Method::GET, &sts_path("hub")).await.not_found();
+        api.expect(Method::GET, CERT_MANAGER_DISCOVERY)
+            .await
+            .not_found();
+        // nothing applied (pods would wait for a Secret nobody fills): straight to status
+        let status = api.expect_status_patch(HUB, &cert_manager_hub()).await;
+        assert_eq!(cond(&status, "Degraded"), ("True", "CertManagerMissing"));
+        let msg = &status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .expect("Degraded")
+            .message;
+        assert!(msg.contains("cert-manager"), "{msg}");
+        api.expect_warning_event("CertManagerMissing").await;
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("a missing cert-manager is not a reconcile error"),
+        Action::requeue(RESYNC)
+    );
+}
+
+#[tokio::test]
+async fn tls_with_both_sources_is_refused() {
+    let mut hub = cert_manager_hub();
+    hub["spec"]["tls"]["secretName"] = json!("mine");
+    let pdb = Some(PdbSupport::known(Some(pdb_v1())));
+    let answer = hub.clone();
+    let (result, _) = scenario::<UnisonHub, _, _>(&hub, pdb, |mut api| async move {
+        api.expect(Method::GET, &sts_path("hub")).await.not_found();
+        api.expect(Method::GET, CERT_MANAGER_DISCOVERY)
+            .await
+            .not_found();
+        let status = api.expect_status_patch(HUB, &answer).await;
+        assert_eq!(cond(&status, "Degraded"), ("True", "InvalidTls"));
+        api.expect_warning_event("InvalidTls").await;
+        api
+    })
+    .await;
+    result.expect("a refused spec is not a reconcile error");
+}

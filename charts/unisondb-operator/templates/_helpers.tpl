@@ -108,6 +108,12 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# build/certificate.rs, apply.rs: spec.tls.certManager asks cert-manager for a Certificate
+# (server-side apply); controller.rs watches owned ones when cert-manager is installed, and
+# dereference.rs asks discovery whether certificates.cert-manager.io is served.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # reconcile/mod.rs Context::event: kube-runtime's Recorder publishes events.k8s.io/v1 Events
 # (create, then patch to count repeats).
 - apiGroups: ["events.k8s.io"]
@@ -122,4 +128,30 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/* Settings shared by the `helm test` containers: least privilege, small. */}}
+{{- define "unisondb-operator.testContainer" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: ["ALL"]
+resources:
+  requests:
+    cpu: 10m
+    memory: 16Mi
+  limits:
+    memory: 64Mi
+{{- end }}
+
+{{/* Labels of the `helm test` pods: component `test`, so the operator's Service never selects them. */}}
+{{- define "unisondb-operator.testLabels" -}}
+helm.sh/chart: {{ include "unisondb-operator.chart" . }}
+app.kubernetes.io/name: {{ include "unisondb-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: unisondb
 {{- end }}

@@ -2,6 +2,7 @@
 //! built from a [`Validated`] spec. No I/O: each builder takes a [`NodeBuild`] and returns an
 //! object ready for server-side apply.
 
+pub mod certificate;
 pub mod configmap;
 pub mod pdb;
 pub mod service;
@@ -65,6 +66,8 @@ pub struct NodeBuild<'a> {
     pub image: String,
     /// Size in the volume claim template (an existing StatefulSet's cannot change).
     pub storage_size: String,
+    /// The TLS Secret the pods mount (`spec.tls`'s, or cert-manager's `<name>-tls`), if any.
+    pub tls_secret: Option<String>,
 }
 
 impl<'a> NodeBuild<'a> {
@@ -91,7 +94,9 @@ impl<'a> NodeBuild<'a> {
         image: String,
         storage_size: String,
     ) -> Self {
+        let tls_secret = spec.tls.as_ref().and_then(|t| t.secret_for(&target.name));
         NodeBuild {
+            tls_secret,
             storage_size,
             image,
             name: target.name,
@@ -147,6 +152,8 @@ pub struct Resources {
     pub client_service: Service,
     pub pdb: PdbPlan,
     pub stateful_set: StatefulSet,
+    /// The cert-manager Certificate (`spec.tls.certManager`), applied before the StatefulSet.
+    pub certificate: Option<serde_json::Value>,
     /// Hash of the rendered node config (also stamped on the pod template).
     pub config_hash: String,
     /// Grow the node's volumes (PVCs) to a size (`storage.size` above the template's).
@@ -207,6 +214,7 @@ pub fn build(
         client_service: service::client(&b),
         pdb,
         stateful_set: statefulset::build(&b),
+        certificate: certificate::build(&b, &v.cluster_domain),
         config_hash: config.hash.clone(),
         grow_volumes: v.storage.grow_to.clone().map(|size| VolumeGrowth {
             selector: selector_string(&b.name, b.component),
@@ -226,7 +234,7 @@ fn image_of(spec: &NodeSpec, default_image: &str) -> String {
 /// spec still applies (image, resources, pod settings, scheduling, replicas) so an upgrade does not
 /// stop silently behind an unrelated problem, while what the problem touches stays as it runs — the
 /// node config (the existing config hash; the ConfigMap is not applied), the volume claim template
-/// and, if the spec's image is empty, the image. `None` when the existing StatefulSet carries no
+/// the TLS Secret mounted now and, if the spec's image is empty, the image. `None` when the existing StatefulSet carries no
 /// config hash (nothing to keep), so nothing is applied.
 pub fn fallback_statefulset<K: NodeKind>(
     obj: &K,
@@ -245,7 +253,7 @@ pub fn fallback_statefulset<K: NodeKind>(
         hash: read::config_hash(existing)?.to_string(),
     };
     let target = Target::of(obj).ok()?;
-    let b = NodeBuild::new(
+    let mut b = NodeBuild::new(
         target,
         K::COMPONENT,
         obj.replicas(),
@@ -254,6 +262,9 @@ pub fn fallback_statefulset<K: NodeKind>(
         image,
         size,
     );
+    // The TLS Secret stays the one mounted now: the problem may be the TLS spec itself (or
+    // cert-manager missing), and a Secret nobody fills would keep the pods from starting.
+    b.tls_secret = read::tls_secret(existing).map(str::to_string);
     Some(statefulset::build(&b))
 }
 
@@ -308,6 +319,14 @@ pub mod names {
     }
     pub fn pdb(instance: &str) -> String {
         instance.to_string()
+    }
+    /// The cert-manager Certificate (`spec.tls.certManager`).
+    pub fn certificate(instance: &str) -> String {
+        instance.to_string()
+    }
+    /// The Secret cert-manager fills for [`certificate`].
+    pub fn tls_secret(instance: &str) -> String {
+        format!("{instance}-tls")
     }
     /// The pods' own ServiceAccount (no token mounted: nodes never call the API server).
     pub fn service_account(instance: &str) -> String {

@@ -117,7 +117,7 @@ fn container(b: &NodeBuild<'_>) -> Container {
             ..Default::default()
         },
     ];
-    if b.spec.tls.is_some() {
+    if b.tls_secret.is_some() {
         mounts.push(VolumeMount {
             name: "tls".into(),
             mount_path: TLS_DIR.into(),
@@ -174,11 +174,11 @@ fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
         }),
         ..Default::default()
     }];
-    if let Some(tls) = &b.spec.tls {
+    if let Some(secret) = &b.tls_secret {
         v.push(Volume {
             name: "tls".into(),
             secret: Some(SecretVolumeSource {
-                secret_name: Some(tls.secret_name.clone()),
+                secret_name: Some(secret.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -256,6 +256,23 @@ pub mod read {
             .as_ref()?
             .get(CONFIG_HASH_ANNOTATION)
             .map(String::as_str)
+    }
+
+    /// The Secret mounted as the `tls` volume, if any.
+    pub fn tls_secret(s: &StatefulSet) -> Option<&str> {
+        s.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .volumes
+            .as_ref()?
+            .iter()
+            .find(|v| v.name == "tls")?
+            .secret
+            .as_ref()?
+            .secret_name
+            .as_deref()
     }
 
     pub fn claim(s: &StatefulSet) -> Option<&PersistentVolumeClaimSpec> {

@@ -155,14 +155,84 @@ fn default_zmq_port() -> i32 {
     4002
 }
 
-/// Secret holding `tls.crt`, `tls.key` and `ca.crt` for gRPC mTLS (server side, and client side
-/// towards the upstream).
+/// Certificates for gRPC mTLS (server side, and client side towards the upstream): either a Secret
+/// you manage (`secretName`) or one cert-manager issues and renews (`certManager`). Exactly one.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.certManager)").message("exactly one of tls.secretName or tls.certManager must be set"))]
+pub struct TlsSpec {
+    /// Secret in the object's namespace holding `tls.crt`, `tls.key` and `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub secret_name: Option<String>,
+    /// Have cert-manager issue the certificate: the operator creates a `cert-manager.io/v1`
+    /// Certificate named after this object, whose Secret (`<name>-tls`) the pods mount. Needs
+    /// cert-manager's CRDs in the cluster (else `Degraded`, reason `CertManagerMissing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerSpec>,
+}
+
+impl TlsSpec {
+    /// The Secret the pods mount: `secretName`, or the one cert-manager fills (`<instance>-tls`).
+    /// `None` when the spec sets neither or both (validation refuses it).
+    pub fn secret_for(&self, instance: &str) -> Option<String> {
+        match (&self.secret_name, &self.cert_manager) {
+            (Some(s), None) => Some(s.clone()),
+            (None, Some(_)) => Some(crate::build::names::tls_secret(instance)),
+            _ => None,
+        }
+    }
+}
+
+/// A cert-manager Certificate request: the issuer, and optionally the lifetime.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TlsSpec {
-    /// Secret in the object's namespace.
+pub struct CertManagerSpec {
+    /// The Issuer (this namespace) or ClusterIssuer that signs the certificate. With a CA issuer,
+    /// cert-manager also writes the CA as `ca.crt`, which the nodes use to verify their peers.
+    pub issuer_ref: IssuerRef,
+    /// Requested lifetime, a Go duration such as `2160h` (cert-manager's default: 90 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub secret_name: String,
+    pub duration: Option<String>,
+    /// How long before expiry cert-manager renews, e.g. `360h` (default: a third of the lifetime).
+    /// Nodes pick up the renewed Secret without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub renew_before: Option<String>,
+}
+
+/// Reference to a cert-manager issuer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the issuer.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// `Issuer` (namespaced, in this object's namespace) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// API group of the issuer; defaults to `cert-manager.io` (set it for external issuers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub group: Option<String>,
+}
+
+/// Kind of a cert-manager issuer.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        }
+    }
 }
 
 /// Secret holding the bearer token that guards the HTTP API.

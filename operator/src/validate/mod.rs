@@ -7,7 +7,9 @@ mod wiring;
 
 use std::collections::BTreeMap;
 
-pub use rules::{effective_namespaces, hub, relayer, storage_plan, Invalid, StoragePlan};
+pub use rules::{
+    cert_manager_available, effective_namespaces, hub, relayer, storage_plan, Invalid, StoragePlan,
+};
 pub use wiring::{mirrors, upstream};
 
 use crate::build::Component;
@@ -36,6 +38,8 @@ pub struct Validated<'a> {
     pub wiring: Wiring,
     pub position: Position,
     pub storage: StoragePlan,
+    /// The cluster's DNS domain (names in the cert-manager Certificate).
+    pub cluster_domain: String,
 }
 
 /// A spec the operator will not act on, and the topology facts known anyway.
@@ -64,6 +68,7 @@ pub fn validate<'a, K: NodeKind>(
     let storage = obj
         .check_spec()
         .and_then(|_| storage_plan(&obj.node().storage, deref.existing.as_ref()))
+        .and_then(|plan| cert_manager_available(obj.node(), deref.cert_manager).map(|_| plan))
         .map_err(|i| Rejected {
             problem: i.into(),
             position: obj.base_position(),
@@ -78,6 +83,7 @@ pub fn validate<'a, K: NodeKind>(
             wiring,
             position,
             storage,
+            cluster_domain: cluster_domain.to_string(),
         }),
         Err(problem) => Err(Rejected { problem, position }),
     }

@@ -145,6 +145,31 @@ fn check_image(node: &NodeSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Shared rule: `tls` names exactly one certificate source.
+fn check_tls(node: &NodeSpec) -> Result<(), Invalid> {
+    match &node.tls {
+        Some(t) if t.secret_name.is_some() == t.cert_manager.is_some() => Err(invalid(
+            "InvalidTls",
+            "tls: set exactly one of secretName (your own Secret) or certManager (a cert-manager Certificate)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The spec asks cert-manager for a certificate: `serves` is whether the API server serves
+/// `certificates.cert-manager.io` (`None`: not asked).
+pub fn cert_manager_available(node: &NodeSpec, serves: Option<bool>) -> Result<(), Invalid> {
+    let wants = node.tls.as_ref().is_some_and(|t| t.cert_manager.is_some());
+    if wants && serves == Some(false) {
+        return Err(invalid(
+            "CertManagerMissing",
+            "tls.certManager is set but the API server serves no certificates.cert-manager.io/v1: \
+             install cert-manager (its CRDs), or use tls.secretName with your own Secret",
+        ));
+    }
+    Ok(())
+}
+
 /// Shared rules checked last: storage size and extra config.
 fn check_storage_and_extra(node: &NodeSpec) -> Result<(), Invalid> {
     check_size(&node.storage)?;
@@ -154,6 +179,7 @@ fn check_storage_and_extra(node: &NodeSpec) -> Result<(), Invalid> {
 /// Rules for a hub spec.
 pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
     check_image(&spec.node)?;
+    check_tls(&spec.node)?;
     if spec.namespaces.is_empty() {
         return Err(invalid(
             "InvalidSpec",
@@ -193,6 +219,7 @@ pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
 /// Rules for a relayer spec.
 pub fn relayer(spec: &UnisonRelayerSpec) -> Result<(), Invalid> {
     check_image(&spec.node)?;
+    check_tls(&spec.node)?;
     let u = &spec.upstream;
     let set = [
         u.hub_ref.is_some(),
