@@ -117,6 +117,40 @@ async fn redis_clients_against_a_hub_and_a_relayer() {
     assert!(cli(p, &["SET", "k", "v", "EX", "10"]).contains("TTLs are not supported"));
     assert!(cli(p, &["FLUSHALL"]).starts_with("ERR unknown command 'FLUSHALL'"));
     assert!(cli(p, &["GET"]).contains("wrong number of arguments for 'get'"));
+    // Pipelined SETs (sent in one write by redis-py, committed together) each answer OK, the last
+    // write of a key wins, and a bad key in the pipeline fails alone.
+    let py = unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"));
+    let pipeline = format!(
+        r#"
+import redis
+r = redis.Redis(port={p})
+pl = r.pipeline(transaction=False)
+for i in range(20):
+    pl.set(f"pipe:{{i % 5}}", f"v{{i}}")
+pl.set("", "empty")
+pl.set("pipe:last", "done")
+for res in pl.execute(raise_on_error=False):
+    print(res if res is True else f"error: {{res}}")
+"#
+    );
+    let out = Command::new(&py).args(["-c", &pipeline]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(replies.len(), 22, "{replies:?}");
+    assert!(replies[..20].iter().all(|r| r == "True"), "{replies:?}");
+    assert!(replies[20].contains("key must not be empty"), "{replies:?}");
+    assert_eq!(replies[21], "True");
+    assert_eq!(
+        cli(p, &["MGET", "pipe:0", "pipe:4", "pipe:last"]),
+        "v15\nv19\ndone"
+    );
     // HELLO 3 answers a map and switches to RESP3.
     let hello = cli(p, &["-3", "HELLO", "3"]);
     assert!(hello.contains("proto") && hello.contains('3'), "{hello}");
@@ -161,7 +195,6 @@ async fn redis_clients_against_a_hub_and_a_relayer() {
     assert!(cli(r, &["SET", "k", "v"]).starts_with("READONLY"));
     assert!(cli(r, &["DEL", "greeting"]).starts_with("READONLY"));
 
-    let py = unisondb_testkit::venv_python().unwrap_or_else(|e| panic!("{e}"));
     let script = format!(
         r#"
 import redis, sys
@@ -218,6 +251,8 @@ for g in got:
             "4",
             "-d",
             "100",
+            "-P",
+            "10",
             "-q",
         ])
         .stdin(Stdio::null())

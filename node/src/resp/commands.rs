@@ -423,3 +423,33 @@ fn scan_cmd(ctx: &Ctx, c: &mut Conn, args: &[Vec<u8>]) -> Reply {
     let next = page.next.map_or(0, |k| ctx.cursors.put(k));
     Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)])
 }
+
+/// `SET key value` without options, on a connection that may write now: such commands can be
+/// committed together when a client pipelines them.
+pub fn plain_set(c: &Conn, argv: &[Vec<u8>]) -> bool {
+    argv.len() == 3
+        && argv[0].eq_ignore_ascii_case(b"SET")
+        // A key the batch would refuse is run on its own, so only that SET fails.
+        && crate::models::check_key(&argv[1]).is_ok()
+        && c.authed
+        && !c.subscribed()
+        && c.ns.role().owns()
+}
+
+/// Commits a run of plain SETs as one atomic batch; one reply per SET (all OK or all the error).
+pub async fn set_batch(c: &Conn, run: Vec<Vec<Vec<u8>>>) -> Vec<Reply> {
+    let n = run.len();
+    let ops: Vec<KvOp> = run
+        .into_iter()
+        .map(|mut a| KvOp::Put {
+            value: a.pop().unwrap_or_default(),
+            key: a.pop().unwrap_or_default(),
+        })
+        .collect();
+    let ns = c.ns.clone();
+    let reply = match blocking(move || kv::batch(&ns, &ops)).await {
+        Ok(_) => Reply::ok(),
+        Err(r) => r,
+    };
+    vec![reply; n]
+}

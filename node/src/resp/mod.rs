@@ -162,34 +162,55 @@ async fn connection(
     loop {
         // Every complete request in the buffer is answered before the replies go out together
         // (pipelining costs one write).
+        let mut requests: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut broken: Option<String> = None;
         loop {
             match decode_bytes_mut(&mut buf) {
-                Ok(Some((frame, _, _))) => {
-                    let Some(args) = argv(frame) else {
-                        Reply::err("ERR Protocol error: expected an array of bulk strings")
-                            .encode(&mut out, c.resp3);
-                        sock.write_all(&out).await?;
-                        return Ok(());
-                    };
-                    if let Some(replies) = pubsub_command(&ctx, &mut c, &args, &mut events) {
-                        replies.iter().for_each(|r| r.encode(&mut out, c.resp3));
-                    } else {
-                        commands::execute(&ctx, &mut c, args)
-                            .await
-                            .encode(&mut out, c.resp3);
+                Ok(Some((frame, _, _))) => match argv(frame) {
+                    Some(args) => requests.push(args),
+                    None => {
+                        broken = Some("expected an array of bulk strings".into());
+                        break;
                     }
-                    if c.quit {
-                        sock.write_all(&out).await?;
-                        return Ok(());
-                    }
-                }
+                },
                 Ok(None) => break,
                 Err(e) => {
-                    Reply::err(format!("ERR Protocol error: {e}")).encode(&mut out, c.resp3);
-                    sock.write_all(&out).await?;
-                    return Ok(());
+                    broken = Some(e.to_string());
+                    break;
                 }
             }
+        }
+        let mut requests = requests.into_iter().peekable();
+        while let Some(args) = requests.next() {
+            // A run of plain SETs in one pipeline commits as one batch (one WAL record, one fsync).
+            if commands::plain_set(&c, &args)
+                && requests.peek().is_some_and(|n| commands::plain_set(&c, n))
+            {
+                let mut run = vec![args];
+                while let Some(next) = requests.next_if(|n| commands::plain_set(&c, n)) {
+                    run.push(next);
+                }
+                for r in commands::set_batch(&c, run).await {
+                    r.encode(&mut out, c.resp3);
+                }
+                continue;
+            }
+            if let Some(replies) = pubsub_command(&ctx, &mut c, &args, &mut events) {
+                replies.iter().for_each(|r| r.encode(&mut out, c.resp3));
+            } else {
+                commands::execute(&ctx, &mut c, args)
+                    .await
+                    .encode(&mut out, c.resp3);
+            }
+            if c.quit {
+                sock.write_all(&out).await?;
+                return Ok(());
+            }
+        }
+        if let Some(why) = broken {
+            Reply::err(format!("ERR Protocol error: {why}")).encode(&mut out, c.resp3);
+            sock.write_all(&out).await?;
+            return Ok(());
         }
         if !out.is_empty() {
             sock.write_all(&out).await?;
