@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use super::files::{frames, write_snapshot, Written};
 use super::BackupError;
 use crate::engine::Namespace;
-use crate::wal::record::{self, Decoded};
 use crate::wal::{segment, Record};
 
 /// Writes a snapshot file of `ns` (at its current LSN, made durable) to `path`.
@@ -98,26 +97,18 @@ pub fn read_segments(dir: &Path) -> Result<Vec<Record>, BackupError> {
             Ok(lsn) if lsn == first => {}
             _ => return Err(BackupError::invalid(&path, "bad segment header")),
         }
+        // The written part is the valid prefix the WAL's own scan finds; only zeros may follow it.
+        let scan = segment::scan(&image, first);
+        let end = usize::try_from(scan.valid_end).unwrap_or(image.len());
+        if image[end..].iter().any(|&b| b != 0) {
+            let why = scan
+                .defect
+                .map_or_else(|| "damaged record".into(), |d| d.reason);
+            return Err(BackupError::invalid(&path, format!("{why} (byte {end})")));
+        }
+        let body = &image[segment::SEGMENT_HEADER_LEN.min(end)..end];
         let format = segment::image_format(&image);
-        let body = &image[segment::SEGMENT_HEADER_LEN.min(image.len())..];
-        // The written part: frames up to the first incomplete one, which must be all zeros.
-        let mut end = 0usize;
-        while end < body.len() {
-            match record::decode(&body[end..], format) {
-                Decoded::Frame(f) => end += f.len,
-                _ => break,
-            }
-        }
-        if body[end..].iter().any(|&b| b != 0) {
-            return Err(BackupError::invalid(
-                &path,
-                format!(
-                    "damaged record at byte {}",
-                    end + segment::SEGMENT_HEADER_LEN
-                ),
-            ));
-        }
-        let recs = frames(&path, &body[..end], format)?;
+        let recs = frames(&path, body, format)?;
         if let (Some(prev), Some(next)) = (out.last(), recs.first()) {
             if next.lsn != prev.lsn + 1 {
                 return Err(BackupError::invalid(

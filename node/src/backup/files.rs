@@ -59,18 +59,16 @@ pub struct Written {
     pub crc32c: u32,
     /// Entries (snapshot) or records (WAL).
     pub items: u64,
-    /// CRC32C over the entries (snapshot only; 0 for WAL files).
-    pub entries_crc: u32,
 }
 
 /// Creates `path`, lets `fill` write into it, then flushes and fsyncs it.
 fn write_file(
     path: &Path,
-    fill: impl FnOnce(&mut Checked<BufWriter<&File>>) -> Result<(u64, u32), BackupError>,
+    fill: impl FnOnce(&mut Checked<BufWriter<&File>>) -> Result<u64, BackupError>,
 ) -> Result<Written, BackupError> {
     let file = File::create(path).map_err(BackupError::io(path))?;
     let mut w = Checked::new(BufWriter::with_capacity(1 << 20, &file));
-    let (items, entries_crc) = fill(&mut w)?;
+    let items = fill(&mut w)?;
     w.flush().map_err(BackupError::io(path))?;
     let (bytes, crc32c) = (w.bytes, w.crc);
     drop(w);
@@ -79,7 +77,6 @@ fn write_file(
         bytes,
         crc32c,
         items,
-        entries_crc,
     })
 }
 
@@ -135,7 +132,7 @@ where
             w.write_all(&crc.crc.to_le_bytes())
         })()
         .map_err(io)?;
-        Ok((crc.count, crc.crc))
+        Ok(crc.count)
     })
 }
 
@@ -155,7 +152,7 @@ where
             w.write_all(&frame).map_err(BackupError::io(path))?;
             n += 1;
         }
-        Ok((n, 0))
+        Ok(n)
     })
 }
 
