@@ -26,6 +26,7 @@ pub const SECTIONS: &[&str] = &[
     "replication",
     "log",
     "resp",
+    "archive",
 ];
 
 /// YAML for figment through `serde_yaml_ng` (figment's own `Yaml` uses the deprecated `serde_yaml`).
@@ -57,9 +58,11 @@ pub const NON_CONFIG_VARS: &[&str] = &[
 /// The keys of every section, as the environment may name them.
 fn known_keys() -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let data = Serialized::defaults(Config::default())
-        .data()
-        .unwrap_or_default();
+    // Optional sections switched on, so they serialize.
+    let mut full = Config::default();
+    full.resp.listen = "127.0.0.1:6379".into();
+    full.archive.enabled = true;
+    let data = Serialized::defaults(full).data().unwrap_or_default();
     if let Some(root) = data.get(&Profile::Default) {
         for (section, value) in root {
             if let Some(dict) = value.as_dict() {
@@ -74,6 +77,7 @@ fn known_keys() -> BTreeMap<String, BTreeSet<String>> {
         ("replication", "max_staleness_seconds"),
         ("notify", "namespaces"),
         ("resp", "listen"),
+        ("replication", "object_store"),
     ] {
         out.entry(section.into()).or_default().insert(key.into());
     }

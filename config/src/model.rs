@@ -93,6 +93,10 @@ pub struct Config {
     /// Absent from rendered configs while off, so existing ConfigMaps (and their hashes) stay as they are.
     #[serde(skip_serializing_if = "RespConfig::is_off")]
     pub resp: RespConfig,
+    /// Continuous WAL archiving and base backups in object storage; absent from rendered configs
+    /// while off.
+    #[serde(skip_serializing_if = "ArchiveConfig::is_off")]
+    pub archive: ArchiveConfig,
 }
 
 /// `server.*`: role, storage and the namespaces served.
@@ -280,6 +284,10 @@ pub struct ReplicationConfig {
     pub tls_ca_file: String,
     pub tls_cert_file: String,
     pub tls_key_file: String,
+    /// Relayer: follow the WAL archived in object storage (bootstrap from its latest base backup),
+    /// before or instead of `upstream`. Absent: gRPC only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStoreConfig>,
 }
 
 impl Default for ReplicationConfig {
@@ -292,6 +300,103 @@ impl Default for ReplicationConfig {
             tls_ca_file: String::new(),
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
+            object_store: None,
+        }
+    }
+}
+
+/// `replication.object_store.*`: an S3-compatible bucket a relayer reads the archived WAL from
+/// (objects under `<prefix>/<namespace>/wal/` and `<prefix>/<namespace>/base/<id>/`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `http(s)://host:port` of an S3-compatible server; empty: AWS S3 for `region`.
+    pub endpoint: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing `/`; may be empty.
+    pub prefix: String,
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted servers need.
+    pub path_style: bool,
+    /// AWS shared-credentials file (profile `default`), e.g. a mounted Secret; empty: the
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables.
+    pub credentials_file: String,
+    /// PEM CA bundle to trust for an `https` endpoint; empty: the system roots.
+    pub ca_file: String,
+    /// How often to list the store for new WAL objects.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ObjectStoreConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            bucket: String::new(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            path_style: true,
+            credentials_file: String::new(),
+            ca_file: String::new(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `archive.*`: this node uploads sealed WAL segments (and the open tail every
+/// `max_delay_seconds`) and its base backups to an S3-compatible store. Off unless `enabled`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    pub enabled: bool,
+    /// As in `replication.object_store`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub path_style: bool,
+    pub credentials_file: String,
+    pub ca_file: String,
+    /// Upper bound on how long an acknowledged record waits before it is in the store.
+    pub max_delay_seconds: u64,
+    /// Base backups kept in the store (older ones, and WAL only they need, are deleted); 0 keeps all.
+    pub retain_base_backups: u32,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        let store = ObjectStoreConfig::default();
+        Self {
+            enabled: false,
+            endpoint: store.endpoint,
+            bucket: store.bucket,
+            prefix: store.prefix,
+            region: store.region,
+            path_style: store.path_style,
+            credentials_file: store.credentials_file,
+            ca_file: store.ca_file,
+            max_delay_seconds: 10,
+            retain_base_backups: 7,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// Whether archiving is off (nothing to render).
+    pub fn is_off(&self) -> bool {
+        !self.enabled
+    }
+
+    /// The bucket this archive writes to, in the shape readers use.
+    pub fn store(&self) -> ObjectStoreConfig {
+        ObjectStoreConfig {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            credentials_file: self.credentials_file.clone(),
+            ca_file: self.ca_file.clone(),
+            ..ObjectStoreConfig::default()
         }
     }
 }

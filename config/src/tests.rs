@@ -102,6 +102,7 @@ fn sections_list_matches_the_tree() {
     // With every optional section switched on, so each renders.
     let mut c = Config::default();
     c.resp.listen = "127.0.0.1:6379".into();
+    c.archive.enabled = true;
     let tree = serde_yaml_ng::to_value(c).unwrap();
     let keys: Vec<&str> = tree
         .as_mapping()
