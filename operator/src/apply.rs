@@ -161,7 +161,7 @@ pub async fn delete_owned_dynamic(
         .flatten()
         .any(|o| o.uid == owner_uid);
     if !owned {
-        tracing::info!(%name, "PodDisruptionBudget not owned by this node: left alone");
+        tracing::info!(kind = %ar.kind, %name, "not owned by this node: left alone");
         return Ok(());
     }
     let dp = DeleteParams {

@@ -56,6 +56,9 @@ pub struct Observed<'a> {
     pub role: &'static str,
     /// Where the volumes stand while `storage.size` is above the template's (`VolumesResized`).
     pub volumes: Option<VolumeReport>,
+    /// The owned Certificate after this reconcile: `Some(name)` applied, `Some(None)` none (or
+    /// deleted); `None` when this reconcile did not get that far (the previous value stands).
+    pub certificate: Option<Option<String>>,
 }
 
 fn condition(
@@ -247,6 +250,10 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         upstream: keep(&o.position.upstream, prev.map(|p| &p.upstream)),
         upstream_ref: keep(&o.position.upstream_ref, prev.map(|p| &p.upstream_ref)),
         config_hash: keep(&o.config_hash, prev.map(|p| &p.config_hash)),
+        certificate: match &o.certificate {
+            Some(now) => now.clone(),
+            None => prev.and_then(|p| p.certificate.clone()),
+        },
         replication_divergences: o
             .connectivity
             .as_ref()
@@ -273,11 +280,26 @@ where
     if current == Some(new) {
         return Ok(false);
     }
-    let patch = json!({ "status": new });
+    let patch = json!({ "status": merge_patch(current, new) });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::Kube)?;
     Ok(true)
+}
+
+/// `new` as a JSON merge patch over `current`: a field `new` no longer has (a `None` skipped when
+/// serializing) is sent as `null`, which deletes it; absent would keep the old value.
+pub fn merge_patch(current: Option<&NodeStatus>, new: &NodeStatus) -> serde_json::Value {
+    let mut patch = serde_json::to_value(new).unwrap_or_default();
+    let old = current
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or_default();
+    if let (Some(p), Some(o)) = (patch.as_object_mut(), old.as_object()) {
+        for key in o.keys() {
+            p.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
 }
 
 /// RFC 3339 timestamp for conditions.

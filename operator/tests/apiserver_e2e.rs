@@ -982,7 +982,62 @@ fn cert_manager_certificates(cx: &Ctx) -> Result<()> {
                 .filter(|h| cond_is(h, "Degraded", "False", None)),
         )
     })?;
-    cx.run(&["delete", "unisonhub", "tlshub", "-n", NS], None)?;
+    let hub = cx.must_get("unisonhub", "tlshub")?;
+    assert_eq!(hub["status"]["certificate"], "tlshub", "{}", hub["status"]);
     cx.step("certManager with the Certificate CRD: owned Certificate for Services and pods");
+
+    // Back to a user Secret: the operator's Certificate goes (it would renew for nobody); a
+    // Certificate the user made under another name stays.
+    cx.run(
+        &["apply", "-n", NS, "-f", "-"],
+        Some(
+            "apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata: {name: users-own}\n\
+             spec: {secretName: users-own, issuerRef: {name: ca}, dnsNames: [x.example]}\n",
+        ),
+    )?;
+    cx.run(
+        &[
+            "patch",
+            "unisonhub",
+            "tlshub",
+            "-n",
+            NS,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"tls":{"certManager":null,"secretName":"tlshub-user"}}}"#,
+        ],
+        None,
+    )?;
+    wait_for(
+        "Certificate tlshub deleted",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, anyhow::Error>(
+                cx.get("certificates.cert-manager.io", "tlshub")?
+                    .is_none()
+                    .then_some(()),
+            )
+        },
+    )?;
+    let hub = cx.must_get("unisonhub", "tlshub")?;
+    assert!(hub["status"]["certificate"].is_null(), "{}", hub["status"]);
+    assert!(
+        cx.get("certificates.cert-manager.io", "users-own")?
+            .is_some(),
+        "a Certificate the operator did not make is left alone"
+    );
+    cx.run(&["delete", "unisonhub", "tlshub", "-n", NS], None)?;
+    cx.run(
+        &[
+            "delete",
+            "certificates.cert-manager.io",
+            "users-own",
+            "-n",
+            NS,
+        ],
+        None,
+    )?;
+    cx.step("certManager -> secretName: the operator's Certificate is deleted, others stay");
     Ok(())
 }

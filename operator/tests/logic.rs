@@ -11,7 +11,7 @@ use unisondb_operator::dereference::Dereferenced;
 use unisondb_operator::kind::Target;
 use unisondb_operator::leader::can_take;
 use unisondb_operator::reconcile::backoff_for;
-use unisondb_operator::status::{compute, Observed, Position, Problem};
+use unisondb_operator::status::{compute, merge_patch, Observed, Position, Problem};
 use unisondb_operator::topology::{downstream_of, resolve, Key, Snapshot, TopologyError, Upstream};
 use unisondb_operator::validate;
 
@@ -411,4 +411,27 @@ fn validate_stage_wires_a_relayer_or_says_why_not() {
     .unwrap_err();
     assert_eq!(r.problem.reason, "InvalidSpec");
     assert_eq!(r.position.depth, Some(0));
+}
+
+#[test]
+fn status_patch_deletes_fields_the_new_status_no_longer_has() {
+    // A merge patch keeps absent keys: a field that went away must be sent as null.
+    let old = unisondb_operator::crd::NodeStatus {
+        certificate: Some("hub".into()),
+        max_lag_seconds: Some(3),
+        selector: "a=b".into(),
+        ..Default::default()
+    };
+    let new = unisondb_operator::crd::NodeStatus {
+        selector: "a=b".into(),
+        ..Default::default()
+    };
+    let patch = merge_patch(Some(&old), &new);
+    assert_eq!(patch["certificate"], serde_json::Value::Null);
+    assert!(patch.as_object().unwrap().contains_key("certificate"));
+    assert!(patch.as_object().unwrap().contains_key("maxLagSeconds"));
+    assert_eq!(patch["selector"], "a=b");
+    // nothing before: nothing to delete
+    let first = merge_patch(None, &old);
+    assert_eq!(first["certificate"], "hub");
 }

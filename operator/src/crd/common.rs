@@ -440,6 +440,10 @@ pub struct NodeStatus {
     /// Hash of the rendered node config currently applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
+    /// The cert-manager Certificate the operator made for `spec.tls.certManager`, remembered so
+    /// switching to `secretName` (or dropping TLS) deletes it instead of leaving it renewing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
     /// History divergences the running pods repaired since they started (WAL truncated or
     /// re-bootstrapped after their upstream's history changed); reasons are in each pod's
     /// `/api/v1/{ns}/stats`. Counters restart with the pods.

@@ -91,6 +91,10 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 }
             };
             changed = changes::changes(deref.existing.as_ref(), &applied.stateful_set);
+            observed.certificate = Some(match &resources.certificate {
+                Some(cert) => cert["metadata"]["name"].as_str().map(String::from),
+                None => forget_certificate(obj, &target, ctx).await,
+            });
             observed.position = valid.position.clone();
             observed.config_hash = Some(resources.config_hash);
             observed.notes = applied.notes;
@@ -166,6 +170,29 @@ fn apply_problem(e: &Error) -> status::Problem {
 
 /// Patches the status when it changed; a change while blocked is also reported as an event
 /// (unless `announce` is false: the caller reports the problem itself).
+/// Deletes the Certificate a previous reconcile made (status `certificate`) once the spec no
+/// longer asks cert-manager for one; only if this object owns it. Returns what is left: `None`
+/// when gone, the name when the delete failed (tried again next reconcile).
+async fn forget_certificate<K: NodeKind>(
+    obj: &K,
+    target: &Target,
+    ctx: &Context,
+) -> Option<String> {
+    let name = obj.node_status()?.certificate.clone()?;
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let ar = build::certificate::api_resource();
+    match apply::delete_owned_dynamic(&ctx.client, &ar, &target.namespace, &name, &uid).await {
+        Ok(()) => {
+            tracing::info!(certificate = %name, "spec.tls.certManager removed: Certificate deleted");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(certificate = %name, error = %e, "could not delete the old Certificate");
+            Some(name)
+        }
+    }
+}
+
 async fn update_status<K: NodeKind>(
     obj: &K,
     target: &Target,
