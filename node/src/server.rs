@@ -229,7 +229,12 @@ fn start_archivers(
     Ok(db
         .namespaces()
         .map(|ns| {
-            crate::objstore::archiver::spawn(ns.clone(), store.clone(), opts, shutdown.child_token())
+            crate::objstore::archiver::spawn(
+                ns.clone(),
+                store.clone(),
+                opts,
+                shutdown.child_token(),
+            )
         })
         .collect())
 }

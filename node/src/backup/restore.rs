@@ -72,8 +72,7 @@ fn read_backup(dir: &Path, namespace: &str) -> Result<(PathBuf, Vec<Record>), Ba
         tracing::warn!(backup = %m.namespace, into = namespace, "restoring a backup of another namespace");
     }
     let recs = read_wal(&dir.join(manifest::WAL))?;
-    if recs.len() as u64 != m.wal.records
-        || recs.first().is_some_and(|r| r.lsn != m.wal.first_lsn)
+    if recs.len() as u64 != m.wal.records || recs.first().is_some_and(|r| r.lsn != m.wal.first_lsn)
     {
         return Err(BackupError::invalid(
             dir,
@@ -82,7 +81,6 @@ fn read_backup(dir: &Path, namespace: &str) -> Result<(PathBuf, Vec<Record>), Ba
     }
     Ok((dir.join(manifest::SNAPSHOT), recs))
 }
-
 
 /// Restores `namespace` under `data_dir` from `source` up to `target`. Holds the namespace's lock
 /// (fails while a server has it open). With `dry_run`, only reads and verifies the source.
@@ -106,7 +104,10 @@ pub fn restore(
                     if r.lsn > next {
                         return Err(BackupError::invalid(
                             f,
-                            format!("starts at LSN {} but {next} is next: archived WAL is missing", r.lsn),
+                            format!(
+                                "starts at LSN {} but {next} is next: archived WAL is missing",
+                                r.lsn
+                            ),
                         ));
                     }
                     recs.push(r);

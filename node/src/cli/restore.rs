@@ -116,9 +116,7 @@ pub fn run(a: RestoreArgs) -> ExitCode {
         lsn: a.to_lsn,
         time_ms,
     };
-    let staging = a
-        .data_dir
-        .join(format!(".restore-staging-{}", a.namespace));
+    let staging = a.data_dir.join(format!(".restore-staging-{}", a.namespace));
     let source = match (&a.from_object_store, a.from.clone()) {
         (Some(url), _) => match fetch_from_store(&a, url, target, &staging) {
             Ok(s) => s,

@@ -196,10 +196,7 @@ impl Namespace {
         let inner = Arc::new(inner);
         // Pinned before the flush thread exists: no retention pass can run before the archiver
         // learns from the store how far it got.
-        let archive_pin = inner
-            .opts
-            .hold_wal_for_archive
-            .then(|| inner.wal.pin(0));
+        let archive_pin = inner.opts.hold_wal_for_archive.then(|| inner.wal.pin(0));
         let threads = flush::Threads::start(&inner);
         Ok(Namespace {
             inner,

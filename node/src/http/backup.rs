@@ -179,7 +179,9 @@ async fn create_in_store(st: &Shared, target: Target) -> ApiResult<Json<Value>> 
         tracing::warn!(namespace = %target.name, error = %e, "store retention failed; retried after the next backup");
     }
     tracing::info!(namespace = %target.name, backup = %m.id, %location, "base backup uploaded");
-    Ok(Json(json!({ "id": m.id, "location": location, "manifest": m })))
+    Ok(Json(
+        json!({ "id": m.id, "location": location, "manifest": m }),
+    ))
 }
 
 /// List the complete backups (those with a valid manifest), oldest first: in the backup

@@ -51,8 +51,12 @@ pub fn spawn(
 pub async fn resume_point(store: &Store, ns: &Namespace) -> Result<u64, ObjStoreError> {
     let objs = walobj::from_listing(&store.list(&super::wal_dir(ns.name())).await?);
     if let Some((before, after)) = walobj::first_gap(&objs) {
-        tracing::error!(namespace = ns.name(), before, after,
-            "the archived WAL has a gap: point-in-time restore across it is impossible");
+        tracing::error!(
+            namespace = ns.name(),
+            before,
+            after,
+            "the archived WAL has a gap: point-in-time restore across it is impossible"
+        );
     }
     match objs.iter().map(|o| o.last).max() {
         Some(last) if last > ns.durable_lsn() => Err(ObjStoreError::Refused(format!(
@@ -127,7 +131,9 @@ async fn run(ns: Namespace, store: Store, opts: ArchiverOptions, stop: Cancellat
             let res = if stopping {
                 tokio::time::timeout(Duration::from_secs(10), upload)
                     .await
-                    .unwrap_or_else(|_| Err(ObjStoreError::Refused("final upload timed out".into())))
+                    .unwrap_or_else(|_| {
+                        Err(ObjStoreError::Refused("final upload timed out".into()))
+                    })
             } else {
                 upload.await
             };
@@ -155,7 +161,11 @@ async fn run(ns: Namespace, store: Store, opts: ArchiverOptions, stop: Cancellat
             tracing::info!(namespace = %name, archived_lsn = next - 1, "WAL archiving stopped");
             return;
         }
-        let wait = if pending.records.is_empty() { opts.tick } else { backoff.max(opts.tick) };
+        let wait = if pending.records.is_empty() {
+            opts.tick
+        } else {
+            backoff.max(opts.tick)
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.cancelled() => {}
@@ -179,7 +189,11 @@ fn fill(
     mut p: Pending,
     from: u64,
     max: usize,
-) -> (Option<WalReader>, Pending, Option<crate::engine::EngineError>) {
+) -> (
+    Option<WalReader>,
+    Pending,
+    Option<crate::engine::EngineError>,
+) {
     let durable = ns.durable_lsn();
     if durable < from || p.bytes >= max {
         return (reader, p, None);
@@ -196,7 +210,10 @@ fn fill(
             Ok(Some(rec)) if rec.lsn <= durable => {
                 let expected = p.records.last().map_or(from, |l| l.lsn + 1);
                 if rec.lsn != expected {
-                    let why = format!("WAL reader returned LSN {} where {expected} was expected", rec.lsn);
+                    let why = format!(
+                        "WAL reader returned LSN {} where {expected} was expected",
+                        rec.lsn
+                    );
                     return (None, p, Some(crate::engine::EngineError::Corrupt(why)));
                 }
                 p.bytes += rec.payload.len() + 32;
@@ -230,7 +247,9 @@ async fn upload(store: &Store, namespace: &str, records: &[Record]) -> Result<u6
     store
         .put(&walobj::key(namespace, first, last), body.into())
         .await?;
-    metrics::ARCHIVE_UPLOADS.with_label_values(&[namespace]).inc();
+    metrics::ARCHIVE_UPLOADS
+        .with_label_values(&[namespace])
+        .inc();
     metrics::ARCHIVE_UPLOAD_BYTES
         .with_label_values(&[namespace])
         .inc_by(n);

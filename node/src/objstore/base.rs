@@ -107,9 +107,7 @@ pub async fn apply_retention(
     let (old, kept) = all.split_at(all.len() - keep);
     for m in old {
         let prefix = backup_dir(namespace, &m.id);
-        store
-            .delete(&format!("{prefix}{}", manifest::FILE))
-            .await?;
+        store.delete(&format!("{prefix}{}", manifest::FILE)).await?;
         for l in store.list(&prefix).await? {
             store.delete(&l.key).await?;
         }

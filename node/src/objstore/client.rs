@@ -178,7 +178,11 @@ impl Store {
 
     /// Reads a whole object.
     pub async fn get(&self, key: &str) -> Result<Bytes, ObjStoreError> {
-        let r = self.inner.get(&self.path(key)).await.map_err(self.err(key))?;
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(self.err(key))?;
         r.bytes().await.map_err(self.err(key))
     }
 
@@ -227,7 +231,11 @@ impl Store {
         &self,
         key: &str,
     ) -> Result<impl futures::Stream<Item = Result<Bytes, ObjStoreError>> + '_, ObjStoreError> {
-        let r = self.inner.get(&self.path(key)).await.map_err(self.err(key))?;
+        let r = self
+            .inner
+            .get(&self.path(key))
+            .await
+            .map_err(self.err(key))?;
         let object = self.location(key);
         Ok(r.into_stream().map_err(move |source| ObjStoreError::Store {
             object: object.clone(),

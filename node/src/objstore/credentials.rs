@@ -92,9 +92,14 @@ mod tests {
         let text = "[other]\naws_access_key_id = X\naws_secret_access_key = Y\n\n# c\n[default]\n\
                     aws_access_key_id=AK\naws_secret_access_key = SK \n";
         let c = parse_shared(text).unwrap();
-        assert_eq!((c.access_key_id.as_str(), c.secret_access_key.as_str()), ("AK", "SK"));
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
+            ("AK", "SK")
+        );
         assert_eq!(c.session_token, None);
-        assert!(parse_shared("[other]\naws_access_key_id = X\naws_secret_access_key = Y\n").is_none());
+        assert!(
+            parse_shared("[other]\naws_access_key_id = X\naws_secret_access_key = Y\n").is_none()
+        );
         assert!(!format!("{c:?}").contains("SK"));
     }
 }

@@ -50,10 +50,9 @@ pub enum ObjStoreError {
 
 /// Parses `s3://BUCKET[/PREFIX]` into (bucket, prefix).
 pub fn parse_url(url: &str) -> Result<(String, String), ObjStoreError> {
-    let rest = url
-        .trim()
-        .strip_prefix("s3://")
-        .ok_or_else(|| ObjStoreError::Config(format!("{url:?} is not an s3://BUCKET[/PREFIX] URL")))?;
+    let rest = url.trim().strip_prefix("s3://").ok_or_else(|| {
+        ObjStoreError::Config(format!("{url:?} is not an s3://BUCKET[/PREFIX] URL"))
+    })?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if bucket.is_empty() {
         return Err(ObjStoreError::Config(format!("{url:?} names no bucket")));

@@ -13,7 +13,9 @@ use crate::storage::hlc::physical_ms;
 /// Whether backup `m` starts at or before `target` (so replaying WAL after it can reach the target).
 fn starts_before(m: &Manifest, target: &RestoreTarget) -> bool {
     target.lsn.is_none_or(|l| m.snapshot.lsn <= l)
-        && target.time_ms.is_none_or(|t| physical_ms(m.hlc_range[0]) <= t)
+        && target
+            .time_ms
+            .is_none_or(|t| physical_ms(m.hlc_range[0]) <= t)
 }
 
 /// The backup to restore from: `id` when given, else the newest one at or before the target.

@@ -54,7 +54,8 @@ pub fn first_gap(objs: &[WalObject]) -> Option<(u64, u64)> {
 
 /// Encodes records (consecutive LSNs) as an object body.
 pub fn encode(records: &[Record]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + records.iter().map(|r| r.payload.len() + 64).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(8 + records.iter().map(|r| r.payload.len() + 64).sum::<usize>());
     out.extend_from_slice(files::WAL_MAGIC);
     for r in records {
         record::encode_into(&mut out, r.lsn, r.hlc, r.epoch, &r.payload);
@@ -72,11 +73,15 @@ pub fn decode(object: &str, range: (u64, u64), body: &Bytes) -> Result<Vec<Recor
     if body.get(..8) != Some(&files::WAL_MAGIC[..]) {
         return Err(corrupt("not an archived WAL object (bad magic)".into()));
     }
-    let recs = files::frames(std::path::Path::new(object), &body[8..], record::FrameFormat::V2)
-        .map_err(|e| match e {
-            crate::backup::BackupError::Invalid { reason, .. } => corrupt(reason),
-            other => corrupt(other.to_string()),
-        })?;
+    let recs = files::frames(
+        std::path::Path::new(object),
+        &body[8..],
+        record::FrameFormat::V2,
+    )
+    .map_err(|e| match e {
+        crate::backup::BackupError::Invalid { reason, .. } => corrupt(reason),
+        other => corrupt(other.to_string()),
+    })?;
     let got = (recs.first().map(|r| r.lsn), recs.last().map(|r| r.lsn));
     if got != (Some(range.0), Some(range.1)) {
         return Err(corrupt(format!(
@@ -111,7 +116,10 @@ mod tests {
         for at in 0..body.len() {
             let mut bad = body.to_vec();
             bad[at] ^= 0x10;
-            assert!(decode("o", (5, 8), &Bytes::from(bad)).is_err(), "flip at {at}");
+            assert!(
+                decode("o", (5, 8), &Bytes::from(bad)).is_err(),
+                "flip at {at}"
+            );
         }
     }
 }

@@ -1,0 +1,488 @@
+//! Backups, WAL archiving and point-in-time restore through a real S3-compatible server (`moto` in
+//! server mode, from the e2e venv; see docs/BACKUP.md) on loopback, with real `unisondb` processes:
+//! a base backup into the store under a write load, restores into fresh directories (whole, to
+//! random LSNs, to a time) compared key by key with what the hub acknowledged; SIGKILLs while the
+//! WAL is being archived leave no gap; a flipped byte in a stored object is refused by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::Rng;
+use reqwest::Client;
+use serde_json::{json, Value};
+use unisondb_testkit::{free_port, NodeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
+const KEYS: u64 = 40;
+const BUCKET: &str = "unisondb-test";
+const PREFIX: &str = "hubs/h1";
+const ACCESS_KEY: &str = "AKIAUNISONDBTEST";
+const SECRET_KEY: &str = "s3cr3t-unisondb-test-key";
+
+/// A `moto_server` process on loopback; killed on drop.
+struct S3 {
+    child: Child,
+    port: u16,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let venv = std::env::var_os("UNISONDB_E2E_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| unisondb_testkit::cache_dir().join("venv"));
+        let bin = venv.join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `bash scripts/install-deps.sh` (e2e/loopback/install-deps.sh \
+             installs moto[server] into the venv)",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        S3 { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready_with_bucket(&self) {
+        let c = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c.put(format!("{}/{BUCKET}", self.endpoint())).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => return,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not create the bucket: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A signed client of the bucket (the `object_store` crate directly, not the node's wrapper).
+    fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap()
+    }
+
+    /// Keys under `prefix`.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let metas: Vec<object_store::ObjectMeta> = self
+            .client()
+            .list(Some(&object_store::path::Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    /// Flips one byte of an object in place (the damage a restore must refuse).
+    async fn flip_byte(&self, key: &str, at: usize) {
+        use object_store::ObjectStore;
+        let c = self.client();
+        let path = object_store::path::Path::from(key);
+        let mut body = c.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+        let at = at.min(body.len() - 1);
+        body[at] ^= 0x20;
+        c.put(&path, body.into()).await.unwrap();
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn credentials(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("s3-credentials");
+    std::fs::write(
+        &p,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn node(dir: &Path, name: &str, s3: Option<&S3>) -> (NodeProcess, u16) {
+    let http = free_port();
+    let mut yaml = format!(
+        "server:\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
+         grpc:\n  listen: 127.0.0.1:0\nnotify:\n  bind: tcp://127.0.0.1:0\n\
+         wal:\n  segment_size_bytes: 65536\n  retention_max_bytes: 65536\nmemtable:\n  size_bytes: 65536\n",
+        dir.join("data").display()
+    );
+    if let Some(s3) = s3 {
+        yaml.push_str(&format!(
+            "archive:\n  enabled: true\n  endpoint: {}\n  bucket: {BUCKET}\n  prefix: {PREFIX}\n  \
+             path_style: true\n  credentials_file: {}\n  max_delay_seconds: 1\n  retain_base_backups: 0\n",
+            s3.endpoint(),
+            credentials(dir).display()
+        ));
+    }
+    (
+        NodeProcess::new(BIN, name, dir, yaml).dump_log_on_panic(),
+        http,
+    )
+}
+
+async fn start(p: &mut NodeProcess, http: u16) {
+    p.start_ready(&format!("http://127.0.0.1:{http}/readyz"))
+        .await
+        .unwrap();
+}
+
+async fn call(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+type Writes = Vec<(u64, String, String)>;
+
+/// `n` puts (keys cycle over `KEYS`) from `first`; each acknowledged write as (lsn, key, value).
+async fn write(http: u16, first: u64, n: u64) -> Writes {
+    let c = Client::new();
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let key = format!("k{:02}", i % KEYS);
+        let value = format!("{i:06}-{}", "x".repeat(500));
+        let (st, v) = call(
+            c.put(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))
+                .json(&json!({"value": B64.encode(&value)})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        out.push((v["lsn"].as_u64().unwrap(), key, value));
+    }
+    out
+}
+
+fn state_at(writes: &Writes, lsn: u64) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (_, k, v) in writes.iter().filter(|(l, _, _)| *l <= lsn) {
+        m.insert(k.clone(), v.clone());
+    }
+    m
+}
+
+async fn dump(http: u16) -> BTreeMap<String, String> {
+    let c = Client::new();
+    let mut m = BTreeMap::new();
+    for i in 0..KEYS {
+        let key = format!("k{i:02}");
+        let (st, v) = call(c.get(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))).await;
+        if st == 200 {
+            let bytes = B64.decode(v["value"].as_str().unwrap()).unwrap();
+            m.insert(key, String::from_utf8(bytes).unwrap());
+        } else {
+            assert_eq!(st, 404, "{v}");
+        }
+    }
+    m
+}
+
+/// Waits until the archiver reports `lsn` archived (`unisondb_archive_archived_lsn`).
+async fn archived(http: u16, lsn: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        let text = Client::new()
+            .get(format!("http://127.0.0.1:{http}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("unisondb_archive_archived_lsn{namespace=\"default\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if seen >= lsn {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("archived LSN stayed at {seen}, expected {lsn}");
+}
+
+fn restore_cmd(s3: &S3, data: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("restore")
+        .args([
+            "-d",
+            data.to_str().unwrap(),
+            "-n",
+            "default",
+            "--force",
+            "--json",
+        ])
+        .args(["--from-object-store", &format!("s3://{BUCKET}/{PREFIX}")])
+        .args(["--endpoint", &s3.endpoint(), "--path-style"])
+        .args(extra)
+        // Credentials from the environment here (the node uses its credentials file).
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap()
+}
+
+/// Restores from the store into a fresh node directory, starts it, returns its contents and LSN.
+async fn restored(
+    s3: &S3,
+    root: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, u64) {
+    let dir = root.join(name);
+    let out = restore_cmd(s3, &dir.join("data"), extra);
+    assert!(
+        out.status.success(),
+        "restore {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut p, http) = node(&dir, name, None);
+    start(&mut p, http).await;
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    assert_eq!(off["lsn"], report["lsn"], "{report}");
+    let m = dump(http).await;
+    p.terminate(Duration::from_secs(10)).unwrap();
+    (m, report["lsn"].as_u64().unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_backup_in_the_store_and_point_in_time_restore() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    let c = Client::new();
+    let url = |p: &str| format!("http://127.0.0.1:{http}/api/v1/default/{p}");
+
+    let mut writes = write(http, 0, 100).await;
+    // A base backup into the store while a writer keeps going.
+    let writer = tokio::spawn(write(http, 100, 200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, b) = call(
+        c.post(url("backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    writes.extend(writer.await.unwrap());
+    let m = &b["manifest"];
+    let (s, backup_last) = (
+        m["snapshot"]["lsn"].as_u64().unwrap(),
+        m["wal"]["lastLsn"].as_u64().unwrap(),
+    );
+    assert!(s > 100 && backup_last >= s, "{m}");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        b["location"],
+        format!("s3://{BUCKET}/{PREFIX}/default/base/{id}/"),
+        "{b}"
+    );
+    let (st, listed) = call(c.get(url("backups?target=objectStore"))).await;
+    assert_eq!(st, 200, "{listed}");
+    assert_eq!(listed["backups"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "{listed}");
+    // The client command takes one too.
+    let out = Command::new(BIN)
+        .args([
+            "backup",
+            "--url",
+            &format!("http://127.0.0.1:{http}"),
+            "--object-store",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A moment to restore to by time, between two runs of writes.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let t = now_ms();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    writes.extend(write(http, 300, 150).await);
+    let last = writes.last().unwrap().0;
+    archived(http, last).await;
+    let at_t = writes
+        .iter()
+        .filter(|(l, _, _)| *l <= last)
+        .take_while(|(_, _, v)| v[..6].parse::<u64>().unwrap() < 300)
+        .last()
+        .unwrap()
+        .0;
+
+    // Whole: the hub's state at its last LSN.
+    let (got, lsn) = restored(&s3, root.path(), "r-all", &[]).await;
+    assert_eq!(lsn, last);
+    assert_eq!(got, state_at(&writes, last));
+    assert_eq!(got, dump(http).await);
+    // The base backup alone, by id, at its own last LSN.
+    let (got, lsn) = restored(
+        &s3,
+        root.path(),
+        "r-id",
+        &["--backup-id", &id, "--to-lsn", &backup_last.to_string()],
+    )
+    .await;
+    assert_eq!((lsn, got), (backup_last, state_at(&writes, backup_last)));
+    // Random LSNs past the backup (base + archived WAL), and a time.
+    let mut rng = rand::thread_rng();
+    for i in 0..3 {
+        let target = rng.gen_range(s..=last);
+        let (got, lsn) = restored(
+            &s3,
+            root.path(),
+            &format!("r-lsn{i}"),
+            &["--to-lsn", &target.to_string()],
+        )
+        .await;
+        assert_eq!(lsn, target);
+        assert_eq!(got, state_at(&writes, target), "to LSN {target}");
+    }
+    let (got, lsn) = restored(&s3, root.path(), "r-time", &["--to-time", &t.to_string()]).await;
+    assert_eq!((lsn, got), (at_t, state_at(&writes, at_t)), "to time {t}");
+    // Before every base backup: nothing to start from.
+    let out = restore_cmd(&s3, &root.path().join("r-early/data"), &["--to-lsn", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no complete base backup"));
+    // --if-empty leaves a namespace with data alone.
+    let out = restore_cmd(
+        &s3,
+        &root.path().join("r-all/data"),
+        &["--if-empty", "--to-lsn", "5"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already holds data"));
+
+    // A flipped byte in an archived WAL object, then in a base snapshot: refused, naming it.
+    let wal_keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    let victim = wal_keys.last().unwrap().clone();
+    s3.flip_byte(&victim, 200).await;
+    let out = restore_cmd(&s3, &root.path().join("r-bad1/data"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{victim}")) && err.contains("corrupt"),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("r-bad1/data/default").exists(),
+        "nothing touched"
+    );
+    let snap = format!("{PREFIX}/default/base/{id}/snapshot.bin");
+    s3.flip_byte(&snap, 1000).await;
+    let out = restore_cmd(&s3, &root.path().join("r-bad2/data"), &["--backup-id", &id]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{snap}")) && err.contains("corrupt"),
+        "{err}"
+    );
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_archiving_leaves_no_gap() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    let mut writes = write(http, 0, 50).await;
+    let (st, b) = call(
+        Client::new()
+            .post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let mut rng = rand::thread_rng();
+    for round in 0..4u64 {
+        let writer = tokio::spawn(write(http, 50 + round * 1000, 1000));
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(700..1800))).await;
+        hub.kill();
+        // The writer sees its connection fail; keep what was acknowledged.
+        let _ = writer.await;
+        start(&mut hub, http).await;
+    }
+    // Everything the hub holds now is acknowledged or not, it is the truth to compare with.
+    writes.extend(write(http, 9000, 20).await);
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    let last = off["lsn"].as_u64().unwrap();
+    archived(http, last).await;
+    // No gap, no overlap: the objects' LSN ranges tile 1..=last.
+    let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    let mut ranges: Vec<(u64, u64)> = keys
+        .iter()
+        .map(|k| {
+            let name = k.rsplit('/').next().unwrap().trim_end_matches(".wal");
+            let (a, b) = name.split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    ranges.sort();
+    assert_eq!(ranges.first().unwrap().0, 1, "{keys:?}");
+    for w in ranges.windows(2) {
+        assert_eq!(w[1].0, w[0].1 + 1, "gap or overlap in {keys:?}");
+    }
+    assert_eq!(ranges.last().unwrap().1, last);
+    let hub_state = dump(http).await;
+    hub.terminate(Duration::from_secs(10)).unwrap();
+    let (got, lsn) = restored(&s3, root.path(), "r", &[]).await;
+    assert_eq!(lsn, last);
+    assert_eq!(got, hub_state);
+    let _ = writes;
+}
