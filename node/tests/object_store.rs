@@ -130,6 +130,11 @@ fn credentials(dir: &Path) -> PathBuf {
 }
 
 fn node(dir: &Path, name: &str, s3: Option<&S3>) -> (NodeProcess, u16) {
+    node_keeping(dir, name, s3, 0)
+}
+
+/// A node archiving into `s3` (if any) that keeps `retain` base backups in the store.
+fn node_keeping(dir: &Path, name: &str, s3: Option<&S3>, retain: u32) -> (NodeProcess, u16) {
     let http = free_port();
     let mut yaml = format!(
         "server:\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
@@ -140,7 +145,7 @@ fn node(dir: &Path, name: &str, s3: Option<&S3>) -> (NodeProcess, u16) {
     if let Some(s3) = s3 {
         yaml.push_str(&format!(
             "archive:\n  enabled: true\n  endpoint: {}\n  bucket: {BUCKET}\n  prefix: {PREFIX}\n  \
-             path_style: true\n  credentials_file: {}\n  max_delay_seconds: 1\n  retain_base_backups: 0\n",
+             path_style: true\n  credentials_file: {}\n  max_delay_seconds: 1\n  retain_base_backups: {retain}\n",
             s3.endpoint(),
             credentials(dir).display()
         ));
@@ -454,7 +459,7 @@ async fn sigkill_while_archiving_leaves_no_gap() {
     let s3 = S3::start();
     s3.ready_with_bucket().await;
     let root = tempfile::tempdir().unwrap();
-    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    let (mut hub, http) = node_keeping(&root.path().join("hub"), "hub", Some(&s3), 2);
     start(&mut hub, http).await;
     let mut writes = write(http, 0, 50).await;
     let (st, b) = call(
@@ -495,6 +500,44 @@ async fn sigkill_while_archiving_leaves_no_gap() {
         assert_eq!(w[1].0, w[0].1 + 1, "gap or overlap in {keys:?}");
     }
     assert_eq!(ranges.last().unwrap().1, last);
+    // Two more base backups: the first one (older than the 2 kept) goes, with the WAL only it needed.
+    let c = Client::new();
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        writes.extend(write(http, 9100, 10).await);
+        let (st, b) = call(
+            c.post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+                .json(&json!({"target": "objectStore"})),
+        )
+        .await;
+        assert_eq!(st, 200, "{b}");
+        kept.push(b);
+    }
+    let (_, listed) = call(c.get(format!(
+        "http://127.0.0.1:{http}/api/v1/default/backups?target=objectStore"
+    )))
+    .await;
+    let ids: Vec<&Value> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["id"])
+        .collect();
+    assert_eq!(ids, [&kept[0]["id"], &kept[1]["id"]], "{listed}");
+    let floor = kept[0]["manifest"]["snapshot"]["lsn"].as_u64().unwrap();
+    let wal_left = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    assert!(
+        wal_left.iter().all(|k| !keys.contains(k) || {
+            let name = k.rsplit('/').next().unwrap().trim_end_matches(".wal");
+            name.split_once('-').unwrap().1.parse::<u64>().unwrap() > floor
+        }),
+        "WAL below {floor} kept: {wal_left:?}"
+    );
+    assert!(wal_left.len() < keys.len(), "{wal_left:?}");
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    let last = off["lsn"].as_u64().unwrap();
+    archived(http, last).await;
     let hub_state = dump(http).await;
     hub.terminate(Duration::from_secs(10)).unwrap();
     let (got, lsn) = restored(&s3, root.path(), "r", &[]).await;
@@ -502,4 +545,27 @@ async fn sigkill_while_archiving_leaves_no_gap() {
     assert_eq!(got, hub_state);
     // Nothing acknowledged was lost across the kills.
     assert!(writes.iter().all(|(l, _, _)| *l <= last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unarchived_wal_outlives_local_retention_and_a_crash() {
+    // The store is up but the bucket is missing: nothing can be archived yet.
+    let s3 = S3::start();
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    // Far more than the local WAL retention (64 KiB) keeps once flushed.
+    let writes = write(http, 0, 600).await;
+    let last = writes.last().unwrap().0;
+    hub.kill();
+    s3.ready_with_bucket().await;
+    start(&mut hub, http).await;
+    archived(http, last).await;
+    let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    assert!(
+        keys.first()
+            .is_some_and(|k| k.contains(&format!("/{:020}-", 1))),
+        "the archive must start at LSN 1: {keys:?}"
+    );
+    hub.terminate(Duration::from_secs(10)).unwrap();
 }
