@@ -569,3 +569,138 @@ async fn unarchived_wal_outlives_local_retention_and_a_crash() {
     );
     hub.terminate(Duration::from_secs(10)).unwrap();
 }
+
+/// A relayer following the bucket (and, with `upstream`, switching to that gRPC address).
+fn store_relayer(dir: &Path, name: &str, s3: &S3, upstream: Option<u16>) -> (NodeProcess, u16) {
+    let http = free_port();
+    let up = upstream.map_or(String::new(), |p| {
+        format!("  upstream: http://127.0.0.1:{p}\n")
+    });
+    let yaml = format!(
+        "server:\n  mode: relayer\n  data_dir: {}\n  namespaces: [default]\n\
+         http:\n  listen: 127.0.0.1:{http}\ngrpc:\n  listen: 127.0.0.1:0\n\
+         notify:\n  bind: tcp://127.0.0.1:0\nreplication:\n{up}  object_store:\n    endpoint: {}\n    \
+         bucket: {BUCKET}\n    prefix: {PREFIX}\n    path_style: true\n    credentials_file: {}\n    \
+         poll_interval_ms: 200\n",
+        dir.join("data").display(),
+        s3.endpoint(),
+        credentials(dir).display()
+    );
+    (
+        NodeProcess::new(BIN, name, dir, yaml).dump_log_on_panic(),
+        http,
+    )
+}
+
+async fn lsn_of(http: u16) -> u64 {
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    off["lsn"].as_u64().unwrap_or(0)
+}
+
+async fn reaches(http: u16, lsn: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        seen = lsn_of(http).await;
+        if seen >= lsn {
+            assert_eq!(seen, lsn, "{what} went past the hub");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} stayed at LSN {seen}, expected {lsn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayers_follow_the_store_and_one_switches_to_grpc() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    let grpc = free_port();
+    let cfg = hub.config().replace(
+        "grpc:\n  listen: 127.0.0.1:0",
+        &format!("grpc:\n  listen: 127.0.0.1:{grpc}"),
+    );
+    hub.set_config(cfg);
+    start(&mut hub, http).await;
+    write(http, 0, 150).await;
+    // A base backup the relayers bootstrap from, then more WAL after it.
+    let (st, b) = call(
+        Client::new()
+            .post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    write(http, 150, 150).await;
+    let mut relayers = Vec::new();
+    for i in 0..3 {
+        let (mut r, rh) = store_relayer(
+            &root.path().join(format!("r{i}")),
+            &format!("r{i}"),
+            &s3,
+            None,
+        );
+        start(&mut r, rh).await;
+        relayers.push((r, rh));
+    }
+    // The hub's gRPC port is closed for now: this one follows the store until it can switch.
+    hub.terminate(Duration::from_secs(10)).unwrap();
+    let last = {
+        // The graceful stop uploaded the tail: everything durable is in the store.
+        let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+        let k = keys.last().unwrap();
+        k.rsplit('-')
+            .next()
+            .unwrap()
+            .trim_end_matches(".wal")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (mut sw, swh) = store_relayer(&root.path().join("sw"), "sw", &s3, Some(grpc));
+    // Not ready (its gRPC upstream has never been in sync) but serving reads.
+    sw.start().unwrap();
+    sw.wait_http_ok(
+        &Client::new(),
+        &format!("http://127.0.0.1:{swh}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    reaches(swh, last, "the switching relayer (store)").await;
+    for (_, rh) in &relayers {
+        reaches(*rh, last, "a store relayer").await;
+    }
+    assert!(!sw.log().contains("switching to the gRPC upstream"));
+    // The hub comes back: the switching relayer moves to gRPC and gets new writes at stream speed.
+    start(&mut hub, http).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sw.log().contains("switching to the gRPC upstream") {
+        assert!(
+            Instant::now() < deadline,
+            "no switch to gRPC:\n{}",
+            sw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    write(http, 300, 100).await;
+    let hub_last = lsn_of(http).await;
+    reaches(swh, hub_last, "the switched relayer (gRPC)").await;
+    let want = dump(http).await;
+    assert_eq!(dump(swh).await, want);
+    archived(http, hub_last).await;
+    for (r, rh) in &mut relayers {
+        reaches(*rh, hub_last, "a store relayer").await;
+        assert_eq!(dump(*rh).await, want);
+        r.terminate(Duration::from_secs(10)).unwrap();
+    }
+    assert!(
+        sw.log().contains("bootstrapped from a base backup"),
+        "{}",
+        sw.log()
+    );
+    sw.terminate(Duration::from_secs(10)).unwrap();
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}

@@ -14,6 +14,7 @@ pub mod archiver;
 pub mod base;
 pub mod client;
 pub mod credentials;
+pub mod follower;
 pub mod restore;
 pub mod walobj;
 
