@@ -704,3 +704,55 @@ async fn relayers_follow_the_store_and_one_switches_to_grpc() {
     sw.terminate(Duration::from_secs(10)).unwrap();
     hub.terminate(Duration::from_secs(10)).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_up_as_multipart_uploads_and_come_back_whole() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let cfg = unisondb_config::ObjectStoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: BUCKET.into(),
+        prefix: PREFIX.into(),
+        credentials_file: credentials(root.path()).display().to_string(),
+        ..Default::default()
+    };
+    let store = unisondb::objstore::Store::from_config(&cfg).unwrap();
+    // 20 MiB + a bit: three parts of 8 MiB at most.
+    let data: Vec<u8> = (0..(20u32 << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = root.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let n = store.put_file("big/one.bin", &file).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    // A multipart upload's ETag is `"<md5 of the part md5s>-<parts>"`.
+    let head = {
+        use object_store::ObjectStore;
+        s3.client()
+            .head(&object_store::path::Path::from(format!(
+                "{PREFIX}/big/one.bin"
+            )))
+            .await
+            .unwrap()
+    };
+    let etag = head.e_tag.unwrap_or_default();
+    assert!(
+        etag.trim_matches('"').ends_with("-3"),
+        "not a 3-part upload: {etag}"
+    );
+    let back = store.get("big/one.bin").await.unwrap();
+    assert!(back[..] == data[..], "the object differs from the file");
+    let listed = store.list("big/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].key.as_str(), listed[0].size),
+        ("big/one.bin", data.len() as u64)
+    );
+    // An absent object is an error naming it.
+    let err = store.get("big/none.bin").await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{PREFIX}/big/none.bin")),
+        "{err}"
+    );
+}
