@@ -253,6 +253,20 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
             dir: dir.clone(),
             source,
         })?;
+    // Staging copies of base backups a crash interrupted (not serving yet).
+    for ns in db.names() {
+        let staging = cfg
+            .server
+            .data_dir
+            .join("backups")
+            .join(ns)
+            .join(".objstore-staging");
+        if staging.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                tracing::warn!(dir = %staging.display(), error = %e, "stale backup staging not removed");
+            }
+        }
+    }
     for ns in db.namespaces().filter(|ns| ns.role().owns()) {
         match lob::collect_orphans(ns) {
             Ok(0) => {}
