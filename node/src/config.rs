@@ -42,6 +42,7 @@ impl ConfigExt for Config {
                 max_age: Some(self.wal.retention_max_age_secs),
             },
             btree: BTreeOptions::default(),
+            hold_wal_for_archive: self.archive.enabled,
         }
     }
 

@@ -22,6 +22,7 @@ mod memtable;
 pub mod metrics;
 pub mod models;
 pub mod notify;
+pub mod objstore;
 pub mod replication;
 pub mod resp;
 pub mod server;

@@ -113,8 +113,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
         /// Directory under the node's backup directory (default: the backup directory itself).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "object_store")]
         dir: Option<String>,
+        /// Into the node's archive object store (`archive.*`) instead of its backup directory.
+        #[arg(long)]
+        object_store: bool,
     },
     /// Restore a namespace from a backup, offline (the server stopped), optionally to a point in time.
     Restore(unisondb::cli::restore::RestoreArgs),
@@ -295,7 +298,11 @@ fn main() -> ExitCode {
         Command::Row { client, command } => unisondb::cli::client::run_row(client, command),
         Command::Lob { client, command } => unisondb::cli::client::run_lob(client, command),
         Command::Watch { client, watch } => unisondb::cli::client::run_watch(client, watch),
-        Command::Backup { client, dir } => unisondb::cli::client::run_backup(client, dir),
+        Command::Backup {
+            client,
+            dir,
+            object_store,
+        } => unisondb::cli::client::run_backup(client, dir, object_store),
         Command::Restore(args) => {
             init_logs(log_override.unwrap_or_default(), "warn");
             unisondb::cli::restore::run(args)

@@ -60,6 +60,31 @@ counter!(
     "unisondb_wal_segments_deleted_total",
     "WAL segments removed by retention"
 );
+counter!(
+    ARCHIVE_UPLOADS,
+    "unisondb_archive_uploads_total",
+    "WAL objects uploaded to the archive store"
+);
+counter!(
+    ARCHIVE_UPLOAD_BYTES,
+    "unisondb_archive_upload_bytes_total",
+    "Bytes of WAL objects uploaded to the archive store"
+);
+counter!(
+    ARCHIVE_ERRORS,
+    "unisondb_archive_errors_total",
+    "Failed archive operations (listing, reading the WAL, uploads); each is retried"
+);
+gauge!(
+    ARCHIVE_LSN,
+    "unisondb_archive_archived_lsn",
+    "Last LSN in the archive store (everything up to it is archived)"
+);
+gauge!(
+    ARCHIVE_LAG,
+    "unisondb_archive_lag_records",
+    "Durable records not yet in the archive store"
+);
 gauge!(LSN, "unisondb_lsn", "Last visible LSN of the namespace");
 gauge!(
     CHECKPOINT_LSN,

@@ -50,6 +50,8 @@ pub enum ServerError {
     Close(EngineError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("WAL archiving: {0}")]
+    Archive(#[from] crate::objstore::ObjStoreError),
 }
 
 /// Runs the node until SIGTERM/SIGINT (or a background service fails).
@@ -142,6 +144,7 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     tracing::info!(namespaces = ?cfg.server.namespaces, "ready");
 
     let reaper = spawn_txn_reaper(state.clone(), shutdown.child_token());
+    let archivers = start_archivers(&db, &cfg, &shutdown)?;
     let resp = if cfg.resp.listen.is_empty() {
         None
     } else {
@@ -183,6 +186,10 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
         Err(_) => tracing::warn!("in-flight requests did not finish in time; closing anyway"),
     }
     let _ = reaper.await;
+    // After HTTP drained: the archivers upload what is durable, then end.
+    for a in archivers {
+        let _ = a.await;
+    }
     if let Some(resp) = resp {
         let _ = resp.await;
     }
@@ -201,6 +208,37 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     }
 }
 
+/// One WAL archiver per namespace when `archive.enabled` (see `crate::objstore::archiver`).
+fn start_archivers(
+    db: &Database,
+    cfg: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+    if !cfg.archive.enabled {
+        return Ok(Vec::new());
+    }
+    let store = crate::objstore::Store::from_config(&cfg.archive.store())?;
+    let opts = crate::objstore::archiver::ArchiverOptions {
+        max_delay: Duration::from_secs(cfg.archive.max_delay_seconds),
+        object_bytes: usize::try_from(cfg.wal.segment_size_bytes)
+            .unwrap_or(usize::MAX)
+            .clamp(64 << 10, 64 << 20),
+        tick: Duration::from_millis(200),
+    };
+    tracing::info!(store = %store.location(""), "WAL archiving on");
+    Ok(db
+        .namespaces()
+        .map(|ns| {
+            crate::objstore::archiver::spawn(
+                ns.clone(),
+                store.clone(),
+                opts,
+                shutdown.child_token(),
+            )
+        })
+        .collect())
+}
+
 /// Opens every configured namespace (followed ones refuse local writes) and removes LOB chunks
 /// orphaned by a crash from the namespaces this node owns (blocking). A follower keeps the chunks it
 /// holds: they may belong to an upload still in flight upstream, and the owner's cleanup reaches it
@@ -215,6 +253,20 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
             dir: dir.clone(),
             source,
         })?;
+    // Staging copies of base backups a crash interrupted (not serving yet).
+    for ns in db.names() {
+        let staging = cfg
+            .server
+            .data_dir
+            .join("backups")
+            .join(ns)
+            .join(".objstore-staging");
+        if staging.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                tracing::warn!(dir = %staging.display(), error = %e, "stale backup staging not removed");
+            }
+        }
+    }
     for ns in db.namespaces().filter(|ns| ns.role().owns()) {
         match lob::collect_orphans(ns) {
             Ok(0) => {}

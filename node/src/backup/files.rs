@@ -17,7 +17,7 @@ use crate::wal::record::{self, Decoded, FrameFormat};
 use crate::wal::Record;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"UNIBSNP1";
-const WAL_MAGIC: &[u8; 8] = b"UNIBWAL1";
+pub(crate) const WAL_MAGIC: &[u8; 8] = b"UNIBWAL1";
 const END: u32 = u32::MAX;
 /// Largest key or value a snapshot file may hold (bad lengths are corruption, not allocations).
 const MAX_ITEM: u32 = 1 << 30;

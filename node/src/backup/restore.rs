@@ -16,6 +16,9 @@ use crate::wal::Record;
 pub enum RestoreSource {
     /// A backup directory with its manifest (`POST /backups`, `unisondb backup`).
     Backup(PathBuf),
+    /// A backup directory plus WAL files archived after it (object-store restore: each file in
+    /// the `wal.bin` format, in LSN order; records must continue the backup's without a gap).
+    Archive { dir: PathBuf, wal: Vec<PathBuf> },
     /// UnisonDB's shapes: a snapshot file (`/btree/backup`) and/or a directory of WAL segment
     /// copies (`/wal/backup`); at least one.
     Files {
@@ -62,6 +65,23 @@ pub struct RestoreReport {
 
 const BATCH: usize = 512;
 
+/// Reads and verifies a backup directory: its snapshot file and its WAL records.
+fn read_backup(dir: &Path, namespace: &str) -> Result<(PathBuf, Vec<Record>), BackupError> {
+    let m = Manifest::read_verified(dir)?;
+    if m.namespace != namespace {
+        tracing::warn!(backup = %m.namespace, into = namespace, "restoring a backup of another namespace");
+    }
+    let recs = read_wal(&dir.join(manifest::WAL))?;
+    if recs.len() as u64 != m.wal.records || recs.first().is_some_and(|r| r.lsn != m.wal.first_lsn)
+    {
+        return Err(BackupError::invalid(
+            dir,
+            "WAL file disagrees with the manifest",
+        ));
+    }
+    Ok((dir.join(manifest::SNAPSHOT), recs))
+}
+
 /// Restores `namespace` under `data_dir` from `source` up to `target`. Holds the namespace's lock
 /// (fails while a server has it open). With `dry_run`, only reads and verifies the source.
 pub fn restore(
@@ -73,21 +93,31 @@ pub fn restore(
 ) -> Result<RestoreReport, BackupError> {
     crate::engine::validate_name(namespace)?;
     let (snapshot, wal): (Option<PathBuf>, Vec<Record>) = match source {
+        RestoreSource::Archive { dir, wal } => {
+            let (snap, mut recs) = read_backup(dir, namespace)?;
+            for f in wal {
+                for r in read_wal(f)? {
+                    let next = recs.last().map_or(r.lsn, |l: &Record| l.lsn + 1);
+                    if r.lsn < next {
+                        continue; // also in the backup's own WAL
+                    }
+                    if r.lsn > next {
+                        return Err(BackupError::invalid(
+                            f,
+                            format!(
+                                "starts at LSN {} but {next} is next: archived WAL is missing",
+                                r.lsn
+                            ),
+                        ));
+                    }
+                    recs.push(r);
+                }
+            }
+            (Some(snap), recs)
+        }
         RestoreSource::Backup(dir) => {
-            let m = Manifest::read_verified(dir)?;
-            if m.namespace != namespace {
-                tracing::warn!(backup = %m.namespace, into = namespace, "restoring a backup of another namespace");
-            }
-            let recs = read_wal(&dir.join(manifest::WAL))?;
-            if recs.len() as u64 != m.wal.records
-                || recs.first().is_some_and(|r| r.lsn != m.wal.first_lsn)
-            {
-                return Err(BackupError::invalid(
-                    dir,
-                    "WAL file disagrees with the manifest",
-                ));
-            }
-            (Some(dir.join(manifest::SNAPSHOT)), recs)
+            let (snap, recs) = read_backup(dir, namespace)?;
+            (Some(snap), recs)
         }
         RestoreSource::Files { btree, wal } => {
             if btree.is_none() && wal.is_none() {

@@ -621,12 +621,14 @@ async fn watch(a: ClientArgs, w: WatchArgs) -> Res<()> {
 }
 
 /// `unisondb backup`: a complete, consistent backup taken by the node while it serves
-/// (`POST /api/v1/{ns}/backups`), into its backup directory or `dir` below it.
-pub fn run_backup(a: ClientArgs, dir: Option<String>) -> ExitCode {
+/// (`POST /api/v1/{ns}/backups`), into its backup directory or `dir` below it, or with
+/// `object_store` into its archive store.
+pub fn run_backup(a: ClientArgs, dir: Option<String>, object_store: bool) -> ExitCode {
     finish(runtime().and_then(|rt| {
         rt.block_on(async {
             let c = Client::new(&a)?;
             let body = match &dir {
+                _ if object_store => serde_json::json!({ "target": "objectStore" }),
                 Some(d) => serde_json::json!({ "dir": d }),
                 None => serde_json::json!({}),
             };
@@ -646,7 +648,7 @@ pub fn run_backup(a: ClientArgs, dir: Option<String>) -> ExitCode {
                     m["wal"]["firstLsn"],
                     m["wal"]["lastLsn"],
                     m["wal"]["records"],
-                    v["path"].as_str().unwrap_or("?"),
+                    v["path"].as_str().or(v["location"].as_str()).unwrap_or("?"),
                 );
             }
             Ok(())

@@ -2,12 +2,16 @@
 //! `--btree FILE` / `--wal DIR` shapes), optionally to a point in time. The server must be stopped:
 //! the namespace's lock is taken for the whole restore.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::backup::{restore, RestoreSource, RestoreTarget};
+use unisondb_config::ObjectStoreConfig;
+
+use crate::backup::{restore, BackupError, RestoreSource, RestoreTarget};
+use crate::engine::{EngineOptions, Namespace, Role};
+use crate::objstore::{self, ObjStoreError};
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -18,8 +22,32 @@ pub struct RestoreArgs {
     #[arg(short = 'n', long)]
     pub namespace: String,
     /// A backup directory (with manifest.json), from `unisondb backup` or `POST /backups`.
-    #[arg(long, conflicts_with_all = ["btree", "wal"])]
+    #[arg(long, conflicts_with_all = ["btree", "wal", "from_object_store"])]
     pub from: Option<PathBuf>,
+    /// Restore from an object store, `s3://BUCKET[/PREFIX]`: the newest base backup at or before
+    /// the target, then the archived WAL after it up to the target.
+    #[arg(long, conflicts_with_all = ["btree", "wal"])]
+    pub from_object_store: Option<String>,
+    /// S3-compatible endpoint (`http(s)://host:port`) for --from-object-store; empty: AWS S3.
+    #[arg(long, default_value = "")]
+    pub endpoint: String,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most self-hosted servers need.
+    #[arg(long)]
+    pub path_style: bool,
+    /// AWS shared-credentials file (profile default); else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
+    #[arg(long, default_value = "")]
+    pub credentials_file: String,
+    /// PEM CA bundle for an https endpoint.
+    #[arg(long, default_value = "")]
+    pub ca_file: String,
+    /// A base backup id in the store (default: the newest at or before the target).
+    #[arg(long, requires = "from_object_store")]
+    pub backup_id: Option<String>,
+    /// Exit 0 without change when the namespace already holds data (idempotent init containers).
+    #[arg(long)]
+    pub if_empty: bool,
     /// A snapshot file from `POST /btree/backup` (UnisonDB's `--btree`).
     #[arg(long)]
     pub btree: Option<PathBuf>,
@@ -67,13 +95,19 @@ pub fn run(a: RestoreArgs) -> ExitCode {
                 .into(),
         );
     }
-    let source = match a.from {
-        Some(dir) => RestoreSource::Backup(dir),
-        None => RestoreSource::Files {
-            btree: a.btree,
-            wal: a.wal,
-        },
-    };
+    if a.if_empty {
+        match holds_data(&a.data_dir, &a.namespace) {
+            Ok(Some(lsn)) => {
+                println!(
+                    "{} already holds data (LSN {lsn}): nothing restored (--if-empty)",
+                    a.namespace
+                );
+                return ExitCode::SUCCESS;
+            }
+            Ok(None) => {}
+            Err(e) => return fail(e.to_string()),
+        }
+    }
     let time_ms = match a.to_time.as_deref().map(parse_time).transpose() {
         Ok(t) => t,
         Err(e) => return fail(e),
@@ -82,7 +116,26 @@ pub fn run(a: RestoreArgs) -> ExitCode {
         lsn: a.to_lsn,
         time_ms,
     };
-    match restore(&a.data_dir, &a.namespace, &source, target, a.dry_run) {
+    let staging = a.data_dir.join(format!(".restore-staging-{}", a.namespace));
+    let source = match (&a.from_object_store, a.from.clone()) {
+        (Some(url), _) => match fetch_from_store(&a, url, target, &staging) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return fail(e.to_string());
+            }
+        },
+        (None, Some(dir)) => RestoreSource::Backup(dir),
+        (None, None) => RestoreSource::Files {
+            btree: a.btree.clone(),
+            wal: a.wal.clone(),
+        },
+    };
+    let result = restore(&a.data_dir, &a.namespace, &source, target, a.dry_run);
+    if a.from_object_store.is_some() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    match result {
         Ok(r) => {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -113,6 +166,61 @@ pub fn run(a: RestoreArgs) -> ExitCode {
         }
         Err(e) => fail(e.to_string()),
     }
+}
+
+/// The namespace's LSN when it already holds data, `None` when it is empty or absent.
+fn holds_data(data_dir: &Path, namespace: &str) -> Result<Option<u64>, BackupError> {
+    let dir = data_dir.join(namespace);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    let ns = Namespace::open_as(&dir, namespace, EngineOptions::default(), Role::Follower)?;
+    let lsn = ns.latest_lsn();
+    ns.close()?;
+    Ok((lsn > 0).then_some(lsn))
+}
+
+/// Downloads and verifies the base backup and archived WAL into `staging`.
+fn fetch_from_store(
+    a: &RestoreArgs,
+    url: &str,
+    target: RestoreTarget,
+    staging: &Path,
+) -> Result<RestoreSource, ObjStoreError> {
+    let (bucket, prefix) = objstore::parse_url(url)?;
+    let cfg = ObjectStoreConfig {
+        endpoint: a.endpoint.clone(),
+        bucket,
+        prefix,
+        region: a.region.clone(),
+        path_style: a.path_style,
+        credentials_file: a.credentials_file.clone(),
+        ca_file: a.ca_file.clone(),
+        ..ObjectStoreConfig::default()
+    };
+    let store = objstore::Store::from_config(&cfg)?;
+    let _ = std::fs::remove_dir_all(staging);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ObjStoreError::Io {
+            path: "tokio runtime".into(),
+            source,
+        })?;
+    let (m, source) = rt.block_on(objstore::restore::fetch(
+        &store,
+        &a.namespace,
+        a.backup_id.as_deref(),
+        target,
+        staging,
+    ))?;
+    eprintln!(
+        "restoring from base backup {} (snapshot at LSN {}) in {}",
+        m.id,
+        m.snapshot.lsn,
+        store.location(&objstore::base::backup_dir(&m.namespace, &m.id))
+    );
+    Ok(source)
 }
 
 #[cfg(test)]

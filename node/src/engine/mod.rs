@@ -155,6 +155,8 @@ pub struct Namespace {
     _threads: Arc<flush::Threads>,
     inner: Arc<Inner>,
     role: Role,
+    /// The archive's retention pin (`hold_wal_for_archive`); lives as long as the WAL.
+    archive_pin: Option<u64>,
 }
 
 /// Checks a namespace name is safe as a directory name and a metrics label: the one rule, written
@@ -192,11 +194,15 @@ impl Namespace {
             );
         }
         let inner = Arc::new(inner);
+        // Pinned before the flush thread exists: no retention pass can run before the archiver
+        // learns from the store how far it got.
+        let archive_pin = inner.opts.hold_wal_for_archive.then(|| inner.wal.pin(0));
         let threads = flush::Threads::start(&inner);
         Ok(Namespace {
             inner,
             _threads: Arc::new(threads),
             role,
+            archive_pin,
         })
     }
 
@@ -382,6 +388,14 @@ impl Namespace {
         match r.next_record() {
             Ok(Some(rec)) if rec.lsn == lsn => r.position(),
             _ => None,
+        }
+    }
+
+    /// Tells WAL retention that every record `<= lsn` is in the archive store (no-op unless
+    /// `hold_wal_for_archive`).
+    pub fn archived_through(&self, lsn: u64) {
+        if let Some(id) = self.archive_pin {
+            self.inner.wal.advance_pin(id, lsn.saturating_add(1));
         }
     }
 

@@ -27,6 +27,9 @@ pub struct EngineOptions {
     pub wal: WalOptions,
     pub retention: RetentionPolicy,
     pub btree: BTreeOptions,
+    /// WAL archiving is on: retention keeps every record until [`super::Namespace::archived_through`]
+    /// says it is in the store (a pin taken at open, before any flush can run retention).
+    pub hold_wal_for_archive: bool,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +44,7 @@ impl Default for EngineOptions {
                 max_age: Some(Duration::from_secs(86_400)),
             },
             btree: BTreeOptions::default(),
+            hold_wal_for_archive: false,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,6 +44,40 @@ pub struct BackupBody {
     /// directory itself.
     #[serde(default)]
     dir: Option<String>,
+    /// `local` (default) or `objectStore`: into the `archive` store, under `<prefix>/<ns>/base/<id>/`.
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// Query of `GET /backups`: `target=objectStore` lists the archive store instead.
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    #[serde(default)]
+    target: Option<String>,
+}
+
+/// Whether a `target` names the object store (anything but absent/`local` must be exactly that).
+fn wants_store(target: Option<&str>) -> ApiResult<bool> {
+    match target.map(str::trim) {
+        None | Some("") | Some("local") => Ok(false),
+        Some("objectStore") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "target {other:?}: expected \"local\" or \"objectStore\""
+        ))),
+    }
+}
+
+/// The archive store, or 409 when this node has none configured.
+fn archive_store(st: &Shared) -> ApiResult<crate::objstore::Store> {
+    let a = &st.cfg.archive;
+    if a.bucket.trim().is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "this node has no object store configured (archive.bucket is empty)",
+        ));
+    }
+    Ok(crate::objstore::Store::from_config(&a.store())?)
 }
 
 fn root(st: &Shared, namespace: &str) -> PathBuf {
@@ -110,6 +144,9 @@ pub async fn create(
     target: Target,
     JsonOrDefault(b): JsonOrDefault<BackupBody>,
 ) -> ApiResult<Json<Value>> {
+    if wants_store(b.target.as_deref())? {
+        return create_in_store(&st, target).await;
+    }
     let base = root(&st, &target.name);
     let dest = match b.dir.as_deref() {
         Some(d) if !d.trim().is_empty() => under_root(&base, d)?,
@@ -124,10 +161,51 @@ pub async fn create(
     })))
 }
 
-/// List the complete backups in the backup directory (those with a valid manifest), oldest first.
-#[utoipa::path(get, path = "/api/v1/{namespace}/backups",
-    responses((status = 200, body = Value), (status = 404)))]
-pub async fn list(State(st): State<Shared>, target: Target) -> ApiResult<Json<Value>> {
+/// A base backup into the archive store: taken locally into a staging directory, uploaded
+/// (manifest last), the staging copy removed; then store retention (`archive.retain_base_backups`).
+async fn create_in_store(st: &Shared, target: Target) -> ApiResult<Json<Value>> {
+    let store = archive_store(st)?;
+    let staging = root(st, &target.name).join(".objstore-staging");
+    let ns = target.ns;
+    let s2 = staging.clone();
+    let (m, dir) = blocking(move || backup::take(&ns, &s2)).await?;
+    let uploaded = crate::objstore::base::upload(&store, &m, &dir).await;
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!(dir = %dir.display(), error = %e, "staging copy of a backup not removed");
+    }
+    let location = uploaded?;
+    let keep = st.cfg.archive.retain_base_backups as usize;
+    if let Err(e) = crate::objstore::base::apply_retention(&store, &target.name, keep).await {
+        tracing::warn!(namespace = %target.name, error = %e, "store retention failed; retried after the next backup");
+    }
+    tracing::info!(namespace = %target.name, backup = %m.id, %location, "base backup uploaded");
+    Ok(Json(
+        json!({ "id": m.id, "location": location, "manifest": m }),
+    ))
+}
+
+/// List the complete backups (those with a valid manifest), oldest first: in the backup
+/// directory, or with `target=objectStore` in the archive store.
+#[utoipa::path(get, path = "/api/v1/{namespace}/backups", params(ListQuery),
+    responses((status = 200, body = Value), (status = 404), (status = 409)))]
+pub async fn list(
+    State(st): State<Shared>,
+    target: Target,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    if wants_store(q.target.as_deref())? {
+        let store = archive_store(&st)?;
+        let found = crate::objstore::base::list(&store, &target.name).await?;
+        let backups: Vec<Value> = found
+            .into_iter()
+            .map(|m| {
+                let location =
+                    store.location(&crate::objstore::base::backup_dir(&m.namespace, &m.id));
+                json!({"id": m.id, "location": location, "manifest": m})
+            })
+            .collect();
+        return Ok(Json(json!({ "backups": backups })));
+    }
     let base = root(&st, &target.name);
     let found = blocking(move || {
         let mut out: Vec<(PathBuf, Manifest)> = Vec::new();

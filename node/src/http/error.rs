@@ -110,3 +110,20 @@ impl From<crate::backup::BackupError> for ApiError {
         }
     }
 }
+
+impl From<crate::objstore::ObjStoreError> for ApiError {
+    fn from(e: crate::objstore::ObjStoreError) -> ApiError {
+        use crate::objstore::ObjStoreError;
+        match e {
+            ObjStoreError::Backup(e) => e.into(),
+            e @ ObjStoreError::Config(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            e @ (ObjStoreError::Store { .. }
+            | ObjStoreError::NotFound { .. }
+            | ObjStoreError::Upload { .. }
+            | ObjStoreError::Corrupt { .. }) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}

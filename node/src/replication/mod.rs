@@ -60,6 +60,8 @@ pub enum ReplicationError {
     Closed,
     #[error("unknown namespace {0}")]
     UnknownNamespace(String),
+    #[error("{0}")]
+    Config(String),
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -97,6 +97,16 @@ pub async fn start_from_config(
         &r.mirrors,
         &replica_id,
     );
+    if let (true, Some(os)) = (cfg.server.mode == Mode::Relayer, &r.object_store) {
+        let store = crate::objstore::Store::from_config(os)
+            .map_err(|e| ReplicationError::Config(format!("replication.object_store: {e}")))?;
+        let f =
+            follow.get_or_insert_with(|| RelayerConfig::mirrors(&Default::default(), &replica_id));
+        f.object_store = Some(crate::objstore::follower::StoreSource {
+            store,
+            poll: Duration::from_millis(os.poll_interval_ms.max(50)),
+        });
+    }
     if let Some(f) = follow.as_mut() {
         f.tls = ClientTls::from_files(&r.tls_ca_file, &r.tls_cert_file, &r.tls_key_file)?;
         f.max_lag_records = r.max_lag_records;

@@ -118,6 +118,9 @@ pub struct RelayerConfig {
     pub max_lag_records: u64,
     /// `replication.max_staleness_seconds`: `/readyz` fails beyond it; `None` = no bound.
     pub max_staleness: Option<std::time::Duration>,
+    /// `replication.object_store` (relayer mode): every namespace first follows the WAL archived in
+    /// the bucket, and switches to its gRPC upstream (if any) once caught up and the upstream is up.
+    pub object_store: Option<crate::objstore::follower::StoreSource>,
 }
 
 impl RelayerConfig {
@@ -133,6 +136,7 @@ impl RelayerConfig {
             backoff: Backoff::default(),
             max_lag_records: 10_000,
             max_staleness: None,
+            object_store: None,
         }
     }
 
@@ -164,6 +168,7 @@ impl RelayerConfig {
             backoff: Backoff::default(),
             max_lag_records: 10_000,
             max_staleness: None,
+            object_store: None,
         }
     }
 }
@@ -186,7 +191,31 @@ pub async fn run_followers(
         fc.backoff = cfg.backoff;
         // Registered before the task runs so `/readyz` and 403s are right from the first request.
         state.register(name, &fc.url(), ns.latest_lsn(), ns.latest_hlc());
-        tasks.spawn(follow(ns, fc, state.clone(), shutdown.clone()));
+        let (state, shutdown, store) = (state.clone(), shutdown.clone(), cfg.object_store.clone());
+        tasks.spawn(async move {
+            if let Some(src) = store {
+                let url = fc.url();
+                let switch =
+                    crate::objstore::follower::follow(ns.clone(), src, Some(url), shutdown.clone())
+                        .await;
+                if !switch {
+                    return;
+                }
+            }
+            follow(ns, fc, state, shutdown).await
+        });
+    }
+    // Namespaces with no gRPC upstream follow only the store.
+    if let Some(src) = &cfg.object_store {
+        for ns in db.namespaces() {
+            if cfg.upstreams.contains_key(ns.name()) || ns.role().owns() {
+                continue;
+            }
+            let (ns, src, stop) = (ns.clone(), src.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                crate::objstore::follower::follow(ns, src, None, stop).await;
+            });
+        }
     }
     while let Some(r) = tasks.join_next().await {
         r?;

@@ -313,6 +313,16 @@ impl Wal {
         WalReader::new(Arc::clone(&self.shared), from_lsn)
     }
 
+    /// Registers a pin keeping LSNs `>= lsn` from retention; returns its id (see [`Wal::advance_pin`]).
+    pub fn pin(&self, lsn: u64) -> u64 {
+        self.shared.pin(lsn)
+    }
+
+    /// Moves pin `id` forward to `lsn`.
+    pub fn advance_pin(&self, id: u64, lsn: u64) {
+        self.shared.advance_pin(id, lsn)
+    }
+
     /// Drops every record and makes `next_lsn` the next LSN to append (after a snapshot install that
     /// supersedes the whole log). Readers positioned before `next_lsn` then get `Trimmed`.
     pub fn reset(&self, next_lsn: u64) -> Result<(), WalError> {

@@ -1,0 +1,834 @@
+//! Backups, WAL archiving and point-in-time restore through a real S3-compatible server (`moto` in
+//! server mode, from the e2e venv; see docs/BACKUP.md) on loopback, with real `unisondb` processes:
+//! a base backup into the store under a write load, restores into fresh directories (whole, to
+//! random LSNs, to a time) compared key by key with what the hub acknowledged; SIGKILLs while the
+//! WAL is being archived leave no gap; a flipped byte in a stored object is refused by name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::Rng;
+use reqwest::Client;
+use serde_json::{json, Value};
+use unisondb_testkit::{free_port, NodeProcess};
+
+const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
+const KEYS: u64 = 40;
+const BUCKET: &str = "unisondb-test";
+const PREFIX: &str = "hubs/h1";
+const ACCESS_KEY: &str = "AKIAUNISONDBTEST";
+const SECRET_KEY: &str = "s3cr3t-unisondb-test-key";
+
+/// A `moto_server` process on loopback; killed on drop.
+struct S3 {
+    child: Child,
+    port: u16,
+}
+
+impl S3 {
+    fn start() -> S3 {
+        let venv = std::env::var_os("UNISONDB_E2E_VENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| unisondb_testkit::cache_dir().join("venv"));
+        let bin = venv.join("bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `bash scripts/install-deps.sh` (e2e/loopback/install-deps.sh \
+             installs moto[server] into the venv)",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+        S3 { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn ready_with_bucket(&self) {
+        let c = Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c.put(format!("{}/{BUCKET}", self.endpoint())).send().await;
+            match r {
+                Ok(r) if r.status().is_success() => return,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not create the bucket: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A signed client of the bucket (the `object_store` crate directly, not the node's wrapper).
+    fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap()
+    }
+
+    /// Keys under `prefix`.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let metas: Vec<object_store::ObjectMeta> = self
+            .client()
+            .list(Some(&object_store::path::Path::from(prefix)))
+            .try_collect()
+            .await
+            .unwrap();
+        metas.into_iter().map(|m| m.location.to_string()).collect()
+    }
+
+    /// Flips one byte of an object in place (the damage a restore must refuse).
+    async fn flip_byte(&self, key: &str, at: usize) {
+        use object_store::ObjectStore;
+        let c = self.client();
+        let path = object_store::path::Path::from(key);
+        let mut body = c.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+        let at = at.min(body.len() - 1);
+        body[at] ^= 0x20;
+        c.put(&path, body.into()).await.unwrap();
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn credentials(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("s3-credentials");
+    std::fs::write(
+        &p,
+        format!(
+            "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn node(dir: &Path, name: &str, s3: Option<&S3>) -> (NodeProcess, u16) {
+    node_keeping(dir, name, s3, 0)
+}
+
+/// A node archiving into `s3` (if any) that keeps `retain` base backups in the store.
+fn node_keeping(dir: &Path, name: &str, s3: Option<&S3>, retain: u32) -> (NodeProcess, u16) {
+    let http = free_port();
+    let mut yaml = format!(
+        "server:\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
+         grpc:\n  listen: 127.0.0.1:0\nnotify:\n  bind: tcp://127.0.0.1:0\n\
+         wal:\n  segment_size_bytes: 65536\n  retention_max_bytes: 65536\nmemtable:\n  size_bytes: 65536\n",
+        dir.join("data").display()
+    );
+    if let Some(s3) = s3 {
+        yaml.push_str(&format!(
+            "archive:\n  enabled: true\n  endpoint: {}\n  bucket: {BUCKET}\n  prefix: {PREFIX}\n  \
+             path_style: true\n  credentials_file: {}\n  max_delay_seconds: 1\n  retain_base_backups: {retain}\n",
+            s3.endpoint(),
+            credentials(dir).display()
+        ));
+    }
+    (
+        NodeProcess::new(BIN, name, dir, yaml).dump_log_on_panic(),
+        http,
+    )
+}
+
+async fn start(p: &mut NodeProcess, http: u16) {
+    p.start_ready(&format!("http://127.0.0.1:{http}/readyz"))
+        .await
+        .unwrap();
+}
+
+async fn call(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+type Writes = Vec<(u64, String, String)>;
+
+/// `n` puts (keys cycle over `KEYS`) from `first`; each acknowledged write as (lsn, key, value).
+async fn write(http: u16, first: u64, n: u64) -> Writes {
+    let w = write_until_refused(http, first, n).await;
+    assert_eq!(w.len() as u64, n, "the node stopped answering");
+    w
+}
+
+/// As [`write`], but stops at the first write that gets no answer (the node was killed).
+async fn write_until_refused(http: u16, first: u64, n: u64) -> Writes {
+    let c = Client::new();
+    let mut out = Vec::new();
+    for i in first..first + n {
+        let key = format!("k{:02}", i % KEYS);
+        let value = format!("{i:06}-{}", "x".repeat(500));
+        let Ok(r) = c
+            .put(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))
+            .json(&json!({"value": B64.encode(&value)}))
+            .send()
+            .await
+        else {
+            break;
+        };
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(st, 200, "{v}");
+        out.push((v["lsn"].as_u64().unwrap(), key, value));
+    }
+    out
+}
+
+fn state_at(writes: &Writes, lsn: u64) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (_, k, v) in writes.iter().filter(|(l, _, _)| *l <= lsn) {
+        m.insert(k.clone(), v.clone());
+    }
+    m
+}
+
+async fn dump(http: u16) -> BTreeMap<String, String> {
+    let c = Client::new();
+    let mut m = BTreeMap::new();
+    for i in 0..KEYS {
+        let key = format!("k{i:02}");
+        let (st, v) = call(c.get(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))).await;
+        if st == 200 {
+            let bytes = B64.decode(v["value"].as_str().unwrap()).unwrap();
+            m.insert(key, String::from_utf8(bytes).unwrap());
+        } else {
+            assert_eq!(st, 404, "{v}");
+        }
+    }
+    m
+}
+
+/// Waits until the archiver reports `lsn` archived (`unisondb_archive_archived_lsn`).
+async fn archived(http: u16, lsn: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        let text = Client::new()
+            .get(format!("http://127.0.0.1:{http}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen = text
+            .lines()
+            .find_map(|l| l.strip_prefix("unisondb_archive_archived_lsn{namespace=\"default\"} "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if seen >= lsn {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("archived LSN stayed at {seen}, expected {lsn}");
+}
+
+fn restore_cmd(s3: &S3, data: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("restore")
+        .args([
+            "-d",
+            data.to_str().unwrap(),
+            "-n",
+            "default",
+            "--force",
+            "--json",
+        ])
+        .args(["--from-object-store", &format!("s3://{BUCKET}/{PREFIX}")])
+        .args(["--endpoint", &s3.endpoint(), "--path-style"])
+        .args(extra)
+        // Credentials from the environment here (the node uses its credentials file).
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap()
+}
+
+/// Restores from the store into a fresh node directory, starts it, returns its contents and LSN.
+async fn restored(
+    s3: &S3,
+    root: &Path,
+    name: &str,
+    extra: &[&str],
+) -> (BTreeMap<String, String>, u64) {
+    let dir = root.join(name);
+    let out = restore_cmd(s3, &dir.join("data"), extra);
+    assert!(
+        out.status.success(),
+        "restore {extra:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (mut p, http) = node(&dir, name, None);
+    start(&mut p, http).await;
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    assert_eq!(off["lsn"], report["lsn"], "{report}");
+    let m = dump(http).await;
+    p.terminate(Duration::from_secs(10)).unwrap();
+    (m, report["lsn"].as_u64().unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_backup_in_the_store_and_point_in_time_restore() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    let c = Client::new();
+    let url = |p: &str| format!("http://127.0.0.1:{http}/api/v1/default/{p}");
+
+    let mut writes = write(http, 0, 100).await;
+    // A base backup into the store while a writer keeps going.
+    let writer = tokio::spawn(write(http, 100, 200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, b) = call(
+        c.post(url("backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    writes.extend(writer.await.unwrap());
+    let m = &b["manifest"];
+    let (s, backup_last) = (
+        m["snapshot"]["lsn"].as_u64().unwrap(),
+        m["wal"]["lastLsn"].as_u64().unwrap(),
+    );
+    assert!(s >= 100 && backup_last >= s, "{m}");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        b["location"],
+        format!("s3://{BUCKET}/{PREFIX}/default/base/{id}/"),
+        "{b}"
+    );
+    let (st, listed) = call(c.get(url("backups?target=objectStore"))).await;
+    assert_eq!(st, 200, "{listed}");
+    assert_eq!(listed["backups"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "{listed}");
+    // The client command takes one too.
+    let out = Command::new(BIN)
+        .args([
+            "backup",
+            "--url",
+            &format!("http://127.0.0.1:{http}"),
+            "--object-store",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A moment to restore to by time, between two runs of writes.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let t = now_ms();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    writes.extend(write(http, 300, 150).await);
+    let last = writes.last().unwrap().0;
+    archived(http, last).await;
+    let at_t = writes
+        .iter()
+        .filter(|(l, _, _)| *l <= last)
+        .take_while(|(_, _, v)| v[..6].parse::<u64>().unwrap() < 300)
+        .last()
+        .unwrap()
+        .0;
+
+    // Whole: the hub's state at its last LSN.
+    let (got, lsn) = restored(&s3, root.path(), "r-all", &[]).await;
+    assert_eq!(lsn, last);
+    assert_eq!(got, state_at(&writes, last));
+    assert_eq!(got, dump(http).await);
+    // The base backup alone, by id, at its own last LSN.
+    let (got, lsn) = restored(
+        &s3,
+        root.path(),
+        "r-id",
+        &["--backup-id", &id, "--to-lsn", &backup_last.to_string()],
+    )
+    .await;
+    assert_eq!((lsn, got), (backup_last, state_at(&writes, backup_last)));
+    // Random LSNs past the backup (base + archived WAL), and a time.
+    let mut rng = rand::thread_rng();
+    for i in 0..3 {
+        let target = rng.gen_range(s..=last);
+        let (got, lsn) = restored(
+            &s3,
+            root.path(),
+            &format!("r-lsn{i}"),
+            &["--to-lsn", &target.to_string()],
+        )
+        .await;
+        assert_eq!(lsn, target);
+        assert_eq!(got, state_at(&writes, target), "to LSN {target}");
+    }
+    let (got, lsn) = restored(&s3, root.path(), "r-time", &["--to-time", &t.to_string()]).await;
+    assert_eq!((lsn, got), (at_t, state_at(&writes, at_t)), "to time {t}");
+    // Before every base backup: nothing to start from.
+    let out = restore_cmd(&s3, &root.path().join("r-early/data"), &["--to-lsn", "5"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no complete base backup"));
+    // --if-empty leaves a namespace with data alone.
+    let out = restore_cmd(
+        &s3,
+        &root.path().join("r-all/data"),
+        &["--if-empty", "--to-lsn", "5"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already holds data"));
+
+    // A flipped byte in an archived WAL object, then in a base snapshot: refused, naming it.
+    let wal_keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    let victim = wal_keys.last().unwrap().clone();
+    s3.flip_byte(&victim, 200).await;
+    let out = restore_cmd(&s3, &root.path().join("r-bad1/data"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{victim}")) && err.contains("corrupt"),
+        "{err}"
+    );
+    assert!(
+        !root.path().join("r-bad1/data/default").exists(),
+        "nothing touched"
+    );
+    let snap = format!("{PREFIX}/default/base/{id}/snapshot.bin");
+    s3.flip_byte(&snap, 1000).await;
+    let out = restore_cmd(
+        &s3,
+        &root.path().join("r-bad2/data"),
+        &["--backup-id", &id, "--to-lsn", &backup_last.to_string()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{snap}")) && err.contains("corrupt"),
+        "{err}"
+    );
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_archiving_leaves_no_gap() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node_keeping(&root.path().join("hub"), "hub", Some(&s3), 2);
+    start(&mut hub, http).await;
+    let mut writes = write(http, 0, 50).await;
+    let (st, b) = call(
+        Client::new()
+            .post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let mut rng = rand::thread_rng();
+    for round in 0..4u64 {
+        let writer = tokio::spawn(write_until_refused(http, 50 + round * 1000, 1000));
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(700..1800))).await;
+        hub.kill();
+        // The writer sees its connection fail and stops.
+        writes.extend(writer.await.unwrap());
+        start(&mut hub, http).await;
+    }
+    // Everything the hub holds now is acknowledged or not, it is the truth to compare with.
+    writes.extend(write(http, 9000, 20).await);
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    let last = off["lsn"].as_u64().unwrap();
+    archived(http, last).await;
+    // No gap, no overlap: the objects' LSN ranges tile 1..=last.
+    let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    let mut ranges: Vec<(u64, u64)> = keys
+        .iter()
+        .map(|k| {
+            let name = k.rsplit('/').next().unwrap().trim_end_matches(".wal");
+            let (a, b) = name.split_once('-').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    ranges.sort();
+    assert_eq!(ranges.first().unwrap().0, 1, "{keys:?}");
+    for w in ranges.windows(2) {
+        assert_eq!(w[1].0, w[0].1 + 1, "gap or overlap in {keys:?}");
+    }
+    assert_eq!(ranges.last().unwrap().1, last);
+    // Two more base backups: the first one (older than the 2 kept) goes, with the WAL only it needed.
+    let c = Client::new();
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        writes.extend(write(http, 9100, 10).await);
+        let (st, b) = call(
+            c.post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+                .json(&json!({"target": "objectStore"})),
+        )
+        .await;
+        assert_eq!(st, 200, "{b}");
+        kept.push(b);
+    }
+    let (_, listed) = call(c.get(format!(
+        "http://127.0.0.1:{http}/api/v1/default/backups?target=objectStore"
+    )))
+    .await;
+    let ids: Vec<&Value> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| &b["id"])
+        .collect();
+    assert_eq!(ids, [&kept[0]["id"], &kept[1]["id"]], "{listed}");
+    let floor = kept[0]["manifest"]["snapshot"]["lsn"].as_u64().unwrap();
+    let wal_left = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    assert!(
+        wal_left.iter().all(|k| !keys.contains(k) || {
+            let name = k.rsplit('/').next().unwrap().trim_end_matches(".wal");
+            name.split_once('-').unwrap().1.parse::<u64>().unwrap() > floor
+        }),
+        "WAL below {floor} kept: {wal_left:?}"
+    );
+    assert!(wal_left.len() < keys.len(), "{wal_left:?}");
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    let last = off["lsn"].as_u64().unwrap();
+    archived(http, last).await;
+    let hub_state = dump(http).await;
+    hub.terminate(Duration::from_secs(10)).unwrap();
+    let (got, lsn) = restored(&s3, root.path(), "r", &[]).await;
+    assert_eq!(lsn, last);
+    assert_eq!(got, hub_state);
+    // Nothing acknowledged was lost across the kills.
+    assert!(writes.iter().all(|(l, _, _)| *l <= last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unarchived_wal_outlives_local_retention_and_a_crash() {
+    // The store is up but the bucket is missing: nothing can be archived yet.
+    let s3 = S3::start();
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    // Far more than the local WAL retention (64 KiB) keeps once flushed.
+    let writes = write(http, 0, 600).await;
+    let last = writes.last().unwrap().0;
+    hub.kill();
+    s3.ready_with_bucket().await;
+    start(&mut hub, http).await;
+    archived(http, last).await;
+    let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+    assert!(
+        keys.first()
+            .is_some_and(|k| k.contains(&format!("/{:020}-", 1))),
+        "the archive must start at LSN 1: {keys:?}"
+    );
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}
+
+/// A relayer following the bucket (and, with `upstream`, switching to that gRPC address).
+fn store_relayer(dir: &Path, name: &str, s3: &S3, upstream: Option<u16>) -> (NodeProcess, u16) {
+    let http = free_port();
+    let up = upstream.map_or(String::new(), |p| {
+        format!("  upstream: http://127.0.0.1:{p}\n")
+    });
+    let yaml = format!(
+        "server:\n  mode: relayer\n  data_dir: {}\n  namespaces: [default]\n\
+         http:\n  listen: 127.0.0.1:{http}\ngrpc:\n  listen: 127.0.0.1:0\n\
+         notify:\n  bind: tcp://127.0.0.1:0\nreplication:\n{up}  object_store:\n    endpoint: {}\n    \
+         bucket: {BUCKET}\n    prefix: {PREFIX}\n    path_style: true\n    credentials_file: {}\n    \
+         poll_interval_ms: 200\n",
+        dir.join("data").display(),
+        s3.endpoint(),
+        credentials(dir).display()
+    );
+    (
+        NodeProcess::new(BIN, name, dir, yaml).dump_log_on_panic(),
+        http,
+    )
+}
+
+async fn lsn_of(http: u16) -> u64 {
+    let (_, off) =
+        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
+    off["lsn"].as_u64().unwrap_or(0)
+}
+
+async fn reaches(http: u16, lsn: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0;
+    while Instant::now() < deadline {
+        seen = lsn_of(http).await;
+        if seen >= lsn {
+            assert_eq!(seen, lsn, "{what} went past the hub");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} stayed at LSN {seen}, expected {lsn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayers_follow_the_store_and_one_switches_to_grpc() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    let grpc = free_port();
+    let cfg = hub.config().replace(
+        "grpc:\n  listen: 127.0.0.1:0",
+        &format!("grpc:\n  listen: 127.0.0.1:{grpc}"),
+    );
+    hub.set_config(cfg);
+    start(&mut hub, http).await;
+    write(http, 0, 150).await;
+    // A base backup the relayers bootstrap from, then more WAL after it.
+    let (st, b) = call(
+        Client::new()
+            .post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+            .json(&json!({"target": "objectStore"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    write(http, 150, 150).await;
+    let mut relayers = Vec::new();
+    for i in 0..3 {
+        let (mut r, rh) = store_relayer(
+            &root.path().join(format!("r{i}")),
+            &format!("r{i}"),
+            &s3,
+            None,
+        );
+        start(&mut r, rh).await;
+        relayers.push((r, rh));
+    }
+    // The hub's gRPC port is closed for now: this one follows the store until it can switch.
+    hub.terminate(Duration::from_secs(10)).unwrap();
+    let last = {
+        // The graceful stop uploaded the tail: everything durable is in the store.
+        let keys = s3.keys(&format!("{PREFIX}/default/wal/")).await;
+        let k = keys.last().unwrap();
+        k.rsplit('-')
+            .next()
+            .unwrap()
+            .trim_end_matches(".wal")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let (mut sw, swh) = store_relayer(&root.path().join("sw"), "sw", &s3, Some(grpc));
+    // Not ready (its gRPC upstream has never been in sync) but serving reads.
+    sw.start().unwrap();
+    sw.wait_http_ok(
+        &Client::new(),
+        &format!("http://127.0.0.1:{swh}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    reaches(swh, last, "the switching relayer (store)").await;
+    for (_, rh) in &relayers {
+        reaches(*rh, last, "a store relayer").await;
+    }
+    assert!(!sw.log().contains("switching to the gRPC upstream"));
+    // The hub comes back: the switching relayer moves to gRPC and gets new writes at stream speed.
+    start(&mut hub, http).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !sw.log().contains("switching to the gRPC upstream") {
+        assert!(
+            Instant::now() < deadline,
+            "no switch to gRPC:\n{}",
+            sw.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    write(http, 300, 100).await;
+    let hub_last = lsn_of(http).await;
+    reaches(swh, hub_last, "the switched relayer (gRPC)").await;
+    let want = dump(http).await;
+    assert_eq!(dump(swh).await, want);
+    archived(http, hub_last).await;
+    for (r, rh) in &mut relayers {
+        reaches(*rh, hub_last, "a store relayer").await;
+        assert_eq!(dump(*rh).await, want);
+        r.terminate(Duration::from_secs(10)).unwrap();
+    }
+    assert!(
+        sw.log().contains("bootstrapped from a base backup"),
+        "{}",
+        sw.log()
+    );
+    sw.terminate(Duration::from_secs(10)).unwrap();
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_files_go_up_as_multipart_uploads_and_come_back_whole() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let cfg = unisondb_config::ObjectStoreConfig {
+        endpoint: s3.endpoint(),
+        bucket: BUCKET.into(),
+        prefix: PREFIX.into(),
+        credentials_file: credentials(root.path()).display().to_string(),
+        ..Default::default()
+    };
+    let store = unisondb::objstore::Store::from_config(&cfg).unwrap();
+    // 20 MiB + a bit: three parts of 8 MiB at most.
+    let data: Vec<u8> = (0..(20u32 << 20) + 12345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let file = root.path().join("big.bin");
+    std::fs::write(&file, &data).unwrap();
+    let n = store.put_file("big/one.bin", &file).await.unwrap();
+    assert_eq!(n, data.len() as u64);
+    // A multipart upload's ETag is `"<md5 of the part md5s>-<parts>"`.
+    let head = {
+        use object_store::ObjectStore;
+        s3.client()
+            .head(&object_store::path::Path::from(format!(
+                "{PREFIX}/big/one.bin"
+            )))
+            .await
+            .unwrap()
+    };
+    let etag = head.e_tag.unwrap_or_default();
+    assert!(
+        etag.trim_matches('"').ends_with("-3"),
+        "not a 3-part upload: {etag}"
+    );
+    let back = store.get("big/one.bin").await.unwrap();
+    assert!(back[..] == data[..], "the object differs from the file");
+    let listed = store.list("big/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].key.as_str(), listed[0].size),
+        ("big/one.bin", data.len() as u64)
+    );
+    // An absent object is an error naming it.
+    let err = store.get("big/none.bin").await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("s3://{BUCKET}/{PREFIX}/big/none.bin")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_base_backup_uploads_never_lists_an_incomplete_one() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    start(&mut hub, http).await;
+    let base = format!("{PREFIX}/default/base/");
+    let mut interrupted = 0;
+    for round in 0..3u64 {
+        write(http, round * 200, 200).await;
+        let before = s3.keys(&base).await;
+        let post = tokio::spawn(
+            Client::new()
+                .post(format!("http://127.0.0.1:{http}/api/v1/default/backups"))
+                .json(&json!({"target": "objectStore"}))
+                .send(),
+        );
+        // Kill as soon as the first object of the new backup is in the store.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = s3.keys(&base).await;
+            if now.len() > before.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backup never reached the store"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hub.kill();
+        let _ = post.await;
+        let keys = s3.keys(&base).await;
+        let dirs: std::collections::BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|k| k.rsplit_once('/').map(|(d, _)| d))
+            .collect();
+        interrupted = dirs
+            .iter()
+            .filter(|d| !keys.contains(&format!("{d}/manifest.json")))
+            .count();
+        start(&mut hub, http).await;
+        // The interrupted local staging copy is gone after the restart.
+        let staging = root
+            .path()
+            .join("hub/data/backups/default/.objstore-staging");
+        assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none());
+    }
+    // Every listed backup is whole: it restores (its snapshot and WAL part, verified).
+    let (st, listed) = call(Client::new().get(format!(
+        "http://127.0.0.1:{http}/api/v1/default/backups?target=objectStore"
+    )))
+    .await;
+    assert_eq!(st, 200, "{listed}");
+    hub.terminate(Duration::from_secs(10)).unwrap();
+    for (i, b) in listed["backups"].as_array().unwrap().iter().enumerate() {
+        let id = b["id"].as_str().unwrap();
+        let to = b["manifest"]["wal"]["lastLsn"].to_string();
+        let out = restore_cmd(
+            &s3,
+            &root.path().join(format!("r{i}/data")),
+            &["--backup-id", id, "--to-lsn", &to],
+        );
+        assert!(
+            out.status.success(),
+            "listed backup {id} does not restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "{} complete backups listed, {interrupted} interrupted uploads left unlisted",
+        listed["backups"].as_array().unwrap().len()
+    );
+}
