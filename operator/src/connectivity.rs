@@ -254,7 +254,9 @@ pub trait ReplicationProbe: Send + Sync {
     fn observe<'a>(&'a self, namespace: &'a str, selector: &'a str) -> BoxFuture<'a, Connectivity>;
 }
 
-/// The real probe: lists the pods and GETs `http://<pod IP>:<HTTP port>/metrics` from each.
+/// The real probe: lists the pods and GETs `http://<pod IP>:<HTTP port>/metrics` from each
+/// (`https` for pods annotated `prometheus.io/scheme: https`; the certificate names the Services,
+/// not the pod IP, and metrics carry no secret, so it is not verified).
 pub struct PodMetricsProbe {
     client: Client,
     http: reqwest::Client,
@@ -267,13 +269,14 @@ impl PodMetricsProbe {
     pub fn new(client: Client) -> Self {
         let http = reqwest::Client::builder()
             .timeout(POD_TIMEOUT)
+            .danger_accept_invalid_certs(true)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         PodMetricsProbe { client, http }
     }
 
-    async fn pod_links(&self, ip: &str) -> Result<BTreeMap<String, Link>, String> {
-        let url = format!("http://{ip}:{HTTP_PORT}/metrics");
+    async fn pod_links(&self, scheme: &str, ip: &str) -> Result<BTreeMap<String, Link>, String> {
+        let url = format!("{scheme}://{ip}:{HTTP_PORT}/metrics");
         let resp = self
             .http
             .get(&url)
@@ -304,7 +307,15 @@ impl ReplicationProbe for PodMetricsProbe {
                 let Some(ip) = status.and_then(|s| s.pod_ip.clone()).filter(|_| running) else {
                     continue;
                 };
-                let links = self.pod_links(&ip).await;
+                let https = pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("prometheus.io/scheme"))
+                    .is_some_and(|s| s == "https");
+                let links = self
+                    .pod_links(if https { "https" } else { "http" }, &ip)
+                    .await;
                 reports.push(PodReport { pod: name, links });
             }
             if reports.is_empty() {

@@ -107,6 +107,10 @@ fn base(input: &ConfigInput<'_>) -> Config {
     c.grpc.tls_cert_file = tls("tls.crt");
     c.grpc.tls_key_file = tls("tls.key");
     c.grpc.tls_ca_file = tls("ca.crt");
+    if spec.tls.as_ref().is_some_and(|t| t.http) {
+        c.http.tls_cert_file = tls("tls.crt");
+        c.http.tls_key_file = tls("tls.key");
+    }
     c.notify.enabled = spec.notifications.enabled;
     c.notify.bind = format!("tcp://0.0.0.0:{}", spec.notifications.port);
     let wal = &spec.wal;

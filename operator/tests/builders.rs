@@ -961,3 +961,65 @@ fn tls_needs_exactly_one_source() {
     r.spec.node.tls = Some(serde_yaml_ng::from_str("secretName: mine").unwrap());
     assert!(validate::cert_manager_available(&r.spec.node, Some(false)).is_ok());
 }
+
+/// `tls.http`: the HTTP API behind the same certificate; probes and scrape annotations follow.
+/// Without it (the relayer fixture has TLS for gRPC only) HTTP stays plain.
+#[test]
+fn tls_http_serves_the_api_over_https() {
+    let plain = relayer();
+    let cfg: Value = serde_yaml_ng::from_str(&relayer_config(&plain).yaml).unwrap();
+    assert_eq!(cfg["http"]["tls_cert_file"], Value::from(""));
+    let mut r = relayer();
+    r.spec.node.tls.as_mut().expect("fixture has tls").http = true;
+    let cfg_out = relayer_config(&r);
+    let cfg: Value = serde_yaml_ng::from_str(&cfg_out.yaml).unwrap();
+    assert_eq!(
+        cfg["http"]["tls_cert_file"],
+        Value::from("/etc/unisondb/tls/tls.crt")
+    );
+    assert_eq!(
+        cfg["http"]["tls_key_file"],
+        Value::from("/etc/unisondb/tls/tls.key")
+    );
+    let b = NodeBuild::of(&r, &cfg_out).unwrap();
+    let sts = build::statefulset::build(&b);
+    let tpl = &sts.spec.as_ref().unwrap().template;
+    let c = &tpl.spec.as_ref().unwrap().containers[0];
+    for (what, p) in [
+        ("liveness", &c.liveness_probe),
+        ("readiness", &c.readiness_probe),
+        ("startup", &c.startup_probe),
+    ] {
+        let get = p.as_ref().and_then(|p| p.http_get.as_ref()).expect(what);
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"), "{what} probe");
+    }
+    let ann = tpl.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+    assert_eq!(
+        ann.get("prometheus.io/scheme").map(String::as_str),
+        Some("https")
+    );
+    // and plain HTTP without it
+    let pcfg = relayer_config(&plain);
+    let pb = NodeBuild::of(&plain, &pcfg).unwrap();
+    let psts = build::statefulset::build(&pb);
+    let ptpl = &psts.spec.as_ref().unwrap().template;
+    let pc = &ptpl.spec.as_ref().unwrap().containers[0];
+    let scheme = pc
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap()
+        .scheme
+        .clone();
+    assert_eq!(scheme.as_deref(), Some("HTTP"));
+    assert!(!ptpl
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()
+        .contains_key("prometheus.io/scheme"));
+}

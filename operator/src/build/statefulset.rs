@@ -35,12 +35,21 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, initial: i32, period: i32, failures: i32) -> Probe {
+/// `HTTPS` when `spec.tls.http` puts the API behind TLS (the kubelet does not verify it).
+fn http_scheme(b: &NodeBuild<'_>) -> &'static str {
+    if b.spec.tls.as_ref().is_some_and(|t| t.http) {
+        "HTTPS"
+    } else {
+        "HTTP"
+    }
+}
+
+fn http_probe(scheme: &str, path: &str, initial: i32, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_string()),
             port: IntOrString::String("http".into()),
-            scheme: Some("HTTP".into()),
+            scheme: Some(scheme.into()),
             ..Default::default()
         }),
         initial_delay_seconds: Some(initial),
@@ -89,9 +98,15 @@ fn default_spread(b: &NodeBuild<'_>) -> Vec<TopologySpreadConstraint> {
 }
 
 /// Holds liveness off until the node answers once: recovery of a large WAL may take long.
-fn startup_probe(timeout_seconds: i32) -> Probe {
+fn startup_probe(scheme: &str, timeout_seconds: i32) -> Probe {
     const PERIOD: i32 = 5;
-    let mut p = http_probe("/healthz", 0, PERIOD, (timeout_seconds / PERIOD).max(1));
+    let mut p = http_probe(
+        scheme,
+        "/healthz",
+        0,
+        PERIOD,
+        (timeout_seconds / PERIOD).max(1),
+    );
     p.initial_delay_seconds = None;
     p
 }
@@ -146,9 +161,12 @@ fn container(b: &NodeBuild<'_>) -> Container {
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
         ]),
         ports: Some(ports),
-        startup_probe: Some(startup_probe(b.spec.pod.startup_timeout_seconds)),
-        liveness_probe: Some(http_probe("/healthz", 0, 10, 6)),
-        readiness_probe: Some(http_probe("/readyz", 2, 5, 3)),
+        startup_probe: Some(startup_probe(
+            http_scheme(b),
+            b.spec.pod.startup_timeout_seconds,
+        )),
+        liveness_probe: Some(http_probe(http_scheme(b), "/healthz", 0, 10, 6)),
+        readiness_probe: Some(http_probe(http_scheme(b), "/readyz", 2, 5, 3)),
         resources: b.spec.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
@@ -305,6 +323,9 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
         ("prometheus.io/port".to_string(), HTTP_PORT.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
+    if http_scheme(b) == "HTTPS" {
+        pod_annotations.insert("prometheus.io/scheme".into(), "https".into());
+    }
     let mut pod_labels = b.spec.pod.labels.clone();
     pod_labels.extend(labels(&b.name, b.component));
     let scheduling = &b.spec.scheduling;

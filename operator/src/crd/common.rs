@@ -170,6 +170,11 @@ pub struct TlsSpec {
     /// cert-manager's CRDs in the cluster (else `Degraded`, reason `CertManagerMissing`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_manager: Option<CertManagerSpec>,
+    /// Also serve the HTTP API (port 4000) over TLS with the same certificate. Off by default so
+    /// existing HTTP clients keep working; probes, the Prometheus scrape annotations
+    /// (`prometheus.io/scheme: https`) and the operator's pod reads follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http: bool,
 }
 
 impl TlsSpec {
