@@ -5,7 +5,7 @@
 
 use unisondb_config::{ArchiveConfig, ObjectStoreConfig};
 
-use crate::crd::{ObjectStoreSpec, RecoverySpec, SecretKeyRef, UnisonHubSpec, UnisonRelayerSpec};
+use crate::crd::{ObjectStoreSpec, RecoverySpec, UnisonHubSpec, UnisonRelayerSpec};
 use crate::nodeconfig::DATA_DIR;
 use crate::validate::Invalid;
 
@@ -101,22 +101,28 @@ pub fn check_store(field: &str, s: &ObjectStoreSpec) -> Result<(), Invalid> {
             format!("{field}.region must not be empty"),
         ));
     }
-    for (what, r) in [
-        ("credentialsSecret", Some(&s.credentials_secret)),
-        ("caSecret", s.ca_secret.as_ref()),
-    ] {
-        if let Some(r) = r.filter(|r| r.name.trim().is_empty() || r.key.trim().is_empty()) {
+    let refs = [
+        (
+            "credentialsSecret",
+            Some((&s.credentials_secret.name, &s.credentials_secret.key)),
+        ),
+        ("caSecret", s.ca_secret.as_ref().map(|c| (&c.name, &c.key))),
+    ];
+    for (what, r) in refs {
+        if let Some((name, key)) = r.filter(|(n, k)| n.trim().is_empty() || k.trim().is_empty()) {
             return Err(invalid(
                 "InvalidObjectStore",
-                format!("{field}.{what}: name and key must be set (got {r:?})"),
+                format!(
+                    "{field}.{what}: name and key must be set (got name {name:?}, key {key:?})"
+                ),
             ));
         }
     }
     Ok(())
 }
 
-fn file_in(dir: &str, r: &SecretKeyRef) -> String {
-    format!("{dir}/{}", r.key)
+fn file_in(dir: &str, key: &str) -> String {
+    format!("{dir}/{key}")
 }
 
 /// The store as the node config spells it (credentials and CA at their mount paths).
@@ -127,11 +133,11 @@ pub fn store_config(s: &ObjectStoreSpec) -> ObjectStoreConfig {
         prefix: s.prefix.clone(),
         region: s.region.clone(),
         path_style: s.path_style,
-        credentials_file: file_in(STORE_DIR, &s.credentials_secret),
+        credentials_file: file_in(STORE_DIR, &s.credentials_secret.key),
         ca_file: s
             .ca_secret
             .as_ref()
-            .map(|c| file_in(STORE_CA_DIR, c))
+            .map(|c| file_in(STORE_CA_DIR, &c.key))
             .unwrap_or_default(),
         ..ObjectStoreConfig::default()
     }
@@ -183,7 +189,7 @@ pub fn restore_args(r: &RecoverySpec, namespace: &str) -> Vec<String> {
     }
     a.extend([
         "--credentials-file".into(),
-        file_in(RECOVERY_DIR, &s.credentials_secret),
+        file_in(RECOVERY_DIR, &s.credentials_secret.key),
     ]);
     if let Some(id) = &r.backup_id {
         a.extend(["--backup-id".into(), id.clone()]);

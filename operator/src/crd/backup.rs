@@ -26,6 +26,23 @@ fn default_credentials_key() -> String {
     "credentials".to_string()
 }
 
+/// A CA bundle in a Secret of the object's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key inside the Secret (a PEM bundle).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_string()
+}
+
 /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, ...).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -49,7 +66,7 @@ pub struct ObjectStoreSpec {
     pub credentials_secret: SecretKeyRef,
     /// Secret holding a PEM CA bundle to trust for an `https` endpoint (default: system roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret: Option<SecretKeyRef>,
+    pub ca_secret: Option<CaSecretRef>,
 }
 
 fn default_region() -> String {

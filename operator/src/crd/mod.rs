@@ -6,9 +6,9 @@ pub mod hub;
 pub mod relayer;
 
 pub use backup::{
-    BackupPhase, BackupSpec, BootstrapSpec, NamespaceBackup, ObjectStoreSpec, RecoverySpec,
-    SecretKeyRef, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus, UnisonScheduledBackup,
-    UnisonScheduledBackupSpec, UnisonScheduledBackupStatus,
+    BackupPhase, BackupSpec, BootstrapSpec, CaSecretRef, NamespaceBackup, ObjectStoreSpec,
+    RecoverySpec, SecretKeyRef, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus,
+    UnisonScheduledBackup, UnisonScheduledBackupSpec, UnisonScheduledBackupStatus,
 };
 pub use common::*;
 pub use hub::{MirrorSpec, UnisonHub, UnisonHubSpec};
