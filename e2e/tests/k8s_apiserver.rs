@@ -333,7 +333,10 @@ fn chart_against_a_real_apiserver() -> Result<()> {
         let p = p.to_str().unwrap();
         k.kubectl(&["apply", "--dry-run=server", "-n", "apps", "-f", p])?;
         let out = k.kubectl(&["apply", "-n", "apps", "-f", p])?;
-        applied += out.lines().filter(|l| l.starts_with("unison")).count();
+        applied += out
+            .lines()
+            .filter(|l| l.starts_with("unisonhub") || l.starts_with("unisonrelayer"))
+            .count();
     }
     let listed = k.kubectl(&[
         "get",
