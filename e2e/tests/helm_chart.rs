@@ -292,7 +292,10 @@ fn rbac_cluster_mode_covers_every_call_and_nothing_more() {
         .chain([
             ("unisondb.io".into(), "unisonhubs/finalizers".into()),
             ("unisondb.io".into(), "unisonrelayers/finalizers".into()),
-            ("unisondb.io".into(), "unisonscheduledbackups/finalizers".into()),
+            (
+                "unisondb.io".into(),
+                "unisonscheduledbackups/finalizers".into(),
+            ),
         ])
         .collect();
     for (grp, res, _) in &g {

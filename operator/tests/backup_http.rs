@@ -11,7 +11,10 @@ use unisondb_operator::backup::trigger::{BackupTrigger, HttpBackupTrigger, Trigg
 
 async fn backups(Path(ns): Path<String>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
     if body != json!({"target": "objectStore"}) {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("bad body {body}")})));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("bad body {body}")})),
+        );
     }
     match ns.as_str() {
         "orders" => (
@@ -58,7 +61,10 @@ async fn the_http_trigger_posts_the_object_store_target_and_classifies_answers()
 
     match t.trigger(&format!("{base}/"), "noarchive").await {
         Err(TriggerError::Refused(m)) => {
-            assert!(m.contains("409") && m.contains("no archive configured"), "{m}")
+            assert!(
+                m.contains("409") && m.contains("no archive configured"),
+                "{m}"
+            )
         }
         other => panic!("a 409 is a refusal: {other:?}"),
     }
@@ -68,7 +74,10 @@ async fn the_http_trigger_posts_the_object_store_target_and_classifies_answers()
     }
     // nothing listening: retried, not failed
     let port = unisondb_testkit::free_port();
-    match t.trigger(&format!("http://127.0.0.1:{port}"), "orders").await {
+    match t
+        .trigger(&format!("http://127.0.0.1:{port}"), "orders")
+        .await
+    {
         Err(TriggerError::Unavailable(m)) => assert!(m.contains("POST"), "{m}"),
         other => panic!("an unreachable hub is retried: {other:?}"),
     }

@@ -98,7 +98,11 @@ impl ApiServer {
     }
 
     /// A merge patch of `path`'s status, answered with `obj` carrying it; returns the status.
-    async fn expect_status<S: serde::de::DeserializeOwned>(&mut self, path: &str, obj: &Value) -> S {
+    async fn expect_status<S: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &str,
+        obj: &Value,
+    ) -> S {
         let call = self.expect(Method::PATCH, &format!("{path}/status")).await;
         let status = call.body["status"].clone();
         let mut answer = obj.clone();
@@ -123,7 +127,11 @@ impl ApiServer {
         }
         let note = call.body["note"].as_str().unwrap_or_default().to_string();
         let body = call.body.clone();
-        let code = if call.method == Method::POST { 201 } else { 200 };
+        let code = if call.method == Method::POST {
+            201
+        } else {
+            200
+        };
         call.reply(code, &body);
         note
     }
@@ -255,8 +263,15 @@ async fn a_hub_without_spec_backup_fails_the_backup_for_good() {
         let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         assert_eq!(s.phase, BackupPhase::Failed);
         assert!(s.completed_at.is_some());
-        let failed = s.conditions.iter().find(|c| c.type_ == "Failed").expect("Failed condition");
-        assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "BackupNotConfigured"));
+        let failed = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .expect("Failed condition");
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("True", "BackupNotConfigured")
+        );
         assert!(s.message.unwrap_or_default().contains("no spec.backup"));
         api.expect_event("Warning", "BackupNotConfigured").await;
         api
@@ -288,7 +303,10 @@ async fn a_backup_runs_each_namespace_once_then_completes() {
         assert_eq!(s.namespaces, ["orders", "users"]);
         api.expect_event("Normal", "Started").await;
         let note = api.expect_event("Normal", "NamespaceBackedUp").await;
-        assert!(note.contains("orders: s3://bkp/orders/base/id-orders/ at LSN 57"), "{note}");
+        assert!(
+            note.contains("orders: s3://bkp/orders/base/id-orders/ at LSN 57"),
+            "{note}"
+        );
         let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         assert_eq!((s.phase, s.backups.len()), (BackupPhase::Running, 1));
         api.expect_event("Normal", "NamespaceBackedUp").await;
@@ -297,7 +315,11 @@ async fn a_backup_runs_each_namespace_once_then_completes() {
         assert!(s.completed_at.is_some());
         assert_eq!(s.backups, vec![record("orders", 57), record("users", 12)]);
         assert_eq!(s.total_bytes, Some(2000));
-        let done = s.conditions.iter().find(|c| c.type_ == "Completed").unwrap();
+        let done = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Completed")
+            .unwrap();
         assert_eq!(done.status, "True");
         api.expect_event("Normal", "Completed").await;
         api
@@ -307,8 +329,14 @@ async fn a_backup_runs_each_namespace_once_then_completes() {
     assert_eq!(
         *hub_calls.calls.lock(),
         vec![
-            ("http://hub.default.svc.cluster.local:4000".to_string(), "orders".to_string()),
-            ("http://hub.default.svc.cluster.local:4000".to_string(), "users".to_string()),
+            (
+                "http://hub.default.svc.cluster.local:4000".to_string(),
+                "orders".to_string()
+            ),
+            (
+                "http://hub.default.svc.cluster.local:4000".to_string(),
+                "users".to_string()
+            ),
         ]
     );
 }
@@ -328,7 +356,10 @@ async fn an_unreachable_hub_is_retried_and_done_namespaces_are_never_redone() {
         let _: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         assert_eq!(s.phase, BackupPhase::Running, "not failed: retried");
-        assert!(s.message.unwrap_or_default().contains("will retry: users: connection refused"));
+        assert!(s
+            .message
+            .unwrap_or_default()
+            .contains("will retry: users: connection refused"));
         api.expect_event("Warning", "HubUnavailable").await;
         api
     })
@@ -371,7 +402,10 @@ async fn a_refusal_by_the_hub_fails_the_backup() {
         api.expect_event("Normal", "Started").await;
         let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         assert_eq!(s.phase, BackupPhase::Failed);
-        assert!(s.message.unwrap_or_default().contains("orders: 409 Conflict"));
+        assert!(s
+            .message
+            .unwrap_or_default()
+            .contains("orders: 409 Conflict"));
         api.expect_event("Warning", "BackupRefused").await;
         api
     })
@@ -387,7 +421,10 @@ async fn a_missing_hub_keeps_the_backup_pending() {
         api.expect(Method::GET, HUB).await.not_found();
         let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
         assert_eq!(s.phase, BackupPhase::Pending);
-        assert!(s.message.unwrap_or_default().contains("UnisonHub default/hub not found"));
+        assert!(s
+            .message
+            .unwrap_or_default()
+            .contains("UnisonHub default/hub not found"));
         api
     })
     .await;
@@ -396,7 +433,11 @@ async fn a_missing_hub_keeps_the_backup_pending() {
 
 // ---- UnisonScheduledBackup ----
 
-fn schedule_obj(schedule: &str, suspend: bool, status: Option<UnisonScheduledBackupStatus>) -> Value {
+fn schedule_obj(
+    schedule: &str,
+    suspend: bool,
+    status: Option<UnisonScheduledBackupStatus>,
+) -> Value {
     let mut o = json!({
         "apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonScheduledBackup",
         "metadata": {"name": "nightly", "namespace": NS, "uid": "uid-sched", "generation": 1,
@@ -436,12 +477,16 @@ fn run_schedule(
 async fn expect_prune_list(api: &mut ApiServer, items: Vec<Value>) {
     let call = api.expect(Method::GET, BACKUPS).await;
     assert!(
-        call.query.contains("labelSelector=unisondb.io%2Fscheduled-backup%3Dnightly"),
+        call.query
+            .contains("labelSelector=unisondb.io%2Fscheduled-backup%3Dnightly"),
         "{}",
         call.query
     );
-    call.reply(200, &json!({"apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonBackupList",
-        "metadata": {}, "items": items}));
+    call.reply(
+        200,
+        &json!({"apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonBackupList",
+        "metadata": {}, "items": items}),
+    );
 }
 
 #[tokio::test]
@@ -455,12 +500,21 @@ async fn a_due_time_creates_an_owned_backup_prunes_history_and_requeues_for_the_
         move |mut api| async move {
             // 01:00 is due: its UnisonBackup is applied, named after the scheduled time
             let name = "nightly-1767229200";
-            let call = api.expect(Method::PATCH, &format!("{BACKUPS}/{name}")).await;
-            assert!(call.query.contains("fieldManager=unisondb-operator"), "{}", call.query);
+            let call = api
+                .expect(Method::PATCH, &format!("{BACKUPS}/{name}"))
+                .await;
+            assert!(
+                call.query.contains("fieldManager=unisondb-operator"),
+                "{}",
+                call.query
+            );
             let b = call.body.clone();
             assert_eq!(b["kind"], "UnisonBackup");
             assert_eq!(b["spec"]["hubRef"]["name"], "hub");
-            assert_eq!(b["metadata"]["labels"]["unisondb.io/scheduled-backup"], "nightly");
+            assert_eq!(
+                b["metadata"]["labels"]["unisondb.io/scheduled-backup"],
+                "nightly"
+            );
             assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-sched");
             assert_eq!(b["metadata"]["ownerReferences"][0]["controller"], true);
             call.reply(200, &b);
@@ -486,8 +540,14 @@ async fn a_due_time_creates_an_owned_backup_prunes_history_and_requeues_for_the_
                 api.expect_event("Normal", "BackupPruned").await;
             }
             let s: UnisonScheduledBackupStatus = api.expect_status(&sched_path, &obj).await;
-            assert_eq!(s.last_schedule_time.as_deref(), Some("2026-01-01T01:00:00Z"));
-            assert_eq!(s.next_schedule_time.as_deref(), Some("2026-01-01T01:05:00Z"));
+            assert_eq!(
+                s.last_schedule_time.as_deref(),
+                Some("2026-01-01T01:00:00Z")
+            );
+            assert_eq!(
+                s.next_schedule_time.as_deref(),
+                Some("2026-01-01T01:05:00Z")
+            );
             assert_eq!(s.last_backup.as_deref(), Some(name));
             api
         },
@@ -540,7 +600,10 @@ async fn an_invalid_schedule_is_degraded_and_creates_nothing() {
             expect_prune_list(&mut api, vec![]).await;
             let s: UnisonScheduledBackupStatus = api.expect_status(&path, &obj).await;
             let c = &s.conditions[0];
-            assert_eq!((c.type_.as_str(), c.status.as_str(), c.reason.as_str()), ("Degraded", "True", "InvalidSchedule"));
+            assert_eq!(
+                (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+                ("Degraded", "True", "InvalidSchedule")
+            );
             assert!(c.message.contains("every night"), "{}", c.message);
             assert_eq!(s.next_schedule_time, None);
             api
