@@ -616,15 +616,27 @@ async fn an_invalid_schedule_is_degraded_and_creates_nothing() {
 #[tokio::test]
 async fn a_suspended_schedule_creates_nothing_and_shows_no_next_time() {
     let (ctx, api, _) = harness(vec![]);
-    let obj = schedule_obj("*/5 * * * *", true, None);
-    let path = format!("{SCHEDULES}/nightly");
+    // it was scheduled before: the next time shown then is cleared (null in the merge patch)
+    let before = UnisonScheduledBackupStatus {
+        next_schedule_time: Some("2026-01-01T01:05:00Z".into()),
+        ..Default::default()
+    };
+    let obj = schedule_obj("*/5 * * * *", true, Some(before));
+    let path = format!("{SCHEDULES}/nightly/status");
     let result = drive(
         api,
         run_schedule(&ctx, &obj, "2026-01-01T01:00:30Z"),
         move |mut api| async move {
             expect_prune_list(&mut api, vec![]).await;
-            let s: UnisonScheduledBackupStatus = api.expect_status(&path, &obj).await;
-            assert_eq!((s.last_backup, s.next_schedule_time), (None, None));
+            let call = api.expect(Method::PATCH, &path).await;
+            let status = &call.body["status"];
+            assert!(
+                status.get("nextScheduleTime").is_some_and(Value::is_null),
+                "a merge patch must null the field to clear it: {status}"
+            );
+            assert!(status.get("lastBackup").is_none_or(Value::is_null), "{status}");
+            let answer = obj.clone();
+            call.reply(200, &answer);
             api
         },
     )

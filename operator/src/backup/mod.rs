@@ -160,11 +160,29 @@ async fn write(
     api.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(&json!({ "status": after })),
+        &Patch::Merge(&status_patch(before, after)?),
     )
     .await
     .map_err(Error::Kube)?;
     Ok(())
+}
+
+/// A merge patch taking `.status` from `before` to `after`: fields `after` omits are set to null
+/// (a merge patch keeps fields it does not name).
+pub fn status_patch<S: serde::Serialize>(
+    before: &S,
+    after: &S,
+) -> Result<serde_json::Value, Error> {
+    let mut new = serde_json::to_value(after)?;
+    if let (Some(old), Some(n)) = (
+        serde_json::to_value(before)?.as_object(),
+        new.as_object_mut(),
+    ) {
+        for k in old.keys() {
+            n.entry(k.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    Ok(json!({ "status": new }))
 }
 
 /// The controller's reconcile function for UnisonBackups.

@@ -16,7 +16,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::build::FIELD_MANAGER;
 use crate::crd::{BackupPhase, Condition, UnisonBackup, UnisonBackupSpec, UnisonScheduledBackup};
@@ -222,7 +221,7 @@ pub async fn run(
         api.patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": s })),
+            &Patch::Merge(&super::status_patch(&before, &s)?),
         )
         .await
         .map_err(Error::Kube)?;
