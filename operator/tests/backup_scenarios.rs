@@ -634,7 +634,10 @@ async fn a_suspended_schedule_creates_nothing_and_shows_no_next_time() {
                 status.get("nextScheduleTime").is_some_and(Value::is_null),
                 "a merge patch must null the field to clear it: {status}"
             );
-            assert!(status.get("lastBackup").is_none_or(Value::is_null), "{status}");
+            assert!(
+                status.get("lastBackup").is_none_or(Value::is_null),
+                "{status}"
+            );
             let answer = obj.clone();
             call.reply(200, &answer);
             api

@@ -383,9 +383,9 @@ mod tests {
             admit(&spec(&["z"]), &key, Some(&with), "c.l"),
             Admission::Fail("NamespaceNotOwned", _)
         ));
-        let paused = hub(&format!(
-            "{{namespaces: [a], backup: {{objectStore: {{bucket: bkp, credentialsSecret: {{name: s3}}}}, walArchiving: {{enabled: false}}}}}}"
-        ));
+        let paused = hub(
+            "{namespaces: [a], backup: {objectStore: {bucket: bkp, credentialsSecret: {name: s3}}, walArchiving: {enabled: false}}}",
+        );
         assert!(matches!(
             admit(&spec(&[]), &key, Some(&paused), "c.l"),
             Admission::Fail("ArchivingDisabled", _)
