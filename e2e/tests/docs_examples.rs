@@ -29,6 +29,9 @@ fn examples_cover_every_topology() {
         "multi-hub.yaml",
         "multi-hop.yaml",
         "hybrid.yaml",
+        "backup-hub.yaml",
+        "recovery-hub.yaml",
+        "object-store-relayer.yaml",
     ] {
         assert!(names.contains(want), "deploy/examples/{want} missing");
     }

@@ -190,6 +190,30 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
         "build/certificate.rs via apply_dynamic (spec.tls.certManager); owned watch",
     ),
     (
+        "unisondb.io",
+        "unisonbackups",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "backup/mod.rs watches; backup/schedule.rs applies, lists and prunes",
+    ),
+    (
+        "unisondb.io",
+        "unisonscheduledbackups",
+        &["get", "list", "watch"],
+        "backup/schedule.rs controller",
+    ),
+    (
+        "unisondb.io",
+        "unisonbackups/status",
+        &["patch"],
+        "backup/mod.rs patch_status",
+    ),
+    (
+        "unisondb.io",
+        "unisonscheduledbackups/status",
+        &["patch"],
+        "backup/schedule.rs patch_status",
+    ),
+    (
         "events.k8s.io",
         "events",
         &["create", "patch"],
@@ -268,6 +292,10 @@ fn rbac_cluster_mode_covers_every_call_and_nothing_more() {
         .chain([
             ("unisondb.io".into(), "unisonhubs/finalizers".into()),
             ("unisondb.io".into(), "unisonrelayers/finalizers".into()),
+            (
+                "unisondb.io".into(),
+                "unisonscheduledbackups/finalizers".into(),
+            ),
         ])
         .collect();
     for (grp, res, _) in &g {
@@ -838,6 +866,8 @@ fn rbac_table_knows_every_api_the_operator_uses() {
     let known: BTreeMap<&str, &str> = [
         ("UnisonHub", "unisonhubs"),
         ("UnisonRelayer", "unisonrelayers"),
+        ("UnisonBackup", "unisonbackups"),
+        ("UnisonScheduledBackup", "unisonscheduledbackups"),
         ("StatefulSet", "statefulsets"),
         ("Service", "services"),
         ("ConfigMap", "configmaps"),

@@ -100,6 +100,16 @@ const MUST: &[(&str, &str)] = &[
     ("watch", "certificates.cert-manager.io"),
     ("create", "certificates.cert-manager.io"),
     ("patch", "certificates.cert-manager.io"),
+    ("get", "unisonbackups.unisondb.io"),
+    ("list", "unisonbackups.unisondb.io"),
+    ("watch", "unisonbackups.unisondb.io"),
+    ("create", "unisonbackups.unisondb.io"),
+    ("patch", "unisonbackups.unisondb.io"),
+    ("delete", "unisonbackups.unisondb.io"),
+    ("patch", "unisonbackups.unisondb.io/status"),
+    ("list", "unisonscheduledbackups.unisondb.io"),
+    ("watch", "unisonscheduledbackups.unisondb.io"),
+    ("patch", "unisonscheduledbackups.unisondb.io/status"),
     ("create", "events.events.k8s.io"),
     ("patch", "events.events.k8s.io"),
 ];
@@ -113,6 +123,7 @@ const MUST_NOT: &[(&str, &str)] = &[
     ("delete", "statefulsets.apps"),
     ("delete", "unisonhubs.unisondb.io"),
     ("update", "unisonhubs.unisondb.io"),
+    ("delete", "unisonscheduledbackups.unisondb.io"),
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("get", "leases.coordination.k8s.io"),
 ];
@@ -322,7 +333,10 @@ fn chart_against_a_real_apiserver() -> Result<()> {
         let p = p.to_str().unwrap();
         k.kubectl(&["apply", "--dry-run=server", "-n", "apps", "-f", p])?;
         let out = k.kubectl(&["apply", "-n", "apps", "-f", p])?;
-        applied += out.lines().filter(|l| l.starts_with("unison")).count();
+        applied += out
+            .lines()
+            .filter(|l| l.starts_with("unisonhub") || l.starts_with("unisonrelayer"))
+            .count();
     }
     let listed = k.kubectl(&[
         "get",

@@ -12,7 +12,8 @@ use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{UnisonHub, UnisonRelayer};
+use crate::backup;
+use crate::crd::{UnisonBackup, UnisonHub, UnisonRelayer, UnisonScheduledBackup};
 use crate::metrics::KindLabel;
 use crate::reconcile::{self, error_policy, Context};
 use crate::topology::{downstream_of, Key, Snapshot, Upstream};
@@ -142,10 +143,10 @@ pub async fn run(
         .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
             downstream(&s1, Upstream::Hub(key_of(&h)))
         })
-        .watches(api::<UnisonRelayer>(&client, ns), all, move |r| {
+        .watches(api::<UnisonRelayer>(&client, ns), all.clone(), move |r| {
             downstream(&s2, Upstream::Relayer(key_of(&r)))
         })
-        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({
             let ctx = ctx.clone();
@@ -163,7 +164,32 @@ pub async fn run(
             }
         });
 
+    let backups = Controller::new(api::<UnisonBackup>(&client, ns), all.clone())
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+        .run(backup::reconcile, backup::error_policy, ctx.clone())
+        .for_each(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "backup controller event");
+            }
+            futures::future::ready(())
+        });
+    // A schedule owns its UnisonBackups: one completing re-reconciles it (history pruning).
+    let schedules = Controller::new(api::<UnisonScheduledBackup>(&client, ns), all.clone())
+        .owns(api::<UnisonBackup>(&client, ns), all)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(
+            backup::schedule::reconcile,
+            backup::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "scheduled backup controller event");
+            }
+            futures::future::ready(())
+        });
+
     tracing::info!(namespace = ?watch_ns, "controllers started");
-    futures::join!(hubs, relayers);
+    futures::join!(hubs, relayers, backups, schedules);
     tracing::info!("controllers stopped");
 }

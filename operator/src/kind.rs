@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::build::Component;
 use crate::crd::{NodeSpec, NodeStatus, UnisonHub, UnisonRelayer};
+use crate::objectstore::{self, StoreExtras};
 use crate::status::{Position, Problem};
 use crate::topology::{Key, Snapshot};
 use crate::validate::{self, Invalid, Wiring};
@@ -76,6 +77,9 @@ pub trait NodeKind:
     /// Kind-specific spec rules (pure).
     fn check_spec(&self) -> Result<(), Invalid>;
 
+    /// What object storage adds to the pods (archive, followed store, recovery), validated (pure).
+    fn stores(&self) -> Result<StoreExtras, Invalid>;
+
     /// Reads the objects this one references (API reads; part of `dereference`).
     fn read_refs(
         &self,
@@ -121,6 +125,10 @@ impl NodeKind for UnisonHub {
 
     fn check_spec(&self) -> Result<(), Invalid> {
         validate::hub(&self.spec)
+    }
+
+    fn stores(&self) -> Result<StoreExtras, Invalid> {
+        objectstore::hub(&self.spec)
     }
 
     fn read_refs(
@@ -179,6 +187,10 @@ impl NodeKind for UnisonRelayer {
 
     fn check_spec(&self) -> Result<(), Invalid> {
         validate::relayer(&self.spec)
+    }
+
+    fn stores(&self) -> Result<StoreExtras, Invalid> {
+        objectstore::relayer(&self.spec)
     }
 
     fn read_refs(

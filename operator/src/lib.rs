@@ -1,7 +1,9 @@
 //! UnisonDB Kubernetes operator: `UnisonHub` and `UnisonRelayer` custom resources, reconciled by
-//! one pipeline (see [`reconcile`]): dereference → validate → build → apply → status.
+//! one pipeline (see [`reconcile`]): dereference → validate → build → apply → status; and the
+//! backup kinds `UnisonBackup` and `UnisonScheduledBackup` (see [`backup`]).
 
 pub mod apply;
+pub mod backup;
 pub mod build;
 pub mod changes;
 pub mod connectivity;
@@ -12,6 +14,7 @@ pub mod kind;
 pub mod leader;
 pub mod metrics;
 pub mod nodeconfig;
+pub mod objectstore;
 pub mod reconcile;
 pub mod status;
 pub mod topology;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
-use unisondb_config::{Config, FsyncMode};
+use unisondb_config::{ArchiveConfig, Config, FsyncMode, ObjectStoreConfig};
 
 use crate::crd::{ExtraConfig, FsyncPolicy, NodeSpec};
 
@@ -37,6 +37,10 @@ pub struct ConfigInput<'a> {
     pub upstream: Option<String>,
     /// Hub: namespace -> upstream gRPC URL of the owning hub.
     pub mirrors: BTreeMap<String, String>,
+    /// Hub with `spec.backup`: the `archive` section (absent: not rendered).
+    pub archive: Option<ArchiveConfig>,
+    /// Relayer with `upstream.objectStore`: `replication.object_store`.
+    pub object_store: Option<ObjectStoreConfig>,
 }
 
 /// The rendered file and its hash.
@@ -81,7 +85,11 @@ const MANAGED: &[(&str, &str)] = &[
     ("replication", "tls_ca_file"),
     ("replication", "tls_cert_file"),
     ("replication", "tls_key_file"),
+    ("replication", "object_store"),
 ];
+
+/// Sections only the operator sets, from the spec (`spec.backup`).
+const MANAGED_SECTIONS: &[&str] = &["archive"];
 
 /// The node's config for `input`: the node's defaults, with the operator-managed keys (ports, mounts,
 /// topology) and the spec's WAL settings filled in.
@@ -136,6 +144,8 @@ fn base(input: &ConfigInput<'_>) -> Config {
     c.replication.tls_ca_file = tls("ca.crt");
     c.replication.tls_cert_file = tls("tls.crt");
     c.replication.tls_key_file = tls("tls.key");
+    c.replication.object_store = input.object_store.clone();
+    c.archive = input.archive.clone().unwrap_or_default();
     c
 }
 
@@ -147,6 +157,8 @@ pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
         spec: &NodeSpec::default(),
         upstream: None,
         mirrors: BTreeMap::new(),
+        archive: None,
+        object_store: None,
     });
     let mut doc = to_doc(&probe)?;
     merge_extra(&mut doc, extra)
@@ -171,6 +183,13 @@ fn kind_of(v: &Value) -> &'static str {
 /// of the right kind but not accepted by the node (`wal.fsync: sometimes`) is refused here.
 fn merge_extra(doc: &mut Value, extra: &ExtraConfig) -> Result<(), ConfigError> {
     for (section, keys) in extra {
+        if let Some(key) = keys
+            .keys()
+            .next()
+            .filter(|_| MANAGED_SECTIONS.contains(&section.as_str()))
+        {
+            return Err(ConfigError::Managed(section.clone(), key.clone()));
+        }
         let sec = doc
             .get_mut(section.as_str())
             .and_then(|s| s.as_mapping_mut())

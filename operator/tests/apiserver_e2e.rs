@@ -299,6 +299,8 @@ fn operator_against_real_apiserver() -> Result<()> {
     failover_to_the_standby(&mut cx)?;
     multi_hub_mirrors(&cx)?;
     cert_manager_certificates(&cx)?;
+    backup_specs_render_and_validate(&cx)?;
+    backup_kinds_phases_and_schedule(&cx)?;
     every_example_reconciles(&cx)?;
     single_operator_without_election_leads(&mut cx)?;
     Ok(())
@@ -366,6 +368,8 @@ fn crds_established(cx: &Ctx) -> Result<()> {
             "--for=condition=Established",
             "crd/unisonhubs.unisondb.io",
             "crd/unisonrelayers.unisondb.io",
+            "crd/unisonbackups.unisondb.io",
+            "crd/unisonscheduledbackups.unisondb.io",
             "--timeout=60s",
         ],
         None,
@@ -1039,5 +1043,439 @@ fn cert_manager_certificates(cx: &Ctx) -> Result<()> {
         None,
     )?;
     cx.step("certManager -> secretName: the operator's Certificate is deleted, others stay");
+    Ok(())
+}
+
+const STORE: &str = "{endpoint: 'http://minio.storage.svc:9000', bucket: unisondb-backups, prefix: e2e, credentialsSecret: {name: s3-creds}}";
+
+fn volume_secret(sts: &Value, volume: &str) -> Option<String> {
+    sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == volume)?["secret"]["secretName"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `spec.backup` (archive section, Secret mounts), `spec.bootstrap.recovery` (restore init
+/// containers), `upstream.objectStore` (replication.object_store) through the real API server, and
+/// the bad specs the 1.20 server lets through (no CEL) refused by the operator as Degraded.
+fn backup_specs_render_and_validate(cx: &Ctx) -> Result<()> {
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: bkhub, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [orders, users], backup: {{objectStore: {STORE}, walArchiving: {{maxDelaySeconds: 3}}}}}}\n"
+    ))?;
+    let cm = wait_for("bkhub-config", Duration::from_secs(30), || {
+        cx.get("configmap", "bkhub-config")
+    })?;
+    let cfg = yaml_of(&cm)?;
+    assert_eq!(cfg["archive"]["enabled"], yaml::Value::from(true));
+    assert_eq!(
+        cfg["archive"]["bucket"],
+        yaml::Value::from("unisondb-backups")
+    );
+    assert_eq!(cfg["archive"]["max_delay_seconds"], yaml::Value::from(3));
+    assert_eq!(
+        cfg["archive"]["credentials_file"],
+        yaml::Value::from("/etc/unisondb/object-store/credentials")
+    );
+    let sts = wait_for("bkhub StatefulSet", Duration::from_secs(30), || {
+        cx.get("statefulset", "bkhub")
+    })?;
+    assert_eq!(
+        volume_secret(&sts, "object-store").as_deref(),
+        Some("s3-creds")
+    );
+    let mounts = sts["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/unisondb/object-store"), "{mounts}");
+    cx.step("spec.backup: archive section rendered, credentials Secret mounted read-only");
+
+    // recovery: one restore init container per namespace, with the CLI of docs/KUBERNETES.md
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: rechub, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [orders, users], bootstrap: {{recovery: {{objectStore: {STORE}, targetLsn: 77}}}}}}\n"
+    ))?;
+    let sts = wait_for("rechub StatefulSet", Duration::from_secs(30), || {
+        cx.get("statefulset", "rechub")
+    })?;
+    let init = sts["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .context("init containers")?;
+    assert_eq!(init.len(), 2);
+    let args: Vec<String> = serde_json::from_value(init[1]["args"].clone())?;
+    assert_eq!(
+        args.join(" "),
+        "restore -d /var/lib/unisondb -n users --from-object-store s3://unisondb-backups/e2e \
+         --endpoint http://minio.storage.svc:9000 --region us-east-1 --path-style \
+         --credentials-file /etc/unisondb/recovery-store/credentials --to-lsn 77 --if-empty --force"
+    );
+    assert_eq!(
+        volume_secret(&sts, "recovery-store").as_deref(),
+        Some("s3-creds")
+    );
+    cx.step("bootstrap.recovery: restore-0/1 init containers with the restore command line");
+
+    // refused specs: Degraded, named reason, nothing created
+    for (name, spec, reason, says) in [
+        (
+            "badstore",
+            "backup: {objectStore: {endpoint: 'minio:9000', bucket: b12, credentialsSecret: {name: s}}}",
+            "InvalidObjectStore",
+            "backup.objectStore.endpoint",
+        ),
+        (
+            "badbucket",
+            "backup: {objectStore: {bucket: Bad_Bucket, credentialsSecret: {name: s}}}",
+            "InvalidObjectStore",
+            "backup.objectStore.bucket",
+        ),
+        (
+            "twotargets",
+            "bootstrap: {recovery: {objectStore: {bucket: b12, credentialsSecret: {name: s}}, targetLsn: 5, targetTime: '2026-01-01T00:00:00Z'}}",
+            "InvalidRecovery",
+            "targetLsn or targetTime",
+        ),
+    ] {
+        cx.run(
+            &["apply", "--validate=false", "-f", "-"],
+            Some(&format!(
+                "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: {name}, namespace: {NS}}}\n\
+                 spec: {{image: 'unisondb:e2e', namespaces: [orders], {spec}}}\n"
+            )),
+        )?;
+        let h = wait_for(&format!("{name} Degraded {reason}"), Duration::from_secs(30), || {
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonhub", name)?
+                    .filter(|h| cond_is(h, "Degraded", "True", Some(reason))),
+            )
+        })?;
+        let msg = condition(&h, "Degraded").context("Degraded")?["message"].to_string();
+        assert!(msg.contains(says), "{name}: {msg}");
+        assert!(cx.get("statefulset", name)?.is_none(), "{name}: nothing applied");
+        cx.run(&["delete", "unisonhub", name, "-n", NS], None)?;
+    }
+    // an empty bucket is refused by the API server itself (schema minLength)
+    let empty = cx.run(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&format!(
+            "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: nobucket, namespace: {NS}}}\n\
+             spec: {{image: 'unisondb:e2e', namespaces: [orders], backup: {{objectStore: {{bucket: '', credentialsSecret: {{name: s}}}}}}}}\n"
+        )),
+    );
+    let err = empty
+        .expect_err("an empty bucket is refused by the schema")
+        .to_string();
+    assert!(err.contains("spec.backup.objectStore.bucket"), "{err}");
+    cx.step("bad store / two recovery targets → Degraded InvalidObjectStore / InvalidRecovery; empty bucket refused by the schema");
+
+    // a relayer following only the bucket
+    cx.apply(&relayer_yaml(
+        "bucketfan",
+        &format!("{{objectStore: {STORE}}}"),
+        ", namespaces: [orders], replicas: 2",
+    ))?;
+    let cm = wait_for("bucketfan-config", Duration::from_secs(30), || {
+        cx.get("configmap", "bucketfan-config")
+    })?;
+    let cfg = yaml_of(&cm)?;
+    assert_eq!(
+        cfg["replication"]["object_store"]["bucket"],
+        yaml::Value::from("unisondb-backups")
+    );
+    assert_eq!(cfg["replication"]["upstream"], yaml::Value::from(""));
+    let r = wait_for("bucketfan status", Duration::from_secs(30), || {
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonrelayer", "bucketfan")?
+                .filter(|r| r["status"]["upstream"].is_string()),
+        )
+    })?;
+    assert_eq!(r["status"]["upstream"], "s3://unisondb-backups/e2e");
+    assert_eq!(r["status"]["upstreamRef"], "objectStore");
+    assert!(!cond_is(&r, "Degraded", "True", None), "{}", r["status"]);
+    // no upstream at all is refused by the operator (the CEL rule is dropped by 1.20)
+    cx.run(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&relayer_yaml("noupstream", "{}", ", namespaces: [orders]")),
+    )?;
+    wait_for("noupstream Degraded", Duration::from_secs(30), || {
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonrelayer", "noupstream")?
+                .filter(|r| cond_is(r, "Degraded", "True", Some("InvalidUpstream"))),
+        )
+    })?;
+    for (kind, name) in [
+        ("unisonrelayer", "noupstream"),
+        ("unisonrelayer", "bucketfan"),
+        ("unisonhub", "rechub"),
+    ] {
+        cx.run(&["delete", kind, name, "-n", NS], None)?;
+    }
+    cx.step(
+        "upstream.objectStore alone: replication.object_store, upstream s3://...; none → Degraded",
+    );
+    Ok(())
+}
+
+fn phase(o: &Value) -> &str {
+    o["status"]["phase"].as_str().unwrap_or("")
+}
+
+fn backups_of(cx: &Ctx, schedule: &str) -> Result<Vec<Value>> {
+    let out = cx.run(
+        &[
+            "get",
+            "unisonbackups",
+            "-n",
+            NS,
+            "-l",
+            &format!("unisondb.io/scheduled-backup={schedule}"),
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    let v: Value = serde_json::from_str(&out)?;
+    Ok(v["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// UnisonBackup: a hub without spec.backup fails it for good; a configured hub that cannot be
+/// reached keeps it Running with the reason. UnisonScheduledBackup: owned UnisonBackups on
+/// schedule, status times, suspend, history pruning, an invalid schedule Degraded.
+fn backup_kinds_phases_and_schedule(cx: &Ctx) -> Result<()> {
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: plainhub, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [orders]}}\n"
+    ))?;
+    let backup = |name: &str, hub: &str| {
+        format!(
+            "apiVersion: unisondb.io/v1alpha1\nkind: UnisonBackup\nmetadata: {{name: {name}, namespace: {NS}}}\n\
+             spec: {{hubRef: {{name: {hub}}}}}\n"
+        )
+    };
+    cx.apply(&backup("nobackup", "plainhub"))?;
+    let b = wait_for("nobackup Failed", Duration::from_secs(30), || {
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonbackup", "nobackup")?
+                .filter(|b| phase(b) == "Failed"),
+        )
+    })?;
+    assert!(
+        cond_is(&b, "Failed", "True", Some("BackupNotConfigured")),
+        "{}",
+        b["status"]
+    );
+    assert!(b["status"]["completedAt"].is_string(), "{}", b["status"]);
+    assert!(
+        b["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no spec.backup"),
+        "{}",
+        b["status"]
+    );
+    let events = cx.run(
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            NS,
+            "--field-selector",
+            "regarding.name=nobackup",
+            "-o",
+            "json",
+        ],
+        None,
+    )?;
+    assert!(events.contains("BackupNotConfigured"), "{events}");
+    // the printer columns
+    let table = cx.run(&["get", "unisonbackup", "nobackup", "-n", NS], None)?;
+    for col in ["HUB", "PHASE", "SIZE", "AGE", "plainhub", "Failed"] {
+        assert!(table.contains(col), "{col} missing in {table}");
+    }
+    cx.step("UnisonBackup of a hub without spec.backup: Failed BackupNotConfigured (+ event)");
+
+    // bkhub has spec.backup, but no pod answers here (no kubelet): Running, retried, reason shown
+    cx.apply(&backup("tohub", "bkhub"))?;
+    let b = wait_for(
+        "tohub Running with a retry message",
+        Duration::from_secs(60),
+        || {
+            Ok::<_, anyhow::Error>(cx.get("unisonbackup", "tohub")?.filter(|b| {
+                phase(b) == "Running"
+                    && b["status"]["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("will retry")
+            }))
+        },
+    )?;
+    assert!(b["status"]["startedAt"].is_string(), "{}", b["status"]);
+    assert_eq!(
+        b["status"]["namespaces"],
+        serde_json::json!(["orders", "users"])
+    );
+    let msg = b["status"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("http://bkhub.default.svc.cluster.local:4000/api/v1/orders/backups"),
+        "{msg}"
+    );
+    cx.run(&["delete", "unisonbackup", "tohub", "-n", NS], None)?;
+    cx.step("UnisonBackup of an unreachable hub: Running, retried, the POST named in the message");
+
+    // a schedule every 2 seconds against plainhub: each backup Fails at once (final, untouched)
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonScheduledBackup\nmetadata: {{name: often, namespace: {NS}}}\n\
+         spec: {{schedule: '*/2 * * * * *', hubRef: {{name: plainhub}}, successfulBackupsHistoryLimit: 1}}\n"
+    ))?;
+    let uid = wait_for("often uid", Duration::from_secs(10), || {
+        Ok::<_, anyhow::Error>(
+            cx.get("unisonscheduledbackup", "often")?
+                .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_string)),
+        )
+    })?;
+    let made = wait_for("three scheduled backups", Duration::from_secs(60), || {
+        let l = backups_of(cx, "often")?;
+        Ok::<_, anyhow::Error>((l.len() >= 3).then_some(l))
+    })?;
+    for b in &made {
+        assert!(
+            owner_is(b, "UnisonScheduledBackup", &uid),
+            "{}",
+            b["metadata"]
+        );
+        let name = b["metadata"]["name"].as_str().unwrap_or("");
+        let secs: i64 = name
+            .trim_start_matches("often-")
+            .parse()
+            .context("unix time suffix")?;
+        assert_eq!(secs % 2, 0, "{name}: a scheduled (even) second");
+    }
+    let s = cx.must_get("unisonscheduledbackup", "often")?;
+    for f in ["lastScheduleTime", "nextScheduleTime", "lastBackup"] {
+        assert!(s["status"][f].is_string(), "{f}: {}", s["status"]);
+    }
+    // suspend: no new backups, no next time
+    cx.run(
+        &[
+            "patch",
+            "unisonscheduledbackup",
+            "often",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+        None,
+    )?;
+    wait_for(
+        "often suspended (no nextScheduleTime)",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonscheduledbackup", "often")?
+                    .filter(|o| o["status"]["nextScheduleTime"].is_null()),
+            )
+        },
+    )?;
+    // every backup final (Failed: plainhub has no spec.backup), then three marked Completed by hand
+    let all = wait_for(
+        "every scheduled backup Failed",
+        Duration::from_secs(30),
+        || {
+            let l = backups_of(cx, "often")?;
+            Ok::<_, anyhow::Error>(l.iter().all(|b| phase(b) == "Failed").then_some(l))
+        },
+    )?;
+    let mut names: Vec<String> = all
+        .iter()
+        .filter_map(|b| b["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort_by_key(|n| n.trim_start_matches("often-").parse::<i64>().unwrap_or(0));
+    let count_before = names.len();
+    let completed: Vec<String> = names.iter().rev().take(3).cloned().collect();
+    for n in &completed {
+        cx.run(
+            &[
+                "patch",
+                "unisonbackup",
+                n,
+                "-n",
+                NS,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"phase":"Completed"}}"#,
+            ],
+            None,
+        )?;
+    }
+    // history limit 1: the two older Completed ones are deleted, the newest kept, Failed ones kept
+    let left = wait_for(
+        "Completed history pruned to 1",
+        Duration::from_secs(30),
+        || {
+            let l = backups_of(cx, "often")?;
+            let done = l.iter().filter(|b| phase(b) == "Completed").count();
+            Ok::<_, anyhow::Error>((done == 1).then_some(l))
+        },
+    )?;
+    let kept = left
+        .iter()
+        .find(|b| phase(b) == "Completed")
+        .and_then(|b| b["metadata"]["name"].as_str())
+        .unwrap_or("");
+    assert_eq!(kept, completed[0], "the newest Completed one is kept");
+    assert_eq!(
+        left.len(),
+        count_before - 2,
+        "only Completed ones beyond the limit go"
+    );
+    cx.step(&format!(
+        "UnisonScheduledBackup: {count_before} owned backups on schedule, suspend, history pruned to 1"
+    ));
+
+    // an invalid schedule
+    cx.run(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&format!(
+            "apiVersion: unisondb.io/v1alpha1\nkind: UnisonScheduledBackup\nmetadata: {{name: badcron, namespace: {NS}}}\n\
+             spec: {{schedule: 'every night', hubRef: {{name: plainhub}}}}\n"
+        )),
+    )?;
+    wait_for(
+        "badcron Degraded InvalidSchedule",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonscheduledbackup", "badcron")?
+                    .filter(|o| cond_is(o, "Degraded", "True", Some("InvalidSchedule"))),
+            )
+        },
+    )?;
+    assert!(backups_of(cx, "badcron")?.is_empty());
+    // deleting the schedule collects its backups (owner references)
+    cx.run(
+        &[
+            "delete",
+            "unisonscheduledbackup",
+            "often",
+            "badcron",
+            "-n",
+            NS,
+        ],
+        None,
+    )?;
+    wait_for("GC of often's backups", Duration::from_secs(120), || {
+        Ok::<_, anyhow::Error>(backups_of(cx, "often")?.is_empty().then_some(()))
+    })?;
+    for (kind, name) in [
+        ("unisonbackup", "nobackup"),
+        ("unisonhub", "plainhub"),
+        ("unisonhub", "bkhub"),
+    ] {
+        cx.run(&["delete", kind, name, "-n", NS], None)?;
+    }
+    cx.step("invalid schedule → Degraded InvalidSchedule; schedule deletion collects its backups");
     Ok(())
 }

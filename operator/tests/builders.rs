@@ -37,6 +37,8 @@ fn hub_config(h: &UnisonHub) -> RenderedConfig {
         spec: &h.spec.node,
         upstream: None,
         mirrors,
+        archive: None,
+        object_store: None,
     })
     .expect("hub config renders")
 }
@@ -48,6 +50,8 @@ fn relayer_config(r: &UnisonRelayer) -> RenderedConfig {
         spec: &r.spec.node,
         upstream: Some(HUB_URL.to_string()),
         mirrors: BTreeMap::new(),
+        archive: None,
+        object_store: None,
     })
     .expect("relayer config renders")
 }
@@ -650,6 +654,7 @@ fn validated_relayer(r: &UnisonRelayer) -> Validated<'_> {
         },
         position: Default::default(),
         storage: validate::storage_plan(&r.spec.node.storage, None).expect("fixture size"),
+        stores: Default::default(),
         cluster_domain: "cluster.local".into(),
     }
 }

@@ -114,6 +114,25 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# backup/mod.rs: the UnisonBackup controller watches backups and merge-patches their status;
+# backup/schedule.rs applies the UnisonBackups a schedule creates (server-side apply), lists them
+# by label and deletes Completed ones beyond successfulBackupsHistoryLimit.
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonbackups"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# backup/schedule.rs: the UnisonScheduledBackup controller watches schedules.
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonscheduledbackups"]
+  verbs: ["get", "list", "watch"]
+# backup/*.rs: phase, LSNs and sizes (backups), last/next schedule time (schedules).
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonbackups/status", "unisonscheduledbackups/status"]
+  verbs: ["get", "patch"]
+# backup/schedule.rs: the UnisonBackups a schedule creates carry its controller ownerReference
+# (blockOwnerDeletion; see the finalizers rule above).
+- apiGroups: ["unisondb.io"]
+  resources: ["unisonscheduledbackups/finalizers"]
+  verbs: ["update"]
 # reconcile/mod.rs Context::event: kube-runtime's Recorder publishes events.k8s.io/v1 Events
 # (create, then patch to count repeats).
 - apiGroups: ["events.k8s.io"]

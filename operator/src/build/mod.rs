@@ -19,6 +19,7 @@ use kube::api::ApiResource;
 use crate::crd::NodeSpec;
 use crate::kind::{NodeKind, Target};
 use crate::nodeconfig::{self, ConfigInput, Mode, RenderedConfig};
+use crate::objectstore::StoreExtras;
 use crate::validate::Validated;
 use crate::Error;
 
@@ -68,13 +69,15 @@ pub struct NodeBuild<'a> {
     pub storage_size: String,
     /// The TLS Secret the pods mount (`spec.tls`'s, or cert-manager's `<name>-tls`), if any.
     pub tls_secret: Option<String>,
+    /// Object storage: Secret mounts and recovery init containers.
+    pub stores: StoreExtras,
 }
 
 impl<'a> NodeBuild<'a> {
     /// Builder input straight from an object (tests and tools); `None` without namespace or uid.
     pub fn of<K: NodeKind>(obj: &'a K, config: &'a RenderedConfig) -> Option<Self> {
         let target = Target::of(obj).ok()?;
-        Some(Self::new(
+        let mut b = Self::new(
             target,
             K::COMPONENT,
             obj.replicas(),
@@ -82,7 +85,9 @@ impl<'a> NodeBuild<'a> {
             config,
             image_of(obj.node(), DEFAULT_NODE_IMAGE),
             obj.node().storage.size.clone(),
-        ))
+        );
+        b.stores = obj.stores().unwrap_or_default();
+        Some(b)
     }
 
     fn new(
@@ -106,6 +111,7 @@ impl<'a> NodeBuild<'a> {
             owner: target.owner,
             spec,
             config,
+            stores: StoreExtras::default(),
         }
     }
 
@@ -181,8 +187,10 @@ pub fn build(
         spec: v.spec,
         upstream: v.wiring.upstream.clone(),
         mirrors: v.wiring.mirrors.clone(),
+        archive: v.stores.archive.clone(),
+        object_store: v.stores.object_store.clone(),
     })?;
-    let b = NodeBuild::new(
+    let mut b = NodeBuild::new(
         v.target.clone(),
         v.component,
         v.replicas,
@@ -191,6 +199,7 @@ pub fn build(
         image_of(v.spec, default_image),
         v.storage.template_size.clone(),
     );
+    b.stores = v.stores.clone();
     let pdb = match pdb_api {
         Some(api) => match pdb::build(&b, &api.api_version) {
             Some(object) => PdbPlan::Apply {
@@ -265,6 +274,9 @@ pub fn fallback_statefulset<K: NodeKind>(
     // The TLS Secret stays the one mounted now: the problem may be the TLS spec itself (or
     // cert-manager missing), and a Secret nobody fills would keep the pods from starting.
     b.tls_secret = read::tls_secret(existing).map(str::to_string);
+    // The store mounts follow the spec when it is valid there (the running config may point at
+    // them); an invalid store spec mounts none.
+    b.stores = obj.stores().unwrap_or_default();
     Some(statefulset::build(&b))
 }
 

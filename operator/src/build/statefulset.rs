@@ -20,11 +20,14 @@ use super::{labels, names, selector_labels, Component, NodeBuild, CONFIG_HASH_AN
 use crate::nodeconfig::{
     AUTH_DIR, CONFIG_DIR, CONFIG_FILE, DATA_DIR, GRPC_PORT, HTTP_PORT, TLS_DIR,
 };
+use crate::objectstore::SecretMount;
 
 /// Non-root uid/gid (the image's `nonroot` user).
 pub const RUN_AS: i64 = 65532;
 pub const CONTAINER_NAME: &str = "unisondb";
 pub const DATA_VOLUME: &str = "data";
+/// Name prefix of the recovery init containers (`restore-0`, `restore-1`, ... in namespace order).
+pub const RESTORE_CONTAINER: &str = "restore";
 
 fn container_port(name: &str, port: i32) -> ContainerPort {
     ContainerPort {
@@ -148,6 +151,7 @@ fn container(b: &NodeBuild<'_>) -> Container {
             ..Default::default()
         });
     }
+    mounts.extend(b.stores.mounts.iter().map(secret_mount));
     Container {
         name: CONTAINER_NAME.into(),
         image: Some(b.image.clone()),
@@ -169,18 +173,64 @@ fn container(b: &NodeBuild<'_>) -> Container {
         readiness_probe: Some(http_probe(http_scheme(b), "/readyz", 2, 5, 3)),
         resources: b.spec.resources.clone(),
         volume_mounts: Some(mounts),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
+        security_context: Some(container_security()),
+        ..Default::default()
+    }
+}
+
+/// No privileges, read-only root: the node and the restore steps alike.
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+fn secret_mount(m: &SecretMount) -> VolumeMount {
+    VolumeMount {
+        name: m.volume.clone(),
+        mount_path: m.path.clone(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+/// `spec.bootstrap.recovery`: one init container per owned namespace, each restoring it into the
+/// data volume unless it already holds data (`--if-empty`), so a restarted pod never restores again.
+fn restore_containers(b: &NodeBuild<'_>) -> Option<Vec<Container>> {
+    if b.stores.restore.is_empty() {
+        return None;
+    }
+    let mut mounts = vec![VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: DATA_DIR.into(),
+        ..Default::default()
+    }];
+    mounts.extend(b.stores.restore_mounts.iter().map(secret_mount));
+    Some(
+        b.stores
+            .restore
+            .iter()
+            .enumerate()
+            .map(|(i, step)| Container {
+                name: format!("{RESTORE_CONTAINER}-{i}"),
+                image: Some(b.image.clone()),
+                image_pull_policy: b.spec.image_pull_policy.map(|p| p.as_str().to_string()),
+                command: Some(vec!["unisondb".into()]),
+                args: Some(step.args.clone()),
+                resources: b.spec.resources.clone(),
+                volume_mounts: Some(mounts.clone()),
+                security_context: Some(container_security()),
+                ..Default::default()
+            })
+            .collect(),
+    )
 }
 
 fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
@@ -207,6 +257,16 @@ fn volumes(b: &NodeBuild<'_>) -> Vec<Volume> {
             name: "auth".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(auth.secret_name.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    for m in b.stores.mounts.iter().chain(&b.stores.restore_mounts) {
+        v.push(Volume {
+            name: m.volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(m.secret.clone()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -337,6 +397,7 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
         .collect();
     let pod = PodSpec {
         containers: vec![container(b)],
+        init_containers: restore_containers(b),
         volumes: Some(volumes(b)),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),

@@ -5,6 +5,7 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::backup::{BackupSpec, BootstrapSpec};
 use super::common::*;
 
 /// A namespace owned by another hub and mirrored read-only here (multi-hub).
@@ -73,6 +74,12 @@ pub struct UnisonHubSpec {
     /// Namespaces owned by other hubs that this hub mirrors read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorSpec>,
+    /// Archive the WAL and base backups into an object store (UnisonBackups need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// How a new hub's data starts (e.g. restored from an object store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
     /// Image, storage, WAL, TLS, Service and scheduling settings (shared with relayers).
     #[serde(flatten)]
     pub node: NodeSpec,

@@ -1,23 +1,34 @@
 //! Custom resource definitions (group `unisondb.io`, version `v1alpha1`).
 
+pub mod backup;
 pub mod common;
 pub mod hub;
 pub mod relayer;
 
+pub use backup::{
+    BackupPhase, BackupSpec, BootstrapSpec, CaSecretRef, NamespaceBackup, ObjectStoreSpec,
+    RecoverySpec, SecretKeyRef, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus,
+    UnisonScheduledBackup, UnisonScheduledBackupSpec, UnisonScheduledBackupStatus,
+};
 pub use common::*;
 pub use hub::{MirrorSpec, UnisonHub, UnisonHubSpec};
-pub use relayer::{UnisonRelayer, UnisonRelayerSpec, UpstreamSpec};
+pub use relayer::{UnisonRelayer, UnisonRelayerSpec, UpstreamObjectStoreSpec, UpstreamSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
-/// Both CRDs. Defaults under `.status` are stripped: only the operator writes status, and a 1.20
+/// Every CRD. Defaults under `.status` are stripped: only the operator writes status, and a 1.20
 /// API server rejects the empty-string default serde derives for `status.selector`. Unsigned
 /// integer formats become the signed ones Kubernetes knows (it warns about `uint64`).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut out = vec![UnisonHub::crd(), UnisonRelayer::crd()];
+    let mut out = vec![
+        UnisonHub::crd(),
+        UnisonRelayer::crd(),
+        UnisonBackup::crd(),
+        UnisonScheduledBackup::crd(),
+    ];
     for crd in &mut out {
         for v in &mut crd.spec.versions {
             if let Some(schema) = v

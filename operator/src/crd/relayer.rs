@@ -5,12 +5,15 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::backup::ObjectStoreSpec;
 use super::common::*;
+use schemars::JsonSchema;
 
-/// Where a relayer replicates from: exactly one of the three.
+/// Where a relayer replicates from: at most one of hubRef, relayerRef or address (gRPC), and/or
+/// objectStore (the WAL archived in a bucket, followed first or alone).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.hubRef) ? 1 : 0) + (has(self.relayerRef) ? 1 : 0) + (has(self.address) ? 1 : 0) == 1").message("exactly one of hubRef, relayerRef or address must be set"))]
+#[x_kube(validation = Rule::new("(has(self.hubRef) ? 1 : 0) + (has(self.relayerRef) ? 1 : 0) + (has(self.address) ? 1 : 0) + (has(self.objectStore) ? 0 : 1) == 1 || ((has(self.hubRef) ? 1 : 0) + (has(self.relayerRef) ? 1 : 0) + (has(self.address) ? 1 : 0) == 1 && has(self.objectStore))").message("set one of hubRef, relayerRef or address, and/or objectStore"))]
 pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_ref: Option<ObjectRef>,
@@ -19,6 +22,23 @@ pub struct UpstreamSpec {
     /// Raw gRPC address, e.g. `http://hub.example:4001`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Follow the WAL a hub archives in an object store (bootstrap from its latest base backup),
+    /// alone or before switching to the gRPC upstream above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<UpstreamObjectStoreSpec>,
+}
+
+/// A bucket a relayer follows, and how often it lists it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamObjectStoreSpec {
+    /// The bucket (usually the hub's `backup.objectStore`).
+    #[serde(flatten)]
+    pub store: ObjectStoreSpec,
+    /// How often to list the store for new WAL objects, in milliseconds (default: the node's, 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub poll_interval_ms: Option<u64>,
 }
 
 /// Desired state of a UnisonRelayer.

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 
 use crate::apply::PdbSupport;
+use crate::backup::trigger::{BackupTrigger, HttpBackupTrigger};
 use crate::connectivity::{PodMetricsProbe, ReplicationProbe};
 use crate::metrics::SharedMetrics;
 
@@ -29,6 +30,8 @@ pub struct Context {
     pub node_image: String,
     /// Reads whether following pods are connected upstream (the `Connected` condition).
     pub probe: Arc<dyn ReplicationProbe>,
+    /// Asks hubs for base backups (UnisonBackup).
+    pub backups: Arc<dyn BackupTrigger>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -46,6 +49,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             probe: Arc::new(PodMetricsProbe::new(client.clone())),
+            backups: Arc::new(HttpBackupTrigger::new()),
             client,
             metrics,
             cluster_domain,
@@ -70,6 +74,12 @@ impl Context {
     /// Replaces the pod metrics probe (tests script what the pods report).
     pub fn with_probe(mut self, probe: Arc<dyn ReplicationProbe>) -> Self {
         self.probe = probe;
+        self
+    }
+
+    /// Replaces the backup trigger (tests answer for the hub).
+    pub fn with_backup_trigger(mut self, trigger: Arc<dyn BackupTrigger>) -> Self {
+        self.backups = trigger;
         self
     }
 

@@ -16,6 +16,7 @@ use crate::build::Component;
 use crate::crd::NodeSpec;
 use crate::dereference::Dereferenced;
 use crate::kind::{NodeKind, Target};
+use crate::objectstore::StoreExtras;
 use crate::status::{Position, Problem};
 
 /// What the node's config file says about its peers: served namespaces, upstream, mirrors.
@@ -38,6 +39,8 @@ pub struct Validated<'a> {
     pub wiring: Wiring,
     pub position: Position,
     pub storage: StoragePlan,
+    /// Object storage: config sections, Secret mounts, recovery init containers.
+    pub stores: StoreExtras,
     /// The cluster's DNS domain (names in the cert-manager Certificate).
     pub cluster_domain: String,
 }
@@ -65,9 +68,12 @@ pub fn validate<'a, K: NodeKind>(
     deref: &Dereferenced<K::Refs>,
     cluster_domain: &str,
 ) -> Result<Validated<'a>, Rejected> {
-    let storage = obj
+    let (storage, stores) = obj
         .check_spec()
-        .and_then(|_| storage_plan(&obj.node().storage, deref.existing.as_ref()))
+        .and_then(|_| obj.stores())
+        .and_then(|stores| {
+            storage_plan(&obj.node().storage, deref.existing.as_ref()).map(|p| (p, stores))
+        })
         .and_then(|plan| cert_manager_available(obj.node(), deref.cert_manager).map(|_| plan))
         .map_err(|i| Rejected {
             problem: i.into(),
@@ -83,6 +89,7 @@ pub fn validate<'a, K: NodeKind>(
             wiring,
             position,
             storage,
+            stores,
             cluster_domain: cluster_domain.to_string(),
         }),
         Err(problem) => Err(Rejected { problem, position }),

@@ -229,10 +229,17 @@ pub fn relayer(spec: &UnisonRelayerSpec) -> Result<(), Invalid> {
     .iter()
     .filter(|b| **b)
     .count();
-    if set != 1 {
+    if set > 1 || (set == 0 && u.object_store.is_none()) {
         return Err(invalid(
             "InvalidUpstream",
-            "exactly one of upstream.hubRef, upstream.relayerRef or upstream.address must be set",
+            "exactly one of upstream.hubRef, upstream.relayerRef or upstream.address must be set \
+             (or upstream.objectStore alone)",
+        ));
+    }
+    if set == 0 && spec.namespaces.is_empty() {
+        return Err(invalid(
+            "InvalidSpec",
+            "namespaces must be listed when the upstream is only an object store",
         ));
     }
     if let Some(a) = &u.address {

@@ -72,6 +72,24 @@ pub fn upstream(
     chain: &Snapshot,
     cluster_domain: &str,
 ) -> (Position, Result<Wiring, Problem>) {
+    let grpc = spec.upstream.hub_ref.is_some()
+        || spec.upstream.relayer_ref.is_some()
+        || spec.upstream.address.is_some();
+    if let (Some(o), false) = (&spec.upstream.object_store, grpc) {
+        // Only the bucket: one hop from the hub that archives into it.
+        let url = crate::objectstore::url(&o.store);
+        let position = Position {
+            depth: Some(1),
+            upstream: Some(url),
+            upstream_ref: Some("objectStore".into()),
+        };
+        let wiring = Wiring {
+            namespaces: spec.namespaces.clone(),
+            upstream: None,
+            mirrors: BTreeMap::new(),
+        };
+        return (position, Ok(wiring));
+    }
     let resolved = match topology::resolve(me, chain, cluster_domain) {
         Ok(r) => r,
         Err(e) => return (Position::default(), Err(problem(e.reason(), e.to_string()))),

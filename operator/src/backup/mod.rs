@@ -1,0 +1,407 @@
+//! `UnisonBackup`: one base backup of a hub's namespaces into the hub's object store, asked of the
+//! hub over HTTP ([`trigger`]), one namespace at a time, progress recorded in status after each so
+//! a restarted operator never takes one twice. Completed and Failed are final.
+//!
+//! Stages as for nodes: read the hub; decide, purely ([`admit`]); act (the HTTP calls); status.
+
+pub mod schedule;
+pub mod trigger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::crd::{
+    BackupPhase, Condition, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus, UnisonHub,
+};
+use crate::nodeconfig::HTTP_PORT;
+use crate::reconcile::{object_key, Context};
+use crate::status::now;
+use crate::topology::Key;
+use crate::Error;
+
+use trigger::TriggerError;
+
+/// Requeue while the hub is missing or unreachable.
+pub const RETRY: Duration = Duration::from_secs(30);
+/// A backup not Completed this long after it started fails (`DeadlineExceeded`).
+pub const DEADLINE: Duration = Duration::from_secs(2 * 3600);
+
+/// What to do with a UnisonBackup, given its hub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Not yet possible (the hub does not exist yet): stay Pending.
+    Wait(String),
+    /// Never possible: Failed with (reason, message).
+    Fail(&'static str, String),
+    /// Back up these namespaces through this HTTP endpoint.
+    Go {
+        endpoint: String,
+        namespaces: Vec<String>,
+    },
+}
+
+/// The hub's HTTP API, through its client Service.
+pub fn http_endpoint(hub: &Key, cluster_domain: &str) -> String {
+    format!(
+        "http://{}.{}.svc.{cluster_domain}:{HTTP_PORT}",
+        crate::build::names::client_service(&hub.name),
+        hub.namespace
+    )
+}
+
+/// Decides whether and what to back up (pure).
+pub fn admit(
+    spec: &UnisonBackupSpec,
+    key: &Key,
+    hub: Option<&UnisonHub>,
+    cluster_domain: &str,
+) -> Admission {
+    let Some(hub) = hub else {
+        return Admission::Wait(format!("UnisonHub {key} not found"));
+    };
+    let Some(b) = &hub.spec.backup else {
+        return Admission::Fail(
+            "BackupNotConfigured",
+            format!("UnisonHub {key} has no spec.backup: set spec.backup.objectStore on the hub, then create a new UnisonBackup"),
+        );
+    };
+    if !b.wal_archiving.enabled {
+        return Admission::Fail(
+            "ArchivingDisabled",
+            format!("UnisonHub {key} has spec.backup.walArchiving.enabled: false; base backups go through the archive"),
+        );
+    }
+    if hub.spec.node.http_auth.is_some() {
+        return Admission::Fail(
+            "HttpAuthUnsupported",
+            format!("UnisonHub {key} guards its HTTP API with httpAuth; the operator does not read token Secrets, so it cannot ask for a backup"),
+        );
+    }
+    let namespaces = if spec.namespaces.is_empty() {
+        hub.spec.namespaces.clone()
+    } else {
+        spec.namespaces.clone()
+    };
+    let foreign: Vec<&String> = namespaces
+        .iter()
+        .filter(|n| !hub.spec.namespaces.contains(n))
+        .collect();
+    if !foreign.is_empty() {
+        return Admission::Fail(
+            "NamespaceNotOwned",
+            format!(
+                "namespaces {foreign:?} are not owned by UnisonHub {key} (owns {:?})",
+                hub.spec.namespaces
+            ),
+        );
+    }
+    Admission::Go {
+        endpoint: http_endpoint(key, cluster_domain),
+        namespaces,
+    }
+}
+
+fn final_conditions(phase: BackupPhase, reason: &str, message: &str, at: &str) -> Vec<Condition> {
+    let c = |t: &str, on: bool| Condition {
+        type_: t.to_string(),
+        status: if on { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+        last_transition_time: at.to_string(),
+        observed_generation: None,
+    };
+    vec![
+        c("Completed", phase == BackupPhase::Completed),
+        c("Failed", phase == BackupPhase::Failed),
+    ]
+}
+
+/// `s` made final: phase, completion time, conditions, message.
+pub fn finish(
+    mut s: UnisonBackupStatus,
+    phase: BackupPhase,
+    reason: &str,
+    message: String,
+    at: &str,
+) -> UnisonBackupStatus {
+    s.phase = phase;
+    s.completed_at = Some(at.to_string());
+    s.conditions = final_conditions(phase, reason, &message, at);
+    s.total_bytes = Some(s.backups.iter().map(|b| b.size_bytes).sum());
+    s.message = Some(message);
+    s
+}
+
+/// Whether a backup that started at `started` (RFC 3339) is past [`DEADLINE`] at `now`.
+pub fn past_deadline(started: Option<&str>, now: &str) -> bool {
+    let (Some(s), Ok(n)) = (started, now.parse::<jiff::Timestamp>()) else {
+        return false;
+    };
+    s.parse::<jiff::Timestamp>()
+        .is_ok_and(|s| n.duration_since(s).as_secs() >= DEADLINE.as_secs() as i64)
+}
+
+/// Patches the whole status (merge patch) when it changed.
+async fn write(
+    api: &Api<UnisonBackup>,
+    name: &str,
+    before: &UnisonBackupStatus,
+    after: &UnisonBackupStatus,
+) -> Result<(), Error> {
+    if before == after {
+        return Ok(());
+    }
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&status_patch(before, after)?),
+    )
+    .await
+    .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// A merge patch taking `.status` from `before` to `after`: fields `after` omits are set to null
+/// (a merge patch keeps fields it does not name).
+pub fn status_patch<S: serde::Serialize>(
+    before: &S,
+    after: &S,
+) -> Result<serde_json::Value, Error> {
+    let mut new = serde_json::to_value(after)?;
+    if let (Some(old), Some(n)) = (
+        serde_json::to_value(before)?.as_object(),
+        new.as_object_mut(),
+    ) {
+        for k in old.keys() {
+            n.entry(k.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    Ok(json!({ "status": new }))
+}
+
+/// The controller's reconcile function for UnisonBackups.
+pub async fn reconcile(obj: Arc<UnisonBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = run(&obj, &ctx).await;
+    ctx.metrics.observe("UnisonBackup", started.elapsed());
+    match &result {
+        Ok(_) => ctx.reset_backoff(&object_key(obj.as_ref())),
+        Err(e) => {
+            ctx.event(obj.as_ref(), EventType::Warning, e.reason(), e.to_string())
+                .await
+        }
+    }
+    result
+}
+
+async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
+    let before = obj.status.clone().unwrap_or_default();
+    if before.phase.is_final() {
+        return Ok(Action::await_change());
+    }
+    let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
+    let name = obj.name_any();
+    let api: Api<UnisonBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = Key::from_ref(&obj.spec.hub_ref, &ns);
+    let hub = Api::<UnisonHub>::namespaced(ctx.client.clone(), &key.namespace)
+        .get_opt(&key.name)
+        .await
+        .map_err(Error::Kube)?;
+    let (endpoint, namespaces) = match admit(&obj.spec, &key, hub.as_ref(), &ctx.cluster_domain) {
+        Admission::Wait(why) => {
+            let mut s = before.clone();
+            s.message = Some(why);
+            write(&api, &name, &before, &s).await?;
+            return Ok(Action::requeue(RETRY));
+        }
+        Admission::Fail(reason, why) => {
+            let s = finish(
+                before.clone(),
+                BackupPhase::Failed,
+                reason,
+                why.clone(),
+                &now(),
+            );
+            write(&api, &name, &before, &s).await?;
+            ctx.event(obj, EventType::Warning, reason, why).await;
+            return Ok(Action::await_change());
+        }
+        Admission::Go {
+            endpoint,
+            namespaces,
+        } => (endpoint, namespaces),
+    };
+    let mut s = before.clone();
+    if s.phase == BackupPhase::Pending {
+        s.phase = BackupPhase::Running;
+        s.started_at = Some(now());
+        s.namespaces = namespaces.clone();
+        s.message = Some(format!("backing up {namespaces:?} through {endpoint}"));
+        write(&api, &name, &before, &s).await?;
+        ctx.event(
+            obj,
+            EventType::Normal,
+            "Started",
+            format!("base backup of {namespaces:?} on UnisonHub {key}"),
+        )
+        .await;
+    }
+    // The namespaces fixed when the backup started (a hub edited since does not change them).
+    let todo: Vec<String> = s
+        .namespaces
+        .iter()
+        .filter(|n| !s.backups.iter().any(|b| &b.namespace == *n))
+        .cloned()
+        .collect();
+    for namespace in todo {
+        let prev = s.clone();
+        match ctx.backups.trigger(&endpoint, &namespace).await {
+            Ok(b) => {
+                ctx.event(
+                    obj,
+                    EventType::Normal,
+                    "NamespaceBackedUp",
+                    format!(
+                        "{namespace}: {} at LSN {} ({} bytes)",
+                        b.location, b.last_lsn, b.size_bytes
+                    ),
+                )
+                .await;
+                s.backups.push(b);
+                if s.backups.len() == s.namespaces.len() {
+                    let msg = format!("{} namespace(s) backed up", s.backups.len());
+                    s = finish(
+                        s,
+                        BackupPhase::Completed,
+                        "BackupCompleted",
+                        msg.clone(),
+                        &now(),
+                    );
+                    write(&api, &name, &prev, &s).await?;
+                    ctx.event(obj, EventType::Normal, "Completed", msg).await;
+                    return Ok(Action::await_change());
+                }
+                s.message = Some(format!(
+                    "{}/{} namespaces backed up",
+                    s.backups.len(),
+                    s.namespaces.len()
+                ));
+                write(&api, &name, &prev, &s).await?;
+            }
+            Err(TriggerError::Refused(why)) => {
+                let msg = format!("{namespace}: {why}");
+                s = finish(s, BackupPhase::Failed, "BackupRefused", msg.clone(), &now());
+                write(&api, &name, &prev, &s).await?;
+                ctx.event(obj, EventType::Warning, "BackupRefused", msg)
+                    .await;
+                return Ok(Action::await_change());
+            }
+            Err(TriggerError::Unavailable(why)) => {
+                let at = now();
+                let msg = format!("{namespace}: {why}");
+                if past_deadline(s.started_at.as_deref(), &at) {
+                    let msg = format!("not completed within {}s: {msg}", DEADLINE.as_secs());
+                    s = finish(s, BackupPhase::Failed, "DeadlineExceeded", msg.clone(), &at);
+                    write(&api, &name, &prev, &s).await?;
+                    ctx.event(obj, EventType::Warning, "DeadlineExceeded", msg)
+                        .await;
+                    return Ok(Action::await_change());
+                }
+                s.message = Some(format!("will retry: {msg}"));
+                write(&api, &name, &prev, &s).await?;
+                ctx.event(obj, EventType::Warning, "HubUnavailable", msg)
+                    .await;
+                return Ok(Action::requeue(RETRY));
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Error policy of the backup kinds: count and back off per object.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = object_key(obj.as_ref());
+    ctx.metrics.error(&K::kind(&()), err.reason());
+    let delay = ctx.next_backoff(&key);
+    tracing::warn!(object = %key, error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(yaml: &str) -> UnisonHub {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: h, namespace: p}}\nspec: {yaml}"
+        ))
+        .expect("hub parses")
+    }
+
+    fn spec(ns: &[&str]) -> UnisonBackupSpec {
+        UnisonBackupSpec {
+            hub_ref: crate::crd::ObjectRef {
+                name: "h".into(),
+                namespace: None,
+            },
+            namespaces: ns.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    const STORE: &str = "backup: {objectStore: {bucket: bkp, credentialsSecret: {name: s3}}}";
+
+    #[test]
+    fn admission_waits_fails_or_goes() {
+        let key = Key::new("p", "h");
+        assert!(
+            matches!(admit(&spec(&[]), &key, None, "c.l"), Admission::Wait(m) if m.contains("p/h not found"))
+        );
+        let bare = hub("{namespaces: [a, b]}");
+        assert!(matches!(
+            admit(&spec(&[]), &key, Some(&bare), "c.l"),
+            Admission::Fail("BackupNotConfigured", m) if m.contains("spec.backup")
+        ));
+        let with = hub(&format!("{{namespaces: [a, b], {STORE}}}"));
+        assert_eq!(
+            admit(&spec(&[]), &key, Some(&with), "c.l"),
+            Admission::Go {
+                endpoint: "http://h.p.svc.c.l:4000".into(),
+                namespaces: vec!["a".into(), "b".into()]
+            }
+        );
+        assert!(matches!(
+            admit(&spec(&["z"]), &key, Some(&with), "c.l"),
+            Admission::Fail("NamespaceNotOwned", _)
+        ));
+        let paused = hub(
+            "{namespaces: [a], backup: {objectStore: {bucket: bkp, credentialsSecret: {name: s3}}, walArchiving: {enabled: false}}}",
+        );
+        assert!(matches!(
+            admit(&spec(&[]), &key, Some(&paused), "c.l"),
+            Admission::Fail("ArchivingDisabled", _)
+        ));
+    }
+
+    #[test]
+    fn deadline_counts_from_the_start() {
+        assert!(!past_deadline(None, "2026-01-01T10:00:00Z"));
+        assert!(!past_deadline(
+            Some("2026-01-01T09:00:00Z"),
+            "2026-01-01T10:00:00Z"
+        ));
+        assert!(past_deadline(
+            Some("2026-01-01T08:00:00Z"),
+            "2026-01-01T10:00:00Z"
+        ));
+    }
+}
