@@ -3,22 +3,28 @@
 #   docker build -t ghcr.io/unisondb/unisondb:0.1.0 .
 #   docker run --rm -p 4000-4002:4000-4002 ghcr.io/unisondb/unisondb:0.1.0 unisondb server --mode replicator
 #   docker run --rm ghcr.io/unisondb/unisondb:0.1.0 unisondb-operator run
-# The builder runs exactly scripts/build-release.sh's command (e2e/tests/dockerfile.rs checks it).
+# The builder runs exactly scripts/build-release.sh's command (e2e/tests/dockerfile.rs checks it), then
+# strips the binaries (debug line tables stay in host release builds, for profiling).
+# The base images are build arguments: the public ones by default; the cluster test builds this file
+# with buildah on bases made from Debian's packages (e2e/image/build.sh), since it reaches no registry.
 # The runtime stage is kept to one fact per line (USER, ENV, EXPOSE, VOLUME, ENTRYPOINT, LABEL) so
-# tests, and the release job that assembles the same image from prebuilt binaries, can parse it.
+# tests can parse it.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG BUILDER_IMAGE=rust:${RUST_VERSION}-${DEBIAN_RELEASE}
+ARG RUNTIME_IMAGE=debian:${DEBIAN_RELEASE}-slim
 
-FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+FROM ${BUILDER_IMAGE} AS builder
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin unisondb --bin unisondb-operator && \
-    mkdir -p /out && cp target/release/unisondb target/release/unisondb-operator /out/
+    mkdir -p /out && cp target/release/unisondb target/release/unisondb-operator /out/ && \
+    strip /out/unisondb /out/unisondb-operator
 
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="unisondb"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent: installs what the full-stack cluster e2e (e2e/tests/cluster_e2e.rs) needs. Run as root.
 #  - Debian packages: containerd, runc, CNI plugins, iptables, conntrack, dnsmasq, socat, busybox, gcc
-#    (the pause image), tini (the image's init, as in the Dockerfile), prometheus (scenario step 7)
+#    (the pause image), tini (the image's init, as in the Dockerfile), prometheus (scenario step 7),
+#    buildah + mmdebstrap (the test builds the Dockerfile: e2e/image/build.sh), binutils (readelf)
 #  - the Kubernetes v1.20.2 binaries (apiserver, controller-manager, scheduler, kubelet, kube-proxy)
 #    and etcd, built and cached by e2e/k8s/install-deps.sh (that script also runs on its own)
 #  - the shared venv ~/.cache/unisondb-e2e/venv with pyzmq (the ZeroMQ subscriber) and helm-python-sdk
@@ -12,7 +13,7 @@ CACHE="${UNISONDB_E2E_CACHE:-$HOME/.cache/unisondb-e2e}"
 VENV="$CACHE/venv"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 PKGS=(containerd runc containernetworking-plugins iptables conntrack dnsmasq-base socat busybox-static gcc libc6-dev
-      tini prometheus python3-venv iproute2 openssl curl)
+      tini prometheus python3-venv iproute2 openssl curl buildah mmdebstrap binutils)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)

@@ -72,6 +72,9 @@ clusterDomain: cluster.local
 clusterDNS: ["$DNS_IP"]
 readOnlyPort: 0
 nodeStatusUpdateFrequency: 2s
+# Mounted Secrets/ConfigMaps are refreshed on the pod sync period (default 1m): the certificate
+# rotation step waits for it.
+syncFrequency: 10s
 evictionHard: {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

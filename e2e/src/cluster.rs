@@ -3,6 +3,7 @@
 //! guard (e2e/cluster/down.sh) also when the test fails. One cluster per machine at a time: a lock
 //! file serializes runs (the node uses fixed paths, a bridge, iptables and the kubelet's ports).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -365,136 +366,74 @@ impl Drop for Cluster {
     }
 }
 
-/// The release binaries (`unisondb`, `unisondb-operator`): `UNISONDB_BIN_DIR` when set, else
-/// `cargo build --release --locked --bin unisondb --bin unisondb-operator` (scripts/build-release.sh's
-/// command; a no-op when up to date) into this build's target dir.
-pub fn release_binaries() -> PathBuf {
-    if let Ok(d) = std::env::var("UNISONDB_BIN_DIR") {
-        let d = PathBuf::from(d);
-        for b in ["unisondb", "unisondb-operator"] {
-            assert!(
-                d.join(b).exists(),
-                "UNISONDB_BIN_DIR={} has no {b}",
-                d.display()
-            );
-        }
-        return d;
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo_root().join("target"));
-    let t = Instant::now();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    for (k, _) in std::env::vars() {
-        let from_cargo_test = (k.starts_with("CARGO_")
-            && !matches!(
-                k.as_str(),
-                "CARGO_HOME" | "CARGO_BUILD_JOBS" | "CARGO_TERM_COLOR" | "CARGO_TARGET_DIR"
-            )
-            && !k.starts_with("CARGO_NET_")
-            && !k.starts_with("CARGO_REGISTRIES_")
-            && !k.starts_with("CARGO_HTTP_"))
-            || matches!(
-                k.as_str(),
-                "OUT_DIR" | "MAKEFLAGS" | "MFLAGS" | "RUST_TEST_THREADS"
-            );
-        if from_cargo_test {
-            cmd.env_remove(&k);
-        }
-    }
-    let st = cmd
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "unisondb",
-            "--bin",
-            "unisondb-operator",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(repo_root())
-        .status()
-        .expect("run cargo build --release");
-    assert!(
-        st.success(),
-        "cargo build --release of unisondb / unisondb-operator failed"
-    );
-    eprintln!(
-        "[cluster] release binaries up to date in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
-    target.join("release")
-}
-
-/// Assembles the runtime image (e2e/cluster/build-image.py) into `out` with the given tags.
-pub fn build_image(bin_dir: &Path, out: &Path, tags: &[&str]) -> String {
-    let mut cmd = Command::new("python3");
-    cmd.arg(repo_root().join("e2e/cluster/build-image.py"))
-        .arg(bin_dir)
+/// Builds the Dockerfile with buildah (e2e/image/build.sh: bases from Debian's packages, the host's
+/// Rust toolchain in the builder) and writes it as a docker-archive tagged `tag`. Returns the
+/// script's summary line (`image TAG size N archive M bytes`). Build output goes to stderr.
+pub fn build_image(out: &Path, tag: &str) -> String {
+    let o = Command::new("bash")
+        .arg(repo_root().join("e2e/image/build.sh"))
         .arg(out)
-        .args(tags);
-    let o = cmd
+        .arg(tag)
+        .env(
+            "CARGO_BUILD_JOBS",
+            std::env::var("CARGO_BUILD_JOBS").unwrap_or("2".into()),
+        )
+        .stderr(Stdio::inherit())
         .output()
-        .unwrap_or_else(|e| panic!("python3 missing ({e}): run `bash {CLUSTER_INSTALLER}`"));
+        .unwrap_or_else(|e| panic!("bash missing ({e})"));
     assert!(
         o.status.success(),
-        "build-image.py failed:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
+        "e2e/image/build.sh failed (its output is above; installer: {CLUSTER_INSTALLER}):\n{}",
+        stdout(&o)
     );
-    stdout(&o)
+    stdout(&o).lines().last().unwrap_or_default().to_string()
 }
 
-/// The image config (`config` object) and the layer listing (`mode uid/gid path` lines) of a
-/// docker-archive written by build-image.py.
+/// The image config (`config` object) and the merged listing of every layer (`mode uid/gid path`
+/// lines; a later layer's entry replaces an earlier one) of a docker-archive.
 pub fn image_contents(archive: &Path) -> (serde_json::Value, Vec<String>) {
-    let read = |member: &str| -> Vec<u8> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&archive_member(archive, "manifest.json")).expect("manifest.json");
+    let cfg_name = manifest[0]["Config"].as_str().expect("manifest Config");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&archive_member(archive, cfg_name)).expect("config JSON");
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
+    for layer in manifest[0]["Layers"].as_array().expect("manifest Layers") {
+        let layer = layer.as_str().expect("layer name");
+        let tmp = std::env::temp_dir().join(format!("unisondb-layer-{}.tar", std::process::id()));
+        std::fs::write(&tmp, archive_member(archive, layer)).expect("write layer");
         let o = Command::new("tar")
-            .arg("-xOf")
-            .arg(archive)
-            .arg(member)
+            .args(["-tv", "--numeric-owner", "-f"])
+            .arg(&tmp)
             .output()
             .expect("tar");
-        assert!(o.status.success(), "tar -xOf {member}: {}", stderr(&o));
-        o.stdout
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&read("manifest.json")).expect("manifest.json is JSON");
-    let cfg_name = manifest[0]["Config"]
-        .as_str()
-        .expect("manifest Config")
-        .to_string();
-    let layer_name = manifest[0]["Layers"][0]
-        .as_str()
-        .expect("manifest Layers")
-        .to_string();
-    let cfg: serde_json::Value = serde_json::from_slice(&read(&cfg_name)).expect("config JSON");
-    let layer = read(&layer_name);
-    let mut child = Command::new("tar")
-        .args(["-tv", "--numeric-owner", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tar");
-    {
-        let mut stdin = child.stdin.take().expect("tar stdin");
-        let data = layer;
-        // write in a thread: tar's stdout could fill up otherwise
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-    }
-    let o = child.wait_with_output().expect("tar listing");
-    let listing = stdout(&o)
-        .lines()
-        .map(|l| {
+        let _ = std::fs::remove_file(&tmp);
+        assert!(o.status.success(), "tar -t {layer}: {}", stderr(&o));
+        for l in stdout(&o).lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
             // drwxr-xr-x 65532/65532 0 1970-01-01 00:00 var/lib/unisondb
             // (symlinks end in `-> target`, directories in `/`)
-            format!("{} {} {}", f[0], f[1], f[5].trim_end_matches('/'))
-        })
-        .collect();
-    (cfg["config"].clone(), listing)
+            if f.len() < 6 {
+                continue;
+            }
+            let path = f[5]
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            merged.insert(path.clone(), format!("{} {} {} {path}", f[0], f[1], f[2]));
+        }
+    }
+    (cfg["config"].clone(), merged.into_values().collect())
+}
+
+/// One member of a tar archive, read whole.
+pub fn archive_member(archive: &Path, member: &str) -> Vec<u8> {
+    let o = Command::new("tar")
+        .arg("-xOf")
+        .arg(archive)
+        .arg(member)
+        .output()
+        .expect("tar");
+    assert!(o.status.success(), "tar -xOf {member}: {}", stderr(&o));
+    o.stdout
 }

@@ -166,6 +166,22 @@ impl Dockerfile {
         self.stages.last().expect("Dockerfile has a FROM")
     }
 
+    /// `text` with `${ARG}` references to global ARGs replaced by their defaults, recursively (a
+    /// base image given as `${BUILDER_IMAGE}` resolves to what a plain `docker build` uses).
+    pub fn resolve(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for _ in 0..8 {
+            let before = out.clone();
+            for (k, v) in &self.global_args {
+                out = out.replace(&format!("${{{k}}}"), v);
+            }
+            if out == before {
+                break;
+            }
+        }
+        out
+    }
+
     /// Every RUN of every stage, flags (`--mount=...`) stripped, split on `&&` into commands.
     pub fn run_commands(&self, stage: &Stage) -> Vec<String> {
         stage
@@ -192,7 +208,7 @@ impl Dockerfile {
     pub fn runtime_facts(&self) -> RuntimeFacts {
         let st = self.runtime();
         let mut f = RuntimeFacts {
-            base: st.from.clone(),
+            base: self.resolve(&st.from),
             ..Default::default()
         };
         for i in &st.instructions {

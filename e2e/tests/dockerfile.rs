@@ -79,11 +79,42 @@ fn builder_rust_is_at_least_the_workspace_msrv() {
         parse(v) >= parse(msrv),
         "RUST_VERSION {v} < rust-version {msrv}"
     );
-    assert!(df
-        .stage("builder")
-        .unwrap()
-        .from
-        .starts_with("rust:${RUST_VERSION}"));
+    // The default builder base is the official Rust image of that version.
+    let base = df.resolve(&df.stage("builder").unwrap().from);
+    assert!(
+        base.starts_with(&format!("rust:{v}-")),
+        "builder base {base}"
+    );
+}
+
+#[test]
+fn base_images_are_build_arguments() {
+    // The cluster test builds with bases made from Debian's packages (e2e/image/build.sh).
+    let df = df();
+    assert_eq!(df.stage("builder").unwrap().from, "${BUILDER_IMAGE}");
+    assert_eq!(df.runtime().from, "${RUNTIME_IMAGE}");
+    for arg in ["BUILDER_IMAGE", "RUNTIME_IMAGE"] {
+        assert!(df.global_args.contains_key(arg), "ARG {arg} before FROM");
+    }
+    let script = std::fs::read_to_string(repo_root().join("e2e/image/build.sh")).unwrap();
+    for arg in ["BUILDER_IMAGE", "RUNTIME_IMAGE"] {
+        assert!(
+            script.contains(&format!("--build-arg {arg}=")),
+            "build.sh sets {arg}"
+        );
+    }
+}
+
+#[test]
+fn builder_strips_the_binaries() {
+    let df = df();
+    let builder = df.stage("builder").unwrap();
+    assert!(
+        df.run_commands(builder)
+            .iter()
+            .any(|c| c == "strip /out/unisondb /out/unisondb-operator"),
+        "the builder strips both binaries"
+    );
 }
 
 #[test]
