@@ -186,8 +186,8 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
     (
         "cert-manager.io",
         "certificates",
-        &["get", "list", "watch", "create", "patch"],
-        "build/certificate.rs via apply_dynamic (spec.tls.certManager); owned watch",
+        &["get", "list", "watch", "create", "patch", "delete"],
+        "build/certificate.rs via apply_dynamic (spec.tls.certManager); owned watch; reconcile deletes it when the spec drops it",
     ),
     (
         "unisondb.io",

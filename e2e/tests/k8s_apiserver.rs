@@ -100,6 +100,7 @@ const MUST: &[(&str, &str)] = &[
     ("watch", "certificates.cert-manager.io"),
     ("create", "certificates.cert-manager.io"),
     ("patch", "certificates.cert-manager.io"),
+    ("delete", "certificates.cert-manager.io"),
     ("get", "unisonbackups.unisondb.io"),
     ("list", "unisonbackups.unisondb.io"),
     ("watch", "unisonbackups.unisondb.io"),

@@ -110,10 +110,11 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
   verbs: ["list"]
 # build/certificate.rs, apply.rs: spec.tls.certManager asks cert-manager for a Certificate
 # (server-side apply); controller.rs watches owned ones when cert-manager is installed, and
-# dereference.rs asks discovery whether certificates.cert-manager.io is served.
+# dereference.rs asks discovery whether certificates.cert-manager.io is served; reconcile deletes
+# the one it made (if owned) when the spec switches back to secretName.
 - apiGroups: ["cert-manager.io"]
   resources: ["certificates"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # backup/mod.rs: the UnisonBackup controller watches backups and merge-patches their status;
 # backup/schedule.rs applies the UnisonBackups a schedule creates (server-side apply), lists them
 # by label and deletes Completed ones beyond successfulBackupsHistoryLimit.
