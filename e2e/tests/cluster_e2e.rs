@@ -678,6 +678,7 @@ fn full_stack_on_a_real_single_node_cluster() {
     hub_volume_grows_in_place(&mut cx);
     prometheus_scrapes_everything(&mut cx);
     certificate_rotated_during_replication(&mut cx);
+    backups_scheduled_and_restored(&mut cx);
     uninstalled(&mut cx);
     finish(cx);
 }
@@ -2214,6 +2215,197 @@ fn certificate_rotated_during_replication(cx: &mut Ctx) {
     c.kubectl(&["delete", "namespace", TLS_NS, "--wait=false"]);
     cx.record(
         "TLS hub + relayer: certificate rotated under replication",
+        t.elapsed(),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backups: a schedule backs a hub up into S3, a new hub bootstraps from it
+
+const BK_NS: &str = "backup";
+const BUCKET: &str = "unisondb-e2e";
+
+/// The S3 server (moto from the venv) on the host, reachable from pods through the bridge's
+/// gateway; a bucket made. Killed with the cluster's other helper processes.
+fn s3_on_the_host(cx: &mut Ctx) -> String {
+    let moto = cx.py.with_file_name("moto_server");
+    assert!(
+        moto.exists(),
+        "{} missing: run `bash scripts/install-deps.sh`",
+        moto.display()
+    );
+    let port = free_port();
+    let log = std::fs::File::create(cx.c.work.join("moto.log")).expect("moto log");
+    let child = Command::new(&moto)
+        .args(["-H", "0.0.0.0", "-p", &port.to_string()])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start moto_server");
+    cx.c.children.push(child);
+    wait_until(
+        "moto_server and its bucket",
+        Duration::from_secs(30),
+        || {
+            let (code, out) = curl(&["-X", "PUT", &format!("http://127.0.0.1:{port}/{BUCKET}")]);
+            if code == 200 {
+                Ok(())
+            } else {
+                Err(format!("{code} {}", String::from_utf8_lossy(&out)))
+            }
+        },
+    );
+    // the pods' default gateway: the host end of the CNI bridge
+    format!("http://10.244.0.1:{port}")
+}
+
+fn bk_json(c: &Cluster, kind: &str, name: &str) -> Value {
+    c.json(&["get", kind, name, "-n", BK_NS])
+}
+
+/// `spec.backup` on a hub (WAL archiving every 2 s), a `UnisonScheduledBackup` every minute, writes
+/// before and after its first backup; then a new hub with `spec.bootstrap.recovery` from the bucket
+/// starts with exactly the source's data (base backup + archived WAL replayed to the end).
+fn backups_scheduled_and_restored(cx: &mut Ctx) {
+    let t = Instant::now();
+    let endpoint = s3_on_the_host(cx);
+    let c = &cx.c;
+    c.kubectl(&["create", "namespace", BK_NS]);
+    let store = format!(
+        "{{endpoint: '{endpoint}', bucket: {BUCKET}, prefix: e2e/bk-hub, credentialsSecret: {{name: s3-credentials}}}}"
+    );
+    c.kubectl_stdin(
+        &["apply", "-n", BK_NS, "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3-credentials}}\nstringData:\n  credentials: |\n    \
+             [default]\n    aws_access_key_id = e2e\n    aws_secret_access_key = e2e-secret\n---\n\
+             apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: bk-hub}}\n\
+             spec: {{namespaces: [{NS}], storage: {{size: 1Gi}}, backup: {{objectStore: {store}, \
+             walArchiving: {{maxDelaySeconds: 2}}}}}}\n"
+        ),
+    );
+    let o = c.kubectl_output(&[
+        "wait",
+        "-n",
+        BK_NS,
+        "--for=condition=Ready",
+        "unisonhub/bk-hub",
+        "--timeout=5m",
+    ]);
+    assert!(o.status.success(), "bk-hub not Ready: {}", stderr(&o));
+    let ip = c
+        .kubectl(&[
+            "get",
+            "pod",
+            "bk-hub-0",
+            "-n",
+            BK_NS,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+        .trim()
+        .to_string();
+    for i in 0..40 {
+        put_kv(&ip, &format!("before-{i:02}"), format!("v{i}").as_bytes()).expect("write");
+    }
+    c.kubectl_stdin(
+        &["apply", "-n", BK_NS, "-f", "-"],
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonScheduledBackup\nmetadata: {name: bk-every-minute}\n\
+         spec: {schedule: '* * * * *', hubRef: {name: bk-hub}}\n",
+    );
+    let backup = wait_until(
+        "a scheduled UnisonBackup Completed",
+        Duration::from_secs(180),
+        || {
+            let list = c.json(&["get", "unisonbackups", "-n", BK_NS]);
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            if let Some(f) = items.iter().find(|b| b["status"]["phase"] == "Failed") {
+                panic!("a scheduled backup failed: {}", f["status"]);
+            }
+            items
+                .into_iter()
+                .find(|b| b["status"]["phase"] == "Completed")
+                .ok_or_else(|| {
+                    format!(
+                        "{} backups, none Completed",
+                        list["items"].as_array().map_or(0, Vec::len)
+                    )
+                })
+        },
+    );
+    let name = backup["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let owner = &backup["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        owner["kind"], "UnisonScheduledBackup",
+        "{}",
+        backup["metadata"]
+    );
+    let sched = bk_json(c, "unisonscheduledbackup", "bk-every-minute");
+    assert!(
+        sched["status"]["lastScheduleTime"].is_string(),
+        "{}",
+        sched["status"]
+    );
+    eprintln!("[cluster] scheduled backup {name}: {}", backup["status"]);
+    // writes after the base backup reach the bucket only through WAL archiving
+    let mut last = 0;
+    for i in 0..20 {
+        last = put_kv(&ip, &format!("after-{i:02}"), format!("w{i}").as_bytes()).expect("write");
+    }
+    wait_until("the last write archived", Duration::from_secs(60), || {
+        let archived = metric_sum(&ip, "unisondb_archive_archived_lsn")?;
+        if archived as u64 >= last {
+            Ok(())
+        } else {
+            Err(format!("archived {archived} < {last}"))
+        }
+    });
+    c.kubectl_stdin(
+        &["apply", "-n", BK_NS, "-f", "-"],
+        &format!(
+            "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: bk-restored}}\n\
+             spec: {{namespaces: [{NS}], storage: {{size: 1Gi}}, bootstrap: {{recovery: {{objectStore: {store}}}}}}}\n"
+        ),
+    );
+    let o = c.kubectl_output(&[
+        "wait",
+        "-n",
+        BK_NS,
+        "--for=condition=Ready",
+        "unisonhub/bk-restored",
+        "--timeout=5m",
+    ]);
+    assert!(o.status.success(), "bk-restored not Ready: {}", stderr(&o));
+    let rip = c
+        .kubectl(&[
+            "get",
+            "pod",
+            "bk-restored-0",
+            "-n",
+            BK_NS,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ])
+        .trim()
+        .to_string();
+    let items = |ip: &str| {
+        get_json(&format!("http://{ip}:4000/api/v1/{NS}/kv?limit=1000")).map(|v| v["items"].clone())
+    };
+    let source = items(&ip).expect("source kv");
+    let restored = items(&rip).expect("restored kv");
+    assert_eq!(source.as_array().map(Vec::len), Some(60), "{source}");
+    assert_eq!(restored, source, "the restored hub differs from the source");
+    let logs = c.kubectl(&["logs", "bk-restored-0", "-n", BK_NS, "-c", "restore-0"]);
+    eprintln!(
+        "[cluster] restore init container: {}",
+        logs.lines().last().unwrap_or("")
+    );
+    c.kubectl(&["delete", "namespace", BK_NS, "--wait=false"]);
+    cx.record(
+        "scheduled backup into S3 → new hub bootstrapped from it",
         t.elapsed(),
     );
 }

@@ -15,6 +15,8 @@ pub const STORE_DIR: &str = "/etc/unisondb/object-store";
 pub const STORE_CA_DIR: &str = "/etc/unisondb/object-store-ca";
 /// Where the recovery store's credentials Secret is mounted (init containers only).
 pub const RECOVERY_DIR: &str = "/etc/unisondb/recovery-store";
+/// Where a recovery store's CA Secret is mounted (init containers only).
+pub const RECOVERY_CA_DIR: &str = "/etc/unisondb/recovery-store-ca";
 
 /// A Secret mounted read-only into the pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +193,9 @@ pub fn restore_args(r: &RecoverySpec, namespace: &str) -> Vec<String> {
         "--credentials-file".into(),
         file_in(RECOVERY_DIR, &s.credentials_secret.key),
     ]);
+    if let Some(ca) = &s.ca_secret {
+        a.extend(["--ca-file".into(), file_in(RECOVERY_CA_DIR, &ca.key)]);
+    }
     if let Some(id) = &r.backup_id {
         a.extend(["--backup-id".into(), id.clone()]);
     }
@@ -219,14 +224,6 @@ fn check_recovery(r: &RecoverySpec) -> Result<(), Invalid> {
                 format!("bootstrap.recovery.targetTime: {t:?} is not an RFC 3339 time"),
             ));
         }
-    }
-    if r.object_store.ca_secret.is_some() {
-        return Err(invalid(
-            "InvalidRecovery",
-            "bootstrap.recovery.objectStore.caSecret: `unisondb restore` takes no CA file; \
-             use an endpoint whose certificate the system roots trust"
-                .into(),
-        ));
     }
     Ok(())
 }
@@ -266,6 +263,13 @@ pub fn hub(spec: &UnisonHubSpec) -> Result<StoreExtras, Invalid> {
             secret: r.object_store.credentials_secret.name.clone(),
             path: RECOVERY_DIR.into(),
         }];
+        if let Some(ca) = &r.object_store.ca_secret {
+            x.restore_mounts.push(SecretMount {
+                volume: "recovery-store-ca".into(),
+                secret: ca.name.clone(),
+                path: RECOVERY_CA_DIR.into(),
+            });
+        }
         x.restore = spec
             .namespaces
             .iter()

@@ -395,3 +395,39 @@ fn an_object_store_relayer_may_also_follow_grpc_and_must_list_namespaces_alone()
     let e = build_relayer(&r).expect_err("no upstream at all");
     assert_eq!(e.problem.reason, "InvalidUpstream");
 }
+
+/// A recovery store behind a private CA: its Secret is mounted in the restore init containers only,
+/// and the restore is told to trust it.
+#[test]
+fn recovery_from_an_https_store_trusts_its_ca_secret() {
+    let mut h = backup_hub();
+    let r = h
+        .spec
+        .bootstrap
+        .as_mut()
+        .unwrap()
+        .recovery
+        .as_mut()
+        .unwrap();
+    r.object_store.ca_secret = Some(serde_yaml_ng::from_str("{name: store-ca}").unwrap());
+    let res = build_hub(&h).expect("a recovery CA is valid");
+    let init = pod(&res.stateful_set).init_containers.clone().unwrap();
+    let args = init[0].args.clone().unwrap().join(" ");
+    assert!(
+        args.contains("--ca-file /etc/unisondb/recovery-store-ca/ca.crt"),
+        "{args}"
+    );
+    assert!(mounts(&init[0]).contains(&(
+        "recovery-store-ca".into(),
+        "/etc/unisondb/recovery-store-ca".into(),
+        true
+    )));
+    let main = &pod(&res.stateful_set).containers[0];
+    assert!(
+        !mounts(main).iter().any(|m| m.0 == "recovery-store-ca"),
+        "the node itself does not mount the recovery store's Secrets"
+    );
+    let vols = pod(&res.stateful_set).volumes.clone().unwrap_or_default();
+    assert!(vols.iter().any(|v| v.name == "recovery-store-ca"
+        && v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("store-ca")));
+}
