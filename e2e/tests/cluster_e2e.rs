@@ -106,6 +106,17 @@ fn image_matches_the_dockerfile(tar: &Path) {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
+    // e2e/image/build.sh passes the commit as REVISION, as a release build would.
+    let mut args = args;
+    let rev = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo_root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| stdout(&o).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    args.insert("REVISION".into(), rev);
     for (k, v) in &facts.labels {
         let mut want = v.clone();
         for (a, d) in &args {
