@@ -7,7 +7,7 @@
 #   RUNTIME_IMAGE  bookworm minbase (the role of debian:bookworm-slim)
 # Both are cached in buildah's store by name; the cargo registry and target dir are the Dockerfile's own
 # cache mounts, so a rebuild after a source change recompiles only what changed.
-# usage: e2e/image/build.sh OUT.tar TAG          (prints "image <tag> size <bytes> ...")
+# usage: e2e/image/build.sh OUT.tar TAG   (last line: "image TAG size S archive N bytes revision COMMIT")
 # env:   DEBIAN_MIRROR (default http://deb.debian.org/debian), UNISONDB_IMAGE_REBUILD_BASES=1
 set -euo pipefail
 out=${1:?usage: build.sh OUT.tar TAG}; tag=${2:?usage: build.sh OUT.tar TAG}
@@ -92,4 +92,4 @@ rm -f "$out"
 buildah push --quiet "$tag" "docker-archive:$out:$tag" >/dev/null
 size=$(buildah inspect --type image --format '{{.ImageAnnotations}}' "$tag" >/dev/null; \
        buildah images --noheading --format '{{.Size}}' "$tag" | head -1)
-echo "image $tag size ${size// /} archive $(stat -c %s "$out") bytes"
+echo "image $tag size ${size// /} archive $(stat -c %s "$out") bytes revision $revision"

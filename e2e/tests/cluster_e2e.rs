@@ -37,7 +37,7 @@ fn secs(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 // The image the Dockerfile built has the Dockerfile's runtime facts, and stripped binaries.
 
-fn image_matches_the_dockerfile(tar: &Path) {
+fn image_matches_the_dockerfile(tar: &Path, revision: &str) {
     let df = dockerfile::parse(
         &std::fs::read_to_string(repo_root().join("Dockerfile")).expect("read Dockerfile"),
     );
@@ -108,15 +108,7 @@ fn image_matches_the_dockerfile(tar: &Path) {
         .collect();
     // e2e/image/build.sh passes the commit as REVISION, as a release build would.
     let mut args = args;
-    let rev = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(repo_root())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| stdout(&o).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    args.insert("REVISION".into(), rev);
+    args.insert("REVISION".into(), revision.to_string());
     for (k, v) in &facts.labels {
         let mut want = v.clone();
         for (a, d) in &args {
@@ -746,9 +738,15 @@ fn cluster_up() -> Ctx {
 fn image_imported(cx: &mut Ctx) {
     let t = Instant::now();
     let tar = cx.c.work.join("unisondb-image.tar");
-    eprintln!("[cluster] {}", build_image(&tar, LOCAL_IMAGE));
+    let summary = build_image(&tar, LOCAL_IMAGE);
+    eprintln!("[cluster] {summary}");
     cx.record("image built from the Dockerfile (buildah)", t.elapsed());
-    image_matches_the_dockerfile(&tar);
+    let revision = summary
+        .split_whitespace()
+        .skip_while(|w| *w != "revision")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no revision in build.sh's summary: {summary}"));
+    image_matches_the_dockerfile(&tar, revision);
     let o = run(cx.c.ctr().args(["image", "import"]).arg(&tar));
     assert!(o.status.success(), "ctr image import: {}", stderr(&o));
     let o = run(cx
