@@ -325,6 +325,9 @@ pub struct ObjectStoreConfig {
     pub ca_file: String,
     /// How often to list the store for new WAL objects.
     pub poll_interval_ms: u64,
+    /// Relayer with a gRPC `upstream` too: after this many seconds without a stream from the
+    /// upstream it follows the store again (and returns to gRPC once the upstream is back).
+    pub fallback_after_seconds: u64,
 }
 
 impl Default for ObjectStoreConfig {
@@ -338,6 +341,7 @@ impl Default for ObjectStoreConfig {
             credentials_file: String::new(),
             ca_file: String::new(),
             poll_interval_ms: 1000,
+            fallback_after_seconds: 30,
         }
     }
 }
