@@ -385,9 +385,10 @@ impl Default for ArchiveConfig {
 }
 
 impl ArchiveConfig {
-    /// Whether archiving is off (nothing to render).
+    /// Whether there is nothing to render: archiving off and no bucket (a bucket alone still
+    /// receives base backups, so it must survive a render and a reload).
     pub fn is_off(&self) -> bool {
-        !self.enabled
+        !self.enabled && self.bucket.trim().is_empty()
     }
 
     /// The bucket this archive writes to, in the shape readers use.
