@@ -132,9 +132,7 @@ impl Moto {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .with_context(|| {
-                    format!("{} (run scripts/install-deps.sh)", bin.display())
-                })?,
+                .with_context(|| format!("{} (run scripts/install-deps.sh)", bin.display()))?,
         );
         let c = reqwest::Client::new();
         let t = Instant::now();
@@ -221,7 +219,10 @@ impl Node {
             .send()
             .await;
         match r {
-            Ok(r) => r.json::<Value>().await.map_or(0, |v| v["lsn"].as_u64().unwrap_or(0)),
+            Ok(r) => r
+                .json::<Value>()
+                .await
+                .map_or(0, |v| v["lsn"].as_u64().unwrap_or(0)),
             Err(_) => 0,
         }
     }
@@ -595,8 +596,10 @@ async fn fanout_run(a: &Args, bin: &Path, root: &Path, moto: &Moto, kind: Kind) 
             ),
             _ => format!(
                 "  mode: relayer\nreplication:\n  object_store:\n{}    poll_interval_ms: {}\n",
-                moto.yaml("    ")
-                    .replace(&format!("prefix: {PREFIX}"), &format!("prefix: {PREFIX}-Store")),
+                moto.yaml("    ").replace(
+                    &format!("prefix: {PREFIX}"),
+                    &format!("prefix: {PREFIX}-Store")
+                ),
                 a.poll_ms
             ),
         };
@@ -613,29 +616,31 @@ async fn fanout_run(a: &Args, bin: &Path, root: &Path, moto: &Moto, kind: Kind) 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu = |pids: &[u32]| pids.iter().map(|p| proc_cpu(*p)).sum::<f64>();
     let rpids: Vec<u32> = relayers.iter().map(Node::pid).collect();
-    let (h0, m0, r0, t) = (
-        proc_cpu(hub.pid()),
-        moto.cpu(),
-        cpu(&rpids),
-        Instant::now(),
-    );
+    let (h0, m0, r0, t) = (proc_cpu(hub.pid()), moto.cpu(), cpu(&rpids), Instant::now());
     let total = a.rate * a.secs;
     let value = B64.encode(vec![b'v'; 1024]);
+    // Paced, up to 16 writes in flight, so a slow commit does not lower the offered rate.
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut puts = tokio::task::JoinSet::new();
     for i in 0..total {
         let due = t + Duration::from_secs_f64(i as f64 / a.rate as f64);
         tokio::time::sleep_until(due.into()).await;
-        c.put(hub.url(&format!("/api/v1/{NS}/kv/k{:06}", i % 10_000)))
-            .json(&json!({"value": value}))
-            .send()
-            .await?
-            .error_for_status()?;
+        let permit = slots.clone().acquire_owned().await?;
+        let put = c
+            .put(hub.url(&format!("/api/v1/{NS}/kv/k{:06}", i % 10_000)))
+            .json(&json!({"value": value}));
+        puts.spawn(async move {
+            let r = put.send().await.and_then(|r| r.error_for_status());
+            drop(permit);
+            r.map(|_| ())
+        });
+    }
+    while let Some(r) = puts.join_next().await {
+        r??;
     }
     let secs = t.elapsed().as_secs_f64();
-    let (hub_cpu, moto_cpu, rel_cpu) = (
-        proc_cpu(hub.pid()) - h0,
-        moto.cpu() - m0,
-        cpu(&rpids) - r0,
-    );
+    let (hub_cpu, moto_cpu, rel_cpu) =
+        (proc_cpu(hub.pid()) - h0, moto.cpu() - m0, cpu(&rpids) - r0);
     // Everything reaches every relayer (the store ones within the archive delay + a poll).
     let last = hub.lsn(&c).await;
     let t = Instant::now();
@@ -653,9 +658,10 @@ async fn fanout_run(a: &Args, bin: &Path, root: &Path, moto: &Moto, kind: Kind) 
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     println!(
-        "| {kind:?} | {n} | {:.0} | {:.3} | {:.3} | {:.3} | {:.1} | {behind} |",
+        "| {kind:?} | {n} | {:.1} | {:.3} | {:.2} | {:.3} | {:.3} | {:.1} | {behind} |",
         total as f64 / secs,
         hub_cpu / secs,
+        hub_cpu * 1e3 / total as f64,
         moto_cpu / secs,
         rel_cpu / secs,
         t.elapsed().as_secs_f64(),
@@ -670,8 +676,8 @@ async fn fanout_run(a: &Args, bin: &Path, root: &Path, moto: &Moto, kind: Kind) 
 async fn fanout(a: &Args, bin: &Path, root: &Path) -> Result<()> {
     let moto = Moto::start(a.moto.clone()).await?;
     println!(
-        "| readers | relayers | writes/s | hub CPU s/s | moto CPU s/s | relayers CPU s/s | catch-up s | behind |\n\
-         |---|---|---|---|---|---|---|---|"
+        "| readers | relayers | writes/s | hub CPU s/s | hub CPU ms/write | moto CPU s/s | relayers CPU s/s | catch-up s | behind |\n\
+         |---|---|---|---|---|---|---|---|---|"
     );
     for kind in [Kind::None, Kind::Grpc, Kind::Store] {
         fanout_run(a, bin, root, &moto, kind).await?;
