@@ -325,6 +325,9 @@ pub struct ObjectStoreConfig {
     pub ca_file: String,
     /// How often to list the store for new WAL objects.
     pub poll_interval_ms: u64,
+    /// Relayer with a gRPC `upstream` too: after this many seconds without a stream from the
+    /// upstream it follows the store again (and returns to gRPC once the upstream is back).
+    pub fallback_after_seconds: u64,
 }
 
 impl Default for ObjectStoreConfig {
@@ -338,6 +341,7 @@ impl Default for ObjectStoreConfig {
             credentials_file: String::new(),
             ca_file: String::new(),
             poll_interval_ms: 1000,
+            fallback_after_seconds: 30,
         }
     }
 }
@@ -381,9 +385,10 @@ impl Default for ArchiveConfig {
 }
 
 impl ArchiveConfig {
-    /// Whether archiving is off (nothing to render).
+    /// Whether there is nothing to render: archiving off and no bucket (a bucket alone still
+    /// receives base backups, so it must survive a render and a reload).
     pub fn is_off(&self) -> bool {
-        !self.enabled
+        !self.enabled && self.bucket.trim().is_empty()
     }
 
     /// The bucket this archive writes to, in the shape readers use.

@@ -657,3 +657,20 @@ fn resp_is_off_by_default_and_absent_from_rendered_configs() {
     on.resp.listen = "6379".into();
     assert!(on.validate().is_err());
 }
+
+#[test]
+fn an_archive_bucket_without_archiving_survives_loading() {
+    // Base backups go to `archive.bucket` even with WAL archiving off (docs/CONFIG.md).
+    let c = load_file(
+        "c.yaml",
+        "archive:\n  enabled: false\n  bucket: b\n  endpoint: http://s3:9000\n",
+    )
+    .unwrap();
+    assert!(!c.archive.enabled);
+    assert_eq!(
+        (c.archive.bucket.as_str(), c.archive.endpoint.as_str()),
+        ("b", "http://s3:9000")
+    );
+    assert!(!c.archive.is_off());
+    assert!(Config::default().archive.is_off());
+}

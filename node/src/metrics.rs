@@ -85,6 +85,26 @@ gauge!(
     "unisondb_archive_lag_records",
     "Durable records not yet in the archive store"
 );
+counter!(
+    OBJSTORE_FOLLOW_OBJECTS,
+    "unisondb_objstore_follow_objects_fetched_total",
+    "Objects (WAL objects and base backup files) a relayer fetched from the object store"
+);
+counter!(
+    OBJSTORE_FOLLOW_ERRORS,
+    "unisondb_objstore_follow_errors_total",
+    "Failed rounds of following the object store (listing, fetching, verifying, applying); retried"
+);
+gauge!(
+    OBJSTORE_FOLLOW_LSN,
+    "unisondb_objstore_follow_applied_lsn",
+    "Last LSN the relayer holds while it follows the object store"
+);
+gauge!(
+    OBJSTORE_FOLLOW_MODE,
+    "unisondb_objstore_follow_mode",
+    "What a relayer with replication.object_store follows now: 0 = the object store, 1 = its gRPC upstream"
+);
 gauge!(LSN, "unisondb_lsn", "Last visible LSN of the namespace");
 gauge!(
     CHECKPOINT_LSN,

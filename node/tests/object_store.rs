@@ -361,20 +361,26 @@ async fn base_backup_in_the_store_and_point_in_time_restore() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A moment to restore to by time, between two runs of writes.
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let t = now_ms();
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    writes.extend(write(http, 300, 150).await);
+    // Two moments to restore to by time, each between two runs of writes.
+    let mut times = Vec::new();
+    for first in [300, 375] {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        times.push(now_ms());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        writes.extend(write(http, first, 75).await);
+    }
     let last = writes.last().unwrap().0;
     archived(http, last).await;
-    let at_t = writes
-        .iter()
-        .filter(|(l, _, _)| *l <= last)
-        .take_while(|(_, _, v)| v[..6].parse::<u64>().unwrap() < 300)
-        .last()
-        .unwrap()
-        .0;
+    // The last write acknowledged before each moment (write numbers below 300 / 375).
+    let at = |before: u64| {
+        writes
+            .iter()
+            .take_while(|(_, _, v)| v[..6].parse::<u64>().unwrap() < before)
+            .last()
+            .unwrap()
+            .0
+    };
+    let at_t = [at(300), at(375)];
 
     // Whole: the hub's state at its last LSN.
     let (got, lsn) = restored(&s3, root.path(), "r-all", &[]).await;
@@ -392,7 +398,7 @@ async fn base_backup_in_the_store_and_point_in_time_restore() {
     assert_eq!((lsn, got), (backup_last, state_at(&writes, backup_last)));
     // Random LSNs past the backup (base + archived WAL), and a time.
     let mut rng = rand::thread_rng();
-    for i in 0..3 {
+    for i in 0..5 {
         let target = rng.gen_range(s..=last);
         let (got, lsn) = restored(
             &s3,
@@ -404,8 +410,16 @@ async fn base_backup_in_the_store_and_point_in_time_restore() {
         assert_eq!(lsn, target);
         assert_eq!(got, state_at(&writes, target), "to LSN {target}");
     }
-    let (got, lsn) = restored(&s3, root.path(), "r-time", &["--to-time", &t.to_string()]).await;
-    assert_eq!((lsn, got), (at_t, state_at(&writes, at_t)), "to time {t}");
+    for (i, (t, want)) in times.iter().zip(at_t).enumerate() {
+        let (got, lsn) = restored(
+            &s3,
+            root.path(),
+            &format!("r-time{i}"),
+            &["--to-time", &t.to_string()],
+        )
+        .await;
+        assert_eq!((lsn, got), (want, state_at(&writes, want)), "to time {t}");
+    }
     // Before every base backup: nothing to start from.
     let out = restore_cmd(&s3, &root.path().join("r-early/data"), &["--to-lsn", "5"]);
     assert!(!out.status.success());
@@ -470,9 +484,10 @@ async fn sigkill_while_archiving_leaves_no_gap() {
     .await;
     assert_eq!(st, 200, "{b}");
     let mut rng = rand::thread_rng();
-    for round in 0..4u64 {
-        let writer = tokio::spawn(write_until_refused(http, 50 + round * 1000, 1000));
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(700..1800))).await;
+    // Objects go up every 64 KiB (~90 writes) and every second: a kill lands mid-archiving.
+    for round in 0..10u64 {
+        let writer = tokio::spawn(write_until_refused(http, 50 + round * 800, 800));
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(250..900))).await;
         hub.kill();
         // The writer sees its connection fail and stops.
         writes.extend(writer.await.unwrap());
@@ -612,6 +627,89 @@ async fn reaches(http: u16, lsn: u64, what: &str) {
     panic!("{what} stayed at LSN {seen}, expected {lsn}");
 }
 
+/// A value of `/metrics` for the `default` namespace.
+async fn metric(http: u16, name: &str) -> Option<i64> {
+    let text = Client::new()
+        .get(format!("http://127.0.0.1:{http}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name}{{namespace=\"default\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+}
+
+async fn mode_becomes(http: u16, mode: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        seen = metric(http, "unisondb_objstore_follow_mode").await;
+        if seen == Some(mode) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: unisondb_objstore_follow_mode stayed {seen:?}, expected {mode}");
+}
+
+/// The node's change feed replayed from `from` through `to` (`/watch?from_lsn=`), as (LSN, key);
+/// keeps reading a moment after `to` so a record logged twice would show.
+async fn feed(http: u16, from: u64, to: u64) -> Vec<(u64, String)> {
+    let mut r = Client::new()
+        .get(format!(
+            "http://127.0.0.1:{http}/api/v1/default/watch?from_lsn={from}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (mut buf, mut out) = (String::new(), Vec::new());
+    let mut until = Instant::now() + Duration::from_secs(20);
+    let mut reached = false;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(chunk) = tokio::time::timeout(left, r.chunk()).await else {
+            break;
+        };
+        let Some(chunk) = chunk.unwrap() else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find("\n\n") {
+            let event: String = buf.drain(..i + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(data.trim()).unwrap();
+            let key = String::from_utf8(B64.decode(v["key"].as_str().unwrap()).unwrap()).unwrap();
+            let lsn = v["lsn"].as_u64().unwrap();
+            out.push((lsn, key));
+            if lsn >= to && !reached {
+                reached = true;
+                until = Instant::now() + Duration::from_millis(500);
+            }
+        }
+    }
+    assert!(reached, "the feed ended before LSN {to}: {out:?}");
+    out
+}
+
+/// Every LSN `from..=to` exactly once, in order, each with the key the hub acknowledged for it.
+fn assert_once_each(got: &[(u64, String)], from: u64, to: u64, writes: &Writes) {
+    let lsns: Vec<u64> = got.iter().map(|(l, _)| *l).collect();
+    let want: Vec<u64> = (from..=to).collect();
+    assert_eq!(lsns, want, "gap or duplicate in the relayer's change feed");
+    let by_lsn: BTreeMap<u64, &str> = writes.iter().map(|(l, k, _)| (*l, k.as_str())).collect();
+    for (l, k) in got {
+        if let Some(want) = by_lsn.get(l) {
+            assert_eq!(k, want, "LSN {l}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayers_follow_the_store_and_one_switches_to_grpc() {
     let s3 = S3::start();
@@ -625,7 +723,7 @@ async fn relayers_follow_the_store_and_one_switches_to_grpc() {
     );
     hub.set_config(cfg);
     start(&mut hub, http).await;
-    write(http, 0, 150).await;
+    let mut writes = write(http, 0, 150).await;
     // A base backup the relayers bootstrap from, then more WAL after it.
     let (st, b) = call(
         Client::new()
@@ -634,16 +732,18 @@ async fn relayers_follow_the_store_and_one_switches_to_grpc() {
     )
     .await;
     assert_eq!(st, 200, "{b}");
-    write(http, 150, 150).await;
+    let snap = b["manifest"]["snapshot"]["lsn"].as_u64().unwrap();
+    writes.extend(write(http, 150, 150).await);
+    // 20 relayers with only the store to follow, started together.
     let mut relayers = Vec::new();
-    for i in 0..3 {
+    for i in 0..20 {
         let (mut r, rh) = store_relayer(
             &root.path().join(format!("r{i}")),
             &format!("r{i}"),
             &s3,
             None,
         );
-        start(&mut r, rh).await;
+        r.start().unwrap();
         relayers.push((r, rh));
     }
     // The hub's gRPC port is closed for now: this one follows the store until it can switch.
@@ -662,34 +762,42 @@ async fn relayers_follow_the_store_and_one_switches_to_grpc() {
     let (mut sw, swh) = store_relayer(&root.path().join("sw"), "sw", &s3, Some(grpc));
     // Not ready (its gRPC upstream has never been in sync) but serving reads.
     sw.start().unwrap();
-    sw.wait_http_ok(
-        &Client::new(),
-        &format!("http://127.0.0.1:{swh}/healthz"),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let c = Client::new();
+    for (r, rh) in relayers.iter().map(|(r, h)| (r, *h)).chain([(&sw, swh)]) {
+        r.wait_http_ok(
+            &c,
+            &format!("http://127.0.0.1:{rh}/healthz"),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    }
     reaches(swh, last, "the switching relayer (store)").await;
+    let at_last = state_at(&writes, last);
     for (_, rh) in &relayers {
         reaches(*rh, last, "a store relayer").await;
+        assert_eq!(dump(*rh).await, at_last, "a store relayer's data");
     }
     assert!(!sw.log().contains("switching to the gRPC upstream"));
+    assert_eq!(
+        metric(swh, "unisondb_objstore_follow_applied_lsn").await,
+        Some(last as i64)
+    );
+    assert!(metric(swh, "unisondb_objstore_follow_objects_fetched_total").await > Some(0));
+    mode_becomes(swh, 0, "before the hub is back").await;
     // The hub comes back: the switching relayer moves to gRPC and gets new writes at stream speed.
     start(&mut hub, http).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !sw.log().contains("switching to the gRPC upstream") {
-        assert!(
-            Instant::now() < deadline,
-            "no switch to gRPC:\n{}",
-            sw.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    write(http, 300, 100).await;
+    mode_becomes(swh, 1, "after the hub is back").await;
+    assert!(sw.log().contains("switching to the gRPC upstream"));
+    writes.extend(write(http, 300, 100).await);
     let hub_last = lsn_of(http).await;
     reaches(swh, hub_last, "the switched relayer (gRPC)").await;
     let want = dump(http).await;
+    assert_eq!(want, state_at(&writes, hub_last));
     assert_eq!(dump(swh).await, want);
+    // No gap and no duplicate across store → gRPC: its log holds each LSN once, with the hub's key.
+    let got = feed(swh, snap + 1, hub_last).await;
+    assert_once_each(&got, snap + 1, hub_last, &writes);
     archived(http, hub_last).await;
     for (r, rh) in &mut relayers {
         reaches(*rh, hub_last, "a store relayer").await;
@@ -702,6 +810,91 @@ async fn relayers_follow_the_store_and_one_switches_to_grpc() {
         sw.log()
     );
     sw.terminate(Duration::from_secs(10)).unwrap();
+    hub.terminate(Duration::from_secs(10)).unwrap();
+}
+
+/// Sets `grpc.listen` of a node's config to a fixed port.
+fn on_grpc_port(p: &mut NodeProcess, port: u16) {
+    let cfg = p.config().replace(
+        "grpc:\n  listen: 127.0.0.1:0",
+        &format!("grpc:\n  listen: 127.0.0.1:{port}"),
+    );
+    p.set_config(cfg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switched_relayer_falls_back_to_the_store_while_its_upstream_is_gone() {
+    let s3 = S3::start();
+    s3.ready_with_bucket().await;
+    let root = tempfile::tempdir().unwrap();
+    let (mut hub, http) = node(&root.path().join("hub"), "hub", Some(&s3));
+    let hub_grpc = free_port();
+    on_grpc_port(&mut hub, hub_grpc);
+    start(&mut hub, http).await;
+    let mut writes = write(http, 0, 100).await;
+    // mid: a plain gRPC relayer of the hub; leaf: follows the store, then mid, with a 1 s bound.
+    let mid_http = free_port();
+    let mid_grpc = free_port();
+    let mid_dir = root.path().join("mid");
+    let mut mid = NodeProcess::new(
+        BIN,
+        "mid",
+        &mid_dir,
+        format!(
+            "server:\n  mode: relayer\n  data_dir: {}\n  namespaces: [default]\n\
+             http:\n  listen: 127.0.0.1:{mid_http}\ngrpc:\n  listen: 127.0.0.1:{mid_grpc}\n\
+             notify:\n  bind: tcp://127.0.0.1:0\nreplication:\n  upstream: http://127.0.0.1:{hub_grpc}\n",
+            mid_dir.join("data").display()
+        ),
+    )
+    .dump_log_on_panic();
+    start(&mut mid, mid_http).await;
+    let (mut leaf, lh) = store_relayer(&root.path().join("leaf"), "leaf", &s3, Some(mid_grpc));
+    let cfg = leaf.config().replace(
+        "poll_interval_ms: 200\n",
+        "poll_interval_ms: 200\n    fallback_after_seconds: 1\n",
+    );
+    leaf.set_config(cfg);
+    leaf.start().unwrap();
+    let c = Client::new();
+    leaf.wait_http_ok(
+        &c,
+        &format!("http://127.0.0.1:{lh}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    // Store first (the WAL is archived within a second), then mid.
+    archived(http, writes.last().unwrap().0).await;
+    mode_becomes(lh, 1, "leaf with mid up").await;
+    writes.extend(write(http, 100, 50).await);
+    reaches(lh, lsn_of(http).await, "leaf through mid").await;
+    // mid dies; the hub keeps writing and archiving; leaf follows the store again.
+    mid.kill();
+    writes.extend(write(http, 150, 100).await);
+    mode_becomes(lh, 0, "leaf with mid gone").await;
+    assert!(leaf.log().contains("falling back to the object store"));
+    let hub_last = lsn_of(http).await;
+    archived(http, hub_last).await;
+    reaches(lh, hub_last, "leaf from the store").await;
+    assert_eq!(
+        metric(lh, "unisondb_objstore_follow_applied_lsn").await,
+        Some(hub_last as i64)
+    );
+    // mid returns: leaf switches back to gRPC and streams again.
+    start(&mut mid, mid_http).await;
+    mode_becomes(lh, 1, "leaf with mid back").await;
+    writes.extend(write(http, 250, 50).await);
+    let hub_last = lsn_of(http).await;
+    reaches(lh, hub_last, "leaf through mid again").await;
+    let want = dump(http).await;
+    assert_eq!(want, state_at(&writes, hub_last));
+    assert_eq!(dump(lh).await, want);
+    // Store → gRPC → store → gRPC: every LSN once, none missing.
+    let got = feed(lh, 1, hub_last).await;
+    assert_once_each(&got, 1, hub_last, &writes);
+    leaf.terminate(Duration::from_secs(10)).unwrap();
+    mid.terminate(Duration::from_secs(10)).unwrap();
     hub.terminate(Duration::from_secs(10)).unwrap();
 }
 
@@ -766,8 +959,9 @@ async fn sigkill_during_base_backup_uploads_never_lists_an_incomplete_one() {
     start(&mut hub, http).await;
     let base = format!("{PREFIX}/default/base/");
     let mut interrupted = 0;
-    for round in 0..3u64 {
-        write(http, round * 200, 200).await;
+    let mut writes = Writes::new();
+    for round in 0..10u64 {
+        writes.extend(write(http, round * 60, 60).await);
         let before = s3.keys(&base).await;
         let post = tokio::spawn(
             Client::new()
@@ -800,6 +994,21 @@ async fn sigkill_during_base_backup_uploads_never_lists_an_incomplete_one() {
             .filter(|d| !keys.contains(&format!("{d}/manifest.json")))
             .count();
         start(&mut hub, http).await;
+        // Whatever the node lists is whole in the store: snapshot, WAL part and manifest.
+        let (st, listed) = call(Client::new().get(format!(
+            "http://127.0.0.1:{http}/api/v1/default/backups?target=objectStore"
+        )))
+        .await;
+        assert_eq!(st, 200, "{listed}");
+        for b in listed["backups"].as_array().unwrap() {
+            let dir = format!("{base}{}", b["id"].as_str().unwrap());
+            for f in ["snapshot.bin", "wal.bin", "manifest.json"] {
+                assert!(
+                    keys.contains(&format!("{dir}/{f}")),
+                    "round {round}: listed backup without {f}: {keys:?}"
+                );
+            }
+        }
         // The interrupted local staging copy is gone after the restart.
         let staging = root
             .path()
@@ -813,7 +1022,9 @@ async fn sigkill_during_base_backup_uploads_never_lists_an_incomplete_one() {
     .await;
     assert_eq!(st, 200, "{listed}");
     hub.terminate(Duration::from_secs(10)).unwrap();
-    for (i, b) in listed["backups"].as_array().unwrap().iter().enumerate() {
+    let backups = listed["backups"].as_array().unwrap();
+    assert!(!backups.is_empty(), "{listed}");
+    for (i, b) in backups.iter().enumerate() {
         let id = b["id"].as_str().unwrap();
         let to = b["manifest"]["wal"]["lastLsn"].to_string();
         let out = restore_cmd(
@@ -827,8 +1038,24 @@ async fn sigkill_during_base_backup_uploads_never_lists_an_incomplete_one() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The newest complete one holds exactly what was acknowledged up to its last LSN.
+    let newest = backups.last().unwrap();
+    let to = newest["manifest"]["wal"]["lastLsn"].as_u64().unwrap();
+    let (got, lsn) = restored(
+        &s3,
+        root.path(),
+        "r-newest",
+        &[
+            "--backup-id",
+            newest["id"].as_str().unwrap(),
+            "--to-lsn",
+            &to.to_string(),
+        ],
+    )
+    .await;
+    assert_eq!((lsn, got), (to, state_at(&writes, to)));
     eprintln!(
         "{} complete backups listed, {interrupted} interrupted uploads left unlisted",
-        listed["backups"].as_array().unwrap().len()
+        backups.len()
     );
 }

@@ -61,7 +61,7 @@ impl Server {
 struct Follower {
     state: ReplicationState,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
 }
 
 fn start_follower(ns: &Namespace, addr: SocketAddr, id: &str) -> Follower {

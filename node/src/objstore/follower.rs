@@ -4,7 +4,9 @@
 //! LSN) and apply them as a follower applies a gRPC stream. With a gRPC `upstream` configured, the
 //! follower hands over to it once it has caught up with the store and the upstream accepts a
 //! connection; the gRPC follower resumes at the local LSN + 1, so nothing is skipped or applied twice.
-//! No load on the hub per reader: the bucket serves them all.
+//! When that upstream then streams nothing for `fallback_after`, the caller comes back here (see
+//! `replication::run`), again from the local LSN + 1. No load on the hub per reader: the bucket
+//! serves them all. Metrics: `unisondb_objstore_follow_*`.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{base, walobj, ObjStoreError, Store};
 use crate::engine::Namespace;
+use crate::metrics;
 use crate::wal::Record;
 
 /// The store a relayer follows and how often it lists it.
@@ -19,7 +22,14 @@ use crate::wal::Record;
 pub struct StoreSource {
     pub store: Store,
     pub poll: Duration,
+    /// How long a gRPC upstream may stream nothing before the relayer follows the store again.
+    pub fallback_after: Duration,
 }
+
+/// `unisondb_objstore_follow_mode` values.
+pub const MODE_STORE: i64 = 0;
+/// `unisondb_objstore_follow_mode` while the gRPC upstream is followed.
+pub const MODE_GRPC: i64 = 1;
 
 const BATCH: usize = 512;
 
@@ -34,16 +44,26 @@ pub async fn follow(
     let name = ns.name().to_string();
     tracing::info!(namespace = %name, store = %src.store.location(""), lsn = ns.latest_lsn(),
         "following the object store");
+    metrics::OBJSTORE_FOLLOW_MODE
+        .with_label_values(&[&name])
+        .set(MODE_STORE);
+    let applied_lsn = metrics::OBJSTORE_FOLLOW_LSN.with_label_values(&[&name]);
+    let errors = metrics::OBJSTORE_FOLLOW_ERRORS.with_label_values(&[&name]);
     loop {
         if shutdown.is_cancelled() {
             return false;
         }
-        match step(&ns, &src.store).await {
+        let res = step(&ns, &src.store).await;
+        applied_lsn.set(ns.latest_lsn() as i64);
+        match res {
             Ok(0) => {
                 if let Some(u) = &upstream {
                     if reachable(u).await {
                         tracing::info!(namespace = %name, upstream = %u, lsn = ns.latest_lsn(),
                             "caught up with the object store; switching to the gRPC upstream");
+                        metrics::OBJSTORE_FOLLOW_MODE
+                            .with_label_values(&[&name])
+                            .set(MODE_GRPC);
                         return true;
                     }
                 }
@@ -53,6 +73,7 @@ pub async fn follow(
                 continue;
             }
             Err(e) => {
+                errors.inc();
                 tracing::warn!(namespace = %name, error = %e, "following the object store");
             }
         }
@@ -101,6 +122,7 @@ pub async fn step(ns: &Namespace, store: &Store) -> Result<u64, ObjStoreError> {
             )));
         }
         let body = store.get(&o.key).await?;
+        fetched(ns.name(), 1);
         let recs = walobj::decode(&store.location(&o.key), (o.first, o.last), &body)?;
         applied += apply(ns, recs.into_iter().filter(|r| r.lsn >= next).collect()).await?;
     }
@@ -122,6 +144,7 @@ async fn bootstrap(ns: &Namespace, store: &Store) -> Result<u64, ObjStoreError> 
         .with_file_name(format!(".objstore-follow-{}", ns.name()));
     let _ = tokio::fs::remove_dir_all(&staging).await;
     base::download(store, &m, &staging).await?;
+    fetched(ns.name(), 2);
     let ns2 = ns.clone();
     let dir = staging.clone();
     let res = tokio::task::spawn_blocking(move || -> Result<Vec<Record>, ObjStoreError> {
@@ -141,6 +164,12 @@ async fn bootstrap(ns: &Namespace, store: &Store) -> Result<u64, ObjStoreError> 
         "bootstrapped from a base backup in the object store");
     let next = ns.latest_lsn() + 1;
     apply(ns, recs.into_iter().filter(|r| r.lsn >= next).collect()).await
+}
+
+fn fetched(namespace: &str, n: u64) {
+    metrics::OBJSTORE_FOLLOW_OBJECTS
+        .with_label_values(&[namespace])
+        .inc_by(n);
 }
 
 /// Applies consecutive records (the first must be the local LSN + 1), in batches.

@@ -105,6 +105,7 @@ pub async fn start_from_config(
         f.object_store = Some(crate::objstore::follower::StoreSource {
             store,
             poll: Duration::from_millis(os.poll_interval_ms.max(50)),
+            fallback_after: Duration::from_secs(os.fallback_after_seconds.max(1)),
         });
     }
     if let Some(f) = follow.as_mut() {

@@ -68,6 +68,9 @@ pub struct FollowConfig {
     /// No message (heartbeats come every second) for this long ends the session.
     pub silence_timeout: Duration,
     pub connect_timeout: Duration,
+    /// With an object store to fall back to: give up on the upstream once no session has streamed
+    /// for this long, so the caller follows the store meanwhile. `None`: retry forever.
+    pub give_up_after: Option<Duration>,
 }
 
 impl FollowConfig {
@@ -79,6 +82,7 @@ impl FollowConfig {
             backoff: Backoff::default(),
             silence_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            give_up_after: None,
         }
     }
 
@@ -130,13 +134,14 @@ impl FollowConfig {
     }
 }
 
-/// Follows `ns` from `cfg.upstream` until `shutdown` is cancelled.
+/// Follows `ns` from `cfg.upstream` until `shutdown` is cancelled (returns `false`) or — with
+/// `cfg.give_up_after` — until the upstream has streamed nothing for that long (returns `true`).
 pub async fn follow(
     ns: Namespace,
     cfg: FollowConfig,
     state: ReplicationState,
     shutdown: CancellationToken,
-) {
+) -> bool {
     let name = ns.name().to_string();
     state.register(&name, &cfg.url(), ns.latest_lsn(), ns.latest_hlc());
     // Seconds-lag grows while nothing arrives: refresh the gauges on a clock, not only on batches.
@@ -151,11 +156,17 @@ pub async fn follow(
         })
     };
     let mut attempt = 0u32;
+    // When the upstream last streamed to us (a session that received a batch resets `attempt`).
+    let mut streamed_at = std::time::Instant::now();
+    let mut lost = false;
     loop {
         let result = tokio::select! {
             r = session(&ns, &cfg, &state, &mut attempt) => r,
             _ = shutdown.cancelled() => break,
         };
+        if attempt == 0 {
+            streamed_at = std::time::Instant::now();
+        }
         let err = match result {
             Ok(()) => ReplicationError::Closed,
             Err(e) => e,
@@ -195,6 +206,15 @@ pub async fn follow(
             tracing::warn!(namespace = %name, upstream = %cfg.url(), error = %err,
                 "replication session ended; reconnecting");
         }
+        if cfg
+            .give_up_after
+            .is_some_and(|bound| streamed_at.elapsed() >= bound)
+        {
+            tracing::warn!(namespace = %name, upstream = %cfg.url(), lsn = ns.latest_lsn(),
+                "upstream unreachable for too long; falling back to the object store");
+            lost = true;
+            break;
+        }
         state.count_reconnect(&name);
         let delay = cfg.backoff.delay(attempt);
         attempt = attempt.saturating_add(1);
@@ -204,8 +224,11 @@ pub async fn follow(
         }
     }
     refresher.abort();
-    state.disconnected(&name, None);
-    tracing::info!(namespace = %name, "follower stopped");
+    if !lost {
+        state.disconnected(&name, None);
+        tracing::info!(namespace = %name, "follower stopped");
+    }
+    lost
 }
 
 async fn bootstrap(

@@ -193,16 +193,27 @@ pub async fn run_followers(
         state.register(name, &fc.url(), ns.latest_lsn(), ns.latest_hlc());
         let (state, shutdown, store) = (state.clone(), shutdown.clone(), cfg.object_store.clone());
         tasks.spawn(async move {
-            if let Some(src) = store {
+            let Some(src) = store else {
+                follow(ns, fc, state, shutdown).await;
+                return;
+            };
+            // Store until caught up and the upstream answers, gRPC until it is gone for
+            // `fallback_after`, then the store again; each resumes at the local LSN + 1.
+            fc.give_up_after = Some(src.fallback_after);
+            loop {
                 let url = fc.url();
-                let switch =
-                    crate::objstore::follower::follow(ns.clone(), src, Some(url), shutdown.clone())
-                        .await;
-                if !switch {
+                let switch = crate::objstore::follower::follow(
+                    ns.clone(),
+                    src.clone(),
+                    Some(url),
+                    shutdown.clone(),
+                )
+                .await;
+                if !switch || !follow(ns.clone(), fc.clone(), state.clone(), shutdown.clone()).await
+                {
                     return;
                 }
             }
-            follow(ns, fc, state, shutdown).await
         });
     }
     // Namespaces with no gRPC upstream follow only the store.
