@@ -2194,7 +2194,7 @@ fn certificate_rotated_during_replication(cx: &mut Ctx) {
                 &edge_host,
                 &edge_ip,
                 &[],
-                &format!("/api/v1/{NS}/kv?limit=10000"),
+                &format!("/api/v1/{NS}/kv?limit=1000"),
             );
             if code != 200 {
                 return Err(format!("scan {code}"));
