@@ -233,10 +233,11 @@ pub fn hub(spec: &UnisonHubSpec) -> Result<StoreExtras, Invalid> {
     let mut x = StoreExtras::default();
     if let Some(b) = &spec.backup {
         check_store("backup.objectStore", &b.object_store)?;
-        if b.wal_archiving.enabled {
+        // Archiving paused still names the bucket: base backups (UnisonBackup) go there.
+        {
             let s = store_config(&b.object_store);
             let mut a = ArchiveConfig {
-                enabled: true,
+                enabled: b.wal_archiving.enabled,
                 endpoint: s.endpoint,
                 bucket: s.bucket,
                 prefix: s.prefix,

@@ -185,7 +185,14 @@ fn a_paused_archive_renders_nothing_but_the_hash_differs_from_an_active_one() {
     let active = build_hub(&h).expect("valid").config_hash;
     h.spec.backup.as_mut().unwrap().wal_archiving.enabled = false;
     let res = build_hub(&h).expect("valid");
-    assert!(config(&res).get("archive").is_none());
+    // paused: no archiver, but the bucket (and its credentials) stay for base backups
+    let archive = config(&res)["archive"].clone();
+    assert_eq!(archive["enabled"], Value::from(false), "{archive:?}");
+    assert_eq!(
+        archive["bucket"],
+        Value::from("unisondb-backups"),
+        "{archive:?}"
+    );
     assert_ne!(res.config_hash, active);
 }
 

@@ -65,16 +65,10 @@ pub fn admit(
     let Some(hub) = hub else {
         return Admission::Wait(format!("UnisonHub {key} not found"));
     };
-    let Some(b) = &hub.spec.backup else {
+    if hub.spec.backup.is_none() {
         return Admission::Fail(
             "BackupNotConfigured",
             format!("UnisonHub {key} has no spec.backup: set spec.backup.objectStore on the hub, then create a new UnisonBackup"),
-        );
-    };
-    if !b.wal_archiving.enabled {
-        return Admission::Fail(
-            "ArchivingDisabled",
-            format!("UnisonHub {key} has spec.backup.walArchiving.enabled: false; base backups go through the archive"),
         );
     }
     if hub.spec.node.http_auth.is_some() {
@@ -383,12 +377,13 @@ mod tests {
             admit(&spec(&["z"]), &key, Some(&with), "c.l"),
             Admission::Fail("NamespaceNotOwned", _)
         ));
+        // archiving paused: base backups still go to the bucket
         let paused = hub(
             "{namespaces: [a], backup: {objectStore: {bucket: bkp, credentialsSecret: {name: s3}}, walArchiving: {enabled: false}}}",
         );
-        assert!(matches!(
+        assert!(!matches!(
             admit(&spec(&[]), &key, Some(&paused), "c.l"),
-            Admission::Fail("ArchivingDisabled", _)
+            Admission::Fail(..)
         ));
     }
 

@@ -81,8 +81,8 @@ fn default_true() -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WalArchivingSpec {
-    /// Archive the WAL (and take base backups) into the store; `false` pauses archiving, and
-    /// UnisonBackups of this hub then fail (base backups go through the archive).
+    /// Archive the WAL into the store; `false` pauses WAL archiving while base backups
+    /// (UnisonBackup) still go to the bucket.
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Upper bound, in seconds, on how long an acknowledged record waits before it is in the store.
