@@ -1822,7 +1822,6 @@ fn prometheus_scrapes_everything(cx: &mut Ctx) {
     );
 }
 
-/// (8) Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
 // ---------------------------------------------------------------------------------------------
 // TLS: a certificate rotated on the cluster while a hub replicates to a relayer
 
@@ -2434,6 +2433,7 @@ fn backups_scheduled_and_restored(cx: &mut Ctx) {
     );
 }
 
+/// (8) Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
 fn uninstalled(cx: &mut Ctx) {
     let c = &cx.c;
     let t = Instant::now();
