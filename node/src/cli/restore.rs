@@ -235,3 +235,27 @@ mod tests {
         assert!(super::parse_time("yesterday").is_err());
     }
 }
+
+#[cfg(test)]
+mod time_tests {
+    use super::parse_time;
+
+    #[test]
+    fn to_time_takes_rfc3339_or_unix_milliseconds() {
+        // what the operator passes from `bootstrap.recovery.targetTime`
+        assert_eq!(parse_time("2026-12-02T10:00:00Z"), Ok(1_796_205_600_000));
+        assert_eq!(
+            parse_time("2026-12-02T11:00:00.250+01:00"),
+            Ok(1_796_205_600_250)
+        );
+        assert_eq!(parse_time(" 1796205600000 "), Ok(1_796_205_600_000));
+        for bad in [
+            "yesterday",
+            "2026-13-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "",
+        ] {
+            assert!(parse_time(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
