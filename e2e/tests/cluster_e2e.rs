@@ -1969,6 +1969,32 @@ fn tls_metric(ca: &Path, host: &str, ip: &str, name: &str) -> Result<f64, String
         .sum())
 }
 
+/// Waits until `kind/name` in `ns` is Ready, then returns the IP of its first pod (`name-0`).
+fn ready_first_pod(c: &Cluster, ns: &str, kind: &str, name: &str) -> String {
+    let what = format!("{kind}/{name}");
+    let o = c.kubectl_output(&[
+        "wait",
+        "-n",
+        ns,
+        "--for=condition=Ready",
+        &what,
+        "--timeout=5m",
+    ]);
+    assert!(o.status.success(), "{what} not Ready: {}", stderr(&o));
+    let pod = format!("{name}-0");
+    c.kubectl(&[
+        "get",
+        "pod",
+        &pod,
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ])
+    .trim()
+    .to_string()
+}
+
 /// A hub and a relayer with `spec.tls` (user Secret, HTTP API over TLS too) replicate under a
 /// write load while the Secret's certificate is replaced: every port of both pods presents the new
 /// certificate (the kubelet's Secret update, then the nodes' reload), no pod restarts, the relayer's
@@ -2013,31 +2039,8 @@ fn certificate_rotated_during_replication(cx: &mut Ctx) {
              spec: {{upstream: {{hubRef: {{name: tls-hub}}}}, replicas: 1, storage: {{size: 1Gi}}, {tls}}}\n"
         ),
     );
-    for what in ["unisonhub/tls-hub", "unisonrelayer/tls-edge"] {
-        let o = c.kubectl_output(&[
-            "wait",
-            "-n",
-            TLS_NS,
-            "--for=condition=Ready",
-            what,
-            "--timeout=5m",
-        ]);
-        assert!(o.status.success(), "{what} not Ready: {}", stderr(&o));
-    }
-    let ip_of = |pod: &str| {
-        c.kubectl(&[
-            "get",
-            "pod",
-            pod,
-            "-n",
-            TLS_NS,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ])
-        .trim()
-        .to_string()
-    };
-    let (hub_ip, edge_ip) = (ip_of("tls-hub-0"), ip_of("tls-edge-0"));
+    let hub_ip = ready_first_pod(c, TLS_NS, "unisonhub", "tls-hub");
+    let edge_ip = ready_first_pod(c, TLS_NS, "unisonrelayer", "tls-edge");
     let hub_host = format!("tls-hub.{TLS_NS}.svc.cluster.local");
     let edge_host = format!("tls-edge.{TLS_NS}.svc.cluster.local");
     let endpoints = [
@@ -2307,27 +2310,7 @@ fn backups_scheduled_and_restored(cx: &mut Ctx) {
              walArchiving: {{maxDelaySeconds: 2}}}}}}\n"
         ),
     );
-    let o = c.kubectl_output(&[
-        "wait",
-        "-n",
-        BK_NS,
-        "--for=condition=Ready",
-        "unisonhub/bk-hub",
-        "--timeout=5m",
-    ]);
-    assert!(o.status.success(), "bk-hub not Ready: {}", stderr(&o));
-    let ip = c
-        .kubectl(&[
-            "get",
-            "pod",
-            "bk-hub-0",
-            "-n",
-            BK_NS,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ])
-        .trim()
-        .to_string();
+    let ip = ready_first_pod(c, BK_NS, "unisonhub", "bk-hub");
     for i in 0..40 {
         put_kv(&ip, &format!("before-{i:02}"), format!("v{i}").as_bytes()).expect("write");
     }
@@ -2393,27 +2376,7 @@ fn backups_scheduled_and_restored(cx: &mut Ctx) {
              spec: {{namespaces: [{NS}], storage: {{size: 1Gi}}, bootstrap: {{recovery: {{objectStore: {store}}}}}}}\n"
         ),
     );
-    let o = c.kubectl_output(&[
-        "wait",
-        "-n",
-        BK_NS,
-        "--for=condition=Ready",
-        "unisonhub/bk-restored",
-        "--timeout=5m",
-    ]);
-    assert!(o.status.success(), "bk-restored not Ready: {}", stderr(&o));
-    let rip = c
-        .kubectl(&[
-            "get",
-            "pod",
-            "bk-restored-0",
-            "-n",
-            BK_NS,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ])
-        .trim()
-        .to_string();
+    let rip = ready_first_pod(c, BK_NS, "unisonhub", "bk-restored");
     let items = |ip: &str| {
         get_json(&format!("http://{ip}:4000/api/v1/{NS}/kv?limit=1000")).map(|v| v["items"].clone())
     };
