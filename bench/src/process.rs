@@ -174,6 +174,11 @@ impl Node {
     pub fn log(&self) -> String {
         self.process.log()
     }
+
+    /// CPU time so far in microseconds ([`cpu_us`]).
+    pub fn cpu_us(&self) -> u64 {
+        self.process.pid().map(cpu_us).unwrap_or(0)
+    }
 }
 
 /// A running `redis-server` without persistence, on 127.0.0.1.
@@ -241,6 +246,32 @@ impl RedisServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
+
+    /// CPU time so far in microseconds ([`cpu_us`]).
+    pub fn cpu_us(&self) -> u64 {
+        cpu_us(self.child.0.id())
+    }
+}
+
+/// CPU time (user + system, all threads, exited ones included) of process `pid` in microseconds,
+/// from `/proc/PID/stat`; 0 when it is gone. Resolution is one clock tick (usually 10 ms), so
+/// measure over many records.
+pub fn cpu_us(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0;
+    };
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11) // state .. cmajflt: utime is field 14 of the whole line, 12th after ')'
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let ticks: u64 = f.iter().sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1_000_000 / hz
 }
 
 /// Whether `bin` is on `PATH`.

@@ -283,14 +283,21 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
     Ok(db)
 }
 
-/// Aborts transactions past their idle or lifetime limit, every second, until `stop`. Transactions
-/// begin only on writable (owned) namespaces, so the cleanup writes of an abort never meet a follower.
+/// Aborts transactions past their idle or lifetime limit, every second while any transaction is
+/// open or remembered, until `stop`; with none it sleeps until one begins (an idle node does not
+/// wake for it). Transactions begin only on writable (owned) namespaces, so the cleanup writes of an
+/// abort never meet a follower.
 fn spawn_txn_reaper(state: Arc<AppState>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            if state.txns.is_idle() {
+                tokio::select! {
+                    _ = state.txns.began() => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
             tokio::select! {
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = stop.cancelled() => return,
             }
             let st = state.clone();

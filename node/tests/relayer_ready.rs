@@ -277,6 +277,25 @@ async fn relayer_serves_reads_and_stays_ready_while_the_hub_is_down() {
         r["staleness_seconds"].as_f64().unwrap_or(0.0) >= 1.0,
         "staleness must grow while cut off: {r}"
     );
+    // The gauge too, though nothing arrives to update it: `/metrics` refreshes it when scraped.
+    let metrics = c
+        .get(relayer.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let gauge = metrics
+        .lines()
+        .find(|l| l.starts_with("unisondb_replication_staleness_seconds{namespace=\"default\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no staleness gauge for default in:\n{metrics}"));
+    assert!(
+        gauge >= 1.0,
+        "the staleness gauge must grow while cut off and idle: {gauge}"
+    );
 
     // Back: the relayer reconnects, catches up, and reports no staleness once in sync.
     hub.proc.start().expect("restart hub");

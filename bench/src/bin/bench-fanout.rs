@@ -1,11 +1,14 @@
 //! `bench-fanout`: replication fan-out and hop latency with real `unisondb` processes on 127.0.0.1.
 //!
-//! * `bench-fanout fanout --relayers 1,10,100 --rate 10000 --secs 30 --conns 8`: one hub process and N
-//!   relayer processes following it. Several HTTP/1.1 keep-alive connections write 1 KiB KV values to
-//!   the hub at a paced offered rate; one thread holds a ZeroMQ SUB socket on every relayer's notify
-//!   PUB and timestamps each LSN as it arrives. Per LSN, lag = (arrival on the LAST relayer) − (client
-//!   sent the PUT). Prints p50/p99/max lag, hub commit latency (PUT sent → response), achieved write
-//!   rate and VmRSS of the relayer processes.
+//! * `bench-fanout fanout --relayers 1,10,100 --rate 1000 --secs 20 --conns 8`: for each replica
+//!   count, one UnisonDB hub with N relayer processes, then (the anchor, `--systems`) one Redis primary
+//!   with N replica processes (keyspace events on). The same paced writers (1 KiB values; HTTP PUT on
+//!   the hub, SET on Redis) and the same lag definition: write sent → change event received from the
+//!   LAST replica (ZeroMQ from every relayer; `__keyevent@0__:set` from every Redis replica). Prints
+//!   lag p50/p99/max, commit latency, achieved rate, and CPU time from `/proc/PID/stat` of every server
+//!   process: idle (`--idle-secs` with nothing written, as % of one core), per write on the primary
+//!   and per record on each replica during the load. `--tree K`: replicas beyond the first K follow
+//!   one of those K (two levels).
 //! * `bench-fanout redis --samples 3000`: one write in flight. Redis primary → replica → replica of the
 //!   replica with keyspace notifications on the replicas (SET on the primary → `__keyevent@0__:set` on
 //!   replica 1 / replica 2) against UnisonDB hub → relayer 1 → relayer 2 (HTTP PUT on the hub →
@@ -16,7 +19,7 @@
 //! crate.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,15 @@ struct Args {
     /// HTTP/1.1 keep-alive connections writing to the hub (fanout).
     #[arg(long, default_value_t = 8)]
     conns: usize,
+    /// Systems to run at each replica count (fanout): UnisonDB relayers and/or Redis replicas.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [System::Unisondb, System::Redis])]
+    systems: Vec<System>,
+    /// Two-level tree (fanout): the first K replicas follow the primary, the rest follow them.
+    #[arg(long, default_value_t = 0)]
+    tree: usize,
+    /// Seconds of idleness measured before the load (fanout).
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
     /// Sequential samples after 100 warm-up writes (redis).
     #[arg(long, default_value_t = 3000)]
     samples: usize,
@@ -69,6 +81,12 @@ struct Args {
     /// Scratch directory for the nodes' data, removed at the end (default: a fresh one under $TMPDIR).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum System {
+    Unisondb,
+    Redis,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -113,189 +131,398 @@ fn ms(us: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Fan-out.
 
-/// Per-LSN arrival state, owned by the subscriber thread.
+/// Arrivals per write index, filled by any number of subscriber threads.
 struct Arrivals {
-    count: Vec<u16>,
-    last_ns: Vec<u64>,
+    count: Vec<AtomicU16>,
+    last_ns: Vec<AtomicU64>,
+    /// Writes seen on every replica.
+    complete: AtomicU64,
+    /// Subscribers that have received anything (warm-up ends when all have).
+    seen: AtomicUsize,
+    want: u16,
 }
 
-fn fanout(run: &Run, n: usize) -> Result<()> {
-    let a = &run.args;
-    let hub = run.node(&spec(&format!("n{n}-hub"), None, a.hub_fsync, 64 << 20))?;
-    hub.wait_ready(Duration::from_secs(60))?;
-    let mut relayers = Vec::with_capacity(n);
-    for i in 0..n {
-        relayers.push(run.node(&spec(
-            &format!("n{n}-r{i}"),
-            Some(hub.grpc_url()),
-            a.relayer_fsync,
-            a.relayer_memtable,
-        ))?);
-    }
-    for r in &relayers {
-        r.wait_ready(Duration::from_secs(180))?;
+impl Arrivals {
+    fn new(cap: usize, want: usize) -> Arrivals {
+        Arrivals {
+            count: (0..cap).map(|_| AtomicU16::new(0)).collect(),
+            last_ns: (0..cap).map(|_| AtomicU64::new(0)).collect(),
+            complete: AtomicU64::new(0),
+            seen: AtomicUsize::new(0),
+            want: want as u16,
+        }
     }
 
-    let t0 = Instant::now();
-    let base = Arc::new(AtomicU64::new(u64::MAX));
-    let seen = Arc::new(AtomicUsize::new(0));
-    let complete = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let endpoints: Vec<String> = relayers
-        .iter()
-        .map(|r| format!("tcp://127.0.0.1:{}", r.zmq))
-        .collect();
-    let cap = (a.rate * a.secs * 2 + 1000) as usize;
-    let sub = {
-        let (base, seen, complete, stop) =
-            (base.clone(), seen.clone(), complete.clone(), stop.clone());
-        std::thread::spawn(move || -> Result<Arrivals> {
-            let ctx = zmq::Context::new();
-            let mut socks = Vec::new();
-            for ep in &endpoints {
-                let s = ctx.socket(zmq::SUB)?;
-                s.set_rcvhwm(0)?;
-                s.set_subscribe(b"bench.")?;
-                s.connect(ep)?;
-                socks.push(s);
+    /// One replica reported write `k` at `at` ns (the latest arrival is stored before the count
+    /// completes, so a complete write's time is final).
+    fn record(&self, k: usize, at: u64) {
+        let Some(last) = self.last_ns.get(k) else {
+            return;
+        };
+        last.fetch_max(at, Ordering::Relaxed);
+        if self.count[k].fetch_add(1, Ordering::AcqRel) + 1 == self.want {
+            self.complete.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The replicated system under test: a UnisonDB hub with relayer processes, or a Redis primary
+/// with replica processes (keyspace events on), driven by the same load and measured the same way.
+enum Topology {
+    Unison {
+        hub: Node,
+        relayers: Vec<Node>,
+    },
+    Redis {
+        primary: RedisServer,
+        replicas: Vec<RedisServer>,
+    },
+}
+
+impl Topology {
+    fn start(run: &Run, system: System, n: usize) -> Result<Topology> {
+        let a = &run.args;
+        // Level 1 follows the primary; with --tree K, replica i >= K follows replica i % K.
+        let parent = |i: usize| (a.tree > 0 && i >= a.tree).then(|| i % a.tree);
+        match system {
+            System::Unisondb => {
+                let hub = run.node(&spec(&format!("n{n}-hub"), None, a.hub_fsync, 64 << 20))?;
+                hub.wait_ready(Duration::from_secs(60))?;
+                let mut relayers: Vec<Node> = Vec::with_capacity(n);
+                for i in 0..n {
+                    let up = match parent(i) {
+                        Some(p) => relayers[p].grpc_url(),
+                        None => hub.grpc_url(),
+                    };
+                    let r = run.node(&spec(
+                        &format!("n{n}-r{i}"),
+                        Some(up),
+                        a.relayer_fsync,
+                        a.relayer_memtable,
+                    ))?;
+                    if a.tree > 0 && i < a.tree {
+                        r.wait_ready(Duration::from_secs(180))?;
+                    }
+                    relayers.push(r);
+                }
+                for r in &relayers {
+                    r.wait_ready(Duration::from_secs(300))?;
+                }
+                Ok(Topology::Unison { hub, relayers })
             }
-            let mut got_any = vec![false; socks.len()];
-            let mut arr = Arrivals {
-                count: vec![0; cap],
-                last_ns: vec![0; cap],
-            };
-            let want = socks.len() as u16;
-            while !stop.load(Ordering::Relaxed) {
-                let mut items: Vec<zmq::PollItem> =
-                    socks.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
-                zmq::poll(&mut items, 50)?;
-                let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
-                drop(items);
-                for (i, s) in socks.iter().enumerate() {
-                    if !ready[i] {
-                        continue;
-                    }
-                    while let Ok(parts) = s.recv_multipart(zmq::DONTWAIT) {
-                        let at = t0.elapsed().as_nanos() as u64;
-                        if !got_any[i] {
-                            got_any[i] = true;
-                            seen.fetch_add(1, Ordering::Relaxed);
+            System::Redis => {
+                let spec = |replica_of| RedisSpec {
+                    replica_of,
+                    keyspace_events: true,
+                };
+                let primary = RedisServer::spawn(&run.dir, &format!("n{n}-redis-p"), &spec(None))?;
+                let mut replicas: Vec<RedisServer> = Vec::with_capacity(n);
+                for i in 0..n {
+                    let up = match parent(i) {
+                        Some(p) => replicas[p].port,
+                        None => primary.port,
+                    };
+                    let r =
+                        RedisServer::spawn(&run.dir, &format!("n{n}-redis-r{i}"), &spec(Some(up)))?;
+                    replicas.push(r);
+                }
+                for r in &replicas {
+                    wait_linked(r)?;
+                }
+                Ok(Topology::Redis { primary, replicas })
+            }
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Topology::Unison { .. } => "unisondb",
+            Topology::Redis { .. } => "redis",
+        }
+    }
+
+    /// CPU µs so far of (primary, each replica).
+    fn cpu(&self) -> (u64, Vec<u64>) {
+        match self {
+            Topology::Unison { hub, relayers } => {
+                (hub.cpu_us(), relayers.iter().map(Node::cpu_us).collect())
+            }
+            Topology::Redis { primary, replicas } => (
+                primary.cpu_us(),
+                replicas.iter().map(RedisServer::cpu_us).collect(),
+            ),
+        }
+    }
+
+    /// (VmRSS, RssAnon) KiB of each replica.
+    fn replica_rss(&self) -> Vec<(u64, u64)> {
+        match self {
+            Topology::Unison { relayers, .. } => relayers.iter().map(Node::rss_kib).collect(),
+            Topology::Redis { replicas, .. } => {
+                replicas.iter().map(|r| r.child.rss_kib()).collect()
+            }
+        }
+    }
+
+    /// Starts the subscriber threads: every replica's change events → `arr`, by write index
+    /// (UnisonDB: LSN − base; Redis: the sequence number in the key).
+    fn subscribe(
+        &self,
+        arr: Arc<Arrivals>,
+        base: Arc<AtomicU64>,
+        t0: Instant,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Vec<std::thread::JoinHandle<Result<()>>>> {
+        match self {
+            Topology::Unison { relayers, .. } => {
+                let endpoints: Vec<String> = relayers
+                    .iter()
+                    .map(|r| format!("tcp://127.0.0.1:{}", r.zmq))
+                    .collect();
+                Ok(vec![std::thread::spawn(move || {
+                    zmq_collect(&endpoints, &arr, &base, t0, &stop)
+                })])
+            }
+            Topology::Redis { replicas, .. } => replicas
+                .iter()
+                .map(|r| {
+                    let mut con = redis_conn(&r.url())?;
+                    con.set_read_timeout(Some(Duration::from_millis(200)))?;
+                    let (arr, stop) = (arr.clone(), stop.clone());
+                    Ok(std::thread::spawn(move || -> Result<()> {
+                        let mut ps = con.as_pubsub();
+                        ps.subscribe("__keyevent@0__:set")?;
+                        let mut first = true;
+                        while !stop.load(Ordering::Relaxed) {
+                            let Ok(msg) = ps.get_message() else {
+                                continue;
+                            };
+                            let at = t0.elapsed().as_nanos() as u64;
+                            if first {
+                                first = false;
+                                arr.seen.fetch_add(1, Ordering::Relaxed);
+                            }
+                            let key = msg.get_payload_bytes();
+                            if let Some(k) = key
+                                .strip_prefix(b"s")
+                                .and_then(|d| std::str::from_utf8(d).ok())
+                                .and_then(|d| d.parse::<usize>().ok())
+                            {
+                                arr.record(k, at);
+                            }
                         }
-                        let Some(lsn) = parts.get(1).and_then(|p| lsn_of(p)) else {
-                            continue;
-                        };
-                        let b = base.load(Ordering::Relaxed);
-                        if lsn < b || (lsn - b) as usize >= cap {
-                            continue;
-                        }
-                        let k = (lsn - b) as usize;
-                        arr.count[k] += 1;
-                        arr.last_ns[k] = arr.last_ns[k].max(at);
-                        if arr.count[k] == want {
-                            complete.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                        Ok(())
+                    }))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One ZeroMQ SUB socket per relayer, polled by one thread.
+fn zmq_collect(
+    endpoints: &[String],
+    arr: &Arrivals,
+    base: &AtomicU64,
+    t0: Instant,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let ctx = zmq::Context::new();
+    let mut socks = Vec::new();
+    for ep in endpoints {
+        let s = ctx.socket(zmq::SUB)?;
+        s.set_rcvhwm(0)?;
+        s.set_subscribe(b"bench.")?;
+        s.connect(ep)?;
+        socks.push(s);
+    }
+    let mut got_any = vec![false; socks.len()];
+    while !stop.load(Ordering::Relaxed) {
+        let mut items: Vec<zmq::PollItem> =
+            socks.iter().map(|s| s.as_poll_item(zmq::POLLIN)).collect();
+        zmq::poll(&mut items, 50)?;
+        let ready: Vec<bool> = items.iter().map(|i| i.is_readable()).collect();
+        drop(items);
+        for (i, s) in socks.iter().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            while let Ok(parts) = s.recv_multipart(zmq::DONTWAIT) {
+                let at = t0.elapsed().as_nanos() as u64;
+                if !got_any[i] {
+                    got_any[i] = true;
+                    arr.seen.fetch_add(1, Ordering::Relaxed);
+                }
+                let Some(lsn) = parts.get(1).and_then(|p| lsn_of(p)) else {
+                    continue;
+                };
+                let b = base.load(Ordering::Relaxed);
+                if lsn >= b {
+                    arr.record((lsn - b) as usize, at);
                 }
             }
-            Ok(arr)
-        })
-    };
+        }
+    }
+    Ok(())
+}
 
-    // Warm up until every SUB socket has received something (subscriptions propagated).
-    let body = value_body();
-    let c = HttpClient::new(hub.http)?;
-    let mut w = 0;
+/// A writer's connection to the primary: returns the write index of each write.
+enum Writer {
+    Unison(HttpClient, Arc<AtomicU64>),
+    Redis(redis::Connection, Arc<AtomicU64>),
+}
+
+impl Writer {
+    fn connect(t: &Topology, base: &Arc<AtomicU64>, seq: &Arc<AtomicU64>) -> Result<Writer> {
+        Ok(match t {
+            Topology::Unison { hub, .. } => {
+                Writer::Unison(HttpClient::new(hub.http)?, base.clone())
+            }
+            Topology::Redis { primary, .. } => {
+                Writer::Redis(redis_conn(&primary.url())?, seq.clone())
+            }
+        })
+    }
+
+    /// Writes one 1 KiB value; `counted` writes get an index, warm-up writes do not.
+    fn write(&mut self, tag: &str, counted: bool) -> Result<Option<usize>> {
+        match self {
+            Writer::Unison(c, base) => {
+                let lsn = c.put_kv(NS, tag, &value_body())?;
+                let b = base.load(Ordering::Relaxed);
+                Ok((counted && lsn >= b).then(|| (lsn - b) as usize))
+            }
+            Writer::Redis(c, seq) => {
+                let key = if counted {
+                    let k = seq.fetch_add(1, Ordering::Relaxed);
+                    (format!("s{k}"), Some(k as usize))
+                } else {
+                    (format!("w{tag}"), None)
+                };
+                redis::cmd("SET")
+                    .arg(&key.0)
+                    .arg(&[0xA5u8; 1024][..])
+                    .query::<()>(c)?;
+                Ok(key.1)
+            }
+        }
+    }
+}
+
+fn fanout(run: &Run, system: System, n: usize) -> Result<()> {
+    let a = &run.args;
+    let topo = Topology::start(run, system, n)?;
+    let t0 = Instant::now();
+    let base = Arc::new(AtomicU64::new(u64::MAX));
+    let seq = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let cap = (a.rate * a.secs * 2 + 1000) as usize;
+    let arr = Arc::new(Arrivals::new(cap, n));
+    let subs = topo.subscribe(arr.clone(), base.clone(), t0, stop.clone())?;
+
+    // Warm up until every subscriber has received something (subscriptions propagated).
+    let mut w = Writer::connect(&topo, &base, &seq)?;
     let warm = Instant::now();
-    while seen.load(Ordering::Relaxed) < n {
-        c.put_kv(NS, &format!("warm{w}"), &body)?;
-        w += 1;
-        if warm.elapsed() > Duration::from_secs(120) {
+    let mut i = 0;
+    while arr.seen.load(Ordering::Relaxed) < n {
+        w.write(&format!("warm{i}"), false)?;
+        i += 1;
+        if warm.elapsed() > Duration::from_secs(180) {
             bail!(
                 "only {} of {n} subscribers saw a message",
-                seen.load(Ordering::Relaxed)
+                arr.seen.load(Ordering::Relaxed)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let last_warm = c.put_kv(NS, "warm-last", &body)?;
-    base.store(last_warm + 1, Ordering::Relaxed);
+    if let Topology::Unison { hub, .. } = &topo {
+        let last = HttpClient::new(hub.http)?.put_kv(NS, "warm-last", &value_body())?;
+        base.store(last + 1, Ordering::Relaxed);
+    }
+    // Idle: nothing written for idle_secs (after the warm-up's records settled).
+    std::thread::sleep(Duration::from_secs(2));
+    let (ip0, ir0) = topo.cpu();
+    std::thread::sleep(Duration::from_secs(a.idle_secs));
+    let (ip1, ir1) = topo.cpu();
+    let idle_core = |d: u64| d as f64 / (a.idle_secs as f64 * 1e6) * 100.0;
+    let idle_replicas: u64 = ir1.iter().zip(&ir0).map(|(x, y)| x - y).sum();
 
     // Load: `conns` threads, each paced at rate / conns.
+    let (p0, r0) = topo.cpu();
     let per_conn = Duration::from_secs_f64(a.conns as f64 / a.rate as f64);
     let load = Duration::from_secs(a.secs);
     let start = Instant::now();
-    let workers: Vec<_> = (0..a.conns)
-        .map(|ci| {
-            let body = body.clone();
-            let port = hub.http;
-            std::thread::spawn(move || -> Result<Vec<(u64, u64, u64)>> {
-                let c = HttpClient::new(port)?;
-                let mut out = Vec::new();
-                let mut k = 0u64;
-                loop {
-                    let due = start + per_conn.mul_f64(k as f64);
-                    // Stop at the deadline even when behind schedule (offered > sustainable).
-                    if due.duration_since(start) >= load || start.elapsed() >= load {
-                        return Ok(out);
-                    }
-                    if let Some(d) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(d);
-                    }
-                    let sent = t0.elapsed().as_nanos() as u64;
-                    let lsn = c.put_kv(NS, &format!("c{ci}-{k}"), &body)?;
-                    out.push((lsn, sent, t0.elapsed().as_nanos() as u64));
-                    k += 1;
-                }
-            })
-        })
-        .collect();
     let mut writes = Vec::new();
-    for wk in workers {
-        writes.extend(
-            wk.join()
-                .map_err(|_| anyhow::anyhow!("writer panicked"))??,
-        );
-    }
+    std::thread::scope(|sc| -> Result<()> {
+        let workers: Vec<_> = (0..a.conns)
+            .map(|ci| {
+                let mut w = Writer::connect(&topo, &base, &seq);
+                sc.spawn(move || -> Result<Vec<(usize, u64, u64)>> {
+                    let w = w.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut out = Vec::new();
+                    let mut k = 0u64;
+                    loop {
+                        let due = start + per_conn.mul_f64(k as f64);
+                        // Stop at the deadline even when behind schedule (offered > sustainable).
+                        if due.duration_since(start) >= load || start.elapsed() >= load {
+                            return Ok(out);
+                        }
+                        if let Some(d) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(d);
+                        }
+                        let sent = t0.elapsed().as_nanos() as u64;
+                        if let Some(idx) = w.write(&format!("c{ci}-{k}"), true)? {
+                            out.push((idx, sent, t0.elapsed().as_nanos() as u64));
+                        }
+                        k += 1;
+                    }
+                })
+            })
+            .collect();
+        for wk in workers {
+            writes.extend(
+                wk.join()
+                    .map_err(|_| anyhow::anyhow!("writer panicked"))??,
+            );
+        }
+        Ok(())
+    })?;
     let load_secs = start.elapsed().as_secs_f64();
     let drain = Instant::now();
-    while complete.load(Ordering::Relaxed) < writes.len() as u64
+    while arr.complete.load(Ordering::Relaxed) < writes.len() as u64
         && drain.elapsed() < Duration::from_secs(60)
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     let drain_secs = drain.elapsed().as_secs_f64();
-    let rss: Vec<(u64, u64)> = relayers.iter().map(|r| r.rss_kib()).collect();
-    let hub_rss = hub.rss_kib();
+    let (p1, r1) = topo.cpu();
+    let rss = topo.replica_rss();
     stop.store(true, Ordering::Relaxed);
-    let arr = sub
-        .join()
-        .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
+    for s in subs {
+        s.join()
+            .map_err(|_| anyhow::anyhow!("subscriber panicked"))??;
+    }
 
-    let b = base.load(Ordering::Relaxed);
     let mut lag = Vec::new();
     let mut commit = Vec::new();
     let mut missing = 0;
-    for &(lsn, sent, acked) in &writes {
+    for &(k, sent, acked) in &writes {
         commit.push((acked - sent) / 1000);
-        let k = (lsn - b) as usize;
-        if k < cap && arr.count[k] as usize == n {
-            lag.push(arr.last_ns[k].saturating_sub(sent) / 1000);
+        if k < cap && arr.count[k].load(Ordering::Relaxed) as usize == n {
+            lag.push(arr.last_ns[k].load(Ordering::Relaxed).saturating_sub(sent) / 1000);
         } else {
             missing += 1;
         }
     }
     let c = summarize(commit);
     let l = summarize(lag);
-    let mib = |v: &[u64]| {
-        (
-            v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0,
-            *v.iter().max().unwrap_or(&0) as f64 / 1024.0,
-        )
-    };
-    let (rss_mean, rss_max) = mib(&rss.iter().map(|r| r.0).collect::<Vec<_>>());
-    let (anon_mean, anon_max) = mib(&rss.iter().map(|r| r.1).collect::<Vec<_>>());
+    let recs = writes.len().max(1) as f64;
+    let replica_us: Vec<u64> = r1.iter().zip(&r0).map(|(x, y)| x - y).collect();
+    let replica_mean = replica_us.iter().sum::<u64>() as f64 / n.max(1) as f64;
+    let rss_mean = rss.iter().map(|r| r.0).sum::<u64>() as f64 / n.max(1) as f64 / 1024.0;
     println!(
-        "| {n} | {} | {:.0} | {} | {} / {} | {} | {} | {} | {missing} | {:.1} | {rss_mean:.1} / {rss_max:.1} | {anon_mean:.1} / {anon_max:.1} | {:.1} |",
+        "| {} | {n} | {} | {:.0} | {} | {} / {} | {} | {} | {} | {missing} | {:.1} | {:.2} | {:.2} | {:.0} | {:.1} | {:.2} | {rss_mean:.1} |",
+        topo.name(),
         a.rate,
         writes.len() as f64 / load_secs,
         writes.len(),
@@ -305,10 +532,14 @@ fn fanout(run: &Run, n: usize) -> Result<()> {
         ms(l.p99),
         ms(l.max),
         drain_secs,
-        hub_rss.0 as f64 / 1024.0,
+        idle_core(ip1 - ip0),
+        idle_core(idle_replicas),
+        (p1 - p0) as f64 / recs,
+        replica_mean / recs,
+        (p1 - p0 + replica_us.iter().sum::<u64>()) as f64 / 1e6,
     );
-    drop(relayers);
-    drop(hub);
+    stop.store(true, Ordering::Relaxed);
+    drop(topo);
     Ok(())
 }
 
@@ -529,9 +760,14 @@ fn main() -> Result<()> {
                 "\nhub wal.fsync = {}, relayers wal.fsync = {}, relayer memtable = {} B, {} connections, {} s, 1 KiB values\n",
                 a.hub_fsync, a.relayer_fsync, a.relayer_memtable, a.conns, a.secs
             );
-            println!("| relayers | offered w/s | achieved w/s | writes | hub commit p50 / p99 ms | lag p50 ms | lag p99 ms | lag max ms | not on all | drain s | relayer VmRSS mean / max MiB | relayer RssAnon mean / max MiB | hub VmRSS MiB |");
-            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-            a.relayers.iter().try_for_each(|&n| fanout(&run, n))
+            if a.tree > 0 {
+                println!("two-level tree: the first {} replicas follow the primary, replica i follows replica i % {}\n", a.tree, a.tree);
+            }
+            println!("| system | replicas | offered w/s | achieved w/s | writes | commit p50 / p99 ms | lag p50 ms | lag p99 ms | lag max ms | not on all | drain s | idle primary % core | idle replicas % core (sum) | primary CPU µs / write | CPU µs / record / replica | server CPU s (load + drain) | replica VmRSS mean MiB |");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            a.relayers
+                .iter()
+                .try_for_each(|&n| a.systems.iter().try_for_each(|&s| fanout(&run, s, n)))
         }
         Mode::Redis => redis_compare(&run),
     };

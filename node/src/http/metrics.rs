@@ -67,6 +67,9 @@ pub async fn track(req: Request, next: Next) -> Response {
 pub fn refresh(st: &super::AppState) {
     use crate::metrics as m;
     OPEN_TXNS.set(st.txns.open_count() as i64);
+    if let Some(r) = st.replication() {
+        r.state.publish_all();
+    }
     let Some(db) = st.db() else { return };
     for ns in db.namespaces() {
         match ns.stats() {

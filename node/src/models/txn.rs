@@ -175,6 +175,8 @@ struct State {
 pub struct TxnManager {
     limits: TxnLimits,
     state: Mutex<State>,
+    /// Signalled when a transaction begins, so the reaper sleeps while there is none.
+    began: tokio::sync::Notify,
 }
 
 impl TxnManager {
@@ -185,7 +187,20 @@ impl TxnManager {
                 open: HashMap::new(),
                 finished: HashMap::new(),
             }),
+            began: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether the reaper has nothing to watch: no open transaction, no remembered outcome.
+    pub fn is_idle(&self) -> bool {
+        let st = self.state.lock();
+        st.open.is_empty() && st.finished.is_empty()
+    }
+
+    /// Resolves once a transaction has begun since the last call (a begin between an
+    /// [`TxnManager::is_idle`] check and this wait is not missed: `Notify` keeps one permit).
+    pub async fn began(&self) {
+        self.began.notified().await
     }
 
     pub fn limits(&self) -> &TxnLimits {
@@ -218,6 +233,7 @@ impl TxnManager {
             .lock()
             .open
             .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(txn)));
+        self.began.notify_one();
         id
     }
 

@@ -353,6 +353,15 @@ impl ReplicationState {
     }
 
     /// Refreshes the gauges from the stored position (also called periodically so seconds-lag moves).
+    /// Publishes every followed namespace's gauges (at scrape time: seconds-lag and staleness grow
+    /// with the clock, not only when a batch arrives).
+    pub fn publish_all(&self) {
+        let names: Vec<String> = self.inner.read().keys().cloned().collect();
+        for n in names {
+            self.publish(&n);
+        }
+    }
+
     pub fn publish(&self, namespace: &str) {
         let Some(p) = self.position(namespace) else {
             return;

@@ -144,17 +144,8 @@ pub async fn follow(
 ) -> bool {
     let name = ns.name().to_string();
     state.register(&name, &cfg.url(), ns.latest_lsn(), ns.latest_hlc());
-    // Seconds-lag grows while nothing arrives: refresh the gauges on a clock, not only on batches.
-    let refresher = {
-        let (state, name) = (state.clone(), name.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                state.publish(&name);
-            }
-        })
-    };
+    // Seconds-lag grows while nothing arrives: `/metrics` refreshes the gauges when scraped
+    // (`ReplicationState::publish_all`), so no timer wakes an idle relayer for them.
     let mut attempt = 0u32;
     // When the upstream last streamed to us (a session that received a batch resets `attempt`).
     let mut streamed_at = std::time::Instant::now();
@@ -223,7 +214,6 @@ pub async fn follow(
             _ = shutdown.cancelled() => break,
         }
     }
-    refresher.abort();
     if !lost {
         state.disconnected(&name, None);
         tracing::info!(namespace = %name, "follower stopped");
