@@ -33,7 +33,7 @@ pub struct ClientArgs {
     pub token: Option<String>,
     /// PEM CA bundle that signed the node's certificate, for an `https://` URL (this client trusts
     /// no system roots).
-    #[arg(long, env = "UNISONDB_CA_FILE", global = true)]
+    #[arg(long, global = true)]
     pub ca_file: Option<PathBuf>,
     /// Namespace.
     #[arg(

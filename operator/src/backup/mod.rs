@@ -281,7 +281,10 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
                 Err(TriggerError::Refused(why)) => {
                     Step::Fail("BackupRefused", format!("{namespace}: {why}"))
                 }
-                Err(TriggerError::Unavailable(why)) => Step::Retry(format!("{namespace}: {why}")),
+                Err(TriggerError::Unavailable(why)) => Step::Later {
+                    msg: format!("{namespace}: {why}"),
+                    retry: true,
+                },
             },
         };
         match step {
@@ -324,7 +327,7 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(obj, EventType::Warning, reason, msg).await;
                 return Ok(Action::await_change());
             }
-            Step::Wait(msg) => {
+            Step::Later { msg, retry } => {
                 let at = now();
                 if past_deadline(s.started_at.as_deref(), &at) {
                     if let Some(j) = s.job.clone() {
@@ -337,19 +340,10 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
                         .await;
                     return Ok(Action::await_change());
                 }
-                s.message = Some(msg);
-                write(&api, &name, &prev, &s).await?;
-                return Ok(Action::requeue(JOB_POLL));
-            }
-            Step::Retry(msg) => {
-                let at = now();
-                if past_deadline(s.started_at.as_deref(), &at) {
-                    let msg = format!("not completed within {}s: {msg}", DEADLINE.as_secs());
-                    s = finish(s, BackupPhase::Failed, "DeadlineExceeded", msg.clone(), &at);
+                if !retry {
+                    s.message = Some(msg);
                     write(&api, &name, &prev, &s).await?;
-                    ctx.event(obj, EventType::Warning, "DeadlineExceeded", msg)
-                        .await;
-                    return Ok(Action::await_change());
+                    return Ok(Action::requeue(JOB_POLL));
                 }
                 s.message = Some(format!("will retry: {msg}"));
                 write(&api, &name, &prev, &s).await?;
@@ -367,10 +361,12 @@ enum Step {
     Done(NamespaceBackup),
     /// Final: Failed with (reason, message).
     Fail(&'static str, String),
-    /// A Job is running: wait, with this status message.
-    Wait(String),
-    /// The hub was unreachable: asked again after [`RETRY`].
-    Retry(String),
+    /// Not done yet: a Job is running (wait for it, `msg` in status), or (`retry`) the hub was
+    /// unreachable and is asked again after [`RETRY`]; both up to [`DEADLINE`].
+    Later {
+        msg: String,
+        retry: bool,
+    },
 }
 
 /// One namespace through its Job: create it (once: found again by name), or read its outcome.
@@ -416,14 +412,20 @@ async fn job_step(
             .await;
         }
         s.job = Some(jname.clone());
-        return Ok(Step::Wait(format!(
-            "{namespace}: Job {jname} created{}",
-            if missing { " again" } else { "" }
-        )));
+        return Ok(Step::Later {
+            msg: format!(
+                "{namespace}: Job {jname} created{}",
+                if missing { " again" } else { "" }
+            ),
+            retry: false,
+        });
     };
     s.job = Some(jname.clone());
     if job::state(&found) == job::JobState::Running {
-        return Ok(Step::Wait(format!("{namespace}: waiting for Job {jname}")));
+        return Ok(Step::Later {
+            msg: format!("{namespace}: waiting for Job {jname}"),
+            retry: false,
+        });
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let listed = pods
@@ -431,7 +433,10 @@ async fn job_step(
         .await
         .map_err(Error::Kube)?;
     Ok(match job::outcome(namespace, &found, &listed.items) {
-        job::Outcome::Running => Step::Wait(format!("{namespace}: waiting for Job {jname}")),
+        job::Outcome::Running => Step::Later {
+            msg: format!("{namespace}: waiting for Job {jname}"),
+            retry: false,
+        },
         job::Outcome::Done(b) => Step::Done(b),
         job::Outcome::Failed(reason, msg) => Step::Fail(reason, msg),
     })
