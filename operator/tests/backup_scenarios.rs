@@ -660,7 +660,9 @@ fn auth_hub() -> Value {
 
 fn job_obj(name: &str, condition: Option<(&str, &str, &str)>) -> Value {
     let mut j = json!({"apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}")},
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+            "ownerReferences": [{"apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonBackup",
+                "name": "b1", "uid": "uid-b1", "controller": true}]},
         "spec": {"template": {"spec": {"containers": []}}}, "status": {}});
     if let Some((type_, reason, message)) = condition {
         j["status"]["conditions"] =
@@ -769,6 +771,27 @@ async fn an_auth_hub_gets_one_job_per_namespace_created_once() {
             .message
             .unwrap_or_default()
             .contains("waiting for Job b1-orders"));
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconciles"),
+        Action::requeue(backup::JOB_POLL)
+    );
+
+    // a Job of that name owned by something else (an earlier UnisonBackup "b1") is never read
+    let (ctx, api, _) = harness(vec![]);
+    let obj = backup_obj(Some(running(None, vec![])));
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        let mut old = job_obj("b1-orders", Some(("Complete", "", "")));
+        old["metadata"]["ownerReferences"][0]["uid"] = json!("uid-old-b1");
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .reply(200, &old);
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!((s.phase, s.backups.len()), (BackupPhase::Running, 0));
+        assert!(s.message.unwrap_or_default().contains("not this backup's"));
         api
     })
     .await;

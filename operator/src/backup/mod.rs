@@ -420,6 +420,21 @@ async fn job_step(
             retry: false,
         });
     };
+    let ours = found
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| Some(&r.uid) == obj.metadata.uid.as_ref());
+    if !ours {
+        // e.g. the Job of an earlier UnisonBackup of the same name, not yet garbage-collected
+        return Ok(Step::Later {
+            msg: format!(
+                "{namespace}: Job {jname} exists but is not this backup's; waiting for it to go"
+            ),
+            retry: false,
+        });
+    }
     s.job = Some(jname.clone());
     if job::state(&found) == job::JobState::Running {
         return Ok(Step::Later {
