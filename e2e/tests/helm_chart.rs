@@ -181,7 +181,13 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
         "",
         "pods",
         &["list"],
-        "connectivity.rs lists a following node's pods to read their /metrics",
+        "connectivity.rs lists a following node's pods to read their /metrics; backup/mod.rs lists a backup Job's pods for its termination message",
+    ),
+    (
+        "batch",
+        "jobs",
+        &["get", "list", "watch", "create", "delete"],
+        "backup/mod.rs: one Job per namespace for hubs with httpAuth or tls.http (get_opt, create, owns(), delete past the deadline)",
     ),
     (
         "cert-manager.io",
@@ -267,7 +273,7 @@ fn assert_least_privilege(g: &Grants) {
         );
         assert!(
             res != "pods" || verb == "list",
-            "the operator only lists pods (for their IPs, to read /metrics): {verb} pods granted"
+            "the operator only lists pods (for their IPs, to read /metrics, and backup Jobs' termination messages): {verb} pods granted"
         );
         assert!(
             !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
@@ -874,6 +880,7 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         ("Lease", "leases"),
         ("DynamicObject", "poddisruptionbudgets"),
         ("Pod", "pods"),
+        ("Job", "jobs"),
         ("ServiceAccount", "serviceaccounts"),
         ("PersistentVolumeClaim", "persistentvolumeclaims"),
         ("K", "(generic helper: the concrete types are listed here)"),
@@ -939,12 +946,13 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         rules.contains("certificates"),
         "no certificates.cert-manager.io rule"
     );
-    // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs (list)
+    // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs and
+    // backup/mod.rs (list: /metrics, and a backup Job's termination message)
     for (ty, file) in &used {
         assert!(ty != "Secret", "operator/src/{file} now reads {ty}: grant it narrowly and update assert_least_privilege");
         assert!(
-            ty != "Pod" || file == "connectivity.rs",
-            "operator/src/{file} now reads Pods: only connectivity.rs lists them (RBAC grants list only)"
+            ty != "Pod" || file == "connectivity.rs" || file == "backup/mod.rs",
+            "operator/src/{file} now reads Pods: only connectivity.rs and backup/mod.rs list them (RBAC grants list only)"
         );
     }
 }

@@ -118,6 +118,10 @@ enum Command {
         /// Into the node's archive object store (`archive.*`) instead of its backup directory.
         #[arg(long)]
         object_store: bool,
+        /// Also write the answer as compact JSON to this file (`error: ...` on failure), e.g.
+        /// `/dev/termination-log` in a Kubernetes Job.
+        #[arg(long)]
+        result_file: Option<PathBuf>,
     },
     /// Restore a namespace from a backup, offline (the server stopped), optionally to a point in time.
     Restore(unisondb::cli::restore::RestoreArgs),
@@ -302,7 +306,8 @@ fn main() -> ExitCode {
             client,
             dir,
             object_store,
-        } => unisondb::cli::client::run_backup(client, dir, object_store),
+            result_file,
+        } => unisondb::cli::client::run_backup(client, dir, object_store, result_file),
         Command::Restore(args) => {
             init_logs(log_override.unwrap_or_default(), "warn");
             unisondb::cli::restore::run(args)

@@ -10,89 +10,26 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use reqwest::Client;
 use serde_json::{json, Value};
-use unisondb_testkit::{free_port, NodeProcess};
+use unisondb_testkit::{call, small_node, state_at, KvLoad, NodeProcess};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const KEYS: u64 = 40;
 
+/// The KV load of these tests (1000-byte values over `KEYS` keys) on the node at `http`.
+fn load(http: u16) -> KvLoad {
+    KvLoad::new(http, KEYS, 1000)
+}
+
 fn node(dir: &Path, name: &str) -> (NodeProcess, u16) {
-    let http = free_port();
-    let yaml = format!(
-        "server:\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
-         grpc:\n  listen: 127.0.0.1:0\nnotify:\n  bind: tcp://127.0.0.1:0\n\
-         wal:\n  segment_size_bytes: 65536\nmemtable:\n  size_bytes: 65536\n",
-        dir.join("data").display()
-    );
-    (
-        NodeProcess::new(BIN, name, dir, yaml).dump_log_on_panic(),
-        http,
-    )
+    small_node(BIN, dir, name, "")
 }
 
 async fn start(p: &mut NodeProcess, http: u16) {
     p.start_ready(&format!("http://127.0.0.1:{http}/readyz"))
         .await
         .unwrap();
-}
-
-async fn call(r: reqwest::RequestBuilder) -> (u16, Value) {
-    let r = r.send().await.unwrap();
-    let st = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-/// Writes `n` puts (keys cycle over `KEYS`, 1 KiB values) starting at `first`; returns each
-/// acknowledged write as (lsn, key, value).
-async fn write(http: u16, first: u64, n: u64) -> Vec<(u64, String, String)> {
-    let c = Client::new();
-    let mut out = Vec::new();
-    for i in first..first + n {
-        let key = format!("k{:02}", i % KEYS);
-        let value = format!("{i:06}-{}", "x".repeat(1000));
-        let (st, v) = call(
-            c.put(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))
-                .json(&json!({"value": B64.encode(&value)})),
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
-        out.push((v["lsn"].as_u64().unwrap(), key, value));
-    }
-    out
-}
-
-/// The state the hub acknowledged up to `lsn`.
-fn state_at(writes: &[(u64, String, String)], lsn: u64) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for (l, k, v) in writes.iter().filter(|(l, _, _)| *l <= lsn) {
-        let _ = l;
-        m.insert(k.clone(), v.clone());
-    }
-    m
-}
-
-/// Every key of the node, record by record.
-async fn dump(http: u16) -> BTreeMap<String, String> {
-    let c = Client::new();
-    let mut m = BTreeMap::new();
-    for i in 0..KEYS {
-        let key = format!("k{i:02}");
-        let (st, v) = call(c.get(format!("http://127.0.0.1:{http}/api/v1/default/kv/{key}"))).await;
-        if st == 200 {
-            let bytes = B64.decode(v["value"].as_str().unwrap()).unwrap();
-            m.insert(key, String::from_utf8(bytes).unwrap());
-        } else {
-            assert_eq!(st, 404, "{v}");
-        }
-    }
-    m
 }
 
 fn restore(args: &[&str]) -> std::process::Output {
@@ -125,10 +62,12 @@ async fn restored(root: &Path, name: &str, args: &[&str]) -> (BTreeMap<String, S
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (mut p, http) = node(&dir, name);
     start(&mut p, http).await;
-    let (_, off) =
-        call(Client::new().get(format!("http://127.0.0.1:{http}/api/v1/default/offset"))).await;
-    assert_eq!(off["lsn"], report["lsn"], "{report}");
-    let m = dump(http).await;
+    assert_eq!(
+        Some(load(http).lsn().await.expect("offset")),
+        report["lsn"].as_u64(),
+        "{report}"
+    );
+    let m = load(http).dump().await.expect("dump");
     p.terminate(Duration::from_secs(10)).unwrap();
     (m, report["lsn"].as_u64().unwrap())
 }
@@ -143,13 +82,14 @@ async fn backups_restore_whole_and_to_a_point_in_time() {
     let url = |p: &str| format!("http://127.0.0.1:{http}/api/v1/default/{p}");
     let backups = hub_dir.join("data/backups/default");
 
-    let mut writes = write(http, 0, 150).await;
+    let mut writes = load(http).write_all(0, 150).await.expect("writes");
     // UnisonDB's shapes: an early snapshot file, later the sealed WAL segments.
     let (st, snap) = call(
         c.post(url("btree/backup"))
             .json(&json!({"path": "early/snap.bin"})),
     )
-    .await;
+    .await
+    .expect("answer");
     assert_eq!(st, 200, "{snap}");
     assert_eq!(
         snap["path"],
@@ -162,20 +102,25 @@ async fn backups_restore_whole_and_to_a_point_in_time() {
         json!({"path": "../escape"}),
         json!({"path": "/etc/x"}),
     ] {
-        let (st, v) = call(c.post(url("btree/backup")).json(&bad)).await;
+        let (st, v) = call(c.post(url("btree/backup")).json(&bad))
+            .await
+            .expect("answer");
         assert_eq!(st, 400, "{bad} -> {v}");
     }
     let (st, v) = call(
         c.post(url("wal/backup"))
             .json(&json!({"afterSegmentId": 0})),
     )
-    .await;
+    .await
+    .expect("answer");
     assert_eq!(st, 400, "backupDir is required: {v}");
 
     // A complete backup while a writer keeps going.
-    let writer = tokio::spawn(write(http, 150, 150));
+    let writer = tokio::spawn(async move { load(http).write_all(150, 150).await.expect("writes") });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (st, full) = call(c.post(url("backups")).json(&json!({}))).await;
+    let (st, full) = call(c.post(url("backups")).json(&json!({})))
+        .await
+        .expect("answer");
     assert_eq!(st, 200, "{full}");
     writes.extend(writer.await.unwrap());
     let m = &full["manifest"];
@@ -204,7 +149,7 @@ async fn backups_restore_whole_and_to_a_point_in_time() {
         String::from_utf8_lossy(&out.stderr)
     );
     let by_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (_, listed) = call(c.get(url("backups"))).await;
+    let (_, listed) = call(c.get(url("backups"))).await.expect("answer");
     let ids: Vec<&str> = listed["backups"]
         .as_array()
         .unwrap()
@@ -216,12 +161,13 @@ async fn backups_restore_whole_and_to_a_point_in_time() {
         [full["id"].as_str().unwrap(), by_cli["id"].as_str().unwrap()]
     );
 
-    writes.extend(write(http, 300, 100).await);
+    writes.extend(load(http).write_all(300, 100).await.expect("writes"));
     let (st, segs) = call(
         c.post(url("wal/backup"))
             .json(&json!({"afterSegmentId": 0, "backupDir": "segs"})),
     )
-    .await;
+    .await
+    .expect("answer");
     assert_eq!(st, 200, "{segs}");
     let copied = segs["backups"].as_array().unwrap();
     assert!(copied.len() >= 3, "{segs}");

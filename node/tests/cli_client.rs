@@ -228,6 +228,35 @@ async fn client_commands_then_wal_tools() {
     assert_eq!(err.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&err.stderr).contains("cannot reach"));
 
+    // backup --result-file: the compact answer (what a Kubernetes Job leaves as its termination
+    // message), or `error: ...` when the node refuses; the token may carry a trailing newline.
+    let result = tmp.path().join("result.json");
+    let r = result.to_str().expect("utf-8");
+    let out = cli
+        .cmd(&["backup", "--result-file", r])
+        .env("UNISONDB_TOKEN", format!("{TOKEN}\n"))
+        .output()
+        .expect("run backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&result).expect("result file")).expect("json");
+    assert!(v["id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    let lsn = node.lsn(&http, "default").await.expect("lsn");
+    assert_eq!(v["manifest"]["wal"]["lastLsn"], lsn, "{v}");
+    assert!(v["manifest"]["snapshot"]["bytes"].is_u64(), "{v}");
+    assert!(v["manifest"].get("epochHistory").is_none(), "{v}");
+    let err = cli.fails(&["backup", "-n", "nope", "--result-file", r], 1);
+    let written = std::fs::read_to_string(&result).expect("result file");
+    assert!(written.starts_with("error: "), "{written}");
+    assert!(
+        err.contains(written.trim_start_matches("error: ")),
+        "{err} / {written}"
+    );
+
     // Offline WAL tools on the stopped node: read-only, byte for byte.
     node.stop(Duration::from_secs(20)).expect("clean stop");
     let data = node.data();
@@ -283,4 +312,70 @@ async fn client_commands_then_wal_tools() {
         "took {:?}",
         t0.elapsed()
     );
+}
+
+/// `--url https://...` with `--ca-file`: the client verifies the node's certificate with that CA;
+/// without it (or with another CA) it refuses to connect.
+#[tokio::test]
+async fn https_with_a_ca_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (crt, key) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).expect("write");
+    std::fs::write(&key, cert.key_pair.serialize_pem()).expect("write");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let other_ca = tmp.path().join("other.crt");
+    std::fs::write(&other_ca, other.cert.pem()).expect("write");
+    let node = LoopbackNode::start(
+        BIN,
+        tmp.path(),
+        "n",
+        &["default"],
+        None,
+        "",
+        &[
+            ("UNISONDB_HTTP_AUTH_TOKEN", TOKEN),
+            ("UNISONDB_HTTP_TLS_CERT_FILE", crt.to_str().expect("utf-8")),
+            ("UNISONDB_HTTP_TLS_KEY_FILE", key.to_str().expect("utf-8")),
+        ],
+    )
+    .expect("start node");
+    let cli = Cli {
+        url: format!("https://localhost:{}", node.ports.http),
+    };
+    let ca = crt.to_str().expect("utf-8");
+    // "not found" (exit 1) means the node answered over TLS with the namespace open (before: the
+    // connection is refused, exit 2, or the namespace is still recovering, an HTTP 503)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cli.run(&["kv", "get", "k", "--ca-file", ca]);
+        if out.status.code() == Some(1)
+            && String::from_utf8_lossy(&out.stderr).contains("not found")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never answered over https: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cli
+        .ok(&["kv", "put", "k", "v", "--ca-file", ca])
+        .starts_with("OK"));
+    assert_eq!(cli.ok(&["kv", "get", "k", "--ca-file", ca]), "v\n");
+    let err = cli.fails(&["kv", "get", "k"], 2);
+    assert!(err.contains("--ca-file"), "{err}");
+    let err = cli.fails(
+        &[
+            "kv",
+            "get",
+            "k",
+            "--ca-file",
+            other_ca.to_str().expect("utf-8"),
+        ],
+        2,
+    );
+    assert!(err.contains("cannot reach"), "{err}");
 }

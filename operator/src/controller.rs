@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -164,7 +165,10 @@ pub async fn run(
             }
         });
 
+    // Backup Jobs (hubs with httpAuth or tls.http): one finishing wakes its UnisonBackup.
+    let backup_jobs = watcher::Config::default().labels(backup::job::SELECTOR);
     let backups = Controller::new(api::<UnisonBackup>(&client, ns), all.clone())
+        .owns(api::<Job>(&client, ns), backup_jobs)
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(backup::reconcile, backup::error_policy, ctx.clone())
         .for_each(|res| {

@@ -301,6 +301,7 @@ fn operator_against_real_apiserver() -> Result<()> {
     cert_manager_certificates(&cx)?;
     backup_specs_render_and_validate(&cx)?;
     backup_kinds_phases_and_schedule(&cx)?;
+    auth_hub_backup_runs_as_a_job(&cx)?;
     every_example_reconciles(&cx)?;
     single_operator_without_election_leads(&mut cx)?;
     Ok(())
@@ -1236,6 +1237,108 @@ fn backups_of(cx: &Ctx, schedule: &str) -> Result<Vec<Value>> {
     )?;
     let v: Value = serde_json::from_str(&out)?;
     Ok(v["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// A hub with httpAuth and tls.http: the UnisonBackup creates one Job (owned by it) in the hub's
+/// image, the token as a secretKeyRef env and nowhere in the spec's text, the CA's `ca.crt`
+/// mounted; the Job controller makes its pod (no kubelet runs it here: the cluster test does);
+/// the backup shows Running with `status.job`; deleting the backup collects the Job.
+fn auth_hub_backup_runs_as_a_job(cx: &Ctx) -> Result<()> {
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: authhub, namespace: {NS}}}\n\
+         spec: {{image: 'unisondb:e2e', namespaces: [orders], httpAuth: {{secretName: authhub-token}}, \
+         tls: {{secretName: authhub-certs, http: true}}, backup: {{objectStore: {STORE}}}}}\n"
+    ))?;
+    cx.apply(&format!(
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonBackup\nmetadata: {{name: authbk, namespace: {NS}}}\n\
+         spec: {{hubRef: {{name: authhub}}}}\n"
+    ))?;
+    let job = wait_for("the backup Job", Duration::from_secs(30), || {
+        cx.get("job", "authbk-orders")
+    })?;
+    let uid = cx.must_get("unisonbackup", "authbk")?["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(owner_is(&job, "UnisonBackup", &uid), "{}", job["metadata"]);
+    let pod = &job["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "unisondb:e2e");
+    assert_eq!(
+        c["env"][0]["valueFrom"]["secretKeyRef"],
+        serde_json::json!({"name": "authhub-token", "key": "token", "optional": false})
+    );
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--url", "https://authhub.default.svc.cluster.local:4000"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--ca-file", "/etc/unisondb/ca/ca.crt"]),
+        "{args:?}"
+    );
+    assert!(!args.iter().any(|a| a.contains("token")), "{args:?}");
+    assert_eq!(c["terminationMessagePolicy"], "File");
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "authhub-certs");
+    assert_eq!(job["spec"]["backoffLimit"], 2);
+    // the real Job controller makes the pod (Pending: no kubelet)
+    let pods = wait_for("the Job's pod", Duration::from_secs(30), || {
+        let out = cx.run(
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                "job-name=authbk-orders",
+                "-o",
+                "json",
+            ],
+            None,
+        )?;
+        let v: Value = serde_json::from_str(&out)?;
+        let items = v["items"].as_array().cloned().unwrap_or_default();
+        Ok::<_, anyhow::Error>((!items.is_empty()).then_some(items))
+    })?;
+    assert_eq!(pods.len(), 1, "one pod: the Job is created once");
+    let b = wait_for(
+        "authbk Running with its Job",
+        Duration::from_secs(30),
+        || {
+            Ok::<_, anyhow::Error>(
+                cx.get("unisonbackup", "authbk")?
+                    .filter(|b| phase(b) == "Running" && b["status"]["job"] == "authbk-orders"),
+            )
+        },
+    )?;
+    assert!(
+        b["status"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("authbk-orders"),
+        "{}",
+        b["status"]
+    );
+    // a later reconcile finds the Job again instead of making a second one
+    std::thread::sleep(Duration::from_secs(2));
+    let all = cx.run(&["get", "jobs", "-n", NS, "-o", "name"], None)?;
+    assert_eq!(
+        all.lines().filter(|l| l.contains("authbk")).count(),
+        1,
+        "{all}"
+    );
+    cx.run(&["delete", "unisonbackup", "authbk", "-n", NS], None)?;
+    wait_for("GC of the backup Job", Duration::from_secs(120), || {
+        Ok::<_, anyhow::Error>(cx.get("job", "authbk-orders")?.is_none().then_some(()))
+    })?;
+    cx.run(&["delete", "unisonhub", "authhub", "-n", NS], None)?;
+    cx.step("UnisonBackup of an httpAuth + tls.http hub: one owned Job, token by secretKeyRef only, collected with the backup");
+    Ok(())
 }
 
 /// UnisonBackup: a hub without spec.backup fails it for good; a configured hub that cannot be

@@ -438,3 +438,130 @@ fn recovery_from_an_https_store_trusts_its_ca_secret() {
     assert!(vols.iter().any(|v| v.name == "recovery-store-ca"
         && v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("store-ca")));
 }
+
+/// A hub with `httpAuth` and `tls.http`: its backups run as Jobs in its own image. The token
+/// reaches the container only as a Secret reference (never in the args or as a value), only
+/// `ca.crt` of the TLS Secret is mounted, and the result is the termination message.
+#[test]
+fn a_backup_job_of_an_auth_guarded_https_hub() {
+    use unisondb_operator::backup::{self, job};
+    use unisondb_operator::crd::UnisonBackupSpec;
+
+    let hub = hub_from(include_str!("fixtures/hub-auth-backup.yaml"));
+    assert!(job::needs_job(&hub));
+    assert!(
+        !job::needs_job(&backup_hub()),
+        "a plain hub is asked directly"
+    );
+    let key = unisondb_operator::topology::Key::new("prod", "hub-s");
+    let spec = UnisonBackupSpec {
+        hub_ref: unisondb_operator::crd::ObjectRef {
+            name: "hub-s".into(),
+            namespace: None,
+        },
+        namespaces: vec![],
+    };
+    let backup::Admission::Go {
+        endpoint,
+        namespaces,
+        job: true,
+    } = backup::admit(&spec, &key, Some(&hub), "cluster.local")
+    else {
+        panic!("a Job backup")
+    };
+    assert_eq!(endpoint, "https://hub-s.prod.svc.cluster.local:4000");
+    assert_eq!(namespaces, owned(&["orders", "users"]));
+    let plan = job::JobPlan::of(&hub, endpoint, DEFAULT_NODE_IMAGE);
+    let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: "unisondb.io/v1alpha1".into(),
+        kind: "UnisonBackup".into(),
+        name: "nightly-1".into(),
+        uid: "uid-b".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let j = job::build("nightly-1", "prod", owner, "hub-s", "orders", &plan);
+    let v = serde_json::to_value(&j).expect("serializes");
+    assert_eq!(v["metadata"]["name"], "nightly-1-orders");
+    assert_eq!(v["metadata"]["namespace"], "prod");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "UnisonBackup");
+    assert_eq!(v["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(
+        v["metadata"]["annotations"]["unisondb.io/namespace"],
+        "orders"
+    );
+    assert_eq!(
+        v["metadata"]["labels"]["app.kubernetes.io/component"],
+        "backup"
+    );
+    let js = &v["spec"];
+    assert_eq!(js["backoffLimit"], job::BACKOFF_LIMIT);
+    assert_eq!(js["activeDeadlineSeconds"], job::ACTIVE_DEADLINE_SECONDS);
+    assert_eq!(
+        js["ttlSecondsAfterFinished"],
+        job::TTL_SECONDS_AFTER_FINISHED
+    );
+    let pod = &js["template"]["spec"];
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "regcred");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], "registry.local/unisondb:0.2.0");
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(c["command"], serde_json::json!(["unisondb"]));
+    assert_eq!(
+        c["args"],
+        serde_json::json!([
+            "backup",
+            "--object-store",
+            "--url",
+            "https://hub-s.prod.svc.cluster.local:4000",
+            "--namespace",
+            "orders",
+            "--result-file",
+            "/dev/termination-log",
+            "--ca-file",
+            "/etc/unisondb/ca/ca.crt"
+        ])
+    );
+    assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+    assert_eq!(c["terminationMessagePolicy"], "File");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        c["env"],
+        serde_json::json!([{"name": "UNISONDB_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "hub-s-token", "key": "bearer", "optional": false}}}])
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        serde_json::json!([{"name": "ca", "mountPath": "/etc/unisondb/ca", "readOnly": true}])
+    );
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{"name": "ca", "secret": {"secretName": "hub-s-certs",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}]}}])
+    );
+    let text = serde_json::to_string(&v).expect("json");
+    assert!(!text.contains("--token"), "{text}");
+
+    // httpAuth without tls.http: plain http, no CA volume; the default image when none is set
+    let mut plain = hub.clone();
+    plain.spec.node.tls = None;
+    plain.spec.node.image = None;
+    let plan = job::JobPlan::of(&plain, "http://hub-s.prod.svc:4000".into(), "img:1");
+    let j = job::build(
+        "b",
+        "prod",
+        j.metadata.owner_references.unwrap()[0].clone(),
+        "hub-s",
+        "users",
+        &plan,
+    );
+    let v = serde_json::to_value(&j).expect("serializes");
+    let c = &v["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "img:1");
+    assert!(c.get("volumeMounts").is_none(), "{c}");
+    assert!(!c["args"].to_string().contains("--ca-file"), "{c}");
+    assert!(v["spec"]["template"]["spec"].get("volumes").is_none());
+}

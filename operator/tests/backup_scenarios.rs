@@ -646,3 +646,279 @@ async fn a_suspended_schedule_creates_nothing_and_shows_no_next_time() {
     .await;
     assert!(result.is_ok());
 }
+
+// ---- hubs with httpAuth: one Job per namespace ----
+
+const JOBS: &str = "/apis/batch/v1/namespaces/default/jobs";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn auth_hub() -> Value {
+    let mut h = hub(true);
+    h["spec"]["httpAuth"] = json!({"secretName": "hub-token"});
+    h
+}
+
+fn job_obj(name: &str, condition: Option<(&str, &str, &str)>) -> Value {
+    let mut j = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+            "ownerReferences": [{"apiVersion": "unisondb.io/v1alpha1", "kind": "UnisonBackup",
+                "name": "b1", "uid": "uid-b1", "controller": true}]},
+        "spec": {"template": {"spec": {"containers": []}}}, "status": {}});
+    if let Some((type_, reason, message)) = condition {
+        j["status"]["conditions"] =
+            json!([{"type": type_, "status": "True", "reason": reason, "message": message}]);
+    }
+    j
+}
+
+fn job_pod(job: &str, message: &str, exit_code: i32) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{job}-x1"), "namespace": NS, "labels": {"job-name": job},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job,
+                "uid": format!("uid-{job}"), "controller": true}]},
+        "status": {"phase": if exit_code == 0 { "Succeeded" } else { "Failed" },
+            "containerStatuses": [{"name": "backup", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": exit_code,
+                "finishedAt": "2026-01-01T00:00:10Z", "message": message}}}]}})
+}
+
+async fn expect_pods_of(api: &mut ApiServer, job: &str, pods: Vec<Value>) {
+    let call = api.expect(Method::GET, PODS).await;
+    assert!(
+        call.query
+            .contains(&format!("labelSelector=job-name%3D{job}")),
+        "{}",
+        call.query
+    );
+    call.reply(
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+    );
+}
+
+fn running(job: Option<&str>, done: Vec<NamespaceBackup>) -> UnisonBackupStatus {
+    UnisonBackupStatus {
+        phase: BackupPhase::Running,
+        started_at: Some(unisondb_operator::status::now()),
+        namespaces: vec!["orders".into(), "users".into()],
+        backups: done,
+        job: job.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_auth_hub_gets_one_job_per_namespace_created_once() {
+    let (ctx, api, hub_calls) = harness(vec![]);
+    let obj = backup_obj(None);
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.phase, BackupPhase::Running);
+        api.expect_event("Normal", "Started").await;
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .not_found();
+        let call = api.expect(Method::POST, JOBS).await;
+        let j = call.body.clone();
+        assert_eq!(j["metadata"]["name"], "b1-orders");
+        assert_eq!(j["metadata"]["ownerReferences"][0]["uid"], "uid-b1");
+        let c = &j["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            c["env"][0]["valueFrom"]["secretKeyRef"],
+            json!({"name": "hub-token", "key": "token", "optional": false})
+        );
+        let args = c["args"].to_string();
+        assert!(
+            args.contains("http://hub.default.svc.cluster.local:4000") && !args.contains("token"),
+            "{args}"
+        );
+        call.reply(201, &j);
+        api.expect_event("Normal", "JobCreated").await;
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.job.as_deref(), Some("b1-orders"));
+        assert!(
+            s.message
+                .unwrap_or_default()
+                .contains("Job b1-orders created"),
+            "message"
+        );
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconciles"),
+        Action::requeue(backup::JOB_POLL)
+    );
+    assert!(
+        hub_calls.calls.lock().is_empty(),
+        "the operator never calls the hub"
+    );
+
+    // the next reconcile finds the Job by name: nothing created, the backup waits for it
+    let (ctx, api, _) = harness(vec![]);
+    let mut st = running(Some("b1-orders"), vec![]);
+    st.message = Some("orders: Job b1-orders created".into());
+    let obj = backup_obj(Some(st));
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .reply(200, &job_obj("b1-orders", None));
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.phase, BackupPhase::Running);
+        assert!(s
+            .message
+            .unwrap_or_default()
+            .contains("waiting for Job b1-orders"));
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconciles"),
+        Action::requeue(backup::JOB_POLL)
+    );
+
+    // a Job of that name owned by something else (an earlier UnisonBackup "b1") is never read
+    let (ctx, api, _) = harness(vec![]);
+    let obj = backup_obj(Some(running(None, vec![])));
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        let mut old = job_obj("b1-orders", Some(("Complete", "", "")));
+        old["metadata"]["ownerReferences"][0]["uid"] = json!("uid-old-b1");
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .reply(200, &old);
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!((s.phase, s.backups.len()), (BackupPhase::Running, 0));
+        assert!(s.message.unwrap_or_default().contains("not this backup's"));
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconciles"),
+        Action::requeue(backup::JOB_POLL)
+    );
+}
+
+#[tokio::test]
+async fn a_job_s_termination_message_completes_the_backup() {
+    let (ctx, api, _) = harness(vec![]);
+    let obj = backup_obj(Some(running(Some("b1-users"), vec![record("orders", 57)])));
+    let answer = json!({"id": "id-users", "location": "s3://bkp/users/base/id-users/",
+        "manifest": {"namespace": "users", "snapshot": {"lsn": 7, "bytes": 900},
+            "wal": {"firstLsn": 8, "lastLsn": 12, "bytes": 100}}});
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        api.expect(Method::GET, &format!("{JOBS}/b1-users"))
+            .await
+            .reply(200, &job_obj("b1-users", Some(("Complete", "", ""))));
+        expect_pods_of(
+            &mut api,
+            "b1-users",
+            vec![job_pod("b1-users", &answer.to_string(), 0)],
+        )
+        .await;
+        let note = api.expect_event("Normal", "NamespaceBackedUp").await;
+        assert!(
+            note.contains("users: s3://bkp/users/base/id-users/ at LSN 12"),
+            "{note}"
+        );
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.phase, BackupPhase::Completed);
+        assert_eq!(s.backups.len(), 2);
+        assert_eq!(
+            s.backups[1],
+            NamespaceBackup {
+                namespace: "users".into(),
+                id: "id-users".into(),
+                location: "s3://bkp/users/base/id-users/".into(),
+                snapshot_lsn: 7,
+                last_lsn: 12,
+                size_bytes: 1000,
+            }
+        );
+        assert_eq!(s.total_bytes, Some(2000));
+        assert_eq!(s.job, None, "no Job runs any more");
+        api.expect_event("Normal", "Completed").await;
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconciles"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_failed_job_fails_the_backup_with_the_container_s_message() {
+    let (ctx, api, _) = harness(vec![]);
+    let obj = backup_obj(Some(running(Some("b1-orders"), vec![])));
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .reply(
+                200,
+                &job_obj(
+                    "b1-orders",
+                    Some((
+                        "Failed",
+                        "BackoffLimitExceeded",
+                        "Job has reached the specified backoff limit",
+                    )),
+                ),
+            );
+        expect_pods_of(
+            &mut api,
+            "b1-orders",
+            vec![job_pod(
+                "b1-orders",
+                "error: no archive object store is configured (HTTP 409)",
+                1,
+            )],
+        )
+        .await;
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.phase, BackupPhase::Failed);
+        let msg = s.message.clone().unwrap_or_default();
+        assert!(msg.contains("BackoffLimitExceeded"), "{msg}");
+        assert!(
+            msg.contains("no archive object store is configured (HTTP 409)"),
+            "{msg}"
+        );
+        let failed = s.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("True", "JobFailed")
+        );
+        api.expect_event("Warning", "JobFailed").await;
+        api
+    })
+    .await;
+    assert_eq!(result.expect("reconciles"), Action::await_change());
+}
+
+#[tokio::test]
+async fn a_job_deleted_under_us_is_created_again() {
+    let (ctx, api, _) = harness(vec![]);
+    let obj = backup_obj(Some(running(Some("b1-orders"), vec![])));
+    let result = drive(api, run_backup(&ctx, &obj), |mut api| async move {
+        api.expect(Method::GET, HUB).await.reply(200, &auth_hub());
+        api.expect(Method::GET, &format!("{JOBS}/b1-orders"))
+            .await
+            .not_found();
+        let call = api.expect(Method::POST, JOBS).await;
+        assert_eq!(call.body["metadata"]["name"], "b1-orders");
+        let body = call.body.clone();
+        call.reply(201, &body);
+        let note = api.expect_event("Warning", "JobMissing").await;
+        assert!(note.contains("deleted before it reported"), "{note}");
+        let s: UnisonBackupStatus = api.expect_status(&b1(), &backup_obj(None)).await;
+        assert_eq!(s.phase, BackupPhase::Running);
+        assert!(s.message.unwrap_or_default().contains("created again"));
+        api
+    })
+    .await;
+    assert_eq!(
+        result.expect("reconciles"),
+        Action::requeue(backup::JOB_POLL)
+    );
+}

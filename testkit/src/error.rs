@@ -50,6 +50,9 @@ pub enum Error {
         source: TimedOut,
         log: String,
     },
+    /// An HTTP request failed or was answered with an unexpected status or body.
+    #[error("{what}: {detail}")]
+    Http { what: String, detail: String },
     /// A polled condition did not hold in time.
     #[error(transparent)]
     TimedOut(#[from] TimedOut),

@@ -147,6 +147,24 @@ impl LoopbackNode {
     }
 }
 
+/// A hub serving only `default` on 127.0.0.1 (gRPC and ZeroMQ on any free port) with 64 KiB WAL
+/// segments and memtable, so a few hundred writes roll segments and flush: the node of the backup
+/// tests. `extra_yaml` adds whole sections (e.g. `archive:`); returns the process (not started,
+/// its log printed if the test panics) and its HTTP port.
+pub fn small_node(bin: &str, dir: &Path, name: &str, extra_yaml: &str) -> (NodeProcess, u16) {
+    let http = crate::free_port();
+    let yaml = format!(
+        "server:\n  data_dir: {}\n  namespaces: [default]\nhttp:\n  listen: 127.0.0.1:{http}\n\
+         grpc:\n  listen: 127.0.0.1:0\nnotify:\n  bind: tcp://127.0.0.1:0\n\
+         wal:\n  segment_size_bytes: 65536\nmemtable:\n  size_bytes: 65536\n{extra_yaml}",
+        dir.join("data").display()
+    );
+    (
+        NodeProcess::new(bin, name, dir, yaml).dump_log_on_panic(),
+        http,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

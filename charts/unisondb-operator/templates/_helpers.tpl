@@ -104,10 +104,17 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "patch"]
 # connectivity.rs: list a following node's pods to read each one's /metrics (pod IP, HTTP port)
-# for the Connected condition.
+# for the Connected condition; backup/mod.rs: list a backup Job's pods to read the termination
+# message its container left (the node's answer).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
+# backup/job.rs, backup/mod.rs: a hub with httpAuth or tls.http is backed up by a Job in its image
+# (its pod reads the token and CA Secrets; the operator does not): created once per namespace
+# (get first), watched as owned by the UnisonBackup, deleted when the backup passes its deadline.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # build/certificate.rs, apply.rs: spec.tls.certManager asks cert-manager for a Certificate
 # (server-side apply); controller.rs watches owned ones when cert-manager is installed, and
 # dereference.rs asks discovery whether certificates.cert-manager.io is served; reconcile deletes

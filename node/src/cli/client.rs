@@ -27,9 +27,14 @@ pub struct ClientArgs {
         global = true
     )]
     pub url: String,
-    /// Bearer token (when the node sets http.auth_token).
+    /// Bearer token (when the node sets http.auth_token); surrounding whitespace is ignored, so a
+    /// token read from a file or a Secret with a trailing newline works.
     #[arg(long, env = "UNISONDB_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// PEM CA bundle that signed the node's certificate, for an `https://` URL (this client trusts
+    /// no system roots).
+    #[arg(long, global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Namespace.
     #[arg(
         short = 'n',
@@ -158,20 +163,34 @@ struct Client {
 impl Client {
     fn new(a: &ClientArgs) -> Res<Client> {
         let base = a.url.trim_end_matches('/').to_string();
+        let mut builder = reqwest::Client::builder();
         if base.starts_with("https://") {
-            return Err(Failure(
-                "https:// URLs are not supported by this client build; use http:// (or a TLS-terminating proxy)".into(),
-                2,
-            ));
+            let Some(ca) = &a.ca_file else {
+                return Err(Failure(
+                    "an https:// URL needs --ca-file (the CA that signed the node's certificate)"
+                        .into(),
+                    2,
+                ));
+            };
+            let pem = std::fs::read(ca)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", ca.display()), 2))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Failure(format!("{}: {e}", ca.display()), 2))?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
         }
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| Failure(e.to_string(), 2))?;
+        let http = builder.build().map_err(|e| Failure(e.to_string(), 2))?;
         Ok(Client {
             http,
             base,
             ns: a.namespace.clone(),
-            token: a.token.clone().filter(|t| !t.is_empty()),
+            token: a
+                .token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -623,8 +642,13 @@ async fn watch(a: ClientArgs, w: WatchArgs) -> Res<()> {
 /// `unisondb backup`: a complete, consistent backup taken by the node while it serves
 /// (`POST /api/v1/{ns}/backups`), into its backup directory or `dir` below it, or with
 /// `object_store` into its archive store.
-pub fn run_backup(a: ClientArgs, dir: Option<String>, object_store: bool) -> ExitCode {
-    finish(runtime().and_then(|rt| {
+pub fn run_backup(
+    a: ClientArgs,
+    dir: Option<String>,
+    object_store: bool,
+    result_file: Option<PathBuf>,
+) -> ExitCode {
+    let r = runtime().and_then(|rt| {
         rt.block_on(async {
             let c = Client::new(&a)?;
             let body = match &dir {
@@ -635,6 +659,10 @@ pub fn run_backup(a: ClientArgs, dir: Option<String>, object_store: bool) -> Exi
             let v = c
                 .json(c.req(reqwest::Method::POST, c.url("backups", None)).json(&body))
                 .await?;
+            if let Some(f) = &result_file {
+                std::fs::write(f, backup_summary(&v).to_string())
+                    .map_err(|e| Failure(format!("cannot write {}: {e}", f.display()), 1))?;
+            }
             if a.json {
                 print_json(&v);
             } else {
@@ -653,5 +681,22 @@ pub fn run_backup(a: ClientArgs, dir: Option<String>, object_store: bool) -> Exi
             }
             Ok(())
         })
-    }))
+    });
+    // A failure goes to the result file too: a Kubernetes Job reports it as its termination message.
+    if let (Err(Failure(msg, _)), Some(f)) = (&r, &result_file) {
+        if let Err(e) = std::fs::write(f, format!("error: {msg}")) {
+            eprintln!("cannot write {}: {e}", f.display());
+        }
+    }
+    finish(r)
+}
+
+/// The node's answer without the manifest's epoch history (which grows with every restart), so it
+/// stays far below the 4 KiB a Kubernetes termination message may hold.
+fn backup_summary(v: &Value) -> Value {
+    let mut out = v.clone();
+    if let Some(m) = out.get_mut("manifest").and_then(Value::as_object_mut) {
+        m.remove("epochHistory");
+    }
+    out
 }

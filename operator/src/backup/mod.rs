@@ -1,23 +1,29 @@
 //! `UnisonBackup`: one base backup of a hub's namespaces into the hub's object store, asked of the
-//! hub over HTTP ([`trigger`]), one namespace at a time, progress recorded in status after each so
-//! a restarted operator never takes one twice. Completed and Failed are final.
+//! hub over HTTP ([`trigger`]) — or, for a hub with `httpAuth` or `tls.http`, by a Job in the
+//! hub's image ([`job`]) — one namespace at a time, progress recorded in status after each so a
+//! restarted operator never takes one twice. Completed and Failed are final.
 //!
-//! Stages as for nodes: read the hub; decide, purely ([`admit`]); act (the HTTP calls); status.
+//! Stages as for nodes: read the hub; decide, purely ([`admit`]); act (the HTTP call or the
+//! Job); status.
 
+pub mod job;
 pub mod schedule;
 pub mod trigger;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::crd::{
-    BackupPhase, Condition, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus, UnisonHub,
+    BackupPhase, Condition, NamespaceBackup, UnisonBackup, UnisonBackupSpec, UnisonBackupStatus,
+    UnisonHub,
 };
 use crate::nodeconfig::HTTP_PORT;
 use crate::reconcile::{object_key, Context};
@@ -31,6 +37,8 @@ use trigger::TriggerError;
 pub const RETRY: Duration = Duration::from_secs(30);
 /// A backup not Completed this long after it started fails (`DeadlineExceeded`).
 pub const DEADLINE: Duration = Duration::from_secs(2 * 3600);
+/// Requeue while a backup Job runs (its changes also wake the controller, which watches Jobs).
+pub const JOB_POLL: Duration = Duration::from_secs(15);
 
 /// What to do with a UnisonBackup, given its hub.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,17 +47,20 @@ pub enum Admission {
     Wait(String),
     /// Never possible: Failed with (reason, message).
     Fail(&'static str, String),
-    /// Back up these namespaces through this HTTP endpoint.
+    /// Back up these namespaces through this HTTP endpoint: asked by the operator, or (`job`) by
+    /// a Job per namespace, for hubs whose token or CA is in a Secret the operator does not read.
     Go {
         endpoint: String,
         namespaces: Vec<String>,
+        job: bool,
     },
 }
 
-/// The hub's HTTP API, through its client Service.
-pub fn http_endpoint(hub: &Key, cluster_domain: &str) -> String {
+/// The hub's HTTP API, through its client Service (`https` when `tls` is set).
+pub fn http_endpoint(hub: &Key, cluster_domain: &str, tls: bool) -> String {
     format!(
-        "http://{}.{}.svc.{cluster_domain}:{HTTP_PORT}",
+        "{}://{}.{}.svc.{cluster_domain}:{HTTP_PORT}",
+        if tls { "https" } else { "http" },
         crate::build::names::client_service(&hub.name),
         hub.namespace
     )
@@ -71,12 +82,6 @@ pub fn admit(
             format!("UnisonHub {key} has no spec.backup: set spec.backup.objectStore on the hub, then create a new UnisonBackup"),
         );
     }
-    if hub.spec.node.http_auth.is_some() {
-        return Admission::Fail(
-            "HttpAuthUnsupported",
-            format!("UnisonHub {key} guards its HTTP API with httpAuth; the operator does not read token Secrets, so it cannot ask for a backup"),
-        );
-    }
     let namespaces = if spec.namespaces.is_empty() {
         hub.spec.namespaces.clone()
     } else {
@@ -95,9 +100,11 @@ pub fn admit(
             ),
         );
     }
+    let tls = hub.spec.node.tls.as_ref().is_some_and(|t| t.http);
     Admission::Go {
-        endpoint: http_endpoint(key, cluster_domain),
+        endpoint: http_endpoint(key, cluster_domain, tls),
         namespaces,
+        job: job::needs_job(hub),
     }
 }
 
@@ -129,6 +136,7 @@ pub fn finish(
     s.conditions = final_conditions(phase, reason, &message, at);
     s.total_bytes = Some(s.backups.iter().map(|b| b.size_bytes).sum());
     s.message = Some(message);
+    s.job = None;
     s
 }
 
@@ -207,36 +215,47 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
         .get_opt(&key.name)
         .await
         .map_err(Error::Kube)?;
-    let (endpoint, namespaces) = match admit(&obj.spec, &key, hub.as_ref(), &ctx.cluster_domain) {
-        Admission::Wait(why) => {
-            let mut s = before.clone();
-            s.message = Some(why);
-            write(&api, &name, &before, &s).await?;
-            return Ok(Action::requeue(RETRY));
-        }
-        Admission::Fail(reason, why) => {
-            let s = finish(
-                before.clone(),
-                BackupPhase::Failed,
-                reason,
-                why.clone(),
-                &now(),
-            );
-            write(&api, &name, &before, &s).await?;
-            ctx.event(obj, EventType::Warning, reason, why).await;
-            return Ok(Action::await_change());
-        }
-        Admission::Go {
-            endpoint,
-            namespaces,
-        } => (endpoint, namespaces),
+    let (endpoint, namespaces, by_job) =
+        match admit(&obj.spec, &key, hub.as_ref(), &ctx.cluster_domain) {
+            Admission::Wait(why) => {
+                let mut s = before.clone();
+                s.message = Some(why);
+                write(&api, &name, &before, &s).await?;
+                return Ok(Action::requeue(RETRY));
+            }
+            Admission::Fail(reason, why) => {
+                let s = finish(
+                    before.clone(),
+                    BackupPhase::Failed,
+                    reason,
+                    why.clone(),
+                    &now(),
+                );
+                write(&api, &name, &before, &s).await?;
+                ctx.event(obj, EventType::Warning, reason, why).await;
+                return Ok(Action::await_change());
+            }
+            Admission::Go {
+                endpoint,
+                namespaces,
+                job,
+            } => (endpoint, namespaces, job),
+        };
+    let plan = match (by_job, &hub) {
+        (true, Some(h)) => Some(job::JobPlan::of(h, endpoint.clone(), &ctx.node_image)),
+        _ => None,
     };
     let mut s = before.clone();
     if s.phase == BackupPhase::Pending {
         s.phase = BackupPhase::Running;
         s.started_at = Some(now());
         s.namespaces = namespaces.clone();
-        s.message = Some(format!("backing up {namespaces:?} through {endpoint}"));
+        s.message = Some(match &plan {
+            Some(_) => {
+                format!("backing up {namespaces:?} through {endpoint}, one Job per namespace")
+            }
+            None => format!("backing up {namespaces:?} through {endpoint}"),
+        });
         write(&api, &name, &before, &s).await?;
         ctx.event(
             obj,
@@ -255,8 +274,21 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
         .collect();
     for namespace in todo {
         let prev = s.clone();
-        match ctx.backups.trigger(&endpoint, &namespace).await {
-            Ok(b) => {
+        let step = match &plan {
+            Some(plan) => job_step(obj, ctx, &key, plan, &namespace, &mut s).await?,
+            None => match ctx.backups.trigger(&endpoint, &namespace).await {
+                Ok(b) => Step::Done(b),
+                Err(TriggerError::Refused(why)) => {
+                    Step::Fail("BackupRefused", format!("{namespace}: {why}"))
+                }
+                Err(TriggerError::Unavailable(why)) => Step::Later {
+                    msg: format!("{namespace}: {why}"),
+                    retry: true,
+                },
+            },
+        };
+        match step {
+            Step::Done(b) => {
                 ctx.event(
                     obj,
                     EventType::Normal,
@@ -268,6 +300,7 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
                 )
                 .await;
                 s.backups.push(b);
+                s.job = None;
                 if s.backups.len() == s.namespaces.len() {
                     let msg = format!("{} namespace(s) backed up", s.backups.len());
                     s = finish(
@@ -288,24 +321,29 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
                 ));
                 write(&api, &name, &prev, &s).await?;
             }
-            Err(TriggerError::Refused(why)) => {
-                let msg = format!("{namespace}: {why}");
-                s = finish(s, BackupPhase::Failed, "BackupRefused", msg.clone(), &now());
+            Step::Fail(reason, msg) => {
+                s = finish(s, BackupPhase::Failed, reason, msg.clone(), &now());
                 write(&api, &name, &prev, &s).await?;
-                ctx.event(obj, EventType::Warning, "BackupRefused", msg)
-                    .await;
+                ctx.event(obj, EventType::Warning, reason, msg).await;
                 return Ok(Action::await_change());
             }
-            Err(TriggerError::Unavailable(why)) => {
+            Step::Later { msg, retry } => {
                 let at = now();
-                let msg = format!("{namespace}: {why}");
                 if past_deadline(s.started_at.as_deref(), &at) {
+                    if let Some(j) = s.job.clone() {
+                        delete_job(ctx, &ns, &j).await?;
+                    }
                     let msg = format!("not completed within {}s: {msg}", DEADLINE.as_secs());
                     s = finish(s, BackupPhase::Failed, "DeadlineExceeded", msg.clone(), &at);
                     write(&api, &name, &prev, &s).await?;
                     ctx.event(obj, EventType::Warning, "DeadlineExceeded", msg)
                         .await;
                     return Ok(Action::await_change());
+                }
+                if !retry {
+                    s.message = Some(msg);
+                    write(&api, &name, &prev, &s).await?;
+                    return Ok(Action::requeue(JOB_POLL));
                 }
                 s.message = Some(format!("will retry: {msg}"));
                 write(&api, &name, &prev, &s).await?;
@@ -316,6 +354,117 @@ async fn run(obj: &UnisonBackup, ctx: &Context) -> Result<Action, Error> {
         }
     }
     Ok(Action::await_change())
+}
+
+/// What one namespace's backup came to in this reconcile.
+enum Step {
+    Done(NamespaceBackup),
+    /// Final: Failed with (reason, message).
+    Fail(&'static str, String),
+    /// Not done yet: a Job is running (wait for it, `msg` in status), or (`retry`) the hub was
+    /// unreachable and is asked again after [`RETRY`]; both up to [`DEADLINE`].
+    Later {
+        msg: String,
+        retry: bool,
+    },
+}
+
+/// One namespace through its Job: create it (once: found again by name), or read its outcome.
+/// A Job deleted before it reported is created again (`JobMissing`): a second base backup of
+/// the namespace is harmless, a lost one is not.
+async fn job_step(
+    obj: &UnisonBackup,
+    ctx: &Context,
+    hub: &Key,
+    plan: &job::JobPlan,
+    namespace: &str,
+    s: &mut UnisonBackupStatus,
+) -> Result<Step, Error> {
+    let ns = obj.namespace().ok_or(Error::MissingNamespace)?;
+    let name = obj.name_any();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jname = job::job_name(&name, namespace);
+    let Some(found) = jobs.get_opt(&jname).await.map_err(Error::Kube)? else {
+        let owner = obj.controller_owner_ref(&()).ok_or(Error::MissingUid)?;
+        let j = job::build(&name, &ns, owner, &hub.name, namespace, plan);
+        match jobs.create(&PostParams::default(), &j).await {
+            Ok(_) => {}
+            // created meanwhile (a reconcile racing this one): it is the same Job
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Error::Kube(e)),
+        }
+        let missing = s.job.as_deref() == Some(jname.as_str());
+        if missing {
+            ctx.event(
+                obj,
+                EventType::Warning,
+                "JobMissing",
+                format!("{namespace}: Job {jname} was deleted before it reported; created again"),
+            )
+            .await;
+        } else {
+            ctx.event(
+                obj,
+                EventType::Normal,
+                "JobCreated",
+                format!("{namespace}: Job {jname} runs the backup"),
+            )
+            .await;
+        }
+        s.job = Some(jname.clone());
+        return Ok(Step::Later {
+            msg: format!(
+                "{namespace}: Job {jname} created{}",
+                if missing { " again" } else { "" }
+            ),
+            retry: false,
+        });
+    };
+    let ours = found
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| Some(&r.uid) == obj.metadata.uid.as_ref());
+    if !ours {
+        // e.g. the Job of an earlier UnisonBackup of the same name, not yet garbage-collected
+        return Ok(Step::Later {
+            msg: format!(
+                "{namespace}: Job {jname} exists but is not this backup's; waiting for it to go"
+            ),
+            retry: false,
+        });
+    }
+    s.job = Some(jname.clone());
+    if job::state(&found) == job::JobState::Running {
+        return Ok(Step::Later {
+            msg: format!("{namespace}: waiting for Job {jname}"),
+            retry: false,
+        });
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{}={jname}", job::JOB_NAME_LABEL)))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(match job::outcome(namespace, &found, &listed.items) {
+        job::Outcome::Running => Step::Later {
+            msg: format!("{namespace}: waiting for Job {jname}"),
+            retry: false,
+        },
+        job::Outcome::Done(b) => Step::Done(b),
+        job::Outcome::Failed(reason, msg) => Step::Fail(reason, msg),
+    })
+}
+
+/// Stops a backup Job (its pods go with it); absent is fine.
+async fn delete_job(ctx: &Context, ns: &str, name: &str) -> Result<(), Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match jobs.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
 }
 
 /// Error policy of the backup kinds: count and back off per object.
@@ -370,9 +519,25 @@ mod tests {
             admit(&spec(&[]), &key, Some(&with), "c.l"),
             Admission::Go {
                 endpoint: "http://h.p.svc.c.l:4000".into(),
-                namespaces: vec!["a".into(), "b".into()]
+                namespaces: vec!["a".into(), "b".into()],
+                job: false,
             }
         );
+        // a token the operator may not read, or a CA it does not hold: a Job asks instead
+        let auth = hub(&format!(
+            "{{namespaces: [a], {STORE}, httpAuth: {{secretName: tok}}}}"
+        ));
+        assert!(matches!(
+            admit(&spec(&[]), &key, Some(&auth), "c.l"),
+            Admission::Go { job: true, ref endpoint, .. } if endpoint == "http://h.p.svc.c.l:4000"
+        ));
+        let https = hub(&format!(
+            "{{namespaces: [a], {STORE}, tls: {{secretName: t, http: true}}}}"
+        ));
+        assert!(matches!(
+            admit(&spec(&[]), &key, Some(&https), "c.l"),
+            Admission::Go { job: true, ref endpoint, .. } if endpoint == "https://h.p.svc.c.l:4000"
+        ));
         assert!(matches!(
             admit(&spec(&["z"]), &key, Some(&with), "c.l"),
             Admission::Fail("NamespaceNotOwned", _)

@@ -178,8 +178,8 @@ fn container(b: &NodeBuild<'_>) -> Container {
     }
 }
 
-/// No privileges, read-only root: the node and the restore steps alike.
-fn container_security() -> SecurityContext {
+/// No privileges, read-only root: the node, the restore steps and backup Jobs alike.
+pub fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),

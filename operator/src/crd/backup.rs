@@ -265,6 +265,10 @@ pub struct UnisonBackupStatus {
     /// Why the backup waits or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The Job backing up the current namespace, for hubs the operator cannot call itself
+    /// (`httpAuth` or `tls.http`): `kubectl describe job <job>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Desired state of a UnisonScheduledBackup: UnisonBackups of a hub on a cron schedule.
