@@ -2389,11 +2389,95 @@ fn backups_scheduled_and_restored(cx: &mut Ctx) {
         "[cluster] restore init container: {}",
         logs.lines().last().unwrap_or("")
     );
-    c.kubectl(&["delete", "namespace", BK_NS, "--wait=false"]);
     cx.record(
         "scheduled backup into S3 → new hub bootstrapped from it",
         t.elapsed(),
     );
+    auth_hub_backed_up_by_a_job(cx, &store);
+    cx.c.kubectl(&["delete", "namespace", BK_NS, "--wait=false"]);
+}
+
+/// A hub whose API needs a token: the operator never reads the Secret, so its UnisonBackup runs as
+/// a Job in the hub's image that does, and reports through its termination message.
+fn auth_hub_backed_up_by_a_job(cx: &mut Ctx, store: &str) {
+    let t = Instant::now();
+    let c = &cx.c;
+    let store = store.replace("e2e/bk-hub", "e2e/bk-auth");
+    c.kubectl_stdin(
+        &["apply", "-n", BK_NS, "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: bk-auth-token}}\nstringData: {{token: e2e-token}}\n---\n\
+             apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata: {{name: bk-auth}}\n\
+             spec: {{namespaces: [{NS}], storage: {{size: 1Gi}}, httpAuth: {{secretName: bk-auth-token}}, \
+             backup: {{objectStore: {store}}}}}\n"
+        ),
+    );
+    let ip = ready_first_pod(c, BK_NS, "unisonhub", "bk-auth");
+    let put = |key: &str, token: Option<&str>| {
+        let auth = format!("authorization: Bearer {}", token.unwrap_or(""));
+        let mut args = vec![
+            "-X",
+            "PUT",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{\"value\":\"YXV0aA==\"}",
+        ];
+        if token.is_some() {
+            args.extend(["-H", auth.as_str()]);
+        }
+        let url = format!("http://{ip}:4000/api/v1/{NS}/kv/{key}");
+        args.push(&url);
+        curl(&args)
+    };
+    let (code, _) = put("no-token", None);
+    assert_eq!(code, 401, "a write without the token must be refused");
+    let mut last = 0;
+    for i in 0..10 {
+        let (code, out) = put(&format!("auth-{i}"), Some("e2e-token"));
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&out));
+        let v: Value = serde_json::from_slice(&out).expect("write answer");
+        last = v["lsn"].as_u64().expect("lsn");
+    }
+    c.kubectl_stdin(
+        &["apply", "-n", BK_NS, "-f", "-"],
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonBackup\nmetadata: {name: bk-auth-once}\n\
+         spec: {hubRef: {name: bk-auth}}\n",
+    );
+    let status = wait_until(
+        "the auth hub's UnisonBackup Completed",
+        Duration::from_secs(240),
+        || {
+            let b = bk_json(c, "unisonbackup", "bk-auth-once");
+            match b["status"]["phase"].as_str() {
+                Some("Completed") => Ok(b["status"].clone()),
+                Some("Failed") => panic!("the Job backup failed: {}", b["status"]),
+                p => Err(format!("phase {p:?}: {}", b["status"])),
+            }
+        },
+    );
+    assert!(status["job"].is_string(), "status names the Job: {status}");
+    let nb = &status["backups"][0];
+    assert_eq!(nb["namespace"], NS, "{status}");
+    assert!(
+        nb["lastLsn"].as_u64().unwrap_or(0) >= last,
+        "the backup holds every acknowledged write (last LSN {last}): {status}"
+    );
+    let job = c.json(&[
+        "get",
+        "jobs",
+        "-n",
+        BK_NS,
+        "-l",
+        "app.kubernetes.io/managed-by=unisondb-operator",
+    ]);
+    let spec = job["items"][0]["spec"]["template"]["spec"].to_string();
+    assert!(
+        !spec.contains("e2e-token"),
+        "the token must reach the Job only through the Secret: {spec}"
+    );
+    eprintln!("[cluster] auth hub backup by Job: {status}");
+    cx.record("auth-guarded hub: UnisonBackup run as a Job", t.elapsed());
 }
 
 /// (8) Uninstall: CRs deleted → owned objects garbage-collected; helm uninstall.
