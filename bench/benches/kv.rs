@@ -80,14 +80,13 @@ mod ours {
             Ok(self.0.get(key)?.map_or(0, |v| v.len()))
         }
         fn scan(&mut self, key: &[u8], n: usize) -> Result<usize> {
-            let it = self
-                .0
-                .range(Bound::Included(key.to_vec()), Bound::Unbounded, false);
+            // The borrowing visitor: slices of the mapping, like LMDB's and redb's ranges.
             let mut got = 0;
-            for kv in it.take(n) {
-                kv?;
-                got += 1;
-            }
+            self.0
+                .scan(Bound::Included(key), Bound::Unbounded, false, |_, _| {
+                    got += 1;
+                    got < n
+                })?;
             Ok(got)
         }
     }
