@@ -44,14 +44,73 @@ type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 /// How many free pages an overflow allocation inspects before extending the file instead.
 const MAX_RUN_SCAN: usize = 4096;
 
-/// A leaf under this share of its page is merged into a sibling on delete (LMDB: 25%)...
-const MERGE_BELOW_PERCENT: usize = 40;
-/// ...if both then fit in this share of one page; the gap to the 50% a split leaves and to the
-/// fill target keeps a leaf from being split and merged back and forth.
-const MERGE_INTO_PERCENT: usize = 85;
+/// A leaf under this share of its page is merged into a sibling on delete (LMDB: 25%, which
+/// leaves the leaves a third full after deleting half the keys)...
+const MERGE_BELOW_PERCENT: usize = 50;
+/// ...if both then fit in this share of one page: the two halves of a split (one entry over a
+/// page) only merge again after deletes free a tenth of a page, so no split/merge ping-pong.
+const MERGE_INTO_PERCENT: usize = 90;
 
-/// Largest single write issued at commit.
-const WRITE_CHUNK: usize = 8 << 20;
+/// Most buffers handed to one `pwritev` (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Writes `parts` back to back at byte `off` with `pwritev`, resuming after short writes.
+fn write_parts_at(file: &std::fs::File, mut off: u64, parts: &[&[u8]]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let total = parts.iter().map(|p| p.len()).sum();
+    let (mut idx, mut skip) = (0usize, 0usize);
+    while idx < parts.len() {
+        if parts[idx].len() == skip {
+            (idx, skip) = (idx + 1, 0);
+            continue;
+        }
+        let iov: Vec<libc::iovec> = parts[idx..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(j, p)| {
+                let p = if j == 0 { &p[skip..] } else { p };
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice of `parts` for the duration of the call,
+        // and the kernel only reads from them.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        off += n as u64;
+        while n > 0 && idx < parts.len() {
+            let rest = parts[idx].len() - skip;
+            if n >= rest {
+                n -= rest;
+                (idx, skip) = (idx + 1, 0);
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(total)
+}
 
 /// The single write transaction; invisible to readers until `commit` returns.
 ///
@@ -679,24 +738,25 @@ impl<'a> WriteTxn<'a> {
         items.extend(fl_bufs.iter().map(|(id, b)| (*id, b.as_slice())));
         items.sort_unstable_by_key(|(id, _)| *id);
         let file = &self.tree.inner().file;
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK.min(items.len() * ps + ps));
-        let mut start = 0u64;
+        // Neighbouring pages go out in one pwritev, straight from their buffers (no copy).
         let mut written = 0usize;
+        let mut run: Vec<&[u8]> = Vec::new();
+        let mut start = 0u64;
+        let mut next = 0u64;
         for (id, src) in &items {
-            let next = start + (buf.len() / ps) as u64;
-            if !buf.is_empty() && (*id != next || buf.len() >= WRITE_CHUNK) {
-                file.write_all_at(&buf, start * ps as u64)?;
-                written += buf.len();
-                buf.clear();
+            if !run.is_empty() && *id != next {
+                written += write_parts_at(file, start * ps as u64, &run)?;
+                run.clear();
             }
-            if buf.is_empty() {
+            if run.is_empty() {
                 start = *id;
+                next = *id;
             }
-            buf.extend_from_slice(src);
+            run.push(src);
+            next += (src.len() / ps).max(1) as u64;
         }
-        if !buf.is_empty() {
-            file.write_all_at(&buf, start * ps as u64)?;
-            written += buf.len();
+        if !run.is_empty() {
+            written += write_parts_at(file, start * ps as u64, &run)?;
         }
         file.sync_data()?;
         if !write_meta {
