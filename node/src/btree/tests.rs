@@ -1317,3 +1317,69 @@ proptest! {
         }
     }
 }
+
+/// The kv bench's shape at small scale: bulk load, a flush of random inserts, a flush deleting
+/// half; prints the page counts after each (run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn bench_shape_page_counts() {
+    use rand::{Rng, SeedableRng};
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let kv = |rng: &mut rand::rngs::StdRng| {
+        let mut k = vec![0u8; 24];
+        let mut v = vec![0u8; 150];
+        rng.fill(&mut k[..]);
+        rng.fill(&mut v[..]);
+        (k, v)
+    };
+    let mut bulk: Vec<(Vec<u8>, Vec<u8>)> = (0..n).map(|_| kv(&mut rng)).collect();
+    let extra: usize = std::env::var("EXTRA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(101_000);
+    let more: Vec<(Vec<u8>, Vec<u8>)> = (0..extra).map(|_| kv(&mut rng)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let t = BTree::open(&dir.path().join("t"), opts(4096)).unwrap();
+    let show = |what: &str, t: &BTree| {
+        let s = t.stats().unwrap();
+        let fills = leaf_fills(t);
+        let avg = fills.iter().sum::<usize>() * 100 / (fills.len().max(1) * 4096);
+        let mut hist = [0usize; 11];
+        for f in &fills {
+            hist[f * 10 / 4096] += 1;
+        }
+        eprintln!("{what:<12} leaf fill by tenths: {hist:?}");
+        eprintln!(
+            "{what:<12} pages {:>7} free {:>7} live {:>7} leaves {:>7} avg fill {avg}% entries {}",
+            s.total_pages,
+            s.free_pages,
+            s.total_pages - s.free_pages,
+            fills.len(),
+            s.entries
+        );
+    };
+    bulk.sort();
+    assert!(bulk_load(&t, &bulk, false));
+    show("bulk", &t);
+    let mut sorted = more.clone();
+    sorted.sort();
+    let mut w = t.begin_write().unwrap();
+    for (k, v) in &sorted {
+        w.put(k, v).unwrap();
+    }
+    w.commit().unwrap();
+    show("inserts", &t);
+    let mut gone: Vec<&Vec<u8>> = bulk.iter().step_by(2).map(|(k, _)| k).collect();
+    gone.sort();
+    let mut w = t.begin_write().unwrap();
+    for k in gone {
+        w.delete(k).unwrap();
+    }
+    w.commit().unwrap();
+    show("deletes", &t);
+    assert_healthy(&t);
+}

@@ -2,8 +2,8 @@
 //!
 //! The namespace's contents become exactly the snapshot's entries, reflecting LSN `S`, and its WAL
 //! continues at `S + 1` (replicated records keep their upstream LSNs). Crash safety: a marker file
-//! holding `S` is made durable first; the B+Tree then switches atomically (one write transaction: old
-//! keys deleted, snapshot entries written, checkpoint `S`); only then is the WAL reset and the marker
+//! holding `S` is made durable first; the B+Tree then switches atomically (one write transaction: the old
+//! tree released, the snapshot built bottom-up from its key-ordered entries, checkpoint `S`); only then is the WAL reset and the marker
 //! removed. Recovery finishes an interrupted reset when it finds the marker and a tree at checkpoint
 //! `S`, and otherwise discards the marker (the old state was never touched).
 
