@@ -80,14 +80,13 @@ mod ours {
             Ok(self.0.get(key)?.map_or(0, |v| v.len()))
         }
         fn scan(&mut self, key: &[u8], n: usize) -> Result<usize> {
-            let it = self
-                .0
-                .range(Bound::Included(key.to_vec()), Bound::Unbounded, false);
+            // The borrowing visitor: slices of the mapping, like LMDB's and redb's ranges.
             let mut got = 0;
-            for kv in it.take(n) {
-                kv?;
-                got += 1;
-            }
+            self.0
+                .scan(Bound::Included(key), Bound::Unbounded, false, |_, _| {
+                    got += 1;
+                    got < n
+                })?;
             Ok(got)
         }
     }
@@ -598,6 +597,9 @@ struct Results {
     ranges: Duration,
     removals: Duration,
     size_bytes: u64,
+    /// Ours only: the B+Tree file's and the WAL's share of `size_bytes`.
+    tree_bytes: Option<u64>,
+    wal_bytes: Option<u64>,
 }
 
 fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
@@ -619,14 +621,21 @@ fn read_all(e: &dyn Engine, w: &Workload, order: &[usize]) -> Result<()> {
 
 /// Allocated bytes of every file under `dir` (sparse files count what they use).
 fn disk_usage(dir: &Path) -> Result<u64> {
+    disk_usage_of(dir, &|_| true)
+}
+
+/// Allocated bytes of the files under `dir` whose name `keep` accepts.
+fn disk_usage_of(dir: &Path, keep: &dyn Fn(&str) -> bool) -> Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let meta = entry.metadata()?;
         total += if meta.is_dir() {
-            disk_usage(&entry.path())?
-        } else {
+            disk_usage_of(&entry.path(), keep)?
+        } else if keep(&entry.file_name().to_string_lossy()) {
             meta.blocks() * 512
+        } else {
+            0
         };
     }
     Ok(total)
@@ -711,6 +720,10 @@ fn run_engine(name: &str, w: &Workload, base: &Path) -> Result<Results> {
     e.settle()?;
     r.size_bytes = disk_usage(tmp.path())?;
     eprintln!("  {name:<9} {:<22} {:>10.1} MiB", "size", mib(r.size_bytes));
+    if name == OURS {
+        r.tree_bytes = Some(disk_usage_of(tmp.path(), &|f| f == "tree.db")?);
+        r.wal_bytes = Some(disk_usage_of(tmp.path(), &|f| f.ends_with(".wal"))?);
+    }
     let detail = e.describe()?;
     if !detail.is_empty() {
         eprintln!("  {name:<9} {detail}");
@@ -853,6 +866,21 @@ const ROWS: &[Row] = &[
         durable: false,
         in_mean: true,
     },
+    // Ours split in its B+Tree file (against the peers' whole size) and its WAL (kept by retention).
+    Row {
+        label: "size: B+Tree file",
+        get: |r| Some(mib(r.tree_bytes.unwrap_or(r.size_bytes))),
+        unit: "MiB",
+        durable: false,
+        in_mean: false,
+    },
+    Row {
+        label: "size: WAL",
+        get: |r| r.wal_bytes.map(mib),
+        unit: "MiB",
+        durable: false,
+        in_mean: false,
+    },
 ];
 
 fn print_table(n: usize, floor: Duration, results: &[(String, Results)]) {
@@ -863,7 +891,7 @@ fn print_table(n: usize, floor: Duration, results: &[(String, Results)]) {
     for name in &names {
         print!("{name:>11}");
     }
-    println!("{:>12}{:>10}", "ours/best", "ours/redb");
+    println!("{:>12}{:>10}{:>10}", "ours/best", "ours/redb", "ours/lmdb");
     let mut logs = Vec::new();
     for row in ROWS {
         print!(
@@ -890,7 +918,8 @@ fn print_table(n: usize, floor: Duration, results: &[(String, Results)]) {
         };
         let best = peer(&|_| true);
         let redb = peer(&|n| n == "redb");
-        for other in [best, redb] {
+        let lmdb = peer(&|n| n == "lmdb");
+        for other in [best, redb, lmdb] {
             match (mine, other) {
                 (Some(a), Some(b)) if b > 0.0 => print!("{:>11.2}x", a / b),
                 _ => print!("{:>12}", "-"),
@@ -940,6 +969,10 @@ fn write_json(path: &Path, floor: Duration, results: &[(String, Results)]) -> Re
         });
         if let Some(d) = r.bulk_load_flush {
             e["bulk_load_flush_ms"] = ms(d).into();
+        }
+        if let (Some(t), Some(w)) = (r.tree_bytes, r.wal_bytes) {
+            e["tree_bytes"] = t.into();
+            e["wal_bytes"] = w.into();
         }
         engines.insert(name.clone(), e);
     }

@@ -239,9 +239,10 @@ impl SnapshotEntries {
         if len > MAX_ITEM {
             return None;
         }
-        let mut b = vec![0u8; len as usize];
-        self.r.read_exact(&mut b).ok()?;
-        Some(b)
+        // Read straight into fresh capacity: no zero-fill of what is overwritten anyway.
+        let mut b = Vec::with_capacity(len as usize);
+        let got = (&mut self.r).take(len as u64).read_to_end(&mut b).ok()?;
+        (got == len as usize).then_some(b)
     }
 }
 

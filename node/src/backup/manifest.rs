@@ -86,6 +86,14 @@ impl Manifest {
 
     /// Reads and checks a backup directory's manifest and the sizes and checksums of its files.
     pub fn read_verified(dir: &Path) -> Result<Manifest, BackupError> {
+        Self::read_checked(dir, true)
+    }
+
+    /// As [`Manifest::read_verified`], but with `snapshot_crc` false the snapshot file's size is
+    /// checked and its CRC left to the reader that streams it (a restore checks the snapshot's
+    /// own trailer CRC, which covers every byte that matters, against this manifest: each byte
+    /// is read and checksummed once).
+    pub fn read_checked(dir: &Path, snapshot_crc: bool) -> Result<Manifest, BackupError> {
         let path = dir.join(FILE);
         let text = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -110,6 +118,13 @@ impl Manifest {
             (WAL, m.wal.bytes, m.wal.crc32c),
         ] {
             let p = dir.join(name);
+            if name == SNAPSHOT && !snapshot_crc {
+                let len = std::fs::metadata(&p).map_err(BackupError::io(&p))?.len();
+                if len != bytes {
+                    return Err(BackupError::invalid(&p, "size differs from the manifest"));
+                }
+                continue;
+            }
             if file_crc(&p).map_err(BackupError::io(&p))? != (bytes, crc) {
                 return Err(BackupError::invalid(
                     &p,

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::compat::read_segments;
-use super::files::{read_snapshot, read_wal};
-use super::manifest::{self, Manifest};
+use super::files::{read_snapshot, read_wal, EntryResult, SnapshotEntries, SnapshotHeader};
+use super::manifest::{self, Manifest, SnapshotPart};
 use super::BackupError;
-use crate::engine::{EngineOptions, FsyncPolicy, Namespace, Role};
+use crate::engine::{EngineError, EngineOptions, FsyncPolicy, Namespace, Role};
 use crate::wal::Record;
 
 /// What to restore from.
@@ -65,9 +65,20 @@ pub struct RestoreReport {
 
 const BATCH: usize = 512;
 
-/// Reads and verifies a backup directory: its snapshot file and its WAL records.
-fn read_backup(dir: &Path, namespace: &str) -> Result<(PathBuf, Vec<Record>), BackupError> {
-    let m = Manifest::read_verified(dir)?;
+/// A snapshot file to install, with what its manifest says about it (none for bare files).
+struct SnapshotSource {
+    path: PathBuf,
+    expect: Option<SnapshotPart>,
+}
+
+/// Reads and verifies a backup directory: its manifest, its WAL records and (with `full`) the
+/// snapshot file's CRC; otherwise the snapshot is verified once, while it is installed.
+fn read_backup(
+    dir: &Path,
+    namespace: &str,
+    full: bool,
+) -> Result<(SnapshotSource, Vec<Record>), BackupError> {
+    let m = Manifest::read_checked(dir, full)?;
     if m.namespace != namespace {
         tracing::warn!(backup = %m.namespace, into = namespace, "restoring a backup of another namespace");
     }
@@ -79,7 +90,54 @@ fn read_backup(dir: &Path, namespace: &str) -> Result<(PathBuf, Vec<Record>), Ba
             "WAL file disagrees with the manifest",
         ));
     }
-    Ok((dir.join(manifest::SNAPSHOT), recs))
+    let snap = SnapshotSource {
+        path: dir.join(manifest::SNAPSHOT),
+        expect: Some(m.snapshot),
+    };
+    Ok((snap, recs))
+}
+
+/// Opens a snapshot file and checks its header against the manifest.
+fn open_snapshot(src: &SnapshotSource) -> Result<(SnapshotHeader, SnapshotEntries), BackupError> {
+    let (h, entries) = read_snapshot(&src.path)?;
+    if let Some(e) = &src.expect {
+        if (h.lsn, h.hlc) != (e.lsn, e.hlc) {
+            return Err(BackupError::invalid(
+                &src.path,
+                "snapshot header differs from the manifest",
+            ));
+        }
+    }
+    Ok((h, entries))
+}
+
+/// Counts the entries streamed through it and, at the end, fails the stream if the count differs
+/// from the manifest's: together with the file's trailer CRC this is the whole-file check.
+struct Counted<I> {
+    inner: I,
+    n: u64,
+    expect: Option<u64>,
+    path: PathBuf,
+}
+
+impl<I: Iterator<Item = EntryResult>> Iterator for Counted<I> {
+    type Item = EntryResult;
+    fn next(&mut self) -> Option<EntryResult> {
+        match self.inner.next() {
+            Some(item) => {
+                self.n += 1;
+                Some(item)
+            }
+            None => match self.expect.take() {
+                Some(want) if want != self.n => Some(Err(EngineError::Corrupt(format!(
+                    "snapshot file {}: {} entries, the manifest says {want}",
+                    self.path.display(),
+                    self.n
+                )))),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Restores `namespace` under `data_dir` from `source` up to `target`. Holds the namespace's lock
@@ -92,9 +150,11 @@ pub fn restore(
     dry_run: bool,
 ) -> Result<RestoreReport, BackupError> {
     crate::engine::validate_name(namespace)?;
-    let (snapshot, wal): (Option<PathBuf>, Vec<Record>) = match source {
+    // A dry run reads everything once to verify it; a restore verifies the snapshot while
+    // installing it (an install aborts on damage before anything changes).
+    let (snapshot, wal): (Option<SnapshotSource>, Vec<Record>) = match source {
         RestoreSource::Archive { dir, wal } => {
-            let (snap, mut recs) = read_backup(dir, namespace)?;
+            let (snap, mut recs) = read_backup(dir, namespace, dry_run)?;
             for f in wal {
                 for r in read_wal(f)? {
                     let next = recs.last().map_or(r.lsn, |l: &Record| l.lsn + 1);
@@ -116,7 +176,7 @@ pub fn restore(
             (Some(snap), recs)
         }
         RestoreSource::Backup(dir) => {
-            let (snap, recs) = read_backup(dir, namespace)?;
+            let (snap, recs) = read_backup(dir, namespace, dry_run)?;
             (Some(snap), recs)
         }
         RestoreSource::Files { btree, wal } => {
@@ -130,17 +190,23 @@ pub fn restore(
                 Some(w) => read_wal(w)?,
                 None => Vec::new(),
             };
-            (btree.clone(), recs)
+            let snap = btree
+                .clone()
+                .map(|path| SnapshotSource { path, expect: None });
+            (snap, recs)
         }
     };
-    // Verify the snapshot completely before touching anything.
     let header = match &snapshot {
-        Some(p) => {
-            let (h, entries) = read_snapshot(p)?;
-            let mut n = 0u64;
-            for e in entries {
-                e.map_err(|e| BackupError::invalid(p, e.to_string()))?;
-                n += 1;
+        Some(src) => {
+            let (h, entries) = open_snapshot(src)?;
+            let mut n = src.expect.map_or(0, |e| e.entries);
+            if dry_run {
+                // Verify the snapshot completely: a dry run answers whether a restore would work.
+                n = 0;
+                for e in entries {
+                    e.map_err(|e| BackupError::invalid(&src.path, e.to_string()))?;
+                    n += 1;
+                }
             }
             Some((h, n))
         }
@@ -176,11 +242,34 @@ pub fn restore(
         fsync: FsyncPolicy::Always,
         ..EngineOptions::default()
     };
+    let existed = dir.exists();
     // As a follower: no new epoch is started here; the next owner start begins one.
     let ns = Namespace::open_as(&dir, namespace, opts, Role::Follower)?;
-    if let (Some(p), Some((h, _))) = (&snapshot, &header) {
-        let (_, entries) = read_snapshot(p)?;
-        ns.install_snapshot_from(entries, h.lsn, h.hlc, h.history.clone(), true)?;
+    if let (Some(src), Some((h, _))) = (&snapshot, &header) {
+        let (_, entries) = open_snapshot(src)?;
+        let mut counted = Counted {
+            inner: entries,
+            n: 0,
+            expect: src.expect.map(|e| e.entries),
+            path: src.path.clone(),
+        };
+        let installed =
+            ns.install_snapshot_from(&mut counted, h.lsn, h.hlc, h.history.clone(), true);
+        if let Err(e) = installed {
+            // Damage found while streaming: the install aborted before changing anything; a
+            // namespace this restore created is removed again, so a refused restore leaves nothing.
+            drop(ns);
+            if !existed {
+                if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %rm, "cannot remove the half-created namespace");
+                }
+            }
+            return Err(match e {
+                EngineError::Corrupt(why) => BackupError::invalid(&src.path, why),
+                e => e.into(),
+            });
+        }
+        report.snapshot_entries = counted.n;
     }
     let start = ns.latest_lsn();
     let mut pending: Vec<Record> = apply.into_iter().filter(|r| r.lsn > start).collect();
@@ -207,4 +296,102 @@ pub fn restore(
         "restore complete"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::WriteBatch;
+
+    fn write_keys(ns: &Namespace, prefix: &str, n: usize) {
+        let mut b = WriteBatch::new();
+        for i in 0..n {
+            b.put(format!("{prefix}{i:05}").into_bytes(), vec![i as u8; 300]);
+        }
+        ns.write(b).unwrap();
+    }
+
+    /// The snapshot is verified once, while it is installed: damage still refuses the restore,
+    /// changes nothing in an existing namespace and leaves no new one behind.
+    #[test]
+    fn damaged_snapshot_is_refused_while_streaming() {
+        let root = tempfile::tempdir().unwrap();
+        let src =
+            Namespace::open(&root.path().join("src"), "ns", EngineOptions::default()).unwrap();
+        write_keys(&src, "k", 2000);
+        src.flush().unwrap();
+        let (_, bdir) = super::super::take(&src, &root.path().join("backups")).unwrap();
+        drop(src);
+
+        // Intact: restores every entry.
+        let data = root.path().join("data");
+        let rep = restore(
+            &data,
+            "ns",
+            &RestoreSource::Backup(bdir.clone()),
+            RestoreTarget::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(rep.snapshot_entries, 2000);
+        let ns = Namespace::open(&data.join("ns"), "ns", EngineOptions::default()).unwrap();
+        assert_eq!(ns.get(b"k01999").unwrap(), Some(vec![1999usize as u8; 300]));
+        assert!(ns.check().unwrap().problems.is_empty());
+        drop(ns);
+
+        // One flipped bit in the middle of the snapshot (same size, so only the CRC can tell).
+        let snap = bdir.join(manifest::SNAPSHOT);
+        let mut bytes = std::fs::read(&snap).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&snap, &bytes).unwrap();
+        let fresh = root.path().join("fresh");
+        let err = restore(
+            &fresh,
+            "ns",
+            &RestoreSource::Backup(bdir.clone()),
+            RestoreTarget::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("trailer"), "{err}");
+        assert!(
+            !fresh.join("ns").exists(),
+            "a refused restore left a namespace"
+        );
+
+        // Into the existing namespace: refused, its data untouched.
+        let ns_dir = data.join("ns");
+        {
+            let ns = Namespace::open(&ns_dir, "ns", EngineOptions::default()).unwrap();
+            write_keys(&ns, "extra", 10);
+            ns.flush().unwrap();
+        }
+        assert!(restore(
+            &data,
+            "ns",
+            &RestoreSource::Backup(bdir.clone()),
+            RestoreTarget::default(),
+            false
+        )
+        .is_err());
+        let ns = Namespace::open(&ns_dir, "ns", EngineOptions::default()).unwrap();
+        assert_eq!(ns.get(b"extra00009").unwrap(), Some(vec![9u8; 300]));
+        assert_eq!(ns.get(b"k00005").unwrap(), Some(vec![5u8; 300]));
+        drop(ns);
+
+        // A truncated snapshot fails on its size before anything is read.
+        bytes.truncate(bytes.len() - 1);
+        std::fs::write(&snap, &bytes).unwrap();
+        let err = restore(
+            &fresh,
+            "ns",
+            &RestoreSource::Backup(bdir),
+            RestoreTarget::default(),
+            false,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("size differs"), "{err}");
+        assert!(!fresh.join("ns").exists());
+    }
 }

@@ -1,7 +1,8 @@
 //! Ordered range iteration over a snapshot, forward or reverse.
 //!
-//! The iterator keeps a stack of (branch page, child index) plus a position in the current
-//! leaf; pages are re-read from the shared mapping, so nothing is copied except the results.
+//! `Walk` keeps a stack of (branch page, child index) plus a position in the current leaf; pages
+//! are read from the shared mapping, so nothing is copied. `RangeIter` owns its snapshot and
+//! copies results out; `scan` borrows one and hands out slices of the mapping.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -9,62 +10,38 @@ use std::sync::Arc;
 use super::page::{corrupt, PageView, MAX_DEPTH};
 use super::{resolve, BTreeError, ReaderReg, Snapshot};
 
-/// Ordered iterator over a snapshot; owns its snapshot ('static, Send).
-pub struct RangeIter {
-    snap: Snapshot,
-    _reg: Arc<ReaderReg>,
+/// Position of a cursor: the branches above the current leaf and an index in it.
+struct Walk {
     /// Branches from the root down: (page, child index being visited).
     stack: Vec<(u64, usize)>,
     leaf: u64,
     /// Forward: next index to yield. Reverse: one past the next index to yield.
     pos: usize,
-    /// The bound still to check: `end` going forward, `start` going backward.
-    limit: Bound<Vec<u8>>,
     reverse: bool,
-    done: bool,
 }
 
-fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
-    match b {
-        Bound::Included(k) => Bound::Included(k.to_vec()),
-        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-impl RangeIter {
-    pub(crate) fn new(
-        snap: Snapshot,
-        reg: Arc<ReaderReg>,
+impl Walk {
+    fn new(
+        snap: &Snapshot,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         reverse: bool,
-    ) -> Result<Self, BTreeError> {
-        let limit = owned(if reverse { start } else { end });
-        let mut it = RangeIter {
-            snap,
-            _reg: reg,
-            stack: Vec::new(),
+    ) -> Result<Option<Self>, BTreeError> {
+        if snap.meta.root == 0 || empty_range(start, end) {
+            return Ok(None);
+        }
+        let mut w = Walk {
+            stack: Vec::with_capacity(snap.meta.depth as usize),
             leaf: 0,
             pos: 0,
-            limit,
             reverse,
-            done: false,
         };
-        if it.snap.meta.root == 0 || empty_range(start, end) {
-            it.done = true;
-            return Ok(it);
-        }
         if reverse {
-            it.seek_rev(end)?;
+            w.seek_rev(snap, end)?;
         } else {
-            it.seek(start)?;
+            w.seek(snap, start)?;
         }
-        Ok(it)
-    }
-
-    fn view(&self, pg: u64) -> Result<PageView<'_>, BTreeError> {
-        view(&self.snap, pg)
+        Ok(Some(w))
     }
 
     fn push(&mut self, pg: u64, ci: usize) -> Result<(), BTreeError> {
@@ -76,10 +53,10 @@ impl RangeIter {
     }
 
     /// Positions on the first entry >= / > `start`.
-    fn seek(&mut self, start: Bound<&[u8]>) -> Result<(), BTreeError> {
-        let mut pg = self.snap.meta.root;
+    fn seek(&mut self, snap: &Snapshot, start: Bound<&[u8]>) -> Result<(), BTreeError> {
+        let mut pg = snap.meta.root;
         loop {
-            let v = self.view(pg)?;
+            let v = view(snap, pg)?;
             if v.is_leaf() {
                 self.pos = match start {
                     Bound::Unbounded => 0,
@@ -100,10 +77,10 @@ impl RangeIter {
     }
 
     /// Positions just after the last entry <= / < `end`.
-    fn seek_rev(&mut self, end: Bound<&[u8]>) -> Result<(), BTreeError> {
-        let mut pg = self.snap.meta.root;
+    fn seek_rev(&mut self, snap: &Snapshot, end: Bound<&[u8]>) -> Result<(), BTreeError> {
+        let mut pg = snap.meta.root;
         loop {
-            let v = self.view(pg)?;
+            let v = view(snap, pg)?;
             if v.is_leaf() {
                 self.pos = match end {
                     Bound::Unbounded => v.nkeys(),
@@ -125,12 +102,12 @@ impl RangeIter {
     }
 
     /// Moves to the next (or previous) leaf; false at the end of the tree.
-    fn step_leaf(&mut self) -> Result<bool, BTreeError> {
+    fn step_leaf(&mut self, snap: &Snapshot) -> Result<bool, BTreeError> {
         loop {
             let Some((pg, ci)) = self.stack.pop() else {
                 return Ok(false);
             };
-            let v = self.view(pg)?;
+            let v = view(snap, pg)?;
             let next = if self.reverse {
                 ci.checked_sub(1)
             } else if ci < v.nkeys() {
@@ -142,7 +119,7 @@ impl RangeIter {
             let mut child = v.child(ci)?;
             self.push(pg, ci)?;
             loop {
-                let v = view(&self.snap, child)?;
+                let v = view(snap, child)?;
                 if v.is_leaf() {
                     self.leaf = child;
                     self.pos = if self.reverse { v.nkeys() } else { 0 };
@@ -156,14 +133,113 @@ impl RangeIter {
         }
     }
 
-    fn within(&self, key: &[u8]) -> bool {
-        match (&self.limit, self.reverse) {
-            (Bound::Unbounded, _) => true,
-            (Bound::Included(l), false) => key <= l.as_slice(),
-            (Bound::Excluded(l), false) => key < l.as_slice(),
-            (Bound::Included(l), true) => key >= l.as_slice(),
-            (Bound::Excluded(l), true) => key > l.as_slice(),
+    /// Hands entries to `f` until it returns false, the bound is passed or the tree ends.
+    /// The current leaf's validated view is kept across its entries.
+    fn run<'s>(
+        &mut self,
+        snap: &'s Snapshot,
+        limit: Bound<&[u8]>,
+        mut f: impl FnMut(&'s [u8], &'s [u8]) -> bool,
+    ) -> Result<bool, BTreeError> {
+        loop {
+            let v = view(snap, self.leaf)?;
+            loop {
+                let have = if self.reverse {
+                    self.pos > 0
+                } else {
+                    self.pos < v.nkeys()
+                };
+                if !have {
+                    break;
+                }
+                let i = if self.reverse { self.pos - 1 } else { self.pos };
+                let (k, val) = v.leaf_entry(i)?;
+                if !within(limit, self.reverse, k) {
+                    return Ok(false);
+                }
+                let val = resolve(&snap.map, val, snap.ps())?;
+                if self.reverse {
+                    self.pos -= 1;
+                } else {
+                    self.pos += 1;
+                }
+                if !f(k, val) {
+                    return Ok(true);
+                }
+            }
+            if !self.step_leaf(snap)? {
+                return Ok(false);
+            }
         }
+    }
+}
+
+fn within(limit: Bound<&[u8]>, reverse: bool, key: &[u8]) -> bool {
+    match (limit, reverse) {
+        (Bound::Unbounded, _) => true,
+        (Bound::Included(l), false) => key <= l,
+        (Bound::Excluded(l), false) => key < l,
+        (Bound::Included(l), true) => key >= l,
+        (Bound::Excluded(l), true) => key > l,
+    }
+}
+
+/// Visits the entries of `snap` between `start` and `end` in order (descending with `reverse`),
+/// handing `f` slices of the mapping until it returns false: no copy, no allocation per entry.
+pub(crate) fn scan<'s>(
+    snap: &'s Snapshot,
+    start: Bound<&[u8]>,
+    end: Bound<&[u8]>,
+    reverse: bool,
+    f: impl FnMut(&'s [u8], &'s [u8]) -> bool,
+) -> Result<(), BTreeError> {
+    let Some(mut w) = Walk::new(snap, start, end, reverse)? else {
+        return Ok(());
+    };
+    w.run(snap, if reverse { start } else { end }, f)?;
+    Ok(())
+}
+
+/// Ordered iterator over a snapshot; owns its snapshot ('static, Send).
+pub struct RangeIter {
+    snap: Snapshot,
+    _reg: Arc<ReaderReg>,
+    walk: Option<Walk>,
+    /// The bound still to check: `end` going forward, `start` going backward.
+    limit: Bound<Vec<u8>>,
+}
+
+fn owned(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl RangeIter {
+    pub(crate) fn new(
+        snap: Snapshot,
+        reg: Arc<ReaderReg>,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+    ) -> Result<Self, BTreeError> {
+        let walk = Walk::new(&snap, start, end, reverse)?;
+        Ok(RangeIter {
+            snap,
+            _reg: reg,
+            walk,
+            limit: owned(if reverse { start } else { end }),
+        })
     }
 
     /// Advances and hands the next entry to `f` in place, without copying.
@@ -171,53 +247,28 @@ impl RangeIter {
         &mut self,
         f: impl FnOnce(&[u8], &[u8]) -> R,
     ) -> Option<Result<R, BTreeError>> {
-        if self.done {
-            return None;
-        }
-        match self.advance(f) {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
-                self.done = true;
+        let w = self.walk.as_mut()?;
+        let mut f = Some(f);
+        let mut out = None;
+        let res = w.run(&self.snap, as_ref(&self.limit), |k, v| {
+            out = f.take().map(|f| f(k, v));
+            false
+        });
+        match res {
+            Ok(true) => out.map(Ok),
+            Ok(false) => {
+                self.walk = None;
                 None
             }
             Err(e) => {
-                self.done = true;
+                self.walk = None;
                 Some(Err(e))
             }
         }
     }
-
-    fn advance<R>(&mut self, f: impl FnOnce(&[u8], &[u8]) -> R) -> Result<Option<R>, BTreeError> {
-        loop {
-            let v = self.view(self.leaf)?;
-            let have = if self.reverse {
-                self.pos > 0
-            } else {
-                self.pos < v.nkeys()
-            };
-            if !have {
-                if !self.step_leaf()? {
-                    return Ok(None);
-                }
-                continue;
-            }
-            let i = if self.reverse { self.pos - 1 } else { self.pos };
-            let (k, val) = v.leaf_entry(i)?;
-            if !self.within(k) {
-                return Ok(None);
-            }
-            let val = resolve(&self.snap.map, val, self.snap.ps())?;
-            let r = f(k, val);
-            if self.reverse {
-                self.pos -= 1;
-            } else {
-                self.pos += 1;
-            }
-            return Ok(Some(r));
-        }
-    }
 }
 
+#[inline]
 fn view(snap: &Snapshot, pg: u64) -> Result<PageView<'_>, BTreeError> {
     if pg < 2 || pg >= snap.meta.page_count {
         return Err(corrupt(format!("child pointer to page {pg} out of range")));

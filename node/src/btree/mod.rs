@@ -544,4 +544,16 @@ impl ReadTxn {
     ) -> Result<RangeIter, BTreeError> {
         RangeIter::new(self.snap.clone(), self.reg.clone(), start, end, reverse)
     }
+
+    /// Visits entries between `start` and `end` in order, handing `f` slices of the mapping
+    /// until it returns false: the allocation-free way to scan (no copy, no iterator state).
+    pub fn scan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        reverse: bool,
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), BTreeError> {
+        cursor::scan(&self.snap, start, end, reverse, f)
+    }
 }

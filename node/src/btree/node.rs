@@ -10,6 +10,10 @@ use super::page::{
 };
 use super::BTreeError;
 
+/// Share of a page that appending splits and the bulk builder fill before starting the next
+/// page: later random inserts then find room instead of splitting every full page 50/50.
+pub(crate) const FILL_PERCENT: usize = 90;
+
 /// Bytes a leaf entry costs in a page (slot + cell).
 #[inline]
 pub(crate) fn leaf_entry_size(klen: usize, vcell: usize) -> usize {
@@ -245,6 +249,47 @@ impl Dirty {
         true
     }
 
+    /// Appends `cell` after the last slot of a page built by appends only (no garbage between
+    /// cells) if the page then uses at most `limit` bytes: the bulk builder's fill rule.
+    pub(crate) fn append_within(&mut self, cell: &Cell<'_>, limit: usize) -> bool {
+        let n = self.nkeys();
+        let need = cell.len();
+        let slots_end = self.base() + SLOT * n;
+        let used = slots_end + (self.buf.len() - self.upper);
+        if used + SLOT + need > limit.min(self.buf.len()) {
+            return false;
+        }
+        let off = self.upper - need;
+        cell.write(&mut self.buf[off..off + need]);
+        self.upper = off;
+        write_slot(&mut self.buf, slots_end, off, cell.key());
+        self.set_nkeys(n + 1);
+        true
+    }
+
+    /// Moves the page out, leaving an empty placeholder that must not be used again.
+    pub(crate) fn take(&mut self) -> Dirty {
+        std::mem::replace(
+            self,
+            Dirty {
+                buf: Vec::new(),
+                upper: 0,
+            },
+        )
+    }
+
+    /// Removes the last slot and returns its cell's bytes (the bulk builder's fix-up of a
+    /// branch that would otherwise end with a lone child).
+    pub(crate) fn pop_last(&mut self) -> Option<Vec<u8>> {
+        let n = self.nkeys();
+        if n == 0 {
+            return None;
+        }
+        let raw = self.cell(n - 1).to_vec();
+        self.remove(n - 1);
+        Some(raw)
+    }
+
     /// Drops slot `i` (its cell bytes become garbage until compaction).
     pub(crate) fn remove(&mut self, i: usize) {
         let n = self.nkeys();
@@ -326,10 +371,26 @@ impl Dirty {
         cells.insert(i, &newc);
         let total: usize = cells.iter().map(|c| SLOT + c.len()).sum();
         let m = cells.len();
+        // Appending: the left page keeps cells up to the fill target, so the first random
+        // insert into it later finds room instead of splitting it 50/50.
+        let base = if leaf { HDR } else { BRANCH_HDR };
+        let fill_at = || {
+            let limit = ps * FILL_PERCENT / 100;
+            let mut acc = base;
+            let mut at = 0;
+            for (j, c) in cells.iter().enumerate() {
+                acc += SLOT + c.len();
+                if acc > limit {
+                    break;
+                }
+                at = j + 1;
+            }
+            at
+        };
         let at = if leaf && appending && i == n && m >= 2 {
-            m - 1
+            fill_at().clamp(1, m - 1)
         } else if !leaf && appending && i == n && m >= 3 {
-            m - 2
+            fill_at().clamp(1, m - 2)
         } else {
             let mut acc = 0;
             let mut at = m / 2;
@@ -513,8 +574,10 @@ mod tests {
                 let diff = even.nkeys() as isize - r.nkeys() as isize;
                 assert!(diff.abs() <= 1, "{} vs {}", even.nkeys(), r.nkeys());
                 let (_, r) = d.split_insert(n, &c, true, 6);
-                assert_eq!(r.nkeys(), 1);
-                assert_eq!(d.nkeys(), n);
+                // Appending: the left page keeps what fits in the fill target.
+                assert!(d.used() <= 1024 * FILL_PERCENT / 100, "{}", d.used());
+                assert!(d.used() + 40 > 1024 * FILL_PERCENT / 100, "{}", d.used());
+                assert_eq!(d.nkeys() + r.nkeys(), n + 1);
                 break;
             }
             n += 1;

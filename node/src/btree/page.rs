@@ -122,10 +122,13 @@ pub(crate) fn overflow_pages(len: usize, ps: usize) -> u64 {
 /// Builds a sealed overflow run (whole pages) holding `value`.
 pub(crate) fn encode_overflow(pgno: u64, value: &[u8], ps: usize) -> Vec<u8> {
     let n = overflow_pages(value.len(), ps) as usize;
-    let mut buf = vec![0u8; n * ps];
+    // Only the header and the tail past the value are zero-filled: values can be large.
+    let mut buf = Vec::with_capacity(n * ps);
+    buf.resize(OVERFLOW_HDR, 0);
     write_header(&mut buf, T_OVERFLOW, 0, pgno);
     wr_u64(&mut buf, HDR, value.len() as u64);
-    buf[OVERFLOW_HDR..OVERFLOW_HDR + value.len()].copy_from_slice(value);
+    buf.extend_from_slice(value);
+    buf.resize(n * ps, 0);
     let end = OVERFLOW_HDR + value.len();
     seal(&mut buf[..end]);
     buf

@@ -19,6 +19,8 @@ use super::page::{self, corrupt, PageView, ValRef, MAX_DEPTH, OVERFLOW_HDR};
 use super::{freelist, map_file, max_entry_size, max_key_size};
 use super::{BTree, BTreeError, Snapshot, WriterState};
 
+mod bulk;
+
 /// Cheap multiplicative hash for page ids (hashbrown uses the high bits as tags).
 #[derive(Default)]
 pub(crate) struct IdHasher(u64);
@@ -42,8 +44,73 @@ type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 /// How many free pages an overflow allocation inspects before extending the file instead.
 const MAX_RUN_SCAN: usize = 4096;
 
-/// Largest single write issued at commit.
-const WRITE_CHUNK: usize = 8 << 20;
+/// A leaf under this share of its page is merged into a sibling on delete (LMDB: 25%, which
+/// leaves the leaves a third full after deleting half the keys)...
+const MERGE_BELOW_PERCENT: usize = 50;
+/// ...if both then fit in this share of one page: the two halves of a split (one entry over a
+/// page) only merge again after deletes free a tenth of a page, so no split/merge ping-pong.
+const MERGE_INTO_PERCENT: usize = 90;
+
+/// Most buffers handed to one `pwritev` (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
+
+/// Writes `parts` back to back at byte `off` with `pwritev`, resuming after short writes.
+fn write_parts_at(file: &std::fs::File, mut off: u64, parts: &[&[u8]]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let total = parts.iter().map(|p| p.len()).sum();
+    let (mut idx, mut skip) = (0usize, 0usize);
+    while idx < parts.len() {
+        if parts[idx].len() == skip {
+            (idx, skip) = (idx + 1, 0);
+            continue;
+        }
+        let iov: Vec<libc::iovec> = parts[idx..]
+            .iter()
+            .take(IOV_MAX)
+            .enumerate()
+            .map(|(j, p)| {
+                let p = if j == 0 { &p[skip..] } else { p };
+                libc::iovec {
+                    iov_base: p.as_ptr() as *mut libc::c_void,
+                    iov_len: p.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice of `parts` for the duration of the call,
+        // and the kernel only reads from them.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut n = n as usize;
+        off += n as u64;
+        while n > 0 && idx < parts.len() {
+            let rest = parts[idx].len() - skip;
+            if n >= rest {
+                n -= rest;
+                (idx, skip) = (idx + 1, 0);
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(total)
+}
 
 /// The single write transaction; invisible to readers until `commit` returns.
 ///
@@ -288,26 +355,72 @@ impl<'a> WriteTxn<'a> {
 
     // ---------- writes ----------
 
-    /// Inserts or overwrites `key`; values larger than a quarter page go to overflow pages.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BTreeError> {
+    /// Checks sizes and stores a value too large for a leaf (over a quarter page) in an
+    /// overflow run; returns how the leaf cell refers to it.
+    fn stage_value<'v>(&mut self, key: &[u8], value: &'v [u8]) -> Result<ValRef<'v>, BTreeError> {
         if key.len() > self.max_key {
             return Err(BTreeError::KeyTooLarge(key.len()));
         }
         if value.len() > u32::MAX as usize {
             return Err(BTreeError::ValueTooLarge(value.len()));
         }
-        let val = if leaf_entry_size(key.len(), value.len()) > self.max_entry {
-            let n = page::overflow_pages(value.len(), self.ps);
-            let pgno = self.alloc(n);
-            self.overflow
-                .insert(pgno, page::encode_overflow(pgno, value, self.ps));
-            ValRef::Overflow {
-                pgno,
-                len: value.len() as u64,
+        Ok(
+            if leaf_entry_size(key.len(), value.len()) > self.max_entry {
+                let n = page::overflow_pages(value.len(), self.ps);
+                let pgno = self.alloc(n);
+                self.overflow
+                    .insert(pgno, page::encode_overflow(pgno, value, self.ps));
+                ValRef::Overflow {
+                    pgno,
+                    len: value.len() as u64,
+                }
+            } else {
+                ValRef::Inline(value)
+            },
+        )
+    }
+
+    /// Drops every entry: the tree's pages and overflow runs are released (committed ones are
+    /// reused from the commit after next, as always) and the tree is empty. Returns the count.
+    pub fn clear(&mut self) -> Result<u64, BTreeError> {
+        if self.root == 0 {
+            return Ok(0);
+        }
+        let mut stack = vec![(self.root, 1u32)];
+        let mut pages = Vec::new();
+        let mut runs = Vec::new();
+        while let Some((pg, level)) = stack.pop() {
+            if level > self.depth {
+                return Err(corrupt("tree deeper than its meta says"));
             }
-        } else {
-            ValRef::Inline(value)
-        };
+            let v = self.view(pg)?;
+            if v.is_leaf() {
+                for i in 0..v.nkeys() {
+                    if let ValRef::Overflow { pgno, len } = v.leaf_entry(i)?.1 {
+                        runs.push((pgno, len));
+                    }
+                }
+            } else {
+                for ci in 0..=v.nkeys() {
+                    stack.push((v.child(ci)?, level + 1));
+                }
+            }
+            pages.push(pg);
+        }
+        for p in pages {
+            self.release_node(p);
+        }
+        for r in runs {
+            self.release_overflow(Some(r));
+        }
+        let n = self.entries;
+        (self.root, self.depth, self.entries) = (0, 0, 0);
+        Ok(n)
+    }
+
+    /// Inserts or overwrites `key`; values larger than a quarter page go to overflow pages.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), BTreeError> {
+        let val = self.stage_value(key, value)?;
         let cell = Cell::Leaf { key, val };
         if self.root == 0 {
             let id = self.alloc(1);
@@ -483,7 +596,8 @@ impl<'a> WriteTxn<'a> {
     }
 
     /// Merges leaf child `ci` of dirty branch `id` into a sibling when it has become sparse
-    /// (under a quarter full) and both fit comfortably in one page.
+    /// (under `MERGE_BELOW_PERCENT` full) and both fit in `MERGE_INTO_PERCENT` of one page: after
+    /// deleting half of the keys, leaves are about a third full, and would stay so without it.
     fn maybe_merge_leaf(&mut self, id: u64, ci: usize) -> Result<(), BTreeError> {
         let ps = self.ps;
         let (child, nk) = {
@@ -495,7 +609,7 @@ impl<'a> WriteTxn<'a> {
             return Ok(());
         }
         let cused = cv.leaf_used()?;
-        if cused >= ps / 4 {
+        if cused >= ps * MERGE_BELOW_PERCENT / 100 {
             return Ok(());
         }
         // Prefer the left sibling, else the right one, whichever has room.
@@ -506,7 +620,8 @@ impl<'a> WriteTxn<'a> {
         {
             let sib = self.view(id)?.child(sib_idx)?;
             let sv = self.view(sib)?;
-            if sv.is_leaf() && cused + sv.leaf_used()? - page::HDR <= ps * 3 / 4 {
+            if sv.is_leaf() && cused + sv.leaf_used()? - page::HDR <= ps * MERGE_INTO_PERCENT / 100
+            {
                 pick = Some((sib_idx, sib));
                 break;
             }
@@ -623,24 +738,25 @@ impl<'a> WriteTxn<'a> {
         items.extend(fl_bufs.iter().map(|(id, b)| (*id, b.as_slice())));
         items.sort_unstable_by_key(|(id, _)| *id);
         let file = &self.tree.inner().file;
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK.min(items.len() * ps + ps));
-        let mut start = 0u64;
+        // Neighbouring pages go out in one pwritev, straight from their buffers (no copy).
         let mut written = 0usize;
+        let mut run: Vec<&[u8]> = Vec::new();
+        let mut start = 0u64;
+        let mut next = 0u64;
         for (id, src) in &items {
-            let next = start + (buf.len() / ps) as u64;
-            if !buf.is_empty() && (*id != next || buf.len() >= WRITE_CHUNK) {
-                file.write_all_at(&buf, start * ps as u64)?;
-                written += buf.len();
-                buf.clear();
+            if !run.is_empty() && *id != next {
+                written += write_parts_at(file, start * ps as u64, &run)?;
+                run.clear();
             }
-            if buf.is_empty() {
+            if run.is_empty() {
                 start = *id;
+                next = *id;
             }
-            buf.extend_from_slice(src);
+            run.push(src);
+            next += (src.len() / ps).max(1) as u64;
         }
-        if !buf.is_empty() {
-            file.write_all_at(&buf, start * ps as u64)?;
-            written += buf.len();
+        if !run.is_empty() {
+            written += write_parts_at(file, start * ps as u64, &run)?;
         }
         file.sync_data()?;
         if !write_meta {

@@ -110,19 +110,23 @@ fn write_tree(inner: &Inner, mem: &Memtable) -> Result<(), EngineError> {
     let started = Instant::now();
     let mut txn = inner.tree.begin_write()?;
     let mut n = 0u64;
+    // The memtable comes out in key order: into an empty tree it is built bottom-up.
+    let mut w = txn.sorted_writer();
+    let bulk = w.is_bulk();
     mem.for_each_latest(|key, value| -> Result<(), EngineError> {
         match value {
-            Some(v) => txn.put(key, v)?,
+            Some(v) => w.put(key, v)?,
             None => {
-                txn.delete(key)?;
+                w.delete(key)?;
             }
         }
         n += 1;
         Ok(())
     })?;
+    w.finish()?;
     txn.set_checkpoint_lsn(mem.max_lsn());
     txn.commit()?;
-    tracing::debug!(namespace = %inner.name, keys = n, checkpoint = mem.max_lsn(),
+    tracing::debug!(namespace = %inner.name, keys = n, checkpoint = mem.max_lsn(), bulk,
         ms = started.elapsed().as_millis() as u64, "memtable flushed");
     Ok(())
 }

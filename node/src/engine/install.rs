@@ -2,12 +2,11 @@
 //!
 //! The namespace's contents become exactly the snapshot's entries, reflecting LSN `S`, and its WAL
 //! continues at `S + 1` (replicated records keep their upstream LSNs). Crash safety: a marker file
-//! holding `S` is made durable first; the B+Tree then switches atomically (one write transaction: old
-//! keys deleted, snapshot entries written, checkpoint `S`); only then is the WAL reset and the marker
+//! holding `S` is made durable first; the B+Tree then switches atomically (one write transaction: the old
+//! tree released, the snapshot built bottom-up from its key-ordered entries, checkpoint `S`); only then is the WAL reset and the marker
 //! removed. Recovery finishes an interrupted reset when it finds the marker and a tree at checkpoint
 //! `S`, and otherwise discards the marker (the old state was never touched).
 
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -95,24 +94,18 @@ impl Inner {
         }
         // The flusher must not write old memtables over the new tree.
         let _tree_writer = self.flush.tree_writer.lock();
-        let old_keys: Vec<Vec<u8>> = {
-            let read = self.tree.begin_read()?;
-            let mut keys = Vec::new();
-            for item in read.range(Bound::Unbounded, Bound::Unbounded, false)? {
-                keys.push(item?.0);
-            }
-            keys
-        };
         let mut txn = self.tree.begin_write()?;
-        for k in &old_keys {
-            txn.delete(k)?;
-        }
+        // The old tree's pages are released as a whole; the snapshot arrives in key order, so
+        // the new tree is built bottom-up (an out-of-order stream falls back to plain puts).
+        let replaced = txn.clear()?;
         let mut n = 0u64;
+        let mut w = txn.sorted_writer();
         for item in entries {
             let (k, v) = item?;
-            txn.put(&k, &v)?;
+            w.put(&k, &v)?;
             n += 1;
         }
+        w.finish()?;
         txn.set_checkpoint_lsn(lsn);
         // The history goes with the tree: staged before the marker, adopted once the tree switched.
         // Without the upstream's history, the epochs of the replaced records are unknown: 0.
@@ -139,7 +132,7 @@ impl Inner {
         self.hlc.observe(hlc);
         self.publish(lsn, hlc);
         self.metrics.checkpoint.set(lsn as i64);
-        tracing::info!(namespace = %self.name, lsn, entries = n, replaced = old_keys.len(),
+        tracing::info!(namespace = %self.name, lsn, entries = n, replaced,
             "snapshot installed; WAL continues at the next LSN");
         Ok(())
     }

@@ -79,6 +79,29 @@ impl Snapshot {
         Ok(self.tree.get(key)?)
     }
 
+    /// Visits live keys between `lower` and `upper` in order (descending with `reverse`), handing
+    /// `f` borrowed key and value until it returns false. When no memtable holds data (the usual
+    /// state after a flush) the slices point into the B+Tree's mapping: nothing is copied.
+    pub fn scan(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        reverse: bool,
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), EngineError> {
+        if self.mems.iter().all(|m| m.is_empty()) {
+            return Ok(self.tree.scan(lower, upper, reverse, f)?);
+        }
+        let owned = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
+        for item in self.range(owned(lower), owned(upper), reverse) {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Live keys in `[lower, upper]` (per the bounds), ascending or descending.
     pub fn range(
         &self,
