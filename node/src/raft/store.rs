@@ -1,0 +1,427 @@
+//! openraft's storage over a member namespace: [`LogStore`] (the WAL as the Raft log) and
+//! [`StateMachine`] (memtables + B+Tree; applying publishes to readers and tails).
+//!
+//! Both share one [`RaftState`] file. Purge is logical (the purged log id is recorded and entries
+//! at or below it are no longer returned); the WAL keeps its segments (see `engine/cluster.rs`).
+//! Snapshots are the whole key space at the applied LSN plus the epoch history, bincode-encoded in
+//! memory: enough for the storage contract and small namespaces; a streamed B+Tree snapshot is a
+//! later step.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    AnyError, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    Snapshot, SnapshotMeta, StorageIOError, StoredMembership, Vote,
+};
+use parking_lot::Mutex;
+
+use super::entry::{self, Entry};
+use super::state::RaftState;
+use super::{Applied, Member, StorageError, TypeConfig};
+use crate::engine::{self, EngineError, EngineOptions, EpochEntry, Namespace};
+
+/// Runs blocking engine work from async code without stalling other tasks on this worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+fn io_read(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+fn io_write(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn sm_write(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::new(&e)).into()
+}
+
+/// Opens the namespace in `dir` as a group member and returns its two storage halves.
+pub fn open(
+    dir: &Path,
+    name: &str,
+    opts: EngineOptions,
+) -> Result<(Namespace, LogStore, StateMachine), EngineError> {
+    crate::fsutil::create_dir_all_durable(dir)?;
+    let state = RaftState::load(dir)?;
+    let committed = state
+        .data
+        .committed
+        .map(|c| entry::lsn_of(c.index))
+        .unwrap_or(0);
+    let ns = Namespace::open_member(dir, name, opts, committed)?;
+    let applied = ns.latest_lsn();
+    let last_applied = (applied > 0).then(|| entry::log_id(ns.epoch_at(applied), applied));
+    let state = Arc::new(Mutex::new(state));
+    let log = LogStore {
+        ns: ns.clone(),
+        state: state.clone(),
+    };
+    let sm = StateMachine {
+        ns: ns.clone(),
+        state,
+        last_applied: Arc::new(Mutex::new(last_applied)),
+        current: Arc::new(Mutex::new(None)),
+    };
+    Ok((ns, log, sm))
+}
+
+/// The Raft log: the member namespace's WAL.
+#[derive(Clone)]
+pub struct LogStore {
+    ns: Namespace,
+    state: Arc<Mutex<RaftState>>,
+}
+
+impl LogStore {
+    fn purged(&self) -> Option<LogId<u64>> {
+        self.state.lock().data.purged
+    }
+
+    /// Entries with index in `[start, end)`, read from the WAL (appended, committed or not).
+    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let start = match self.purged() {
+            Some(p) => start.max(p.index + 1),
+            None => start,
+        };
+        let last = self.ns.last_appended_lsn();
+        if start >= end || entry::lsn_of(start) > last {
+            return Ok(Vec::new());
+        }
+        // The WAL may start later (a snapshot install or an empty log started past a purge).
+        let from = entry::lsn_of(start).max(self.ns.wal_first_lsn().unwrap_or(1));
+        let mut reader = self.ns.appended_reader(from).map_err(io_read)?;
+        let mut out = Vec::new();
+        while let Some(rec) = reader.next_record().map_err(io_read)? {
+            if rec.lsn > end {
+                break;
+            }
+            out.push(entry::from_record(rec).map_err(io_read)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(e) => e + 1,
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => u64::MAX,
+        };
+        blocking(|| self.read_entries(start, end))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let purged = self.purged();
+        let last = self.ns.last_appended_lsn();
+        let last_log_id = if last == 0 {
+            None
+        } else {
+            Some(entry::log_id(self.ns.epoch_at(last), last))
+        };
+        let last_log_id = match (last_log_id, purged) {
+            (Some(l), Some(p)) if p.index > l.index => Some(p),
+            (None, p) => p,
+            (l, _) => l,
+        };
+        Ok(LogState {
+            last_purged_log_id: purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        st.data.vote = Some(*vote);
+        blocking(|| st.save()).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        Ok(self.state.lock().data.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        st.data.committed = committed;
+        blocking(|| st.save_lazily()).map_err(io_write)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
+        Ok(self.state.lock().data.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let records = entries
+            .into_iter()
+            .map(|e| entry::to_record(&e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_write)?;
+        let first = records.first().map(|r| r.lsn).unwrap_or(0);
+        let last = self.ns.last_appended_lsn();
+        if first > last + 1 {
+            // Only after a purge past the log's end (a snapshot) or into an empty log.
+            let purged_all = self
+                .purged()
+                .is_some_and(|p| entry::lsn_of(p.index) >= last);
+            if purged_all || self.ns.wal_first_lsn().is_none() {
+                blocking(|| self.ns.raft_restart_log_at(first)).map_err(io_write)?;
+            }
+        }
+        let result = blocking(|| self.ns.raft_append(records));
+        match result {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(io_write(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        // Entries from `log_id.index` on go: keep LSNs up to that index.
+        blocking(|| self.ns.raft_truncate_after(log_id.index)).map_err(io_write)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        let mut st = self.state.lock();
+        if st.data.purged.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
+        st.data.purged = Some(log_id);
+        blocking(|| st.save()).map_err(io_write)
+    }
+}
+
+/// The snapshot body: every live key at the applied LSN, with the epoch history up to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotBody {
+    lsn: u64,
+    hlc: u64,
+    history: Vec<(u64, u64)>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The last snapshot built or installed: its meta and bytes.
+type Stored = (SnapshotMeta<u64, Member>, Vec<u8>);
+
+/// The state machine: the namespace's memtables and B+Tree.
+#[derive(Clone)]
+pub struct StateMachine {
+    ns: Namespace,
+    state: Arc<Mutex<RaftState>>,
+    /// Log id of the last applied entry (the engine knows its LSN; this keeps its term exactly).
+    last_applied: Arc<Mutex<Option<LogId<u64>>>>,
+    current: Arc<Mutex<Option<Stored>>>,
+}
+
+impl StateMachine {
+    fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let read = |e: EngineError| -> StorageError {
+            StorageIOError::read_state_machine(AnyError::new(&e)).into()
+        };
+        // Both read under one lock so the membership matches the applied position.
+        let (last_log_id, membership) = {
+            let st = self.state.lock();
+            (*self.last_applied.lock(), st.data.membership.clone())
+        };
+        let snap = self.ns.snapshot().map_err(read)?;
+        let mut entries = Vec::new();
+        for item in snap.range(Bound::Unbounded, Bound::Unbounded, false) {
+            entries.push(item.map_err(read)?);
+        }
+        let lsn = last_log_id.map(|l| entry::lsn_of(l.index)).unwrap_or(0);
+        let body = SnapshotBody {
+            lsn,
+            hlc: self.ns.latest_hlc(),
+            history: self
+                .ns
+                .epoch_history(lsn)
+                .into_iter()
+                .map(|e| (e.epoch, e.start_lsn))
+                .collect(),
+            entries,
+        };
+        let bytes = bincode::serialize(&body)
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership: membership,
+            snapshot_id: match last_log_id {
+                Some(l) => format!("{}-{}", l.leader_id.term, l.index),
+                None => "empty".into(),
+            },
+        };
+        *self.current.lock() = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        blocking(|| self.build())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), StorageError> {
+        let st = self.state.lock();
+        Ok((*self.last_applied.lock(), st.data.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut replies = Vec::new();
+        let mut last = None;
+        let mut membership = None;
+        for e in entries {
+            let rec = entry::to_record(&e).map_err(sm_write)?;
+            if let EntryPayload::Membership(m) = &e.payload {
+                membership = Some(StoredMembership::new(Some(e.log_id), m.clone()));
+            }
+            replies.push(Applied {
+                lsn: rec.lsn,
+                hlc: rec.hlc,
+            });
+            batch.push(engine::Applied {
+                lsn: rec.lsn,
+                hlc: rec.hlc,
+                payload: rec.payload,
+            });
+            last = Some(e.log_id);
+        }
+        if let Some(m) = membership {
+            let mut st = self.state.lock();
+            st.data.membership = m;
+            blocking(|| st.save()).map_err(sm_write)?;
+        }
+        blocking(|| self.ns.raft_apply(batch)).map_err(sm_write)?;
+        if last.is_some() {
+            *self.last_applied.lock() = last;
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> StateMachine {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let body: SnapshotBody = bincode::deserialize(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+        if body.lsn > 0 {
+            let history = body
+                .history
+                .iter()
+                .filter(|(epoch, _)| *epoch > 0)
+                .map(|&(epoch, start_lsn)| EpochEntry { epoch, start_lsn })
+                .collect();
+            let entries = body.entries.into_iter().map(Ok);
+            blocking(|| {
+                self.ns
+                    .install_snapshot_from(entries, body.lsn, body.hlc, history, true)
+            })
+            .map_err(sm_write)?;
+        }
+        {
+            let mut st = self.state.lock();
+            st.data.membership = meta.last_membership.clone();
+            blocking(|| st.save()).map_err(sm_write)?;
+        }
+        *self.last_applied.lock() = meta.last_log_id;
+        *self.current.lock() = Some((meta.clone(), bytes));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.current.lock().clone().map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let d = tempfile::tempdir().map_err(io_write)?;
+            let (_, log, sm) =
+                open(&d.path().join("ns"), "ns", EngineOptions::default()).map_err(io_write)?;
+            Ok((d, log, sm))
+        }
+    }
+
+    #[test]
+    fn the_wal_backed_storage_passes_openraft_suite() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter("openraft=info,unisondb=info")
+            .try_init();
+        Suite::test_all(Builder).unwrap();
+    }
+}
