@@ -83,17 +83,17 @@ fn raft_disabled() -> Response {
         .into_response()
 }
 
-/// Raft leader per namespace (UnisonDB's route): 503 "raft service disabled" on a node that is
-/// not in a replicated hub group, which today is every node.
-#[utoipa::path(get, path = "/status/leader", responses((status = 503, body = Value)))]
-pub async fn raft_leader() -> Response {
-    raft_disabled()
+/// Raft leader of a namespace's group (UnisonDB's route; `?namespace=`, default the first served):
+/// 503 "raft service disabled" on a node without a `cluster` section.
+#[utoipa::path(get, path = "/status/leader", responses((status = 200, body = Value), (status = 503, body = Value)))]
+pub async fn raft_leader(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    super::cluster::leader(&st, uri.query()).unwrap_or_else(raft_disabled)
 }
 
-/// Raft peers per namespace (UnisonDB's route); 503 like `/status/leader`.
-#[utoipa::path(get, path = "/status/peers", responses((status = 503, body = Value)))]
-pub async fn raft_peers() -> Response {
-    raft_disabled()
+/// Members of a namespace's group (UnisonDB's route); 503 like `/status/leader`.
+#[utoipa::path(get, path = "/status/peers", responses((status = 200, body = Value), (status = 503, body = Value)))]
+pub async fn raft_peers(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    super::cluster::peers(&st, uri.query()).unwrap_or_else(raft_disabled)
 }
 
 async fn ns_stats(target: Target) -> ApiResult<NamespaceStats> {
@@ -142,6 +142,7 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "epochHistory": s.epoch_history,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
+        "raft": st.cluster().and_then(|c| c.status(&s.name)),
     })))
 }
 
