@@ -119,7 +119,8 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
     let s = ns_stats(target).await?;
     let wal_bytes: u64 = s.wal_segments.iter().map(|x| x.size_bytes).sum();
     let (segment, offset) = append_position(&s);
-    Ok(Json(json!({
+    let raft = st.cluster().and_then(|c| c.status(&s.name));
+    let mut body = json!({
         "opsReceived": s.lsn,
         "opsFlushed": s.checkpoint_lsn,
         "currentSegment": segment,
@@ -142,8 +143,12 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "epochHistory": s.epoch_history,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
-        "raft": st.cluster().and_then(|c| c.status(&s.name)),
-    })))
+    });
+    // Cluster mode only: a single hub's answer is unchanged.
+    if let (Some(r), Some(obj)) = (raft, body.as_object_mut()) {
+        obj.insert("raft".into(), json!(r));
+    }
+    Ok(Json(body))
 }
 
 /// Latest LSN, and UnisonDB's WAL position (`segmentId`, `offset`).
