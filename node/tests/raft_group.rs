@@ -5,7 +5,9 @@
 //! Afterwards: every acknowledged write is readable with its value on every member and on the
 //! relayer; `/status/leader` agrees everywhere; every member's WAL is identical record by record
 //! (LSN, epoch, HLC, payload checksum) up to the commit index; a record's (LSN, epoch) never names two
-//! different records across members. A follower's write answer has the leader's shape.
+//! different records across members. A follower's write answer has the leader's shape. During the
+//! load, linearizable reads (`?consistency=linearizable`) on another member never miss a write that
+//! was acknowledged before they began.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,17 +114,24 @@ async fn wait_leader(
 /// An acknowledged write: key, value, the LSN the answer named.
 type Acks = Arc<Mutex<Vec<(String, String, u64)>>>;
 
+/// Counters of the load: failed write attempts, linearizable reads done, and stale ones.
+#[derive(Default)]
+struct Load {
+    failures: AtomicU64,
+    linear_reads: AtomicU64,
+    stale_reads: AtomicU64,
+}
+
 fn spawn_writers(
     urls: Vec<String>,
     threads: usize,
     stop: Arc<AtomicBool>,
     acks: Acks,
-    failures: Arc<AtomicU64>,
+    load: Arc<Load>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..threads)
         .map(|t| {
-            let (urls, stop, acks, failures) =
-                (urls.clone(), stop.clone(), acks.clone(), failures.clone());
+            let (urls, stop, acks, load) = (urls.clone(), stop.clone(), acks.clone(), load.clone());
             tokio::spawn(async move {
                 let c = reqwest::Client::new();
                 let mut i = 0u64;
@@ -142,10 +151,35 @@ fn spawn_writers(
                         Ok(r) if r.status().is_success() => {
                             let body: Value = r.json().await.unwrap_or_default();
                             let lsn = body["lsn"].as_u64().unwrap_or(0);
+                            if i % 5 == 0 {
+                                // A linearizable read on another member sees the acknowledged write
+                                // (or fails during an election: never an older value).
+                                let other = &urls[(i as usize + t + 1) % urls.len()];
+                                let r = c
+                                    .get(format!(
+                                        "{other}/api/v1/{NS}/kv/{key}?consistency=linearizable"
+                                    ))
+                                    .timeout(Duration::from_secs(5))
+                                    .send()
+                                    .await;
+                                if let Ok(r) = r {
+                                    if r.status().is_success() || r.status().as_u16() == 404 {
+                                        load.linear_reads.fetch_add(1, Ordering::Relaxed);
+                                        let v: Value = r.json().await.unwrap_or_default();
+                                        let got = B64
+                                            .decode(v["value"].as_str().unwrap_or_default())
+                                            .unwrap_or_default();
+                                        if got != value.as_bytes() {
+                                            eprintln!("stale linearizable read of {key}: {v}");
+                                            load.stale_reads.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    }
+                                }
+                            }
                             acks.lock().push((key, value, lsn));
                         }
                         _ => {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                            load.failures.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     }
@@ -229,9 +263,9 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::default();
-    let failures = Arc::new(AtomicU64::new(0));
+    let load = Arc::new(Load::default());
     let urls: Vec<String> = ms.iter().map(|m| m.url("")).collect();
-    let writers = spawn_writers(urls, 4, stop.clone(), acks.clone(), failures.clone());
+    let writers = spawn_writers(urls, 4, stop.clone(), acks.clone(), load.clone());
 
     let started = Instant::now();
     let mut failover_ms = Vec::new();
@@ -276,12 +310,20 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
     }
     let acks = acks.lock().clone();
     eprintln!(
-        "{} acknowledged writes, {} failed attempts, {kills} kills in {:?}; failover ms {failover_ms:?}",
+        "{} acknowledged writes, {} failed attempts, {} linearizable reads, {kills} kills in {:?}; \
+         failover ms {failover_ms:?}",
         acks.len(),
-        failures.load(Ordering::Relaxed),
+        load.failures.load(Ordering::Relaxed),
+        load.linear_reads.load(Ordering::Relaxed),
         started.elapsed()
     );
     assert!(acks.len() > 50, "the load made progress");
+    assert!(load.linear_reads.load(Ordering::Relaxed) > 5);
+    assert_eq!(
+        load.stale_reads.load(Ordering::Relaxed),
+        0,
+        "a linearizable read returned less than an acknowledged write"
+    );
 
     // Convergence: one leader everyone agrees on, every member at the same applied LSN.
     let commit = Wait::new("members to converge", Duration::from_secs(30))
