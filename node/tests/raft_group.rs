@@ -151,7 +151,7 @@ fn spawn_writers(
                         Ok(r) if r.status().is_success() => {
                             let body: Value = r.json().await.unwrap_or_default();
                             let lsn = body["lsn"].as_u64().unwrap_or(0);
-                            if i % 5 == 0 {
+                            if i.is_multiple_of(5) {
                                 // A linearizable read on another member sees the acknowledged write
                                 // (or fails during an election: never an older value).
                                 let other = &urls[(i as usize + t + 1) % urls.len()];
