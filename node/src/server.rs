@@ -165,7 +165,7 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
                 "cluster mode: Raft groups started");
             Some(crate::raft::service::RaftService::new(
                 c.groups.clone(),
-                c.directory.clone(),
+                c.peers.clone(),
             ))
         }
         None => None,

@@ -345,6 +345,22 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
             }
         })
         .await?;
+    // Every member knows every other's HTTP address (learned from the Raft RPCs both ways).
+    for m in &ms {
+        let p = get_json(&c, &m.url(&format!("/status/peers?namespace={NS}")))
+            .await
+            .context("/status/peers")?;
+        let peers = p["peers"].as_array().cloned().unwrap_or_default();
+        assert_eq!(peers.len(), ms.len(), "{p}");
+        for (peer, other) in peers.iter().zip(&ms) {
+            assert_eq!(peer["id"].as_u64(), Some(other.id), "{p}");
+            assert_eq!(
+                peer["http_addr"].as_str(),
+                Some(format!("127.0.0.1:{}", other.ports.http).as_str()),
+                "{p}"
+            );
+        }
+    }
     let max_ack = acks.iter().map(|a| a.2).max().unwrap_or(0);
     assert!(
         commit >= max_ack,

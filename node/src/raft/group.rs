@@ -8,16 +8,15 @@
 //! initializes; one whose data was lost joins the existing group as an empty follower (the leader
 //! keeps the whole log, so it catches up by replication).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
-use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use super::network::{Network, Peers};
+use super::network::{Directory, Network, Peers};
 use super::service::Groups;
 use super::store::{LogStore, StateMachine};
 use super::{Member, Proposal, RaftHandle};
@@ -118,8 +117,8 @@ pub struct Cluster {
     pub settings: ClusterSettings,
     pub groups: Groups,
     pub peers: Arc<Peers>,
-    /// Node id -> HTTP address, learned from RPC metadata (falls back to the membership's).
-    pub directory: Arc<RwLock<HashMap<u64, String>>>,
+    /// Node id -> HTTP address, learned from RPC metadata (starts from the configured guesses).
+    pub directory: Directory,
 }
 
 impl Cluster {
@@ -130,21 +129,26 @@ impl Cluster {
             &cfg.grpc.tls_key_file,
         )
         .map_err(|e| format!("cluster: gRPC TLS: {e}"))?;
-        let mut directory = HashMap::new();
+        let directory = Directory::default();
         for (id, m) in &settings.members {
             directory.insert(*id, m.http.clone());
         }
         Ok(Arc::new(Cluster {
-            peers: Peers::new(tls, settings.node_id, settings.advertise_http.clone()),
+            peers: Peers::new(
+                tls,
+                settings.node_id,
+                settings.advertise_http.clone(),
+                directory.clone(),
+            ),
             settings,
             groups: Groups::default(),
-            directory: Arc::new(RwLock::new(directory)),
+            directory,
         }))
     }
 
     /// The HTTP address of member `id`.
     pub fn http_of(&self, id: u64) -> Option<String> {
-        self.directory.read().get(&id).cloned()
+        self.directory.get(id)
     }
 
     /// Starts the group of `ns` over its storage halves; the proposer is installed on `ns`.

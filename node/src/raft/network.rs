@@ -15,9 +15,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::proto::raft_client::RaftClient;
@@ -25,24 +26,70 @@ use super::proto::RaftRequest;
 use super::{Member, TypeConfig};
 use crate::replication::tls::ClientTls;
 
+/// Node id -> HTTP address of the members, learned from the metadata every Raft RPC and every
+/// answer carries (`group::NODE_HEADER`, `group::HTTP_HEADER`); followers proxy writes with it.
+#[derive(Clone, Default)]
+pub struct Directory(Arc<RwLock<HashMap<u64, String>>>);
+
+impl Directory {
+    pub fn get(&self, id: u64) -> Option<String> {
+        self.0.read().get(&id).cloned()
+    }
+
+    pub fn insert(&self, id: u64, http: String) {
+        self.0.write().insert(id, http);
+    }
+
+    /// Records the sender named in `md`, if it names itself.
+    pub fn learn(&self, md: &MetadataMap) {
+        let id = md
+            .get(super::group::NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let http = md
+            .get(super::group::HTTP_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(id), Some(http)) = (id, http) {
+            if self.0.read().get(&id).map(String::as_str) != Some(http) {
+                self.insert(id, http.to_string());
+            }
+        }
+    }
+}
+
 /// The shared channels to the peers, keyed by `host:port`.
 pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     tls: Option<ClientTls>,
-    /// Sent on every RPC (`group::NODE_HEADER`, `group::HTTP_HEADER`).
-    node_id: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    http: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// Sent on every RPC and answer (`group::NODE_HEADER`, `group::HTTP_HEADER`).
+    node_id: MetadataValue<Ascii>,
+    http: Option<MetadataValue<Ascii>>,
+    pub directory: Directory,
 }
 
 impl Peers {
     /// With `tls`, peers are reached over `https` with the node's gRPC TLS material.
-    pub fn new(tls: Option<ClientTls>, node_id: u64, http: String) -> Arc<Peers> {
+    pub fn new(
+        tls: Option<ClientTls>,
+        node_id: u64,
+        http: String,
+        directory: Directory,
+    ) -> Arc<Peers> {
         Arc::new(Peers {
             channels: Mutex::new(HashMap::new()),
             tls,
             node_id: node_id.into(),
             http: http.parse().ok(),
+            directory,
         })
+    }
+
+    /// Names this member in `md` (requests and answers alike).
+    pub fn introduce(&self, md: &mut MetadataMap) {
+        md.insert(super::group::NODE_HEADER, self.node_id.clone());
+        if let Some(http) = &self.http {
+            md.insert(super::group::HTTP_HEADER, http.clone());
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -125,11 +172,7 @@ impl PeerClient {
             payload,
         });
         request.set_timeout(option.hard_ttl());
-        let md = request.metadata_mut();
-        md.insert(super::group::NODE_HEADER, self.peers.node_id.clone());
-        if let Some(http) = &self.peers.http {
-            md.insert(super::group::HTTP_HEADER, http.clone());
-        }
+        self.peers.introduce(request.metadata_mut());
         let reply = match kind {
             Kind::Append => client.append_entries(request).await,
             Kind::Vote => client.vote(request).await,
@@ -144,6 +187,7 @@ impl PeerClient {
                 _ => RPCError::Network(NetworkError::new(&e)),
             }
         })?;
+        self.peers.directory.learn(reply.metadata());
         let answer: Result<Resp, RaftError<u64, E>> =
             bincode::deserialize(&reply.into_inner().payload)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::network::Peers;
 use super::proto::raft_server::{Raft, RaftServer};
 use super::proto::{RaftReply, RaftRequest};
 use super::RaftHandle;
@@ -41,30 +42,25 @@ impl Groups {
 #[derive(Clone)]
 pub struct RaftService {
     groups: Groups,
-    /// Node id -> HTTP address, learned from each RPC's metadata.
-    directory: Arc<RwLock<HashMap<u64, String>>>,
+    /// Learns senders from requests and names this member in answers.
+    peers: Arc<Peers>,
 }
 
 impl RaftService {
-    pub fn new(groups: Groups, directory: Arc<RwLock<HashMap<u64, String>>>) -> RaftService {
-        RaftService { groups, directory }
+    pub fn new(groups: Groups, peers: Arc<Peers>) -> RaftService {
+        RaftService { groups, peers }
     }
 
     /// Records the sender's HTTP address (the leader's, for followers that proxy writes).
     fn learn<T>(&self, request: &Request<T>) {
-        let md = request.metadata();
-        let id = md
-            .get(super::group::NODE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let http = md
-            .get(super::group::HTTP_HEADER)
-            .and_then(|v| v.to_str().ok());
-        if let (Some(id), Some(http)) = (id, http) {
-            if self.directory.read().get(&id).map(String::as_str) != Some(http) {
-                self.directory.write().insert(id, http.to_string());
-            }
-        }
+        self.peers.directory.learn(request.metadata());
+    }
+
+    /// The answer, naming this member (so the leader learns its followers' addresses too).
+    fn reply<T: Serialize>(&self, answer: &T) -> Result<Response<RaftReply>, Status> {
+        let mut r = reply(answer)?;
+        self.peers.introduce(r.metadata_mut());
+        Ok(r)
     }
 
     pub fn into_server(self) -> RaftServer<RaftService> {
@@ -101,7 +97,7 @@ impl Raft for RaftService {
         let req = request.into_inner();
         let raft = self.group(&req.namespace)?;
         let answer = raft.append_entries(decode(&req)?).await;
-        reply(&answer)
+        self.reply(&answer)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
@@ -109,7 +105,7 @@ impl Raft for RaftService {
         let req = request.into_inner();
         let raft = self.group(&req.namespace)?;
         let answer = raft.vote(decode(&req)?).await;
-        reply(&answer)
+        self.reply(&answer)
     }
 
     async fn install_snapshot(
@@ -119,6 +115,6 @@ impl Raft for RaftService {
         let req = request.into_inner();
         let raft = self.group(&req.namespace)?;
         let answer = raft.install_snapshot(decode(&req)?).await;
-        reply(&answer)
+        self.reply(&answer)
     }
 }
