@@ -41,7 +41,7 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
-    /// `None` without a `cluster` section (a single hub).
+    /// `None` without a `cluster` section, or with one member: a single hub.
     pub fn from_config(cfg: &Config) -> Result<Option<ClusterSettings>, String> {
         let Some(c) = &cfg.cluster else {
             return Ok(None);
@@ -64,6 +64,11 @@ impl ClusterSettings {
                     grpc,
                 },
             );
+        }
+        if members.len() == 1 {
+            // A group of one is a single hub: exactly as without the section.
+            tracing::warn!("cluster.peers names one member: running as a single hub (no Raft)");
+            return Ok(None);
         }
         let Some(me) = members.get_mut(&node_id) else {
             return Err(format!(
@@ -377,5 +382,57 @@ impl Cluster {
             }),
             members,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unisondb_config::ClusterConfig;
+
+    fn cfg(peers: &[&str]) -> Config {
+        let mut c = Config::default();
+        c.http.listen = "0.0.0.0:4000".into();
+        c.cluster = Some(ClusterConfig {
+            node_id: Some(2),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn settings_from_the_cluster_section() {
+        assert!(ClusterSettings::from_config(&Config::default())
+            .unwrap()
+            .is_none());
+        let s = ClusterSettings::from_config(&cfg(&[
+            "hub-0.hub:4001",
+            "hub-1.hub:4001",
+            "hub-2.hub:4001",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.node_id, 2);
+        assert!(!s.is_bootstrapper());
+        assert_eq!(s.members[&1].grpc, "hub-0.hub:4001");
+        assert_eq!(
+            s.members[&3].http, "hub-2.hub:4000",
+            "peer host, http.listen port"
+        );
+        assert_eq!(s.advertise_http, "hub-1.hub:4000");
+        assert_eq!(
+            (
+                s.raft.election_timeout_min,
+                s.raft.election_timeout_max,
+                s.raft.heartbeat_interval
+            ),
+            (1000, 2000, 250)
+        );
+        let one = cfg(&["2=hub-1.hub:4001"]);
+        assert!(
+            ClusterSettings::from_config(&one).unwrap().is_none(),
+            "a group of one is a single hub"
+        );
     }
 }

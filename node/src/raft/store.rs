@@ -63,6 +63,8 @@ pub fn open(
     let ns = Namespace::open_member(dir, name, opts, committed)?;
     let applied = ns.latest_lsn();
     let last_applied = (applied > 0).then(|| entry::log_id(ns.epoch_at(applied), applied));
+    let mut state = state;
+    recover_membership(&ns, &mut state)?;
     let state = Arc::new(Mutex::new(state));
     let log = LogStore {
         ns: ns.clone(),
@@ -75,6 +77,43 @@ pub fn open(
         current: Arc::new(Mutex::new(None)),
     };
     Ok((ns, log, sm))
+}
+
+/// The engine replays records after the B+Tree checkpoint up to the committed index at open, and so
+/// counts them applied: a membership entry among them that the state machine never saw (a crash
+/// between commit and apply) is taken into the applied state here. Records up to the checkpoint were
+/// applied by the state machine, which persists a membership before applying it.
+fn recover_membership(ns: &Namespace, state: &mut RaftState) -> Result<(), EngineError> {
+    let known = state
+        .data
+        .membership
+        .log_id()
+        .map(|l| entry::lsn_of(l.index))
+        .unwrap_or(0);
+    let from = known.max(ns.checkpoint_lsn()?) + 1;
+    let applied = ns.latest_lsn();
+    if from > applied || ns.wal_first_lsn().is_none_or(|f| f > from) {
+        return Ok(());
+    }
+    let mut reader = ns.wal_reader(from)?;
+    let mut found = None;
+    while let Some(rec) = reader.next_record()? {
+        if rec.lsn > applied {
+            break;
+        }
+        if crate::storage::batch::control_body(&rec.payload).is_some() {
+            let e = entry::from_record(rec).map_err(|e| EngineError::Corrupt(e.to_string()))?;
+            if let EntryPayload::Membership(m) = e.payload {
+                found = Some(StoredMembership::new(Some(e.log_id), m));
+            }
+        }
+    }
+    if let Some(m) = found {
+        tracing::info!(namespace = ns.name(), membership = ?m, "membership recovered from the WAL");
+        state.data.membership = m;
+        state.save()?;
+    }
+    Ok(())
 }
 
 /// The Raft log: the member namespace's WAL.
@@ -414,6 +453,44 @@ mod tests {
                 open(&d.path().join("ns"), "ns", EngineOptions::default()).map_err(io_write)?;
             Ok((d, log, sm))
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_committed_membership_the_state_machine_never_saw_is_recovered_at_open() {
+        use openraft::Membership;
+        use std::collections::{BTreeMap, BTreeSet};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ns");
+        let nodes: BTreeMap<u64, Member> = [(1, Member::default()), (2, Member::default())].into();
+        let m = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
+        {
+            let (_, mut log, _) = open(&dir, "ns", EngineOptions::default()).unwrap();
+            let entries = vec![
+                Entry {
+                    log_id: entry::log_id(0, 1),
+                    payload: EntryPayload::Membership(m.clone()),
+                },
+                Entry {
+                    log_id: entry::log_id(3, 2),
+                    payload: EntryPayload::Blank,
+                },
+            ];
+            let records: Vec<_> = entries
+                .iter()
+                .map(|e| entry::to_record(e).unwrap())
+                .collect();
+            log.ns.raft_append(records).unwrap();
+            // Committed through LSN 2, then a crash before the state machine applied anything.
+            let mut st = log.state.lock();
+            st.data.committed = Some(entry::log_id(3, 2));
+            st.save().unwrap();
+        }
+        let (ns, _, mut sm) = open(&dir, "ns", EngineOptions::default()).unwrap();
+        assert_eq!(ns.latest_lsn(), 2, "replayed up to the committed index");
+        let (applied, membership) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(entry::log_id(3, 2)));
+        assert_eq!(membership.log_id(), &Some(entry::log_id(0, 1)));
+        assert_eq!(membership.membership(), &m);
     }
 
     #[test]
