@@ -464,8 +464,8 @@ mod tests {
         let nodes: BTreeMap<u64, Member> = [(1, Member::default()), (2, Member::default())].into();
         let m = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
         {
-            let (_, mut log, _) = open(&dir, "ns", EngineOptions::default()).unwrap();
-            let entries = vec![
+            let (_, log, _) = open(&dir, "ns", EngineOptions::default()).unwrap();
+            let entries = [
                 Entry {
                     log_id: entry::log_id(0, 1),
                     payload: EntryPayload::Membership(m.clone()),
