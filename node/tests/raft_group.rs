@@ -447,3 +447,56 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Without a quorum there is no leader: writes (and linearizable reads) answer 503 with
+/// `Retry-After`, local reads still answer, and `/status/leader` names no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_writes_are_refused_with_retry_after() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    // Only member 2 runs (1 of 3): it never hears of a leader and cannot become one.
+    let mut ms = members(root.path(), 3);
+    let m = &mut ms[1];
+    m.proc.start()?;
+    m.proc
+        .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
+        .await?;
+    // Past an election timeout, so the member has tried and failed to get elected.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = c
+        .put(m.url(&format!("/api/v1/{NS}/kv/k")))
+        .json(&serde_json::json!({"value": B64.encode("v")}))
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = r.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("leader"),
+        "{body}"
+    );
+    let r = c
+        .get(m.url(&format!("/api/v1/{NS}/kv/k?consistency=linearizable")))
+        .send()
+        .await?;
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "no linearizable read without a leader"
+    );
+    let r = c.get(m.url(&format!("/api/v1/{NS}/kv/k"))).send().await?;
+    assert_eq!(r.status().as_u16(), 404, "local reads still answer");
+    let s = get_json(&c, &m.url(&format!("/status/leader?namespace={NS}")))
+        .await
+        .context("/status/leader")?;
+    assert!(s["leader_id"].is_null(), "{s}");
+    assert_ne!(s["role"], "leader", "{s}");
+    m.proc.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
