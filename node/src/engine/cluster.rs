@@ -77,13 +77,51 @@ impl Namespace {
     /// Appends Raft log records (contiguous after the last appended LSN) and fsyncs them. They are
     /// neither applied nor visible. Returns the last appended LSN.
     pub fn raft_append(&self, records: Vec<Record>) -> Result<u64, EngineError> {
+        self.raft_log(records, true)
+    }
+
+    /// Like [`Namespace::raft_append`] without the fsync: the records are readable (Raft replicates
+    /// them at once) but durable only after a later [`Namespace::raft_sync`].
+    pub fn raft_write(&self, records: Vec<Record>) -> Result<u64, EngineError> {
+        self.raft_log(records, false)
+    }
+
+    fn raft_log(&self, records: Vec<Record>, sync: bool) -> Result<u64, EngineError> {
         if records.is_empty() {
             return Ok(self.last_appended_lsn());
         }
         Ok(self
             .inner
-            .submit(super::write::Request::RaftAppend(records))?
+            .submit(super::write::Request::RaftAppend(records, sync))?
             .lsn)
+    }
+
+    /// Makes every appended record durable (one fsync shared by concurrent callers). A failure
+    /// poisons the namespace, as a failed group-commit fsync does.
+    pub fn raft_sync(&self) -> Result<(), EngineError> {
+        let _one = self.inner.epochs.sync_lock.lock();
+        if let Some(reason) = self.inner.poisoned.lock().clone() {
+            return Err(EngineError::Poisoned {
+                name: self.inner.name.clone(),
+                reason,
+            });
+        }
+        let t = std::time::Instant::now();
+        let synced = self.inner.wal.sync();
+        self.inner.metrics.fsyncs.inc();
+        self.inner
+            .metrics
+            .fsync_seconds
+            .observe(t.elapsed().as_secs_f64());
+        synced.map_err(|e| {
+            let reason = format!("WAL fsync failed: {e}");
+            tracing::error!(namespace = %self.inner.name, %reason, "namespace refuses further writes");
+            self.inner.poisoned.lock().get_or_insert(reason.clone());
+            EngineError::Poisoned {
+                name: self.inner.name.clone(),
+                reason,
+            }
+        })
     }
 
     /// Restarts an empty or wholly purged log so that `next_lsn` is the next LSN to append (the

@@ -20,8 +20,9 @@ use crate::wal::Record;
 pub(crate) enum Request {
     Local(WriteBatch),
     Replicated(Vec<Record>),
-    /// Cluster mode: append Raft log records (WAL + fsync), neither applied nor published.
-    RaftAppend(Vec<Record>),
+    /// Cluster mode: append Raft log records, neither applied nor published; fsynced in the group
+    /// when the flag is set (else the caller syncs later with `Namespace::raft_sync`).
+    RaftAppend(Vec<Record>, bool),
     /// Cluster mode: apply committed records to the memtable and publish them.
     RaftApply(Vec<super::cluster::Applied>),
     /// Seal the active memtable (only the leader may swap it).
@@ -169,6 +170,7 @@ impl Inner {
         let mut last_hlc = self.last_hlc.load(Ordering::Relaxed);
         let mut seal = false;
         let mut raft_appended = false;
+        let mut raft_fsync = false;
         let mut raft_applied: Option<(u64, u64)> = None;
         let mut failed: Option<String> = None;
         for (id, request) in group {
@@ -194,8 +196,9 @@ impl Inner {
                 Request::Replicated(records) => {
                     self.log_replicated(records, &active, &mut last, &mut last_hlc)
                 }
-                Request::RaftAppend(records) => {
+                Request::RaftAppend(records, sync) => {
                     raft_appended = true;
+                    raft_fsync |= sync;
                     self.log_raft(records, &mut last)
                 }
                 Request::RaftApply(entries) => self.apply_raft(entries, &active, &mut raft_applied),
@@ -222,8 +225,9 @@ impl Inner {
         }
         if last > start_lsn {
             self.metrics.group_size.observe(results.len() as f64);
-            // A Raft append is acknowledged to the leader only once durable, whatever the policy.
-            if self.opts.fsync == FsyncPolicy::Always || raft_appended {
+            // A Raft append is acknowledged only once durable, whatever the policy: here, or by
+            // the caller's `raft_sync`.
+            if (self.opts.fsync == FsyncPolicy::Always && !raft_appended) || raft_fsync {
                 let t = Instant::now();
                 let synced = self.wal.sync();
                 self.metrics.fsyncs.inc();

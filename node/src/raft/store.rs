@@ -69,6 +69,7 @@ pub fn open(
     let log = LogStore {
         ns: ns.clone(),
         state: state.clone(),
+        syncer: Syncer::start(ns.clone())?,
     };
     let sm = StateMachine {
         ns: ns.clone(),
@@ -116,11 +117,54 @@ fn recover_membership(ns: &Namespace, state: &mut RaftState) -> Result<(), Engin
     Ok(())
 }
 
+/// Fsyncs appended entries off openraft's core task, in order, one fsync for everything queued:
+/// the core replicates an entry while its own copy is being made durable (the leader's fsync and
+/// the followers' run in parallel), and learns of durability through the `LogFlushed` callback.
+struct Syncer {
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>>,
+    thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Syncer {
+    /// Closes the queue and waits for the thread, so the namespace (and its directory lock) is
+    /// released when the last `LogStore` goes.
+    fn drop(&mut self) {
+        self.tx.lock().take();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Syncer {
+    fn start(ns: Namespace) -> Result<Arc<Syncer>, EngineError> {
+        let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-sync-{}", ns.name()))
+            .spawn(move || {
+                // Ends when every `LogStore` clone (and so the sender) is gone.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let result = ns.raft_sync().map_err(|e| e.to_string());
+                    for cb in batch {
+                        cb.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    }
+                }
+            })?;
+        Ok(Arc::new(Syncer {
+            tx: parking_lot::Mutex::new(Some(tx)),
+            thread: parking_lot::Mutex::new(Some(thread)),
+        }))
+    }
+}
+
 /// The Raft log: the member namespace's WAL.
 #[derive(Clone)]
 pub struct LogStore {
     ns: Namespace,
     state: Arc<Mutex<RaftState>>,
+    syncer: Arc<Syncer>,
 }
 
 impl LogStore {
@@ -242,10 +286,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 blocking(|| self.ns.raft_restart_log_at(first)).map_err(io_write)?;
             }
         }
-        let result = blocking(|| self.ns.raft_append(records));
-        match result {
+        // Written (readable, so replication starts now) here; durable when the syncer says so.
+        match blocking(|| self.ns.raft_write(records)) {
             Ok(_) => {
-                callback.log_io_completed(Ok(()));
+                let unsent = match self.syncer.tx.lock().as_ref() {
+                    Some(tx) => tx.send(callback).err().map(|e| e.0),
+                    None => Some(callback),
+                };
+                if let Some(cb) = unsent {
+                    cb.log_io_completed(Err(std::io::Error::other("the WAL sync thread is gone")));
+                }
                 Ok(())
             }
             Err(e) => {
