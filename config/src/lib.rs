@@ -22,9 +22,9 @@ pub use error::ConfigError;
 pub use human::{parse_go_duration, parse_size};
 pub use load::{FileFormat, Loaded, YamlNg, ENV_PREFIX, NON_CONFIG_VARS, SECTIONS};
 pub use model::{
-    ArchiveConfig, Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat, MemtableConfig,
-    Mode, NamespaceSocket, NotifyConfig, ObjectStoreConfig, ReplicationConfig, RespConfig,
-    ServerConfig, WalConfig,
+    ArchiveConfig, ClusterConfig, Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat,
+    MemtableConfig, Mode, NamespaceSocket, NotifyConfig, ObjectStoreConfig, ReplicationConfig,
+    RespConfig, ServerConfig, WalConfig,
 };
 pub use unison::UNISON_TOP_LEVEL;
 pub use validate::validate_namespace;

@@ -27,6 +27,7 @@ pub const SECTIONS: &[&str] = &[
     "log",
     "resp",
     "archive",
+    "cluster",
 ];
 
 /// YAML for figment through `serde_yaml_ng` (figment's own `Yaml` uses the deprecated `serde_yaml`).
@@ -62,6 +63,7 @@ fn known_keys() -> BTreeMap<String, BTreeSet<String>> {
     let mut full = Config::default();
     full.resp.listen = "127.0.0.1:6379".into();
     full.archive.enabled = true;
+    full.cluster = Some(Default::default());
     let data = Serialized::defaults(full).data().unwrap_or_default();
     if let Some(root) = data.get(&Profile::Default) {
         for (section, value) in root {
@@ -78,6 +80,7 @@ fn known_keys() -> BTreeMap<String, BTreeSet<String>> {
         ("notify", "namespaces"),
         ("resp", "listen"),
         ("replication", "object_store"),
+        ("cluster", "node_id"),
     ] {
         out.entry(section.into()).or_default().insert(key.into());
     }

@@ -97,6 +97,92 @@ pub struct Config {
     /// while off.
     #[serde(skip_serializing_if = "ArchiveConfig::is_off")]
     pub archive: ArchiveConfig,
+    /// Hub high availability: the Raft group this hub belongs to. Absent (the default): a single
+    /// hub, exactly as without the section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `cluster.*`: a group of hubs (`mode: replicator`) that commit each write on a quorum and elect
+/// a leader by themselves (one Raft group per namespace).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This member's id; absent: the hostname's trailing ordinal + 1 (`hub-0` -> 1, a StatefulSet pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// Every member's gRPC address, this one included: `host:port` (member i has id i + 1) or
+    /// `ID=host:port`; from the environment, a comma-separated list.
+    #[serde(deserialize_with = "codec::string_list")]
+    pub peers: Vec<String>,
+    /// `host:port` other members use to reach this member's HTTP API (followers proxy writes to the
+    /// leader there); empty: this member's peer host with the `http.listen` port.
+    pub advertise_http: String,
+    /// Minimum election timeout; the maximum is twice this.
+    pub election_timeout_ms: u64,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            peers: Vec::new(),
+            advertise_http: String::new(),
+            election_timeout_ms: 1000,
+            heartbeat_ms: 250,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The members as `(id, host:port)`, in id order.
+    pub fn members(&self) -> Result<Vec<(u64, String)>, String> {
+        let mut out = Vec::with_capacity(self.peers.len());
+        for (i, p) in self.peers.iter().enumerate() {
+            let (id, addr) = match p.split_once('=') {
+                Some((id, addr)) => (
+                    id.trim()
+                        .parse::<u64>()
+                        .map_err(|_| format!("cluster.peers: {p:?}: the id must be a number"))?,
+                    addr.trim().to_string(),
+                ),
+                None => (i as u64 + 1, p.trim().to_string()),
+            };
+            if id == 0 {
+                return Err(format!("cluster.peers: {p:?}: ids start at 1"));
+            }
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(format!("cluster.peers: {p:?} is not host:port")),
+            }
+            if out.iter().any(|(other, _)| *other == id) {
+                return Err(format!("cluster.peers: id {id} appears twice"));
+            }
+            out.push((id, addr));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// This member's id: `node_id`, else the trailing number of `hostname` + 1.
+    pub fn resolve_node_id(&self, hostname: &str) -> Result<u64, String> {
+        if let Some(id) = self.node_id {
+            return Ok(id);
+        }
+        let digits: String = hostname
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse::<u64>().map(|n| n + 1).map_err(|_| {
+            format!("cluster.node_id is not set and the hostname {hostname:?} ends in no ordinal")
+        })
+    }
 }
 
 /// `server.*`: role, storage and the namespaces served.

@@ -103,6 +103,7 @@ fn sections_list_matches_the_tree() {
     let mut c = Config::default();
     c.resp.listen = "127.0.0.1:6379".into();
     c.archive.enabled = true;
+    c.cluster = Some(Default::default());
     let tree = serde_yaml_ng::to_value(c).unwrap();
     let keys: Vec<&str> = tree
         .as_mapping()
@@ -673,4 +674,74 @@ fn an_archive_bucket_without_archiving_survives_loading() {
     );
     assert!(!c.archive.is_off());
     assert!(Config::default().archive.is_off());
+}
+
+#[test]
+fn cluster_members_ids_and_validation() {
+    use crate::ClusterConfig;
+    let c = ClusterConfig {
+        peers: vec![
+            "hub-0.hub:4001".into(),
+            "hub-1.hub:4001".into(),
+            "hub-2.hub:4001".into(),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        c.members().unwrap(),
+        vec![
+            (1, "hub-0.hub:4001".to_string()),
+            (2, "hub-1.hub:4001".to_string()),
+            (3, "hub-2.hub:4001".to_string())
+        ]
+    );
+    assert_eq!(c.resolve_node_id("hub-0").unwrap(), 1);
+    assert_eq!(c.resolve_node_id("unisondb-hub-12").unwrap(), 13);
+    assert!(c.resolve_node_id("laptop").is_err());
+    let explicit = ClusterConfig {
+        node_id: Some(7),
+        peers: vec!["7=a:1".into(), "9=b:2".into()],
+        ..Default::default()
+    };
+    assert_eq!(explicit.resolve_node_id("x-0").unwrap(), 7);
+    assert_eq!(explicit.members().unwrap()[1], (9, "b:2".to_string()));
+    let dup = ClusterConfig {
+        peers: vec!["1=a:1".into(), "1=b:2".into()],
+        ..Default::default()
+    };
+    assert!(dup.members().unwrap_err().contains("twice"));
+
+    let mut cfg = Config {
+        cluster: Some(c.clone()),
+        ..Default::default()
+    };
+    cfg.validate().unwrap();
+    cfg.server.mode = Mode::Relayer;
+    assert!(cfg.validate().is_err(), "a relayer cannot be a member");
+    cfg.server.mode = Mode::Replicator;
+    cfg.cluster = Some(ClusterConfig {
+        node_id: Some(5),
+        ..c.clone()
+    });
+    assert!(cfg.validate().is_err(), "node_id must be a member");
+    cfg.cluster = Some(ClusterConfig {
+        heartbeat_ms: 600,
+        ..c
+    });
+    assert!(
+        cfg.validate().is_err(),
+        "election timeout below twice the heartbeat"
+    );
+
+    let text = "cluster:\n  peers: [\"a:4001\", \"b:4001\", \"c:4001\"]\n  node_id: 2\n";
+    let loaded = load_file("c.yaml", text).unwrap();
+    let cl = loaded.cluster.unwrap();
+    assert_eq!(
+        (cl.node_id, cl.peers.len(), cl.heartbeat_ms),
+        (Some(2), 3, 250)
+    );
+    assert!(
+        Config::default().cluster.is_none(),
+        "no section: a single hub"
+    );
 }

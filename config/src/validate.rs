@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::{Config, ConfigError, FsyncMode};
+use crate::{Config, ConfigError, FsyncMode, Mode};
 
 /// The namespace naming rule (`server.namespaces`): 1..=64 bytes of `[A-Za-z0-9_.-]`, not starting
 /// with a dot. The storage engine applies the same rule when it opens a namespace.
@@ -81,6 +81,29 @@ impl Config {
         }
         if !self.http.auth_token.is_empty() && !self.http.auth_token_file.is_empty() {
             return bad("set http.auth_token or http.auth_token_file, not both".into());
+        }
+        if let Some(c) = &self.cluster {
+            if self.server.mode != Mode::Replicator {
+                return bad("cluster: only a hub (server.mode: replicator) can be a member".into());
+            }
+            let members = c.members().map_err(ConfigError::Invalid)?;
+            if members.is_empty() {
+                return bad("cluster.peers must list every member, this one included".into());
+            }
+            if let Some(id) = c.node_id {
+                if !members.iter().any(|(m, _)| *m == id) {
+                    return bad(format!("cluster.node_id {id} is not in cluster.peers"));
+                }
+            }
+            if c.heartbeat_ms == 0 || c.election_timeout_ms < 2 * c.heartbeat_ms {
+                return bad(
+                    "cluster: heartbeat_ms must be > 0 and election_timeout_ms at least twice it"
+                        .into(),
+                );
+            }
+            if !c.advertise_http.is_empty() && !c.advertise_http.contains(':') {
+                return bad("cluster.advertise_http must be host:port".into());
+            }
         }
         if self
             .log

@@ -30,6 +30,17 @@ impl Database {
         opts: &EngineOptions,
         role_of: impl Fn(&str) -> Role,
     ) -> Result<Database, EngineError> {
+        Database::open_each(data_dir, names, |dir, name| {
+            Namespace::open_as(dir, name, opts.clone(), role_of(name))
+        })
+    }
+
+    /// Opens every named namespace with `open(dir, name)` (cluster mode opens group members).
+    pub fn open_each(
+        data_dir: &Path,
+        names: &[String],
+        mut open: impl FnMut(&Path, &str) -> Result<Namespace, EngineError>,
+    ) -> Result<Database, EngineError> {
         crate::fsutil::create_dir_all_durable(data_dir)?;
         let mut namespaces = BTreeMap::new();
         for name in names {
@@ -37,7 +48,7 @@ impl Database {
             if namespaces.contains_key(name) {
                 continue;
             }
-            let ns = Namespace::open_as(&data_dir.join(name), name, opts.clone(), role_of(name))?;
+            let ns = open(&data_dir.join(name), name)?;
             namespaces.insert(name.clone(), ns);
         }
         Ok(Database {

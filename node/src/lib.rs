@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod models;
 pub mod notify;
 pub mod objstore;
+pub mod raft;
 pub mod replication;
 pub mod resp;
 pub mod server;

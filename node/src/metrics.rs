@@ -166,3 +166,35 @@ pub fn render() -> String {
     }
     String::from_utf8(buf).unwrap_or_default()
 }
+
+gauge!(
+    RAFT_TERM,
+    "unisondb_raft_term",
+    "Cluster mode: the current Raft term (= epoch of new records) of the namespace's group"
+);
+gauge!(
+    RAFT_COMMIT_INDEX,
+    "unisondb_raft_commit_index",
+    "Cluster mode: the last applied (committed) LSN of the namespace's group on this member"
+);
+gauge!(
+    RAFT_IS_LEADER,
+    "unisondb_raft_is_leader",
+    "Cluster mode: 1 while this member leads the namespace's group"
+);
+counter!(
+    RAFT_LEADER_CHANGES,
+    "unisondb_raft_leader_changes_total",
+    "Cluster mode: times this member saw the namespace's group change leader"
+);
+
+/// Cluster mode: per-peer replication position, reported by the leader only.
+pub static RAFT_PEER_MATCH_INDEX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec_with_registry!(
+        "unisondb_raft_peer_match_index",
+        "Cluster mode (on the leader): the last LSN known replicated on each peer",
+        &["namespace", "peer"],
+        REGISTRY
+    )
+    .expect("metric registers once")
+});

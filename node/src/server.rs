@@ -50,6 +50,8 @@ pub enum ServerError {
     Close(EngineError),
     #[error("background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("WAL archiving: {0}")]
     Archive(#[from] crate::objstore::ObjStoreError),
 }
@@ -84,6 +86,15 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
             },
             &[b"http/1.1"],
         )?))
+    };
+    // Cluster mode (hub high availability): resolved before anything opens.
+    let cluster = match crate::raft::group::ClusterSettings::from_config(&cfg)
+        .map_err(ServerError::Cluster)?
+    {
+        Some(settings) => {
+            Some(crate::raft::group::Cluster::new(settings, &cfg).map_err(ServerError::Cluster)?)
+        }
+        None => None,
     };
     // Cancelled once, after the node stopped reporting ready; every part gets a child.
     let shutdown = CancellationToken::new();
@@ -127,9 +138,10 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     // Recover namespaces while /healthz already answers (and /readyz says 503).
     let opening = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
-        move || open_database(&cfg)
+        let clustered = cluster.is_some();
+        move || open_database(&cfg, clustered)
     });
-    let db = tokio::select! {
+    let (db, members) = tokio::select! {
         r = opening => r??,
         _ = stop.cancelled() => {
             tracing::info!("shutdown requested during recovery");
@@ -138,8 +150,28 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
         }
     };
     // gRPC (WAL streaming + health), followers (relayer mode / mirrors) and ZeroMQ notifications.
+    let raft_service = match &cluster {
+        Some(c) => {
+            for (name, log, sm) in members {
+                let ns = db.get(&name).ok_or_else(|| {
+                    ServerError::Cluster(format!("namespace {name} did not open"))
+                })?;
+                c.start_group(ns, log, sm, shutdown.child_token())
+                    .await
+                    .map_err(ServerError::Cluster)?;
+            }
+            state.set_cluster(c.clone());
+            tracing::info!(node_id = c.settings.node_id, members = ?c.settings.members,
+                "cluster mode: Raft groups started");
+            Some(crate::raft::service::RaftService::new(
+                c.groups.clone(),
+                c.peers.clone(),
+            ))
+        }
+        None => None,
+    };
     let (replication, mut services) =
-        replication::start_from_config(&db, &cfg, shutdown.child_token()).await?;
+        replication::start_from_config(&db, &cfg, raft_service, shutdown.child_token()).await?;
     state.set_ready(db.clone(), Some(replication));
     tracing::info!(namespaces = ?cfg.server.namespaces, "ready");
 
@@ -193,6 +225,9 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     if let Some(resp) = resp {
         let _ = resp.await;
     }
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
     drain_services(&mut services).await;
     let st = state.clone();
     tokio::task::spawn_blocking(move || {
@@ -243,16 +278,27 @@ fn start_archivers(
 /// orphaned by a crash from the namespaces this node owns (blocking). A follower keeps the chunks it
 /// holds: they may belong to an upload still in flight upstream, and the owner's cleanup reaches it
 /// as replicated records.
-fn open_database(cfg: &Config) -> Result<Database, ServerError> {
+///
+/// In cluster mode the namespaces this hub owns open as Raft group members; their storage halves
+/// are returned for the groups to start.
+fn open_database(cfg: &Config, clustered: bool) -> Result<(Database, Vec<Member>), ServerError> {
     let dir = &cfg.server.data_dir;
-    let db =
-        Database::open_with_roles(dir, &cfg.server.namespaces, &cfg.engine_options(), |name| {
-            cfg.role_of(name)
-        })
-        .map_err(|source| ServerError::Open {
-            dir: dir.clone(),
-            source,
-        })?;
+    let opts = cfg.engine_options();
+    let mut members = Vec::new();
+    let db = Database::open_each(dir, &cfg.server.namespaces, |d, name| {
+        let role = cfg.role_of(name);
+        if clustered && role == crate::engine::Role::Owner {
+            let (ns, log, sm) = crate::raft::store::open(d, name, opts.clone())?;
+            members.push((name.to_string(), log, sm));
+            Ok(ns)
+        } else {
+            crate::engine::Namespace::open_as(d, name, opts.clone(), role)
+        }
+    })
+    .map_err(|source| ServerError::Open {
+        dir: dir.clone(),
+        source,
+    })?;
     // Staging copies of base backups a crash interrupted (not serving yet).
     for ns in db.names() {
         let staging = cfg
@@ -280,8 +326,15 @@ fn open_database(cfg: &Config) -> Result<Database, ServerError> {
             }
         }
     }
-    Ok(db)
+    Ok((db, members))
 }
+
+/// A namespace opened as a group member, with its Raft storage halves.
+type Member = (
+    String,
+    crate::raft::store::LogStore,
+    crate::raft::store::StateMachine,
+);
 
 /// Aborts transactions past their idle or lifetime limit, every second while any transaction is
 /// open or remembered, until `stop`; with none it sleeps until one begins (an idle node does not

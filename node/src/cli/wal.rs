@@ -74,6 +74,8 @@ pub struct RecordRow {
     pub offset: u64,
     /// `put kv a`, `delete row r/c`, ...; empty if the payload does not decode.
     pub ops: Vec<String>,
+    /// CRC32C of the payload alone (0 when the frame is damaged): compares records across nodes.
+    pub payload_crc32c: u32,
 }
 
 /// Totals of one namespace.
@@ -220,6 +222,7 @@ fn scan_segment(
                     segment: file.clone(),
                     offset: off as u64,
                     ops,
+                    payload_crc32c: crc32c::crc32c(f.payload),
                 });
                 row.records += 1;
                 row.last_lsn = f.lsn;
@@ -237,6 +240,7 @@ fn scan_segment(
                         segment: file.clone(),
                         offset: off as u64,
                         ops: Vec::new(),
+                        payload_crc32c: 0,
                     });
                 }
                 row.defect = Some(format!("offset {off}: CRC mismatch (record LSN {lsn})"));

@@ -4,6 +4,7 @@
 //! Read path: memtables newest-first, then the B+Tree, at one visible LSN. Background: flush sealed
 //! memtables into the B+Tree (checkpoint = their last LSN), then let WAL retention drop covered segments.
 
+mod cluster;
 pub mod epoch;
 mod flush;
 mod install;
@@ -29,6 +30,7 @@ use crate::storage::batch::{DecodeError, WriteBatch};
 use crate::storage::hlc::Hlc;
 use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 
+pub use cluster::{Applied, Proposer};
 pub use epoch::{EpochEntry, EpochError};
 pub use lock::DirLock;
 pub use options::{EngineOptions, FsyncPolicy};
@@ -63,6 +65,12 @@ pub enum EngineError {
     Transfer(String),
     #[error("replicated record LSN {got} does not follow the local LSN {expected_after}")]
     OutOfSequence { expected_after: u64, got: u64 },
+    /// Cluster mode: an applied record cannot be truncated (Raft only cuts uncommitted entries).
+    #[error("cannot truncate after LSN {lsn}: records up to LSN {applied} are already applied")]
+    TruncateApplied { lsn: u64, applied: u64 },
+    /// Cluster mode: this member cannot commit the write (not the leader, or no leader now).
+    #[error("namespace {name}: {reason}")]
+    NotLeader { name: String, reason: String },
     /// A local write on a namespace this node follows: its records come only from the upstream.
     #[error(
         "namespace {name} follows an upstream here and refuses local writes; write to its owner"
@@ -155,6 +163,10 @@ pub struct Namespace {
     _threads: Arc<flush::Threads>,
     inner: Arc<Inner>,
     role: Role,
+    /// Cluster mode: where `write` sends batches (set once the Raft group runs).
+    proposer: Arc<std::sync::OnceLock<Arc<dyn Proposer>>>,
+    /// Cluster mode: keeps every WAL segment (the Raft log is purged only by snapshots, later).
+    _raft_pin: Option<u64>,
     /// The archive's retention pin (`hold_wal_for_archive`); lives as long as the WAL.
     archive_pin: Option<u64>,
 }
@@ -181,7 +193,14 @@ impl Namespace {
         role: Role,
     ) -> Result<Namespace, EngineError> {
         validate_name(name)?;
-        let inner = recovery::open(dir, name, opts)?;
+        let inner = recovery::open(dir, name, opts, None)?;
+        Namespace::start(inner, role)
+    }
+
+    /// Starts the background threads of a recovered namespace.
+    fn start(inner: Inner, role: Role) -> Result<Namespace, EngineError> {
+        let name = inner.name.clone();
+        let name = name.as_str();
         if role.owns() {
             // Every start of an owner may continue a state others did not see: a new epoch.
             let epoch = inner
@@ -197,11 +216,14 @@ impl Namespace {
         // Pinned before the flush thread exists: no retention pass can run before the archiver
         // learns from the store how far it got.
         let archive_pin = inner.opts.hold_wal_for_archive.then(|| inner.wal.pin(0));
+        let raft_pin = (role == Role::Member).then(|| inner.wal.pin(0));
         let threads = flush::Threads::start(&inner);
         Ok(Namespace {
             inner,
             _threads: Arc::new(threads),
             role,
+            proposer: Default::default(),
+            _raft_pin: raft_pin,
             archive_pin,
         })
     }
@@ -222,6 +244,9 @@ impl Namespace {
     /// Commits a batch atomically; returns once durable per the fsync policy. A follower refuses
     /// with [`EngineError::Follower`] (see [`Role`]).
     pub fn write(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        if self.role == Role::Member {
+            return self.propose(batch);
+        }
         if !self.role.owns() {
             return Err(EngineError::Follower {
                 name: self.inner.name.clone(),
@@ -232,6 +257,11 @@ impl Namespace {
 
     /// Appends records received from an upstream verbatim (same LSNs, HLCs and payloads).
     pub fn apply_replicated(&self, records: Vec<Record>) -> Result<Commit, EngineError> {
+        if self.role == Role::Member {
+            return Err(EngineError::Follower {
+                name: self.inner.name.clone(),
+            });
+        }
         self.inner.submit(write::Request::Replicated(records))
     }
 

@@ -16,7 +16,14 @@ use crate::storage::batch;
 use crate::storage::hlc::Hlc;
 use crate::wal::{Wal, WalError};
 
-pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner, EngineError> {
+/// `replay_upto` (cluster mode): replay into memtables and publish only up to this LSN (the saved
+/// committed index, at least the checkpoint); Raft applies the rest once it is committed again.
+pub(crate) fn open(
+    dir: &Path,
+    name: &str,
+    opts: EngineOptions,
+    replay_upto: Option<u64>,
+) -> Result<Inner, EngineError> {
     let started = Instant::now();
     // A new namespace directory must survive a power loss: fsync its parent after creating it.
     crate::fsutil::create_dir_all_durable(dir)?;
@@ -69,14 +76,19 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
             "WAL ends at LSN {last} but the B+Tree checkpoint is at LSN {checkpoint}: WAL files are missing"
         )));
     }
+    // What readers may see: everything, or in cluster mode up to the committed index.
+    let visible = replay_upto.map_or(last, |c| c.max(checkpoint).min(last));
     wal.publish(last);
+    if visible < last {
+        wal.unpublish(visible);
+    }
 
     let hlc = Hlc::new();
     let mut sealed = Vec::new();
     let mut active = Arc::new(Memtable::new());
     let mut last_hlc = 0;
     let mut replayed = 0u64;
-    if last > checkpoint {
+    if visible > checkpoint {
         let mut reader = wal.reader(checkpoint + 1).map_err(|e| match e {
             WalError::Trimmed { requested, oldest } => EngineError::Corrupt(format!(
                 "WAL needed from LSN {requested} (after checkpoint) but starts at {oldest}"
@@ -94,17 +106,17 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
             }
         }
     } else if let Some(first) = wal.first_lsn() {
-        // Nothing to replay; still learn the clock from the last record.
-        if let Ok(mut r) = wal.reader(last.max(first)) {
+        // Nothing to replay; still learn the clock from the last visible record.
+        if let Ok(mut r) = wal.reader(visible.max(first)) {
             if let Some(rec) = r.next_record()? {
                 hlc.observe(rec.hlc);
                 last_hlc = rec.hlc;
             }
         }
     }
-    let (lsn_tx, _) = tokio::sync::watch::channel(last);
+    let (lsn_tx, _) = tokio::sync::watch::channel(visible);
     let metrics = NsMetrics::new(name);
-    metrics.lsn.set(last as i64);
+    metrics.lsn.set(visible as i64);
     metrics.checkpoint.set(checkpoint as i64);
     tracing::info!(
         namespace = name,
@@ -122,7 +134,7 @@ pub(crate) fn open(dir: &Path, name: &str, opts: EngineOptions) -> Result<Inner,
         tree,
         hlc,
         mems: RwLock::new(MemState { active, sealed }),
-        visible: AtomicU64::new(last),
+        visible: AtomicU64::new(visible),
         last_hlc: AtomicU64::new(last_hlc),
         queue: Mutex::new(Queue::starting_after(last)),
         queue_cv: Condvar::new(),

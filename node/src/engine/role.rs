@@ -16,6 +16,9 @@ pub enum Role {
     Owner,
     /// The history is copied from an upstream (relayer mode, or a namespace a hub mirrors).
     Follower,
+    /// A member of the namespace's Raft group (cluster mode): writes go through the group's
+    /// proposer and reach the WAL as Raft log entries on every member (see `engine/cluster.rs`).
+    Member,
 }
 
 impl Role {

@@ -20,6 +20,11 @@ use crate::wal::Record;
 pub(crate) enum Request {
     Local(WriteBatch),
     Replicated(Vec<Record>),
+    /// Cluster mode: append Raft log records, neither applied nor published; fsynced in the group
+    /// when the flag is set (else the caller syncs later with `Namespace::raft_sync`).
+    RaftAppend(Vec<Record>, bool),
+    /// Cluster mode: apply committed records to the memtable and publish them.
+    RaftApply(Vec<super::cluster::Applied>),
     /// Seal the active memtable (only the leader may swap it).
     Seal,
 }
@@ -164,6 +169,9 @@ impl Inner {
         let start_lsn = last;
         let mut last_hlc = self.last_hlc.load(Ordering::Relaxed);
         let mut seal = false;
+        let mut raft_appended = false;
+        let mut raft_fsync = false;
+        let mut raft_applied: Option<(u64, u64)> = None;
         let mut failed: Option<String> = None;
         for (id, request) in group {
             if let Some(reason) = &failed {
@@ -188,6 +196,12 @@ impl Inner {
                 Request::Replicated(records) => {
                     self.log_replicated(records, &active, &mut last, &mut last_hlc)
                 }
+                Request::RaftAppend(records, sync) => {
+                    raft_appended = true;
+                    raft_fsync |= sync;
+                    self.log_raft(records, &mut last)
+                }
+                Request::RaftApply(entries) => self.apply_raft(entries, &active, &mut raft_applied),
             };
             if let Err(EngineError::Wal(e)) = &result {
                 // The log may hold a partial record now: no further appends until restart repairs it.
@@ -211,7 +225,9 @@ impl Inner {
         }
         if last > start_lsn {
             self.metrics.group_size.observe(results.len() as f64);
-            if self.opts.fsync == FsyncPolicy::Always {
+            // A Raft append is acknowledged only once durable, whatever the policy: here, or by
+            // the caller's `raft_sync`.
+            if (self.opts.fsync == FsyncPolicy::Always && !raft_appended) || raft_fsync {
                 let t = Instant::now();
                 let synced = self.wal.sync();
                 self.metrics.fsyncs.inc();
@@ -232,7 +248,12 @@ impl Inner {
                     return (results, last);
                 }
             }
-            self.publish(last, last_hlc);
+            if !raft_appended {
+                self.publish(last, last_hlc);
+            }
+        }
+        if let Some((lsn, hlc)) = raft_applied {
+            self.publish(lsn, hlc);
         }
         if seal || active.size_bytes() >= self.opts.memtable_bytes {
             self.seal_active(&active);
@@ -320,7 +341,7 @@ impl Inner {
     }
 
     /// Resolves prefix deletes into point deletes against everything logged so far (this group included).
-    fn expand(&self, batch: WriteBatch, as_of: u64) -> Result<Vec<Op>, EngineError> {
+    pub(super) fn expand(&self, batch: WriteBatch, as_of: u64) -> Result<Vec<Op>, EngineError> {
         if !batch
             .ops
             .iter()

@@ -83,17 +83,17 @@ fn raft_disabled() -> Response {
         .into_response()
 }
 
-/// Raft leader per namespace (UnisonDB's route): 503 "raft service disabled" on a node that is
-/// not in a replicated hub group, which today is every node.
-#[utoipa::path(get, path = "/status/leader", responses((status = 503, body = Value)))]
-pub async fn raft_leader() -> Response {
-    raft_disabled()
+/// Raft leader of a namespace's group (UnisonDB's route; `?namespace=`, default the first served):
+/// 503 "raft service disabled" on a node without a `cluster` section.
+#[utoipa::path(get, path = "/status/leader", responses((status = 200, body = Value), (status = 503, body = Value)))]
+pub async fn raft_leader(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    super::cluster::leader(&st, uri.query()).unwrap_or_else(raft_disabled)
 }
 
-/// Raft peers per namespace (UnisonDB's route); 503 like `/status/leader`.
-#[utoipa::path(get, path = "/status/peers", responses((status = 503, body = Value)))]
-pub async fn raft_peers() -> Response {
-    raft_disabled()
+/// Members of a namespace's group (UnisonDB's route); 503 like `/status/leader`.
+#[utoipa::path(get, path = "/status/peers", responses((status = 200, body = Value), (status = 503, body = Value)))]
+pub async fn raft_peers(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    super::cluster::peers(&st, uri.query()).unwrap_or_else(raft_disabled)
 }
 
 async fn ns_stats(target: Target) -> ApiResult<NamespaceStats> {
@@ -119,7 +119,8 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
     let s = ns_stats(target).await?;
     let wal_bytes: u64 = s.wal_segments.iter().map(|x| x.size_bytes).sum();
     let (segment, offset) = append_position(&s);
-    Ok(Json(json!({
+    let raft = st.cluster().and_then(|c| c.status(&s.name));
+    let mut body = json!({
         "opsReceived": s.lsn,
         "opsFlushed": s.checkpoint_lsn,
         "currentSegment": segment,
@@ -142,7 +143,12 @@ pub async fn stats(State(st): State<Shared>, target: Target) -> ApiResult<Json<V
         "epochHistory": s.epoch_history,
         "mode": st.cfg.server.mode,
         "replication": st.replication().and_then(|r| r.position(&s.name)),
-    })))
+    });
+    // Cluster mode only: a single hub's answer is unchanged.
+    if let (Some(r), Some(obj)) = (raft, body.as_object_mut()) {
+        obj.insert("raft".into(), json!(r));
+    }
+    Ok(Json(body))
 }
 
 /// Latest LSN, and UnisonDB's WAL position (`segmentId`, `offset`).

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
     pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Answer with `Retry-After: 1` (cluster mode, no leader right now).
+    pub retry: bool,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status,
             message: message.into(),
             extra: None,
+            retry: false,
         }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
@@ -46,6 +49,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("{what} not found"),
             extra: Some(extra),
+            retry: false,
         }
     }
 }
@@ -55,9 +59,17 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(status = %self.status, error = %self.message, "request failed");
         }
+        let unavailable = self.retry;
         let mut body = self.extra.unwrap_or_default();
         body.insert("error".into(), serde_json::Value::String(self.message));
-        (self.status, Json(serde_json::Value::Object(body))).into_response()
+        let mut r = (self.status, Json(serde_json::Value::Object(body))).into_response();
+        if unavailable {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 
@@ -74,6 +86,11 @@ impl From<EngineError> for ApiError {
             }
             // The writable check answers first (naming the owner); this is the engine's backstop.
             EngineError::Follower { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            // Cluster mode: leadership moved during the write; the client retries (Retry-After).
+            EngineError::NotLeader { .. } => ApiError {
+                retry: true,
+                ..ApiError::unavailable(e.to_string())
+            },
             EngineError::Poisoned { .. } | EngineError::Closed => {
                 ApiError::unavailable(e.to_string())
             }

@@ -8,6 +8,7 @@ pub mod acks;
 pub mod admin;
 pub mod auth;
 pub mod backup;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod kv;
@@ -44,6 +45,9 @@ pub struct AppState {
     /// Replication as the HTTP layer sees it (read-only namespaces, readiness, positions, acks);
     /// installed with the database by `set_ready`.
     replication: OnceLock<ReplicationHandle>,
+    /// Cluster mode: the Raft groups of this member (installed before the node is ready).
+    cluster: OnceLock<Arc<crate::raft::group::Cluster>>,
+    proxy: OnceLock<reqwest::Client>,
     ready: AtomicBool,
     pub txns: TxnManager,
     pub auth_token: Option<String>,
@@ -64,6 +68,8 @@ impl AppState {
             cfg,
             db: OnceLock::new(),
             replication: OnceLock::new(),
+            cluster: OnceLock::new(),
+            proxy: OnceLock::new(),
             ready: AtomicBool::new(false),
             txns: TxnManager::new(limits),
             auth_token,
@@ -78,6 +84,29 @@ impl AppState {
             let _ = self.replication.set(r);
         }
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Installs cluster mode's groups (before `set_ready`).
+    pub fn set_cluster(&self, cluster: Arc<crate::raft::group::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The HTTP client followers proxy writes with (cluster mode).
+    pub fn proxy_client(&self) -> reqwest::Client {
+        self.proxy
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(2))
+                    .timeout(std::time::Duration::from_secs(60))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    /// Cluster mode's groups (`None` for a single hub).
+    pub fn cluster(&self) -> Option<&Arc<crate::raft::group::Cluster>> {
+        self.cluster.get()
     }
 
     /// The replication handle, once the node is ready (`None` when replication is not running).
@@ -210,6 +239,11 @@ pub fn routes(state: &Shared) -> ApiRouter {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             acks::layer,
+        ))
+        // Inside auth and outside acks: a follower proxies before anything writes locally.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cluster::layer,
         ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

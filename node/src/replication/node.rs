@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::acks::{AckRegistry, AckTimeout};
 use super::lag::{ReplicationPosition, ReplicationState};
-use super::run::{bind, replica_id, run_followers, serve_on, GrpcServerConfig, RelayerConfig};
+use super::run::{bind, replica_id, run_followers, GrpcServerConfig, RelayerConfig};
 use super::tls::ClientTls;
 use super::ReplicationError;
 use crate::config::{Config, Mode};
@@ -80,6 +80,7 @@ pub enum ServiceError {
 pub async fn start_from_config(
     db: &Database,
     cfg: &Config,
+    raft: Option<crate::raft::service::RaftService>,
     shutdown: CancellationToken,
 ) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
     let grpc = GrpcServerConfig::from_parts(
@@ -129,7 +130,15 @@ pub async fn start_from_config(
             })
             .collect(),
     });
-    start(db, &grpc, follow.as_ref(), notify_cfg.as_ref(), shutdown).await
+    start_with_raft(
+        db,
+        &grpc,
+        follow.as_ref(),
+        notify_cfg.as_ref(),
+        raft,
+        shutdown,
+    )
+    .await
 }
 
 /// Starts everything; the join set finishes after `shutdown` is cancelled (or a service fails).
@@ -139,6 +148,18 @@ pub async fn start(
     grpc: &GrpcServerConfig,
     followers: Option<&RelayerConfig>,
     notify_cfg: Option<&NotifyConfig>,
+    shutdown: CancellationToken,
+) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
+    start_with_raft(db, grpc, followers, notify_cfg, None, shutdown).await
+}
+
+/// [`start`], serving cluster mode's Raft service on the gRPC listener too when given.
+pub async fn start_with_raft(
+    db: &Database,
+    grpc: &GrpcServerConfig,
+    followers: Option<&RelayerConfig>,
+    notify_cfg: Option<&NotifyConfig>,
+    raft: Option<crate::raft::service::RaftService>,
     shutdown: CancellationToken,
 ) -> Result<(ReplicationHandle, JoinSet<Result<(), ServiceError>>), ServiceError> {
     let handle = ReplicationHandle {
@@ -182,6 +203,8 @@ pub async fn start(
     }
     let listener = bind(&grpc.listen).await?;
     let (db, tls, acks) = (db.clone(), grpc.tls.clone(), handle.acks.clone());
-    set.spawn(async move { Ok(serve_on(listener, db, acks, tls, shutdown).await?) });
+    set.spawn(async move {
+        Ok(super::run::serve_with_raft(listener, db, acks, tls, raft, shutdown).await?)
+    });
     Ok((handle, set))
 }

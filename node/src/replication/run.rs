@@ -72,6 +72,18 @@ pub async fn serve_on(
     tls: Option<ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<(), ReplicationError> {
+    serve_with_raft(listener, db, acks, tls, None, shutdown).await
+}
+
+/// [`serve_on`], plus the Raft service of cluster mode on the same listener when given.
+pub async fn serve_with_raft(
+    listener: TcpListener,
+    db: Database,
+    acks: AckRegistry,
+    tls: Option<ServerTls>,
+    raft: Option<crate::raft::service::RaftService>,
+    shutdown: CancellationToken,
+) -> Result<(), ReplicationError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ReplicationServer<ReplicationService>>()
@@ -83,7 +95,8 @@ pub async fn serve_on(
     let router = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(service.into_server());
+        .add_service(service.into_server())
+        .add_optional_service(raft.map(|r| r.into_server()));
     match tls {
         // Our own TLS accept loop rather than tonic's, so renewed certificates take effect
         // without a restart (crate::tls).

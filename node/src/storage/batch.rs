@@ -3,10 +3,16 @@
 //! Payload: `version u8 = 1 | count u32 LE | op*`, op = `0x01 | klen u32 | key | vlen u32 | value` (put)
 //! or `0x02 | klen u32 | key` (delete). Prefix deletes are expanded into point deletes before logging, so
 //! a record replays to the same state on every replica.
+//!
+//! Control payload (cluster mode: Raft blank and membership entries): `version u8 = 0xC0 | body`. It
+//! carries no data operations: [`decode`] returns no ops, so memtables, the change feed and relayers
+//! skip it while the record keeps its LSN (the Raft log index).
 
 use thiserror::Error;
 
 const FORMAT_VERSION: u8 = 1;
+/// First byte of a control payload (see the module docs).
+pub const CONTROL_VERSION: u8 = 0xC0;
 const OP_PUT: u8 = 0x01;
 const OP_DELETE: u8 = 0x02;
 
@@ -116,6 +122,22 @@ pub fn encode(ops: &[Op]) -> Result<Vec<u8>, DecodeError> {
     Ok(out)
 }
 
+/// Wraps `body` as a control payload: a record with no data operations.
+pub fn encode_control(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(CONTROL_VERSION);
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a control payload, or `None` for a data payload.
+pub fn control_body(payload: &[u8]) -> Option<&[u8]> {
+    match payload.split_first() {
+        Some((&CONTROL_VERSION, body)) => Some(body),
+        _ => None,
+    }
+}
+
 /// A decoded op borrowing from the payload (no copies on the replay and notification paths).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpRef<'a> {
@@ -135,6 +157,9 @@ impl<'a> OpRef<'a> {
 pub fn decode(payload: &[u8]) -> Result<Vec<OpRef<'_>>, DecodeError> {
     let mut cur = Cursor { buf: payload };
     let version = cur.u8()?;
+    if version == CONTROL_VERSION {
+        return Ok(Vec::new());
+    }
     if version != FORMAT_VERSION {
         return Err(DecodeError::Version(version));
     }
@@ -211,6 +236,14 @@ mod tests {
     #[test]
     fn bad_payloads_are_errors() {
         assert_eq!(decode(&[]), Err(DecodeError::Truncated));
+        let control = encode_control(b"membership");
+        assert_eq!(
+            decode(&control),
+            Ok(vec![]),
+            "a control record has no data ops"
+        );
+        assert_eq!(control_body(&control), Some(&b"membership"[..]));
+        assert_eq!(control_body(&encode(&[]).unwrap()), None);
         assert_eq!(decode(&[9, 0, 0, 0, 0]), Err(DecodeError::Version(9)));
         assert_eq!(
             decode(&[1, 1, 0, 0, 0, 7, 0, 0, 0, 0]),

@@ -284,6 +284,16 @@ impl Wal {
         self.shared.publish(lsn)
     }
 
+    /// Hides records after `lsn` from readers again (cluster mode at open; see `Shared::unpublish`).
+    pub(crate) fn unpublish(&self, lsn: u64) {
+        self.shared.unpublish(lsn)
+    }
+
+    /// A reader of every appended record, published or not (the Raft log reader).
+    pub(crate) fn appended_reader(&self, from_lsn: u64) -> Result<WalReader, WalError> {
+        Ok(WalReader::new(Arc::clone(&self.shared), from_lsn)?.through_appended())
+    }
+
     /// LSN of the last appended record (0 for an empty log).
     pub fn last_lsn(&self) -> u64 {
         self.shared.last_lsn.load(Ordering::Acquire)

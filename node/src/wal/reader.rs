@@ -24,6 +24,9 @@ pub struct WalReader {
     pin_id: u64,
     next_lsn: u64,
     cursor: Option<Cursor>,
+    /// Reads up to the last appended LSN instead of the published one (the Raft log reader: entries
+    /// are read before they are committed).
+    appended: bool,
 }
 
 /// An open segment and a window of its bytes.
@@ -188,12 +191,17 @@ impl WalReader {
             pin_id,
             next_lsn: from,
             cursor: None,
+            appended: false,
         })
     }
 
     /// Returns the next published record in LSN order, or `None` when caught up.
     pub fn next_record(&mut self) -> Result<Option<Record>, WalError> {
-        let published = self.shared.published.load(Ordering::Acquire);
+        let published = if self.appended {
+            self.shared.last_lsn.load(Ordering::Acquire)
+        } else {
+            self.shared.published.load(Ordering::Acquire)
+        };
         if self.next_lsn > published {
             return Ok(None);
         }
@@ -250,6 +258,12 @@ impl WalReader {
     /// This is UnisonDB's "WAL position" (segment id, offset) for `/offset` and `/checkpoint`.
     pub fn position(&self) -> Option<(u64, u64)> {
         self.cursor.as_ref().map(|c| (c.first_lsn, c.offset()))
+    }
+
+    /// Reads every appended record, published or not (cluster mode's Raft log reader).
+    pub(crate) fn through_appended(mut self) -> WalReader {
+        self.appended = true;
+        self
     }
 
     /// LSN of the record the next successful `next_record` will return.

@@ -133,6 +133,12 @@ impl Shared {
             .send_replace(self.durable_lsn.load(Ordering::Acquire));
     }
 
+    /// Lowers only the published LSN (cluster mode at open: records past the committed index stay
+    /// hidden from readers until the state machine applies them).
+    pub fn unpublish(&self, lsn: u64) {
+        self.published.fetch_min(lsn, Ordering::AcqRel);
+    }
+
     /// Raises the published LSN (never lowers it, never past `last_lsn`) and wakes waiters.
     pub fn publish(&self, lsn: u64) {
         let last = self.last_lsn.load(Ordering::Acquire);

@@ -1,0 +1,438 @@
+//! Running the groups of a process: one `openraft::Raft` per served namespace, the proposer that
+//! turns a member's `write` into `client_write`, the bootstrap rule, and the figures `/stats`,
+//! `/status/*` and metrics show.
+//!
+//! **Bootstrap**: a group starts when its member with the lowest node id finds itself uninitialized
+//! (no log, no vote) after waiting two maximum election timeouts without hearing from a leader; it
+//! then calls `initialize` with every configured member. A member that already has state never
+//! initializes; one whose data was lost joins the existing group as an empty follower (the leader
+//! keeps the whole log, so it catches up by replication).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use tokio_util::sync::CancellationToken;
+
+use super::network::{Directory, Network, Peers};
+use super::service::Groups;
+use super::store::{LogStore, StateMachine};
+use super::{Member, Proposal, RaftHandle};
+use crate::config::Config;
+use crate::engine::{Commit, EngineError, Namespace, Proposer};
+use crate::metrics;
+use crate::storage::batch::{self, Op};
+
+/// gRPC metadata naming the sender's node id and HTTP address on every Raft RPC, so members learn
+/// where to proxy writes (the leader's HTTP API) from the heartbeats themselves.
+pub const NODE_HEADER: &str = "x-unisondb-node";
+pub const HTTP_HEADER: &str = "x-unisondb-http";
+
+/// The resolved `cluster` section.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub node_id: u64,
+    pub members: BTreeMap<u64, Member>,
+    /// This member's HTTP address for the others.
+    pub advertise_http: String,
+    pub raft: Arc<openraft::Config>,
+}
+
+impl ClusterSettings {
+    /// `None` without a `cluster` section, or with one member: a single hub.
+    pub fn from_config(cfg: &Config) -> Result<Option<ClusterSettings>, String> {
+        let Some(c) = &cfg.cluster else {
+            return Ok(None);
+        };
+        let host = hostname();
+        let node_id = c.resolve_node_id(&host)?;
+        let http_port = cfg
+            .http
+            .listen
+            .rsplit_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default();
+        let mut members = BTreeMap::new();
+        for (id, grpc) in c.members()? {
+            let host = grpc.rsplit_once(':').map(|(h, _)| h).unwrap_or(&grpc);
+            members.insert(
+                id,
+                Member {
+                    http: format!("{host}:{http_port}"),
+                    grpc,
+                },
+            );
+        }
+        if members.len() == 1 {
+            // A group of one is a single hub: exactly as without the section.
+            tracing::warn!("cluster.peers names one member: running as a single hub (no Raft)");
+            return Ok(None);
+        }
+        let Some(me) = members.get_mut(&node_id) else {
+            return Err(format!(
+                "cluster: this member's id {node_id} is not in cluster.peers"
+            ));
+        };
+        if !c.advertise_http.is_empty() {
+            me.http = c.advertise_http.clone();
+        }
+        let advertise_http = me.http.clone();
+        let raft = openraft::Config {
+            cluster_name: "unisondb".into(),
+            heartbeat_interval: c.heartbeat_ms,
+            election_timeout_min: c.election_timeout_ms,
+            election_timeout_max: c.election_timeout_ms * 2,
+            // The WAL keeps the whole log (no snapshot-based purge yet): see `engine/cluster.rs`.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            max_payload_entries: 512,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| format!("cluster: {e}"))?;
+        Ok(Some(ClusterSettings {
+            node_id,
+            members,
+            advertise_http,
+            raft: Arc::new(raft),
+        }))
+    }
+
+    /// Whether this member bootstraps groups (the lowest id).
+    pub fn is_bootstrapper(&self) -> bool {
+        self.members.keys().next() == Some(&self.node_id)
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        })
+}
+
+/// Everything cluster mode shares in a process: settings, groups, peers, the HTTP directory.
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    pub groups: Groups,
+    pub peers: Arc<Peers>,
+    /// Node id -> HTTP address, learned from RPC metadata (starts from the configured guesses).
+    pub directory: Directory,
+}
+
+impl Cluster {
+    pub fn new(settings: ClusterSettings, cfg: &Config) -> Result<Arc<Cluster>, String> {
+        let tls = crate::replication::tls::ClientTls::from_files(
+            &cfg.grpc.tls_ca_file,
+            &cfg.grpc.tls_cert_file,
+            &cfg.grpc.tls_key_file,
+        )
+        .map_err(|e| format!("cluster: gRPC TLS: {e}"))?;
+        let directory = Directory::default();
+        for (id, m) in &settings.members {
+            directory.insert(*id, m.http.clone());
+        }
+        Ok(Arc::new(Cluster {
+            peers: Peers::new(
+                tls,
+                settings.node_id,
+                settings.advertise_http.clone(),
+                directory.clone(),
+            ),
+            settings,
+            groups: Groups::default(),
+            directory,
+        }))
+    }
+
+    /// The HTTP address of member `id`.
+    pub fn http_of(&self, id: u64) -> Option<String> {
+        self.directory.get(id)
+    }
+
+    /// Starts the group of `ns` over its storage halves; the proposer is installed on `ns`.
+    pub async fn start_group(
+        self: &Arc<Self>,
+        ns: &Namespace,
+        log: LogStore,
+        sm: StateMachine,
+        shutdown: CancellationToken,
+    ) -> Result<RaftHandle, String> {
+        let name = ns.name().to_string();
+        let network = Network {
+            namespace: name.clone(),
+            peers: self.peers.clone(),
+        };
+        let raft = openraft::Raft::new(
+            self.settings.node_id,
+            self.settings.raft.clone(),
+            network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| format!("namespace {name}: Raft did not start: {e}"))?;
+        ns.set_proposer(Arc::new(RaftProposer {
+            raft: raft.clone(),
+            cluster: Arc::downgrade(self),
+            rt: tokio::runtime::Handle::current(),
+        }));
+        self.groups.insert(&name, raft.clone());
+        tokio::spawn(watch_metrics(name.clone(), raft.clone(), shutdown.clone()));
+        if self.settings.is_bootstrapper() {
+            tokio::spawn(bootstrap(
+                name,
+                raft.clone(),
+                self.settings.clone(),
+                shutdown,
+            ));
+        }
+        Ok(raft)
+    }
+
+    /// Stops every group (at shutdown, before the store closes).
+    pub async fn shutdown(&self) {
+        for (name, raft) in self.groups.all() {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(namespace = %name, error = %e, "Raft group did not stop cleanly");
+            }
+        }
+    }
+}
+
+/// The bootstrap rule (module docs).
+async fn bootstrap(
+    name: String,
+    raft: RaftHandle,
+    settings: ClusterSettings,
+    shutdown: CancellationToken,
+) {
+    let wait = Duration::from_millis(settings.raft.election_timeout_max * 2);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.cancelled() => return,
+    }
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(namespace = %name, error = %e, "cannot tell whether the group exists");
+            return;
+        }
+    }
+    if raft.metrics().borrow().current_leader.is_some() {
+        return;
+    }
+    tracing::info!(namespace = %name, members = ?settings.members.keys().collect::<Vec<_>>(),
+        "no Raft state here and no leader heard: initializing the group");
+    if let Err(e) = raft.initialize(settings.members.clone()).await {
+        tracing::warn!(namespace = %name, error = %e, "group initialization refused");
+    }
+}
+
+/// Keeps the Raft metrics of one group up to date.
+async fn watch_metrics(name: String, raft: RaftHandle, shutdown: CancellationToken) {
+    let l = &[name.as_str()];
+    let term = metrics::RAFT_TERM.with_label_values(l);
+    let commit = metrics::RAFT_COMMIT_INDEX.with_label_values(l);
+    let leader = metrics::RAFT_IS_LEADER.with_label_values(l);
+    let changes = metrics::RAFT_LEADER_CHANGES.with_label_values(l);
+    let mut rx = raft.metrics();
+    let mut last_leader = None;
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            term.set(m.current_term as i64);
+            commit.set(m.last_applied.map(|l| l.index as i64 + 1).unwrap_or(0));
+            leader.set(i64::from(m.state == ServerState::Leader));
+            if m.current_leader != last_leader {
+                if m.current_leader.is_some() {
+                    changes.inc();
+                }
+                last_leader = m.current_leader;
+            }
+            if let Some(rep) = &m.replication {
+                for (peer, matched) in rep {
+                    metrics::RAFT_PEER_MATCH_INDEX
+                        .with_label_values(&[name.as_str(), &peer.to_string()])
+                        .set(matched.map(|l| l.index as i64 + 1).unwrap_or(0));
+                }
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// A member's `Namespace::write`: propose through the group and wait until applied here.
+struct RaftProposer {
+    raft: RaftHandle,
+    cluster: std::sync::Weak<Cluster>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Proposer for RaftProposer {
+    fn propose(&self, ns: &Namespace, ops: Vec<Op>) -> Result<Commit, EngineError> {
+        let payload = batch::encode(&ops)?;
+        let proposal = Proposal {
+            hlc: ns.next_hlc(),
+            payload,
+        };
+        let raft = self.raft.clone();
+        let fut = async move { raft.client_write(proposal).await };
+        // Writers run on blocking threads; a caller on a runtime worker must not stall it.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(fut))
+            }
+            _ => self.rt.block_on(fut),
+        };
+        match result {
+            Ok(resp) => Ok(Commit {
+                lsn: resp.data.lsn,
+                hlc: resp.data.hlc,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let at = f
+                    .leader_id
+                    .and_then(|id| self.cluster.upgrade().and_then(|c| c.http_of(id)));
+                Err(EngineError::NotLeader {
+                    name: ns.name().to_string(),
+                    reason: match (f.leader_id, at) {
+                        (Some(id), Some(http)) => {
+                            format!(
+                                "this member is not the leader; the leader is node {id} at {http}"
+                            )
+                        }
+                        _ => "no leader now (election in progress); retry shortly".into(),
+                    },
+                })
+            }
+            Err(e) => Err(EngineError::NotLeader {
+                name: ns.name().to_string(),
+                reason: format!("the write was not committed: {e}"),
+            }),
+        }
+    }
+}
+
+/// `/stats` figures of one group.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupStatus {
+    pub node_id: u64,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<u64>,
+    pub leader_http: Option<String>,
+    pub commit_index: u64,
+    pub applied: u64,
+    pub last_log_index: u64,
+    /// On the leader: peer id -> last LSN known replicated there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_match_index: Option<BTreeMap<u64, u64>>,
+    pub members: BTreeMap<u64, Member>,
+}
+
+impl Cluster {
+    /// The status of `ns`'s group, if it runs here.
+    pub fn status(&self, ns: &str) -> Option<GroupStatus> {
+        let raft = self.groups.get(ns)?;
+        let m = raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let lsn = |l: Option<openraft::LogId<u64>>| l.map(|l| l.index + 1).unwrap_or(0);
+        let members = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| {
+                let mut n = n.clone();
+                if let Some(http) = self.http_of(*id) {
+                    n.http = http;
+                }
+                (*id, n)
+            })
+            .collect();
+        Some(GroupStatus {
+            node_id: self.settings.node_id,
+            role: role.into(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            leader_http: m.current_leader.and_then(|id| self.http_of(id)),
+            commit_index: lsn(m.last_applied),
+            applied: lsn(m.last_applied),
+            last_log_index: m.last_log_index.map(|i| i + 1).unwrap_or(0),
+            peer_match_index: m.replication.as_ref().map(|r| {
+                r.iter()
+                    .map(|(id, l)| (*id, lsn(*l)))
+                    .collect::<BTreeMap<_, _>>()
+            }),
+            members,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unisondb_config::ClusterConfig;
+
+    fn cfg(peers: &[&str]) -> Config {
+        let mut c = Config::default();
+        c.http.listen = "0.0.0.0:4000".into();
+        c.cluster = Some(ClusterConfig {
+            node_id: Some(2),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[test]
+    fn settings_from_the_cluster_section() {
+        assert!(ClusterSettings::from_config(&Config::default())
+            .unwrap()
+            .is_none());
+        let s = ClusterSettings::from_config(&cfg(&[
+            "hub-0.hub:4001",
+            "hub-1.hub:4001",
+            "hub-2.hub:4001",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.node_id, 2);
+        assert!(!s.is_bootstrapper());
+        assert_eq!(s.members[&1].grpc, "hub-0.hub:4001");
+        assert_eq!(
+            s.members[&3].http, "hub-2.hub:4000",
+            "peer host, http.listen port"
+        );
+        assert_eq!(s.advertise_http, "hub-1.hub:4000");
+        assert_eq!(
+            (
+                s.raft.election_timeout_min,
+                s.raft.election_timeout_max,
+                s.raft.heartbeat_interval
+            ),
+            (1000, 2000, 250)
+        );
+        let one = cfg(&["2=hub-1.hub:4001"]);
+        assert!(
+            ClusterSettings::from_config(&one).unwrap().is_none(),
+            "a group of one is a single hub"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The Raft RPC client: openraft's `RaftNetwork` over gRPC (`proto/raft.proto`).
+//!
+//! One tonic `Channel` per peer address, shared by every namespace group of the process; each
+//! request names its namespace and carries openraft's request as bincode.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::proto::raft_client::RaftClient;
+use super::proto::RaftRequest;
+use super::{Member, TypeConfig};
+use crate::replication::tls::ClientTls;
+
+/// Node id -> HTTP address of the members, learned from the metadata every Raft RPC and every
+/// answer carries (`group::NODE_HEADER`, `group::HTTP_HEADER`); followers proxy writes with it.
+#[derive(Clone, Default)]
+pub struct Directory(Arc<RwLock<HashMap<u64, String>>>);
+
+impl Directory {
+    pub fn get(&self, id: u64) -> Option<String> {
+        self.0.read().get(&id).cloned()
+    }
+
+    pub fn insert(&self, id: u64, http: String) {
+        self.0.write().insert(id, http);
+    }
+
+    /// Records the sender named in `md`, if it names itself.
+    pub fn learn(&self, md: &MetadataMap) {
+        let id = md
+            .get(super::group::NODE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let http = md
+            .get(super::group::HTTP_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if let (Some(id), Some(http)) = (id, http) {
+            if self.0.read().get(&id).map(String::as_str) != Some(http) {
+                self.insert(id, http.to_string());
+            }
+        }
+    }
+}
+
+/// The shared channels to the peers, keyed by `host:port`.
+pub struct Peers {
+    channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<ClientTls>,
+    /// Sent on every RPC and answer (`group::NODE_HEADER`, `group::HTTP_HEADER`).
+    node_id: MetadataValue<Ascii>,
+    http: Option<MetadataValue<Ascii>>,
+    pub directory: Directory,
+}
+
+impl Peers {
+    /// With `tls`, peers are reached over `https` with the node's gRPC TLS material.
+    pub fn new(
+        tls: Option<ClientTls>,
+        node_id: u64,
+        http: String,
+        directory: Directory,
+    ) -> Arc<Peers> {
+        Arc::new(Peers {
+            channels: Mutex::new(HashMap::new()),
+            tls,
+            node_id: node_id.into(),
+            http: http.parse().ok(),
+            directory,
+        })
+    }
+
+    /// Names this member in `md` (requests and answers alike).
+    pub fn introduce(&self, md: &mut MetadataMap) {
+        md.insert(super::group::NODE_HEADER, self.node_id.clone());
+        if let Some(http) = &self.http {
+            md.insert(super::group::HTTP_HEADER, http.clone());
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        if let Some(c) = self.channels.lock().get(addr) {
+            return Ok(c.clone());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            ep = ep.tls_config(tls.fresh().to_tonic(host))?;
+        }
+        let c = ep.connect_lazy();
+        self.channels.lock().insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// openraft's network factory for one namespace group.
+#[derive(Clone)]
+pub struct Network {
+    pub namespace: String,
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> PeerClient {
+        PeerClient {
+            namespace: self.namespace.clone(),
+            target,
+            addr: node.grpc.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// One peer as seen by one group.
+pub struct PeerClient {
+    namespace: String,
+    target: u64,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+/// Why a call did not produce the peer's answer.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CallError(String);
+
+type RpcErr<E> = RPCError<u64, Member, RaftError<u64, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload =
+            bincode::serialize(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let channel = self
+            .peers
+            .channel(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = RaftClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
+        let mut request = tonic::Request::new(RaftRequest {
+            namespace: self.namespace.clone(),
+            payload,
+        });
+        request.set_timeout(option.hard_ttl());
+        self.peers.introduce(request.metadata_mut());
+        let reply = match kind {
+            Kind::Append => client.append_entries(request).await,
+            Kind::Vote => client.vote(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|s| {
+            let e = CallError(format!("{} {}: {}", self.addr, s.code(), s.message()));
+            match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
+                _ => RPCError::Network(NetworkError::new(&e)),
+            }
+        })?;
+        self.peers.directory.learn(reply.metadata());
+        let answer: Result<Resp, RaftError<u64, E>> =
+            bincode::deserialize(&reply.into_inner().payload)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Which RPC.
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RpcErr<InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}
