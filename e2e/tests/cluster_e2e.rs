@@ -2456,14 +2456,15 @@ fn auth_hub_backed_up_by_a_job(cx: &mut Ctx, store: &str) {
             }
         },
     );
-    assert!(status["job"].is_string(), "status names the Job: {status}");
     let nb = &status["backups"][0];
     assert_eq!(nb["namespace"], NS, "{status}");
     assert!(
         nb["lastLsn"].as_u64().unwrap_or(0) >= last,
         "the backup holds every acknowledged write (last LSN {last}): {status}"
     );
-    let job = c.json(&[
+    // The Job stays (until its TTL) owned by the backup, succeeded; status.job is cleared once the
+    // backup completes.
+    let jobs = c.json(&[
         "get",
         "jobs",
         "-n",
@@ -2471,7 +2472,16 @@ fn auth_hub_backed_up_by_a_job(cx: &mut Ctx, store: &str) {
         "-l",
         "app.kubernetes.io/managed-by=unisondb-operator",
     ]);
-    let spec = job["items"][0]["spec"]["template"]["spec"].to_string();
+    let items = jobs["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "one Job for one namespace: {jobs}");
+    let job = &items[0];
+    assert_eq!(
+        job["metadata"]["ownerReferences"][0]["name"], "bk-auth-once",
+        "{}",
+        job["metadata"]
+    );
+    assert_eq!(job["status"]["succeeded"], 1, "{}", job["status"]);
+    let spec = job["spec"]["template"]["spec"].to_string();
     assert!(
         !spec.contains("e2e-token"),
         "the token must reach the Job only through the Secret: {spec}"
