@@ -219,18 +219,8 @@ impl Inner {
     ) -> Result<Commit, EngineError> {
         let mut hlc = 0;
         for rec in &records {
-            if rec.lsn != *last + 1 {
-                return Err(EngineError::OutOfSequence {
-                    expected_after: *last,
-                    got: rec.lsn,
-                });
-            }
-            self.epochs.observe_replicated(rec.epoch, rec.lsn)?;
-            self.wal
-                .append_record(rec.lsn, rec.hlc, rec.epoch, &rec.payload)?;
-            self.metrics.appends.inc();
-            self.metrics.bytes.inc_by(rec.payload.len() as u64);
-            self.hlc.observe(rec.hlc);
+            super::write::check_next(rec, *last)?;
+            self.append_verbatim(rec)?;
             *last = rec.lsn;
             hlc = rec.hlc;
         }

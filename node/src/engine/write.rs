@@ -317,19 +317,10 @@ impl Inner {
         last_hlc: &mut u64,
     ) -> Result<Commit, EngineError> {
         for rec in &records {
-            if rec.lsn != *last + 1 {
-                return Err(EngineError::OutOfSequence {
-                    expected_after: *last,
-                    got: rec.lsn,
-                });
-            }
+            check_next(rec, *last)?;
+            // Decoded before it is logged: a payload that cannot be applied is never appended.
             let ops = batch::decode(&rec.payload)?;
-            self.epochs.observe_replicated(rec.epoch, rec.lsn)?;
-            self.wal
-                .append_record(rec.lsn, rec.hlc, rec.epoch, &rec.payload)?;
-            self.metrics.appends.inc();
-            self.metrics.bytes.inc_by(rec.payload.len() as u64);
-            self.hlc.observe(rec.hlc);
+            self.append_verbatim(rec)?;
             active.apply(rec.lsn, &ops);
             *last = rec.lsn;
             *last_hlc = rec.hlc;
@@ -338,6 +329,18 @@ impl Inner {
             lsn: *last,
             hlc: *last_hlc,
         })
+    }
+
+    /// Appends a record received with its LSN, HLC and epoch (from an upstream or a Raft leader);
+    /// the caller has checked it follows the last LSN ([`check_next`]).
+    pub(super) fn append_verbatim(&self, rec: &Record) -> Result<(), EngineError> {
+        self.epochs.observe_replicated(rec.epoch, rec.lsn)?;
+        self.wal
+            .append_record(rec.lsn, rec.hlc, rec.epoch, &rec.payload)?;
+        self.metrics.appends.inc();
+        self.metrics.bytes.inc_by(rec.payload.len() as u64);
+        self.hlc.observe(rec.hlc);
+        Ok(())
     }
 
     /// Resolves prefix deletes into point deletes against everything logged so far (this group included).
@@ -386,5 +389,17 @@ impl Inner {
         self.flush.notify();
         // Backpressure: bound memory by waiting for the flusher (we are the only writer now).
         self.flush.wait_below(self, self.opts.max_sealed_memtables);
+    }
+}
+
+/// A replicated record must continue the log exactly.
+pub(super) fn check_next(rec: &Record, last: u64) -> Result<(), EngineError> {
+    if rec.lsn == last + 1 {
+        Ok(())
+    } else {
+        Err(EngineError::OutOfSequence {
+            expected_after: last,
+            got: rec.lsn,
+        })
     }
 }
