@@ -82,19 +82,9 @@ enum Mode {
     Fanout,
 }
 
-/// CPU seconds (user + system) of process `pid` so far, from `/proc/<pid>/stat`.
+/// CPU seconds of process `pid` so far (user + system, from `/proc/PID/stat`).
 fn proc_cpu(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // SAFETY: sysconf has no preconditions.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    f.iter().sum::<u64>() as f64 / tck
+    unisondb_bench::process::cpu_us(pid) as f64 / 1e6
 }
 
 /// CPU seconds of this process (`self`) or of its reaped children, from getrusage.
