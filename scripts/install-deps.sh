@@ -14,6 +14,8 @@ APT_PACKAGES=(
   pkg-config     # -sys crates
   g++            # zmq-sys compiles the bundled libzmq (C++) via zeromq-src
   redis-tools    # redis-cli and redis-benchmark, real clients of the RESP listener (node/tests/resp.rs)
+  iproute2       # `ip netns`/veth/bridge: network-namespace fault tests (replication_netns.rs, raft_netns.rs)
+  iptables       # partitions inside a namespace (node/tests/raft_netns.rs)
 )
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p")

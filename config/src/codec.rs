@@ -62,6 +62,29 @@ pub fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     d.deserialize_any(ListVisitor)
 }
 
+/// One string, or a list of strings kept as one comma-separated string (`replication.upstream`
+/// may list every member of a hub group; a single address stays exactly what it was).
+pub fn comma_joined<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct JoinVisitor;
+    impl<'de> Visitor<'de> for JoinVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.to_string())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<String> = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s.trim().to_string());
+            }
+            Ok(out.join(","))
+        }
+    }
+    d.deserialize_any(JoinVisitor)
+}
+
 /// A string-to-string map, or one string of `name=value` pairs separated by commas
 /// (`UNISONDB_REPLICATION_MIRRORS=a=http://h:4001,b=http://g:4001`).
 pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {

@@ -21,6 +21,7 @@ mod validate;
 pub use error::ConfigError;
 pub use human::{parse_go_duration, parse_size};
 pub use load::{FileFormat, Loaded, YamlNg, ENV_PREFIX, NON_CONFIG_VARS, SECTIONS};
+pub use model::split_upstreams;
 pub use model::{
     ArchiveConfig, ClusterConfig, Config, FsyncMode, GrpcConfig, HttpConfig, LogConfig, LogFormat,
     MemtableConfig, Mode, NamespaceSocket, NotifyConfig, ObjectStoreConfig, ReplicationConfig,

@@ -356,7 +356,10 @@ impl Default for MemtableConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
-    /// Relayer: gRPC address of the upstream, e.g. `http://hub-0.hub:4001`.
+    /// Relayer: gRPC address of the upstream, e.g. `http://hub-0.hub:4001`; or every member of a
+    /// hub group (a list, or comma-separated): the relayer prefers a follower, falls back to the
+    /// leader and moves on when its member fails. Kept as one comma-separated string.
+    #[serde(deserialize_with = "codec::comma_joined")]
     pub upstream: String,
     /// Hub: namespace -> upstream of the hub that owns it; from the environment, `a=url,b=url`.
     #[serde(deserialize_with = "codec::string_map")]
@@ -374,6 +377,22 @@ pub struct ReplicationConfig {
     /// before or instead of `upstream`. Absent: gRPC only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_store: Option<ObjectStoreConfig>,
+}
+
+impl ReplicationConfig {
+    /// The addresses of `upstream`, in the order given (empty when none is set).
+    pub fn upstreams(&self) -> Vec<String> {
+        split_upstreams(&self.upstream)
+    }
+}
+
+/// Splits an upstream list (`a,b,c`; a single address is a list of one).
+pub fn split_upstreams(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 impl Default for ReplicationConfig {

@@ -745,3 +745,55 @@ fn cluster_members_ids_and_validation() {
         "no section: a single hub"
     );
 }
+
+#[test]
+fn upstream_lists_every_member_of_a_hub_group() {
+    // A single address stays exactly what it was.
+    let one = load_file("o.yaml", "replication:\n  upstream: http://hub:4001\n").unwrap();
+    assert_eq!(one.replication.upstream, "http://hub:4001");
+    assert_eq!(one.replication.upstreams(), vec!["http://hub:4001"]);
+    // A YAML list, a comma-separated string and the environment give the same list.
+    let want = vec![
+        "http://hub-0:4001",
+        "http://hub-1:4001",
+        "http://hub-2:4001",
+    ];
+    let list = load_file(
+        "l.yaml",
+        "replication:\n  upstream: [http://hub-0:4001, http://hub-1:4001, http://hub-2:4001]\n",
+    )
+    .unwrap();
+    assert_eq!(list.replication.upstreams(), want);
+    let comma = load_file(
+        "c.yaml",
+        "replication:\n  upstream: \"http://hub-0:4001, http://hub-1:4001,http://hub-2:4001\"\n",
+    )
+    .unwrap();
+    assert_eq!(comma.replication.upstreams(), want);
+    let toml = load_file(
+        "t.toml",
+        "[replication]\nupstream = [\"http://hub-0:4001\", \"http://hub-1:4001\", \"http://hub-2:4001\"]\n",
+    )
+    .unwrap();
+    assert_eq!(toml.replication.upstreams(), want);
+    let env = load_env(&[(
+        "UNISONDB_REPLICATION_UPSTREAM",
+        "http://hub-0:4001,http://hub-1:4001,http://hub-2:4001",
+    )])
+    .unwrap();
+    assert_eq!(env.replication.upstreams(), want);
+
+    for (bad, why) in [
+        ("http://a:4001,,http://b:4001", "is empty"),
+        ("http://a:4001,http://a:4001", "appears twice"),
+        ("http://a:4001,https://b:4001", "same scheme"),
+        ("http://a:4001,grpc://b:4001", "scheme"),
+        ("http://a:4001,http://b", "host:port"),
+    ] {
+        let e = err_text(load_env(&[("UNISONDB_REPLICATION_UPSTREAM", bad)]));
+        assert!(
+            e.contains("replication.upstream") && e.contains(why),
+            "{bad}: {e}"
+        );
+    }
+}

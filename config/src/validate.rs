@@ -20,6 +20,48 @@ pub fn validate_namespace(name: &str) -> Result<(), String> {
     }
 }
 
+/// `replication.upstream`: one address as before, or several (a hub group's members), each
+/// `[http(s)://]host:port`, all with the same scheme, none twice, no empty entry.
+fn validate_upstream_list(list: &str) -> Result<(), String> {
+    if list.trim().is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    let mut schemes = std::collections::BTreeSet::new();
+    for (i, a) in entries.iter().enumerate() {
+        let bad = |why: &str| format!("replication.upstream: entry {} ({a:?}) {why}", i + 1);
+        if a.is_empty() {
+            return Err(bad("is empty"));
+        }
+        if a.contains(char::is_whitespace) {
+            return Err(bad("contains whitespace"));
+        }
+        let (scheme, rest) = match a.split_once("://") {
+            Some((s @ ("http" | "https"), rest)) => (s, rest),
+            Some((s, _)) => return Err(bad(&format!("has scheme {s:?}; use http:// or https://"))),
+            None => ("", *a),
+        };
+        schemes.insert(scheme);
+        let hostport = rest.trim_end_matches('/');
+        if entries.len() > 1 {
+            match hostport.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(bad("is not [http(s)://]host:port")),
+            }
+        }
+        if entries[..i].contains(a) {
+            return Err(bad("appears twice"));
+        }
+    }
+    if schemes.len() > 1 {
+        return Err(
+            "replication.upstream: every address must use the same scheme (one TLS setting serves them all)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 impl Config {
     /// Rejects values the node cannot run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -82,6 +124,7 @@ impl Config {
         if !self.http.auth_token.is_empty() && !self.http.auth_token_file.is_empty() {
             return bad("set http.auth_token or http.auth_token_file, not both".into());
         }
+        validate_upstream_list(&self.replication.upstream).map_err(ConfigError::Invalid)?;
         if let Some(c) = &self.cluster {
             if self.server.mode != Mode::Replicator {
                 return bad("cluster: only a hub (server.mode: replicator) can be a member".into());

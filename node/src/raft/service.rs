@@ -63,6 +63,11 @@ impl RaftService {
         Ok(r)
     }
 
+    /// The groups it dispatches to (the replication service states roles from them).
+    pub fn groups(&self) -> Groups {
+        self.groups.clone()
+    }
+
     pub fn into_server(self) -> RaftServer<RaftService> {
         RaftServer::new(self)
             .max_decoding_message_size(256 << 20)

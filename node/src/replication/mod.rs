@@ -2,7 +2,7 @@
 //!
 //! Server side ([`service`]): every node serves its namespaces' WALs, snapshots and latest LSNs, and
 //! counts downstream acknowledgements ([`acks`]). Client side ([`relayer`]): a relayer or a mirroring hub
-//! follows one upstream per namespace, appends the records verbatim, acknowledges them and reports its
+//! follows one upstream per namespace (or the best member of a hub group, [`upstream`]), appends the records verbatim, acknowledges them and reports its
 //! position and lag ([`lag`]). A follower behind the upstream's WAL retention bootstraps from a snapshot
 //! ([`bootstrap`], client side) that the upstream serves ([`snapshot_serve`]); both share the wire format
 //! in `snapshot`. [`tls`] builds mutual-TLS configs; [`run`] and [`node`] are the process-level wiring
@@ -21,6 +21,7 @@ pub(crate) mod snapshot;
 mod snapshot_serve;
 pub mod stream;
 pub mod tls;
+pub mod upstream;
 
 use thiserror::Error;
 
@@ -58,6 +59,9 @@ pub enum ReplicationError {
     Silent(std::time::Duration),
     #[error("upstream closed the stream")]
     Closed,
+    /// A better member of the hub group is available (`upstream`): the session ends to move there.
+    #[error("moving to {0}, a better member of the hub group")]
+    Moved(String),
     #[error("unknown namespace {0}")]
     UnknownNamespace(String),
     #[error("{0}")]

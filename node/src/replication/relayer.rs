@@ -23,6 +23,7 @@ use super::proto::wal_batch::Control;
 use super::proto::{Ack, Resume, Start, StreamWalRequest, WalBatch};
 use super::stream::{from_wire, history_to_wire};
 use super::tls::ClientTls;
+use super::upstream;
 use super::ReplicationError;
 use crate::engine::Namespace;
 
@@ -60,7 +61,11 @@ impl Backoff {
 #[derive(Debug, Clone)]
 pub struct FollowConfig {
     /// `http://host:port` or `https://host:port`; a bare `host:port` gets the scheme from `tls`.
+    /// With several `candidates`, the one the current session uses.
     pub upstream: String,
+    /// Every address of a hub group when `replication.upstream` lists more than one (empty for
+    /// one): each session streams from the best of them (`super::upstream`).
+    pub candidates: Vec<String>,
     pub tls: Option<ClientTls>,
     /// Stable identity of this node, so the upstream counts its acks once.
     pub replica_id: String,
@@ -74,9 +79,17 @@ pub struct FollowConfig {
 }
 
 impl FollowConfig {
+    /// `upstream` is one address, or several separated by commas (the members of a hub group).
     pub fn new(upstream: impl Into<String>, replica_id: impl Into<String>) -> Self {
+        let upstream = upstream.into();
+        let list = unisondb_config::split_upstreams(&upstream);
+        let (upstream, candidates) = match list.first() {
+            Some(first) if list.len() > 1 => (first.clone(), list),
+            _ => (upstream, Vec::new()),
+        };
         Self {
-            upstream: upstream.into(),
+            upstream,
+            candidates,
             tls: None,
             replica_id: replica_id.into(),
             backoff: Backoff::default(),
@@ -138,7 +151,7 @@ impl FollowConfig {
 /// `cfg.give_up_after` — until the upstream has streamed nothing for that long (returns `true`).
 pub async fn follow(
     ns: Namespace,
-    cfg: FollowConfig,
+    mut cfg: FollowConfig,
     state: ReplicationState,
     shutdown: CancellationToken,
 ) -> bool {
@@ -150,11 +163,32 @@ pub async fn follow(
     // When the upstream last streamed to us (a session that received a batch resets `attempt`).
     let mut streamed_at = std::time::Instant::now();
     let mut lost = false;
+    // Set when the last session ended to move to this member of the group.
+    let mut moving_to: Option<String> = None;
     loop {
+        if !cfg.candidates.is_empty() {
+            let pick = match moving_to.take() {
+                Some(to) => Some(to),
+                None => tokio::select! {
+                    r = upstream::pick(&cfg, &name) => r,
+                    _ = shutdown.cancelled() => break,
+                },
+            };
+            cfg.upstream = pick.unwrap_or_else(|| upstream::after(&cfg.candidates, &cfg.upstream));
+            let url = cfg.url();
+            state.update(&name, |p| p.upstream = url);
+        }
         let result = tokio::select! {
             r = session(&ns, &cfg, &state, &mut attempt) => r,
+            to = upstream::watch_if_group(&cfg, &name) => Err(ReplicationError::Moved(to)),
             _ = shutdown.cancelled() => break,
         };
+        if let Err(ReplicationError::Moved(to)) = &result {
+            state.disconnected(&name, None);
+            moving_to = Some(to.clone());
+            attempt = 0;
+            continue;
+        }
         if attempt == 0 {
             streamed_at = std::time::Instant::now();
         }

@@ -88,7 +88,10 @@ pub async fn serve_with_raft(
     health
         .set_serving::<ReplicationServer<ReplicationService>>()
         .await;
-    let service = ReplicationService::new(db, acks, shutdown.clone());
+    let mut service = ReplicationService::new(db, acks, shutdown.clone());
+    if let Some(r) = &raft {
+        service = service.with_raft_groups(r.groups());
+    }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         "gRPC replication server listening");

@@ -29,6 +29,8 @@ pub struct ReplicationService {
     acks: AckRegistry,
     opts: StreamOptions,
     shutdown: CancellationToken,
+    /// Cluster mode: the Raft groups, so `LatestLsn` can state this member's role.
+    raft: Option<crate::raft::service::Groups>,
 }
 
 impl ReplicationService {
@@ -39,7 +41,14 @@ impl ReplicationService {
             acks,
             opts: StreamOptions::default(),
             shutdown,
+            raft: None,
         }
+    }
+
+    /// Cluster mode: answer `LatestLsn` with this member's Raft role and term.
+    pub fn with_raft_groups(mut self, groups: crate::raft::service::Groups) -> Self {
+        self.raft = Some(groups);
+        self
     }
 
     pub fn with_stream_options(mut self, opts: StreamOptions) -> Self {
@@ -198,10 +207,28 @@ impl Replication for ReplicationService {
     ) -> Result<Response<LatestLsnResponse>, Status> {
         let ns = self.namespace(&request.get_ref().namespace)?;
         let first = ns.wal_first_lsn();
+        let (raft_role, raft_term) = self
+            .raft
+            .as_ref()
+            .and_then(|g| g.get(ns.name()))
+            .map(|r| {
+                let m = r.metrics().borrow().clone();
+                let role = match m.state {
+                    openraft::ServerState::Leader => "leader",
+                    openraft::ServerState::Follower => "follower",
+                    openraft::ServerState::Candidate => "candidate",
+                    openraft::ServerState::Learner => "learner",
+                    openraft::ServerState::Shutdown => "shutdown",
+                };
+                (role.to_string(), m.current_term)
+            })
+            .unwrap_or_default();
         Ok(Response::new(LatestLsnResponse {
             lsn: ns.latest_lsn(),
             hlc: ns.latest_hlc(),
             wal_first_lsn: first.unwrap_or(0),
+            raft_role,
+            raft_term,
         }))
     }
 
