@@ -180,8 +180,8 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "pods",
-        &["list"],
-        "connectivity.rs lists a following node's pods to read their /metrics; backup/mod.rs lists a backup Job's pods for its termination message",
+        &["list", "watch", "patch", "delete"],
+        "connectivity.rs lists a following node's pods to read their /metrics; backup/mod.rs lists a backup Job's pods for its termination message; group/mod.rs watches hub pods, labels a hub group's leader and deletes outdated members in a rolling update",
     ),
     (
         "batch",
@@ -272,8 +272,8 @@ fn assert_least_privilege(g: &Grants) {
             "the operator never reads Secrets (TLS/auth Secrets are only mounted by name)"
         );
         assert!(
-            res != "pods" || verb == "list",
-            "the operator only lists pods (for their IPs, to read /metrics, and backup Jobs' termination messages): {verb} pods granted"
+            res != "pods" || ["list", "watch", "patch", "delete"].contains(&verb.as_str()),
+            "the operator only lists/watches pods (IPs for /metrics, backup Jobs' termination messages), labels hub group leaders and deletes outdated group members: {verb} pods granted"
         );
         assert!(
             !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
