@@ -947,12 +947,19 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         "no certificates.cert-manager.io rule"
     );
     // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs and
-    // backup/mod.rs (list: /metrics, and a backup Job's termination message)
+    // backup/mod.rs (list: /metrics, and a backup Job's termination message), controller.rs (watch
+    // hub pods) and group/mod.rs (list, label and delete a hub group's members)
+    let pod_users = [
+        "connectivity.rs",
+        "backup/mod.rs",
+        "controller.rs",
+        "group/mod.rs",
+    ];
     for (ty, file) in &used {
         assert!(ty != "Secret", "operator/src/{file} now reads {ty}: grant it narrowly and update assert_least_privilege");
         assert!(
-            ty != "Pod" || file == "connectivity.rs" || file == "backup/mod.rs",
-            "operator/src/{file} now reads Pods: only connectivity.rs and backup/mod.rs list them (RBAC grants list only)"
+            ty != "Pod" || pod_users.contains(&file.as_str()),
+            "operator/src/{file} now uses Pods: only {pod_users:?} do (RBAC grants list, watch, patch, delete)"
         );
     }
 }
