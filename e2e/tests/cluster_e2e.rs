@@ -25,6 +25,9 @@ use unisondb_e2e::dockerfile;
 use unisondb_e2e::*;
 use unisondb_testkit::free_port;
 
+#[path = "cluster_e2e/hub_group.rs"]
+mod hub_group;
+
 const LOCAL_IMAGE: &str = "localhost/unisondb:e2e";
 const NS: &str = "default";
 const OP_NS: &str = "unisondb-system";
@@ -682,6 +685,14 @@ impl Ctx {
 fn full_stack_on_a_real_single_node_cluster() {
     let mut cx = cluster_up();
     image_imported(&mut cx);
+    // By hand, while working on hub groups: `CLUSTER_E2E_ONLY=hub-group` installs the current
+    // chart and runs only that step (CI runs everything).
+    if std::env::var("CLUSTER_E2E_ONLY").as_deref() == Ok("hub-group") {
+        current_chart_installed(&mut cx);
+        hub_group::hub_group_fails_over_under_writes(&mut cx);
+        finish(cx);
+        return;
+    }
     operator_installed_by_helm(&mut cx);
     hub_and_two_hop_relayers_ready(&mut cx);
     upgraded_from_the_previous_chart(&mut cx);
@@ -697,6 +708,7 @@ fn full_stack_on_a_real_single_node_cluster() {
     prometheus_scrapes_everything(&mut cx);
     certificate_rotated_during_replication(&mut cx);
     backups_scheduled_and_restored(&mut cx);
+    hub_group::hub_group_fails_over_under_writes(&mut cx);
     uninstalled(&mut cx);
     finish(cx);
 }
@@ -817,6 +829,36 @@ fn operator_installed_by_helm(cx: &mut Ctx) {
     let op_spec = cx.c.json(&["get", "pod", &cx.op_pod, "-n", OP_NS]);
     assert_eq!(op_spec["spec"]["serviceAccountName"], "unisondb-operator");
     assert_eq!(op_spec["spec"]["containers"][0]["image"], LOCAL_IMAGE);
+}
+
+/// `CLUSTER_E2E_ONLY` runs: this chart installed directly (no previous release to upgrade from).
+fn current_chart_installed(cx: &mut Ctx) {
+    let t = Instant::now();
+    let mut args = vec![
+        "install",
+        "unisondb-operator",
+        "charts/unisondb-operator",
+        "-n",
+        OP_NS,
+        "--create-namespace",
+        "--kubeconfig",
+        &cx.kc,
+        "--old-apiserver",
+    ];
+    args.extend_from_slice(CHART_SETS);
+    run_ok(&mut helm(&args));
+    cx.c.kubectl(&[
+        "-n",
+        OP_NS,
+        "rollout",
+        "status",
+        "deploy/unisondb-operator",
+        "--timeout=300s",
+    ]);
+    cx.record(
+        "helm install (current chart) → operator rolled out",
+        t.elapsed(),
+    );
 }
 
 /// (2) Hub and relayers (docs step 2, as written), plus a second hop on the relayers.

@@ -180,8 +180,8 @@ const NEEDED: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "pods",
-        &["list"],
-        "connectivity.rs lists a following node's pods to read their /metrics; backup/mod.rs lists a backup Job's pods for its termination message",
+        &["list", "watch", "patch", "delete"],
+        "connectivity.rs lists a following node's pods to read their /metrics; backup/mod.rs lists a backup Job's pods for its termination message; group/mod.rs watches hub pods, labels a hub group's leader and deletes outdated members in a rolling update",
     ),
     (
         "batch",
@@ -272,8 +272,8 @@ fn assert_least_privilege(g: &Grants) {
             "the operator never reads Secrets (TLS/auth Secrets are only mounted by name)"
         );
         assert!(
-            res != "pods" || verb == "list",
-            "the operator only lists pods (for their IPs, to read /metrics, and backup Jobs' termination messages): {verb} pods granted"
+            res != "pods" || ["list", "watch", "patch", "delete"].contains(&verb.as_str()),
+            "the operator only lists/watches pods (IPs for /metrics, backup Jobs' termination messages), labels hub group leaders and deletes outdated group members: {verb} pods granted"
         );
         assert!(
             !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
@@ -947,12 +947,19 @@ fn rbac_table_knows_every_api_the_operator_uses() {
         "no certificates.cert-manager.io rule"
     );
     // the operator reads no Secrets (the chart grants none); Pods only from connectivity.rs and
-    // backup/mod.rs (list: /metrics, and a backup Job's termination message)
+    // backup/mod.rs (list: /metrics, and a backup Job's termination message), controller.rs (watch
+    // hub pods) and group/mod.rs (list, label and delete a hub group's members)
+    let pod_users = [
+        "connectivity.rs",
+        "backup/mod.rs",
+        "controller.rs",
+        "group/mod.rs",
+    ];
     for (ty, file) in &used {
         assert!(ty != "Secret", "operator/src/{file} now reads {ty}: grant it narrowly and update assert_least_privilege");
         assert!(
-            ty != "Pod" || file == "connectivity.rs" || file == "backup/mod.rs",
-            "operator/src/{file} now reads Pods: only connectivity.rs and backup/mod.rs list them (RBAC grants list only)"
+            ty != "Pod" || pod_users.contains(&file.as_str()),
+            "operator/src/{file} now uses Pods: only {pod_users:?} do (RBAC grants list, watch, patch, delete)"
         );
     }
 }

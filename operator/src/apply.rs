@@ -45,6 +45,9 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
     let svcs: Api<Service> = Api::namespaced(client.clone(), ns);
     apply_named(&svcs, &r.headless_service).await?;
     apply_named(&svcs, &r.client_service).await?;
+    for svc in &r.group_services {
+        apply_named(&svcs, svc).await?;
+    }
     match &r.pdb {
         PdbPlan::Apply { api, name, object } => {
             // A PDB is protection, not function: never fail the reconcile over it.

@@ -37,6 +37,19 @@ pub struct Link {
     /// History divergences this pod repaired on the namespace since it started (truncate or
     /// re-bootstrap; the reason is in the pod's `/api/v1/{ns}/stats`).
     pub divergences: u64,
+    /// Hub groups: the pod's Raft view of the namespace (`None` outside cluster mode).
+    pub raft: Option<RaftView>,
+}
+
+/// One member's `unisondb_raft_*` gauges for one namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RaftView {
+    /// This member leads the namespace's group (`unisondb_raft_is_leader`).
+    pub leader: bool,
+    /// The group's current term as this member knows it (`unisondb_raft_term`).
+    pub term: u64,
+    /// The last committed LSN applied on this member (`unisondb_raft_commit_index`).
+    pub commit_index: u64,
 }
 
 /// What one pod reported, or why it could not be read.
@@ -63,8 +76,8 @@ pub struct Verdict {
     pub message: String,
 }
 
-/// Reads `unisondb_lsn` and the `unisondb_replication_*` gauges per namespace from a Prometheus
-/// text exposition; other lines are ignored.
+/// Reads `unisondb_lsn`, the `unisondb_replication_*` gauges and (hub groups) the
+/// `unisondb_raft_*` gauges per namespace from a Prometheus text exposition; other lines are ignored.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
     let mut out: BTreeMap<String, Link> = BTreeMap::new();
     for line in text.lines() {
@@ -86,6 +99,27 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, Link> {
             }
             "unisondb_replication_staleness_seconds" => {
                 out.entry(ns).or_default().staleness_seconds = value
+            }
+            "unisondb_raft_is_leader" => {
+                out.entry(ns)
+                    .or_default()
+                    .raft
+                    .get_or_insert_with(Default::default)
+                    .leader = value >= 1.0
+            }
+            "unisondb_raft_term" => {
+                out.entry(ns)
+                    .or_default()
+                    .raft
+                    .get_or_insert_with(Default::default)
+                    .term = value.max(0.0) as u64
+            }
+            "unisondb_raft_commit_index" => {
+                out.entry(ns)
+                    .or_default()
+                    .raft
+                    .get_or_insert_with(Default::default)
+                    .commit_index = value.max(0.0) as u64
             }
             // One series per action (truncate, bootstrap): summed per namespace.
             "unisondb_replication_divergences_total" => {
@@ -232,6 +266,8 @@ pub fn pod_states(
                                 connected: l.follower.then_some(l.connected),
                                 lag_records: l.follower.then_some(recs),
                                 lag_seconds: l.follower.then_some(secs),
+                                leader: l.raft.as_ref().map(|r| r.leader),
+                                term: l.raft.as_ref().map(|r| clamp(r.term)),
                             }
                         })
                         .collect(),

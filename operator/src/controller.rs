@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
@@ -67,6 +67,12 @@ fn mirroring(store: &Store<UnisonHub>, changed: &Key) -> Vec<ObjectRef<UnisonHub
         .collect()
 }
 
+/// The hub a pod belongs to (its `app.kubernetes.io/instance` label).
+fn hub_of_pod(p: Pod) -> Option<ObjectRef<UnisonHub>> {
+    let instance = p.labels().get("app.kubernetes.io/instance")?.clone();
+    Some(ObjectRef::new(&instance).within(&p.namespace()?))
+}
+
 fn key_of<K: ResourceExt>(o: &K) -> Key {
     Key::new(o.namespace().unwrap_or_default(), o.name_any())
 }
@@ -94,6 +100,10 @@ pub async fn run(
         }
     };
     let mut hub_ctrl = Controller::new(api::<UnisonHub>(&client, ns), all.clone());
+    // Hub groups own a PDB like relayers do.
+    if let Some(ar) = ctx.pdb.resource(&client).await {
+        hub_ctrl = hub_ctrl.owns_with(dynamic_api(&client, ns, &ar), ar, owned.clone());
+    }
     if let Some(ar) = &certificates {
         hub_ctrl = hub_ctrl.owns_with(dynamic_api(&client, ns, ar), ar.clone(), owned.clone());
     }
@@ -107,6 +117,16 @@ pub async fn run(
         .watches(api::<UnisonHub>(&client, ns), all.clone(), move |h| {
             mirroring(&hs, &key_of(&h))
         })
+        // Hub pods (owned by the StatefulSet, not the hub): a pod going away or becoming ready
+        // re-labels a hub group's leader at once, not at the next resync.
+        .watches(
+            api::<Pod>(&client, ns),
+            watcher::Config::default().labels(&format!(
+                "app.kubernetes.io/managed-by=unisondb-operator,app.kubernetes.io/component={}",
+                crate::build::Component::Hub.as_str()
+            )),
+            hub_of_pod,
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each({

@@ -68,6 +68,11 @@ pub trait NodeKind:
     /// Desired pod count.
     fn replicas(&self) -> i32;
 
+    /// Namespaces the node writes (a hub group runs one Raft group for each); none for relayers.
+    fn owned_namespaces(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The status the object carries now.
     fn node_status(&self) -> Option<&NodeStatus>;
 
@@ -112,7 +117,11 @@ impl NodeKind for UnisonHub {
     }
 
     fn replicas(&self) -> i32 {
-        1
+        self.spec.replicas
+    }
+
+    fn owned_namespaces(&self) -> Vec<String> {
+        self.spec.namespaces.clone()
     }
 
     fn node_status(&self) -> Option<&NodeStatus> {

@@ -10,6 +10,7 @@ pub mod connectivity;
 pub mod controller;
 pub mod crd;
 pub mod dereference;
+pub mod group;
 pub mod kind;
 pub mod leader;
 pub mod metrics;

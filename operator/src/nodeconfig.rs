@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
-use unisondb_config::{ArchiveConfig, Config, FsyncMode, ObjectStoreConfig};
+use unisondb_config::{ArchiveConfig, ClusterConfig, Config, FsyncMode, ObjectStoreConfig};
 
 use crate::crd::{ExtraConfig, FsyncPolicy, NodeSpec};
 
@@ -41,6 +41,9 @@ pub struct ConfigInput<'a> {
     pub archive: Option<ArchiveConfig>,
     /// Relayer with `upstream.objectStore`: `replication.object_store`.
     pub object_store: Option<ObjectStoreConfig>,
+    /// Hub group (`replicas` > 1): every member's gRPC address, `cluster.peers` (absent: no
+    /// `cluster` section, a single hub).
+    pub peers: Option<Vec<String>>,
 }
 
 /// The rendered file and its hash.
@@ -86,6 +89,9 @@ const MANAGED: &[(&str, &str)] = &[
     ("replication", "tls_cert_file"),
     ("replication", "tls_key_file"),
     ("replication", "object_store"),
+    ("cluster", "node_id"),
+    ("cluster", "peers"),
+    ("cluster", "advertise_http"),
 ];
 
 /// Sections only the operator sets, from the spec (`spec.backup`).
@@ -146,11 +152,18 @@ fn base(input: &ConfigInput<'_>) -> Config {
     c.replication.tls_key_file = tls("tls.key");
     c.replication.object_store = input.object_store.clone();
     c.archive = input.archive.clone().unwrap_or_default();
+    // node_id stays absent (the pod's hostname ordinal + 1) and advertise_http empty (the peer
+    // host with the HTTP port): both follow from the StatefulSet's stable pod names.
+    c.cluster = input.peers.as_ref().map(|peers| ClusterConfig {
+        peers: peers.clone(),
+        ..ClusterConfig::default()
+    });
     c
 }
 
-/// Checks `extraConfig` against the documented keys without rendering (used by validation).
-pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
+/// `cluster` is rendered only for hub groups: `extraConfig.cluster` (timeouts) is checked against
+/// a group's config, and refused for a single hub (it has no such section).
+pub fn check_extra_for(extra: &ExtraConfig, group: bool) -> Result<(), ConfigError> {
     let probe = base(&ConfigInput {
         mode: Mode::Replicator,
         namespaces: vec![],
@@ -159,9 +172,15 @@ pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
         mirrors: BTreeMap::new(),
         archive: None,
         object_store: None,
+        peers: group.then(|| vec!["probe-0.probe:4001".to_string()]),
     });
     let mut doc = to_doc(&probe)?;
     merge_extra(&mut doc, extra)
+}
+
+/// Checks `extraConfig` against the documented keys without rendering (used by validation).
+pub fn check_extra(extra: &ExtraConfig) -> Result<(), ConfigError> {
+    check_extra_for(extra, false)
 }
 
 fn to_doc(config: &Config) -> Result<Value, ConfigError> {
@@ -215,12 +234,26 @@ fn merge_extra(doc: &mut Value, extra: &ExtraConfig) -> Result<(), ConfigError> 
         .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
-/// Renders the full config file (every key explicit) and its hash.
+/// Renders the full config file (every key explicit) and its hash. The hash leaves out
+/// `cluster.peers`: scaling a group changes only that list, and must not restart every member
+/// (running members learn new ones by Raft membership changes; a restarted one reads the new list).
 pub fn render(input: &ConfigInput<'_>) -> Result<RenderedConfig, ConfigError> {
     let mut doc = to_doc(&base(input))?;
     merge_extra(&mut doc, &input.spec.extra_config)?;
     let yaml = serde_yaml_ng::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
-    let hash = hash(&yaml);
+    let hash = match doc
+        .get_mut("cluster")
+        .and_then(|c| c.as_mapping_mut())
+        .and_then(|c| c.get_mut("peers"))
+    {
+        Some(peers) => {
+            *peers = Value::Sequence(Vec::new());
+            let without =
+                serde_yaml_ng::to_string(&doc).map_err(|e| ConfigError::Render(e.to_string()))?;
+            hash(&without)
+        }
+        None => hash(&yaml),
+    };
     Ok(RenderedConfig { yaml, hash })
 }
 

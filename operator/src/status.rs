@@ -59,6 +59,8 @@ pub struct Observed<'a> {
     /// The owned Certificate after this reconcile: `Some(name)` applied, `Some(None)` none (or
     /// deleted); `None` when this reconcile did not get that far (the previous value stands).
     pub certificate: Option<Option<String>>,
+    /// Hub groups: leadership as the members report it (`None` for a single hub or a relayer).
+    pub group: Option<crate::group::GroupReport>,
 }
 
 fn condition(
@@ -201,6 +203,7 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         .as_ref()
         .and_then(|c| connectivity::pod_states(c, o.role))
         .unwrap_or_default();
+    let group_view = o.group.as_ref().and_then(|g| g.view.as_ref());
     let keep = |new: &Option<String>, old: Option<&Option<String>>| {
         if o.problem.is_some() {
             old.cloned().flatten().or_else(|| new.clone())
@@ -223,6 +226,32 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
                     v.status,
                     v.reason,
                     v.message,
+                    o.generation,
+                    now,
+                ));
+            }
+            if let Some(g) = &o.group {
+                let lost = !g.quorum_lost.is_empty();
+                let message = if lost {
+                    let what: Vec<String> = g
+                        .quorum_lost
+                        .iter()
+                        .map(|(ns, d)| format!("{ns} ({}s)", d.as_secs()))
+                        .collect();
+                    format!("no member reports a leader for {}", what.join(", "))
+                } else {
+                    match g.view.as_ref().map(|v| v.leaderless()) {
+                        None => "no member readable".to_string(),
+                        Some(l) if l.is_empty() => "every namespace has a leader".to_string(),
+                        Some(l) => format!("electing a leader for {}", l.join(", ")),
+                    }
+                };
+                c.push(condition(
+                    prev_conds,
+                    crate::group::QUORUM_LOST,
+                    lost,
+                    if lost { "NoLeader" } else { "LeaderElected" },
+                    message,
                     o.generation,
                     now,
                 ));
@@ -264,6 +293,11 @@ pub fn compute(prev: Option<&NodeStatus>, o: &Observed<'_>, now: &str) -> NodeSt
         pods,
         max_lag_seconds,
         max_lag_records,
+        leader: group_view.and_then(|v| v.leader_pod.clone()),
+        members: group_view.map(|v| v.members.clone()).unwrap_or_default(),
+        term: group_view
+            .and_then(|v| v.term)
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
     }
 }
 

@@ -70,6 +70,8 @@ impl Upstream {
 pub struct HubNode {
     pub namespaces: Vec<String>,
     pub tls: bool,
+    /// A hub group: downstream nodes follow its read Service, not the leader's client Service.
+    pub group: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +96,7 @@ impl Snapshot {
         let node = HubNode {
             namespaces: hub.spec.served_namespaces(),
             tls: hub.spec.node.tls.is_some(),
+            group: hub.spec.is_group(),
         };
         self.hubs.insert(key, node);
     }
@@ -203,11 +206,14 @@ pub fn resolve(
     let (endpoint, upstream_ref) = match &direct {
         Upstream::Address(a) => (a.clone(), "address".to_string()),
         Upstream::Hub(k) => {
-            let tls = snap.hubs.get(k).is_some_and(|h| h.tls);
-            (
-                names::grpc_endpoint(&k.name, &k.namespace, cluster_domain, tls),
-                format!("UnisonHub/{k}"),
-            )
+            let hub = snap.hubs.get(k);
+            let tls = hub.is_some_and(|h| h.tls);
+            let endpoint = if hub.is_some_and(|h| h.group) {
+                names::group_grpc_endpoint(&k.name, &k.namespace, cluster_domain, tls)
+            } else {
+                names::grpc_endpoint(&k.name, &k.namespace, cluster_domain, tls)
+            };
+            (endpoint, format!("UnisonHub/{k}"))
         }
         Upstream::Relayer(k) => {
             let tls = snap.relayers.get(k).is_some_and(|r| r.tls);

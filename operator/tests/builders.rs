@@ -39,6 +39,7 @@ fn hub_config(h: &UnisonHub) -> RenderedConfig {
         mirrors,
         archive: None,
         object_store: None,
+        peers: None,
     })
     .expect("hub config renders")
 }
@@ -52,6 +53,7 @@ fn relayer_config(r: &UnisonRelayer) -> RenderedConfig {
         mirrors: BTreeMap::new(),
         archive: None,
         object_store: None,
+        peers: None,
     })
     .expect("relayer config renders")
 }

@@ -1050,3 +1050,431 @@ async fn tls_with_both_sources_is_refused() {
     .await;
     result.expect("a refused spec is not a reconcile error");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hub groups (spec.replicas 3 or 5)
+
+/// Answers for the group's members: their ids per namespace, and what the operator asked.
+#[derive(Default)]
+struct ScriptedMembers {
+    ids: parking_lot::Mutex<Vec<u64>>,
+    calls: parking_lot::Mutex<Vec<String>>,
+}
+
+impl unisondb_operator::group::admin::GroupAdmin for ScriptedMembers {
+    fn step_down<'a>(&'a self, base: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.calls.lock().push(format!("step-down {base}"));
+        Box::pin(async { Ok(()) })
+    }
+    fn remove_member<'a>(&'a self, base: &'a str, id: u64) -> BoxFuture<'a, Result<(), String>> {
+        self.calls.lock().push(format!("remove {id} via {base}"));
+        self.ids.lock().retain(|i| *i != id);
+        Box::pin(async { Ok(()) })
+    }
+    fn member_ids<'a>(
+        &'a self,
+        _base: &'a str,
+        _ns: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<u64>, String>> {
+        let ids = self.ids.lock().clone();
+        Box::pin(async move { Ok(ids) })
+    }
+}
+
+fn group_fixture(replicas: i32, status: Option<&NodeStatus>) -> Value {
+    let mut hub = hub_fixture(status);
+    hub["spec"]["replicas"] = json!(replicas);
+    hub
+}
+
+/// Members `hub-0..n` reporting Raft state for `orders` and `users`; `leader` leads both.
+fn group_report(n: usize, leader: Option<usize>, term: u64) -> Connectivity {
+    let ns = |lead: bool| unisondb_operator::connectivity::RaftView {
+        leader: lead,
+        term,
+        commit_index: 40,
+    };
+    Connectivity::Observed(
+        (0..n)
+            .map(|i| PodReport {
+                pod: format!("hub-{i}"),
+                links: Ok(BTreeMap::from(["orders", "users"].map(|name| {
+                    (
+                        name.to_string(),
+                        Link {
+                            lsn: 40,
+                            raft: Some(ns(leader == Some(i))),
+                            ..Default::default()
+                        },
+                    )
+                }))),
+            })
+            .collect(),
+    )
+}
+
+/// The config hash the group fixture renders to (the same for any member count).
+fn group_config_hash() -> String {
+    use unisondb_operator::dereference::Dereferenced;
+    let hub: UnisonHub = serde_json::from_value(group_fixture(3, None)).expect("fixture");
+    let target = unisondb_operator::kind::Target::of(&hub).expect("target");
+    let deref = Dereferenced {
+        existing: None,
+        pdb_api: None,
+        refs: std::collections::HashMap::new(),
+        cert_manager: None,
+    };
+    let v = unisondb_operator::validate::validate(&hub, &target, &deref, "cluster.local")
+        .expect("valid");
+    unisondb_operator::build::build(&v, None, "x")
+        .expect("builds")
+        .config_hash
+}
+
+/// A running group StatefulSet of `replicas` pods at the fixture's image and config (as
+/// `dereference` reads it).
+fn group_sts(replicas: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "hub", "namespace": NS, "generation": 1},
+        "spec": {
+            "replicas": replicas, "serviceName": "hub-headless", "selector": {},
+            "template": {
+                "metadata": {"annotations": {"unisondb.io/config-hash": group_config_hash()}},
+                "spec": {"containers": [{"name": "unisondb", "image": "unisondb:test"}]}
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"resources": {"requests": {"storage": "10Gi"}}}}]
+        },
+        "status": {"replicas": replicas, "readyReplicas": replicas, "observedGeneration": 1,
+                   "updatedReplicas": replicas, "updateRevision": "hub-new"}
+    })
+}
+
+/// Pod `hub-i` at `revision`, ready, labelled `role`.
+fn member(i: usize, revision: &str, role: Option<&str>) -> Value {
+    let mut labels = json!({"controller-revision-hash": revision});
+    if let Some(r) = role {
+        labels["unisondb.io/role"] = json!(r);
+    }
+    json!({
+        "metadata": {"name": format!("hub-{i}"), "namespace": NS, "labels": labels},
+        "status": {"podIP": format!("10.0.0.{i}"), "phase": "Running",
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+/// The reconcile of a running group up to the StatefulSet apply: the StatefulSet read, every
+/// object applied (the group's Services and PDB included). Returns the applied StatefulSet.
+async fn group_applies(api: &mut ApiServer, running: i32, applied_replicas: i32) -> Value {
+    api.expect(Method::GET, &sts_path("hub"))
+        .await
+        .reply(200, &group_sts(running));
+    let cm = api
+        .expect_apply("/api/v1/namespaces/default/configmaps/hub-config")
+        .await;
+    let config = cm["data"]["config.yaml"].as_str().unwrap_or_default();
+    assert_eq!(
+        config
+            .matches("hub-headless.default.svc.cluster.local:4001")
+            .count(),
+        applied_replicas as usize,
+        "peers follow the StatefulSet's size: {config}"
+    );
+    api.expect_apply("/api/v1/namespaces/default/serviceaccounts/hub")
+        .await;
+    api.expect_apply("/api/v1/namespaces/default/services/hub-headless")
+        .await;
+    let client = api
+        .expect_apply("/api/v1/namespaces/default/services/hub")
+        .await;
+    assert_eq!(client["spec"]["selector"]["unisondb.io/role"], "leader");
+    api.expect_apply("/api/v1/namespaces/default/services/hub-ro")
+        .await;
+    let followers = api
+        .expect_apply("/api/v1/namespaces/default/services/hub-followers")
+        .await;
+    assert_eq!(
+        followers["spec"]["selector"]["unisondb.io/role"],
+        "follower"
+    );
+    let pdb = api
+        .expect_apply("/apis/policy/v1/namespaces/default/poddisruptionbudgets/hub")
+        .await;
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let call = api.expect(Method::PATCH, &sts_path("hub")).await;
+    let sts = call.body.clone();
+    assert_eq!(sts["spec"]["replicas"], applied_replicas);
+    assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
+    let mut served = group_sts(applied_replicas);
+    served["spec"] = sts["spec"].clone();
+    call.reply(200, &served);
+    sts
+}
+
+async fn expect_pod_list(api: &mut ApiServer, pods: Vec<Value>) {
+    let call = api
+        .expect(Method::GET, "/api/v1/namespaces/default/pods")
+        .await;
+    assert!(call.query.contains("labelSelector"), "{}", call.query);
+    call.reply(
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+    );
+}
+
+async fn expect_label(api: &mut ApiServer, pod: &str, role: &str) {
+    let call = api
+        .expect(
+            Method::PATCH,
+            &format!("/api/v1/namespaces/default/pods/{pod}"),
+        )
+        .await;
+    assert_eq!(call.content_type, "application/merge-patch+json");
+    assert_eq!(call.body["metadata"]["labels"]["unisondb.io/role"], role);
+    let body = call.body.clone();
+    call.reply(200, &body);
+}
+
+fn group_harness(report: Connectivity, members: Arc<ScriptedMembers>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let ctx = Context::new(
+        Client::new(service, NS),
+        Arc::new(Metrics::new()),
+        "cluster.local".into(),
+        "test".into(),
+    )
+    .with_probe(Arc::new(Scripted(report)))
+    .with_pdb(PdbSupport::known(Some(pdb_v1())))
+    .with_group_admin(members);
+    (Arc::new(ctx), ApiServer(handle))
+}
+
+#[tokio::test]
+async fn hub_group_labels_the_leader_and_reports_it() {
+    let members = Arc::new(ScriptedMembers::default());
+    let hub = group_fixture(3, None);
+    let answer = hub.clone();
+    let (result, _) = scenario_with::<UnisonHub, _, _>(
+        &hub,
+        group_harness(group_report(3, Some(1), 4), members.clone()),
+        |mut api| async move {
+            group_applies(&mut api, 3, 3).await;
+            // hub-0 still carries the label of an earlier leader; hub-1 leads now
+            expect_pod_list(
+                &mut api,
+                vec![
+                    member(0, "hub-new", Some("leader")),
+                    member(1, "hub-new", None),
+                    member(2, "hub-new", Some("follower")),
+                ],
+            )
+            .await;
+            expect_label(&mut api, "hub-0", "follower").await;
+            expect_label(&mut api, "hub-1", "leader").await;
+            let status = api.expect_status_patch(HUB, &answer).await;
+            assert_eq!(status.leader.as_deref(), Some("hub-1"));
+            assert_eq!(status.members, ["hub-0", "hub-1", "hub-2"]);
+            assert_eq!(status.term, Some(4));
+            assert_eq!(
+                status.grpc_endpoint.as_deref(),
+                Some("http://hub-ro.default.svc.cluster.local:4001")
+            );
+            assert_eq!(cond(&status, "QuorumLost"), ("False", "LeaderElected"));
+            let leads = status.pods[1]
+                .namespaces
+                .iter()
+                .all(|n| n.leader == Some(true) && n.term == Some(4));
+            assert!(leads, "{:?}", status.pods[1]);
+            let note = api.expect_normal_event("LeaderChanged").await;
+            assert_eq!(note, "leader pod hub-1 (term 4)");
+            api
+        },
+    )
+    .await;
+    assert_eq!(
+        result.expect("reconcile succeeds"),
+        Action::requeue(unisondb_operator::group::GROUP_RESYNC)
+    );
+    assert!(
+        members.calls.lock().is_empty(),
+        "no node call in steady state"
+    );
+}
+
+#[tokio::test]
+async fn hub_group_rolls_a_follower_first_and_the_leader_after_a_step_down() {
+    let members = Arc::new(ScriptedMembers::default());
+    let labelled = |prev: &str| NodeStatus {
+        leader: Some(prev.into()),
+        ..Default::default()
+    };
+    // hub-0 and hub-1 (the leader) run the old revision: the follower goes first
+    let hub = group_fixture(3, Some(&labelled("hub-1")));
+    let answer = hub.clone();
+    let harness = group_harness(group_report(3, Some(1), 2), members.clone());
+    scenario_with::<UnisonHub, _, _>(&hub, harness, |mut api| async move {
+        group_applies(&mut api, 3, 3).await;
+        expect_pod_list(
+            &mut api,
+            vec![
+                member(0, "hub-old", Some("follower")),
+                member(1, "hub-old", Some("leader")),
+                member(2, "hub-new", Some("follower")),
+            ],
+        )
+        .await;
+        api.expect(Method::DELETE, "/api/v1/namespaces/default/pods/hub-0")
+            .await
+            .reply(200, &member(0, "hub-old", None));
+        let status = api.expect_status_patch(HUB, &answer).await;
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert!(
+            degraded.message.contains("restarting follower hub-0"),
+            "{}",
+            degraded.message
+        );
+        api
+    })
+    .await
+    .0
+    .expect("reconcile succeeds");
+    assert!(members.calls.lock().is_empty());
+
+    // only the leader is left: asked to step down (through its pod IP), not deleted yet
+    let answer = hub.clone();
+    let harness = group_harness(group_report(3, Some(1), 2), members.clone());
+    scenario_with::<UnisonHub, _, _>(&hub, harness, |mut api| async move {
+        group_applies(&mut api, 3, 3).await;
+        expect_pod_list(
+            &mut api,
+            vec![
+                member(0, "hub-new", Some("follower")),
+                member(1, "hub-old", Some("leader")),
+                member(2, "hub-new", Some("follower")),
+            ],
+        )
+        .await;
+        api.expect_status_patch(HUB, &answer).await;
+        api
+    })
+    .await
+    .0
+    .expect("reconcile succeeds");
+    assert_eq!(
+        *members.calls.lock(),
+        ["step-down http://10.0.0.1:4000".to_string()]
+    );
+
+    // leadership moved to hub-2: hub-1 is a follower now and is restarted, hub-2 labelled
+    let answer = hub.clone();
+    let harness = group_harness(group_report(3, Some(2), 3), members.clone());
+    scenario_with::<UnisonHub, _, _>(&hub, harness, |mut api| async move {
+        group_applies(&mut api, 3, 3).await;
+        expect_pod_list(
+            &mut api,
+            vec![
+                member(0, "hub-new", Some("follower")),
+                member(1, "hub-old", Some("leader")),
+                member(2, "hub-new", Some("follower")),
+            ],
+        )
+        .await;
+        expect_label(&mut api, "hub-1", "follower").await;
+        expect_label(&mut api, "hub-2", "leader").await;
+        api.expect(Method::DELETE, "/api/v1/namespaces/default/pods/hub-1")
+            .await
+            .reply(200, &member(1, "hub-old", None));
+        api.expect_status_patch(HUB, &answer).await;
+        let note = api.expect_normal_event("LeaderChanged").await;
+        assert_eq!(note, "leader pod hub-1 -> hub-2 (term 3)");
+        api
+    })
+    .await
+    .0
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn hub_group_scale_down_removes_members_before_shrinking() {
+    let members = Arc::new(ScriptedMembers::default());
+    *members.ids.lock() = vec![1, 2, 3, 4, 5];
+    let hub = group_fixture(3, None);
+    let answer = hub.clone();
+    // 5 running, 3 wanted: member 5 is removed, the StatefulSet stays at 5 (peers too)
+    for (expect_removed, applied) in [(5u64, 5), (4, 5)] {
+        let answer = answer.clone();
+        let harness = group_harness(group_report(5, Some(0), 2), members.clone());
+        scenario_with::<UnisonHub, _, _>(&hub, harness, |mut api| async move {
+            group_applies(&mut api, 5, applied).await;
+            expect_pod_list(
+                &mut api,
+                (0..5)
+                    .map(|i| {
+                        member(
+                            i,
+                            "hub-new",
+                            Some(if i == 0 { "leader" } else { "follower" }),
+                        )
+                    })
+                    .collect(),
+            )
+            .await;
+            let status = api.expect_status_patch(HUB, &answer).await;
+            let degraded = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")
+                .unwrap();
+            assert!(
+                degraded
+                    .message
+                    .contains(&format!("member {expect_removed} removed")),
+                "{}",
+                degraded.message
+            );
+            api.expect_normal_event("LeaderChanged").await;
+            api
+        })
+        .await
+        .0
+        .expect("reconcile succeeds");
+    }
+    assert_eq!(
+        *members.calls.lock(),
+        [
+            "remove 5 via http://hub.default.svc.cluster.local:4000".to_string(),
+            "remove 4 via http://hub.default.svc.cluster.local:4000".to_string()
+        ]
+    );
+    // members 4 and 5 are gone from every group: now the StatefulSet shrinks to 3
+    let harness = group_harness(group_report(3, Some(0), 2), members.clone());
+    scenario_with::<UnisonHub, _, _>(&hub, harness, |mut api| async move {
+        group_applies(&mut api, 5, 3).await;
+        expect_pod_list(
+            &mut api,
+            (0..3)
+                .map(|i| {
+                    member(
+                        i,
+                        "hub-new",
+                        Some(if i == 0 { "leader" } else { "follower" }),
+                    )
+                })
+                .collect(),
+        )
+        .await;
+        api.expect_status_patch(HUB, &answer).await;
+        let note = api.expect_normal_event("Scaled").await;
+        assert!(note.contains("5 → 3"), "{note}");
+        api.expect_normal_event("LeaderChanged").await;
+        api
+    })
+    .await
+    .0
+    .expect("reconcile succeeds");
+}

@@ -105,10 +105,13 @@ nothing else (no Secrets, no Pods, no wildcards) is granted.
   verbs: ["list", "patch"]
 # connectivity.rs: list a following node's pods to read each one's /metrics (pod IP, HTTP port)
 # for the Connected condition; backup/mod.rs: list a backup Job's pods to read the termination
-# message its container left (the node's answer).
+# message its container left (the node's answer). group/mod.rs (hub groups, replicas 3 or 5):
+# controller.rs watches hub pods (a failover re-labels at once), merge-patches the
+# unisondb.io/role label the client Service selects the leader by, and deletes outdated pods
+# one at a time during a rolling update (the StatefulSet is OnDelete).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch", "patch", "delete"]
 # backup/job.rs, backup/mod.rs: a hub with httpAuth or tls.http is backed up by a Job in its image
 # (its pod reads the token and CA Secrets; the operator does not): created once per namespace
 # (get first), watched as owned by the UnisonBackup, deleted when the backup passes its deadline.

@@ -38,6 +38,24 @@ pub fn dns_names(instance: &str, namespace: &str, cluster_domain: &str) -> Vec<S
     ]
 }
 
+/// Hub groups: the read and followers Services, in the same four forms.
+pub fn group_dns_names(instance: &str, namespace: &str, cluster_domain: &str) -> Vec<String> {
+    [
+        names::read_service(instance),
+        names::followers_service(instance),
+    ]
+    .into_iter()
+    .flat_map(|svc| {
+        [
+            svc.clone(),
+            format!("{svc}.{namespace}"),
+            format!("{svc}.{namespace}.svc"),
+            format!("{svc}.{namespace}.svc.{cluster_domain}"),
+        ]
+    })
+    .collect()
+}
+
 /// The Certificate, or `None` when the spec does not ask cert-manager for one.
 pub fn build(b: &NodeBuild<'_>, cluster_domain: &str) -> Option<Value> {
     let tls = b.spec.tls.as_ref()?;
@@ -45,9 +63,13 @@ pub fn build(b: &NodeBuild<'_>, cluster_domain: &str) -> Option<Value> {
     let meta = b.meta(names::certificate(&b.name));
     let mut issuer = json!({ "name": cm.issuer_ref.name, "kind": cm.issuer_ref.kind.as_str() });
     issuer["group"] = json!(cm.issuer_ref.group.as_deref().unwrap_or(GROUP));
+    let mut dns = dns_names(&b.name, &b.namespace, cluster_domain);
+    if b.group {
+        dns.extend(group_dns_names(&b.name, &b.namespace, cluster_domain));
+    }
     let mut spec = json!({
         "secretName": names::tls_secret(&b.name),
-        "dnsNames": dns_names(&b.name, &b.namespace, cluster_domain),
+        "dnsNames": dns,
         "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
         "privateKey": { "algorithm": "ECDSA", "size": 256, "encoding": "PKCS8", "rotationPolicy": "Always" },
         "issuerRef": issuer,

@@ -60,6 +60,9 @@ pub struct NodeBuild<'a> {
     pub namespace: String,
     pub component: Component,
     pub replicas: i32,
+    /// A hub of more than one member: a Raft group (leader-routed client Service, read Service,
+    /// pods started in parallel, operator-driven rolling updates).
+    pub group: bool,
     pub owner: OwnerReference,
     pub spec: &'a NodeSpec,
     pub config: &'a RenderedConfig,
@@ -108,6 +111,7 @@ impl<'a> NodeBuild<'a> {
             namespace: target.namespace,
             component,
             replicas,
+            group: component == Component::Hub && replicas > 1,
             owner: target.owner,
             spec,
             config,
@@ -156,6 +160,8 @@ pub struct Resources {
     pub service_account: ServiceAccount,
     pub headless_service: Service,
     pub client_service: Service,
+    /// Hub groups: the read Service over every member, then the followers' Service.
+    pub group_services: Vec<Service>,
     pub pdb: PdbPlan,
     pub stateful_set: StatefulSet,
     /// The cert-manager Certificate (`spec.tls.certManager`), applied before the StatefulSet.
@@ -189,6 +195,14 @@ pub fn build(
         mirrors: v.wiring.mirrors.clone(),
         archive: v.stores.archive.clone(),
         object_store: v.stores.object_store.clone(),
+        peers: (v.component == Component::Hub && v.replicas > 1).then(|| {
+            names::peers(
+                &v.target.name,
+                &v.target.namespace,
+                &v.cluster_domain,
+                v.replicas,
+            )
+        }),
     })?;
     let mut b = NodeBuild::new(
         v.target.clone(),
@@ -221,6 +235,7 @@ pub fn build(
         service_account: serviceaccount::build(&b),
         headless_service: service::headless(&b),
         client_service: service::client(&b),
+        group_services: service::group(&b),
         pdb,
         stateful_set: statefulset::build(&b),
         certificate: certificate::build(&b, &v.cluster_domain),
@@ -262,10 +277,16 @@ pub fn fallback_statefulset<K: NodeKind>(
         hash: read::config_hash(existing)?.to_string(),
     };
     let target = Target::of(obj).ok()?;
+    // A hub keeps the member count it runs with: the problem may be the count itself (1 <-> 3),
+    // and shrinking a group here would drop members without removing them from Raft first.
+    let replicas = match K::COMPONENT {
+        Component::Hub => read::replicas(existing),
+        Component::Relayer => obj.replicas(),
+    };
     let mut b = NodeBuild::new(
         target,
         K::COMPONENT,
-        obj.replicas(),
+        replicas,
         obj.node(),
         &config,
         image,
@@ -326,6 +347,39 @@ pub mod names {
     pub fn headless_service(instance: &str) -> String {
         format!("{instance}-headless")
     }
+    /// Hub groups: every member (reads, relayers).
+    pub fn read_service(instance: &str) -> String {
+        format!("{instance}-ro")
+    }
+    /// Hub groups: the members that do not lead (relayers prefer them, keeping load off the leader).
+    pub fn followers_service(instance: &str) -> String {
+        format!("{instance}-followers")
+    }
+    /// Pod `ordinal`'s stable DNS name behind the headless Service.
+    pub fn pod_host(instance: &str, namespace: &str, cluster_domain: &str, ordinal: i32) -> String {
+        format!(
+            "{}-{ordinal}.{}.{namespace}.svc.{cluster_domain}",
+            statefulset(instance),
+            headless_service(instance)
+        )
+    }
+    /// A hub group's `cluster.peers`: member `i` (id `i + 1`) is pod `i`, at its gRPC port.
+    pub fn peers(
+        instance: &str,
+        namespace: &str,
+        cluster_domain: &str,
+        replicas: i32,
+    ) -> Vec<String> {
+        (0..replicas)
+            .map(|i| {
+                format!(
+                    "{}:{}",
+                    pod_host(instance, namespace, cluster_domain, i),
+                    crate::nodeconfig::GRPC_PORT
+                )
+            })
+            .collect()
+    }
     pub fn configmap(instance: &str) -> String {
         format!("{instance}-config")
     }
@@ -343,6 +397,21 @@ pub mod names {
     /// The pods' own ServiceAccount (no token mounted: nodes never call the API server).
     pub fn service_account(instance: &str) -> String {
         instance.to_string()
+    }
+    /// The gRPC URL downstream nodes of a hub group replicate from: the read Service (any member
+    /// serves the committed WAL).
+    pub fn group_grpc_endpoint(
+        instance: &str,
+        namespace: &str,
+        cluster_domain: &str,
+        tls: bool,
+    ) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!(
+            "{scheme}://{}.{namespace}.svc.{cluster_domain}:{}",
+            read_service(instance),
+            crate::nodeconfig::GRPC_PORT
+        )
     }
     /// The gRPC URL downstream nodes replicate from: the client Service's DNS name.
     pub fn grpc_endpoint(

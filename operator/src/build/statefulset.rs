@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
     LocalObjectReference, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
@@ -445,14 +445,23 @@ pub fn build(b: &NodeBuild<'_>) -> StatefulSet {
                 match_labels: Some(selector_labels(&b.name, b.component)),
                 ..Default::default()
             },
-            // Relayers are interchangeable: start and stop them in parallel. The hub is one pod.
+            // Relayers are interchangeable: start and stop them in parallel. A single hub is one
+            // pod; a hub group's members must all start for the first election (a quorum), so in
+            // parallel too (the policy is immutable, and 1 <-> 3 members is refused).
             pod_management_policy: Some(
                 match b.component {
-                    Component::Hub => "OrderedReady",
-                    Component::Relayer => "Parallel",
+                    Component::Hub if !b.group => "OrderedReady",
+                    Component::Hub | Component::Relayer => "Parallel",
                 }
                 .into(),
             ),
+            // Hub groups: the operator replaces outdated pods itself, followers first and the
+            // leader last after a step-down (group::rollout), instead of the StatefulSet
+            // controller's highest-ordinal-first order, which may restart the leader first.
+            update_strategy: b.group.then(|| StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),

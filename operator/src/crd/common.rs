@@ -464,6 +464,17 @@ pub struct NodeStatus {
     /// Largest replication lag of any pod and namespace, in records (`-o wide`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_records: Option<i64>,
+    /// Hub groups: the leader pod, the one leading the most namespaces (ties: the lowest ordinal).
+    /// Each namespace has its own Raft group, so leaders may differ per namespace (`pods[].namespaces[].leader`);
+    /// the client Service routes to this pod, and followers proxy writes for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Hub groups: the pods that report Raft state, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Hub groups: the highest Raft term any member reports (over all namespaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
 }
 
 /// One pod's state, from its `/metrics`.
@@ -499,4 +510,10 @@ pub struct NamespaceState {
     /// Seconds behind the upstream, rounded up (followed namespaces only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<i64>,
+    /// Hub groups: this pod leads the namespace's Raft group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<bool>,
+    /// Hub groups: the namespace's Raft term as this pod knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<i64>,
 }

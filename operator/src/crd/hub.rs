@@ -1,4 +1,5 @@
-//! `UnisonHub`: a writable UnisonDB server (StatefulSet of one pod).
+//! `UnisonHub`: a writable UnisonDB server: a StatefulSet of one pod, or a Raft group of 3 or 5
+//! (`spec.replicas`, docs/OPERATOR.md "Hub groups").
 // kube-derive repeats `type_ = ...` across printcolumn(...) groups; clippy reads them as duplicates.
 #![allow(clippy::duplicated_attributes)]
 
@@ -35,6 +36,11 @@ pub struct MirrorSpec {
     shortname = "uhub",
     category = "unisondb",
     doc = "A writable UnisonDB server owning a set of namespaces",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -45,6 +51,7 @@ pub struct MirrorSpec {
         type_ = "integer",
         json_path = ".status.readyReplicas"
     ),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
     printcolumn(name = "Upstream", type_ = "string", json_path = ".status.upstream"),
     printcolumn(name = "Depth", type_ = "integer", json_path = ".status.depth"),
     printcolumn(
@@ -71,6 +78,11 @@ pub struct UnisonHubSpec {
     #[serde(default = "default_namespaces")]
     #[schemars(length(min = 1))]
     pub namespaces: Vec<String>,
+    /// Members: 1 (a single pod, no Raft), or 3 or 5 (a Raft group per namespace that commits each
+    /// write on a quorum and elects a new leader by itself). 1 <-> 3/5 cannot change once running.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
     /// Namespaces owned by other hubs that this hub mirrors read-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorSpec>,
@@ -85,11 +97,20 @@ pub struct UnisonHubSpec {
     pub node: NodeSpec,
 }
 
+fn default_replicas() -> i32 {
+    1
+}
+
 pub(crate) fn default_namespaces() -> Vec<String> {
     vec!["default".to_string()]
 }
 
 impl UnisonHubSpec {
+    /// A Raft group (more than one member) rather than a single hub.
+    pub fn is_group(&self) -> bool {
+        self.replicas > 1
+    }
+
     /// Every namespace this hub serves: owned, then mirrored.
     pub fn served_namespaces(&self) -> Vec<String> {
         let mut all = self.namespaces.clone();

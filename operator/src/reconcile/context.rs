@@ -14,6 +14,8 @@ use std::sync::Arc;
 use crate::apply::PdbSupport;
 use crate::backup::trigger::{BackupTrigger, HttpBackupTrigger};
 use crate::connectivity::{PodMetricsProbe, ReplicationProbe};
+use crate::group::admin::{GroupAdmin, HttpGroupAdmin};
+use crate::group::Memory;
 use crate::metrics::SharedMetrics;
 
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -32,6 +34,10 @@ pub struct Context {
     pub probe: Arc<dyn ReplicationProbe>,
     /// Asks hubs for base backups (UnisonBackup).
     pub backups: Arc<dyn BackupTrigger>,
+    /// Asks hub group members to step down or drop members.
+    pub group_admin: Arc<dyn GroupAdmin>,
+    /// Hub groups: leaderless time and step-down requests between reconciles.
+    pub group: Memory,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -50,6 +56,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             probe: Arc::new(PodMetricsProbe::new(client.clone())),
             backups: Arc::new(HttpBackupTrigger::new()),
+            group_admin: Arc::new(HttpGroupAdmin::new()),
+            group: Memory::default(),
             client,
             metrics,
             cluster_domain,
@@ -80,6 +88,12 @@ impl Context {
     /// Replaces the backup trigger (tests answer for the hub).
     pub fn with_backup_trigger(mut self, trigger: Arc<dyn BackupTrigger>) -> Self {
         self.backups = trigger;
+        self
+    }
+
+    /// Replaces the hub group admin (tests answer for the members).
+    pub fn with_group_admin(mut self, admin: Arc<dyn GroupAdmin>) -> Self {
+        self.group_admin = admin;
         self
     }
 

@@ -23,11 +23,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use crate::build::{self, names, selector_string};
+use crate::build::{self, names, selector_string, statefulset::read, Component};
 use crate::kind::{NodeKind, Target};
 use crate::metrics::KindLabel;
 use crate::status::{self, Observed};
-use crate::{apply, changes, connectivity, dereference, validate, volumes, Error};
+use crate::{apply, changes, connectivity, dereference, group, validate, volumes, Error};
 
 /// Requeue period in steady state (a safety net; watches drive normal operation).
 pub const RESYNC: Duration = Duration::from_secs(300);
@@ -60,18 +60,45 @@ pub async fn reconcile<K: NodeKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Ac
 async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let target = Target::of(obj)?;
     let deref = dereference::dereference(&ctx.client, &ctx.pdb, obj, &target).await?;
-    let verdict = validate::validate(obj, &target, &deref, &ctx.cluster_domain);
+    let mut verdict = validate::validate(obj, &target, &deref, &ctx.cluster_domain);
+    let http_auth = obj.node().http_auth.is_some();
+    let mut group_notes = Vec::new();
+    if let Ok(valid) = verdict.as_mut() {
+        if K::COMPONENT == Component::Hub && valid.replicas > 1 {
+            // A scale-down holds the StatefulSet until the leaving members left the Raft groups.
+            let (members, note) = group::members_for_build(
+                ctx,
+                &target,
+                deref.existing.as_ref(),
+                valid.replicas,
+                &obj.owned_namespaces(),
+                http_auth,
+            )
+            .await;
+            valid.replicas = members;
+            group_notes.extend(note);
+        }
+    }
 
     let mut observed = Observed {
         generation: obj.meta().generation,
         desired_replicas: obj.replicas(),
         selector: selector_string(&target.name, K::COMPONENT),
-        grpc_endpoint: Some(names::grpc_endpoint(
-            &target.name,
-            &target.namespace,
-            &ctx.cluster_domain,
-            obj.node().tls.is_some(),
-        )),
+        grpc_endpoint: Some(if K::COMPONENT == Component::Hub && obj.replicas() > 1 {
+            names::group_grpc_endpoint(
+                &target.name,
+                &target.namespace,
+                &ctx.cluster_domain,
+                obj.node().tls.is_some(),
+            )
+        } else {
+            names::grpc_endpoint(
+                &target.name,
+                &target.namespace,
+                &ctx.cluster_domain,
+                obj.node().tls.is_some(),
+            )
+        }),
         ..Default::default()
     };
     let mut changed = Vec::new();
@@ -135,23 +162,93 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 .await,
         );
     }
+    // A group is what runs, not what the spec asks (a refused spec keeps the running group).
+    let is_group = K::COMPONENT == Component::Hub
+        && stateful_set.as_ref().is_some_and(|s| read::replicas(s) > 1);
+    if let (true, Some(sts), Some(report)) = (
+        is_group,
+        stateful_set.as_ref(),
+        observed.connectivity.as_ref(),
+    ) {
+        match group::after_apply(
+            ctx,
+            &target,
+            &observed.selector,
+            sts,
+            report,
+            &obj.owned_namespaces(),
+            http_auth,
+        )
+        .await
+        {
+            Ok(g) => {
+                group_notes.extend(g.notes.iter().cloned());
+                observed.group = Some(g);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "hub group step failed");
+                group_notes.push(format!("hub group: {e}"));
+            }
+        }
+    }
+    observed.notes.extend(group_notes);
 
     update_status(obj, &target, &observed, ctx, true).await?;
     for c in changed {
         ctx.event(obj, EventType::Normal, c.reason, c.message).await;
+    }
+    if let Some(g) = &observed.group {
+        group_events(obj, g, ctx).await;
     }
     // Volumes being grown report progress only when looked at again (PVCs are not watched).
     let resizing = observed
         .volumes
         .as_ref()
         .is_some_and(|v| volumes::verdict(v).0 != "True");
-    Ok(Action::requeue(if resizing {
+    Ok(Action::requeue(if is_group {
+        group::GROUP_RESYNC
+    } else if resizing {
         RESIZE_RESYNC
     } else if obj.follows() {
         CONNECTIVITY_RESYNC
     } else {
         RESYNC
     }))
+}
+
+/// Hub groups: a new leader pod, and a namespace newly without a leader, are reported as events.
+async fn group_events<K: NodeKind>(obj: &K, g: &group::GroupReport, ctx: &Context) {
+    let prev = obj.node_status();
+    let before = prev.and_then(|s| s.leader.clone());
+    let now = g.view.as_ref().and_then(|v| v.leader_pod.clone());
+    if let Some(leader) = now.as_ref().filter(|n| Some(*n) != before.as_ref()) {
+        let term = g.view.as_ref().and_then(|v| v.term).unwrap_or(0);
+        let note = match &before {
+            Some(b) => format!("leader pod {b} -> {leader} (term {term})"),
+            None => format!("leader pod {leader} (term {term})"),
+        };
+        ctx.event(obj, EventType::Normal, "LeaderChanged", note)
+            .await;
+    }
+    let was_lost = prev.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == group::QUORUM_LOST && c.status == "True")
+    });
+    if !g.quorum_lost.is_empty() && !was_lost {
+        let what: Vec<String> = g
+            .quorum_lost
+            .iter()
+            .map(|(ns, d)| format!("{ns} ({}s)", d.as_secs()))
+            .collect();
+        ctx.event(
+            obj,
+            EventType::Warning,
+            group::QUORUM_LOST,
+            format!("no leader for {}", what.join(", ")),
+        )
+        .await;
+    }
 }
 
 /// The Degraded reason and message for an apply the API server refused.

@@ -8,7 +8,8 @@ mod wiring;
 use std::collections::BTreeMap;
 
 pub use rules::{
-    cert_manager_available, effective_namespaces, hub, relayer, storage_plan, Invalid, StoragePlan,
+    cert_manager_available, effective_namespaces, group_change, hub, relayer, storage_plan,
+    Invalid, StoragePlan,
 };
 pub use wiring::{mirrors, upstream};
 
@@ -75,6 +76,10 @@ pub fn validate<'a, K: NodeKind>(
             storage_plan(&obj.node().storage, deref.existing.as_ref()).map(|p| (p, stores))
         })
         .and_then(|plan| cert_manager_available(obj.node(), deref.cert_manager).map(|_| plan))
+        .and_then(|plan| match K::COMPONENT {
+            Component::Hub => group_change(obj.replicas(), deref.existing.as_ref()).map(|_| plan),
+            Component::Relayer => Ok(plan),
+        })
         .map_err(|i| Rejected {
             problem: i.into(),
             position: obj.base_position(),

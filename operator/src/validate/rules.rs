@@ -176,10 +176,65 @@ fn check_storage_and_extra(node: &NodeSpec) -> Result<(), Invalid> {
     check_extra(&node.extra_config)
 }
 
+/// Hub groups: 1, 3 or 5 members, and only what a group supports.
+fn check_group(spec: &UnisonHubSpec) -> Result<(), Invalid> {
+    if ![1, 3, 5].contains(&spec.replicas) {
+        return Err(invalid(
+            "InvalidReplicas",
+            format!(
+                "replicas: {} is not 1 (a single hub), 3 or 5 (a Raft group that survives the loss \
+                 of 1 or 2 members; an even count adds no fault tolerance)",
+                spec.replicas
+            ),
+        ));
+    }
+    if !spec.is_group() {
+        return Ok(());
+    }
+    let unsupported = if spec.node.tls.as_ref().is_some_and(|t| t.http) {
+        Some("tls.http (followers proxy writes to the leader over plain HTTP)")
+    } else if spec.backup.is_some() {
+        Some("backup (every member would archive its WAL to the same prefix)")
+    } else if spec.bootstrap.is_some() {
+        Some("bootstrap (a group starts on empty namespaces)")
+    } else {
+        None
+    };
+    match unsupported {
+        Some(what) => Err(invalid(
+            "UnsupportedInGroup",
+            format!(
+                "replicas: {}: {what} is not supported for hub groups yet",
+                spec.replicas
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A hub cannot turn into a group or back once it runs: a single hub's WAL cannot become a
+/// group's Raft log (docs/REPLICATION.md, "Hub groups"). 3 <-> 5 is a membership change.
+pub fn group_change(desired: i32, existing: Option<&StatefulSet>) -> Result<(), Invalid> {
+    let Some(running) = existing.map(read::replicas) else {
+        return Ok(());
+    };
+    if (running > 1) != (desired > 1) {
+        return Err(invalid(
+            "GroupChangeRefused",
+            format!(
+                "replicas: {running} -> {desired} is refused: a single hub cannot become a Raft group \
+                 or back in place; create a new UnisonHub and move the data (docs/OPERATIONS.md)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Rules for a hub spec.
 pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
     check_image(&spec.node)?;
     check_tls(&spec.node)?;
+    check_group(spec)?;
     if spec.namespaces.is_empty() {
         return Err(invalid(
             "InvalidSpec",
@@ -213,7 +268,9 @@ pub fn hub(spec: &UnisonHubSpec) -> Result<(), Invalid> {
             }
         }
     }
-    check_storage_and_extra(&spec.node)
+    check_size(&spec.node.storage)?;
+    nodeconfig::check_extra_for(&spec.node.extra_config, spec.is_group())
+        .map_err(|e| invalid("InvalidConfig", e.to_string()))
 }
 
 /// Rules for a relayer spec.

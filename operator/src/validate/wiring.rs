@@ -51,7 +51,12 @@ pub fn mirrors(
                 ))
             }
             Some(owner) => {
-                let url = names::grpc_endpoint(
+                let endpoint = if owner.spec.is_group() {
+                    names::group_grpc_endpoint
+                } else {
+                    names::grpc_endpoint
+                };
+                let url = endpoint(
                     &key.name,
                     &key.namespace,
                     cluster_domain,
