@@ -112,6 +112,7 @@ impl Inner {
         let history = history.unwrap_or_default();
         super::epoch::stage_install(&self.dir, &history)?;
         write_marker(&self.dir, lsn)?;
+        self.recent.clear();
         if replacing {
             // Downstream tails may have streamed records that are about to be replaced.
             self.epochs.note_truncation();

@@ -11,6 +11,7 @@ mod install;
 mod lock;
 mod options;
 mod read;
+mod recent;
 mod recovery;
 mod role;
 mod tail;
@@ -153,6 +154,8 @@ pub(crate) struct Inner {
     /// Epoch history, the owner's write epoch, truncation count (see `epoch.rs`).
     epochs: epoch::Epochs,
     metrics: crate::engine::write::NsMetrics,
+    /// The last committed records, for tails that keep up (`recent.rs`).
+    recent: recent::Recent,
     _lock: DirLock,
 }
 

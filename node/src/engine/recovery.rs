@@ -144,6 +144,7 @@ pub(crate) fn open(
         models: Default::default(),
         epochs: super::epoch::Epochs::open(dir, last)?,
         metrics,
+        recent: Default::default(),
         _lock: lock,
     })
 }

@@ -3,7 +3,12 @@
 //!
 //! One policy for all of them:
 //! - **Batching**: [`Tail::read`] returns everything visible now, bounded by [`TailLimits`]
-//!   (records and bytes), read on a blocking thread; an empty batch means "caught up".
+//!   (records and bytes); an empty batch means "caught up". A tail that keeps up (an open reader, at
+//!   most `INLINE_RECORDS` pending) reads on the calling task: two thread hops to the blocking pool
+//!   per batch cost more CPU than the `pread` of a few records from the page cache; a tail catching
+//!   up (or opening its reader) reads on a blocking thread.
+//! - **Recent records**: a tail that keeps up takes the records from the namespace's in-memory cache
+//!   of the last commits (`recent.rs`): the same `Bytes` for every tail, no WAL read at all.
 //! - **Wake-ups**: [`Tail::changed`] waits on the namespace's publish notification (no polling, no
 //!   sleeps); the seen-mark is taken *before* each read, so a publish during a read is never missed.
 //! - **Trimmed segments**: an LSN retention (or a snapshot install) removed comes back as
@@ -22,6 +27,11 @@ use tokio::sync::watch;
 
 use super::{EngineError, FsyncPolicy, Namespace};
 use crate::wal::{Record, WalError, WalReader};
+
+/// At most this many pending records are read on the caller's (async) thread; more go to the
+/// blocking pool. A follower that keeps up reads a few just-written records, which `pread` copies from
+/// the page cache in microseconds; catching up from older segments may touch the disk.
+const INLINE_RECORDS: u64 = 64;
 
 /// Bounds of one batch returned by [`Tail::read`].
 #[derive(Debug, Clone, Copy)]
@@ -155,16 +165,35 @@ impl Tail {
         if self.reader.is_some() && upto < self.next_lsn {
             return Ok(Vec::new());
         }
+        if let Some(reader) = self.reader.as_mut() {
+            if let Some(records) = self.ns.inner.recent.get(self.next_lsn, upto, self.limits) {
+                if let Some(last) = records.last() {
+                    // Records a truncation may have discarded are never handed out.
+                    if self.ns.truncations() != self.truncations {
+                        return Err(TailError::Truncated);
+                    }
+                    self.next_lsn = last.lsn + 1;
+                    reader.skip_to(self.next_lsn);
+                    return Ok(records);
+                }
+            }
+        }
         let (ns, reader, next, limits) = (
             self.ns.clone(),
             self.reader.take(),
             self.next_lsn,
             self.limits,
         );
-        let (reader, records, failure) =
+        let inline = reader.is_some() && upto - next < INLINE_RECORDS;
+        let (reader, records, failure) = if inline {
+            // The few records just published are in the page cache (one `pread`): a hop to the
+            // blocking pool and back would cost more than the read (see the module docs).
+            read_batch(&ns, reader, next, upto, limits)
+        } else {
             tokio::task::spawn_blocking(move || read_batch(&ns, reader, next, upto, limits))
                 .await
-                .map_err(|e| TailError::Task(e.to_string()))?;
+                .map_err(|e| TailError::Task(e.to_string()))?
+        };
         // Records read while a truncation ran may be gone: never hand them out.
         if self.truncated() {
             return Err(TailError::Truncated);

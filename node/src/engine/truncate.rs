@@ -45,6 +45,7 @@ impl Inner {
         if lsn < checkpoint {
             return Err(EngineError::TruncateBelowCheckpoint { lsn, checkpoint });
         }
+        self.recent.clear();
         self.epochs.note_truncation();
         self.visible.store(lsn, Ordering::Release);
         let dropped = self.wal.truncate_after(lsn)?;

@@ -173,6 +173,8 @@ impl Inner {
         let mut raft_fsync = false;
         let mut raft_applied: Option<(u64, u64)> = None;
         let mut failed: Option<String> = None;
+        // Records logged by this group, for the in-memory cache of recent records (`recent.rs`).
+        let mut fresh: Vec<Record> = Vec::new();
         for (id, request) in group {
             if let Some(reason) = &failed {
                 results.push((
@@ -192,9 +194,11 @@ impl Inner {
                         hlc: last_hlc,
                     })
                 }
-                Request::Local(b) => self.log_local(b, &active, &mut last, &mut last_hlc),
+                Request::Local(b) => {
+                    self.log_local(b, &active, &mut last, &mut last_hlc, &mut fresh)
+                }
                 Request::Replicated(records) => {
-                    self.log_replicated(records, &active, &mut last, &mut last_hlc)
+                    self.log_replicated(records, &active, &mut last, &mut last_hlc, &mut fresh)
                 }
                 Request::RaftAppend(records, sync) => {
                     raft_appended = true;
@@ -249,6 +253,8 @@ impl Inner {
                 }
             }
             if !raft_appended {
+                // Before publishing: tails woken by it find the records in memory.
+                self.recent.push(fresh);
                 self.publish(last, last_hlc);
             }
         }
@@ -279,6 +285,7 @@ impl Inner {
         active: &Memtable,
         last: &mut u64,
         last_hlc: &mut u64,
+        fresh: &mut Vec<Record>,
     ) -> Result<Commit, EngineError> {
         let ops = self.expand(batch, *last)?;
         if ops.is_empty() {
@@ -304,8 +311,15 @@ impl Inner {
             })
             .collect();
         active.apply(lsn, &refs);
+        drop(refs);
         *last = lsn;
         *last_hlc = hlc;
+        fresh.push(Record {
+            lsn,
+            hlc,
+            epoch,
+            payload: payload.into(),
+        });
         Ok(Commit { lsn, hlc })
     }
 
@@ -315,15 +329,48 @@ impl Inner {
         active: &Memtable,
         last: &mut u64,
         last_hlc: &mut u64,
+        fresh: &mut Vec<Record>,
     ) -> Result<Commit, EngineError> {
+        // Checked and decoded before anything is logged: a record that cannot be applied is never
+        // appended, nor is anything after it.
+        let mut ops = Vec::with_capacity(records.len());
+        let mut prev = *last;
+        let mut bad = None;
         for rec in &records {
-            check_next(rec, *last)?;
-            // Decoded before it is logged: a payload that cannot be applied is never appended.
-            let ops = batch::decode(&rec.payload)?;
-            self.append_verbatim(rec)?;
-            active.apply(rec.lsn, &ops);
-            *last = rec.lsn;
-            *last_hlc = rec.hlc;
+            let decoded = check_next(rec, prev).and_then(|_| Ok(batch::decode(&rec.payload)?));
+            match decoded {
+                Ok(o) => ops.push(o),
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            }
+            prev = rec.lsn;
+        }
+        let good = &records[..ops.len()];
+        if !good.is_empty() {
+            for rec in good {
+                self.epochs.observe_replicated(rec.epoch, rec.lsn)?;
+            }
+            // One write for the whole batch (per segment it spans).
+            let appended = self.wal.append_records(good);
+            // On a failed write the WAL keeps a prefix: apply exactly what it holds.
+            let held = self.wal.last_lsn();
+            for (rec, o) in good.iter().zip(&ops).take_while(|(r, _)| r.lsn <= held) {
+                self.metrics.appends.inc();
+                self.metrics.bytes.inc_by(rec.payload.len() as u64);
+                self.hlc.observe(rec.hlc);
+                active.apply(rec.lsn, o);
+                *last = rec.lsn;
+                *last_hlc = rec.hlc;
+            }
+            appended?;
+        }
+        drop(ops);
+        let n = good.len();
+        fresh.extend(records.into_iter().take(n));
+        if let Some(e) = bad {
+            return Err(e);
         }
         Ok(Commit {
             lsn: *last,

@@ -7,10 +7,30 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::storage::events::{Change, ChangeOp};
 use crate::storage::keys::Model;
+
+/// The payload, serialized straight from borrowed fields (every relayer encodes one per change).
+#[derive(Serialize)]
+struct Payload<'a> {
+    key: std::borrow::Cow<'a, str>,
+    namespace: &'a str,
+    operation: &'static str,
+    entry_type: &'static str,
+    seq_num: u64,
+    #[serde(rename = "keyB64")]
+    key_b64: String,
+    lsn: u64,
+    hlc: u64,
+    #[serde(rename = "timestampMs")]
+    timestamp_ms: u64,
+    op: &'static str,
+    model: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    columns: Option<Vec<String>>,
+}
 
 /// Topic and JSON payload of one change.
 pub fn encode(namespace: &str, c: &Change) -> (String, Vec<u8>) {
@@ -19,28 +39,22 @@ pub fn encode(namespace: &str, c: &Change) -> (String, Vec<u8>) {
         ChangeOp::Delete => "delete",
     };
     let entry_type = c.model.as_str();
-    let mut v = json!({
-        "key": String::from_utf8_lossy(&c.key),
-        "namespace": namespace,
-        "operation": operation,
-        "entry_type": entry_type,
-        "seq_num": c.lsn,
-        "keyB64": B64.encode(&c.key),
-        "lsn": c.lsn,
-        "hlc": c.hlc,
-        "timestampMs": crate::storage::hlc::physical_ms(c.hlc),
-        "op": operation,
-        "model": entry_type,
-    });
-    if c.model == Model::Row {
-        let cols: Vec<Value> = c
-            .columns
-            .iter()
-            .map(|col| Value::String(B64.encode(col)))
-            .collect();
-        v["columns"] = Value::Array(cols);
-    }
-    let json = serde_json::to_vec(&v).unwrap_or_default();
+    let p = Payload {
+        key: String::from_utf8_lossy(&c.key),
+        namespace,
+        operation,
+        entry_type,
+        seq_num: c.lsn,
+        key_b64: B64.encode(&c.key),
+        lsn: c.lsn,
+        hlc: c.hlc,
+        timestamp_ms: crate::storage::hlc::physical_ms(c.hlc),
+        op: operation,
+        model: entry_type,
+        columns: (c.model == Model::Row)
+            .then(|| c.columns.iter().map(|col| B64.encode(col)).collect()),
+    };
+    let json = serde_json::to_vec(&p).unwrap_or_default();
     (format!("{namespace}.{entry_type}"), json)
 }
 

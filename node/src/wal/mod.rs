@@ -245,6 +245,11 @@ impl Wal {
         self.shared.append(lsn, hlc, epoch, payload)
     }
 
+    /// Appends consecutive records (the first must be `last_lsn() + 1`) with one write per segment.
+    pub fn append_records(&self, records: &[Record]) -> Result<(), WalError> {
+        self.shared.append_many(records)
+    }
+
     /// Makes every record appended so far durable (one `fdatasync` of the active segment).
     pub fn sync(&self) -> Result<(), WalError> {
         self.shared.sync().map(|_| ())

@@ -38,7 +38,11 @@ struct Cursor {
     name: String,
     /// File offset of `buf[0]`.
     buf_off: u64,
+    /// Read window; only `buf[..len]` holds file bytes. Its length is kept (not truncated to `len`)
+    /// so a refill never zeroes it again: at the tail of a busy log every record read refills.
     buf: Vec<u8>,
+    /// Bytes of `buf` read from the file.
+    len: usize,
     /// Index in `buf` of the next frame.
     pos: usize,
 }
@@ -58,42 +62,54 @@ impl Cursor {
     }
 
     fn avail(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        self.len.saturating_sub(self.pos)
+    }
+
+    /// The buffered bytes from the cursor on.
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..self.len]
+    }
+
+    /// Forgets buffered bytes from `at` on (they are read again from the file).
+    fn forget_from(&mut self, at: usize) {
+        self.len = self.len.min(at);
     }
 
     /// Ensures at least `need` unconsumed bytes are buffered, unless the file ends first.
     fn fill(&mut self, need: usize) -> io::Result<()> {
-        if self.pos >= self.buf.len() {
+        if self.pos >= self.len {
             self.buf_off += self.pos as u64;
-            self.buf.clear();
+            self.len = 0;
             self.pos = 0;
             // Give back memory grown for an oversized record.
-            if self.buf.capacity() > 4 * READ_CHUNK {
-                self.buf.shrink_to(READ_CHUNK);
+            if self.buf.len() > 4 * READ_CHUNK {
+                self.buf.truncate(READ_CHUNK);
+                self.buf.shrink_to_fit();
             }
         } else if self.pos > 0 {
-            self.buf.drain(..self.pos);
+            self.buf.copy_within(self.pos..self.len, 0);
             self.buf_off += self.pos as u64;
+            self.len -= self.pos;
             self.pos = 0;
         }
-        while self.buf.len() < need {
-            let have = self.buf.len();
+        while self.len < need {
+            let have = self.len;
             let want = (need - have).max(READ_CHUNK);
-            self.buf.resize(have + want, 0);
+            if self.buf.len() < have + want {
+                // Zeroed once per size; later fills reuse it.
+                self.buf.resize(have + want, 0);
+            }
             let n = loop {
                 match self
                     .file
-                    .read_at(&mut self.buf[have..], self.buf_off + have as u64)
+                    .read_at(&mut self.buf[have..have + want], self.buf_off + have as u64)
                 {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(have);
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
             };
-            self.buf.truncate(have + n);
+            self.len = have + n;
             if n == 0 {
                 break;
             }
@@ -104,11 +120,11 @@ impl Cursor {
     /// Advances past a frame of `len` bytes, dropping the buffer if it jumps past it.
     fn consume(&mut self, len: u64) {
         let end = self.pos as u64 + len;
-        if end <= self.buf.len() as u64 {
+        if end <= self.len as u64 {
             self.pos = end as usize;
         } else {
             self.buf_off += end;
-            self.buf.clear();
+            self.len = 0;
             self.pos = 0;
         }
     }
@@ -120,13 +136,13 @@ impl Cursor {
     fn step(&mut self, target: u64) -> Result<Step, WalError> {
         for attempt in 0..2 {
             if attempt == 1 {
-                self.buf.truncate(self.pos);
+                self.forget_from(self.pos);
             }
             let header_len = self.format.header_len();
             if self.avail() < header_len {
                 self.fill(header_len)?;
             }
-            let Some(h) = record::parse_header(&self.buf[self.pos..], self.format) else {
+            let Some(h) = record::parse_header(self.rest(), self.format) else {
                 continue;
             };
             if h.lsn < target && h.lsn >= self.first_lsn {
@@ -144,7 +160,7 @@ impl Cursor {
                 }
                 self.fill(need)?;
             }
-            match record::decode(&self.buf[self.pos..], self.format) {
+            match record::decode(self.rest(), self.format) {
                 Decoded::Frame(f) => {
                     let rec = Record {
                         lsn: f.lsn,
@@ -266,6 +282,15 @@ impl WalReader {
         self
     }
 
+    /// Moves forward to `lsn` without returning the records before it (the caller got them from
+    /// elsewhere); they are skipped by header on the next read, and the retention pin follows.
+    pub(crate) fn skip_to(&mut self, lsn: u64) {
+        if lsn > self.next_lsn {
+            self.next_lsn = lsn;
+            self.shared.advance_pin(self.pin_id, lsn);
+        }
+    }
+
     /// LSN of the record the next successful `next_record` will return.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
@@ -291,7 +316,8 @@ impl WalReader {
                 first_lsn: seg.first_lsn,
                 name: seg.file_name.clone(),
                 buf_off: super::segment::SEGMENT_HEADER_LEN as u64,
-                buf: Vec::with_capacity(READ_CHUNK),
+                buf: Vec::new(),
+                len: 0,
                 pos: 0,
             }
         };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::record::{self, FrameFormat, MAX_PAYLOAD_LEN};
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::shared::{Active, SegMeta, Shared, Writer};
-use super::WalError;
+use super::{Record, WalError};
 
 impl Shared {
     /// Appends one record; visible to `pread` immediately, durable after `sync`.
@@ -69,6 +69,84 @@ impl Shared {
         active.size += frame_len;
         self.active_size.store(active.size, Ordering::Release);
         self.last_lsn.store(lsn, Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends consecutive records with one `pwrite` per segment they land in (a follower applying a
+    /// received batch); same checks as [`Shared::append`]. On an error, records before the failing one
+    /// may be appended (`last_lsn` tells).
+    pub(crate) fn append_many(&self, records: &[Record]) -> Result<(), WalError> {
+        let mut w = self.writer.lock();
+        if let Some(why) = &w.poisoned {
+            return Err(WalError::Poisoned(why.clone()));
+        }
+        let mut i = 0;
+        while i < records.len() {
+            let expected = self.last_lsn.load(Ordering::Acquire) + 1;
+            let first = &records[i];
+            if first.lsn != expected || first.lsn == u64::MAX {
+                return Err(WalError::OutOfSequence {
+                    expected,
+                    got: first.lsn,
+                });
+            }
+            if first.payload.len() > MAX_PAYLOAD_LEN {
+                return Err(WalError::PayloadTooLarge(first.payload.len()));
+            }
+            let needs_roll = match &w.active {
+                None => true,
+                Some(_) if w.format == FrameFormat::V1 => true,
+                Some(a) => {
+                    a.size > SEGMENT_HEADER_LEN as u64
+                        && a.size
+                            .saturating_add(record::frame_len(first.payload.len()) as u64)
+                            > self.opts.segment_size
+                }
+            };
+            if needs_roll {
+                self.roll(&mut w, first.lsn)?;
+            }
+            let Writer {
+                active,
+                buf,
+                poisoned,
+                ..
+            } = &mut *w;
+            let Some(active) = active.as_mut() else {
+                return Err(WalError::Io(io::Error::other("no active WAL segment")));
+            };
+            // Frames that fit this segment (at least one: the segment was rolled for it).
+            buf.clear();
+            let mut size = active.size;
+            let mut j = i;
+            while let Some(rec) = records.get(j) {
+                let fl = record::frame_len(rec.payload.len()) as u64;
+                let in_sequence = rec.lsn == first.lsn + (j - i) as u64;
+                if j > i
+                    && (!in_sequence
+                        || rec.payload.len() > MAX_PAYLOAD_LEN
+                        || size.saturating_add(fl) > self.opts.segment_size)
+                {
+                    break; // written first; the next round reports or rolls
+                }
+                record::encode_into(buf, rec.lsn, rec.hlc, rec.epoch, &rec.payload);
+                size += fl;
+                j += 1;
+            }
+            if let Err(e) = active.file.write_all_at(buf, active.size) {
+                if let Err(e2) = active.file.set_len(active.size) {
+                    *poisoned = Some(format!("write failed ({e}) and truncate failed ({e2})"));
+                }
+                return Err(e.into());
+            }
+            if buf.capacity() > 4 << 20 {
+                *buf = Vec::new();
+            }
+            active.size = size;
+            self.active_size.store(size, Ordering::Release);
+            self.last_lsn.store(records[j - 1].lsn, Ordering::Release);
+            i = j;
+        }
         Ok(())
     }
 
