@@ -118,10 +118,17 @@ pub struct ClusterConfig {
     /// `host:port` other members use to reach this member's HTTP API (followers proxy writes to the
     /// leader there); empty: this member's peer host with the `http.listen` port.
     pub advertise_http: String,
-    /// Minimum election timeout; the maximum is twice this.
+    /// Minimum election timeout; the maximum (and the leader's lease) is twice this. With the
+    /// default, a leader's crash is followed by the next acknowledged write in about 1.2-1.8 s.
     pub election_timeout_ms: u64,
     /// How often the leader sends heartbeats.
     pub heartbeat_ms: u64,
+    /// Build a Raft snapshot (a copy of the B+Tree at its checkpoint) every this many log
+    /// entries, so the log can be purged; 0: never (the WAL keeps the whole log).
+    pub snapshot_every_entries: u64,
+    /// Log entries kept below the last snapshot when the log is purged, so a member that is
+    /// only a little behind catches up from the log rather than by snapshot.
+    pub keep_log_entries: u64,
 }
 
 impl Default for ClusterConfig {
@@ -130,8 +137,10 @@ impl Default for ClusterConfig {
             node_id: None,
             peers: Vec::new(),
             advertise_http: String::new(),
-            election_timeout_ms: 1000,
-            heartbeat_ms: 250,
+            election_timeout_ms: 400,
+            heartbeat_ms: 100,
+            snapshot_every_entries: 50_000,
+            keep_log_entries: 10_000,
         }
     }
 }

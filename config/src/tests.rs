@@ -738,7 +738,7 @@ fn cluster_members_ids_and_validation() {
     let cl = loaded.cluster.unwrap();
     assert_eq!(
         (cl.node_id, cl.peers.len(), cl.heartbeat_ms),
-        (Some(2), 3, 250)
+        (Some(2), 3, 100)
     );
     assert!(
         Config::default().cluster.is_none(),

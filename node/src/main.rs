@@ -123,6 +123,17 @@ enum Command {
         #[arg(long)]
         result_file: Option<PathBuf>,
     },
+    /// A hub group's membership: list, add or remove members, hand off the leadership.
+    Cluster {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: unisondb::cli::client::ClusterCommand,
+        /// Also write the answer as compact JSON to this file (`error: ...` on failure), e.g.
+        /// `/dev/termination-log` in a Kubernetes Job.
+        #[arg(long, global = true)]
+        result_file: Option<PathBuf>,
+    },
     /// Restore a namespace from a backup, offline (the server stopped), optionally to a point in time.
     Restore(unisondb::cli::restore::RestoreArgs),
     /// GET a URL and exit 0 when it answers with the expected status (Helm test hooks, debugging).
@@ -137,6 +148,17 @@ enum ConfigCommand {
     /// Validate a file (ours or UnisonDB's, plus UNISONDB_* overrides) and print the effective
     /// config as YAML; warnings go to stderr.
     Check { file: PathBuf },
+}
+
+/// Whether the command line (or `UNISONDB_NAMESPACE`) names a namespace: `unisondb cluster` acts on
+/// every group unless one is named.
+fn namespace_given() -> bool {
+    std::env::var_os("UNISONDB_NAMESPACE").is_some()
+        || std::env::args().any(|a| {
+            a == "-n" || a == "--namespace" || a.starts_with("--namespace=") || {
+                a.starts_with("-n") && !a.starts_with("--") && a.len() > 2
+            }
+        })
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -308,6 +330,14 @@ fn main() -> ExitCode {
             object_store,
             result_file,
         } => unisondb::cli::client::run_backup(client, dir, object_store, result_file),
+        Command::Cluster {
+            client,
+            command,
+            result_file,
+        } => {
+            let given = namespace_given();
+            unisondb::cli::client::run_cluster(client, command, given, result_file)
+        }
         Command::Restore(args) => {
             init_logs(log_override.unwrap_or_default(), "warn");
             unisondb::cli::restore::run(args)

@@ -163,10 +163,7 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
             state.set_cluster(c.clone());
             tracing::info!(node_id = c.settings.node_id, members = ?c.settings.members,
                 "cluster mode: Raft groups started");
-            Some(crate::raft::service::RaftService::new(
-                c.groups.clone(),
-                c.peers.clone(),
-            ))
+            Some(crate::raft::service::RaftService::new(c))
         }
         None => None,
     };
@@ -210,6 +207,10 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
         tracing::error!(error = %why, "shutting down");
     }
     state.set_not_ready();
+    if let Some(c) = &cluster {
+        // A planned stop: hand the leadership off before anything closes (bounded).
+        c.step_down_all(Duration::from_secs(3)).await;
+    }
     shutdown.cancel();
     match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("HTTP drained"),

@@ -40,32 +40,35 @@ impl Member {
 
 fn members(root: &Path, n: u64) -> Vec<Member> {
     let ports: Vec<Ports> = (0..n).map(|_| Ports::free()).collect();
-    let peers: Vec<String> = ports
+    (0..n as usize)
+        .map(|i| member(root, &ports, i, n as usize, ""))
+        .collect()
+}
+
+/// Member `i` (id `i + 1`) of a group whose config lists the first `listed` of `ports`; `extra`
+/// goes into its `cluster` section. Election and heartbeat timeouts are the defaults.
+fn member(root: &Path, ports: &[Ports], i: usize, listed: usize, extra: &str) -> Member {
+    let peers: Vec<String> = ports[..listed]
         .iter()
         .enumerate()
         .map(|(i, p)| format!("\"{}=127.0.0.1:{}\"", i + 1, p.grpc))
         .collect();
-    (0..n)
-        .map(|i| {
-            let id = i + 1;
-            let dir = root.join(format!("hub-{i}"));
-            let p = ports[i as usize];
-            let mut yaml = loopback_config(&dir, p, &[NS], None, "");
-            yaml.push_str(&format!(
-                "cluster:\n  node_id: {id}\n  peers: [{}]\n  advertise_http: 127.0.0.1:{}\n  \
-                 election_timeout_ms: 800\n  heartbeat_ms: 200\n",
-                peers.join(", "),
-                p.http
-            ));
-            let proc = NodeProcess::new(BIN, &format!("hub-{i}"), &dir, yaml).dump_log_on_panic();
-            Member {
-                id,
-                dir,
-                ports: p,
-                proc,
-            }
-        })
-        .collect()
+    let id = i as u64 + 1;
+    let dir = root.join(format!("hub-{i}"));
+    let p = ports[i];
+    let mut yaml = loopback_config(&dir, p, &[NS], None, "");
+    yaml.push_str(&format!(
+        "cluster:\n  node_id: {id}\n  peers: [{}]\n  advertise_http: 127.0.0.1:{}\n{extra}",
+        peers.join(", "),
+        p.http
+    ));
+    let proc = NodeProcess::new(BIN, &format!("hub-{i}"), &dir, yaml).dump_log_on_panic();
+    Member {
+        id,
+        dir,
+        ports: p,
+        proc,
+    }
 }
 
 async fn get_json(c: &reqwest::Client, url: &str) -> Option<Value> {
@@ -111,8 +114,18 @@ async fn wait_leader(
         .await?)
 }
 
-/// An acknowledged write: key, value, the LSN the answer named.
-type Acks = Arc<Mutex<Vec<(String, String, u64)>>>;
+/// An acknowledged write: key, value, and from its answer the LSN, the Raft term and the leader
+/// that committed it (`x-unisondb-raft-term`, `x-unisondb-raft-leader`).
+#[derive(Clone, Debug)]
+struct Ack {
+    key: String,
+    value: String,
+    lsn: u64,
+    term: Option<u64>,
+    leader: Option<u64>,
+}
+
+type Acks = Arc<Mutex<Vec<Ack>>>;
 
 /// Counters of the load: failed write attempts, linearizable reads done, and stale ones.
 #[derive(Default)]
@@ -149,6 +162,16 @@ fn spawn_writers(
                         .await;
                     match r {
                         Ok(r) if r.status().is_success() => {
+                            let header = |name: &str| {
+                                r.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse::<u64>().ok())
+                            };
+                            let (term, leader) = (
+                                header("x-unisondb-raft-term"),
+                                header("x-unisondb-raft-leader"),
+                            );
                             let body: Value = r.json().await.unwrap_or_default();
                             let lsn = body["lsn"].as_u64().unwrap_or(0);
                             if i.is_multiple_of(5) {
@@ -176,7 +199,13 @@ fn spawn_writers(
                                     }
                                 }
                             }
-                            acks.lock().push((key, value, lsn));
+                            acks.lock().push(Ack {
+                                key,
+                                value,
+                                lsn,
+                                term,
+                                leader,
+                            });
                         }
                         _ => {
                             load.failures.fetch_add(1, Ordering::Relaxed);
@@ -187,6 +216,36 @@ fn spawn_writers(
             })
         })
         .collect()
+}
+
+/// Every key and value of `NS` at `base`, in key order (scan pages).
+async fn scan_all(c: &reqwest::Client, base: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = vec![("limit", "1000".to_string())];
+        if let Some(a) = &after {
+            q.push(("after", a.clone()));
+        }
+        let v: Value = c
+            .get(format!("{base}/api/v1/{NS}/kv"))
+            .query(&q)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for it in v["items"].as_array().cloned().unwrap_or_default() {
+            out.push((
+                it["key"].as_str().unwrap_or_default().to_string(),
+                it["value"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// `unisondb wal inspect --json` of one data directory: the records of `NS`.
@@ -309,6 +368,22 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
         w.await?;
     }
     let acks = acks.lock().clone();
+    let mut sorted = failover_ms.clone();
+    sorted.sort_unstable();
+    let pct = |p: f64| {
+        let i = (sorted.len() as f64 * p).ceil() as usize;
+        sorted
+            .get(i.clamp(1, sorted.len().max(1)) - 1)
+            .copied()
+            .unwrap_or(0)
+    };
+    eprintln!(
+        "failover (SIGKILL of the leader -> 5 more acknowledged writes), default timeouts: \
+         p50 {} ms, p99 {} ms, max {} ms over {kills} kills",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     eprintln!(
         "{} acknowledged writes, {} failed attempts, {} linearizable reads, {kills} kills in {:?}; \
          failover ms {failover_ms:?}",
@@ -325,15 +400,46 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
         "a linearizable read returned less than an acknowledged write"
     );
 
+    verify(&c, &mut ms, &acks, Some((&mut relayer, rports)), Some(1)).await?;
+    Ok(())
+}
+
+/// Checks after a run: every acknowledged write answer named its term and leader, and no term had
+/// two leaders; the members converge (one leader, one applied LSN, each knows the others' HTTP
+/// addresses) at a commit index at or past every acknowledged LSN; the relayer (if any) catches
+/// up; every acknowledged write has its value on every member and the relayer. Then stops them
+/// and compares their WALs record by record from LSN `wal_from` up to the commit index. Returns it.
+async fn verify(
+    c: &reqwest::Client,
+    ms: &mut [Member],
+    acks: &[Ack],
+    mut relayer: Option<(&mut NodeProcess, Ports)>,
+    wal_from: Option<u64>,
+) -> anyhow::Result<u64> {
+    let mut leaders_of_term: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for a in acks {
+        let (Some(term), Some(leader)) = (a.term, a.leader) else {
+            bail!(
+                "write {} (LSN {}) was acknowledged without its term and leader",
+                a.key,
+                a.lsn
+            );
+        };
+        leaders_of_term.entry(term).or_default().insert(leader);
+    }
+    for (term, leaders) in &leaders_of_term {
+        assert_eq!(leaders.len(), 1, "term {term} had leaders {leaders:?}");
+    }
+    eprintln!("acknowledged writes by term (leader): {leaders_of_term:?}");
     // Convergence: one leader everyone agrees on, every member at the same applied LSN.
     let commit = Wait::new("members to converge", Duration::from_secs(30))
         .every(Duration::from_millis(100))
         .until_async(async || {
             let mut lsns = Vec::new();
             let mut leaders = Vec::new();
-            for m in &ms {
-                let o = get_json(&c, &m.url(&format!("/api/v1/{NS}/offset"))).await;
-                let s = get_json(&c, &m.url(&format!("/status/leader?namespace={NS}"))).await;
+            for m in ms.iter() {
+                let o = get_json(c, &m.url(&format!("/api/v1/{NS}/offset"))).await;
+                let s = get_json(c, &m.url(&format!("/status/leader?namespace={NS}"))).await;
                 lsns.push(o.and_then(|o| o["lsn"].as_u64()));
                 leaders.push(s.and_then(|s| s["leader_id"].as_u64()));
             }
@@ -345,44 +451,51 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
             }
         })
         .await?;
-    // Every member knows every other's HTTP address (learned from the Raft RPCs both ways).
-    for m in &ms {
-        let p = get_json(&c, &m.url(&format!("/status/peers?namespace={NS}")))
+    // Every member lists the group and knows the leader's HTTP address (learned from the Raft
+    // RPCs; followers proxy there). Other followers' addresses are known only once they talked.
+    for m in ms.iter() {
+        let p = get_json(c, &m.url(&format!("/status/peers?namespace={NS}")))
             .await
             .context("/status/peers")?;
         let peers = p["peers"].as_array().cloned().unwrap_or_default();
         assert_eq!(peers.len(), ms.len(), "{p}");
-        for (peer, other) in peers.iter().zip(&ms) {
+        for (peer, other) in peers.iter().zip(ms.iter()) {
             assert_eq!(peer["id"].as_u64(), Some(other.id), "{p}");
-            assert_eq!(
-                peer["http_addr"].as_str(),
-                Some(format!("127.0.0.1:{}", other.ports.http).as_str()),
-                "{p}"
-            );
+            if peer["leader"] == true || other.id == m.id {
+                assert_eq!(
+                    peer["http_addr"].as_str(),
+                    Some(format!("127.0.0.1:{}", other.ports.http).as_str()),
+                    "{p}"
+                );
+            }
         }
     }
-    let max_ack = acks.iter().map(|a| a.2).max().unwrap_or(0);
+    let max_ack = acks.iter().map(|a| a.lsn).max().unwrap_or(0);
     assert!(
         commit >= max_ack,
         "commit {commit} below an acked LSN {max_ack}"
     );
-    Wait::new("the relayer to catch up", Duration::from_secs(30))
-        .every(Duration::from_millis(100))
-        .until_async(async || {
-            let o = get_json(&c, &rports.url(&format!("/api/v1/{NS}/offset"))).await;
-            match o.and_then(|o| o["lsn"].as_u64()) {
-                Some(l) if l >= commit => Ok(Some(())),
-                other => Err(format!("relayer at {other:?}, commit {commit}")),
-            }
-        })
-        .await?;
+    if let Some((_, rports)) = &relayer {
+        Wait::new("the relayer to catch up", Duration::from_secs(30))
+            .every(Duration::from_millis(100))
+            .until_async(async || {
+                let o = get_json(c, &rports.url(&format!("/api/v1/{NS}/offset"))).await;
+                match o.and_then(|o| o["lsn"].as_u64()) {
+                    Some(l) if l >= commit => Ok(Some(())),
+                    other => Err(format!("relayer at {other:?}, commit {commit}")),
+                }
+            })
+            .await?;
+    }
 
     // Every acknowledged write, with its value, on every member and on the relayer.
     let mut bases: Vec<String> = ms.iter().map(|m| m.url("")).collect();
-    bases.push(rports.url(""));
+    if let Some((_, rports)) = &relayer {
+        bases.push(rports.url(""));
+    }
     for base in &bases {
-        for (key, value, _) in &acks {
-            let v = get_json(&c, &format!("{base}/api/v1/{NS}/kv/{key}"))
+        for Ack { key, value, .. } in acks {
+            let v = get_json(c, &format!("{base}/api/v1/{NS}/kv/{key}"))
                 .await
                 .with_context(|| format!("{key} missing on {base}"))?;
             let got = B64.decode(v["value"].as_str().unwrap_or_default())?;
@@ -390,15 +503,47 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
         }
     }
 
+    // The whole key space, key by key, is the same on every member (and the relayer).
+    let reference = scan_all(c, &bases[0]).await?;
+    assert!(reference.len() >= acks.len(), "{} keys", reference.len());
+    for base in &bases[1..] {
+        let other = scan_all(c, base).await?;
+        assert!(
+            other == reference,
+            "{base}'s key space differs from {}'s",
+            bases[0]
+        );
+    }
+
     // Identical WALs up to the commit index.
     for m in ms.iter_mut() {
         m.proc.terminate(Duration::from_secs(20))?;
     }
-    relayer.terminate(Duration::from_secs(20))?;
+    if let Some((r, _)) = relayer.as_mut() {
+        r.terminate(Duration::from_secs(20))?;
+    }
     let walls: Vec<Vec<Value>> = ms
         .iter()
         .map(|m| wal_records(&m.dir))
         .collect::<anyhow::Result<_>>()?;
+    // From `wal_from`, or (None) from the first LSN every member still holds (after purges).
+    let wal_from = match wal_from {
+        Some(f) => f,
+        None => walls
+            .iter()
+            .map(|w| {
+                w.first()
+                    .and_then(|r| r["lsn"].as_u64())
+                    .unwrap_or(u64::MAX)
+            })
+            .max()
+            .unwrap_or(1),
+    };
+    assert!(
+        wal_from <= commit,
+        "the WALs overlap (from {wal_from}, commit {commit})"
+    );
+    eprintln!("comparing WALs from LSN {wal_from} to {commit}");
     let fields = |r: &Value| {
         (
             r["lsn"].as_u64(),
@@ -411,19 +556,19 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
     for (i, w) in walls.iter().enumerate() {
         let upto: Vec<_> = w
             .iter()
-            .filter(|r| r["lsn"].as_u64().unwrap_or(0) <= commit)
+            .filter(|r| (wal_from..=commit).contains(&r["lsn"].as_u64().unwrap_or(0)))
             .map(fields)
             .collect();
         assert_eq!(
             upto.len() as u64,
-            commit,
+            commit + 1 - wal_from,
             "member {i} holds every committed record"
         );
         assert_eq!(
             upto,
             walls[0]
                 .iter()
-                .filter(|r| r["lsn"].as_u64().unwrap_or(0) <= commit)
+                .filter(|r| (wal_from..=commit).contains(&r["lsn"].as_u64().unwrap_or(0)))
                 .map(fields)
                 .collect::<Vec<_>>(),
             "member {i}'s WAL differs from member 0's"
@@ -445,7 +590,7 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
         epochs.windows(2).all(|w| w[0] <= w[1]),
         "epochs never go back"
     );
-    Ok(())
+    Ok(commit)
 }
 
 /// Without a quorum there is no leader: writes (and linearizable reads) answer 503 with
@@ -498,5 +643,394 @@ async fn without_a_quorum_writes_are_refused_with_retry_after() -> anyhow::Resul
     assert!(s["leader_id"].is_null(), "{s}");
     assert_ne!(s["role"], "leader", "{s}");
     m.proc.terminate(Duration::from_secs(20))?;
+    Ok(())
+}
+
+/// Runs `unisondb cluster ARGS --url URL --json --result-file F`; its exit code and the result file.
+fn cluster_cli(url: &str, args: &[&str], dir: &Path) -> anyhow::Result<(i32, String)> {
+    let f = dir.join(format!("result-{}", args.join("-")));
+    let out = std::process::Command::new(BIN)
+        .arg("cluster")
+        .args(args)
+        .args(["--url", url, "--json", "--result-file"])
+        .arg(&f)
+        .env_remove("UNISONDB_NAMESPACE")
+        .output()
+        .context("running unisondb cluster")?;
+    eprintln!(
+        "unisondb cluster {args:?}: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok((
+        out.status.code().unwrap_or(-1),
+        std::fs::read_to_string(&f).unwrap_or_default(),
+    ))
+}
+
+/// `GET /api/v1/cluster/members` of `url`: (leader, voters, learners).
+async fn membership(c: &reqwest::Client, url: &str) -> Option<(Option<u64>, Vec<u64>, Vec<u64>)> {
+    let v = get_json(c, &format!("{url}/api/v1/cluster/members?namespace={NS}")).await?;
+    let mut voters = Vec::new();
+    let mut learners = Vec::new();
+    for m in v["members"].as_array()? {
+        let id = m["id"].as_u64()?;
+        if m["voter"].as_bool()? {
+            voters.push(id);
+        } else {
+            learners.push(id);
+        }
+    }
+    Some((v["leader"].as_u64(), voters, learners))
+}
+
+async fn wait_voters(c: &reqwest::Client, url: &str, want: &[u64]) -> anyhow::Result<()> {
+    Wait::new("the group's voters", Duration::from_secs(60))
+        .every(Duration::from_millis(100))
+        .until_async(async || match membership(c, url).await {
+            Some((Some(_), voters, learners)) if voters == want && learners.is_empty() => {
+                Ok(Some(()))
+            }
+            other => Err(format!("membership {other:?}, want voters {want:?}")),
+        })
+        .await?;
+    Ok(())
+}
+
+/// Waits until `n` more writes than `before` were acknowledged; how long that took.
+async fn writes_resume(acks: &Acks, before: usize, n: usize) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    Wait::new("writes to resume", Duration::from_secs(30))
+        .every(Duration::from_millis(10))
+        .until_async(async || {
+            let k = acks.lock().len();
+            if k >= before + n {
+                Ok(Some(()))
+            } else {
+                Err(format!("{k} acks"))
+            }
+        })
+        .await?;
+    Ok(t.elapsed())
+}
+
+/// Scale 3 -> 5 -> 3 under a write load: members 4 and 5 start with configs listing five peers (the
+/// old members' list three) and join by themselves (learner, caught up, voter); then they are
+/// removed, one over HTTP through a follower (forwarded to the leader), one with `unisondb cluster
+/// remove`, and stopped. Adds and removes are idempotent. Afterwards every acknowledged write is on
+/// the remaining members and their WALs are identical up to the commit index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_scales_three_to_five_to_three_under_load() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let ports: Vec<Ports> = (0..5).map(|_| Ports::free()).collect();
+    let mut ms: Vec<Member> = (0..3)
+        .map(|i| member(root.path(), &ports, i, 3, ""))
+        .collect();
+    for m in ms.iter_mut() {
+        m.proc.start()?;
+    }
+    for m in &ms {
+        m.proc
+            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
+            .await?;
+    }
+    let l = wait_leader(&c, &ms, None).await?;
+    wait_voters(&c, &ms[l].url(""), &[1, 2, 3]).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let load = Arc::new(Load::default());
+    let urls: Vec<String> = ms.iter().map(|m| m.url("")).collect();
+    let writers = spawn_writers(urls, 3, stop.clone(), acks.clone(), load.clone());
+    writes_resume(&acks, 0, 20).await?;
+
+    // Scale up: nobody calls anything; the new members ask to join.
+    let t = Instant::now();
+    for i in 3..5 {
+        let mut m = member(root.path(), &ports, i, 5, "");
+        m.proc.start()?;
+        ms.push(m);
+    }
+    wait_voters(&c, &ms[l].url(""), &[1, 2, 3, 4, 5]).await?;
+    eprintln!("members 4 and 5 joined as voters after {:?}", t.elapsed());
+    // Every member, old and new, sees five voters and the same leader.
+    for m in &ms {
+        let (leader, voters, _) = membership(&c, &m.url(""))
+            .await
+            .context("/api/v1/cluster/members")?;
+        assert_eq!(voters, vec![1, 2, 3, 4, 5], "on member {}", m.id);
+        assert_eq!(leader, Some(ms[l].id), "on member {}", m.id);
+    }
+    let peers = get_json(&c, &ms[3].url(&format!("/status/peers?namespace={NS}")))
+        .await
+        .context("/status/peers")?;
+    assert!(
+        peers["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 5 && p.iter().all(|p| p["voter"] == true)),
+        "{peers}"
+    );
+    // Adding a voter again changes nothing (through a follower and the CLI).
+    let follower = (l + 1) % 3;
+    let (code, out) = cluster_cli(
+        &ms[follower].url(""),
+        &[
+            "add",
+            "2",
+            "--grpc-addr",
+            &format!("127.0.0.1:{}", ports[1].grpc),
+        ],
+        root.path(),
+    )?;
+    assert_eq!(code, 0, "{out}");
+    let v: Value = serde_json::from_str(&out)?;
+    assert_eq!(v["namespaces"][NS], "already_voter", "{v}");
+    let before = acks.lock().len();
+    writes_resume(&acks, before, 20).await?;
+
+    // Scale down: member 5 over HTTP through a follower, member 4 with the CLI.
+    let r = c
+        .delete(ms[follower].url("/api/v1/cluster/members/5"))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    assert_eq!(status.as_u16(), 200, "{v}");
+    assert_eq!(v["namespaces"][NS], "removed", "{v}");
+    let (code, out) = cluster_cli(&ms[l].url(""), &["remove", "4"], root.path())?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)?["namespaces"][NS],
+        "removed"
+    );
+    let again = c
+        .delete(ms[l].url("/api/v1/cluster/members/5"))
+        .send()
+        .await?;
+    let v: Value = again.json().await?;
+    assert_eq!(v["namespaces"][NS], "not_member", "removing twice: {v}");
+    wait_voters(&c, &ms[l].url(""), &[1, 2, 3]).await?;
+    let (code, out) = cluster_cli(&ms[l].url(""), &["members"], root.path())?;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out)?["members"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // The StatefulSet shrinks: the removed members stop. A removed member does not add itself back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_voters(&c, &ms[l].url(""), &[1, 2, 3]).await?;
+    for m in ms[3..].iter_mut() {
+        m.proc.terminate(Duration::from_secs(20))?;
+    }
+    let before = acks.lock().len();
+    writes_resume(&acks, before, 20).await?;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    let acks = acks.lock().clone();
+    eprintln!(
+        "{} acknowledged writes, {} failed attempts",
+        acks.len(),
+        load.failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        load.stale_reads.load(Ordering::Relaxed),
+        0,
+        "a linearizable read returned less than an acknowledged write"
+    );
+    verify(&c, &mut ms[..3], &acks, None, Some(1)).await?;
+    Ok(())
+}
+
+/// A planned leader restart hands the leadership off: `POST /api/v1/cluster/step-down` on the
+/// leader names the new leader, then SIGTERM on that leader hands off again before it exits.
+/// Prints the time from each request/signal to the next acknowledged writes; then the usual checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_is_handed_off_on_step_down_and_sigterm() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ms = members(root.path(), 3);
+    for m in ms.iter_mut() {
+        m.proc.start()?;
+    }
+    for m in &ms {
+        m.proc
+            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
+            .await?;
+    }
+    let first = wait_leader(&c, &ms, None).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let load = Arc::new(Load::default());
+    let urls: Vec<String> = ms.iter().map(|m| m.url("")).collect();
+    let writers = spawn_writers(urls, 3, stop.clone(), acks.clone(), load.clone());
+    writes_resume(&acks, 0, 20).await?;
+
+    // Step down on request.
+    let before = acks.lock().len();
+    let t = Instant::now();
+    let r = c
+        .post(ms[first].url("/api/v1/cluster/step-down"))
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    assert_eq!(status.as_u16(), 200, "{v}");
+    let to = v["new_leaders"][NS].as_u64().context("a new leader")?;
+    assert_ne!(to, ms[first].id, "{v}");
+    let answered = t.elapsed();
+    let resumed = writes_resume(&acks, before, 5).await? + answered;
+    let second = wait_leader(&c, &ms, Some(first)).await?;
+    assert_eq!(ms[second].id, to, "the named member leads");
+    eprintln!("step-down: answered after {answered:?}, writes resumed after {resumed:?} ({v})");
+
+    // SIGTERM on the new leader: it hands off, then exits 0.
+    let before = acks.lock().len();
+    let t = Instant::now();
+    let pid = ms[second].proc.pid().context("pid")?;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    assert!(killed.success());
+    let resumed = writes_resume(&acks, before, 5).await?;
+    let third = wait_leader(&c, &ms, Some(second)).await?;
+    eprintln!(
+        "SIGTERM: writes resumed after {:?}; node {} leads",
+        resumed.max(t.elapsed().min(resumed)),
+        ms[third].id
+    );
+    let exit = ms[second].proc.terminate(Duration::from_secs(30))?;
+    assert!(
+        exit.is_none_or(|s| s.success()),
+        "exit after SIGTERM: {exit:?}"
+    );
+    ms[second].proc.start()?;
+    ms[second]
+        .proc
+        .wait_http_ok(&c, &ms[second].url("/readyz"), Duration::from_secs(30))
+        .await?;
+    let before = acks.lock().len();
+    writes_resume(&acks, before, 20).await?;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    let acks = acks.lock().clone();
+    eprintln!(
+        "{} acknowledged writes, {} failed attempts",
+        acks.len(),
+        load.failures.load(Ordering::Relaxed)
+    );
+    verify(&c, &mut ms, &acks, None, Some(1)).await?;
+    Ok(())
+}
+
+/// `GET /api/v1/{NS}/stats` of `url`: the first LSN still in the WAL.
+async fn wal_first_lsn(c: &reqwest::Client, url: &str) -> Option<u64> {
+    get_json(c, &format!("{url}/api/v1/{NS}/stats"))
+        .await?
+        .get("wal_first_lsn")?
+        .as_u64()
+}
+
+/// A member whose volume was lost rejoins by snapshot: a follower is SIGKILLed and its data
+/// directory deleted; the group writes on until every member has purged its log (snapshots every
+/// 100 entries, WAL retention dropping what the snapshot and checkpoint cover); the empty member
+/// restarts, receives the leader's snapshot (its WAL then starts after LSN 1) and catches up.
+/// Afterwards the usual checks: every acknowledged write and the whole key space on every member,
+/// WALs identical from the first LSN all members hold up to the commit index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_lost_its_volume_rejoins_by_snapshot() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let extra = "  snapshot_every_entries: 100\n  keep_log_entries: 10\n\
+                 wal:\n  segment_size_bytes: 65536\n  retention_max_bytes: 1\n\
+                 memtable:\n  size_bytes: 65536\n";
+    let mut ms: Vec<Member> = (0..3)
+        .map(|i| member(root.path(), &ports, i, 3, extra))
+        .collect();
+    for m in ms.iter_mut() {
+        m.proc.start()?;
+    }
+    for m in &ms {
+        m.proc
+            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
+            .await?;
+    }
+    let l = wait_leader(&c, &ms, None).await?;
+    let lost = (l + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|i| *i != lost).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Acks = Arc::default();
+    let load = Arc::new(Load::default());
+    let urls: Vec<String> = others.iter().map(|i| ms[*i].url("")).collect();
+    let writers = spawn_writers(urls, 3, stop.clone(), acks.clone(), load.clone());
+    writes_resume(&acks, 0, 50).await?;
+
+    ms[lost].proc.kill();
+    std::fs::remove_dir_all(ms[lost].dir.join("data"))?;
+    eprintln!(
+        "member {} killed and its data directory deleted",
+        ms[lost].id
+    );
+    // Both remaining members purge their logs past what the lost member could ask for.
+    Wait::new(
+        "the remaining members to purge their logs",
+        Duration::from_secs(120),
+    )
+    .every(Duration::from_millis(200))
+    .until_async(async || {
+        let mut firsts = Vec::new();
+        for i in &others {
+            firsts.push(wal_first_lsn(&c, &ms[*i].url("")).await);
+        }
+        if firsts.iter().all(|f| f.is_some_and(|f| f > 200)) {
+            Ok(Some(()))
+        } else {
+            Err(format!("first WAL LSNs {firsts:?}"))
+        }
+    })
+    .await?;
+    ms[lost].proc.start()?;
+    ms[lost]
+        .proc
+        .wait_http_ok(&c, &ms[lost].url("/readyz"), Duration::from_secs(30))
+        .await?;
+    let back = Wait::new(
+        "the lost member to install a snapshot",
+        Duration::from_secs(60),
+    )
+    .every(Duration::from_millis(100))
+    .until_async(async || match wal_first_lsn(&c, &ms[lost].url("")).await {
+        Some(f) if f > 1 => Ok(Some(f)),
+        other => Err(format!("its first WAL LSN {other:?}")),
+    })
+    .await?;
+    assert!(
+        ms[lost].proc.log().contains("Raft snapshot installed"),
+        "the member came back by snapshot"
+    );
+    eprintln!(
+        "member {} rejoined by snapshot; its WAL starts at {back}",
+        ms[lost].id
+    );
+    let before = acks.lock().len();
+    writes_resume(&acks, before, 50).await?;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await?;
+    }
+    let acks = acks.lock().clone();
+    eprintln!(
+        "{} acknowledged writes, {} failed attempts",
+        acks.len(),
+        load.failures.load(Ordering::Relaxed)
+    );
+    verify(&c, &mut ms, &acks, None, None).await?;
     Ok(())
 }

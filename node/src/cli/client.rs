@@ -700,3 +700,163 @@ fn backup_summary(v: &Value) -> Value {
     }
     out
 }
+
+/// `unisondb cluster ...`: a hub group's membership over the HTTP API.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// List the members of a namespace's group (leader, term, voters, learners).
+    Members,
+    /// Add member ID to every group (learner, then voter once caught up); idempotent.
+    Add {
+        id: u64,
+        /// `host:port` of the new member's gRPC listener.
+        #[arg(long)]
+        grpc_addr: String,
+        /// `host:port` of its HTTP API (default: the gRPC host with the node's HTTP port).
+        #[arg(long)]
+        http_addr: Option<String>,
+        /// Give up (HTTP 504, exit 1) after this many milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Remove member ID from every group (voter or learner); idempotent.
+    Remove {
+        id: u64,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    /// Hand the leadership of the groups this node leads to another voter (before a restart).
+    StepDown {
+        /// The voter to hand off to (default: the most caught-up one).
+        #[arg(long)]
+        to: Option<u64>,
+        #[arg(long, default_value_t = 5_000)]
+        timeout_ms: u64,
+    },
+}
+
+/// `unisondb cluster members|add|remove|step-down`. Without an explicit `--namespace`, add, remove
+/// and step-down act on every group and `members` shows the node's first group.
+pub fn run_cluster(
+    a: ClientArgs,
+    cmd: ClusterCommand,
+    namespace_given: bool,
+    result_file: Option<PathBuf>,
+) -> ExitCode {
+    let r = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let c = Client::new(&a)?;
+            let ns = utf8_percent_encode(&a.namespace, SEGMENT).to_string();
+            let scoped = |q: String| {
+                if namespace_given {
+                    format!("{q}&namespace={ns}")
+                } else {
+                    q
+                }
+            };
+            let base = format!("{}/api/v1/cluster", c.base);
+            let v = match &cmd {
+                ClusterCommand::Members => {
+                    let url = match namespace_given {
+                        true => format!("{base}/members?namespace={ns}"),
+                        false => format!("{base}/members"),
+                    };
+                    c.json(c.req(reqwest::Method::GET, url)).await?
+                }
+                ClusterCommand::Add {
+                    id,
+                    grpc_addr,
+                    http_addr,
+                    timeout_ms,
+                } => {
+                    let url = format!(
+                        "{base}/members?{}",
+                        scoped(format!("timeout_ms={timeout_ms}"))
+                    );
+                    let body = json!({"id": id, "grpc_addr": grpc_addr, "http_addr": http_addr});
+                    c.json(c.req(reqwest::Method::POST, url).json(&body))
+                        .await?
+                }
+                ClusterCommand::Remove { id, timeout_ms } => {
+                    let url = format!(
+                        "{base}/members/{id}?{}",
+                        scoped(format!("timeout_ms={timeout_ms}"))
+                    );
+                    c.json(c.req(reqwest::Method::DELETE, url)).await?
+                }
+                ClusterCommand::StepDown { to, timeout_ms } => {
+                    let mut q = format!("timeout_ms={timeout_ms}");
+                    if let Some(t) = to {
+                        q.push_str(&format!("&to={t}"));
+                    }
+                    let url = format!("{base}/step-down?{}", scoped(q));
+                    c.json(c.req(reqwest::Method::POST, url)).await?
+                }
+            };
+            if let Some(f) = &result_file {
+                std::fs::write(f, v.to_string())
+                    .map_err(|e| Failure(format!("cannot write {}: {e}", f.display()), 1))?;
+            }
+            if a.json {
+                print_json(&v);
+            } else {
+                print_cluster(&cmd, &v);
+            }
+            Ok(())
+        })
+    });
+    if let (Err(Failure(msg, _)), Some(f)) = (&r, &result_file) {
+        if let Err(e) = std::fs::write(f, format!("error: {msg}")) {
+            eprintln!("cannot write {}: {e}", f.display());
+        }
+    }
+    finish(r)
+}
+
+fn print_cluster(cmd: &ClusterCommand, v: &Value) {
+    match cmd {
+        ClusterCommand::Members => {
+            println!(
+                "namespace {}: term {}, leader {}",
+                v["namespace"].as_str().unwrap_or("?"),
+                v["term"],
+                v["leader"]
+            );
+            for m in v["members"].as_array().into_iter().flatten() {
+                let role = if v["leader"] == m["id"] {
+                    "leader"
+                } else if m["voter"] == true {
+                    "voter"
+                } else {
+                    "learner"
+                };
+                let matched = match m["match_index"].as_u64() {
+                    Some(i) => format!(" match {i}"),
+                    None => String::new(),
+                };
+                println!(
+                    "  {} {role} grpc={} http={}{matched}",
+                    m["id"],
+                    m["grpc_addr"].as_str().unwrap_or("?"),
+                    m["http_addr"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        ClusterCommand::StepDown { .. } => {
+            for (ns, l) in v["new_leaders"].as_object().into_iter().flatten() {
+                match l.as_u64() {
+                    Some(l) => println!("{ns}: leadership handed to node {l}"),
+                    None => println!("{ns}: this node did not lead"),
+                }
+            }
+        }
+        ClusterCommand::Add { id, .. } | ClusterCommand::Remove { id, .. } => {
+            for (ns, o) in v["namespaces"].as_object().into_iter().flatten() {
+                println!(
+                    "{ns}: node {id} {}",
+                    o.as_str().unwrap_or("?").replace('_', " ")
+                );
+            }
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! readers; [`Namespace::raft_apply`] inserts committed records into the memtable and only then
 //! publishes them, so `Tail`, relayers, the change feed and ZeroMQ see committed records only.
 //! [`Namespace::raft_truncate_after`] cuts an uncommitted suffix; applied records are never cut.
+//! [`Namespace::raft_release_log`] lets retention drop what Raft purged after a snapshot.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -197,6 +198,14 @@ impl Namespace {
             }
         }
         result
+    }
+
+    /// Lets WAL retention drop records up to `lsn` (Raft purged them: a snapshot covers them).
+    /// Retention still keeps everything after the B+Tree checkpoint and what its policy keeps.
+    pub fn raft_release_log(&self, lsn: u64) {
+        if let Some(pin) = self.raft_pin {
+            self.inner.wal.advance_pin(pin, lsn + 1);
+        }
     }
 
     /// Last LSN in the WAL, committed or not.

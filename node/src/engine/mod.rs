@@ -168,8 +168,9 @@ pub struct Namespace {
     role: Role,
     /// Cluster mode: where `write` sends batches (set once the Raft group runs).
     proposer: Arc<std::sync::OnceLock<Arc<dyn Proposer>>>,
-    /// Cluster mode: keeps every WAL segment (the Raft log is purged only by snapshots, later).
-    _raft_pin: Option<u64>,
+    /// Cluster mode: keeps the WAL segments of the Raft log not purged yet (moved by
+    /// `raft_release_log` once a snapshot covers them).
+    raft_pin: Option<u64>,
     /// The archive's retention pin (`hold_wal_for_archive`); lives as long as the WAL.
     archive_pin: Option<u64>,
 }
@@ -226,7 +227,7 @@ impl Namespace {
             _threads: Arc::new(threads),
             role,
             proposer: Default::default(),
-            _raft_pin: raft_pin,
+            raft_pin,
             archive_pin,
         })
     }

@@ -65,7 +65,11 @@ pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Respon
                 return no_leader(&path.namespace, &format!("linearizable read refused: {e}"));
             }
         }
-        return next.run(req).await;
+        let mut resp = next.run(req).await;
+        if write {
+            label_commit(&st, &path.namespace, cluster.settings.node_id, &mut resp);
+        }
+        return resp;
     }
     if req.headers().contains_key(&FORWARDED) {
         return no_leader(&path.namespace, "this member is no longer the leader");
@@ -80,6 +84,24 @@ pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Respon
         );
     };
     forward(&st, req, &addr, cluster.settings.node_id).await
+}
+
+/// Term of the entry a committed write's answer names (`CommittedAt`): `x-unisondb-raft-term`.
+pub const TERM_HEADER: HeaderName = HeaderName::from_static("x-unisondb-raft-term");
+/// Node id of the leader that committed it: `x-unisondb-raft-leader`.
+pub const LEADER_HEADER: HeaderName = HeaderName::from_static("x-unisondb-raft-leader");
+
+/// Labels a committed write's answer with the term of its entry and this leader's id, so tests can
+/// check that no two leaders acknowledged writes in the same term.
+fn label_commit(st: &Shared, ns: &str, me: u64, resp: &mut Response) {
+    let Some(super::acks::CommittedAt(lsn)) = resp.extensions().get().copied() else {
+        return;
+    };
+    let Ok(n) = st.namespace(ns) else { return };
+    let term = n.epoch_at(lsn);
+    let h = resp.headers_mut();
+    h.insert(TERM_HEADER, HeaderValue::from(term));
+    h.insert(LEADER_HEADER, HeaderValue::from(me));
 }
 
 /// Sends `req` to the leader at `addr` and returns its answer.
@@ -129,7 +151,12 @@ async fn forward(st: &Shared, req: Request, addr: &str, me: u64) -> Response {
             };
             let mut r = Response::new(Body::from(bytes));
             *r.status_mut() = status;
-            for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+            for name in [
+                header::CONTENT_TYPE,
+                header::RETRY_AFTER,
+                TERM_HEADER,
+                LEADER_HEADER,
+            ] {
                 if let Some(v) = headers.get(&name) {
                     r.headers_mut().insert(name, v.clone());
                 }
@@ -205,9 +232,326 @@ pub fn peers(st: &Shared, query: Option<&str>) -> Option<Response> {
                 "grpc_addr": m.grpc,
                 "http_addr": m.http,
                 "leader": s.leader_id == Some(*id),
+                "voter": s.voters.contains(id),
                 "match_index": s.peer_match_index.as_ref().and_then(|p| p.get(id)),
             })
         })
         .collect();
     Some(Json(json!({"namespace": ns, "peers": peers})).into_response())
+}
+
+/// Body of `POST /api/v1/cluster/members`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberBody {
+    /// The new member's node id (its `cluster.node_id`).
+    pub id: u64,
+    /// `host:port` of its gRPC listener (Raft traffic).
+    pub grpc_addr: String,
+    /// `host:port` of its HTTP API; absent: the gRPC host with this member's HTTP port.
+    #[serde(default)]
+    pub http_addr: Option<String>,
+}
+
+fn query_param<'a>(uri: &'a axum::http::Uri, name: &str) -> Option<&'a str> {
+    uri.query()?.split('&').find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    })
+}
+
+fn api_error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"error": msg.into()}))).into_response()
+}
+
+/// The groups a membership request names (`?namespace=`, else every group) and its deadline
+/// (`?timeout_ms=`, default 30 s).
+fn scope(
+    cluster: &crate::raft::group::Cluster,
+    uri: &axum::http::Uri,
+) -> Result<(Vec<String>, tokio::time::Instant), Box<Response>> {
+    let namespaces = match query_param(uri, "namespace") {
+        Some(ns) if cluster.groups.get(ns).is_none() => {
+            return Err(Box::new(api_error(
+                StatusCode::NOT_FOUND,
+                format!("no Raft group for namespace {ns:?} runs here"),
+            )))
+        }
+        Some(ns) => vec![ns.to_string()],
+        None => cluster.groups.all().into_iter().map(|(n, _)| n).collect(),
+    };
+    let ms = match query_param(uri, "timeout_ms") {
+        None => 30_000,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= 600_000 => n,
+            _ => {
+                return Err(Box::new(api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("timeout_ms must be a number of milliseconds up to 600000, got {v:?}"),
+                )))
+            }
+        },
+    };
+    Ok((
+        namespaces,
+        tokio::time::Instant::now() + std::time::Duration::from_millis(ms),
+    ))
+}
+
+fn not_clustered() -> Response {
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "raft service disabled (no cluster section)",
+    )
+}
+
+/// The answer of a membership change: 200 when every group is done, 504 naming what is pending,
+/// 409 when a group refused, 503 (retry) when a forwarded request reached a member that does not lead.
+fn report_response(id: u64, r: crate::raft::members::Report) -> Response {
+    let status = if !r.refused.is_empty() {
+        StatusCode::CONFLICT
+    } else if !r.not_leader.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if !r.pending.is_empty() {
+        StatusCode::GATEWAY_TIMEOUT
+    } else {
+        StatusCode::OK
+    };
+    let mut body = json!({"id": id, "namespaces": r.done});
+    if status != StatusCode::OK {
+        let mut why: Vec<String> = r
+            .refused
+            .iter()
+            .map(|(ns, w)| format!("{ns}: refused: {w}"))
+            .collect();
+        why.extend(
+            r.pending
+                .iter()
+                .map(|(ns, w)| format!("{ns}: pending: {w}")),
+        );
+        why.extend(
+            r.not_leader
+                .keys()
+                .map(|ns| format!("{ns}: this member does not lead the group")),
+        );
+        body["error"] = json!(why.join("; "));
+        body["pending"] = json!(r.pending);
+        body["refused"] = json!(r.refused);
+    }
+    let mut resp = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+fn is_forwarded(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(crate::raft::members::FORWARDED)
+}
+
+/// The members of a namespace's group (`?namespace=`, default the first group): leader, term and
+/// each member's id, addresses, whether it votes, and (on the leader) its match index.
+#[utoipa::path(get, path = "/api/v1/cluster/members",
+    responses((status = 200, body = Value), (status = 404, body = Value), (status = 503, body = Value)))]
+pub async fn list_members(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    let Some(cluster) = st.cluster() else {
+        return not_clustered();
+    };
+    let Some(ns) = pick(&st, uri.query()) else {
+        return not_clustered();
+    };
+    let (Some(s), Some(raft)) = (cluster.status(&ns), cluster.groups.get(&ns)) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            format!("no Raft group for namespace {ns:?} runs here"),
+        );
+    };
+    let membership = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    let members: Vec<_> = s
+        .members
+        .iter()
+        .map(|(id, m)| {
+            json!({
+                "id": id,
+                "grpc_addr": m.grpc,
+                "http_addr": m.http,
+                "voter": membership.voter_ids().any(|v| v == *id),
+                "match_index": s.peer_match_index.as_ref().and_then(|p| p.get(id)),
+            })
+        })
+        .collect();
+    Json(json!({
+        "namespace": ns,
+        "leader": s.leader_id,
+        "term": s.term,
+        "members": members,
+    }))
+    .into_response()
+}
+
+/// Adds a member to every group (or `?namespace=`'s): as a learner, promoted to voter once caught
+/// up. Idempotent; sent to any member (forwarded to each group's leader); answers when done, or 504
+/// after `?timeout_ms=` (default 30000) naming what is pending.
+#[utoipa::path(post, path = "/api/v1/cluster/members", request_body = AddMemberBody,
+    responses((status = 200, body = Value), (status = 400, body = Value), (status = 409, body = Value),
+        (status = 504, body = Value)))]
+pub async fn add_member(
+    State(st): State<Shared>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    super::extract::JsonBody(b): super::extract::JsonBody<AddMemberBody>,
+) -> Response {
+    let Some(cluster) = st.cluster() else {
+        return not_clustered();
+    };
+    if b.id == 0 {
+        return api_error(StatusCode::BAD_REQUEST, "id must be at least 1");
+    }
+    let valid = |a: &str| {
+        a.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+    };
+    if !valid(&b.grpc_addr) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("grpc_addr must be host:port, got {:?}", b.grpc_addr),
+        );
+    }
+    let http = match b.http_addr.filter(|h| !h.is_empty()) {
+        Some(h) if valid(&h) => h,
+        Some(h) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("http_addr must be host:port, got {h:?}"),
+            )
+        }
+        None => {
+            let host = b.grpc_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+            let port = st
+                .cfg
+                .http
+                .listen
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .unwrap_or("4000");
+            format!("{host}:{port}")
+        }
+    };
+    let (namespaces, deadline) = match scope(cluster, &uri) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let change = crate::raft::members::Change::Add {
+        id: b.id,
+        member: crate::raft::Member {
+            grpc: b.grpc_addr,
+            http,
+        },
+    };
+    let r = crate::raft::members::run(
+        cluster,
+        namespaces,
+        change,
+        deadline,
+        is_forwarded(&headers),
+    )
+    .await;
+    report_response(b.id, r)
+}
+
+/// Removes member `id` from every group (or `?namespace=`'s), voter or learner; a leader leaving
+/// hands its leadership off first. Idempotent; sent to any member.
+#[utoipa::path(delete, path = "/api/v1/cluster/members/{id}",
+    params(("id" = u64, Path, description = "node id")),
+    responses((status = 200, body = Value), (status = 409, body = Value), (status = 504, body = Value)))]
+pub async fn remove_member(
+    State(st): State<Shared>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(cluster) = st.cluster() else {
+        return not_clustered();
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("member id must be a number, got {id:?}"),
+        );
+    };
+    let (namespaces, deadline) = match scope(cluster, &uri) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let r = crate::raft::members::run(
+        cluster,
+        namespaces,
+        crate::raft::members::Change::Remove { id },
+        deadline,
+        is_forwarded(&headers),
+    )
+    .await;
+    report_response(id, r)
+}
+
+/// Hands the leadership of every group this member leads (or `?namespace=`'s) to an up-to-date
+/// voter (`?to=ID`, else the most caught-up one), e.g. before its pod is deleted. Answers each
+/// group's new leader; `null` where this member did not lead.
+#[utoipa::path(post, path = "/api/v1/cluster/step-down",
+    responses((status = 200, body = Value), (status = 504, body = Value)))]
+pub async fn step_down(State(st): State<Shared>, uri: axum::http::Uri) -> Response {
+    let Some(cluster) = st.cluster() else {
+        return not_clustered();
+    };
+    let (namespaces, _) = match scope(cluster, &uri) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let to = match query_param(&uri, "to").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(_)) => return api_error(StatusCode::BAD_REQUEST, "to must be a node id"),
+    };
+    let ms = query_param(&uri, "timeout_ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(5_000)
+        .min(600_000);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let started = std::time::Instant::now();
+    let tasks = namespaces.into_iter().map(|ns| async move {
+        let r = match cluster.groups.get(&ns) {
+            Some(raft) => crate::raft::handoff::step_down(cluster, &ns, &raft, to, deadline).await,
+            None => Ok(None),
+        };
+        (ns, r)
+    });
+    let mut leaders = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for (ns, r) in futures::future::join_all(tasks).await {
+        match r {
+            Ok(l) => {
+                leaders.insert(ns, json!(l));
+            }
+            Err(e) => errors.push(format!("{ns}: {e}")),
+        }
+    }
+    let body = json!({
+        "node_id": cluster.settings.node_id,
+        "new_leaders": leaders,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+    });
+    if errors.is_empty() {
+        Json(body).into_response()
+    } else {
+        let mut body = body;
+        body["error"] = json!(errors.join("; "));
+        (StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response()
+    }
 }

@@ -203,6 +203,15 @@ impl AppState {
 pub fn routes(state: &Shared) -> ApiRouter {
     let api = ApiRouter::default()
         .route("/api/v1/openapi.json", routes!(openapi::serve))
+        .route(
+            "/api/v1/cluster/members",
+            routes!(cluster::list_members, cluster::add_member),
+        )
+        .route(
+            "/api/v1/cluster/members/{id}",
+            routes!(cluster::remove_member),
+        )
+        .route("/api/v1/cluster/step-down", routes!(cluster::step_down))
         .route("/api/v1/{ns}/kv", routes!(kv::scan))
         // `{*key}`: keys may contain `/`; POST is only `/kv/batch`.
         .route(

@@ -84,9 +84,12 @@ impl ClusterSettings {
             heartbeat_interval: c.heartbeat_ms,
             election_timeout_min: c.election_timeout_ms,
             election_timeout_max: c.election_timeout_ms * 2,
-            // The WAL keeps the whole log (no snapshot-based purge yet): see `engine/cluster.rs`.
-            snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: u64::MAX,
+            // Snapshots let the log (the WAL) be purged; a member behind the purged log gets one.
+            snapshot_policy: match c.snapshot_every_entries {
+                0 => SnapshotPolicy::Never,
+                n => SnapshotPolicy::LogsSinceLast(n),
+            },
+            max_in_snapshot_log_to_keep: c.keep_log_entries,
             max_payload_entries: 512,
             ..Default::default()
         }
@@ -124,6 +127,12 @@ pub struct Cluster {
     pub peers: Arc<Peers>,
     /// Node id -> HTTP address, learned from RPC metadata (starts from the configured guesses).
     pub directory: Directory,
+    /// Namespaces whose leader is handing off: new proposals are refused meanwhile.
+    paused: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// The bearer token of `/api/` (this member's own, which every member shares), for calls to
+    /// the other members' HTTP API (auto-join).
+    pub auth_token: Option<String>,
+    http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Cluster {
@@ -138,7 +147,11 @@ impl Cluster {
         for (id, m) in &settings.members {
             directory.insert(*id, m.http.clone());
         }
+        let auth_token = cfg.auth_token().map_err(|e| format!("cluster: {e}"))?;
         Ok(Arc::new(Cluster {
+            paused: Default::default(),
+            auth_token,
+            http: Default::default(),
             peers: Peers::new(
                 tls,
                 settings.node_id,
@@ -149,6 +162,32 @@ impl Cluster {
             groups: Groups::default(),
             directory,
         }))
+    }
+
+    /// Refuses (`true`) or accepts again new proposals on `ns` (leadership handoff).
+    pub fn pause_writes(&self, ns: &str, pause: bool) {
+        let mut p = self.paused.lock();
+        if pause {
+            p.insert(ns.to_string());
+        } else {
+            p.remove(ns);
+        }
+    }
+
+    fn writes_paused(&self, ns: &str) -> bool {
+        self.paused.lock().contains(ns)
+    }
+
+    /// The HTTP client for calls to other members (proxying, forwarding, auto-join).
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .build()
+                    .unwrap_or_default()
+            })
+            .clone()
     }
 
     /// The HTTP address of member `id`.
@@ -185,6 +224,12 @@ impl Cluster {
         }));
         self.groups.insert(&name, raft.clone());
         tokio::spawn(watch_metrics(name.clone(), raft.clone(), shutdown.clone()));
+        tokio::spawn(super::join::auto_join(
+            name.clone(),
+            raft.clone(),
+            Arc::downgrade(self),
+            shutdown.clone(),
+        ));
         if self.settings.is_bootstrapper() {
             tokio::spawn(bootstrap(
                 name,
@@ -194,6 +239,21 @@ impl Cluster {
             ));
         }
         Ok(raft)
+    }
+
+    /// Hands off the leadership of every group this member leads (SIGTERM), within `within`.
+    pub async fn step_down_all(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let groups = self.groups.all();
+        let tasks = groups.iter().map(|(name, raft)| async move {
+            match super::handoff::step_down(self, name, raft, None, deadline).await {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %name, error = %e, "leadership handoff failed")
+                }
+            }
+        });
+        futures::future::join_all(tasks).await;
     }
 
     /// Stops every group (at shutdown, before the store closes).
@@ -281,6 +341,14 @@ struct RaftProposer {
 
 impl Proposer for RaftProposer {
     fn propose(&self, ns: &Namespace, ops: Vec<Op>) -> Result<Commit, EngineError> {
+        if let Some(c) = self.cluster.upgrade() {
+            if c.writes_paused(ns.name()) {
+                return Err(EngineError::NotLeader {
+                    name: ns.name().to_string(),
+                    reason: "the leader is handing off its leadership; retry shortly".into(),
+                });
+            }
+        }
         let payload = batch::encode(&ops)?;
         let proposal = Proposal {
             hlc: ns.next_hlc(),
@@ -339,6 +407,8 @@ pub struct GroupStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_match_index: Option<BTreeMap<u64, u64>>,
     pub members: BTreeMap<u64, Member>,
+    /// The voting members (the others are learners).
+    pub voters: std::collections::BTreeSet<u64>,
 }
 
 impl Cluster {
@@ -381,6 +451,7 @@ impl Cluster {
                     .collect::<BTreeMap<_, _>>()
             }),
             members,
+            voters: m.membership_config.membership().voter_ids().collect(),
         })
     }
 }
@@ -427,7 +498,7 @@ mod tests {
                 s.raft.election_timeout_max,
                 s.raft.heartbeat_interval
             ),
-            (1000, 2000, 250)
+            (400, 800, 100)
         );
         let one = cfg(&["2=hub-1.hub:4001"]);
         assert!(

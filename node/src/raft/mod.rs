@@ -4,7 +4,8 @@
 //! record's epoch. `store.rs` adapts a member namespace to openraft's storage-v2 traits, `entry.rs`
 //! converts entries to and from WAL records, `state.rs` keeps the vote, committed index and
 //! membership crash-safely, `network.rs`/`service.rs` carry the RPCs over the node's gRPC listener,
-//! and `group.rs` runs the groups a process serves.
+//! `group.rs` runs the groups a process serves, `members.rs` changes a group's membership,
+//! `join.rs` lets a new member ask to be added, and `handoff.rs` moves the leadership away.
 
 // openraft's trait signatures fix the error types (`StorageError`, `RaftError`, `RPCError`), which
 // are large by design; boxing them here would only add conversions at every trait boundary.
@@ -12,13 +13,15 @@
 
 pub mod entry;
 pub mod group;
+pub mod handoff;
+pub mod join;
+pub mod members;
 pub mod network;
 pub mod proto;
 pub mod service;
+pub mod snapshot;
 pub mod state;
 pub mod store;
-
-use std::io::Cursor;
 
 /// A member as the group knows it: where to reach its Raft service and its HTTP API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +60,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

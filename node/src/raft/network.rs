@@ -111,6 +111,49 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Asks the member at `addr` to campaign for `namespace`'s group now (leadership handoff).
+    pub async fn elect(&self, addr: &str, namespace: &str) -> Result<(), String> {
+        let channel = self.channel(addr).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(RaftRequest {
+            namespace: namespace.to_string(),
+            payload: Vec::new(),
+        });
+        request.set_timeout(Duration::from_secs(2));
+        self.introduce(request.metadata_mut());
+        RaftClient::new(channel)
+            .elect(request)
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))
+    }
+}
+
+impl Peers {
+    /// Asks the member at `addr` to add `body` (`{"id","grpc_addr","http_addr"}`) to `namespace`'s
+    /// group; waits at most `timeout` (the add waits until the new member caught up).
+    pub async fn join(
+        &self,
+        addr: &str,
+        namespace: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let channel = self.channel(addr).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(RaftRequest {
+            namespace: namespace.to_string(),
+            payload: serde_json::to_vec(body).map_err(|e| e.to_string())?,
+        });
+        request.set_timeout(timeout);
+        self.introduce(request.metadata_mut());
+        let reply = RaftClient::new(channel)
+            .join(request)
+            .await
+            .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))?;
+        Ok(String::from_utf8_lossy(&reply.into_inner().payload).into_owned())
+    }
+}
+
 /// openraft's network factory for one namespace group.
 #[derive(Clone)]
 pub struct Network {

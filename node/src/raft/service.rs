@@ -2,12 +2,15 @@
 //! request to its namespace's group.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use super::group::Cluster;
+use super::members::{self, Change};
 use super::network::Peers;
 use super::proto::raft_server::{Raft, RaftServer};
 use super::proto::{RaftReply, RaftRequest};
@@ -44,11 +47,17 @@ pub struct RaftService {
     groups: Groups,
     /// Learns senders from requests and names this member in answers.
     peers: Arc<Peers>,
+    /// For membership requests (`Join`), which run the cluster-wide change path.
+    cluster: Weak<Cluster>,
 }
 
 impl RaftService {
-    pub fn new(groups: Groups, peers: Arc<Peers>) -> RaftService {
-        RaftService { groups, peers }
+    pub fn new(cluster: &Arc<Cluster>) -> RaftService {
+        RaftService {
+            groups: cluster.groups.clone(),
+            peers: cluster.peers.clone(),
+            cluster: Arc::downgrade(cluster),
+        }
     }
 
     /// Records the sender's HTTP address (the leader's, for followers that proxy writes).
@@ -81,6 +90,21 @@ impl RaftService {
     }
 }
 
+/// `grpc-timeout` (`<digits><unit>`, gRPC over HTTP/2) as a duration.
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 fn decode<T: serde::de::DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
     bincode::deserialize(&req.payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
@@ -111,6 +135,74 @@ impl Raft for RaftService {
         let raft = self.group(&req.namespace)?;
         let answer = raft.vote(decode(&req)?).await;
         self.reply(&answer)
+    }
+
+    async fn elect(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.learn(&request);
+        let req = request.into_inner();
+        let raft = self.group(&req.namespace)?;
+        tracing::info!(namespace = %req.namespace, "the leader hands off: campaigning now");
+        raft.trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(format!("Raft stopped: {e}")))?;
+        self.reply(&())
+    }
+
+    async fn join(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.learn(&request);
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .unwrap_or(Duration::from_secs(30));
+        let req = request.into_inner();
+        let cluster = self
+            .cluster
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let v: serde_json::Value = serde_json::from_slice(&req.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable join request: {e}")))?;
+        let (Some(id), Some(grpc)) = (v["id"].as_u64(), v["grpc_addr"].as_str()) else {
+            return Err(Status::invalid_argument(
+                "a join request needs id and grpc_addr",
+            ));
+        };
+        let member = super::Member {
+            grpc: grpc.to_string(),
+            http: v["http_addr"].as_str().unwrap_or_default().to_string(),
+        };
+        // Answer a little before the caller gives up.
+        let deadline =
+            tokio::time::Instant::now() + timeout.saturating_sub(Duration::from_millis(500));
+        let report = members::run(
+            &cluster,
+            vec![req.namespace.clone()],
+            Change::Add { id, member },
+            deadline,
+            false,
+        )
+        .await;
+        if let Some(o) = report.done.get(&req.namespace) {
+            let mut r = Response::new(RaftReply {
+                payload: serde_json::to_vec(o).unwrap_or_default(),
+            });
+            self.peers.introduce(r.metadata_mut());
+            return Ok(r);
+        }
+        let why = report
+            .pending
+            .values()
+            .chain(report.refused.values())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(if report.refused.is_empty() {
+            Status::deadline_exceeded(why)
+        } else {
+            Status::failed_precondition(why)
+        })
     }
 
     async fn install_snapshot(

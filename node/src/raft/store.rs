@@ -1,14 +1,13 @@
 //! openraft's storage over a member namespace: [`LogStore`] (the WAL as the Raft log) and
 //! [`StateMachine`] (memtables + B+Tree; applying publishes to readers and tails).
 //!
-//! Both share one [`RaftState`] file. Purge is logical (the purged log id is recorded and entries
-//! at or below it are no longer returned); the WAL keeps its segments (see `engine/cluster.rs`).
-//! Snapshots are the whole key space at the applied LSN plus the epoch history, bincode-encoded in
-//! memory: enough for the storage contract and small namespaces; a streamed B+Tree snapshot is a
-//! later step.
+//! Both share one [`RaftState`] file. Purge records the purged log id and releases the WAL's Raft
+//! pin up to it, so retention may drop segments at or below both the purged index and the B+Tree
+//! checkpoint. Snapshots are files beside the namespace (`snapshot.rs`): the engine's consistent
+//! view at the applied LSN, streamed to disk, sent in chunks, installed with the engine's snapshot
+//! install.
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +22,7 @@ use parking_lot::Mutex;
 use super::entry::{self, Entry};
 use super::state::RaftState;
 use super::{Applied, Member, StorageError, TypeConfig};
-use crate::engine::{self, EngineError, EngineOptions, EpochEntry, Namespace};
+use crate::engine::{self, EngineError, EngineOptions, Namespace};
 
 /// Runs blocking engine work from async code without stalling other tasks on this worker.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
@@ -65,6 +64,13 @@ pub fn open(
     let last_applied = (applied > 0).then(|| entry::log_id(ns.epoch_at(applied), applied));
     let mut state = state;
     recover_membership(&ns, &mut state)?;
+    if let Some(p) = state.data.purged {
+        ns.raft_release_log(entry::lsn_of(p.index));
+    }
+    let current = super::snapshot::Reader::current_meta(dir).map_err(|e| {
+        EngineError::Corrupt(format!("{e} (remove the file to rebuild the snapshot)"))
+    })?;
+    let membership = state.data.membership.clone();
     let state = Arc::new(Mutex::new(state));
     let log = LogStore {
         ns: ns.clone(),
@@ -75,7 +81,8 @@ pub fn open(
         ns: ns.clone(),
         state,
         last_applied: Arc::new(Mutex::new(last_applied)),
-        current: Arc::new(Mutex::new(None)),
+        current: Arc::new(Mutex::new(current)),
+        previous_membership: Arc::new(Mutex::new(membership)),
     };
     Ok((ns, log, sm))
 }
@@ -317,21 +324,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         }
         st.data.purged = Some(log_id);
-        blocking(|| st.save()).map_err(io_write)
+        blocking(|| st.save()).map_err(io_write)?;
+        // Segments at or below the purged entry (and the checkpoint) may go now.
+        self.ns.raft_release_log(entry::lsn_of(log_id.index));
+        Ok(())
     }
 }
-
-/// The snapshot body: every live key at the applied LSN, with the epoch history up to it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapshotBody {
-    lsn: u64,
-    hlc: u64,
-    history: Vec<(u64, u64)>,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// The last snapshot built or installed: its meta and bytes.
-type Stored = (SnapshotMeta<u64, Member>, Vec<u8>);
 
 /// The state machine: the namespace's memtables and B+Tree.
 #[derive(Clone)]
@@ -340,38 +338,62 @@ pub struct StateMachine {
     state: Arc<Mutex<RaftState>>,
     /// Log id of the last applied entry (the engine knows its LSN; this keeps its term exactly).
     last_applied: Arc<Mutex<Option<LogId<u64>>>>,
-    current: Arc<Mutex<Option<Stored>>>,
+    /// Meta of the current snapshot file (`snapshot::CURRENT`), if any.
+    current: Arc<Mutex<Option<SnapshotMeta<u64, Member>>>>,
+    /// The membership before the last applied one: a snapshot taken while a membership entry is
+    /// saved but not yet visible takes this one.
+    previous_membership: Arc<Mutex<StoredMembership<u64, Member>>>,
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+fn open_async(path: &Path) -> Result<tokio::fs::File, StorageError> {
+    std::fs::File::open(path)
+        .map(tokio::fs::File::from_std)
+        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)).into())
 }
 
 impl StateMachine {
+    /// Writes the snapshot file of the applied state (a consistent engine view, streamed to disk).
     fn build(&self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let read = |e: EngineError| -> StorageError {
             StorageIOError::read_state_machine(AnyError::new(&e)).into()
         };
-        // Both read under one lock so the membership matches the applied position.
-        let (last_log_id, membership) = {
-            let st = self.state.lock();
-            (*self.last_applied.lock(), st.data.membership.clone())
+        // The view and the membership as of its LSN, taken together.
+        let waited = std::time::Instant::now();
+        let (view, membership) = loop {
+            {
+                let st = self.state.lock();
+                let view = self.ns.snapshot().map_err(read)?;
+                let lsn = view.lsn();
+                let at_or_below = |m: &StoredMembership<u64, Member>| {
+                    m.log_id().is_none_or(|l| entry::lsn_of(l.index) <= lsn)
+                };
+                if at_or_below(&st.data.membership) {
+                    break (view, st.data.membership.clone());
+                }
+                let prev = self.previous_membership.lock().clone();
+                if at_or_below(&prev) {
+                    break (view, prev);
+                }
+            }
+            if waited.elapsed() > std::time::Duration::from_secs(30) {
+                return Err(snap_err(EngineError::Corrupt(
+                    "no membership at or below the applied LSN".into(),
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         };
-        let snap = self.ns.snapshot().map_err(read)?;
-        let mut entries = Vec::new();
-        for item in snap.range(Bound::Unbounded, Bound::Unbounded, false) {
-            entries.push(item.map_err(read)?);
-        }
-        let lsn = last_log_id.map(|l| entry::lsn_of(l.index)).unwrap_or(0);
-        let body = SnapshotBody {
-            lsn,
-            hlc: self.ns.latest_hlc(),
-            history: self
-                .ns
-                .epoch_history(lsn)
-                .into_iter()
-                .map(|e| (e.epoch, e.start_lsn))
-                .collect(),
-            entries,
+        let lsn = view.lsn();
+        // The applied entry's own log id when the view is at it, else the term from the WAL's
+        // epoch history (the same value: a record's epoch is its entry's term).
+        let applied = *self.last_applied.lock();
+        let last_log_id = match applied {
+            Some(a) if entry::lsn_of(a.index) == lsn => Some(a),
+            _ => (lsn > 0).then(|| entry::log_id(self.ns.epoch_at(lsn), lsn)),
         };
-        let bytes = bincode::serialize(&body)
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
         let meta = SnapshotMeta {
             last_log_id,
             last_membership: membership,
@@ -380,10 +402,20 @@ impl StateMachine {
                 None => "empty".into(),
             },
         };
-        *self.current.lock() = Some((meta.clone(), bytes.clone()));
+        let t = std::time::Instant::now();
+        let entries = super::snapshot::write(&self.ns, &view, &meta).map_err(snap_err)?;
+        drop(view);
+        tracing::info!(
+            namespace = self.ns.name(),
+            lsn,
+            entries,
+            ms = t.elapsed().as_millis() as u64,
+            "Raft snapshot written"
+        );
+        *self.current.lock() = Some(meta.clone());
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(open_async(&self.ns.dir().join(super::snapshot::CURRENT))?),
         })
     }
 }
@@ -431,6 +463,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         if let Some(m) = membership {
             let mut st = self.state.lock();
+            *self.previous_membership.lock() = st.data.membership.clone();
             st.data.membership = m;
             blocking(|| st.save()).map_err(sm_write)?;
         }
@@ -445,46 +478,72 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.ns.dir().join(super::snapshot::RECEIVING);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(snap_err)?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
-        let body: SnapshotBody = bincode::deserialize(&bytes)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
-        if body.lsn > 0 {
-            let history = body
-                .history
-                .iter()
-                .filter(|(epoch, _)| *epoch > 0)
-                .map(|&(epoch, start_lsn)| EpochEntry { epoch, start_lsn })
-                .collect();
-            let entries = body.entries.into_iter().map(Ok);
-            blocking(|| {
+        let mut file = *snapshot;
+        use tokio::io::AsyncWriteExt;
+        file.flush().await.map_err(snap_err)?;
+        let file = file.into_std().await;
+        let dir = self.ns.dir().to_path_buf();
+        let received = dir.join(super::snapshot::RECEIVING);
+        blocking(|| -> Result<(), StorageError> {
+            file.sync_all().map_err(snap_err)?;
+            let copy = file.try_clone().map_err(snap_err)?;
+            let reader = super::snapshot::Reader::open(file, &received).map_err(snap_err)?;
+            let (lsn, hlc, history) = (reader.header.lsn, reader.header.hlc, reader.history());
+            let expected = meta
+                .last_log_id
+                .map(|l| entry::lsn_of(l.index))
+                .unwrap_or(0);
+            if lsn != expected {
+                return Err(snap_err(EngineError::Corrupt(format!(
+                    "snapshot holds LSN {lsn}, its meta says {expected}"
+                ))));
+            }
+            if lsn > 0 {
                 self.ns
-                    .install_snapshot_from(entries, body.lsn, body.hlc, history, true)
-            })
-            .map_err(sm_write)?;
-        }
+                    .install_snapshot_from(reader, lsn, hlc, history, true)
+                    .map_err(sm_write)?;
+            }
+            // Received from the leader: this member's current snapshot now (it may serve it).
+            super::snapshot::adopt(&dir, copy, &received).map_err(snap_err)?;
+            Ok(())
+        })?;
         {
             let mut st = self.state.lock();
+            *self.previous_membership.lock() = st.data.membership.clone();
             st.data.membership = meta.last_membership.clone();
             blocking(|| st.save()).map_err(sm_write)?;
         }
         *self.last_applied.lock() = meta.last_log_id;
-        *self.current.lock() = Some((meta.clone(), bytes));
+        *self.current.lock() = Some(meta.clone());
+        tracing::info!(namespace = self.ns.name(), snapshot = %meta.snapshot_id,
+            "Raft snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.current.lock().clone().map(|(meta, bytes)| Snapshot {
+        let Some(meta) = self.current.lock().clone() else {
+            return Ok(None);
+        };
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(open_async(&self.ns.dir().join(super::snapshot::CURRENT))?),
         }))
     }
 }
