@@ -266,7 +266,24 @@ impl Namespace {
                 name: self.inner.name.clone(),
             });
         }
-        self.inner.submit(write::Request::Replicated(records))
+        self.inner
+            .submit(write::Request::Replicated(records, false))
+    }
+
+    /// [`Namespace::apply_replicated`], then one fsync (a follower before its ack). The records are
+    /// published before the fsync (readers and notifications do not wait for the disk), and the
+    /// `interval` syncer is not woken for them.
+    pub fn apply_replicated_durably(&self, records: Vec<Record>) -> Result<Commit, EngineError> {
+        if self.role == Role::Member {
+            return Err(EngineError::Follower {
+                name: self.inner.name.clone(),
+            });
+        }
+        let commit = self
+            .inner
+            .submit(write::Request::Replicated(records, true))?;
+        self.make_durable()?;
+        Ok(commit)
     }
 
     /// Replaces the whole contents with a snapshot taken upstream at `lsn` (HLC `hlc`), for a follower

@@ -19,7 +19,8 @@ use crate::wal::Record;
 /// What a writer hands the leader.
 pub(crate) enum Request {
     Local(WriteBatch),
-    Replicated(Vec<Record>),
+    /// Records from an upstream; with the flag set the caller fsyncs right after (no periodic sync).
+    Replicated(Vec<Record>, bool),
     /// Cluster mode: append Raft log records, neither applied nor published; fsynced in the group
     /// when the flag is set (else the caller syncs later with `Namespace::raft_sync`).
     RaftAppend(Vec<Record>, bool),
@@ -175,6 +176,8 @@ impl Inner {
         let mut failed: Option<String> = None;
         // Records logged by this group, for the in-memory cache of recent records (`recent.rs`).
         let mut fresh: Vec<Record> = Vec::new();
+        // Every request of the group is followed by its caller's own fsync.
+        let mut caller_syncs = true;
         for (id, request) in group {
             if let Some(reason) = &failed {
                 results.push((
@@ -195,9 +198,11 @@ impl Inner {
                     })
                 }
                 Request::Local(b) => {
+                    caller_syncs = false;
                     self.log_local(b, &active, &mut last, &mut last_hlc, &mut fresh)
                 }
-                Request::Replicated(records) => {
+                Request::Replicated(records, syncs) => {
+                    caller_syncs &= syncs;
                     self.log_replicated(records, &active, &mut last, &mut last_hlc, &mut fresh)
                 }
                 Request::RaftAppend(records, sync) => {
@@ -255,7 +260,7 @@ impl Inner {
             if !raft_appended {
                 // Before publishing: tails woken by it find the records in memory.
                 self.recent.push(fresh);
-                self.publish(last, last_hlc);
+                self.publish_marking(last, last_hlc, !caller_syncs);
             }
         }
         if let Some((lsn, hlc)) = raft_applied {
@@ -269,12 +274,17 @@ impl Inner {
 
     /// Makes records up to `lsn` visible to readers, WAL readers and async subscribers.
     pub(crate) fn publish(&self, lsn: u64, hlc: u64) {
+        self.publish_marking(lsn, hlc, true);
+    }
+
+    /// [`Inner::publish`]; `mark_dirty` false skips waking the `interval` syncer (the caller fsyncs).
+    fn publish_marking(&self, lsn: u64, hlc: u64, mark_dirty: bool) {
         self.last_hlc.store(hlc, Ordering::Release);
         self.visible.store(lsn, Ordering::Release);
         self.wal.publish(lsn);
         self.lsn_tx.send_replace(lsn);
         self.metrics.lsn.set(lsn as i64);
-        if matches!(self.opts.fsync, FsyncPolicy::Interval(_)) {
+        if mark_dirty && matches!(self.opts.fsync, FsyncPolicy::Interval(_)) {
             self.flush.mark_dirty();
         }
     }

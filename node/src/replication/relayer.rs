@@ -480,12 +480,8 @@ async fn apply_batches(
         let epoch = records.last().map(|r| r.epoch).unwrap_or(0);
         let ns2 = ns.clone();
         // One fsync for the lot, before the ack: an ack means durable here, whatever our policy.
-        let commit = tokio::task::spawn_blocking(move || {
-            let c = ns2.apply_replicated(records)?;
-            ns2.make_durable()?;
-            Ok::<_, crate::engine::EngineError>(c)
-        })
-        .await??;
+        let commit =
+            tokio::task::spawn_blocking(move || ns2.apply_replicated_durably(records)).await??;
         state.count_applied(name, n);
         let ack = StreamWalRequest {
             msg: Some(Msg::Ack(Ack {

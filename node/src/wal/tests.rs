@@ -1171,3 +1171,56 @@ fn extreme_lsns_in_files_do_not_panic() {
         }
     }
 }
+
+#[test]
+fn append_records_writes_a_batch_across_segments_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (wal, _) = open(dir.path());
+    fill(&wal, 1, 2);
+    let recs: Vec<Record> = (3..=20)
+        .map(|lsn| Record {
+            lsn,
+            hlc: lsn * 100,
+            epoch: 0,
+            payload: payload(lsn).into(),
+        })
+        .collect();
+    wal.append_records(&recs).expect("append batch");
+    assert_eq!(wal.last_lsn(), 20);
+    assert!(
+        segment_paths(dir.path()).len() > 3,
+        "a 200-byte segment size makes the batch span segments"
+    );
+    // Out of sequence: refused, nothing appended.
+    let gap = [Record {
+        lsn: 22,
+        hlc: 2200,
+        epoch: 0,
+        payload: payload(22).into(),
+    }];
+    assert!(matches!(
+        wal.append_records(&gap),
+        Err(WalError::OutOfSequence {
+            expected: 21,
+            got: 22
+        })
+    ));
+    // A gap inside a batch: the records before it are appended, the rest refused.
+    let mut partial: Vec<Record> = (21..=22)
+        .map(|lsn| Record {
+            lsn,
+            hlc: lsn * 100,
+            epoch: 0,
+            payload: payload(lsn).into(),
+        })
+        .collect();
+    partial[1].lsn = 23;
+    assert!(wal.append_records(&partial).is_err());
+    assert_eq!(wal.last_lsn(), 21);
+    wal.sync().expect("sync");
+    wal.publish(21);
+    check_records(&read_all(&wal, 1), 1, 21);
+    drop(wal);
+    let (wal, _) = open(dir.path());
+    check_records(&read_all(&wal, 1), 1, 21);
+}
