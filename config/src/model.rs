@@ -118,8 +118,8 @@ pub struct ClusterConfig {
     /// `host:port` other members use to reach this member's HTTP API (followers proxy writes to the
     /// leader there); empty: this member's peer host with the `http.listen` port.
     pub advertise_http: String,
-    /// Minimum election timeout; the maximum (and the leader's lease) is twice this. With the
-    /// default, a leader's crash is followed by the next acknowledged write in about 1.2-1.8 s.
+    /// Minimum election timeout; the maximum (and the leader's lease) is twice this. A crashed
+    /// leader is replaced after the lease plus one or two random timeouts.
     pub election_timeout_ms: u64,
     /// How often the leader sends heartbeats.
     pub heartbeat_ms: u64,
