@@ -325,9 +325,11 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
         "-o",
         "jsonpath={.items[*].message}",
     ]);
+    // kube-runtime's Recorder folds repeats of one reason on one object into a series that keeps
+    // the first note, so only the first leader is named there; the status names the new one.
     assert!(
-        events.contains(&new_leader),
-        "a LeaderChanged event names {new_leader}: {events}"
+        events.contains("leader pod"),
+        "a LeaderChanged event on {HA}: {events:?}"
     );
     c.kubectl_stdin(&["delete", "-f", "-"], &manifest);
     wait_until(
