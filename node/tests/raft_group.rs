@@ -944,7 +944,7 @@ async fn wal_first_lsn(c: &reqwest::Client, url: &str) -> Option<u64> {
 /// Afterwards the usual checks: every acknowledged write and the whole key space on every member,
 /// WALs identical from the first LSN all members hold up to the commit index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "not yet run to completion in CI time; the scenario was verified by hand (docs/REPLICATION.md); run with --ignored"]
+#[ignore = "fails today: the wiped member can stay behind naming an old leader (docs/REPLICATION.md); run with --ignored"]
 async fn a_member_that_lost_its_volume_rejoins_by_snapshot() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let c = reqwest::Client::new();
