@@ -91,6 +91,8 @@ impl ClusterSettings {
             },
             max_in_snapshot_log_to_keep: c.keep_log_entries,
             max_payload_entries: 512,
+            // Members campaign through the pre-vote (`prevote.rs`), not openraft's timer.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -129,6 +131,14 @@ pub struct Cluster {
     pub directory: Directory,
     /// Namespaces whose leader is handing off: new proposals are refused meanwhile.
     paused: parking_lot::Mutex<std::collections::HashSet<String>>,
+    /// Groups whose elections this member stays out of for a while (after handing off).
+    pub election_pauses: super::prevote::Pauses,
+    /// The member namespaces whose pre-votes this member answers.
+    pub prevote_targets: super::prevote::Targets,
+    /// Groups this member started without any Raft state for: it votes in none of their elections
+    /// for two maximum election timeouts, so a member whose volume was lost cannot vote twice in a
+    /// term it forgot (the elections of that term have ended by then).
+    pub blank_starts: super::prevote::Pauses,
     /// The bearer token of `/api/` (this member's own, which every member shares), for calls to
     /// the other members' HTTP API (auto-join).
     pub auth_token: Option<String>,
@@ -150,6 +160,9 @@ impl Cluster {
         let auth_token = cfg.auth_token().map_err(|e| format!("cluster: {e}"))?;
         Ok(Arc::new(Cluster {
             paused: Default::default(),
+            election_pauses: Default::default(),
+            prevote_targets: Default::default(),
+            blank_starts: Default::default(),
             auth_token,
             http: Default::default(),
             peers: Peers::new(
@@ -178,6 +191,11 @@ impl Cluster {
         self.paused.lock().contains(ns)
     }
 
+    /// Whether this member stays out of `ns`'s elections now (it handed off its leadership).
+    pub fn elections_paused(&self, ns: &str) -> bool {
+        self.election_pauses.paused(ns)
+    }
+
     /// The HTTP client for calls to other members (proxying, forwarding, auto-join).
     pub fn http_client(&self) -> reqwest::Client {
         self.http
@@ -204,6 +222,10 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<RaftHandle, String> {
         let name = ns.name().to_string();
+        if log.is_blank() {
+            let hold = Duration::from_millis(self.settings.raft.election_timeout_max * 2);
+            self.blank_starts.pause(&name, hold);
+        }
         let network = Network {
             namespace: name.clone(),
             peers: self.peers.clone(),
@@ -223,6 +245,13 @@ impl Cluster {
             rt: tokio::runtime::Handle::current(),
         }));
         self.groups.insert(&name, raft.clone());
+        self.prevote_targets.insert(ns);
+        tokio::spawn(super::prevote::run(
+            Arc::downgrade(self),
+            ns.clone(),
+            raft.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(watch_metrics(name.clone(), raft.clone(), shutdown.clone()));
         tokio::spawn(super::join::auto_join(
             name.clone(),

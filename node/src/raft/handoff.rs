@@ -4,8 +4,8 @@
 //! `election_timeout_max` it grants the vote of a candidate whose log is as long as its own.
 //!
 //! So the leader (1) refuses new proposals, (2) waits until the most caught-up voter holds its
-//! whole log, (3) stops its heartbeats (the other followers' leases then run out) and its own
-//! elections, and (4) asks that voter (`Elect` RPC) to campaign at once. In a group of three the
+//! whole log, (3) stops its heartbeats (the other followers' leases then run out) and stays out of
+//! elections (`prevote.rs`), and (4) asks that voter (`Elect` RPC) to campaign at once. In a group of three the
 //! candidate wins with the old leader's vote in one round trip; in larger groups (or right after an
 //! election) it wins once the followers' leases ran out. Leadership moved when the metrics name
 //! another leader.
@@ -63,13 +63,9 @@ pub async fn step_down(
                 "leadership handed off"
             );
             // Stay out of elections for a while: this member is about to stop.
-            let r = raft.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(NO_ELECT_AFTER).await;
-                r.runtime_config().elect(true);
-            });
+            cluster.election_pauses.pause(ns, NO_ELECT_AFTER);
         }
-        _ => raft.runtime_config().elect(true),
+        _ => cluster.election_pauses.resume(ns),
     }
     result
 }
@@ -117,7 +113,7 @@ async fn hand_off(
         let _ = tokio::time::timeout(Duration::from_millis(20), rx.changed()).await;
     };
     // (3) + (4)
-    raft.runtime_config().elect(false);
+    cluster.election_pauses.pause(ns, NO_ELECT_AFTER);
     raft.runtime_config().heartbeat(false);
     let addr = {
         let m = rx.borrow();

@@ -5,7 +5,8 @@
 //! converts entries to and from WAL records, `state.rs` keeps the vote, committed index and
 //! membership crash-safely, `network.rs`/`service.rs` carry the RPCs over the node's gRPC listener,
 //! `group.rs` runs the groups a process serves, `members.rs` changes a group's membership,
-//! `join.rs` lets a new member ask to be added, and `handoff.rs` moves the leadership away.
+//! `join.rs` lets a new member ask to be added, `handoff.rs` moves the leadership away, and
+//! `prevote.rs` decides when a member campaigns.
 
 // openraft's trait signatures fix the error types (`StorageError`, `RaftError`, `RPCError`), which
 // are large by design; boxing them here would only add conversions at every trait boundary.
@@ -17,6 +18,7 @@ pub mod handoff;
 pub mod join;
 pub mod members;
 pub mod network;
+pub mod prevote;
 pub mod proto;
 pub mod service;
 pub mod snapshot;

@@ -130,6 +130,31 @@ impl Peers {
 }
 
 impl Peers {
+    /// Asks the member at `addr` whether it would vote for this one in `namespace`'s group.
+    pub async fn pre_vote(
+        &self,
+        addr: &str,
+        namespace: &str,
+        ask: &super::prevote::Ask,
+        timeout: Duration,
+    ) -> Result<super::prevote::Answer, String> {
+        let channel = self.channel(addr).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(RaftRequest {
+            namespace: namespace.to_string(),
+            payload: bincode::serialize(ask).map_err(|e| e.to_string())?,
+        });
+        request.set_timeout(timeout);
+        self.introduce(request.metadata_mut());
+        let mut client = RaftClient::new(channel);
+        let reply = tokio::time::timeout(timeout, client.pre_vote(request))
+            .await
+            .map_err(|_| format!("{addr}: no answer within {timeout:?}"))?
+            .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))?;
+        bincode::deserialize(&reply.into_inner().payload).map_err(|e| format!("{addr}: {e}"))
+    }
+}
+
+impl Peers {
     /// Asks the member at `addr` to add `body` (`{"id","grpc_addr","http_addr"}`) to `namespace`'s
     /// group; waits at most `timeout` (the add waits until the new member caught up).
     pub async fn join(

@@ -133,6 +133,14 @@ impl Raft for RaftService {
         self.learn(&request);
         let req = request.into_inner();
         let raft = self.group(&req.namespace)?;
+        if let Some(c) = self.cluster.upgrade() {
+            if c.blank_starts.paused(&req.namespace) {
+                return Err(Status::unavailable(
+                    "this member started without Raft state (a new or lost volume) and votes in \
+                     no election for two election timeouts",
+                ));
+            }
+        }
         let answer = raft.vote(decode(&req)?).await;
         self.reply(&answer)
     }
@@ -147,6 +155,22 @@ impl Raft for RaftService {
             .await
             .map_err(|e| Status::unavailable(format!("Raft stopped: {e}")))?;
         self.reply(&())
+    }
+
+    async fn pre_vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let req = request.into_inner();
+        let raft = self.group(&req.namespace)?;
+        let cluster = self
+            .cluster
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("shutting down"))?;
+        let ns = cluster
+            .prevote_targets
+            .get(&req.namespace)
+            .ok_or_else(|| Status::unavailable("the group is starting"))?;
+        let ask: super::prevote::Ask = decode(&req)?;
+        let answer = super::prevote::answer(&cluster, &ns, &raft, &ask).await;
+        self.reply(&answer)
     }
 
     async fn join(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

@@ -175,6 +175,12 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// Whether this member holds no Raft state at all: a new member, or one whose volume was lost.
+    pub fn is_blank(&self) -> bool {
+        let st = self.state.lock();
+        st.data.vote.is_none() && st.data.purged.is_none() && self.ns.last_appended_lsn() == 0
+    }
+
     fn purged(&self) -> Option<LogId<u64>> {
         self.state.lock().data.purged
     }
