@@ -448,8 +448,9 @@ fn spawn_reader(
                         .unwrap_or_default();
                     if got != ack.value.as_bytes() {
                         load.stale.lock().push(format!(
-                            "linearizable read of acknowledged {} on {base}: {status} {v}",
-                            ack.key
+                            "linearizable read of {} (acknowledged at LSN {} in term {:?} by node \
+                             {:?}) on {base}: {status} {v}",
+                            ack.key, ack.lsn, ack.term, ack.leader
                         ));
                     }
                 }
@@ -655,11 +656,14 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
     net.cut(ms[l].slot, &others)?;
     let before = load.acked();
     let new = wait_leader(&c, &ms, &rest, "a leader in the majority").await?;
+    let elected = t.elapsed();
     wait_progress(&load, before, 20, "majority side of a leader partition").await?;
     eprintln!(
-        "leader partition: node {} cut off, node {} leads the majority after {} ms",
+        "leader partition: node {} cut off, node {} leads the majority after {} ms, 20 more writes \
+         acknowledged after {} ms",
         ms[l].id,
         ms[new].id,
+        elected.as_millis(),
         t.elapsed().as_millis()
     );
     // The cut-off leader must not acknowledge anything now; a write sent to it directly fails.

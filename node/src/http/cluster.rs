@@ -61,7 +61,7 @@ pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Respon
     let metrics = raft.metrics().borrow().clone();
     if metrics.state == ServerState::Leader {
         if linearizable {
-            if let Err(e) = raft.ensure_linearizable().await {
+            if let Err(e) = read_index(&raft, metrics.last_log_index).await {
                 return no_leader(&path.namespace, &format!("linearizable read refused: {e}"));
             }
         }
@@ -84,6 +84,24 @@ pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Respon
         );
     };
     forward(&st, req, &addr, cluster.settings.node_id).await
+}
+
+/// ReadIndex: confirms the leadership with a quorum (openraft's `ensure_linearizable`), then waits
+/// until this leader applied its whole log as of the read's arrival (`last`). openraft's own read
+/// index is the commit index or the first entry of the leader's term, which after a leader restarts
+/// in the same term (it keeps a committed vote for itself) can lie below entries acknowledged before
+/// the restart: the commit index is persisted lazily. Every acknowledged write is in the leader's log.
+async fn read_index(raft: &crate::raft::RaftHandle, last: Option<u64>) -> Result<(), String> {
+    raft.ensure_linearizable()
+        .await
+        .map_err(|e| e.to_string())?;
+    if last.is_some() {
+        raft.wait(Some(std::time::Duration::from_secs(5)))
+            .applied_index_at_least(last, "linearizable read")
+            .await
+            .map_err(|e| format!("the leader's log was not applied in time: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Term of the entry a committed write's answer names (`CommittedAt`): `x-unisondb-raft-term`.

@@ -333,13 +333,18 @@ async fn watch_metrics(name: String, raft: RaftHandle, shutdown: CancellationTok
     let leader = metrics::RAFT_IS_LEADER.with_label_values(l);
     let changes = metrics::RAFT_LEADER_CHANGES.with_label_values(l);
     let mut rx = raft.metrics();
+    let lease = raft.config().election_timeout_max;
     let mut last_leader = None;
     loop {
         {
             let m = rx.borrow_and_update();
             term.set(m.current_term as i64);
             commit.set(m.last_applied.map(|l| l.index as i64 + 1).unwrap_or(0));
-            leader.set(i64::from(m.state == ServerState::Leader));
+            // A leader that lost its majority is not one for routing (Service labels).
+            leader.set(i64::from(
+                m.state == ServerState::Leader
+                    && m.millis_since_quorum_ack.is_none_or(|t| t <= lease),
+            ));
             if m.current_leader != last_leader {
                 if m.current_leader.is_some() {
                     changes.inc();
@@ -375,6 +380,25 @@ impl Proposer for RaftProposer {
                 return Err(EngineError::NotLeader {
                     name: ns.name().to_string(),
                     reason: "the leader is handing off its leadership; retry shortly".into(),
+                });
+            }
+        }
+        // A leader cut off from its majority cannot commit; say so at once instead of letting the
+        // client wait (the majority elects another leader within about one lease).
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let lease = self.raft.config().election_timeout_max;
+            if m.state == ServerState::Leader
+                && m.millis_since_quorum_ack.is_some_and(|t| t > lease)
+            {
+                return Err(EngineError::NotLeader {
+                    name: ns.name().to_string(),
+                    reason: format!(
+                        "this member leads but has not heard from a majority of the group for {} ms \
+                         (cut off?); retry shortly",
+                        m.millis_since_quorum_ack.unwrap_or_default()
+                    ),
                 });
             }
         }
