@@ -774,7 +774,9 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
         .await?;
     }
 
-    // Every acknowledged write on every member and relayer; every keyspace identical.
+    // Every acknowledged write on every member and relayer; every keyspace identical (a difference
+    // is reported after the WALs are compared, which locates it).
+    let mut problems: Vec<String> = Vec::new();
     let reference = all_kv(&c, &ms[0]).await?;
     for n in ms.iter().chain(&relayers) {
         let kv = if n.slot == ms[0].slot {
@@ -783,12 +785,13 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
             all_kv(&c, n).await?
         };
         for a in &acks {
-            let got = kv.get(&a.key).with_context(|| {
-                format!(
-                    "acknowledged {} (LSN {}) missing on {}",
-                    a.key, a.lsn, n.http
-                )
-            })?;
+            // A panic (not an error) so the processes' logs are printed as they are dropped.
+            let Some(got) = kv.get(&a.key) else {
+                panic!(
+                    "acknowledged {} (LSN {}, term {:?}, leader {:?}) missing on {}",
+                    a.key, a.lsn, a.term, a.leader, n.http
+                );
+            };
             assert_eq!(
                 B64.decode(got)?,
                 a.value.as_bytes(),
@@ -797,13 +800,23 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
                 n.http
             );
         }
-        assert!(
-            kv == reference,
-            "{} holds {} keys, member 1 {}: the keyspaces differ",
-            n.http,
-            kv.len(),
-            reference.len()
-        );
+        if kv != reference {
+            let only_here: Vec<_> = kv.keys().filter(|k| !reference.contains_key(*k)).collect();
+            let only_ref: Vec<_> = reference.keys().filter(|k| !kv.contains_key(*k)).collect();
+            let changed: Vec<_> = kv
+                .iter()
+                .filter(|(k, v)| reference.get(*k).is_some_and(|r| r != *v))
+                .map(|(k, _)| k)
+                .collect();
+            problems.push(format!(
+                "{} holds {} keys, member 1 {}: the keyspaces differ; only on {}: {only_here:?}; \
+                 only on member 1: {only_ref:?}; different values: {changed:?}",
+                n.http,
+                kv.len(),
+                reference.len(),
+                n.http
+            ));
+        }
     }
 
     // WALs, read offline once every process has stopped.
@@ -847,12 +860,40 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
     }
     for r in &relayers {
         let w = wal_records(&r.dir)?;
-        assert!(
-            upto(&w) == first,
-            "relayer {}'s WAL differs from the members' up to the commit index",
-            r.slot
-        );
+        let mine = upto(&w);
+        if mine != first {
+            let at = mine
+                .iter()
+                .zip(&first)
+                .position(|(a, b)| a != b)
+                .unwrap_or(mine.len().min(first.len()));
+            let around = |w: &[Value]| -> Vec<RecordId> {
+                w.iter()
+                    .map(record_id)
+                    .filter(|r| r.0 + 2 >= at as u64 + 1 && r.0 <= at as u64 + 3)
+                    .collect()
+            };
+            eprintln!(
+                "relayer {} records near the difference: {:?}",
+                r.slot,
+                around(&w)
+            );
+            for (i, mw) in walls.iter().enumerate() {
+                eprintln!("member {} records near it: {:?}", i + 1, around(mw));
+            }
+            problems.push(format!(
+                "relayer {}'s WAL differs from the members' up to the commit index {commit}: \
+                 first difference at record #{at}: relayer {:?}, members {:?} \
+                 (lsn, epoch, hlc, crc); relayer holds {} records, members {}",
+                r.slot,
+                mine.get(at),
+                first.get(at),
+                mine.len(),
+                first.len()
+            ));
+        }
     }
+    assert!(problems.is_empty(), "{problems:#?}");
 
     // No two leaders in one term: what the members claimed, and what the answers said.
     let seen = load.leaders_seen.lock().clone();

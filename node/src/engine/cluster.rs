@@ -5,7 +5,8 @@
 //! writes records and fsyncs them (the member's vote for the entry) without touching memtables or
 //! readers; [`Namespace::raft_apply`] inserts committed records into the memtable and only then
 //! publishes them, so `Tail`, relayers, the change feed and ZeroMQ see committed records only.
-//! [`Namespace::raft_truncate_after`] cuts an uncommitted suffix; applied records are never cut.
+//! [`Namespace::raft_truncate_after`] cuts an uncommitted suffix; applied records are never cut, and
+//! tails end with `Truncated` (their readers may hold the cut bytes) and reopen.
 //! [`Namespace::raft_release_log`] lets retention drop what Raft purged after a snapshot.
 
 use std::path::Path;
@@ -171,6 +172,11 @@ impl Namespace {
         } else if lsn < applied {
             Err(EngineError::TruncateApplied { lsn, applied })
         } else {
+            // WAL readers may hold the discarded bytes (a refill reads past the published LSN):
+            // tails must reopen, or they would hand out the replaced records once the new ones
+            // are published at the same LSNs.
+            self.inner.recent.clear();
+            self.inner.epochs.note_truncation();
             self.inner
                 .wal
                 .truncate_after(lsn)
@@ -304,6 +310,40 @@ mod tests {
             hlc: r.hlc,
             payload: r.payload.clone(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tail_never_hands_out_a_truncated_uncommitted_record() {
+        let d = tempfile::tempdir().unwrap();
+        let ns =
+            Namespace::open_member(&d.path().join("n"), "n", EngineOptions::default(), 0).unwrap();
+        // LSN 3 is appended (and so in the file) when the tail first reads, but not committed.
+        let old = data(3, 3, "old");
+        ns.raft_append(vec![control(1, 3), data(2, 3, "a"), old.clone()])
+            .unwrap();
+        ns.raft_apply(vec![applied(&control(1, 3)), applied(&data(2, 3, "a"))])
+            .unwrap();
+        let mut tail = ns.tail(1);
+        let seen = tail.read().await.unwrap();
+        assert_eq!(seen.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![1, 2]);
+        // Another leader's entry replaces it; that one is committed.
+        assert_eq!(ns.raft_truncate_after(2).unwrap(), 1);
+        let new = data(3, 4, "new");
+        ns.raft_append(vec![new.clone()]).unwrap();
+        ns.raft_apply(vec![applied(&new)]).unwrap();
+        match tail.read().await {
+            Err(crate::engine::TailError::Truncated) => {}
+            Ok(recs) => {
+                assert!(
+                    recs.iter().all(|r| r.epoch == 4),
+                    "the replaced record was handed out: {recs:?}"
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+        // A tail opened afterwards reads the committed history.
+        let recs = ns.tail(3).read().await.unwrap();
+        assert_eq!((recs[0].lsn, recs[0].epoch), (3, 4));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
