@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use super::network::{Directory, Network, Peers};
 use super::service::Groups;
 use super::store::{LogStore, StateMachine};
-use super::{Member, Proposal, RaftHandle};
+use super::{Member, RaftHandle};
 use crate::config::Config;
 use crate::engine::{Commit, EngineError, Namespace, Proposer};
 use crate::metrics;
-use crate::storage::batch::{self, Op};
+use crate::storage::batch::Op;
 
 /// gRPC metadata naming the sender's node id and HTTP address on every Raft RPC, so members learn
 /// where to proxy writes (the leader's HTTP API) from the heartbeats themselves.
@@ -241,6 +241,7 @@ impl Cluster {
         .map_err(|e| format!("namespace {name}: Raft did not start: {e}"))?;
         ns.set_proposer(Arc::new(RaftProposer {
             raft: raft.clone(),
+            batcher: super::batcher::Batcher::start(raft.clone(), ns.clone()),
             cluster: Arc::downgrade(self),
             rt: tokio::runtime::Handle::current(),
         }));
@@ -369,6 +370,8 @@ async fn watch_metrics(name: String, raft: RaftHandle, shutdown: CancellationTok
 /// A member's `Namespace::write`: propose through the group and wait until applied here.
 struct RaftProposer {
     raft: RaftHandle,
+    /// Concurrent writes become one entry (`batcher.rs`).
+    batcher: super::batcher::Batcher,
     cluster: std::sync::Weak<Cluster>,
     rt: tokio::runtime::Handle,
 }
@@ -402,13 +405,13 @@ impl Proposer for RaftProposer {
                 });
             }
         }
-        let payload = batch::encode(&ops)?;
-        let proposal = Proposal {
-            hlc: ns.next_hlc(),
-            payload,
+        let Some(answer) = self.batcher.submit(ops) else {
+            return Err(EngineError::NotLeader {
+                name: ns.name().to_string(),
+                reason: "the Raft group is stopping".into(),
+            });
         };
-        let raft = self.raft.clone();
-        let fut = async move { raft.client_write(proposal).await };
+        let fut = async move { answer.await };
         // Writers run on blocking threads; a caller on a runtime worker must not stall it.
         let result = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -416,32 +419,43 @@ impl Proposer for RaftProposer {
             }
             _ => self.rt.block_on(fut),
         };
-        match result {
-            Ok(resp) => Ok(Commit {
-                lsn: resp.data.lsn,
-                hlc: resp.data.hlc,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let at = f
-                    .leader_id
-                    .and_then(|id| self.cluster.upgrade().and_then(|c| c.http_of(id)));
-                Err(EngineError::NotLeader {
-                    name: ns.name().to_string(),
-                    reason: match (f.leader_id, at) {
-                        (Some(id), Some(http)) => {
-                            format!(
-                                "this member is not the leader; the leader is node {id} at {http}"
-                            )
-                        }
-                        _ => "no leader now (election in progress); retry shortly".into(),
-                    },
+        let refused = match result {
+            Ok(Ok(applied)) => {
+                return Ok(Commit {
+                    lsn: applied.lsn,
+                    hlc: applied.hlc,
                 })
             }
-            Err(e) => Err(EngineError::NotLeader {
-                name: ns.name().to_string(),
-                reason: format!("the write was not committed: {e}"),
-            }),
-        }
+            Ok(Err(r)) => r,
+            Err(_) => super::batcher::Refused::Encode("the Raft group stopped".into()),
+        };
+        let name = ns.name().to_string();
+        Err(match refused {
+            super::batcher::Refused::Encode(reason) => EngineError::NotLeader {
+                name,
+                reason: format!("the write was not proposed: {reason}"),
+            },
+            super::batcher::Refused::Raft(e) => match e.as_ref() {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                    let at = f
+                        .leader_id
+                        .and_then(|id| self.cluster.upgrade().and_then(|c| c.http_of(id)));
+                    EngineError::NotLeader {
+                        name,
+                        reason: match (f.leader_id, at) {
+                            (Some(id), Some(http)) => format!(
+                                "this member is not the leader; the leader is node {id} at {http}"
+                            ),
+                            _ => "no leader now (election in progress); retry shortly".into(),
+                        },
+                    }
+                }
+                e => EngineError::NotLeader {
+                    name,
+                    reason: format!("the write was not committed: {e}"),
+                },
+            },
+        })
     }
 }
 

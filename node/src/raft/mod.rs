@@ -4,7 +4,7 @@
 //! record's epoch. `store.rs` adapts a member namespace to openraft's storage-v2 traits, `entry.rs`
 //! converts entries to and from WAL records, `state.rs` keeps the vote, committed index and
 //! membership crash-safely, `network.rs`/`service.rs` carry the RPCs over the node's gRPC listener,
-//! `group.rs` runs the groups a process serves, `members.rs` changes a group's membership,
+//! `group.rs` runs the groups a process serves, `batcher.rs` merges concurrent writes into one entry, `members.rs` changes a group's membership,
 //! `join.rs` lets a new member ask to be added, `handoff.rs` moves the leadership away, and
 //! `prevote.rs` decides when a member campaigns.
 
@@ -12,6 +12,7 @@
 // are large by design; boxing them here would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod batcher;
 pub mod entry;
 pub mod group;
 pub mod handoff;
