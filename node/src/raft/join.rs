@@ -39,7 +39,11 @@ pub async fn auto_join(
             .get_node(&me)
             .is_some();
         was_member |= named;
-        if !named && !was_member && tokio::time::Instant::now() >= next_try {
+        if was_member {
+            // Nothing more to do in this process (a member removed while it runs stays out).
+            return;
+        }
+        if tokio::time::Instant::now() >= next_try {
             let Some(c) = cluster.upgrade() else { return };
             match ask(&c, &namespace).await {
                 Ok(by) => {
