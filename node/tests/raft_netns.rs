@@ -870,7 +870,7 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
             let around = |w: &[Value]| -> Vec<RecordId> {
                 w.iter()
                     .map(record_id)
-                    .filter(|r| r.0 + 2 >= at as u64 + 1 && r.0 <= at as u64 + 3)
+                    .filter(|r| (at as u64).saturating_sub(1) <= r.0 && r.0 <= at as u64 + 3)
                     .collect()
             };
             eprintln!(

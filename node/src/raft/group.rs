@@ -411,7 +411,7 @@ impl Proposer for RaftProposer {
                 reason: "the Raft group is stopping".into(),
             });
         };
-        let fut = async move { answer.await };
+        let fut = answer;
         // Writers run on blocking threads; a caller on a runtime worker must not stall it.
         let result = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {

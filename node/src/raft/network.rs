@@ -112,24 +112,36 @@ impl Peers {
 }
 
 impl Peers {
-    /// Asks the member at `addr` to campaign for `namespace`'s group now (leadership handoff).
-    pub async fn elect(&self, addr: &str, namespace: &str) -> Result<(), String> {
+    /// A client for the member at `addr` and a request for `namespace` carrying `payload`, naming
+    /// this member and bounded by `timeout`.
+    fn call(
+        &self,
+        addr: &str,
+        namespace: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(RaftClient<Channel>, tonic::Request<RaftRequest>), String> {
         let channel = self.channel(addr).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(RaftRequest {
             namespace: namespace.to_string(),
-            payload: Vec::new(),
+            payload,
         });
-        request.set_timeout(Duration::from_secs(2));
+        request.set_timeout(timeout);
         self.introduce(request.metadata_mut());
-        RaftClient::new(channel)
+        Ok((RaftClient::new(channel), request))
+    }
+
+    /// Asks the member at `addr` to campaign for `namespace`'s group now (leadership handoff).
+    pub async fn elect(&self, addr: &str, namespace: &str) -> Result<(), String> {
+        let (mut client, request) =
+            self.call(addr, namespace, Vec::new(), Duration::from_secs(2))?;
+        client
             .elect(request)
             .await
             .map(|_| ())
             .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))
     }
-}
 
-impl Peers {
     /// Asks the member at `addr` whether it would vote for this one in `namespace`'s group.
     pub async fn pre_vote(
         &self,
@@ -138,23 +150,15 @@ impl Peers {
         ask: &super::prevote::Ask,
         timeout: Duration,
     ) -> Result<super::prevote::Answer, String> {
-        let channel = self.channel(addr).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(RaftRequest {
-            namespace: namespace.to_string(),
-            payload: bincode::serialize(ask).map_err(|e| e.to_string())?,
-        });
-        request.set_timeout(timeout);
-        self.introduce(request.metadata_mut());
-        let mut client = RaftClient::new(channel);
+        let payload = bincode::serialize(ask).map_err(|e| e.to_string())?;
+        let (mut client, request) = self.call(addr, namespace, payload, timeout)?;
         let reply = tokio::time::timeout(timeout, client.pre_vote(request))
             .await
             .map_err(|_| format!("{addr}: no answer within {timeout:?}"))?
             .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))?;
         bincode::deserialize(&reply.into_inner().payload).map_err(|e| format!("{addr}: {e}"))
     }
-}
 
-impl Peers {
     /// Asks the member at `addr` to add `body` (`{"id","grpc_addr","http_addr"}`) to `namespace`'s
     /// group; waits at most `timeout` (the add waits until the new member caught up).
     pub async fn join(
@@ -164,14 +168,9 @@ impl Peers {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<String, String> {
-        let channel = self.channel(addr).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(RaftRequest {
-            namespace: namespace.to_string(),
-            payload: serde_json::to_vec(body).map_err(|e| e.to_string())?,
-        });
-        request.set_timeout(timeout);
-        self.introduce(request.metadata_mut());
-        let reply = RaftClient::new(channel)
+        let payload = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let (mut client, request) = self.call(addr, namespace, payload, timeout)?;
+        let reply = client
             .join(request)
             .await
             .map_err(|s| format!("{addr} {}: {}", s.code(), s.message()))?;
