@@ -72,12 +72,15 @@ pub fn open(
     })?;
     let membership = state.data.membership.clone();
     let state = Arc::new(Mutex::new(state));
+    let recent: Arc<Mutex<RecentEntries>> = Default::default();
     let log = LogStore {
         ns: ns.clone(),
         state: state.clone(),
         syncer: Syncer::start(ns.clone())?,
+        recent: recent.clone(),
     };
     let sm = StateMachine {
+        recent,
         ns: ns.clone(),
         state,
         last_applied: Arc::new(Mutex::new(last_applied)),
@@ -172,6 +175,84 @@ pub struct LogStore {
     ns: Namespace,
     state: Arc<Mutex<RaftState>>,
     syncer: Arc<Syncer>,
+    /// The entries appended last, for the replication streams and the state machine that read
+    /// them back at once (a WAL reader per read costs a 256 KiB window and a `pread` of it).
+    recent: Arc<Mutex<RecentEntries>>,
+}
+
+/// Entries kept in memory at most (`LogStore::recent`).
+const RECENT_ENTRIES: usize = 1024;
+/// Payload bytes kept in memory at most (`LogStore::recent`).
+const RECENT_BYTES: usize = 8 << 20;
+
+/// The last appended entries, contiguous, exactly as the WAL holds them.
+#[derive(Default)]
+struct RecentEntries {
+    entries: std::collections::VecDeque<Entry>,
+    bytes: usize,
+}
+
+fn entry_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(p) => p.payload.len(),
+        _ => 64,
+    }
+}
+
+impl RecentEntries {
+    fn push(&mut self, new: &[Entry]) {
+        for e in new {
+            if self
+                .entries
+                .back()
+                .is_some_and(|l| l.log_id.index + 1 != e.log_id.index)
+            {
+                self.clear();
+            }
+            self.bytes += entry_bytes(e);
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > RECENT_ENTRIES
+            || (self.bytes > RECENT_BYTES && self.entries.len() > 1)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Drops the entries from index `from` on (a truncation).
+    fn cut(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|l| l.log_id.index >= from) {
+            if let Some(old) = self.entries.pop_back() {
+                self.bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Entries `[start, end)`, up to LSN `last` (the WAL's end), when `start` is held.
+    fn get(&self, start: u64, end: u64, last: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.log_id.index;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        if skip >= self.entries.len() {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(skip..)
+                .take_while(|e| e.log_id.index < end && entry::lsn_of(e.log_id.index) <= last)
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 impl LogStore {
@@ -194,6 +275,9 @@ impl LogStore {
         let last = self.ns.last_appended_lsn();
         if start >= end || entry::lsn_of(start) > last {
             return Ok(Vec::new());
+        }
+        if let Some(hit) = self.recent.lock().get(start, end, last) {
+            return Ok(hit);
         }
         // The WAL may start later (a snapshot install or an empty log started past a purge).
         let from = entry::lsn_of(start).max(self.ns.wal_first_lsn().unwrap_or(1));
@@ -283,9 +367,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
         let records = entries
-            .into_iter()
-            .map(|e| entry::to_record(&e))
+            .iter()
+            .map(entry::to_record)
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_write)?;
         let first = records.first().map(|r| r.lsn).unwrap_or(0);
@@ -296,12 +381,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .purged()
                 .is_some_and(|p| entry::lsn_of(p.index) >= last);
             if purged_all || self.ns.wal_first_lsn().is_none() {
+                self.recent.lock().clear();
                 blocking(|| self.ns.raft_restart_log_at(first)).map_err(io_write)?;
             }
         }
         // Written (readable, so replication starts now) here; durable when the syncer says so.
         match blocking(|| self.ns.raft_write(records)) {
             Ok(_) => {
+                self.recent.lock().push(&entries);
                 let unsent = match self.syncer.tx.lock().as_ref() {
                     Some(tx) => tx.send(callback).err().map(|e| e.0),
                     None => Some(callback),
@@ -320,6 +407,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         // Entries from `log_id.index` on go: keep LSNs up to that index.
+        self.recent.lock().cut(log_id.index);
         blocking(|| self.ns.raft_truncate_after(log_id.index)).map_err(io_write)?;
         Ok(())
     }
@@ -340,6 +428,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// The state machine: the namespace's memtables and B+Tree.
 #[derive(Clone)]
 pub struct StateMachine {
+    /// The log's cache of recent entries, emptied when a snapshot replaces the log.
+    recent: Arc<Mutex<RecentEntries>>,
     ns: Namespace,
     state: Arc<Mutex<RaftState>>,
     /// Log id of the last applied entry (the engine knows its LSN; this keeps its term exactly).
@@ -522,6 +612,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 ))));
             }
             if lsn > 0 {
+                self.recent.lock().clear();
                 self.ns
                     .install_snapshot_from(reader, lsn, hlc, history, true)
                     .map_err(sm_write)?;
@@ -606,6 +697,32 @@ mod tests {
         assert_eq!(applied, Some(entry::log_id(3, 2)));
         assert_eq!(membership.log_id(), &Some(entry::log_id(0, 1)));
         assert_eq!(membership.membership(), &m);
+    }
+
+    #[test]
+    fn recent_entries_stay_contiguous_and_follow_truncations() {
+        let blank = |term: u64, index: u64| Entry {
+            log_id: entry::log_id(term, index + 1),
+            payload: EntryPayload::Blank,
+        };
+        let mut r = RecentEntries::default();
+        r.push(&[blank(1, 0), blank(1, 1), blank(1, 2)]);
+        let idx =
+            |v: Option<Vec<Entry>>| v.map(|v| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>());
+        assert_eq!(idx(r.get(1, 10, 3)), Some(vec![1, 2]));
+        assert_eq!(
+            idx(r.get(1, 10, 2)),
+            Some(vec![1]),
+            "never past the WAL's end"
+        );
+        assert_eq!(idx(r.get(0, 2, 3)), Some(vec![0, 1]));
+        r.cut(1);
+        assert_eq!(idx(r.get(0, 10, 3)), Some(vec![0]));
+        r.push(&[blank(2, 1)]);
+        assert_eq!(r.get(1, 2, 2).unwrap()[0].log_id.leader_id.term, 2);
+        r.push(&[blank(2, 5)]);
+        assert_eq!(idx(r.get(0, 10, 6)), None, "a gap restarts the cache");
+        assert_eq!(idx(r.get(5, 10, 6)), Some(vec![5]));
     }
 
     #[test]
