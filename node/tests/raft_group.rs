@@ -609,6 +609,65 @@ async fn verify(
     Ok(commit)
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat format")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ") state".
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// An idle group costs heartbeats and pre-vote ticks, not a core: each member of a quiet group of
+/// three uses under a tenth of a core (debug build). Once a member's auto-join task spun in its
+/// `select!` after joining, burning about a whole core per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_group_stays_idle() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ms = members(root.path(), 3);
+    for m in ms.iter_mut() {
+        m.proc.start()?;
+    }
+    for m in &ms {
+        m.proc
+            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
+            .await?;
+    }
+    wait_leader(&c, &ms, None).await?;
+    // Past start-up work and the bootstrap's first writes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids: Vec<u32> = ms
+        .iter()
+        .map(|m| m.proc.pid().context("member not running"))
+        .collect::<anyhow::Result<_>>()?;
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(*p))
+        .collect::<anyhow::Result<_>>()?;
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let span = t.elapsed().as_secs_f64();
+    for (i, pid) in pids.iter().enumerate() {
+        let used = cpu_seconds(*pid)? - before[i];
+        eprintln!(
+            "member {}: {:.1}% of a core while idle",
+            ms[i].id,
+            100.0 * used / span
+        );
+        assert!(
+            used < 0.1 * span,
+            "member {} used {used:.2} s of CPU in {span:.1} s of idleness",
+            ms[i].id
+        );
+    }
+    Ok(())
+}
+
 /// Without a quorum there is no leader: writes (and linearizable reads) answer 503 with
 /// `Retry-After`, local reads still answer, and `/status/leader` names no leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
