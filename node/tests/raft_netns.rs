@@ -666,19 +666,28 @@ async fn hub_group_survives_kills_partitions_and_a_full_restart() -> anyhow::Res
         elected.as_millis(),
         t.elapsed().as_millis()
     );
-    // The cut-off leader must not acknowledge anything now; a write sent to it directly fails.
+    // The cut-off leader must not acknowledge anything now; a write sent to it directly fails,
+    // at once: it has not heard from a majority for longer than a lease, so it refuses (503)
+    // instead of leaving the client waiting for a commit that cannot come.
     let r = c
         .put(ms[l].url(&format!("/api/v1/{NS}/kv/isolated-leader")))
         .json(&serde_json::json!({"value": B64.encode("must not be acked")}))
         .timeout(Duration::from_secs(3))
         .send()
-        .await;
-    if let Ok(r) = &r {
-        assert!(
-            !r.status().is_success(),
-            "a leader cut off from the majority acknowledged a write"
-        );
-    }
+        .await
+        .context("a write to the cut-off leader was not answered within 3 s")?;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    assert_eq!(
+        status, 503,
+        "a leader cut off from the majority answered {status} {body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("majority") || e.contains("leader")),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     net.heal(ms[l].slot)?;
     wait_leader(&c, &ms, &all, "one leader after healing").await?;
