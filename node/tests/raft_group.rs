@@ -100,6 +100,19 @@ async fn leader(c: &reqwest::Client, ms: &[Member]) -> Option<usize> {
     (found.len() == 1).then(|| found[0])
 }
 
+/// Starts every member and waits until each is ready.
+async fn start_all(c: &reqwest::Client, ms: &mut [Member]) -> anyhow::Result<()> {
+    for m in ms.iter_mut() {
+        m.proc.start()?;
+    }
+    for m in ms.iter() {
+        m.proc
+            .wait_http_ok(c, &m.url("/readyz"), Duration::from_secs(30))
+            .await?;
+    }
+    Ok(())
+}
+
 async fn wait_leader(
     c: &reqwest::Client,
     ms: &[Member],
@@ -274,14 +287,7 @@ async fn three_hubs_commit_on_a_quorum_and_fail_over() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let c = reqwest::Client::new();
     let mut ms = members(root.path(), 3);
-    for m in ms.iter_mut() {
-        m.proc.start()?;
-    }
-    for m in &ms {
-        m.proc
-            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
-            .await?;
-    }
+    start_all(&c, &mut ms).await?;
     let first = wait_leader(&c, &ms, None).await?;
 
     // A follower's write is proxied and answered like the leader's.
@@ -630,14 +636,7 @@ async fn an_idle_group_stays_idle() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let c = reqwest::Client::new();
     let mut ms = members(root.path(), 3);
-    for m in ms.iter_mut() {
-        m.proc.start()?;
-    }
-    for m in &ms {
-        m.proc
-            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
-            .await?;
-    }
+    start_all(&c, &mut ms).await?;
     wait_leader(&c, &ms, None).await?;
     // Past start-up work and the bootstrap's first writes.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -802,14 +801,7 @@ async fn membership_scales_three_to_five_to_three_under_load() -> anyhow::Result
     let mut ms: Vec<Member> = (0..3)
         .map(|i| member(root.path(), &ports, i, 3, ""))
         .collect();
-    for m in ms.iter_mut() {
-        m.proc.start()?;
-    }
-    for m in &ms {
-        m.proc
-            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
-            .await?;
-    }
+    start_all(&c, &mut ms).await?;
     let l = wait_leader(&c, &ms, None).await?;
     wait_voters(&c, &ms[l].url(""), &[1, 2, 3]).await?;
 
@@ -929,14 +921,7 @@ async fn leadership_is_handed_off_on_step_down_and_sigterm() -> anyhow::Result<(
     let root = tempfile::tempdir()?;
     let c = reqwest::Client::new();
     let mut ms = members(root.path(), 3);
-    for m in ms.iter_mut() {
-        m.proc.start()?;
-    }
-    for m in &ms {
-        m.proc
-            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
-            .await?;
-    }
+    start_all(&c, &mut ms).await?;
     let first = wait_leader(&c, &ms, None).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let acks: Acks = Arc::default();
@@ -1029,14 +1014,7 @@ async fn a_member_that_lost_its_volume_rejoins_by_snapshot() -> anyhow::Result<(
     let mut ms: Vec<Member> = (0..3)
         .map(|i| member(root.path(), &ports, i, 3, extra))
         .collect();
-    for m in ms.iter_mut() {
-        m.proc.start()?;
-    }
-    for m in &ms {
-        m.proc
-            .wait_http_ok(&c, &m.url("/readyz"), Duration::from_secs(30))
-            .await?;
-    }
+    start_all(&c, &mut ms).await?;
     let l = wait_leader(&c, &ms, None).await?;
     let lost = (l + 1) % 3;
     let others: Vec<usize> = (0..3).filter(|i| *i != lost).collect();

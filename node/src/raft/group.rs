@@ -342,10 +342,7 @@ async fn watch_metrics(name: String, raft: RaftHandle, shutdown: CancellationTok
             term.set(m.current_term as i64);
             commit.set(m.last_applied.map(|l| l.index as i64 + 1).unwrap_or(0));
             // A leader that lost its majority is not one for routing (Service labels).
-            leader.set(i64::from(
-                m.state == ServerState::Leader
-                    && m.millis_since_quorum_ack.is_none_or(|t| t <= lease),
-            ));
+            leader.set(i64::from(leads_with_quorum(&m, lease)));
             if m.current_leader != last_leader {
                 if m.current_leader.is_some() {
                     changes.inc();
@@ -365,6 +362,12 @@ async fn watch_metrics(name: String, raft: RaftHandle, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Leads and heard from a majority within the last `lease` ms: a leader cut off from its
+/// majority cannot commit, and is no leader for routing.
+fn leads_with_quorum(m: &openraft::RaftMetrics<u64, Member>, lease: u64) -> bool {
+    m.state == ServerState::Leader && m.millis_since_quorum_ack.is_none_or(|t| t <= lease)
 }
 
 /// A member's `Namespace::write`: propose through the group and wait until applied here.
@@ -392,9 +395,7 @@ impl Proposer for RaftProposer {
             let m = self.raft.metrics();
             let m = m.borrow();
             let lease = self.raft.config().election_timeout_max;
-            if m.state == ServerState::Leader
-                && m.millis_since_quorum_ack.is_some_and(|t| t > lease)
-            {
+            if m.state == ServerState::Leader && !leads_with_quorum(&m, lease) {
                 return Err(EngineError::NotLeader {
                     name: ns.name().to_string(),
                     reason: format!(
