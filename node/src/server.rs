@@ -129,6 +129,11 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
             tokio::spawn(async move { axum::serve(l, app).with_graceful_shutdown(graceful).await })
         }
         None => tokio::spawn(async move {
+            // As the TLS listener does: SSE `/watch` events must not wait for delayed TCP acks.
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(graceful)
                 .await

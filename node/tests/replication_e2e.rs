@@ -790,6 +790,52 @@ async fn writes_can_wait_for_replica_acks() {
     assert_eq!(r.status(), 200);
 }
 
+/// A relayer with `wal.fsync: interval` does not fsync each applied batch: the periodic fsync makes
+/// records durable and its ack follows. So many writes cost it a few fsyncs, not one each (the CPU of
+/// fan-out), and `acks=1` still answers — once the relayer's period passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interval_relayer_acknowledges_after_its_periodic_fsync() {
+    let root = tempfile::tempdir().unwrap();
+    let h = Http::new();
+    let hub = Node::new(root.path(), "hub", &["default"], None, "");
+    h.wait_up(&hub).await;
+    let r1 = Node::new(
+        root.path(),
+        "r1",
+        &["default"],
+        Some(&hub.grpc_url()),
+        "wal:\n  fsync: interval\n  fsync_interval_ms: 250\n",
+    );
+    h.wait_up(&r1).await;
+    const FSYNCS: &str = "unisondb_wal_fsyncs_total{namespace=\"default\"}";
+    let before = h.metric(&r1, FSYNCS).await.unwrap_or(0.0);
+    // One at a time: each commit reaches the relayer as its own message.
+    write_keys(&h, &hub, "default", 0..200).await;
+    let lsn = h.stats_lsn(&hub, Some("default")).await.expect("hub LSN");
+    h.wait_lsn(&r1, "default", lsn, Duration::from_secs(10)).await;
+    let t = Instant::now();
+    let r =
+        h.c.put(hub.url("/api/v1/default/kv/acked?acks=1&acks_timeout_ms=10000"))
+            .json(&serde_json::json!({ "value": B64.encode(b"v") }))
+            .send()
+            .await
+            .expect("PUT");
+    assert_eq!(r.status(), 200, "acks=1 through an interval relayer");
+    let waited = t.elapsed();
+    assert_eq!(h.get(&r1, "default", "acked").await, Some(b"v".to_vec()));
+    let fsyncs = h.metric(&r1, FSYNCS).await.unwrap_or(0.0) - before;
+    eprintln!("relayer: {fsyncs} fsyncs for 201 records; acks=1 answered after {waited:?}");
+    assert!(
+        fsyncs >= 1.0,
+        "the ack must come from a periodic fsync ({fsyncs} fsyncs)"
+    );
+    assert!(
+        fsyncs < 60.0,
+        "{fsyncs} relayer fsyncs for 201 records: one per applied batch, not per period"
+    );
+    assert_keys(&h, &r1, "default", 0..200).await;
+}
+
 /// Many writes in flight, so relayers receive several messages while they fsync and apply them
 /// together (one WAL pass, one fsync, one ack): SIGKILL a relayer, the middle of a chain and the hub
 /// during the load, restart them, and end with every node holding every acknowledged write and the

@@ -26,7 +26,7 @@ use super::stream::{from_wire, history_to_wire};
 use super::tls::ClientTls;
 use super::upstream;
 use super::ReplicationError;
-use crate::engine::Namespace;
+use crate::engine::{FsyncPolicy, Namespace};
 
 /// Largest message a follower accepts (a batch is capped near 1 MiB, but one record may be larger).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -387,12 +387,21 @@ async fn session(
         .map_err(|_| ReplicationError::Closed)?;
     tracing::info!(namespace = %name, upstream = %cfg.url(), from_lsn = held + 1, "replicating");
     let mut expected = held + 1;
+    let mut acks = Acks::new(ns, held);
     loop {
         let batch = match pending.take() {
             Some(b) => b,
             None => {
-                let msg = tokio::time::timeout(cfg.silence_timeout, inbound.message())
-                    .await
+                let msg = tokio::select! {
+                    biased;
+                    m = tokio::time::timeout(cfg.silence_timeout, inbound.message()) => m,
+                    // `interval`: what the periodic fsync made durable is acknowledged now.
+                    () = acks.durable_advanced() => {
+                        acks.send_durable(ns, &req_tx).await?;
+                        continue;
+                    }
+                };
+                let msg = msg
                     .map_err(|_| ReplicationError::Silent(cfg.silence_timeout))?
                     .map_err(|s| stream_error(s, expected))?;
                 let Some(batch) = msg else {
@@ -427,7 +436,7 @@ async fn session(
                 }
             }
         }
-        apply_batches(ns, state, &req_tx, batches, &mut expected).await?;
+        apply_batches(ns, state, &mut acks, &req_tx, batches, &mut expected).await?;
         if let Some(e) = ended {
             // What arrived before the end is applied and acknowledged first.
             return Err(e);
@@ -446,11 +455,90 @@ fn stream_error(s: tonic::Status, expected: u64) -> ReplicationError {
     }
 }
 
-/// Verifies, applies, fsyncs (once for all of them) and acknowledges received batches; records lag
-/// contact.
+/// When this follower acknowledges, by its own `wal.fsync` (an ack always means durable here).
+///
+/// Under `interval` an apply does not fsync: the periodic fsync makes the records durable and the
+/// ack follows it (so `acks=N` writes wait up to one of the replica's intervals). Under `always`
+/// and `never` each apply fsyncs once for its whole batch and is acknowledged at once.
+struct Acks {
+    /// `Some` under `interval`: the WAL's durable-LSN notifications.
+    durable: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Highest LSN applied in this session (acknowledged once durable).
+    applied: u64,
+    /// Highest LSN acknowledged in this session.
+    acked: u64,
+}
+
+/// Batches up to this size are applied on the session's own task under `interval` (no fsync, so
+/// only a WAL `pwrite` and a memtable insert; a thread hop would cost more than the work).
+const INLINE_APPLY_BYTES: usize = 256 << 10;
+
+impl Acks {
+    fn new(ns: &Namespace, held: u64) -> Self {
+        let durable = matches!(ns.fsync_policy(), FsyncPolicy::Interval(_))
+            .then(|| ns.subscribe_durable());
+        Self {
+            durable,
+            applied: held,
+            acked: held,
+        }
+    }
+
+    /// Resolves when the durable LSN moved past what was acknowledged; never without deferred acks.
+    async fn durable_advanced(&mut self) {
+        let Some(rx) = self.durable.as_mut() else {
+            return std::future::pending().await;
+        };
+        loop {
+            if (*rx.borrow_and_update()).min(self.applied) > self.acked {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Acknowledges everything applied that is durable now.
+    async fn send_durable(
+        &mut self,
+        ns: &Namespace,
+        req_tx: &mpsc::Sender<StreamWalRequest>,
+    ) -> Result<(), ReplicationError> {
+        let lsn = ns.durable_lsn().min(self.applied);
+        if lsn > self.acked {
+            self.send(ns.epoch_at(lsn), lsn, req_tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &mut self,
+        epoch: u64,
+        lsn: u64,
+        req_tx: &mpsc::Sender<StreamWalRequest>,
+    ) -> Result<(), ReplicationError> {
+        let ack = StreamWalRequest {
+            msg: Some(Msg::Ack(Ack {
+                applied_lsn: lsn,
+                epoch,
+            })),
+        };
+        req_tx
+            .send(ack)
+            .await
+            .map_err(|_| ReplicationError::Closed)?;
+        self.acked = lsn;
+        Ok(())
+    }
+}
+
+/// Verifies and applies received batches, then acknowledges them once durable (see [`Acks`]);
+/// records lag contact.
 async fn apply_batches(
     ns: &Namespace,
     state: &ReplicationState,
+    acks: &mut Acks,
     req_tx: &mpsc::Sender<StreamWalRequest>,
     batches: Vec<WalBatch>,
     expected: &mut u64,
@@ -461,6 +549,7 @@ async fn apply_batches(
     if total > 0 {
         let mut next = *expected;
         let mut records = Vec::with_capacity(total);
+        let mut bytes = 0;
         for w in batches.into_iter().flat_map(|b| b.records) {
             let rec = from_wire(w).map_err(|lsn| {
                 ReplicationError::Protocol(format!("record LSN {lsn} failed its CRC check"))
@@ -473,26 +562,32 @@ async fn apply_batches(
                 )));
             }
             next += 1;
+            bytes += rec.payload.len();
             records.push(rec);
         }
         *expected = next;
         let n = records.len() as u64;
         let epoch = records.last().map(|r| r.epoch).unwrap_or(0);
-        let ns2 = ns.clone();
-        // One fsync for the lot, before the ack: an ack means durable here, whatever our policy.
-        let commit =
-            tokio::task::spawn_blocking(move || ns2.apply_replicated_durably(records)).await??;
-        state.count_applied(name, n);
-        let ack = StreamWalRequest {
-            msg: Some(Msg::Ack(Ack {
-                applied_lsn: commit.lsn,
-                epoch,
-            })),
+        let commit = if acks.durable.is_some() {
+            if bytes <= INLINE_APPLY_BYTES {
+                ns.apply_replicated(records)?
+            } else {
+                let ns2 = ns.clone();
+                tokio::task::spawn_blocking(move || ns2.apply_replicated(records)).await??
+            }
+        } else {
+            // One fsync for the lot, before the ack.
+            let ns2 = ns.clone();
+            tokio::task::spawn_blocking(move || ns2.apply_replicated_durably(records)).await??
         };
-        req_tx
-            .send(ack)
-            .await
-            .map_err(|_| ReplicationError::Closed)?;
+        state.count_applied(name, n);
+        acks.applied = commit.lsn;
+        if acks.durable.is_none() {
+            acks.send(epoch, commit.lsn, req_tx).await?;
+        } else {
+            // The periodic fsync may already have passed these records.
+            acks.send_durable(ns, req_tx).await?;
+        }
         state.update(name, |p| {
             p.applied_lsn = commit.lsn;
             p.applied_hlc = commit.hlc;
