@@ -812,7 +812,8 @@ async fn an_interval_relayer_acknowledges_after_its_periodic_fsync() {
     // One at a time: each commit reaches the relayer as its own message.
     write_keys(&h, &hub, "default", 0..200).await;
     let lsn = h.stats_lsn(&hub, Some("default")).await.expect("hub LSN");
-    h.wait_lsn(&r1, "default", lsn, Duration::from_secs(10)).await;
+    h.wait_lsn(&r1, "default", lsn, Duration::from_secs(10))
+        .await;
     let t = Instant::now();
     let r =
         h.c.put(hub.url("/api/v1/default/kv/acked?acks=1&acks_timeout_ms=10000"))

@@ -27,7 +27,7 @@ use thiserror::Error;
 
 use crate::btree::{BTree, BTreeError, TreeStats};
 use crate::memtable::Memtable;
-use crate::storage::batch::{DecodeError, WriteBatch};
+use crate::storage::batch::{DecodeError, Op, WriteBatch};
 use crate::storage::hlc::Hlc;
 use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 
@@ -257,6 +257,48 @@ impl Namespace {
             });
         }
         self.inner.submit(write::Request::Local(batch))
+    }
+
+    /// [`Namespace::write`] for async callers (HTTP, RESP): committed on the calling task when that
+    /// costs only a WAL `pwrite` and a memtable insert (`wal.fsync` `interval` or `never`, no other
+    /// writer, no segment roll or memtable seal due), else on the blocking pool. A thread hop costs
+    /// more than such a commit.
+    pub async fn write_async(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        let simple = !batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::DeletePrefix { .. }));
+        if simple && self.role != Role::Member && self.role.owns() {
+            let bytes = batch.ops.iter().map(Op::weight).sum::<usize>() + 64;
+            if let Some(leader) = self.inner.lead_inline(bytes) {
+                return leader.commit(write::Request::Local(batch));
+            }
+        }
+        let ns = self.clone();
+        tokio::task::spawn_blocking(move || ns.write(batch))
+            .await
+            .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?
+    }
+
+    /// [`Namespace::apply_replicated`] for async callers (a follower under `interval`): on the
+    /// calling task when cheap, as [`Namespace::write_async`] decides, else on the blocking pool.
+    pub async fn apply_replicated_async(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Commit, EngineError> {
+        if self.role == Role::Member {
+            return Err(EngineError::Follower {
+                name: self.inner.name.clone(),
+            });
+        }
+        let bytes = records.iter().map(|r| r.payload.len() + 64).sum();
+        if let Some(leader) = self.inner.lead_inline(bytes) {
+            return leader.commit(write::Request::Replicated(records, false));
+        }
+        let ns = self.clone();
+        tokio::task::spawn_blocking(move || ns.apply_replicated(records))
+            .await
+            .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?
     }
 
     /// Appends records received from an upstream verbatim (same LSNs, HLCs and payloads).

@@ -52,6 +52,35 @@ impl Queue {
     }
 }
 
+/// The leader role taken by [`Inner::lead_inline`]: commits one request, then hands the role on.
+pub(crate) struct InlineLeader<'a> {
+    inner: &'a Inner,
+    id: u64,
+    last: u64,
+}
+
+impl InlineLeader<'_> {
+    /// Commits `request` alone as a group on this thread.
+    pub(crate) fn commit(mut self, request: Request) -> Result<Commit, EngineError> {
+        let (results, new_last) = self.inner.commit_group(vec![(self.id, request)], self.last);
+        self.last = new_last;
+        results
+            .into_iter()
+            .next()
+            .map_or(Err(EngineError::Closed), |(_, r)| r)
+        // Dropping `self` hands the role on.
+    }
+}
+
+impl Drop for InlineLeader<'_> {
+    fn drop(&mut self) {
+        let mut q = self.inner.queue.lock();
+        q.last_lsn = self.last;
+        q.leader_active = false;
+        self.inner.queue_cv.notify_all();
+    }
+}
+
 /// Per-namespace metric handles, resolved once.
 pub(crate) struct NsMetrics {
     pub appends: IntCounter,
@@ -108,6 +137,38 @@ impl Inner {
             q.leader_active = false;
             self.queue_cv.notify_all();
         }
+    }
+
+    /// The leader role for one commit on the calling thread, when that costs no more than a WAL
+    /// `pwrite` and a memtable insert: the policy does not fsync in the commit path, no group runs
+    /// or waits, and neither a WAL segment roll nor a memtable seal is due for `bytes` more. `None`
+    /// sends the caller to the blocking path, so an async caller never blocks a runtime worker on
+    /// the disk, on the flusher or behind other writers.
+    pub(crate) fn lead_inline(&self, bytes: usize) -> Option<InlineLeader<'_>> {
+        if self.opts.fsync == FsyncPolicy::Always {
+            return None;
+        }
+        let mut q = self.queue.lock();
+        if q.leader_active || !q.pending.is_empty() {
+            return None;
+        }
+        // Twice the estimate plus slack: memtable accounting adds per-op overheads the caller's
+        // byte count does not know (a seal here could wait for the flusher).
+        let room = self.mems.read().active.size_bytes()
+            + bytes.saturating_mul(2).saturating_add(64 << 10)
+            < self.opts.memtable_bytes
+            && self.wal.has_room(bytes);
+        if !room {
+            return None;
+        }
+        q.leader_active = true;
+        let id = q.next_id;
+        q.next_id += 1;
+        Some(InlineLeader {
+            inner: self,
+            id,
+            last: q.last_lsn,
+        })
     }
 
     /// Waits until no commit group runs and holds the leader role; returns the last LSN.
@@ -458,5 +519,142 @@ pub(super) fn check_next(rec: &Record, last: u64) -> Result<(), EngineError> {
             expected_after: last,
             got: rec.lsn,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::engine::{EngineOptions, FsyncPolicy, Namespace};
+    use crate::storage::batch::WriteBatch;
+    use crate::wal::WalOptions;
+
+    fn open(d: &std::path::Path, fsync: FsyncPolicy, memtable_bytes: usize) -> Namespace {
+        let opts = EngineOptions {
+            fsync,
+            memtable_bytes,
+            wal: WalOptions {
+                segment_size: 256 << 10,
+            },
+            ..EngineOptions::default()
+        };
+        Namespace::open(d, "inline", opts).unwrap()
+    }
+
+    fn put(k: String) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        b.put(k.into_bytes(), vec![7u8; 1000]);
+        b
+    }
+
+    #[test]
+    fn only_cheap_commits_run_inline() {
+        let d = tempfile::tempdir().unwrap();
+        let always = open(&d.path().join("a"), FsyncPolicy::Always, 64 << 20);
+        assert!(
+            always.inner.lead_inline(100).is_none(),
+            "fsync in the commit path"
+        );
+
+        let ns = open(&d.path().join("i"), FsyncPolicy::Never, 1 << 20);
+        // The first record creates the WAL segment: that is the blocking path's work.
+        assert!(ns.inner.lead_inline(100).is_none(), "no segment yet");
+        ns.write(put("first".into())).unwrap();
+        let leader = ns
+            .inner
+            .lead_inline(100)
+            .expect("idle namespace, room left");
+        // While it leads, neither another inline commit nor a blocking writer may run.
+        assert!(ns.inner.lead_inline(100).is_none(), "two leaders");
+        let c = leader
+            .commit(super::Request::Local(put("a".into())))
+            .unwrap();
+        assert_eq!(c.lsn, 2);
+        assert!(
+            ns.inner.lead_inline(100).is_some(),
+            "the role was handed back"
+        );
+        // An unused role is handed back too (a dropped leader must not stall every writer).
+        ns.write(put("b".into())).unwrap();
+        // A write that would seal the memtable (1 MiB here) goes to the blocking path.
+        assert!(ns.inner.lead_inline(600 << 10).is_none(), "a seal is due");
+        // A write that would roll the WAL segment (256 KiB here) too.
+        assert!(ns.inner.lead_inline(300 << 10).is_none(), "a roll is due");
+        let last = ns.inner.begin_exclusive().unwrap();
+        assert!(
+            ns.inner.lead_inline(100).is_none(),
+            "an exclusive holder leads"
+        );
+        ns.inner.end_exclusive(last);
+    }
+
+    /// Inline and blocking writers interleave: every write gets its own LSN, none is lost, and the
+    /// WAL rolls and memtables seal on the blocking path while inline commits continue.
+    #[test]
+    fn inline_and_blocking_writers_share_one_log() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = open(
+            d.path(),
+            FsyncPolicy::Interval(Duration::from_millis(2)),
+            256 << 10,
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let mut lsns: Vec<u64> = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..4 {
+                let ns = ns.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    for i in 0..300 {
+                        let b = put(format!("async-{t}-{i}"));
+                        got.push(ns.write_async(b).await.unwrap().lsn);
+                    }
+                    got
+                }));
+            }
+            for t in 0..2 {
+                let ns = ns.clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::task::spawn_blocking(move || {
+                        (0..300)
+                            .map(|i| ns.write(put(format!("sync-{t}-{i}"))).unwrap().lsn)
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap()
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        });
+        lsns.sort_unstable();
+        assert_eq!(lsns, (1..=1800).collect::<Vec<u64>>(), "one LSN per write");
+        for t in 0..4 {
+            for i in 0..300 {
+                assert!(ns
+                    .get(format!("async-{t}-{i}").as_bytes())
+                    .unwrap()
+                    .is_some());
+            }
+        }
+        for t in 0..2 {
+            for i in 0..300 {
+                assert!(ns
+                    .get(format!("sync-{t}-{i}").as_bytes())
+                    .unwrap()
+                    .is_some());
+            }
+        }
+        assert!(
+            ns.inner.wal.segments().len() > 2,
+            "the WAL rolled during the run"
+        );
     }
 }

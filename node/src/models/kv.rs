@@ -28,10 +28,19 @@ pub fn add_op(batch: &mut WriteBatch, op: &KvOp) -> Result<(), ModelError> {
 }
 
 pub fn put(ns: &Namespace, key: &[u8], value: &[u8]) -> Result<Commit, ModelError> {
+    Ok(ns.write(put_batch(key, value.to_vec())?)?)
+}
+
+/// [`put`] from async handlers (HTTP, RESP): see `Namespace::write_async`.
+pub async fn put_async(ns: &Namespace, key: &[u8], value: Vec<u8>) -> Result<Commit, ModelError> {
+    Ok(ns.write_async(put_batch(key, value)?).await?)
+}
+
+fn put_batch(key: &[u8], value: Vec<u8>) -> Result<WriteBatch, ModelError> {
     check_key(key)?;
     let mut b = WriteBatch::new();
-    b.put(keys::kv_key(key), value.to_vec());
-    Ok(ns.write(b)?)
+    b.put(keys::kv_key(key), value);
+    Ok(b)
 }
 
 pub fn get(ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, ModelError> {
@@ -40,14 +49,32 @@ pub fn get(ns: &Namespace, key: &[u8]) -> Result<Option<Vec<u8>>, ModelError> {
 }
 
 pub fn delete(ns: &Namespace, key: &[u8]) -> Result<Commit, ModelError> {
+    Ok(ns.write(delete_batch(key)?)?)
+}
+
+/// [`delete`] from async handlers.
+pub async fn delete_async(ns: &Namespace, key: &[u8]) -> Result<Commit, ModelError> {
+    Ok(ns.write_async(delete_batch(key)?).await?)
+}
+
+fn delete_batch(key: &[u8]) -> Result<WriteBatch, ModelError> {
     check_key(key)?;
     let mut b = WriteBatch::new();
     b.delete(keys::kv_key(key));
-    Ok(ns.write(b)?)
+    Ok(b)
 }
 
 /// Applies every op atomically (one WAL record, one LSN).
 pub fn batch(ns: &Namespace, ops: &[KvOp]) -> Result<Commit, ModelError> {
+    Ok(ns.write(ops_batch(ops)?)?)
+}
+
+/// [`batch`] from async handlers.
+pub async fn batch_async(ns: &Namespace, ops: &[KvOp]) -> Result<Commit, ModelError> {
+    Ok(ns.write_async(ops_batch(ops)?).await?)
+}
+
+fn ops_batch(ops: &[KvOp]) -> Result<WriteBatch, ModelError> {
     if ops.is_empty() {
         return Err(ModelError::Invalid("batch has no operations".into()));
     }
@@ -55,7 +82,7 @@ pub fn batch(ns: &Namespace, ops: &[KvOp]) -> Result<Commit, ModelError> {
     for op in ops {
         add_op(&mut b, op)?;
     }
-    Ok(ns.write(b)?)
+    Ok(b)
 }
 
 #[cfg(test)]

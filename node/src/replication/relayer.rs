@@ -469,14 +469,10 @@ struct Acks {
     acked: u64,
 }
 
-/// Batches up to this size are applied on the session's own task under `interval` (no fsync, so
-/// only a WAL `pwrite` and a memtable insert; a thread hop would cost more than the work).
-const INLINE_APPLY_BYTES: usize = 256 << 10;
-
 impl Acks {
     fn new(ns: &Namespace, held: u64) -> Self {
-        let durable = matches!(ns.fsync_policy(), FsyncPolicy::Interval(_))
-            .then(|| ns.subscribe_durable());
+        let durable =
+            matches!(ns.fsync_policy(), FsyncPolicy::Interval(_)).then(|| ns.subscribe_durable());
         Self {
             durable,
             applied: held,
@@ -549,7 +545,6 @@ async fn apply_batches(
     if total > 0 {
         let mut next = *expected;
         let mut records = Vec::with_capacity(total);
-        let mut bytes = 0;
         for w in batches.into_iter().flat_map(|b| b.records) {
             let rec = from_wire(w).map_err(|lsn| {
                 ReplicationError::Protocol(format!("record LSN {lsn} failed its CRC check"))
@@ -562,19 +557,14 @@ async fn apply_batches(
                 )));
             }
             next += 1;
-            bytes += rec.payload.len();
             records.push(rec);
         }
         *expected = next;
         let n = records.len() as u64;
         let epoch = records.last().map(|r| r.epoch).unwrap_or(0);
         let commit = if acks.durable.is_some() {
-            if bytes <= INLINE_APPLY_BYTES {
-                ns.apply_replicated(records)?
-            } else {
-                let ns2 = ns.clone();
-                tokio::task::spawn_blocking(move || ns2.apply_replicated(records)).await??
-            }
+            // No fsync here: on this task when cheap (see `Namespace::apply_replicated_async`).
+            ns.apply_replicated_async(records).await?
         } else {
             // One fsync for the lot, before the ack.
             let ns2 = ns.clone();

@@ -196,10 +196,9 @@ pub async fn execute(ctx: &Ctx, c: &mut Conn, argv: Vec<Vec<u8>>) -> Reply {
                     value: p[1].clone(),
                 })
                 .collect();
-            let ns = c.ns.clone();
-            match blocking(move || kv::batch(&ns, &ops)).await {
+            match kv::batch_async(&c.ns, &ops).await {
                 Ok(_) => Reply::ok(),
-                Err(r) => r,
+                Err(e) => model_err(e),
             }
         }
         "DEL" | "UNLINK" if !args.is_empty() => {
@@ -358,10 +357,9 @@ async fn set(c: &Conn, args: &[Vec<u8>]) -> Reply {
     if !c.ns.role().owns() {
         return readonly();
     }
-    let (ns, k, v) = (c.ns.clone(), k.clone(), v.clone());
-    match blocking(move || kv::put(&ns, &k, &v)).await {
+    match kv::put_async(&c.ns, k, v.clone()).await {
         Ok(_) => Reply::ok(),
-        Err(r) => r,
+        Err(e) => model_err(e),
     }
 }
 
@@ -446,10 +444,9 @@ pub async fn set_batch(c: &Conn, run: Vec<Vec<Vec<u8>>>) -> Vec<Reply> {
             key: a.pop().unwrap_or_default(),
         })
         .collect();
-    let ns = c.ns.clone();
-    let reply = match blocking(move || kv::batch(&ns, &ops)).await {
+    let reply = match kv::batch_async(&c.ns, &ops).await {
         Ok(_) => Reply::ok(),
-        Err(r) => r,
+        Err(e) => model_err(e),
     };
     vec![reply; n]
 }

@@ -250,6 +250,11 @@ impl Wal {
         self.shared.append_many(records)
     }
 
+    /// Whether a record of `payload_len` bytes fits in the active segment (no roll due).
+    pub fn has_room(&self, payload_len: usize) -> bool {
+        self.shared.has_room(payload_len)
+    }
+
     /// Makes every record appended so far durable (one `fdatasync` of the active segment).
     pub fn sync(&self) -> Result<(), WalError> {
         self.shared.sync().map(|_| ())

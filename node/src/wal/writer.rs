@@ -241,6 +241,18 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether a record of `payload_len` bytes fits in the active segment (no roll, no new file).
+    pub(crate) fn has_room(&self, payload_len: usize) -> bool {
+        let w = self.writer.lock();
+        let frame_len = record::frame_len(payload_len) as u64;
+        match &w.active {
+            Some(a) if w.format != FrameFormat::V1 => {
+                a.size.saturating_add(frame_len) <= self.opts.segment_size
+            }
+            _ => false,
+        }
+    }
+
     /// Makes everything appended before this call durable with one `fdatasync`.
     ///
     /// The writer lock is released before syncing so appends can continue during the fsync.
