@@ -61,9 +61,6 @@ pub async fn run(
     cfg: &NotifyConfig,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), NotifyError> {
-    let handle = start(&db, cfg, shutdown)?;
-    tokio::task::spawn_blocking(move || handle.join())
-        .await
-        .map_err(|e| NotifyError::Io(std::io::Error::other(e.to_string())))?;
+    start(&db, cfg, shutdown)?.finished().await;
     Ok(())
 }

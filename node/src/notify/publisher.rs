@@ -1,13 +1,14 @@
-//! The publisher thread: the PUB sockets (a shared one and any per-namespace ones), fed by the
+//! The publisher: the PUB sockets (a shared one and any per-namespace ones), fed by the
 //! change feed of every namespace.
 //!
 //! Each namespace's feed ([`crate::feed::changes_from_now`]) starts at the namespace's current LSN
-//! (notifications are about changes from now on). The thread runs a small current-thread runtime of
-//! its own (so `start` works with or without a caller's runtime): one task per namespace turns changes
+//! (notifications are about changes from now on). It runs as tasks of the caller's runtime (or, called
+//! outside one, on a thread with a small runtime of its own): one task per namespace turns changes
 //! into `[topic, payload]` pairs and hands them, through a bounded channel, to the loop that owns the
 //! `zmq::Socket`s (not `Sync`) and is their only sender; a message goes to the shared socket and to
-//! its namespace's own socket, if it has one. Everything is woken by the tailer or the
-//! cancellation token; nothing polls.
+//! its namespace's own socket, if it has one. A PUB socket never blocks (at the high-water mark it
+//! drops for that subscriber), so the loop may share the server's workers. Everything is woken by
+//! the tailer or the cancellation token; nothing polls.
 
 use std::sync::LazyLock;
 use std::thread::JoinHandle;
@@ -42,10 +43,18 @@ const QUEUE: usize = 16_384;
 /// Namespace, topic and payload.
 type Msg = (String, String, Vec<u8>);
 
-/// The running publisher; `join` waits for its thread after shutdown.
+/// The running publisher; `join` or `finished` waits for it after shutdown.
 pub struct NotifyHandle {
     endpoints: Vec<(Option<String>, String)>,
-    thread: JoinHandle<()>,
+    runner: Runner,
+}
+
+/// Where the publisher runs: as tasks of the caller's runtime (the server: a feed woken by a
+/// commit runs on a worker that is awake anyway, often the committing one, with no thread
+/// switch), or on a thread of its own when `start` is called outside a runtime.
+enum Runner {
+    Task(tokio::runtime::Handle, tokio::task::JoinHandle<()>),
+    Thread(JoinHandle<()>),
 }
 
 impl NotifyHandle {
@@ -63,10 +72,28 @@ impl NotifyHandle {
             .map(|(_, e)| e.as_str())
     }
 
-    /// Waits for the publisher thread (returns once `shutdown` was cancelled).
+    /// Waits for the publisher (returns once `shutdown` was cancelled). Blocks: call it outside
+    /// async code (a plain thread or `spawn_blocking`).
     pub fn join(self) {
-        if self.thread.join().is_err() {
-            tracing::error!("ZeroMQ publisher thread panicked");
+        let failed = match self.runner {
+            Runner::Thread(t) => t.join().is_err(),
+            Runner::Task(rt, task) => rt.block_on(task).is_err(),
+        };
+        if failed {
+            tracing::error!("ZeroMQ publisher panicked");
+        }
+    }
+
+    /// [`NotifyHandle::join`] for async callers.
+    pub async fn finished(self) {
+        let failed = match self.runner {
+            Runner::Task(_, task) => task.await.is_err(),
+            Runner::Thread(t) => tokio::task::spawn_blocking(move || t.join().is_err())
+                .await
+                .unwrap_or(true),
+        };
+        if failed {
+            tracing::error!("ZeroMQ publisher panicked");
         }
     }
 }
@@ -124,27 +151,33 @@ pub fn start(
         });
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     // Each feed starts at its namespace's LSN of this moment, before `start` returns.
     let feeds: Vec<(Namespace, u64)> = db
         .namespaces()
         .map(|ns| (ns.clone(), ns.latest_lsn() + 1))
         .collect();
-    let thread = std::thread::Builder::new()
-        .name("notify-pub".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
-                for (ns, from) in feeds {
-                    tokio::spawn(follow_feed(ns, from, tx.clone(), shutdown.clone()));
-                }
-                drop(tx);
-                publish_loop(ctx, outlets, rx, shutdown).await;
-            });
-        })?;
-    Ok(NotifyHandle { endpoints, thread })
+    let run = async move {
+        let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
+        for (ns, from) in feeds {
+            tokio::spawn(follow_feed(ns, from, tx.clone(), shutdown.clone()));
+        }
+        drop(tx);
+        publish_loop(ctx, outlets, rx, shutdown).await;
+    };
+    let runner = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => Runner::Task(rt.clone(), rt.spawn(run)),
+        Err(_) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Runner::Thread(
+                std::thread::Builder::new()
+                    .name("notify-pub".into())
+                    .spawn(move || rt.block_on(run))?,
+            )
+        }
+    };
+    Ok(NotifyHandle { endpoints, runner })
 }
 
 async fn publish_loop(

@@ -172,9 +172,7 @@ pub async fn start_with_raft(
     if let Some(cfg) = notify_cfg {
         let publisher = notify::start(db, cfg, shutdown.clone())?;
         set.spawn(async move {
-            tokio::task::spawn_blocking(move || publisher.join())
-                .await
-                .map_err(ReplicationError::from)?;
+            publisher.finished().await;
             Ok(())
         });
     }
