@@ -351,12 +351,6 @@ async fn session(
             history: history_to_wire(&ns.epoch_history(last)),
         })),
     };
-    let ack = |epoch, lsn| StreamWalRequest {
-        msg: Some(Msg::Ack(Ack {
-            applied_lsn: lsn,
-            epoch,
-        })),
-    };
     req_tx
         .send(start)
         .await
@@ -380,14 +374,11 @@ async fn session(
         None => pending = Some(first),
     }
     let held = ns.latest_lsn();
+    let mut acks = Acks::new(ns, held);
     // What we hold now counts as acknowledged (matters after a reconnect), in our (checked) history.
-    req_tx
-        .send(ack(ns.epoch_at(held), held))
-        .await
-        .map_err(|_| ReplicationError::Closed)?;
+    acks.send(ns.epoch_at(held), held, &req_tx).await?;
     tracing::info!(namespace = %name, upstream = %cfg.url(), from_lsn = held + 1, "replicating");
     let mut expected = held + 1;
-    let mut acks = Acks::new(ns, held);
     loop {
         let batch = match pending.take() {
             Some(b) => b,
