@@ -46,6 +46,11 @@ counter!(
     "WAL fsync calls (one per commit group)"
 );
 counter!(
+    COMMITS_INLINE,
+    "unisondb_commits_inline_total",
+    "Commits run on the caller's task (no hop to the blocking pool: ARCHITECTURE.md, work on the runtime)"
+);
+counter!(
     FLUSHES,
     "unisondb_memtable_flushes_total",
     "Memtables flushed to the B+Tree"

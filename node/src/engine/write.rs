@@ -86,6 +86,7 @@ pub(crate) struct NsMetrics {
     pub appends: IntCounter,
     pub bytes: IntCounter,
     pub fsyncs: IntCounter,
+    pub inline_commits: IntCounter,
     pub fsync_seconds: Histogram,
     pub group_size: Histogram,
     pub lsn: IntGauge,
@@ -101,6 +102,7 @@ impl NsMetrics {
             appends: metrics::WAL_APPENDS.with_label_values(l),
             bytes: metrics::WAL_BYTES.with_label_values(l),
             fsyncs: metrics::WAL_FSYNCS.with_label_values(l),
+            inline_commits: metrics::COMMITS_INLINE.with_label_values(l),
             fsync_seconds: metrics::WAL_FSYNC_SECONDS.with_label_values(l),
             group_size: metrics::COMMIT_GROUP_SIZE.with_label_values(l),
             lsn: metrics::LSN.with_label_values(l),
@@ -164,6 +166,7 @@ impl Inner {
         q.leader_active = true;
         let id = q.next_id;
         q.next_id += 1;
+        self.metrics.inline_commits.inc();
         Some(InlineLeader {
             inner: self,
             id,
