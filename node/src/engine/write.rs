@@ -564,10 +564,12 @@ mod tests {
         // The first record creates the WAL segment: that is the blocking path's work.
         assert!(ns.inner.lead_inline(100).is_none(), "no segment yet");
         ns.write(put("first".into())).unwrap();
+        let counted = ns.inner.metrics.inline_commits.get();
         let leader = ns
             .inner
             .lead_inline(100)
             .expect("idle namespace, room left");
+        assert!(ns.inner.metrics.inline_commits.get() > counted, "counted");
         // While it leads, neither another inline commit nor a blocking writer may run.
         assert!(ns.inner.lead_inline(100).is_none(), "two leaders");
         let c = leader
