@@ -436,3 +436,87 @@ async fn health_and_latest_lsn_rpcs() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     server.shutdown().await;
 }
+
+/// Every TCP socket of this process whose local port is `port`, other than a listener: the server's
+/// side of accepted connections. Read from /proc/self/fd, so the test sees the real sockets.
+fn accepted_sockets(port: u16) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid, writable sockaddr_in of `len` bytes.
+        let rc = unsafe {
+            libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len)
+        };
+        if rc != 0
+            || i32::from(addr.sin_family) != libc::AF_INET
+            || u16::from_be(addr.sin_port) != port
+        {
+            continue;
+        }
+        let mut listening: libc::c_int = 0;
+        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `listening` is a valid, writable c_int of `l` bytes.
+        unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ACCEPTCONN,
+                (&mut listening as *mut libc::c_int).cast(),
+                &mut l,
+            )
+        };
+        if listening == 0 {
+            out.push(fd);
+        }
+    }
+    out
+}
+
+/// The server's side of a replication stream sends small batches at once: Nagle off. (tonic's
+/// `tcp_nodelay` setting does not reach connections from our own listener stream; with Nagle a
+/// batch waited for the replica's delayed TCP ack, up to 40 ms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_replication_connections_have_nagle_off() {
+    let d = tempfile::tempdir().unwrap();
+    let hub = open(d.path(), opts());
+    let acks = AckRegistry::new();
+    let server = serve(&hub, &acks, "127.0.0.1:0").await;
+    let cfg = FollowConfig::new(format!("http://{}", server.addr), "nodelay-probe");
+    let mut client = cfg.connect().await.unwrap();
+    client
+        .latest_lsn(unisondb::replication::proto::LatestLsnRequest {
+            namespace: NS.into(),
+        })
+        .await
+        .unwrap();
+    let fds = accepted_sockets(server.addr.port());
+    assert!(
+        !fds.is_empty(),
+        "the server's side of the connection was not found"
+    );
+    for fd in fds {
+        let mut on: libc::c_int = 0;
+        let mut l = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `on` is a valid, writable c_int of `l` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&mut on as *mut libc::c_int).cast(),
+                &mut l,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(
+            on, 1,
+            "TCP_NODELAY is off on an accepted replication connection (fd {fd})"
+        );
+    }
+    drop(client);
+    server.shutdown().await;
+}
