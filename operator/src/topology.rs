@@ -209,7 +209,7 @@ pub fn resolve(
             let hub = snap.hubs.get(k);
             let tls = hub.is_some_and(|h| h.tls);
             let endpoint = if hub.is_some_and(|h| h.group) {
-                names::group_grpc_endpoint(&k.name, &k.namespace, cluster_domain, tls)
+                names::group_upstream(&k.name, &k.namespace, cluster_domain, tls)
             } else {
                 names::grpc_endpoint(&k.name, &k.namespace, cluster_domain, tls)
             };

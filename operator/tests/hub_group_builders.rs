@@ -299,7 +299,7 @@ fn a_group_gets_a_pdb_spreading_parallel_start_and_operator_driven_rollouts() {
 }
 
 #[test]
-fn relayers_of_a_group_follow_its_read_service() {
+fn relayers_of_a_group_prefer_its_followers_then_its_read_service() {
     use unisondb_operator::topology::{resolve, Key, Snapshot};
     let mut rel: unisondb_operator::crd::UnisonRelayer = serde_yaml_ng::from_str(
         "apiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: edge\n  namespace: prod\nspec:\n  upstream:\n    hubRef:\n      name: ledger\n",
@@ -309,7 +309,11 @@ fn relayers_of_a_group_follow_its_read_service() {
     snap.add_hub(&group());
     snap.add_relayer(&rel);
     let r = resolve(&Key::new("prod", "edge"), &snap, "cluster.local").expect("resolves");
-    assert_eq!(r.endpoint, "http://ledger-ro.prod.svc.cluster.local:4001");
+    assert_eq!(
+        r.endpoint,
+        "http://ledger-followers.prod.svc.cluster.local:4001,http://ledger-ro.prod.svc.cluster.local:4001",
+        "followers first, the read Service as the fallback"
+    );
     let mut snap = Snapshot::default();
     snap.add_hub(&single());
     rel.spec.replicas = 2;

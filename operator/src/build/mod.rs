@@ -398,8 +398,8 @@ pub mod names {
     pub fn service_account(instance: &str) -> String {
         instance.to_string()
     }
-    /// The gRPC URL downstream nodes of a hub group replicate from: the read Service (any member
-    /// serves the committed WAL).
+    /// A hub group's gRPC URL for `status.grpcEndpoint`: the read Service (any member serves the
+    /// committed WAL). Relayers get [`group_upstream`].
     pub fn group_grpc_endpoint(
         instance: &str,
         namespace: &str,
@@ -411,6 +411,30 @@ pub mod names {
             "{scheme}://{}.{namespace}.svc.{cluster_domain}:{}",
             read_service(instance),
             crate::nodeconfig::GRPC_PORT
+        )
+    }
+    /// What relayers and mirrors of a hub group follow: the followers' Service first, then the read
+    /// Service. The node probes both before each session and prefers a member that answers as a
+    /// Raft follower (keeping streaming load off the leader); with no follower ready (a group
+    /// forming, or only the leader up) the read Service still reaches a member. Neither name
+    /// changes when the group scales, so scaling never restarts relayers.
+    pub fn group_upstream(
+        instance: &str,
+        namespace: &str,
+        cluster_domain: &str,
+        tls: bool,
+    ) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        let url = |svc: String| {
+            format!(
+                "{scheme}://{svc}.{namespace}.svc.{cluster_domain}:{}",
+                crate::nodeconfig::GRPC_PORT
+            )
+        };
+        format!(
+            "{},{}",
+            url(followers_service(instance)),
+            url(read_service(instance))
         )
     }
     /// The gRPC URL downstream nodes replicate from: the client Service's DNS name.

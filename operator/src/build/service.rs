@@ -87,8 +87,8 @@ pub fn client(b: &NodeBuild<'_>) -> Service {
     }
 }
 
-/// Hub groups: `<name>-ro` over every member (reads; relayers follow it) and `<name>-followers`
-/// over the members that do not lead; nothing for a single hub or a relayer.
+/// Hub groups: `<name>-ro` over every member (reads; relayers' fallback) and `<name>-followers`
+/// over the members that do not lead (what relayers follow first); nothing for a single hub or a relayer.
 pub fn group(b: &NodeBuild<'_>) -> Vec<Service> {
     if !b.group {
         return Vec::new();

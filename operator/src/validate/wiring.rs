@@ -52,7 +52,7 @@ pub fn mirrors(
             }
             Some(owner) => {
                 let endpoint = if owner.spec.is_group() {
-                    names::group_grpc_endpoint
+                    names::group_upstream
                 } else {
                     names::grpc_endpoint
                 };
