@@ -177,9 +177,14 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
     kwait(c, &format!("unisonrelayer/{HA_EDGE}"), "5m");
     let up = status(c, "unisonrelayer", HA_EDGE)["upstream"].clone();
     assert!(
-        up.as_str()
-            .is_some_and(|u| u.contains(&format!("{HA}-ro."))),
-        "the relayer follows the group's read Service: {up}"
+        up.as_str().is_some_and(|u| u
+            .split(',')
+            .map(|a| a.split("://").last().unwrap_or(a).split('.').next())
+            .eq([
+                Some(format!("{HA}-followers").as_str()),
+                Some(format!("{HA}-ro").as_str())
+            ])),
+        "the relayer follows the group's followers first, then its read Service: {up}"
     );
     timings.push((
         "hub group (3) + relayer Ready, leader labelled",
