@@ -840,7 +840,9 @@ async fn an_interval_relayer_acknowledges_after_its_periodic_fsync() {
 /// Many writes in flight, so relayers receive several messages while they fsync and apply them
 /// together (one WAL pass, one fsync, one ack): SIGKILL a relayer, the middle of a chain and the hub
 /// during the load, restart them, and end with every node holding every acknowledged write and the
-/// hub's WAL record by record.
+/// hub's WAL record by record. The killed relayer and the chain's middle run `wal.fsync: interval`
+/// (they apply on their own task without an fsync and acknowledge after the periodic one); the
+/// others the default `always`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_fan_out_through_kills() {
     let root = tempfile::tempdir().unwrap();
@@ -848,9 +850,10 @@ async fn concurrent_writes_fan_out_through_kills() {
     let mut hub = Node::new(root.path(), "hub", &["default"], None, "");
     h.wait_up(&hub).await;
     let up = hub.grpc_url();
-    let mut r1 = Node::new(root.path(), "r1", &["default"], Some(&up), "");
+    let interval = "wal:\n  fsync: interval\n";
+    let mut r1 = Node::new(root.path(), "r1", &["default"], Some(&up), interval);
     let r2 = Node::new(root.path(), "r2", &["default"], Some(&up), "");
-    let mut mid = Node::new(root.path(), "mid", &["default"], Some(&up), "");
+    let mut mid = Node::new(root.path(), "mid", &["default"], Some(&up), interval);
     let leaf = Node::new(root.path(), "leaf", &["default"], Some(&mid.grpc_url()), "");
     for n in [&r1, &r2, &mid, &leaf] {
         h.wait_up(n).await;

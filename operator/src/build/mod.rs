@@ -406,12 +406,7 @@ pub mod names {
         cluster_domain: &str,
         tls: bool,
     ) -> String {
-        let scheme = if tls { "https" } else { "http" };
-        format!(
-            "{scheme}://{}.{namespace}.svc.{cluster_domain}:{}",
-            read_service(instance),
-            crate::nodeconfig::GRPC_PORT
-        )
+        grpc_url(&read_service(instance), namespace, cluster_domain, tls)
     }
     /// What relayers and mirrors of a hub group follow: the followers' Service first, then the read
     /// Service. The node probes both before each session and prefers a member that answers as a
@@ -424,17 +419,10 @@ pub mod names {
         cluster_domain: &str,
         tls: bool,
     ) -> String {
-        let scheme = if tls { "https" } else { "http" };
-        let url = |svc: String| {
-            format!(
-                "{scheme}://{svc}.{namespace}.svc.{cluster_domain}:{}",
-                crate::nodeconfig::GRPC_PORT
-            )
-        };
         format!(
             "{},{}",
-            url(followers_service(instance)),
-            url(read_service(instance))
+            grpc_url(&followers_service(instance), namespace, cluster_domain, tls),
+            grpc_url(&read_service(instance), namespace, cluster_domain, tls)
         )
     }
     /// The gRPC URL downstream nodes replicate from: the client Service's DNS name.
@@ -444,10 +432,13 @@ pub mod names {
         cluster_domain: &str,
         tls: bool,
     ) -> String {
+        grpc_url(&client_service(instance), namespace, cluster_domain, tls)
+    }
+    /// The gRPC URL of Service `service` in `namespace`.
+    fn grpc_url(service: &str, namespace: &str, cluster_domain: &str, tls: bool) -> String {
         let scheme = if tls { "https" } else { "http" };
         format!(
-            "{scheme}://{}.{namespace}.svc.{cluster_domain}:{}",
-            client_service(instance),
+            "{scheme}://{service}.{namespace}.svc.{cluster_domain}:{}",
             crate::nodeconfig::GRPC_PORT
         )
     }
