@@ -147,6 +147,8 @@ pub(crate) struct Inner {
     last_hlc: AtomicU64,
     queue: Mutex<write::Queue>,
     queue_cv: Condvar,
+    /// Wakes tasks waiting in `Inner::submit_async` when the leader role is given back.
+    released: tokio::sync::Notify,
     flush: flush::FlushControl,
     poisoned: Mutex<Option<String>>,
     lsn_tx: tokio::sync::watch::Sender<u64>,
@@ -259,10 +261,10 @@ impl Namespace {
         self.inner.submit(write::Request::Local(batch))
     }
 
-    /// [`Namespace::write`] for async callers (HTTP, RESP): committed on the calling task when that
-    /// costs only a WAL `pwrite` and a memtable insert (`wal.fsync` `interval` or `never`, no other
-    /// writer, no segment roll or memtable seal due), else on the blocking pool. A thread hop costs
-    /// more than such a commit.
+    /// [`Namespace::write`] for async callers (HTTP, RESP): committed on a task when that costs
+    /// only `pwrite`s and memtable inserts (`wal.fsync` `interval` or `never`, no segment roll or
+    /// memtable seal due), else on the blocking pool; behind another writer's commit the task waits
+    /// for the next group without a thread. A thread hop costs more than such a commit.
     pub async fn write_async(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
         let simple = !batch
             .ops
@@ -272,6 +274,9 @@ impl Namespace {
             let bytes = batch.ops.iter().map(Op::weight).sum::<usize>() + 64;
             if let Some(leader) = self.inner.lead_inline(bytes) {
                 return leader.commit(write::Request::Local(batch));
+            }
+            if self.inner.opts.fsync != FsyncPolicy::Always {
+                return self.inner.submit_async(write::Request::Local(batch)).await;
             }
         }
         let ns = self.clone();
@@ -294,6 +299,12 @@ impl Namespace {
         let bytes = records.iter().map(|r| r.payload.len() + 64).sum();
         if let Some(leader) = self.inner.lead_inline(bytes) {
             return leader.commit(write::Request::Replicated(records, false));
+        }
+        if self.inner.opts.fsync != FsyncPolicy::Always {
+            return self
+                .inner
+                .submit_async(write::Request::Replicated(records, false))
+                .await;
         }
         let ns = self.clone();
         tokio::task::spawn_blocking(move || ns.apply_replicated(records))

@@ -138,6 +138,7 @@ pub(crate) fn open(
         last_hlc: AtomicU64::new(last_hlc),
         queue: Mutex::new(Queue::starting_after(last)),
         queue_cv: Condvar::new(),
+        released: tokio::sync::Notify::new(),
         flush: FlushControl::default(),
         poisoned: Mutex::new(None),
         lsn_tx,

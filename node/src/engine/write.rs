@@ -30,6 +30,23 @@ pub(crate) enum Request {
     Seal,
 }
 
+impl Request {
+    /// Bytes this request adds to the WAL and memtable when a task may commit it without a thread
+    /// hop (no fsync, seal, prefix scan or Raft step of its own); `None` when it needs a thread.
+    fn inline_bytes(&self) -> Option<usize> {
+        match self {
+            Request::Local(b) => b.ops.iter().try_fold(64, |n, op| match op {
+                Op::DeletePrefix { .. } => None,
+                op => Some(n + op.weight()),
+            }),
+            Request::Replicated(records, _) => {
+                Some(records.iter().map(|r| r.payload.len() + 64).sum())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A queued request's id and its result.
 type Outcome = (u64, Result<Commit, EngineError>);
 
@@ -39,7 +56,11 @@ pub(crate) struct Queue {
     last_lsn: u64,
     next_id: u64,
     pending: Vec<(u64, Request)>,
+    /// What the pending requests weigh ([`Request::inline_bytes`]); `None` once one needs a thread.
+    pending_bytes: Option<usize>,
     done: HashMap<u64, Result<Commit, EngineError>>,
+    /// Requests whose async waiter went away: their results are dropped, not kept in `done`.
+    abandoned: std::collections::HashSet<u64>,
     leader_active: bool,
 }
 
@@ -47,7 +68,61 @@ impl Queue {
     pub fn starting_after(last_lsn: u64) -> Queue {
         Queue {
             last_lsn,
+            pending_bytes: Some(0),
             ..Queue::default()
+        }
+    }
+
+    fn enqueue(&mut self, request: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending_bytes = self
+            .pending_bytes
+            .zip(request.inline_bytes())
+            .map(|(a, b)| a + b);
+        self.pending.push((id, request));
+        id
+    }
+
+    fn take_pending(&mut self) -> Vec<(u64, Request)> {
+        self.pending_bytes = Some(0);
+        std::mem::take(&mut self.pending)
+    }
+
+    fn deliver(&mut self, results: Vec<Outcome>) {
+        for (id, r) in results {
+            if !self.abandoned.remove(&id) {
+                self.done.insert(id, r);
+            }
+        }
+    }
+}
+
+/// What an async waiter does next ([`Inner::try_lead_async`]).
+enum Step {
+    Done(Result<Commit, EngineError>),
+    /// Another commit runs: wait for it to give the role back.
+    Wait,
+    /// This task led a group: look again.
+    Led,
+    /// The group needs a thread (fsync, seal, segment roll, prefix scan, Raft step).
+    Thread,
+}
+
+/// Forgets a queued async request whose caller stopped waiting, so its result is not kept forever.
+struct Waiting<'a> {
+    inner: &'a Inner,
+    id: u64,
+    finished: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut q = self.inner.queue.lock();
+            if q.done.remove(&self.id).is_none() {
+                q.abandoned.insert(self.id);
+            }
         }
     }
 }
@@ -75,9 +150,7 @@ impl InlineLeader<'_> {
 impl Drop for InlineLeader<'_> {
     fn drop(&mut self) {
         let mut q = self.inner.queue.lock();
-        q.last_lsn = self.last;
-        q.leader_active = false;
-        self.inner.queue_cv.notify_all();
+        self.inner.release(&mut q, self.last);
     }
 }
 
@@ -116,10 +189,13 @@ impl NsMetrics {
 impl Inner {
     /// Queues a request and returns its result, leading a commit group if nobody else is.
     pub(crate) fn submit(&self, request: Request) -> Result<Commit, EngineError> {
+        let id = self.queue.lock().enqueue(request);
+        self.wait_for(id)
+    }
+
+    /// Blocks until queued request `id` has its result, leading commit groups while nobody else is.
+    fn wait_for(&self, id: u64) -> Result<Commit, EngineError> {
         let mut q = self.queue.lock();
-        let id = q.next_id;
-        q.next_id += 1;
-        q.pending.push((id, request));
         loop {
             if let Some(result) = q.done.remove(&id) {
                 return result;
@@ -129,16 +205,97 @@ impl Inner {
                 continue;
             }
             q.leader_active = true;
-            let group = std::mem::take(&mut q.pending);
+            let group = q.take_pending();
             let last = q.last_lsn;
             drop(q);
             let (results, new_last) = self.commit_group(group, last);
             q = self.queue.lock();
-            q.last_lsn = new_last;
-            q.done.extend(results);
-            q.leader_active = false;
-            self.queue_cv.notify_all();
+            q.deliver(results);
+            self.release(&mut q, new_last);
         }
+    }
+
+    /// Gives the leader role back and wakes every waiter, thread or task: one of them leads next.
+    fn release(&self, q: &mut Queue, last_lsn: u64) {
+        q.last_lsn = last_lsn;
+        q.leader_active = false;
+        self.queue_cv.notify_all();
+        self.released.notify_waiters();
+    }
+
+    /// [`Inner::submit`] for a task: when another commit runs, the request joins the next group
+    /// and the task waits without a thread; the task that finds the role free leads that group
+    /// itself while it costs no more than `lead_inline` allows, else a blocking thread leads it.
+    /// Callers check the policy first (`Always` fsyncs in the group: never on a task).
+    pub(crate) async fn submit_async(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> Result<Commit, EngineError> {
+        let id = self.queue.lock().enqueue(request);
+        let mut waiting = Waiting {
+            inner: self,
+            id,
+            finished: false,
+        };
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            // Registered before the queue is read: a release after this point wakes us.
+            released.as_mut().enable();
+            match self.try_lead_async(id) {
+                Step::Done(result) => {
+                    waiting.finished = true;
+                    return result;
+                }
+                Step::Wait => released.await,
+                Step::Led => {}
+                Step::Thread => {
+                    // A thread leads the group holding this request (or waits for it).
+                    waiting.finished = true;
+                    let inner = self.clone();
+                    return tokio::task::spawn_blocking(move || inner.wait_for(id))
+                        .await
+                        .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
+                }
+            }
+        }
+    }
+
+    /// One look at the queue for the async waiter of request `id`; leads the next group when the
+    /// role is free and the group is cheap.
+    fn try_lead_async(&self, id: u64) -> Step {
+        let mut q = self.queue.lock();
+        if let Some(result) = q.done.remove(&id) {
+            return Step::Done(result);
+        }
+        if q.leader_active {
+            return Step::Wait;
+        }
+        if !q.pending_bytes.is_some_and(|b| self.cheap(b)) {
+            return Step::Thread;
+        }
+        q.leader_active = true;
+        let group = q.take_pending();
+        let last = q.last_lsn;
+        drop(q);
+        self.metrics.inline_commits.inc_by(group.len() as u64);
+        let (results, new_last) = self.commit_group(group, last);
+        let mut q = self.queue.lock();
+        q.deliver(results);
+        self.release(&mut q, new_last);
+        Step::Led
+    }
+
+    /// Whether `bytes` more fit without a WAL segment roll or a memtable seal (which may wait for
+    /// the flusher): then a commit is a `pwrite` and a memtable insert.
+    fn cheap(&self, bytes: usize) -> bool {
+        self.opts.fsync != FsyncPolicy::Always
+            // Twice the estimate plus slack: memtable accounting adds per-op overheads the caller's
+            // byte count does not know.
+            && self.mems.read().active.size_bytes()
+                + bytes.saturating_mul(2).saturating_add(64 << 10)
+                < self.opts.memtable_bytes
+            && self.wal.has_room(bytes)
     }
 
     /// The leader role for one commit on the calling thread, when that costs no more than a WAL
@@ -151,16 +308,7 @@ impl Inner {
             return None;
         }
         let mut q = self.queue.lock();
-        if q.leader_active || !q.pending.is_empty() {
-            return None;
-        }
-        // Twice the estimate plus slack: memtable accounting adds per-op overheads the caller's
-        // byte count does not know (a seal here could wait for the flusher).
-        let room = self.mems.read().active.size_bytes()
-            + bytes.saturating_mul(2).saturating_add(64 << 10)
-            < self.opts.memtable_bytes
-            && self.wal.has_room(bytes);
-        if !room {
+        if q.leader_active || !q.pending.is_empty() || !self.cheap(bytes) {
             return None;
         }
         q.leader_active = true;
@@ -194,9 +342,7 @@ impl Inner {
     /// Gives the leader role back, with the (possibly moved) last LSN.
     pub(crate) fn end_exclusive(&self, last_lsn: u64) {
         let mut q = self.queue.lock();
-        q.last_lsn = last_lsn;
-        q.leader_active = false;
-        self.queue_cv.notify_all();
+        self.release(&mut q, last_lsn);
     }
 
     fn poison_reason(&self) -> Option<String> {
@@ -661,5 +807,82 @@ mod tests {
             ns.inner.wal.segments().len() > 2,
             "the WAL rolled during the run"
         );
+    }
+
+    /// The leader role held by the test (given back on a failed assertion too).
+    struct Held<'a>(&'a Namespace, u64);
+
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.inner.end_exclusive(self.1);
+        }
+    }
+
+    async fn queued(ns: &Namespace, n: usize) {
+        for _ in 0..2000 {
+            if ns.inner.queue.lock().pending.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{n} writers did not queue behind the running commit: a waiter hopped to the busy blocking pool");
+    }
+
+    /// Writers that find another commit running wait on their tasks and one of them leads the next
+    /// group: they finish while the only blocking-pool thread is busy (a hop would stall them).
+    #[test]
+    fn writers_behind_a_commit_wait_without_a_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let ns = open(d.path(), FsyncPolicy::Never, 64 << 20);
+        ns.write(put("first".into())).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The one blocking thread is taken until the end of the test.
+            let (unblock, blocked) = std::sync::mpsc::channel::<()>();
+            let pool = tokio::task::spawn_blocking(move || blocked.recv().ok());
+            // Another commit "runs": the role is held while eight writers arrive.
+            let held = Held(&ns, ns.inner.begin_exclusive().unwrap());
+            let writers: Vec<_> = (0..8)
+                .map(|i| {
+                    let ns = ns.clone();
+                    tokio::spawn(async move { ns.write_async(put(format!("w{i}"))).await })
+                })
+                .collect();
+            // Queued behind the holder (none of them could lead); a writer that went to the
+            // blocking pool never gets there.
+            queued(&ns, 8).await;
+            // A writer that gives up is forgotten, its write still lands (it was queued).
+            let gone = {
+                let ns = ns.clone();
+                tokio::spawn(async move { ns.write_async(put("gone".into())).await })
+            };
+            queued(&ns, 9).await;
+            gone.abort();
+            let _ = gone.await;
+            drop(held);
+            let mut lsns = Vec::new();
+            for w in writers {
+                let done = tokio::time::timeout(Duration::from_secs(10), w).await;
+                let commit = done.expect("a waiter hopped to the busy blocking pool");
+                lsns.push(commit.unwrap().unwrap().lsn);
+            }
+            lsns.sort_unstable();
+            lsns.dedup();
+            assert_eq!(lsns.len(), 8, "one LSN per write");
+            assert!(lsns.iter().all(|&l| (2..=10).contains(&l)), "{lsns:?}");
+            unblock.send(()).unwrap();
+            pool.await.unwrap();
+        });
+        assert!(
+            ns.get(b"gone").unwrap().is_some(),
+            "the queued write landed"
+        );
+        let q = ns.inner.queue.lock();
+        assert!(q.done.is_empty() && q.abandoned.is_empty(), "nothing kept");
     }
 }
