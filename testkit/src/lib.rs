@@ -22,5 +22,5 @@ pub use loopback::{loopback_config, small_node, LoopbackNode, Ports};
 pub use node::NodeProcess;
 pub use objstore::{MotoS3, S3_ACCESS_KEY, S3_SECRET_KEY};
 pub use paths::{cache_dir, k8s_bin_dir, repo_root, venv_python};
-pub use port::{free_port, free_port_pair};
+pub use port::{free_port, free_port_pair, use_whole_port_range};
 pub use wait::{wait_for, TimedOut, Wait};

@@ -1,10 +1,19 @@
 //! Free TCP ports, so tests running in parallel never collide on a fixed one.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Ports handed out per process, from a base that depends on the process id.
 const SPAN: usize = 1000;
+
+/// Set by [`use_whole_port_range`].
+static WHOLE: AtomicBool = AtomicBool::new(false);
+
+/// Lets this process draw from all of 12000..32000 instead of its block of 1000: for a bench that
+/// needs thousands of ports (1,000 relayers) and runs alone on the machine.
+pub fn use_whole_port_range() {
+    WHOLE.store(true, Ordering::Relaxed);
+}
 
 /// A TCP port below the ephemeral range (32768+) that nothing listens on now, distinct on every call.
 ///
@@ -15,10 +24,14 @@ const SPAN: usize = 1000;
 /// up: nothing a test could do about it.
 pub fn free_port() -> u16 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let base = 12_000 + (std::process::id() as usize % 20) * SPAN;
+    let (base, span) = if WHOLE.load(Ordering::Relaxed) {
+        (12_000, 20 * SPAN)
+    } else {
+        (12_000 + (std::process::id() as usize % 20) * SPAN, SPAN)
+    };
     loop {
         let i = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(i < SPAN, "no free TCP port left in {base}..{}", base + SPAN);
+        assert!(i < span, "no free TCP port left in {base}..{}", base + span);
         let port = (base + i) as u16;
         if TcpListener::bind(("0.0.0.0", port)).is_ok() {
             return port;

@@ -744,6 +744,10 @@ fn redis_compare(run: &Run) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.relayers.iter().sum::<usize>() > 250 {
+        // Three ports per relayer, more than one process's block of 1000.
+        unisondb_testkit::use_whole_port_range();
+    }
     let bin = match &args.bin {
         Some(b) => b.clone(),
         None => unisondb_bin()?,
