@@ -29,6 +29,8 @@ struct FlushState {
 pub(crate) struct FlushControl {
     state: Mutex<FlushState>,
     cv: Condvar,
+    /// The periodic syncer's own wake-up: a record marked dirty must not wake the flusher too.
+    sync_cv: Condvar,
     /// Serializes B+Tree write transactions (flusher vs. shutdown flush).
     pub(crate) tree_writer: Mutex<()>,
 }
@@ -44,7 +46,7 @@ impl FlushControl {
         let mut s = self.state.lock();
         if !s.dirty {
             s.dirty = true;
-            self.cv.notify_all();
+            self.sync_cv.notify_one();
         }
     }
 
@@ -171,6 +173,7 @@ impl Drop for Threads {
             let mut s = inner.flush.state.lock();
             s.shutdown = true;
             inner.flush.cv.notify_all();
+            inner.flush.sync_cv.notify_all();
             drop(s);
             // Last chance to make acknowledged-but-unsynced writes durable (interval/never).
             if let Err(e) = inner.wal.sync() {
@@ -216,7 +219,7 @@ fn syncer(weak: Weak<Inner>, period: Duration) {
             let Some(inner) = weak.upgrade() else { return };
             let mut s = inner.flush.state.lock();
             while !s.dirty && !s.shutdown {
-                inner.flush.cv.wait(&mut s);
+                inner.flush.sync_cv.wait(&mut s);
             }
             if s.shutdown {
                 return;
@@ -284,5 +287,53 @@ mod tests {
         assert!((idle + 1..=idle + 3).contains(&after), "{idle} -> {after}");
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(fsyncs(&ns), after, "fsynced while idle");
+    }
+
+    /// Voluntary context switches of this process's thread named `comm`.
+    fn switches_of(comm: &str) -> u64 {
+        let mut found = None;
+        for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if name.trim() == comm {
+                let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+                let n = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse().ok());
+                assert!(found.is_none(), "two threads named {comm}");
+                found = n;
+            }
+        }
+        found.unwrap_or_else(|| panic!("no thread named {comm}"))
+    }
+
+    /// Writes spaced wider than the fsync period wake the syncer each time, never the flusher
+    /// (a relayer at a low rate paid one flusher wake-up per record).
+    #[test]
+    fn marking_records_dirty_does_not_wake_the_flusher() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Interval(Duration::from_millis(1)),
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(d.path(), "nowake", opts).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (flusher, syncer) = (switches_of("flush-nowake"), switches_of("fsync-nowake"));
+        for i in 0..40 {
+            let mut b = WriteBatch::new();
+            b.put(format!("k{i}").into_bytes(), b"v".to_vec());
+            ns.write(b).unwrap();
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        let syncer = switches_of("fsync-nowake") - syncer;
+        let flusher = switches_of("flush-nowake") - flusher;
+        assert!(
+            syncer >= 40,
+            "the syncer woke {syncer} times for 40 spaced writes"
+        );
+        assert!(
+            flusher < 5,
+            "the flusher woke {flusher} times for 40 writes"
+        );
     }
 }
