@@ -211,9 +211,13 @@ fn flusher(weak: Weak<Inner>) {
     }
 }
 
-/// The `interval` policy's fsync: sleeps until something is appended, then lets `period` of
-/// writes gather and syncs them with one `fdatasync`. Never wakes while the namespace is idle.
+/// The `interval` policy's fsync: sleeps until something is appended, then syncs it with one
+/// `fdatasync` — at once when the last sync is more than `period` old (a lone record waits for
+/// nothing to gather), else once `period` has passed since it (writes arriving meanwhile share the
+/// sync). So at most one sync per `period`, and no record waits longer than `period` for one. Never
+/// wakes while the namespace is idle.
 fn syncer(weak: Weak<Inner>, period: Duration) {
+    let mut last_sync: Option<Instant> = None;
     loop {
         {
             let Some(inner) = weak.upgrade() else { return };
@@ -226,7 +230,11 @@ fn syncer(weak: Weak<Inner>, period: Duration) {
             }
             s.dirty = false;
         }
-        std::thread::sleep(period);
+        if let Some(wait) =
+            last_sync.and_then(|t| (t + period).checked_duration_since(Instant::now()))
+        {
+            std::thread::sleep(wait);
+        }
         let Some(inner) = weak.upgrade() else { return };
         if inner.flush.state.lock().shutdown {
             return;
@@ -235,6 +243,7 @@ fn syncer(weak: Weak<Inner>, period: Duration) {
             continue; // a group commit, a flush or a stream already made it durable
         }
         let t = Instant::now();
+        last_sync = Some(t);
         if let Err(e) = inner.wal.sync() {
             tracing::error!(namespace = %inner.name, error = %e, "periodic WAL fsync failed");
         } else {
@@ -334,6 +343,53 @@ mod tests {
         assert!(
             flusher < 5,
             "the flusher woke {flusher} times for 40 writes"
+        );
+    }
+
+    /// A write after a quiet spell is synced at once, not one period later; writes that follow
+    /// within the period share one later sync.
+    #[test]
+    fn the_interval_syncer_syncs_a_lone_write_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let period = Duration::from_secs(2);
+        let opts = EngineOptions {
+            fsync: FsyncPolicy::Interval(period),
+            ..EngineOptions::default()
+        };
+        let ns = Namespace::open(d.path(), "interval-syncer-lone", opts).unwrap();
+        let write = |k: &str| {
+            let mut b = WriteBatch::new();
+            b.put(k.as_bytes().to_vec(), b"v".to_vec());
+            ns.write(b).unwrap().lsn
+        };
+        let durable_after = |lsn: u64| {
+            let t = Instant::now();
+            while ns.durable_lsn() < lsn {
+                assert!(t.elapsed() < Duration::from_secs(10), "never fsynced");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            t.elapsed()
+        };
+        let before = fsyncs(&ns);
+        let first = durable_after(write("lone"));
+        assert!(
+            first < period / 2,
+            "a lone write waited {first:?} (period {period:?})"
+        );
+        // Within the period of that sync: these wait for the next one, and share it.
+        let mut last = 0;
+        for i in 0..20 {
+            last = write(&format!("k{i}"));
+        }
+        let rest = durable_after(last);
+        assert!(
+            rest > period / 4,
+            "synced again after {rest:?}, within the period"
+        );
+        assert_eq!(
+            fsyncs(&ns) - before,
+            2,
+            "one sync for the lone write, one for the burst"
         );
     }
 }
