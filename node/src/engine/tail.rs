@@ -325,16 +325,23 @@ mod tests {
     async fn durable_tails_return_only_fsynced_records() {
         use crate::engine::{EngineOptions, FsyncPolicy, Namespace};
         let d = tempfile::tempdir().unwrap();
-        // `interval` with a period that never comes during the test: nothing is durable on its own.
+        // `interval` with a period that never comes during the test: the first write is synced at
+        // once, nothing after it is durable on its own.
         let opts = EngineOptions {
             fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
             ..EngineOptions::default()
         };
         let ns = Namespace::open(&d.path().join("i"), "i", opts).unwrap();
+        kv::put(&ns, b"first", b"0").unwrap();
+        let t = std::time::Instant::now();
+        while ns.durable_lsn() < 1 {
+            assert!(t.elapsed() < Duration::from_secs(5), "the first write never synced");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         kv::put(&ns, b"a", b"1").unwrap();
-        assert_eq!((ns.latest_lsn(), ns.durable_lsn()), (1, 0));
-        let mut durable = ns.tail(1).durable_only();
-        let mut visible = ns.tail(1);
+        assert_eq!((ns.latest_lsn(), ns.durable_lsn()), (2, 1));
+        let mut durable = ns.tail(2).durable_only();
+        let mut visible = ns.tail(2);
         assert_eq!(visible.read().await.unwrap().len(), 1);
         assert!(
             durable.read().await.unwrap().is_empty(),
