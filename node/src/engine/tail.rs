@@ -335,7 +335,10 @@ mod tests {
         kv::put(&ns, b"first", b"0").unwrap();
         let t = std::time::Instant::now();
         while ns.durable_lsn() < 1 {
-            assert!(t.elapsed() < Duration::from_secs(5), "the first write never synced");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the first write never synced"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         kv::put(&ns, b"a", b"1").unwrap();
