@@ -27,7 +27,7 @@ use thiserror::Error;
 
 use crate::btree::{BTree, BTreeError, TreeStats};
 use crate::memtable::Memtable;
-use crate::storage::batch::{DecodeError, Op, WriteBatch};
+use crate::storage::batch::{DecodeError, WriteBatch};
 use crate::storage::hlc::Hlc;
 use crate::wal::{Record, SegmentInfo, Wal, WalError, WalReader};
 
@@ -261,32 +261,21 @@ impl Namespace {
         self.inner.submit(write::Request::Local(batch))
     }
 
-    /// [`Namespace::write`] for async callers (HTTP, RESP): committed on a task when that costs
-    /// only `pwrite`s and memtable inserts (`wal.fsync` `interval` or `never`, no segment roll or
-    /// memtable seal due), else on the blocking pool; behind another writer's commit the task waits
-    /// for the next group without a thread. A thread hop costs more than such a commit.
+    /// [`Namespace::write`] for async callers (HTTP, RESP): see `Inner::submit_async` (on a task
+    /// when the commit is only `pwrite`s and memtable inserts, else on a blocking thread).
     pub async fn write_async(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
-        let simple = !batch
-            .ops
-            .iter()
-            .any(|op| matches!(op, Op::DeletePrefix { .. }));
-        if simple && self.role != Role::Member && self.role.owns() {
-            let bytes = batch.ops.iter().map(Op::weight).sum::<usize>() + 64;
-            if let Some(leader) = self.inner.lead_inline(bytes) {
-                return leader.commit(write::Request::Local(batch));
-            }
-            if self.inner.opts.fsync != FsyncPolicy::Always {
-                return self.inner.submit_async(write::Request::Local(batch)).await;
-            }
+        if self.role != Role::Member && self.role.owns() {
+            return self.inner.submit_async(write::Request::Local(batch)).await;
         }
+        // A member proposes to its group; a follower refuses: both as `write` does.
         let ns = self.clone();
         tokio::task::spawn_blocking(move || ns.write(batch))
             .await
             .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?
     }
 
-    /// [`Namespace::apply_replicated`] for async callers (a follower under `interval`): on the
-    /// calling task when cheap, as [`Namespace::write_async`] decides, else on the blocking pool.
+    /// [`Namespace::apply_replicated`] for async callers (a follower under `interval`), committed
+    /// as [`Namespace::write_async`] commits.
     pub async fn apply_replicated_async(
         &self,
         records: Vec<Record>,
@@ -296,20 +285,9 @@ impl Namespace {
                 name: self.inner.name.clone(),
             });
         }
-        let bytes = records.iter().map(|r| r.payload.len() + 64).sum();
-        if let Some(leader) = self.inner.lead_inline(bytes) {
-            return leader.commit(write::Request::Replicated(records, false));
-        }
-        if self.inner.opts.fsync != FsyncPolicy::Always {
-            return self
-                .inner
-                .submit_async(write::Request::Replicated(records, false))
-                .await;
-        }
-        let ns = self.clone();
-        tokio::task::spawn_blocking(move || ns.apply_replicated(records))
+        self.inner
+            .submit_async(write::Request::Replicated(records, false))
             .await
-            .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?
     }
 
     /// Appends records received from an upstream verbatim (same LSNs, HLCs and payloads).

@@ -223,14 +223,18 @@ impl Inner {
         self.released.notify_waiters();
     }
 
-    /// [`Inner::submit`] for a task: when another commit runs, the request joins the next group
-    /// and the task waits without a thread; the task that finds the role free leads that group
-    /// itself while it costs no more than `lead_inline` allows, else a blocking thread leads it.
-    /// Callers check the policy first (`Always` fsyncs in the group: never on a task).
+    /// [`Inner::submit`] for a task. Alone and cheap ([`Inner::cheap`]), the request commits on
+    /// the task; when another commit runs, it joins the next group and the task waits without a
+    /// thread, and the waiter that finds the role free leads that group on its task if the group
+    /// is cheap. Anything else (`fsync: always`, a seal or roll due, a prefix delete) goes to a
+    /// blocking thread, which leads the group holding the request.
     pub(crate) async fn submit_async(
         self: &Arc<Self>,
         request: Request,
     ) -> Result<Commit, EngineError> {
+        if let Some(leader) = request.inline_bytes().and_then(|b| self.lead_inline(b)) {
+            return leader.commit(request);
+        }
         let id = self.queue.lock().enqueue(request);
         let mut waiting = Waiting {
             inner: self,
@@ -299,14 +303,10 @@ impl Inner {
     }
 
     /// The leader role for one commit on the calling thread, when that costs no more than a WAL
-    /// `pwrite` and a memtable insert: the policy does not fsync in the commit path, no group runs
-    /// or waits, and neither a WAL segment roll nor a memtable seal is due for `bytes` more. `None`
-    /// sends the caller to the blocking path, so an async caller never blocks a runtime worker on
-    /// the disk, on the flusher or behind other writers.
+    /// `pwrite` and a memtable insert ([`Inner::cheap`]) and no group runs or waits. `None` sends
+    /// the caller to the queue, so an async caller never blocks a runtime worker on the disk, on
+    /// the flusher or behind other writers.
     pub(crate) fn lead_inline(&self, bytes: usize) -> Option<InlineLeader<'_>> {
-        if self.opts.fsync == FsyncPolicy::Always {
-            return None;
-        }
         let mut q = self.queue.lock();
         if q.leader_active || !q.pending.is_empty() || !self.cheap(bytes) {
             return None;
