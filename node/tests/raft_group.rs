@@ -1117,3 +1117,123 @@ async fn a_member_that_lost_its_volume_rejoins_by_snapshot() -> anyhow::Result<(
     verify(&c, &mut ms, &acks, None, None).await?;
     Ok(())
 }
+
+/// `raft` of `GET /api/v1/{NS}/stats` at `url` (the member's view of its group).
+async fn raft_stats(c: &reqwest::Client, url: &str) -> Option<Value> {
+    get_json(c, &format!("{url}/api/v1/{NS}/stats"))
+        .await?
+        .get("raft")
+        .cloned()
+}
+
+/// The leader's fsync runs beside its followers' (`raft/durable.rs`). The leader's fsyncs of its
+/// own entries are held back `STALL` (fault injection, as a slow disk): its followers must hold a
+/// write (the leader's match index for them) long before that, yet the write stays invisible
+/// everywhere (no answer, no member applied it) until the leader's copy is on disk. With the
+/// leader's fsync before replication (openraft 0.9's own order) the followers would get the entry
+/// only after the stall; without the gates, the write would be answered and applied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_fsync_runs_beside_its_followers() -> anyhow::Result<()> {
+    const STALL: Duration = Duration::from_millis(800);
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ms = members(root.path(), 3);
+    for m in ms.iter_mut() {
+        m.proc.set_env(
+            "UNISONDB_FAULT_LEADER_FSYNC_DELAY_MS",
+            STALL.as_millis().to_string(),
+        );
+    }
+    start_all(&c, &mut ms).await?;
+    let li = wait_leader(&c, &ms, None).await?;
+    let put = |url: String, v: &str| {
+        let c = c.clone();
+        let body = serde_json::json!({"value": B64.encode(v)});
+        async move { c.put(url).json(&body).send().await }
+    };
+    let r = put(ms[li].url(&format!("/api/v1/{NS}/kv/warm")), "w").await?;
+    assert!(r.status().is_success(), "warm-up write: {}", r.status());
+    let before = raft_stats(&c, &ms[li].url(""))
+        .await
+        .context("leader stats")?["last_log_index"]
+        .as_u64()
+        .context("last_log_index")?;
+
+    let started = Instant::now();
+    let write = tokio::spawn(put(ms[li].url(&format!("/api/v1/{NS}/kv/k")), "v"));
+    // The followers receive and fsync the entry while the leader's own fsync is held back.
+    let mut replicated = None;
+    let mut checks = 0;
+    while started.elapsed() < STALL * 7 / 10 {
+        let s = raft_stats(&c, &ms[li].url(""))
+            .await
+            .context("leader stats")?;
+        let last = s["last_log_index"].as_u64().unwrap_or(0);
+        let matched = |id: u64| s["peer_match_index"][id.to_string()].as_u64().unwrap_or(0);
+        let followers: Vec<u64> = ms
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != ms[li].id)
+            .collect();
+        if replicated.is_none() && last > before && followers.iter().all(|f| matched(*f) >= last) {
+            replicated = Some(started.elapsed());
+        }
+        // Nothing of it is visible yet: not answered, not applied on any member, not readable.
+        assert!(
+            !write.is_finished(),
+            "the write was answered after {:?}, before the leader's fsync",
+            started.elapsed()
+        );
+        for m in &ms {
+            let applied = raft_stats(&c, &m.url("")).await.context("stats")?["applied"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!(
+                applied <= before,
+                "member {} applied LSN {applied} (> {before}) before the leader's copy was durable",
+                m.id
+            );
+            let r = c.get(m.url(&format!("/api/v1/{NS}/kv/k"))).send().await?;
+            assert_eq!(
+                r.status().as_u16(),
+                404,
+                "member {} serves the write early",
+                m.id
+            );
+        }
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replicated = replicated.with_context(|| {
+        format!(
+            "the followers did not hold the write within {:?} while the leader's fsync was held \
+             back {STALL:?}: replication waits for the leader's fsync",
+            STALL * 7 / 10
+        )
+    })?;
+    let r = write.await??;
+    let answered = started.elapsed();
+    assert!(r.status().is_success(), "write: {}", r.status());
+    assert!(answered >= STALL * 9 / 10, "answered after {answered:?}");
+    eprintln!(
+        "followers held the write after {replicated:?}; answered after {answered:?}; {checks} checks"
+    );
+    // Then every member serves it.
+    for m in &ms {
+        let url = m.url(&format!("/api/v1/{NS}/kv/k"));
+        Wait::new(
+            format!("member {} serves the write", m.id),
+            Duration::from_secs(5),
+        )
+        .every(Duration::from_millis(50))
+        .until_async(async || match get_json(&c, &url).await {
+            Some(v) if v["value"] == B64.encode("v") => Ok(Some(())),
+            other => Err(format!("{other:?}")),
+        })
+        .await?;
+    }
+    for m in ms.iter_mut() {
+        m.proc.terminate(Duration::from_secs(20))?;
+    }
+    Ok(())
+}

@@ -55,8 +55,13 @@ impl NodeProcess {
 
     /// Sets an environment variable for the process (e.g. `UNISONDB_HTTP_LISTEN`).
     pub fn env(mut self, key: &str, value: impl Into<String>) -> NodeProcess {
-        self.env.push((key.to_string(), value.into()));
+        self.set_env(key, value);
         self
+    }
+
+    /// Like [`NodeProcess::env`], for a process already built; applies from the next start.
+    pub fn set_env(&mut self, key: &str, value: impl Into<String>) {
+        self.env.push((key.to_string(), value.into()));
     }
 
     /// Runs the binary through a wrapper command, e.g. `["ip", "netns", "exec", NS]`.

@@ -229,7 +229,9 @@ impl Cluster {
         let network = Network {
             namespace: name.clone(),
             peers: self.peers.clone(),
+            durable: super::durable::Durability::new(ns.clone()),
         };
+        let log = log.for_node(self.settings.node_id);
         let raft = openraft::Raft::new(
             self.settings.node_id,
             self.settings.raft.clone(),

@@ -2,7 +2,7 @@
 //!
 //! The WAL is the Raft log (`engine/cluster.rs`): entry index `i` is LSN `i + 1`, its term is the
 //! record's epoch. `store.rs` adapts a member namespace to openraft's storage-v2 traits, `entry.rs`
-//! converts entries to and from WAL records, `state.rs` keeps the vote, committed index and
+//! converts entries to and from WAL records, `durable.rs` lets the leader's fsync run in parallel with its followers', `state.rs` keeps the vote, committed index and
 //! membership crash-safely, `network.rs`/`service.rs` carry the RPCs over the node's gRPC listener,
 //! `group.rs` runs the groups a process serves, `batcher.rs` merges concurrent writes into one entry, `members.rs` changes a group's membership,
 //! `join.rs` lets a new member ask to be added, `handoff.rs` moves the leadership away, and
@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod batcher;
+pub mod durable;
 pub mod entry;
 pub mod group;
 pub mod handoff;

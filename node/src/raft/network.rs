@@ -21,6 +21,7 @@ use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use super::durable::Durability;
 use super::proto::raft_client::RaftClient;
 use super::proto::RaftRequest;
 use super::{Member, TypeConfig};
@@ -183,6 +184,8 @@ impl Peers {
 pub struct Network {
     pub namespace: String,
     pub peers: Arc<Peers>,
+    /// This member's durable log: the commit index it sends never passes it (`durable.rs`).
+    pub durable: Durability,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -194,6 +197,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.grpc.clone(),
             peers: self.peers.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -204,6 +208,7 @@ pub struct PeerClient {
     target: u64,
     addr: String,
     peers: Arc<Peers>,
+    durable: Durability,
 }
 
 /// Why a call did not produce the peer's answer.
@@ -262,6 +267,9 @@ impl PeerClient {
     }
 }
 
+/// How long an AppendEntries waits for the leader's own fsync of the commit index it carries.
+const COMMIT_PATIENCE: Duration = Duration::from_millis(20);
+
 /// Which RPC.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -273,9 +281,15 @@ enum Kind {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        // Gate 2 of `durable.rs`. The leader's fsync of a committed entry started before the
+        // entry could commit, so the wait is short; a lower commit index is only learnt later.
+        rpc.leader_commit = self
+            .durable
+            .settle(rpc.leader_commit, COMMIT_PATIENCE)
+            .await;
         self.call(Kind::Append, &rpc, &option).await
     }
 

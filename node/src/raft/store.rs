@@ -19,6 +19,7 @@ use openraft::{
 };
 use parking_lot::Mutex;
 
+use super::durable::Durability;
 use super::entry::{self, Entry};
 use super::state::RaftState;
 use super::{Applied, Member, StorageError, TypeConfig};
@@ -73,14 +74,18 @@ pub fn open(
     let membership = state.data.membership.clone();
     let state = Arc::new(Mutex::new(state));
     let recent: Arc<Mutex<RecentEntries>> = Default::default();
+    let durable = Durability::new(ns.clone());
     let log = LogStore {
         ns: ns.clone(),
         state: state.clone(),
         syncer: Syncer::start(ns.clone())?,
         recent: recent.clone(),
+        me: None,
+        durable: durable.clone(),
     };
     let sm = StateMachine {
         recent,
+        durable,
         ns: ns.clone(),
         state,
         last_applied: Arc::new(Mutex::new(last_applied)),
@@ -127,11 +132,11 @@ fn recover_membership(ns: &Namespace, state: &mut RaftState) -> Result<(), Engin
     Ok(())
 }
 
-/// Fsyncs appended entries off openraft's core task, in order, one fsync for everything queued:
-/// the core replicates an entry while its own copy is being made durable (the leader's fsync and
-/// the followers' run in parallel), and learns of durability through the `LogFlushed` callback.
+/// Fsyncs appended entries off openraft's core task, in order, one fsync for everything queued.
+/// A follower's append is reported through its `LogFlushed` callback after the fsync; a leader's
+/// own append was reported at once (`durable.rs`) and is queued without one.
 struct Syncer {
-    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>>,
+    tx: parking_lot::Mutex<Option<std::sync::mpsc::Sender<SyncJob>>>,
     thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -148,7 +153,8 @@ impl Drop for Syncer {
 
 impl Syncer {
     fn start(ns: Namespace) -> Result<Arc<Syncer>, EngineError> {
-        let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+        let stall = leader_fsync_stall();
         let thread = std::thread::Builder::new()
             .name(format!("raft-sync-{}", ns.name()))
             .spawn(move || {
@@ -156,8 +162,15 @@ impl Syncer {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    if let Some(d) = stall.filter(|_| batch.iter().any(|j| j.leader)) {
+                        std::thread::sleep(d);
+                    }
                     let result = ns.raft_sync().map_err(|e| e.to_string());
-                    for cb in batch {
+                    if let Err(e) = &result {
+                        // The namespace is poisoned: the next append fails and stops the group.
+                        tracing::error!(namespace = ns.name(), error = %e, "Raft log fsync failed");
+                    }
+                    for cb in batch.into_iter().filter_map(|j| j.flushed) {
                         cb.log_io_completed(result.clone().map_err(std::io::Error::other));
                     }
                 }
@@ -169,6 +182,22 @@ impl Syncer {
     }
 }
 
+/// Appended entries to fsync, and the callback to report it to when openraft awaits it.
+struct SyncJob {
+    flushed: Option<LogFlushed<TypeConfig>>,
+    /// The leader's own entries (what `UNISONDB_FAULT_LEADER_FSYNC_DELAY_MS` delays).
+    leader: bool,
+}
+
+/// Fault injection for tests (`UNISONDB_FAULT_LEADER_FSYNC_DELAY_MS`): a leader's fsync of its own
+/// entries starts that much later, as on a slow disk, so a test can watch what waits for it.
+fn leader_fsync_stall() -> Option<std::time::Duration> {
+    let ms = std::env::var("UNISONDB_FAULT_LEADER_FSYNC_DELAY_MS").ok()?;
+    let ms: u64 = ms.parse().ok()?;
+    tracing::warn!(ms, "fault injection: the leader's log fsyncs are delayed");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 /// The Raft log: the member namespace's WAL.
 #[derive(Clone)]
 pub struct LogStore {
@@ -178,6 +207,10 @@ pub struct LogStore {
     /// The entries appended last, for the replication streams and the state machine that read
     /// them back at once (a WAL reader per read costs a 256 KiB window and a `pread` of it).
     recent: Arc<Mutex<RecentEntries>>,
+    /// This member's node id, once its group starts: appends of its own leadership term are
+    /// reported flushed before their fsync (`durable.rs`).
+    me: Option<u64>,
+    durable: Durability,
 }
 
 /// Entries kept in memory at most (`LogStore::recent`).
@@ -256,6 +289,28 @@ impl RecentEntries {
 }
 
 impl LogStore {
+    /// The log of member `id`, which may then lead (see `durable.rs`).
+    pub fn for_node(mut self, id: u64) -> LogStore {
+        self.me = Some(id);
+        self
+    }
+
+    /// Whether `entries` are this member's own, appended as the leader of their term: the saved
+    /// vote is this member's, committed, in that term (one leader per term: `single-term-leader`).
+    fn leads(&self, entries: &[Entry]) -> bool {
+        let Some(me) = self.me else {
+            return false;
+        };
+        let Some(vote) = self.state.lock().data.vote else {
+            return false;
+        };
+        vote.committed
+            && vote.leader_id.voted_for == Some(me)
+            && entries
+                .iter()
+                .all(|e| e.log_id.leader_id.term == vote.leader_id.term)
+    }
+
     /// Whether this member holds no Raft state at all: a new member, or one whose volume was lost.
     pub fn is_blank(&self) -> bool {
         let st = self.state.lock();
@@ -339,6 +394,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        // Gate 4 of `durable.rs`: entries reported flushed early are on disk before any vote
+        // change, so the member never claims a copy it does not hold (elections only).
+        if self.durable.lsn() < self.ns.last_appended_lsn() {
+            blocking(|| self.ns.raft_sync())
+                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        }
         let mut st = self.state.lock();
         st.data.vote = Some(*vote);
         blocking(|| st.save()).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
@@ -349,6 +410,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
+        // Gate 3 of `durable.rs`.
+        let committed = self.durable.clamp(committed);
         let mut st = self.state.lock();
         st.data.committed = committed;
         blocking(|| st.save_lazily()).map_err(io_write)
@@ -368,6 +431,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let own = self.leads(&entries);
         let records = entries
             .iter()
             .map(entry::to_record)
@@ -389,12 +453,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match blocking(|| self.ns.raft_write(records)) {
             Ok(_) => {
                 self.recent.lock().push(&entries);
-                let unsent = match self.syncer.tx.lock().as_ref() {
-                    Some(tx) => tx.send(callback).err().map(|e| e.0),
-                    None => Some(callback),
+                let (flushed, now) = if own {
+                    (None, Some(callback))
+                } else {
+                    (Some(callback), None)
                 };
-                if let Some(cb) = unsent {
-                    cb.log_io_completed(Err(std::io::Error::other("the WAL sync thread is gone")));
+                let job = SyncJob {
+                    flushed,
+                    leader: own,
+                };
+                let sent = match self.syncer.tx.lock().as_ref() {
+                    Some(tx) => tx.send(job).map_err(|e| e.0),
+                    None => Err(job),
+                };
+                let sent = sent.map_err(|j| j.flushed);
+                match (sent, now) {
+                    (Ok(()), Some(cb)) => cb.log_io_completed(Ok(())),
+                    (Ok(()), None) => {}
+                    (Err(job), now) => {
+                        if let Some(cb) = job.or(now) {
+                            let gone = std::io::Error::other("the WAL sync thread is gone");
+                            cb.log_io_completed(Err(gone));
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -430,6 +511,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub struct StateMachine {
     /// The log's cache of recent entries, emptied when a snapshot replaces the log.
     recent: Arc<Mutex<RecentEntries>>,
+    durable: Durability,
     ns: Namespace,
     state: Arc<Mutex<RaftState>>,
     /// Log id of the last applied entry (the engine knows its LSN; this keeps its term exactly).
@@ -556,6 +638,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 payload: rec.payload,
             });
             last = Some(e.log_id);
+        }
+        // Gate 1 of `durable.rs`: nothing becomes visible before this member's copy is on disk.
+        if let Some(l) = last {
+            self.durable
+                .reach(entry::lsn_of(l.index))
+                .await
+                .map_err(sm_write)?;
         }
         if let Some(m) = membership {
             let mut st = self.state.lock();
