@@ -327,6 +327,8 @@ struct Ack {
     /// `x-unisondb-raft-term` / `x-unisondb-raft-leader` of the answer, when the node sends them.
     term: Option<u64>,
     leader: Option<u64>,
+    /// When the answer arrived.
+    at: Instant,
 }
 
 #[derive(Default)]
@@ -391,6 +393,7 @@ fn spawn_writers(
                                 lsn,
                                 term,
                                 leader,
+                                at: Instant::now(),
                             });
                         }
                         _ => {
@@ -442,6 +445,19 @@ fn spawn_reader(
                 Ok(r) if r.status().is_success() || r.status().as_u16() == 404 => {
                     load.linear_reads.fetch_add(1, Ordering::Relaxed);
                     let status = r.status();
+                    let served = [
+                        "x-unisondb-raft-leader",
+                        "x-unisondb-raft-term",
+                        "x-unisondb-read-at-lsn",
+                    ]
+                    .map(|h| {
+                        r.headers()
+                            .get(h)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                            .to_string()
+                    })
+                    .join("/");
                     let v: Value = r.json().await.unwrap_or_default();
                     let got = B64
                         .decode(v["value"].as_str().unwrap_or_default())
@@ -449,8 +465,13 @@ fn spawn_reader(
                     if got != ack.value.as_bytes() {
                         load.stale.lock().push(format!(
                             "linearizable read of {} (acknowledged at LSN {} in term {:?} by node \
-                             {:?}) on {base}: {status} {v}",
-                            ack.key, ack.lsn, ack.term, ack.leader
+                             {:?}) on {base}: {status} {v} (served by leader/term/read-at LSN \
+                             {served}, {:?} after the ack)",
+                            ack.key,
+                            ack.lsn,
+                            ack.term,
+                            ack.leader,
+                            ack.at.elapsed()
                         ));
                     }
                 }

@@ -68,6 +68,13 @@ pub async fn layer(State(st): State<Shared>, req: Request, next: Next) -> Respon
         let mut resp = next.run(req).await;
         if write {
             label_commit(&st, &path.namespace, cluster.settings.node_id, &mut resp);
+        } else {
+            // Which leader served the read, in which term, after applying which index.
+            let h = resp.headers_mut();
+            h.insert(LEADER_HEADER, HeaderValue::from(cluster.settings.node_id));
+            h.insert(TERM_HEADER, HeaderValue::from(metrics.current_term));
+            let read_at = metrics.last_log_index.map(|i| i + 1).unwrap_or(0);
+            h.insert(READ_AT_HEADER, HeaderValue::from(read_at));
         }
         return resp;
     }
@@ -106,8 +113,10 @@ async fn read_index(raft: &crate::raft::RaftHandle, last: Option<u64>) -> Result
 
 /// Term of the entry a committed write's answer names (`CommittedAt`): `x-unisondb-raft-term`.
 pub const TERM_HEADER: HeaderName = HeaderName::from_static("x-unisondb-raft-term");
-/// Node id of the leader that committed it: `x-unisondb-raft-leader`.
+/// Node id of the leader that committed it (or served a linearizable read): `x-unisondb-raft-leader`.
 pub const LEADER_HEADER: HeaderName = HeaderName::from_static("x-unisondb-raft-leader");
+/// A linearizable read's answer: the LSN the leader applied before it read.
+pub const READ_AT_HEADER: HeaderName = HeaderName::from_static("x-unisondb-read-at-lsn");
 
 /// Labels a committed write's answer with the term of its entry and this leader's id, so tests can
 /// check that no two leaders acknowledged writes in the same term.
@@ -174,6 +183,7 @@ async fn forward(st: &Shared, req: Request, addr: &str, me: u64) -> Response {
                 header::RETRY_AFTER,
                 TERM_HEADER,
                 LEADER_HEADER,
+                READ_AT_HEADER,
             ] {
                 if let Some(v) = headers.get(&name) {
                     r.headers_mut().insert(name, v.clone());
