@@ -143,8 +143,12 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
     // Recover namespaces while /healthz already answers (and /readyz says 503).
     let opening = tokio::task::spawn_blocking({
         let cfg = cfg.clone();
-        let clustered = cluster.is_some();
-        move || open_database(&cfg, clustered)
+        let conversion = cluster.as_ref().map(|c| crate::raft::store::Conversion {
+            me: c.settings.node_id,
+            members: c.settings.members.clone(),
+            converter: c.settings.is_bootstrapper(),
+        });
+        move || open_database(&cfg, conversion.as_ref())
     });
     let (db, members) = tokio::select! {
         r = opening => r??,
@@ -287,14 +291,17 @@ fn start_archivers(
 ///
 /// In cluster mode the namespaces this hub owns open as Raft group members; their storage halves
 /// are returned for the groups to start.
-fn open_database(cfg: &Config, clustered: bool) -> Result<(Database, Vec<Member>), ServerError> {
+fn open_database(
+    cfg: &Config,
+    cluster: Option<&crate::raft::store::Conversion>,
+) -> Result<(Database, Vec<Member>), ServerError> {
     let dir = &cfg.server.data_dir;
     let opts = cfg.engine_options();
     let mut members = Vec::new();
     let db = Database::open_each(dir, &cfg.server.namespaces, |d, name| {
         let role = cfg.role_of(name);
-        if clustered && role == crate::engine::Role::Owner {
-            let (ns, log, sm) = crate::raft::store::open(d, name, opts.clone())?;
+        if cluster.is_some() && role == crate::engine::Role::Owner {
+            let (ns, log, sm) = crate::raft::store::open(d, name, opts.clone(), cluster)?;
             members.push((name.to_string(), log, sm));
             Ok(ns)
         } else {

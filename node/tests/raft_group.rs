@@ -1237,3 +1237,151 @@ async fn the_leaders_fsync_runs_beside_its_followers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A single hub that already holds data becomes a group in place (`raft/store.rs`,
+/// `convert_single_hub`): the hub writes, restarts (a second epoch) and writes again, with a relayer
+/// following it; then its data directory starts as member 1 of three (2 and 3 empty). The group
+/// elects a leader in a term above the hub's epochs, the empty members receive the hub's records,
+/// writes go on through any member, and the relayer keeps following member 1 without a snapshot.
+/// Afterwards the usual checks: every write (the hub's and the group's) on every member and the
+/// relayer, one leader per term (the hub's epochs count as node 1's terms), WALs identical record by
+/// record from LSN 1. Member 2 started alone on a hub's data refuses to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_hub_with_data_converts_into_a_group() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ms = members(root.path(), 3);
+    let hub_yaml = loopback_config(&ms[0].dir, ms[0].ports, &[NS], None, "");
+    let mut hub = NodeProcess::new(BIN, "single-hub", &ms[0].dir, hub_yaml).dump_log_on_panic();
+    let hub_url = |p: &str| ms[0].url(p);
+
+    // A relayer following the single hub, before and after the conversion.
+    let relayer_dir = root.path().join("relayer");
+    let rports = Ports::free();
+    let ryaml = loopback_config(
+        &relayer_dir,
+        rports,
+        &[NS],
+        Some(&ms[0].ports.grpc_url()),
+        "",
+    );
+    let mut relayer = NodeProcess::new(BIN, "relayer", &relayer_dir, ryaml).dump_log_on_panic();
+
+    let mut acks = Vec::new();
+    for round in 0..2 {
+        hub.start()?;
+        hub.wait_http_ok(&c, &hub_url("/readyz"), Duration::from_secs(30))
+            .await?;
+        if round == 0 {
+            relayer.start()?;
+        }
+        let epoch = get_json(&c, &hub_url(&format!("/api/v1/{NS}/stats")))
+            .await
+            .and_then(|v| v["epoch"].as_u64())
+            .context("the hub's epoch")?;
+        for i in 0..50 {
+            let (key, value) = (format!("hub-{round}-{i}"), format!("v{round}-{i}"));
+            let r = c
+                .put(hub_url(&format!("/api/v1/{NS}/kv/{key}")))
+                .json(&serde_json::json!({"value": B64.encode(&value)}))
+                .send()
+                .await?
+                .error_for_status()?;
+            let body: Value = r.json().await?;
+            acks.push(Ack {
+                key,
+                value,
+                lsn: body["lsn"].as_u64().context("lsn")?,
+                // The hub's epochs are the history the group's terms continue.
+                term: Some(epoch),
+                leader: Some(1),
+            });
+        }
+        hub.terminate(Duration::from_secs(20))?;
+    }
+    let hub_last = acks.last().map(|a| a.lsn).unwrap_or(0);
+
+    // Member 2 alone on a copy of the hub's data refuses: only the lowest id converts.
+    let copy = root.path().join("copy");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(ms[0].dir.join("data"))
+        .arg(&copy)
+        .status()?;
+    assert!(status.success());
+    let mut m2 = member(
+        root.path(),
+        &ms.iter().map(|m| m.ports).collect::<Vec<_>>(),
+        1,
+        3,
+        "",
+    );
+    std::fs::create_dir_all(&m2.dir)?;
+    std::fs::rename(&copy, m2.dir.join("data"))?;
+    m2.proc.start()?;
+    let refused = Wait::new("member 2 to refuse the hub's data", Duration::from_secs(20))
+        .every(Duration::from_millis(100))
+        .until(|| match m2.proc.check_running() {
+            Err(unisondb_testkit::Error::Exited { status, .. }) => Ok(Some(status)),
+            Err(e) => Err(e.to_string()),
+            Ok(()) => Err("still running".to_string()),
+        })?;
+    assert!(!refused.success(), "member 2 started on a hub's data");
+    assert!(
+        m2.proc.log().contains("only that member converts"),
+        "member 2's log names the reason"
+    );
+    std::fs::remove_dir_all(m2.dir.join("data"))?;
+
+    start_all(&c, &mut ms).await?;
+    let li = wait_leader(&c, &ms, None).await?;
+    let status = get_json(&c, &ms[li].url(&format!("/status/leader?namespace={NS}")))
+        .await
+        .context("status")?;
+    let term = status["term"].as_u64().context("term")?;
+    let last_epoch = acks.last().and_then(|a| a.term).unwrap_or(0);
+    assert!(
+        term > last_epoch,
+        "term {term} above the hub's epochs (last {last_epoch})"
+    );
+    for (i, m) in ms.iter().enumerate() {
+        for j in 0..20 {
+            let (key, value) = (format!("group-{i}-{j}"), format!("g{i}-{j}"));
+            let r = c
+                .put(m.url(&format!("/api/v1/{NS}/kv/{key}")))
+                .json(&serde_json::json!({"value": B64.encode(&value)}))
+                .send()
+                .await?
+                .error_for_status()?;
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+            };
+            let (term, leader) = (
+                header("x-unisondb-raft-term"),
+                header("x-unisondb-raft-leader"),
+            );
+            let body: Value = r.json().await?;
+            let lsn = body["lsn"].as_u64().context("lsn")?;
+            assert!(
+                lsn > hub_last + 1,
+                "group write at LSN {lsn} after the hub's {hub_last}"
+            );
+            acks.push(Ack {
+                key,
+                value,
+                lsn,
+                term,
+                leader,
+            });
+        }
+    }
+    verify(&c, &mut ms, &acks, Some((&mut relayer, rports)), Some(1)).await?;
+    assert!(
+        !relayer.log().contains("snapshot installed"),
+        "the relayer continued from the group's history without a snapshot"
+    );
+    Ok(())
+}

@@ -79,6 +79,9 @@ pub enum EngineError {
     Follower { name: String },
     #[error("namespace is closed")]
     Closed,
+    /// Cluster mode: a single hub's data cannot become this member's Raft log (see the message).
+    #[error("{0}")]
+    Conversion(String),
     #[error(transparent)]
     Epoch(#[from] EpochError),
     /// Rolling back to `lsn` is impossible: the B+Tree already holds records up to `checkpoint`.

@@ -47,14 +47,29 @@ fn sm_write(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
 
-/// Opens the namespace in `dir` as a group member and returns its two storage halves.
+/// Who may turn a single hub's namespace into the group's log, and the group it joins.
+pub struct Conversion {
+    pub me: u64,
+    pub members: std::collections::BTreeMap<u64, Member>,
+    /// This member bootstraps groups (the lowest id): the only one that converts.
+    pub converter: bool,
+}
+
+/// Opens the namespace in `dir` as a group member and returns its two storage halves. With
+/// `conversion`, a namespace written by a single hub becomes the group's log first
+/// ([`convert_single_hub`]).
 pub fn open(
     dir: &Path,
     name: &str,
     opts: EngineOptions,
+    conversion: Option<&Conversion>,
 ) -> Result<(Namespace, LogStore, StateMachine), EngineError> {
     crate::fsutil::create_dir_all_durable(dir)?;
-    let state = RaftState::load(dir)?;
+    let mut state = RaftState::load(dir)?;
+    if let Some(c) = conversion {
+        convert_single_hub(dir, name, &opts, &mut state, c)?;
+    }
+    let state = state;
     let committed = state
         .data
         .committed
@@ -93,6 +108,60 @@ pub fn open(
         previous_membership: Arc::new(Mutex::new(membership)),
     };
     Ok((ns, log, sm))
+}
+
+/// Turns a namespace a single hub wrote into this group's log, in place: its WAL already is a
+/// valid Raft log (LSN = index + 1, epoch = term), so the member appends one membership entry
+/// naming every configured member after the last record, in the hub's last epoch, and records
+/// it committed, with its own uncommitted vote in that epoch (its first election is the next
+/// term, above every epoch of the hub). Records the hub's WAL retention dropped count as purged, so
+/// the others get a snapshot for them. Nothing is done when the member already has Raft state or
+/// the namespace is empty or already a group's log (its history starts with the pre-epoch term 0).
+/// Only the bootstrapping member converts: another member holding a hub's data refuses to start,
+/// since two converted logs would be two groups.
+fn convert_single_hub(
+    dir: &Path,
+    name: &str,
+    opts: &EngineOptions,
+    state: &mut RaftState,
+    c: &Conversion,
+) -> Result<(), EngineError> {
+    if state.data != super::state::Persisted::default() {
+        return Ok(());
+    }
+    let ns = Namespace::open_member(dir, name, opts.clone(), 0)?;
+    let last = ns.last_appended_lsn().max(ns.checkpoint_lsn()?);
+    if last == 0 || ns.epoch_at(1) == 0 {
+        return Ok(());
+    }
+    if !c.converter {
+        return Err(EngineError::Conversion(format!(
+            "namespace {name} holds a single hub's data (up to LSN {last}) but member {} is not \
+             the group's lowest id: only that member converts a hub into a group; start this \
+             member with an empty data directory",
+            c.me
+        )));
+    }
+    let epoch = ns.epoch_at(last);
+    if ns.wal_first_lsn().is_none() || ns.last_appended_lsn() < last {
+        ns.raft_restart_log_at(last + 1)?;
+    }
+    let membership =
+        openraft::Membership::new(vec![c.members.keys().copied().collect()], c.members.clone());
+    let e = Entry {
+        log_id: entry::log_id(epoch, last + 1),
+        payload: EntryPayload::Membership(membership),
+    };
+    let record = entry::to_record(&e).map_err(|err| EngineError::Corrupt(err.to_string()))?;
+    ns.raft_append(vec![record])?;
+    let first = ns.wal_first_lsn().unwrap_or(last + 1);
+    state.data.purged = (first > 1).then(|| entry::log_id(ns.epoch_at(first - 1), first - 1));
+    state.data.vote = Some(Vote::new(epoch, c.me));
+    state.data.committed = Some(e.log_id);
+    state.save()?;
+    tracing::warn!(namespace = name, last_lsn = last, epoch, members = ?c.members.keys().collect::<Vec<_>>(),
+        "a single hub's namespace is now this group's Raft log (membership entry appended)");
+    Ok(())
 }
 
 /// The engine replays records after the B+Tree checkpoint up to the committed index at open, and so
@@ -744,8 +813,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let d = tempfile::tempdir().map_err(io_write)?;
-            let (_, log, sm) =
-                open(&d.path().join("ns"), "ns", EngineOptions::default()).map_err(io_write)?;
+            let (_, log, sm) = open(&d.path().join("ns"), "ns", EngineOptions::default(), None)
+                .map_err(io_write)?;
             Ok((d, log, sm))
         }
     }
@@ -759,7 +828,7 @@ mod tests {
         let nodes: BTreeMap<u64, Member> = [(1, Member::default()), (2, Member::default())].into();
         let m = Membership::new(vec![BTreeSet::from([1, 2])], nodes);
         {
-            let (_, log, _) = open(&dir, "ns", EngineOptions::default()).unwrap();
+            let (_, log, _) = open(&dir, "ns", EngineOptions::default(), None).unwrap();
             let entries = [
                 Entry {
                     log_id: entry::log_id(0, 1),
@@ -780,7 +849,7 @@ mod tests {
             st.data.committed = Some(entry::log_id(3, 2));
             st.save().unwrap();
         }
-        let (ns, _, mut sm) = open(&dir, "ns", EngineOptions::default()).unwrap();
+        let (ns, _, mut sm) = open(&dir, "ns", EngineOptions::default(), None).unwrap();
         assert_eq!(ns.latest_lsn(), 2, "replayed up to the committed index");
         let (applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(entry::log_id(3, 2)));
