@@ -83,11 +83,11 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
         )
         .await?;
     }
-    let stateful_set = apply_named(
-        &Api::<StatefulSet>::namespaced(client.clone(), ns),
-        &r.stateful_set,
-    )
-    .await?;
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+    if let Some(why) = recreate_if_immutable(&sts_api, &r.stateful_set).await? {
+        notes.push(why);
+    }
+    let stateful_set = apply_named(&sts_api, &r.stateful_set).await?;
     let volumes = match &r.grow_volumes {
         Some(g) => Some(
             volumes::grow(client, ns, &g.selector, &g.size)
@@ -104,6 +104,43 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
 }
 
 /// Applies an object under its own `metadata.name`.
+/// Deletes the StatefulSet, leaving its pods and volumes (`propagationPolicy: Orphan`), when
+/// `desired` changes a field Kubernetes never lets change, and waits until it is gone; the apply
+/// that follows creates it again and it adopts the same pods. Returns what was done.
+async fn recreate_if_immutable(
+    api: &Api<StatefulSet>,
+    desired: &StatefulSet,
+) -> Result<Option<String>, Error> {
+    let name = desired.name_any();
+    let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? else {
+        return Ok(None);
+    };
+    let Some(why) = crate::build::statefulset::read::immutable_change(&existing, desired) else {
+        return Ok(None);
+    };
+    tracing::info!(statefulset = %name, change = %why, "recreating the StatefulSet (pods kept)");
+    let orphan = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+        preconditions: existing.uid().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    api.delete(&name, &orphan).await.map_err(Error::Kube)?;
+    for _ in 0..150 {
+        if api.get_opt(&name).await.map_err(Error::Kube)?.is_none() {
+            return Ok(Some(format!(
+                "StatefulSet {name} recreated, its pods and volumes kept ({why})"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(Some(format!(
+        "StatefulSet {name} is being recreated ({why}); not gone after 30 s"
+    )))
+}
+
 async fn apply_named<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,

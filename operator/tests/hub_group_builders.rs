@@ -121,18 +121,32 @@ fn a_group_refuses_what_it_cannot_run_yet() {
 }
 
 #[test]
-fn one_member_and_a_group_do_not_turn_into_each_other() {
+fn a_single_hub_may_become_a_group_but_not_back() {
     let single_sts = built(&single()).stateful_set;
     let group_sts = built(&group()).stateful_set;
-    let r = validated(&group(), Some(single_sts)).expect_err("1 -> 3 refused");
-    assert_eq!(r.problem.reason, "GroupChangeRefused");
     assert!(
-        r.problem.message.contains("1 -> 3"),
-        "{}",
-        r.problem.message
+        validated(&group(), Some(single_sts.clone())).is_ok(),
+        "1 -> 3 converts the hub"
+    );
+    // The pod management policy differs and Kubernetes never lets it change: the operator
+    // recreates the StatefulSet around the running pod (apply.rs).
+    let change =
+        unisondb_operator::build::statefulset::read::immutable_change(&single_sts, &group_sts);
+    assert_eq!(
+        change.as_deref(),
+        Some("podManagementPolicy OrderedReady -> Parallel")
+    );
+    assert_eq!(
+        unisondb_operator::build::statefulset::read::immutable_change(&group_sts, &group_sts),
+        None
     );
     let r = validated(&single(), Some(group_sts.clone())).expect_err("3 -> 1 refused");
     assert_eq!(r.problem.reason, "GroupChangeRefused");
+    assert!(
+        r.problem.message.contains("3 -> 1"),
+        "{}",
+        r.problem.message
+    );
     let mut five = group();
     five.spec.replicas = 5;
     assert!(

@@ -312,6 +312,28 @@ pub mod read {
         s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
     }
 
+    /// Why `desired` cannot be applied over `existing` (a field Kubernetes never lets change,
+    /// e.g. `podManagementPolicy` when a single hub becomes a group), if it cannot: the
+    /// StatefulSet must then be recreated, keeping its pods and volumes.
+    pub fn immutable_change(existing: &StatefulSet, desired: &StatefulSet) -> Option<String> {
+        let (e, d) = (existing.spec.as_ref()?, desired.spec.as_ref()?);
+        let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "OrderedReady".into());
+        if policy(&e.pod_management_policy) != policy(&d.pod_management_policy) {
+            return Some(format!(
+                "podManagementPolicy {} -> {}",
+                policy(&e.pod_management_policy),
+                policy(&d.pod_management_policy)
+            ));
+        }
+        if e.service_name != d.service_name {
+            return Some("serviceName changed".into());
+        }
+        if e.selector.match_labels != d.selector.match_labels {
+            return Some("selector changed".into());
+        }
+        None
+    }
+
     pub fn image(s: &StatefulSet) -> Option<&str> {
         s.spec
             .as_ref()?

@@ -105,6 +105,14 @@ pub fn rollout_step(
     };
     let leaderless = view.leaderless();
     if !leaderless.is_empty() {
+        // A single hub becoming a group: its pod still runs the single hub (no Raft state) and
+        // the new members wait for it. Restarted, it converts its data into the group's log.
+        if let Some(hub) = outdated
+            .iter()
+            .find(|p| p.ordinal == 0 && view.singles.contains(&p.name))
+        {
+            return RolloutStep::Replace(hub.name.clone());
+        }
         return RolloutStep::Wait(format!("no leader for {}", leaderless.join(", ")));
     }
     if let Some(p) = pods.iter().find(|p| !view.caught_up(&p.name)) {
@@ -148,6 +156,7 @@ mod tests {
             leaders: BTreeMap::from([("default".to_string(), Some(leader.to_string()))]),
             leader_pod: Some(leader.into()),
             members: commits.iter().map(|(p, _)| p.to_string()).collect(),
+            singles: Vec::new(),
             term: Some(2),
             commits: commits
                 .iter()
@@ -253,6 +262,40 @@ mod tests {
             rollout_step(&pods, 3, Some("new"), Some(&v)),
             RolloutStep::StepDownAndReplace("hub-0".into())
         );
+    }
+
+    #[test]
+    fn a_single_hub_becoming_a_group_restarts_its_pod_first() {
+        // The StatefulSet grew from 1 to 3: hub-0 still runs the single hub (old revision, no
+        // Raft state), hub-1 and hub-2 are new empty members waiting for a leader.
+        let pods = vec![
+            pod("hub-0", "old", None),
+            pod("hub-1", "new", None),
+            pod("hub-2", "new", None),
+        ];
+        let mut v = view("hub-1", &[("hub-1", 0), ("hub-2", 0)]);
+        v.leaders.insert("default".into(), None);
+        v.leader_pod = None;
+        v.singles = vec!["hub-0".into()];
+        assert_eq!(
+            rollout_step(&pods, 3, Some("new"), Some(&v)),
+            RolloutStep::Replace("hub-0".into())
+        );
+        // Not while hub-0 reports Raft state (a group member whose group lost its leader), nor
+        // before every member is ready.
+        let mut member = v.clone();
+        member.singles.clear();
+        member.members.insert(0, "hub-0".into());
+        assert!(matches!(
+            rollout_step(&pods, 3, Some("new"), Some(&member)),
+            RolloutStep::Wait(w) if w.starts_with("no leader")
+        ));
+        let mut starting = pods.clone();
+        starting[2].ready = false;
+        assert!(matches!(
+            rollout_step(&starting, 3, Some("new"), Some(&v)),
+            RolloutStep::Wait(_)
+        ));
     }
 
     #[test]

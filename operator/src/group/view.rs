@@ -21,6 +21,8 @@ pub struct GroupView {
     pub leader_pod: Option<String>,
     /// Pods that report Raft state, in ordinal order.
     pub members: Vec<String>,
+    /// Pods that answered but report no Raft state: a single hub's pod (before it converts).
+    pub singles: Vec<String>,
     /// The highest term any member reports.
     pub term: Option<u64>,
     /// Pod -> namespace -> last committed LSN applied there.
@@ -80,6 +82,8 @@ pub fn view(report: &Connectivity, namespaces: &[String]) -> Option<GroupView> {
         }
         if member {
             v.members.push(p.pod.clone());
+        } else {
+            v.singles.push(p.pod.clone());
         }
     }
     if !readable {

@@ -212,18 +212,20 @@ fn check_group(spec: &UnisonHubSpec) -> Result<(), Invalid> {
     }
 }
 
-/// A hub cannot turn into a group or back once it runs: a single hub's WAL cannot become a
-/// group's Raft log (docs/REPLICATION.md, "Hub groups"). 3 <-> 5 is a membership change.
+/// A single hub may become a group (1 -> 3/5: its pod converts its data into the group's log,
+/// docs/OPERATIONS.md "Converting a single hub into a group"), a group not back into one hub: that
+/// would drop the quorum guarantees its clients rely on. 3 <-> 5 is a membership change.
 pub fn group_change(desired: i32, existing: Option<&StatefulSet>) -> Result<(), Invalid> {
     let Some(running) = existing.map(read::replicas) else {
         return Ok(());
     };
-    if (running > 1) != (desired > 1) {
+    if running > 1 && desired <= 1 {
         return Err(invalid(
             "GroupChangeRefused",
             format!(
-                "replicas: {running} -> {desired} is refused: a single hub cannot become a Raft group \
-                 or back in place; create a new UnisonHub and move the data (docs/OPERATIONS.md)"
+                "replicas: {running} -> {desired} is refused: a hub group does not turn back into a \
+                 single hub in place; scale it to 3, or create a new UnisonHub and move the data \
+                 (docs/OPERATIONS.md)"
             ),
         ));
     }
