@@ -1,9 +1,12 @@
-//! (HA) A UnisonHub with `replicas: 3` (a Raft group per namespace) and a relayer following it.
+//! (HA) A UnisonHub that starts as a single hub holding data and is converted into a group by
+//! editing `replicas: 1` to `replicas: 3` (the operator recreates the StatefulSet around its pod and
+//! restarts it; the pod converts its data into the group's log). Then, as a hub with `replicas: 3` (a Raft group per namespace) and a relayer following it.
 //! Under a write load through the client Service (every acknowledgement recorded with its value),
 //! the leader pod is deleted: the operator labels the new leader, writes resume through the same
 //! Service with no client change, the relayer keeps serving reads throughout, `kubectl get uhub`
 //! shows the new leader, and every member and the relayer hold every acknowledged record with
-//! its value (compared record by record). Scale 3 -> 5 -> 3 is not exercised here.
+//! its value (compared record by record), the single hub's writes included. Scale 3 -> 5 -> 3 is
+//! not exercised here.
 
 use super::*;
 
@@ -149,10 +152,35 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
     let c = &cx.c;
     let image = &cx.release_image;
     let manifest = format!(
-        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata:\n  name: {HA}\nspec:\n  image: {image}\n  replicas: 3\n  namespaces: [{NS}]\n  storage:\n    size: 1Gi\n---\napiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: {HA_EDGE}\nspec:\n  image: {image}\n  upstream:\n    hubRef:\n      name: {HA}\n  replicas: 1\n  storage:\n    size: 1Gi\n"
+        "apiVersion: unisondb.io/v1alpha1\nkind: UnisonHub\nmetadata:\n  name: {HA}\nspec:\n  image: {image}\n  replicas: 1\n  namespaces: [{NS}]\n  storage:\n    size: 1Gi\n---\napiVersion: unisondb.io/v1alpha1\nkind: UnisonRelayer\nmetadata:\n  name: {HA_EDGE}\nspec:\n  image: {image}\n  upstream:\n    hubRef:\n      name: {HA}\n  replicas: 1\n  storage:\n    size: 1Gi\n"
     );
     c.kubectl_stdin(&["apply", "-f", "-"], &manifest);
     kwait(c, &format!("unisonhub/{HA}"), "5m");
+    // A single hub with data first, then converted into a group of 3 in place.
+    let hub_ip = cluster_ip(c, HA);
+    let mut seeded = Vec::new();
+    for n in 0..20 {
+        let (key, value) = (format!("single-{n:03}"), format!("single hub value {n}"));
+        wait_until(
+            &format!("the single hub to take {key}"),
+            Duration::from_secs(60),
+            || put_kv(&hub_ip, &key, value.as_bytes()),
+        );
+        seeded.push((key, b64(value.as_bytes())));
+    }
+    timings.push(("single hub Ready, 20 writes", t.elapsed()));
+    let t = Instant::now();
+    c.kubectl(&[
+        "patch",
+        "unisonhub",
+        HA,
+        "-n",
+        NS,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"replicas":3}}"#,
+    ]);
     let leader = wait_until(
         "the hub group's leader in its status",
         Duration::from_secs(120),
@@ -175,19 +203,29 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
     assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
     assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
     kwait(c, &format!("unisonrelayer/{HA_EDGE}"), "5m");
-    let up = status(c, "unisonrelayer", HA_EDGE)["upstream"].clone();
-    assert!(
-        up.as_str().is_some_and(|u| u
-            .split(',')
-            .map(|a| a.split("://").last().unwrap_or(a).split('.').next())
-            .eq([
-                Some(format!("{HA}-followers").as_str()),
-                Some(format!("{HA}-ro").as_str())
-            ])),
-        "the relayer follows the group's followers first, then its read Service: {up}"
+    wait_until(
+        "the relayer to follow the group's followers first, then its read Service",
+        Duration::from_secs(120),
+        || {
+            let up = status(c, "unisonrelayer", HA_EDGE)["upstream"].clone();
+            let follows = up.as_str().is_some_and(|u| {
+                u.split(',')
+                    .map(|a| a.split("://").last().unwrap_or(a).split('.').next())
+                    .eq([
+                        Some(format!("{HA}-followers").as_str()),
+                        Some(format!("{HA}-ro").as_str()),
+                    ])
+            });
+            if follows {
+                Ok(())
+            } else {
+                Err(format!("upstream {up}"))
+            }
+        },
     );
+    kwait(c, &format!("unisonrelayer/{HA_EDGE}"), "5m");
     timings.push((
-        "hub group (3) + relayer Ready, leader labelled",
+        "replicas 1 -> 3: group converted, relayer Ready, leader labelled",
         t.elapsed(),
     ));
 
@@ -263,7 +301,7 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
         acked_before + 40,
         Duration::from_secs(60),
     );
-    let (acked, failures) = writer.finish();
+    let (mut acked, failures) = writer.finish();
     let (reads, failed) = reader.finish();
     eprintln!(
         "[cluster] hub group failover: {} writes acknowledged ({failures} refused during the \
@@ -272,6 +310,7 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
         failed.len()
     );
     assert!(reads >= 20, "only {reads} reads were made");
+    acked.extend(seeded);
     assert!(
         failed.is_empty(),
         "{} of {reads} reads from the relayer failed during the failover, e.g. {:?}",
