@@ -165,9 +165,15 @@ pub async fn run_until(cfg: Config, stop: CancellationToken) -> Result<(), Serve
                 let ns = db.get(&name).ok_or_else(|| {
                     ServerError::Cluster(format!("namespace {name} did not open"))
                 })?;
-                c.start_group(ns, log, sm, shutdown.child_token())
+                let raft = c
+                    .start_group(ns, log, sm, shutdown.child_token())
                     .await
                     .map_err(ServerError::Cluster)?;
+                tokio::spawn(collect_orphans_when_leading(
+                    ns.clone(),
+                    raft,
+                    shutdown.child_token(),
+                ));
             }
             state.set_cluster(c.clone());
             tracing::info!(node_id = c.settings.node_id, members = ?c.settings.members,
@@ -340,6 +346,50 @@ fn open_database(
         }
     }
     Ok((db, members))
+}
+
+/// A group member removes LOB chunks orphaned by a crash (`lob::collect_orphans`) each time it
+/// becomes its namespace's leader, once it has applied its log: the owner's start-up collection, for
+/// a namespace whose writes go through the group. Uploads running on this leader are left alone.
+async fn collect_orphans_when_leading(
+    ns: crate::engine::Namespace,
+    raft: crate::raft::RaftHandle,
+    stop: CancellationToken,
+) {
+    use openraft::ServerState;
+    let mut rx = raft.metrics();
+    let mut leading = false;
+    loop {
+        let now = rx.borrow_and_update().state == ServerState::Leader;
+        if now && !leading {
+            // Applied through the log as of the election, so no committed manifest is missed.
+            let last = rx.borrow().last_log_index;
+            let applied = raft
+                .wait(Some(std::time::Duration::from_secs(60)))
+                .applied_index_at_least(last, "LOB orphan collection")
+                .await;
+            if applied.is_ok() && raft.metrics().borrow().state == ServerState::Leader {
+                let n = ns.clone();
+                match tokio::task::spawn_blocking(move || lob::collect_orphans(&n)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(versions)) => tracing::info!(
+                        namespace = ns.name(),
+                        versions,
+                        "removed orphan LOB chunks (new leader)"
+                    ),
+                    Ok(Err(e)) => tracing::warn!(namespace = ns.name(), error = %e,
+                        "LOB orphan collection failed"),
+                    Err(e) => tracing::warn!(namespace = ns.name(), error = %e,
+                        "LOB orphan collection task failed"),
+                }
+            }
+        }
+        leading = now;
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// A namespace opened as a group member, with its Raft storage halves.

@@ -129,6 +129,32 @@ pub(crate) struct ModelSync {
     commit: Mutex<()>,
     /// Last version handed out by [`Namespace::next_version`].
     last_version: AtomicU64,
+    /// Versions of LOB uploads in progress on this node ([`Namespace::begin_lob_version`]).
+    lob_in_flight: Mutex<std::collections::BTreeSet<u64>>,
+}
+
+/// A LOB upload's version, registered as in flight until dropped: orphan collection never takes
+/// the chunks of an upload still running on this node.
+pub struct LobVersion {
+    ns: Namespace,
+    version: u64,
+}
+
+impl LobVersion {
+    pub fn get(&self) -> u64 {
+        self.version
+    }
+}
+
+impl Drop for LobVersion {
+    fn drop(&mut self) {
+        self.ns
+            .inner
+            .models
+            .lob_in_flight
+            .lock()
+            .remove(&self.version);
+    }
 }
 
 struct MemState {
@@ -551,6 +577,25 @@ impl Namespace {
                 Err(actual) => prev = actual,
             }
         }
+    }
+
+    /// A fresh version ([`Namespace::next_version`]) for a LOB upload, in flight until dropped.
+    pub fn begin_lob_version(&self) -> LobVersion {
+        let mut in_flight = self.inner.models.lob_in_flight.lock();
+        let version = self.next_version();
+        in_flight.insert(version);
+        LobVersion {
+            ns: self.clone(),
+            version,
+        }
+    }
+
+    /// What orphan collection must leave alone: the versions of uploads in progress here, and the
+    /// last version handed out (later ones may belong to uploads that start after this call).
+    pub fn lob_versions_in_flight(&self) -> (std::collections::BTreeSet<u64>, u64) {
+        let in_flight = self.inner.models.lob_in_flight.lock();
+        let last = self.inner.models.last_version.load(Ordering::Acquire);
+        (in_flight.clone(), last)
     }
 
     /// Makes everything durable and flushed; the namespace stays usable (used at shutdown).

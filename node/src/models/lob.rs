@@ -13,7 +13,7 @@
 use std::ops::Bound;
 
 use super::{check_key, ModelError};
-use crate::engine::{Commit, Namespace, Snapshot, SnapshotIter};
+use crate::engine::{Commit, LobVersion, Namespace, Snapshot, SnapshotIter};
 use crate::storage::batch::WriteBatch;
 use crate::storage::keys::{self, DecodedKey, Model};
 
@@ -143,6 +143,8 @@ pub struct LobWriter {
     ns: Namespace,
     key: Vec<u8>,
     version: u64,
+    /// Keeps the version in flight (orphan collection skips it) until the upload ends.
+    in_flight: Option<LobVersion>,
     limit: u64,
     buf: Vec<u8>,
     next_index: u32,
@@ -159,8 +161,10 @@ impl LobWriter {
     /// Starts an upload of `key` that may not exceed `limit` bytes.
     pub fn new(ns: Namespace, key: &[u8], limit: u64) -> Result<LobWriter, ModelError> {
         check_key(key)?;
+        let in_flight = ns.begin_lob_version();
         Ok(LobWriter {
-            version: ns.next_version(),
+            version: in_flight.get(),
+            in_flight: Some(in_flight),
             ns,
             key: key.to_vec(),
             limit,
@@ -249,6 +253,7 @@ impl LobWriter {
             pending: std::mem::take(&mut self.pending),
             wrote_any: self.wrote_any,
             done: false,
+            _in_flight: self.in_flight.take(),
         })
     }
 
@@ -280,6 +285,8 @@ pub struct StagedLob {
     pending: WriteBatch,
     wrote_any: bool,
     done: bool,
+    /// Released after the commit or the abort (or the background cleanup's start).
+    _in_flight: Option<LobVersion>,
 }
 
 impl StagedLob {
@@ -480,15 +487,22 @@ impl Iterator for LobReader {
     }
 }
 
-/// Deletes chunk versions no manifest references (left by a crash mid-upload). Run only while no
-/// upload is in flight (at startup, before serving). Skips from version to version, reading one chunk
-/// per version, so the cost is proportional to versions, not bytes. Returns the versions removed.
-/// Does nothing on a namespace this node follows: unreferenced chunks there may be an upload still in
-/// flight upstream, and the owner's cleanup arrives as replicated records.
+/// Deletes chunk versions no manifest references (left by a crash mid-upload). Uploads in progress
+/// on this node are left alone, and so is any version newer than the last one handed out when the
+/// collection began (an upload that starts meanwhile; on a group's new leader also the versions of
+/// an old leader whose clock runs ahead, collected on a later pass). Runs at an owner's start and
+/// on a group member when it becomes leader (its writes go through the group). Skips from version
+/// to version, reading one chunk per version, so the cost is proportional to versions, not bytes.
+/// Returns the versions removed. Does nothing on a namespace this node follows: unreferenced chunks
+/// there may be an upload still in flight upstream, and the owner's cleanup arrives as replicated
+/// records.
 pub fn collect_orphans(ns: &Namespace) -> Result<usize, ModelError> {
-    if !ns.role().owns() {
+    if ns.role() == crate::engine::Role::Follower {
         return Ok(0);
     }
+    // Before the view: an upload not in flight now either committed before the view (its
+    // manifest is in it) or never will.
+    let (in_flight, last_version) = ns.lob_versions_in_flight();
     let snap = ns.snapshot()?;
     let end = keys::model_end(Model::Lob);
     let mut cursor = keys::model_start(Model::Lob);
@@ -513,7 +527,8 @@ pub fn collect_orphans(ns: &Namespace) -> Result<usize, ModelError> {
             Some(DecodedKey::LobChunk { key, version, .. }) => {
                 let live = read_manifest(&snap, &key).ok().flatten().map(|m| m.version);
                 let prefix = keys::lob_version_prefix(&key, version);
-                if live != Some(version) {
+                let running = in_flight.contains(&version) || version > last_version;
+                if live != Some(version) && !running {
                     batch.delete_prefix(prefix.clone());
                     removed += 1;
                 }
@@ -618,11 +633,36 @@ mod tests {
         // An upload that crashes after writing chunks leaves an orphan version.
         let mut w = LobWriter::new(ns.clone(), b"k", u64::MAX).unwrap();
         w.write(&vec![7; 2 * STAGE_BYTES]).unwrap();
+        // A crash loses the in-memory registration with the rest of the process.
+        drop(w.in_flight.take());
         std::mem::forget(w);
         upload(&ns, b"k", b"live");
         assert_eq!(collect_orphans(&ns).unwrap(), 1);
         assert_eq!(collect_orphans(&ns).unwrap(), 0);
         assert_eq!(download(&ns, b"k").unwrap(), b"live");
+    }
+
+    #[test]
+    fn an_upload_in_progress_keeps_its_chunks() {
+        let (_d, ns) = namespace();
+        let data = vec![9u8; 2 * STAGE_BYTES + 5];
+        let mut w = LobWriter::new(ns.clone(), b"big", u64::MAX).unwrap();
+        w.write(&data[..2 * STAGE_BYTES]).unwrap();
+        assert!(
+            w.wrote_any,
+            "chunks are in the store before the upload ends"
+        );
+        // A group's new leader collects while this node's upload runs: its version is skipped.
+        assert_eq!(collect_orphans(&ns).unwrap(), 0);
+        w.write(&data[2 * STAGE_BYTES..]).unwrap();
+        let staged = w.seal().unwrap();
+        commit(&ns, staged).unwrap();
+        assert_eq!(download(&ns, b"big").unwrap(), data);
+        assert_eq!(
+            collect_orphans(&ns).unwrap(),
+            0,
+            "the committed version is live"
+        );
     }
 
     #[test]
