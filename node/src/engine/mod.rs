@@ -590,12 +590,14 @@ impl Namespace {
         }
     }
 
-    /// What orphan collection must leave alone: the versions of uploads in progress here, and the
-    /// last version handed out (later ones may belong to uploads that start after this call).
+    /// What orphan collection must leave alone: the versions of uploads in progress here, and a
+    /// fresh version as the bound (uploads that start after this call get later ones). The bound
+    /// follows the wall clock, so on a group's new leader, which never handed out a version, the
+    /// old leader's uploads fall below it.
     pub fn lob_versions_in_flight(&self) -> (std::collections::BTreeSet<u64>, u64) {
         let in_flight = self.inner.models.lob_in_flight.lock();
-        let last = self.inner.models.last_version.load(Ordering::Acquire);
-        (in_flight.clone(), last)
+        let bound = self.next_version();
+        (in_flight.clone(), bound)
     }
 
     /// Makes everything durable and flushed; the namespace stays usable (used at shutdown).

@@ -488,9 +488,9 @@ impl Iterator for LobReader {
 }
 
 /// Deletes chunk versions no manifest references (left by a crash mid-upload). Uploads in progress
-/// on this node are left alone, and so is any version newer than the last one handed out when the
-/// collection began (an upload that starts meanwhile; on a group's new leader also the versions of
-/// an old leader whose clock runs ahead, collected on a later pass). Runs at an owner's start and
+/// on this node are left alone, and so is any version above the bound taken when the collection
+/// began (an upload that starts meanwhile; on a group's new leader also the versions of an old
+/// leader whose clock ran ahead, collected on a later pass). Runs at an owner's start and
 /// on a group member when it becomes leader (its writes go through the group). Skips from version
 /// to version, reading one chunk per version, so the cost is proportional to versions, not bytes.
 /// Returns the versions removed. Does nothing on a namespace this node follows: unreferenced chunks
@@ -502,7 +502,7 @@ pub fn collect_orphans(ns: &Namespace) -> Result<usize, ModelError> {
     }
     // Before the view: an upload not in flight now either committed before the view (its
     // manifest is in it) or never will.
-    let (in_flight, last_version) = ns.lob_versions_in_flight();
+    let (in_flight, bound) = ns.lob_versions_in_flight();
     let snap = ns.snapshot()?;
     let end = keys::model_end(Model::Lob);
     let mut cursor = keys::model_start(Model::Lob);
@@ -527,7 +527,7 @@ pub fn collect_orphans(ns: &Namespace) -> Result<usize, ModelError> {
             Some(DecodedKey::LobChunk { key, version, .. }) => {
                 let live = read_manifest(&snap, &key).ok().flatten().map(|m| m.version);
                 let prefix = keys::lob_version_prefix(&key, version);
-                let running = in_flight.contains(&version) || version > last_version;
+                let running = in_flight.contains(&version) || version > bound;
                 if live != Some(version) && !running {
                     batch.delete_prefix(prefix.clone());
                     removed += 1;

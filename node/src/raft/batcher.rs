@@ -21,8 +21,10 @@ use crate::storage::batch::{self, Op};
 
 /// Operations merged into one entry at most (a larger single write goes alone).
 pub const MAX_OPS: usize = 4096;
-/// Key and value bytes merged into one entry at most (a larger single write goes alone).
-pub const MAX_BYTES: usize = 4 << 20;
+/// Key and value bytes merged into one entry at most (a larger single write goes alone); the
+/// size of one AppendEntries too (`store.rs`), which a follower must write and fsync within one
+/// heartbeat interval.
+pub const MAX_BYTES: usize = 1 << 20;
 /// Entries proposed and not yet committed at most.
 pub const IN_FLIGHT: usize = 2;
 

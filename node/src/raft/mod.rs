@@ -46,6 +46,8 @@ impl std::fmt::Display for Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Proposal {
     pub hlc: u64,
+    /// As one byte string: the same bincode layout as a sequence of bytes, copied at once.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

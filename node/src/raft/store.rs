@@ -434,7 +434,30 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         blocking(|| self.read_entries(start, end))
     }
+
+    /// At most [`APPEND_BYTES`] of entries (at least one): openraft gives an AppendEntries one
+    /// heartbeat interval to be written and fsynced on the follower, whatever it carries.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mut entries = blocking(|| self.read_entries(start, end))?;
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .position(|e| {
+                bytes += entry_bytes(e);
+                bytes > APPEND_BYTES
+            })
+            .map_or(entries.len(), |i| i.max(1));
+        entries.truncate(keep);
+        Ok(entries)
+    }
 }
+
+/// Payload bytes one AppendEntries carries at most (a larger single entry goes alone).
+const APPEND_BYTES: usize = 1 << 20;
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
