@@ -5,8 +5,9 @@
 //! the leader pod is deleted: the operator labels the new leader, writes resume through the same
 //! Service with no client change, the relayer keeps serving reads throughout, `kubectl get uhub`
 //! shows the new leader, and every member and the relayer hold every acknowledged record with
-//! its value (compared record by record), the single hub's writes included. Scale 3 -> 5 -> 3 is
-//! not exercised here.
+//! its value (compared record by record), the single hub's writes included. Then, under the same
+//! load, the group is scaled 3 -> 5 -> 3 (`kubectl scale uhub`): every pod lists the new voters,
+//! writes go on, and no acknowledged write is lost.
 
 use super::*;
 
@@ -301,6 +302,51 @@ pub(super) fn hub_group_fails_over_under_writes(cx: &mut Ctx) {
         acked_before + 40,
         Duration::from_secs(60),
     );
+    // Scale 3 -> 5 -> 3 under the same write load: the new members join as voters, then the
+    // operator removes the two highest from the group before it shrinks the StatefulSet.
+    for (to, what) in [(5usize, "scaled 3 -> 5"), (3, "scaled 5 -> 3")] {
+        let t = Instant::now();
+        let before = writer.count();
+        c.kubectl(&[
+            "scale",
+            "unisonhub",
+            HA,
+            "-n",
+            NS,
+            &format!("--replicas={to}"),
+        ]);
+        wait_until(
+            &format!("{to} pods, each Ready and listing {to} voters"),
+            Duration::from_secs(300),
+            || {
+                let pods = pods_of(c, HA);
+                if pods.len() != to {
+                    return Err(format!("pods {pods:?}"));
+                }
+                for pod in &pods {
+                    pod_ready(c, pod)?;
+                    let peers = get_json(&format!(
+                        "http://{}:4000/status/peers?namespace={NS}",
+                        pod_ip(c, pod)
+                    ))?;
+                    let voters = peers["peers"]
+                        .as_array()
+                        .map(|p| p.iter().filter(|m| m["voter"] == true).count())
+                        .unwrap_or(0);
+                    if voters != to {
+                        return Err(format!("{pod} lists {voters} voters: {peers}"));
+                    }
+                }
+                Ok(())
+            },
+        );
+        writer.wait_for(
+            &format!("writes to go on after being {what}"),
+            before + 20,
+            Duration::from_secs(90),
+        );
+        timings.push((what, t.elapsed()));
+    }
     let (mut acked, failures) = writer.finish();
     let (reads, failed) = reader.finish();
     eprintln!(
