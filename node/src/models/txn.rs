@@ -49,7 +49,7 @@ impl Default for TxnLimits {
 }
 
 enum LobEntry {
-    Put(LobWriter),
+    Put(Box<LobWriter>),
     Delete,
 }
 
@@ -133,12 +133,12 @@ impl Txn {
         let entry = match self.lobs.remove(key) {
             Some(LobEntry::Put(w)) => LobEntry::Put(w),
             Some(LobEntry::Delete) | None => {
-                LobEntry::Put(LobWriter::new(self.ns.clone(), key, limit)?)
+                LobEntry::Put(Box::new(LobWriter::new(self.ns.clone(), key, limit)?))
             }
         };
         let slot = self.lobs.entry(key.to_vec()).or_insert(entry);
         match slot {
-            LobEntry::Put(w) => Ok(w),
+            LobEntry::Put(w) => Ok(&mut **w),
             LobEntry::Delete => Err(ModelError::Invalid("LOB staged for deletion".into())),
         }
     }
