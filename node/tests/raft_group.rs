@@ -1347,35 +1347,13 @@ async fn a_single_hub_with_data_converts_into_a_group() -> anyhow::Result<()> {
     for (i, m) in ms.iter().enumerate() {
         for j in 0..20 {
             let (key, value) = (format!("group-{i}-{j}"), format!("g{i}-{j}"));
-            let r = c
-                .put(m.url(&format!("/api/v1/{NS}/kv/{key}")))
-                .json(&serde_json::json!({"value": B64.encode(&value)}))
-                .send()
-                .await?
-                .error_for_status()?;
-            let header = |name: &str| {
-                r.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
-            let (term, leader) = (
-                header("x-unisondb-raft-term"),
-                header("x-unisondb-raft-leader"),
-            );
-            let body: Value = r.json().await?;
-            let lsn = body["lsn"].as_u64().context("lsn")?;
+            let ack = put_acked(&c, &m.url(""), &key, &value).await?;
             assert!(
-                lsn > hub_last + 1,
-                "group write at LSN {lsn} after the hub's {hub_last}"
+                ack.lsn > hub_last + 1,
+                "group write at LSN {} after the hub's {hub_last}",
+                ack.lsn
             );
-            acks.push(Ack {
-                key,
-                value,
-                lsn,
-                term,
-                leader,
-            });
+            acks.push(ack);
         }
     }
     verify(&c, &mut ms, &acks, Some((&mut relayer, rports)), Some(1)).await?;
@@ -1400,35 +1378,8 @@ async fn a_new_leader_collects_lob_chunks_orphaned_by_the_old_one() -> anyhow::R
     start_all(&c, &mut ms).await?;
     let li = wait_leader(&c, &ms, None).await?;
     let mut acks = Vec::new();
-    let mut put = async |m: &Member, key: &str| -> anyhow::Result<()> {
-        let value = format!("value of {key}");
-        let r = c
-            .put(m.url(&format!("/api/v1/{NS}/kv/{key}")))
-            .json(&serde_json::json!({"value": B64.encode(&value)}))
-            .send()
-            .await?
-            .error_for_status()?;
-        let header = |name: &str| {
-            r.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let (term, leader) = (
-            header("x-unisondb-raft-term"),
-            header("x-unisondb-raft-leader"),
-        );
-        let body: Value = r.json().await?;
-        acks.push(Ack {
-            key: key.to_string(),
-            value,
-            lsn: body["lsn"].as_u64().context("lsn")?,
-            term,
-            leader,
-        });
-        Ok(())
-    };
-    put(&ms[li], "before").await?;
+
+    acks.push(put_acked(&c, &ms[li].url(""), "before", "value of before").await?);
 
     let tx: Value = c
         .post(ms[li].url(&format!("/api/v1/{NS}/tx/begin")))
@@ -1465,7 +1416,7 @@ async fn a_new_leader_collects_lob_chunks_orphaned_by_the_old_one() -> anyhow::R
             None => Err("not yet".to_string()),
         }
     })?;
-    put(&ms[next], "after").await?;
+    acks.push(put_acked(&c, &ms[next].url(""), "after", "value of after").await?);
     ms[li].proc.start()?;
     ms[li]
         .proc
@@ -1482,6 +1433,35 @@ async fn a_new_leader_collects_lob_chunks_orphaned_by_the_old_one() -> anyhow::R
     );
     verify(&c, &mut ms, &acks, None, Some(1)).await?;
     Ok(())
+}
+
+/// `PUT` of `key` = `value` at `base` (any member), as an [`Ack`] with the answer's LSN, term and
+/// leader.
+async fn put_acked(c: &reqwest::Client, base: &str, key: &str, value: &str) -> anyhow::Result<Ack> {
+    let r = c
+        .put(format!("{base}/api/v1/{NS}/kv/{key}"))
+        .json(&serde_json::json!({"value": B64.encode(value)}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let (term, leader) = (
+        header("x-unisondb-raft-term"),
+        header("x-unisondb-raft-leader"),
+    );
+    let body: Value = r.json().await?;
+    Ok(Ack {
+        key: key.to_string(),
+        value: value.to_string(),
+        lsn: body["lsn"].as_u64().context("lsn")?,
+        term,
+        leader,
+    })
 }
 
 /// `line` without its ANSI colour sequences (`ESC [ ... m`).

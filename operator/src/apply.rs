@@ -30,7 +30,15 @@ pub struct Applied {
 
 /// Applies the ConfigMap, the Services, the PDB, the cert-manager Certificate, then the StatefulSet (last, so pods start with
 /// their config and Services in place).
-pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Applied, Error> {
+///
+/// `existing` is the StatefulSet as the dereference stage read it: when `r` changes a field
+/// Kubernetes never lets change, the StatefulSet is recreated around its pods first.
+pub async fn apply_all(
+    client: &Client,
+    ns: &str,
+    r: &Resources,
+    existing: Option<&StatefulSet>,
+) -> Result<Applied, Error> {
     let mut notes = Vec::new();
     apply_named(
         &Api::<ConfigMap>::namespaced(client.clone(), ns),
@@ -84,7 +92,7 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
         .await?;
     }
     let sts_api = Api::<StatefulSet>::namespaced(client.clone(), ns);
-    if let Some(why) = recreate_if_immutable(&sts_api, &r.stateful_set).await? {
+    if let Some(why) = recreate_if_immutable(&sts_api, existing, &r.stateful_set).await? {
         notes.push(why);
     }
     let stateful_set = apply_named(&sts_api, &r.stateful_set).await?;
@@ -109,13 +117,14 @@ pub async fn apply_all(client: &Client, ns: &str, r: &Resources) -> Result<Appli
 /// that follows creates it again and it adopts the same pods. Returns what was done.
 async fn recreate_if_immutable(
     api: &Api<StatefulSet>,
+    existing: Option<&StatefulSet>,
     desired: &StatefulSet,
 ) -> Result<Option<String>, Error> {
     let name = desired.name_any();
-    let Some(existing) = api.get_opt(&name).await.map_err(Error::Kube)? else {
+    let Some(existing) = existing else {
         return Ok(None);
     };
-    let Some(why) = crate::build::statefulset::read::immutable_change(&existing, desired) else {
+    let Some(why) = crate::build::statefulset::read::immutable_change(existing, desired) else {
         return Ok(None);
     };
     tracing::info!(statefulset = %name, change = %why, "recreating the StatefulSet (pods kept)");

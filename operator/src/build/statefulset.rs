@@ -316,19 +316,17 @@ pub mod read {
     /// e.g. `podManagementPolicy` when a single hub becomes a group), if it cannot: the
     /// StatefulSet must then be recreated, keeping its pods and volumes.
     pub fn immutable_change(existing: &StatefulSet, desired: &StatefulSet) -> Option<String> {
+        // The API server fills every one of these in; a field it did not return is not compared.
         let (e, d) = (existing.spec.as_ref()?, desired.spec.as_ref()?);
-        let policy = |p: &Option<String>| p.clone().unwrap_or_else(|| "OrderedReady".into());
-        if policy(&e.pod_management_policy) != policy(&d.pod_management_policy) {
-            return Some(format!(
-                "podManagementPolicy {} -> {}",
-                policy(&e.pod_management_policy),
-                policy(&d.pod_management_policy)
-            ));
+        if let (Some(from), Some(to)) = (&e.pod_management_policy, &d.pod_management_policy) {
+            if from != to {
+                return Some(format!("podManagementPolicy {from} -> {to}"));
+            }
         }
-        if e.service_name != d.service_name {
+        if e.service_name.is_some() && e.service_name != d.service_name {
             return Some("serviceName changed".into());
         }
-        if e.selector.match_labels != d.selector.match_labels {
+        if e.selector.match_labels.is_some() && e.selector.match_labels != d.selector.match_labels {
             return Some("selector changed".into());
         }
         None

@@ -105,7 +105,14 @@ async fn run<K: NodeKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let stateful_set = match &verdict {
         Ok(valid) => {
             let resources = build::build(valid, deref.pdb_api.as_ref(), &ctx.node_image)?;
-            let applied = match apply::apply_all(&ctx.client, &target.namespace, &resources).await {
+            let applied = match apply::apply_all(
+                &ctx.client,
+                &target.namespace,
+                &resources,
+                deref.existing.as_ref(),
+            )
+            .await
+            {
                 Ok(a) => a,
                 Err(e) => {
                     // A refused apply (webhook, quota, RBAC, validation) is a condition too, not
