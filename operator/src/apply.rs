@@ -111,7 +111,6 @@ pub async fn apply_all(
     })
 }
 
-/// Applies an object under its own `metadata.name`.
 /// Deletes the StatefulSet, leaving its pods and volumes (`propagationPolicy: Orphan`), when
 /// `desired` changes a field Kubernetes never lets change, and waits until it is gone; the apply
 /// that follows creates it again and it adopts the same pods. Returns what was done.
@@ -150,6 +149,7 @@ async fn recreate_if_immutable(
     )))
 }
 
+/// Applies an object under its own `metadata.name`.
 async fn apply_named<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,

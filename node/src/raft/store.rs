@@ -69,7 +69,6 @@ pub fn open(
     if let Some(c) = conversion {
         convert_single_hub(dir, name, &opts, &mut state, c)?;
     }
-    let state = state;
     let committed = state
         .data
         .committed
@@ -545,6 +544,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match blocking(|| self.ns.raft_write(records)) {
             Ok(_) => {
                 self.recent.lock().push(&entries);
+                // A leader's own append is reported now and fsynced meanwhile (`durable.rs`); a
+                // follower's is reported by the sync thread after its fsync.
                 let (flushed, now) = if own {
                     (None, Some(callback))
                 } else {
@@ -554,16 +555,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     flushed,
                     leader: own,
                 };
-                let sent = match self.syncer.tx.lock().as_ref() {
-                    Some(tx) => tx.send(job).map_err(|e| e.0),
-                    None => Err(job),
+                let unsent = match self.syncer.tx.lock().as_ref() {
+                    Some(tx) => tx.send(job).err().map(|e| e.0),
+                    None => Some(job),
                 };
-                let sent = sent.map_err(|j| j.flushed);
-                match (sent, now) {
-                    (Ok(()), Some(cb)) => cb.log_io_completed(Ok(())),
-                    (Ok(()), None) => {}
-                    (Err(job), now) => {
-                        if let Some(cb) = job.or(now) {
+                match unsent {
+                    None => {
+                        if let Some(cb) = now {
+                            cb.log_io_completed(Ok(()));
+                        }
+                    }
+                    Some(job) => {
+                        if let Some(cb) = job.flushed.or(now) {
                             let gone = std::io::Error::other("the WAL sync thread is gone");
                             cb.log_io_completed(Err(gone));
                         }
