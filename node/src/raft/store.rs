@@ -77,7 +77,6 @@ pub fn open(
     let ns = Namespace::open_member(dir, name, opts, committed)?;
     let applied = ns.latest_lsn();
     let last_applied = (applied > 0).then(|| entry::log_id(ns.epoch_at(applied), applied));
-    let mut state = state;
     recover_membership(&ns, &mut state)?;
     if let Some(p) = state.data.purged {
         ns.raft_release_log(entry::lsn_of(p.index));
