@@ -193,6 +193,18 @@ counter!(
     "Cluster mode: times this member saw the namespace's group change leader"
 );
 
+/// Cluster mode: AppendEntries sent, by transport (`link`: raft/link.rs; `grpc`: with TLS or to
+/// an older member), so an operator sees which path the hot loop takes.
+pub static RAFT_APPENDS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec_with_registry!(
+        "unisondb_raft_appends_sent_total",
+        "Cluster mode: AppendEntries sent to followers, by transport (link or grpc)",
+        &["namespace", "transport"],
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
+
 /// Cluster mode: per-peer replication position, reported by the leader only.
 pub static RAFT_PEER_MATCH_INDEX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec_with_registry!(

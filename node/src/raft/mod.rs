@@ -18,6 +18,7 @@ pub mod entry;
 pub mod group;
 pub mod handoff;
 pub mod join;
+pub mod link;
 pub mod members;
 pub mod network;
 pub mod prevote;

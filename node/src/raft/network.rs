@@ -22,6 +22,7 @@ use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use super::durable::Durability;
+use super::link::{Hello, Link, LinkError};
 use super::proto::raft_client::RaftClient;
 use super::proto::RaftRequest;
 use super::{Member, TypeConfig};
@@ -51,9 +52,14 @@ impl Directory {
             .get(super::group::HTTP_HEADER)
             .and_then(|v| v.to_str().ok());
         if let (Some(id), Some(http)) = (id, http) {
-            if self.0.read().get(&id).map(String::as_str) != Some(http) {
-                self.insert(id, http.to_string());
-            }
+            self.note(id, http);
+        }
+    }
+
+    /// Records `http` as member `id`'s address (an empty one says nothing).
+    pub fn note(&self, id: u64, http: &str) {
+        if !http.is_empty() && self.0.read().get(&id).map(String::as_str) != Some(http) {
+            self.insert(id, http.to_string());
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Peers {
     /// Sent on every RPC and answer (`group::NODE_HEADER`, `group::HTTP_HEADER`).
     node_id: MetadataValue<Ascii>,
     http: Option<MetadataValue<Ascii>>,
+    /// The same, as said on an AppendEntries link (`link.rs`).
+    pub hello: Hello,
     pub directory: Directory,
 }
 
@@ -81,6 +89,10 @@ impl Peers {
             tls,
             node_id: node_id.into(),
             http: http.parse().ok(),
+            hello: Hello {
+                node: node_id,
+                http,
+            },
             directory,
         })
     }
@@ -198,6 +210,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.grpc.clone(),
             peers: self.peers.clone(),
             durable: self.durable.clone(),
+            link: Link::default(),
         }
     }
 }
@@ -209,6 +222,8 @@ pub struct PeerClient {
     addr: String,
     peers: Arc<Peers>,
     durable: Durability,
+    /// AppendEntries go over it unless gRPC TLS is on (or the peer refused it).
+    link: Link,
 }
 
 /// Why a call did not produce the peer's answer.
@@ -270,6 +285,13 @@ impl PeerClient {
 /// How long an AppendEntries waits for the leader's own fsync of the commit index it carries.
 const COMMIT_PATIENCE: Duration = Duration::from_millis(20);
 
+/// Counts an AppendEntries sent over `transport`.
+fn sent(namespace: &str, transport: &str) {
+    crate::metrics::RAFT_APPENDS_SENT
+        .with_label_values(&[namespace, transport])
+        .inc();
+}
+
 /// Which RPC.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -290,6 +312,37 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .durable
             .settle(rpc.leader_commit, COMMIT_PATIENCE)
             .await;
+        if self.peers.tls.is_none() && self.link.usable() {
+            sent(&self.namespace, "link");
+            let directory = &self.peers.directory;
+            let answer = self
+                .link
+                .call(
+                    &self.addr,
+                    &self.peers.hello,
+                    |h| directory.note(h.node, &h.http),
+                    &self.namespace,
+                    &rpc,
+                    option.hard_ttl(),
+                )
+                .await;
+            let answer: Result<AppendEntriesResponse<u64>, RaftError<u64>> = match answer {
+                Ok(answer) => answer,
+                Err(LinkError::Unreachable(e)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&CallError(e))))
+                }
+                Err(LinkError::Invalid(e)) => {
+                    return Err(RPCError::Network(NetworkError::new(&CallError(e))))
+                }
+                // An older member: this call and the next ones for a while go over gRPC.
+                Err(LinkError::Refused(_)) => {
+                    sent(&self.namespace, "grpc");
+                    return self.call(Kind::Append, &rpc, &option).await;
+                }
+            };
+            return answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)));
+        }
+        sent(&self.namespace, "grpc");
         self.call(Kind::Append, &rpc, &option).await
     }
 

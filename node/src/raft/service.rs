@@ -83,6 +83,27 @@ impl RaftService {
             .max_encoding_message_size(256 << 20)
     }
 
+    /// An AppendEntries (bincode) for `ns`'s group, answered in bincode: the gRPC call and the
+    /// link (`link.rs`) share it.
+    pub(super) async fn append_payload(&self, ns: &str, payload: &[u8]) -> Result<Vec<u8>, Status> {
+        let raft = self.group(ns)?;
+        let req = bincode::deserialize(payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))?;
+        let answer = raft.append_entries(req).await;
+        bincode::serialize(&answer)
+            .map_err(|e| Status::internal(format!("Raft answer does not encode: {e}")))
+    }
+
+    /// Records a member that introduced itself on a link.
+    pub(super) fn met(&self, node: u64, http: &str) {
+        self.peers.directory.note(node, http);
+    }
+
+    /// This member, as it introduces itself on a link.
+    pub(super) fn hello(&self) -> super::link::Hello {
+        self.peers.hello.clone()
+    }
+
     fn group(&self, ns: &str) -> Result<RaftHandle, Status> {
         self.groups.get(ns).ok_or_else(|| {
             Status::unavailable(format!("no Raft group for namespace {ns:?} runs here"))
@@ -124,9 +145,11 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         self.learn(&request);
         let req = request.into_inner();
-        let raft = self.group(&req.namespace)?;
-        let answer = raft.append_entries(decode(&req)?).await;
-        self.reply(&answer)
+        let mut r = Response::new(RaftReply {
+            payload: self.append_payload(&req.namespace, &req.payload).await?,
+        });
+        self.peers.introduce(r.metadata_mut());
+        Ok(r)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {

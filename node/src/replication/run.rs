@@ -96,22 +96,36 @@ pub async fn serve_with_raft(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         "gRPC replication server listening");
+    // Cluster mode: the listener also takes AppendEntries links (raft/link.rs), unless TLS is on
+    // (links are plain TCP) or a test plays an older member that has none.
+    let links = match &raft {
+        Some(r) if tls.is_none() && std::env::var_os("UNISONDB_FAULT_NO_RAFT_LINK").is_none() => {
+            Some(r.clone())
+        }
+        _ => None,
+    };
     let router = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(service.into_server())
         .add_optional_service(raft.map(|r| r.into_server()));
-    match tls {
+    match (tls, links) {
         // Our own TLS accept loop rather than tonic's, so renewed certificates take effect
         // without a restart (crate::tls).
-        Some(tls) => {
+        (Some(tls), _) => {
             let certs = Arc::new(tls.certs()?);
             let incoming = TlsListener::new(listener, certs)?.into_incoming();
             router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await?
         }
-        None => {
+        (None, Some(links)) => {
+            let incoming = crate::raft::link::incoming(listener, links, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await?
+        }
+        (None, None) => {
             router
                 .serve_with_incoming_shutdown(
                     // `Server::tcp_nodelay` applies only to tonic's own listener: without
