@@ -1481,3 +1481,88 @@ fn plain(line: &str) -> String {
     }
     out
 }
+
+/// `unisondb_raft_appends_sent_total{transport}` of `ns` on the member at `base`.
+async fn appends_sent(c: &reqwest::Client, base: &str, transport: &str) -> anyhow::Result<u64> {
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let want = format!(
+        "unisondb_raft_appends_sent_total{{namespace=\"{NS}\",transport=\"{transport}\"}} "
+    );
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
+}
+
+/// AppendEntries take the plain TCP link (`raft/link.rs`) to members that speak it and gRPC to a
+/// member that does not (an older version during a rolling upgrade, played by
+/// `UNISONDB_FAULT_NO_RAFT_LINK`): member 3 starts after members 1 and 2 elected a leader, so the
+/// leader sends to one member of each kind. Every write reaches every member either way, and the
+/// WALs are identical record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_take_the_link_and_grpc_to_a_member_without_it() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ms = members(root.path(), 3);
+    ms[2].proc.set_env("UNISONDB_FAULT_NO_RAFT_LINK", "1");
+    start_all(&c, &mut ms[..2]).await?;
+    let l = wait_leader(&c, &ms[..2], None).await?;
+    start_all(&c, &mut ms[2..]).await?;
+    let base = ms[l].url("");
+    let base = base.as_str();
+    let mut acks = Vec::new();
+    let holds = async |acks: &[Ack]| -> anyhow::Result<()> {
+        let last = acks.last().context("no write")?;
+        Wait::new("member 3 holds the last write", Duration::from_secs(20))
+            .every(Duration::from_millis(50))
+            .until_async(async || {
+                let url = ms[2].url(&format!("/api/v1/{NS}/kv/{}", last.key));
+                match get_json(&c, &url).await {
+                    Some(v) if v["value"] == B64.encode(&last.value) => Ok(Some(())),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await?;
+        Ok(())
+    };
+    // Member 3 is caught up (over gRPC) before the counters are read.
+    acks.push(put_acked(&c, base, "first", "v").await?);
+    holds(&acks).await?;
+    let before = (
+        appends_sent(&c, base, "link").await?,
+        appends_sent(&c, base, "grpc").await?,
+    );
+    for i in 0..40 {
+        acks.push(put_acked(&c, base, &format!("k{i:03}"), &format!("v{i}")).await?);
+    }
+    holds(&acks).await?;
+    let (link, grpc) = (
+        appends_sent(&c, base, "link").await? - before.0,
+        appends_sent(&c, base, "grpc").await? - before.1,
+    );
+    eprintln!(
+        "leader {}: {link} AppendEntries over the link, {grpc} over gRPC for 40 writes",
+        ms[l].id
+    );
+    assert!(
+        link >= 40,
+        "the link carried {link} AppendEntries for 40 writes"
+    );
+    // Member 3 may receive several writes in one AppendEntries, but not all 40 in a few.
+    assert!(
+        grpc >= 10,
+        "gRPC carried {grpc} AppendEntries for 40 writes to member 3"
+    );
+    verify(&c, &mut ms, &acks, None, None).await?;
+    for m in ms.iter_mut() {
+        m.proc.terminate(Duration::from_secs(20))?;
+    }
+    Ok(())
+}
