@@ -205,6 +205,36 @@ pub static RAFT_APPENDS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Buckets of the Raft round trips: 100 µs to 1 s.
+const RAFT_RTT_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// Cluster mode (leader): an AppendEntries carrying entries, from send to answer; it includes the
+/// follower's fsync, so with `unisondb_raft_append_serve_seconds` it splits a quorum write's time.
+pub static RAFT_APPEND_RTT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec_with_registry!(
+        "unisondb_raft_append_rtt_seconds",
+        "Cluster mode (on the leader): round trip of AppendEntries carrying entries, by transport",
+        &["namespace", "transport"],
+        RAFT_RTT_BUCKETS.to_vec(),
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
+
+/// Cluster mode (follower): handling of an AppendEntries carrying entries (append and fsync).
+pub static RAFT_APPEND_SERVE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec_with_registry!(
+        "unisondb_raft_append_serve_seconds",
+        "Cluster mode (on a follower): time to append and fsync an AppendEntries carrying entries",
+        &["namespace"],
+        RAFT_RTT_BUCKETS.to_vec(),
+        REGISTRY
+    )
+    .expect("metric registers once")
+});
+
 /// Cluster mode: per-peer replication position, reported by the leader only.
 pub static RAFT_PEER_MATCH_INDEX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec_with_registry!(

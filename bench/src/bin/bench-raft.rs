@@ -363,6 +363,44 @@ fn offset(c: &Client, n: &Node) -> Option<u64> {
     c.get_json(&n.ports.url(&format!("/api/v1/{NS}/offset")))?["lsn"].as_u64()
 }
 
+/// Sum and count of histogram `name` for the bench namespace on the node at `base` (all other
+/// labels summed), from `/metrics`.
+fn histogram(c: &Client, base: &str, name: &str) -> (f64, f64) {
+    let Ok((200, body)) = c.send(reqwest::Method::GET, &format!("{base}/metrics"), "") else {
+        return (0.0, 0.0);
+    };
+    let ns = format!("namespace=\"{NS}\"");
+    let (mut sum, mut count) = (0.0, 0.0);
+    for line in String::from_utf8_lossy(&body).lines() {
+        let Some((series, v)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if !series.contains(&ns) {
+            continue;
+        }
+        let v: f64 = v.parse().unwrap_or(0.0);
+        if series.starts_with(&format!("{name}_sum{{")) {
+            sum += v;
+        } else if series.starts_with(&format!("{name}_count{{")) {
+            count += v;
+        }
+    }
+    (sum, count)
+}
+
+/// Mean of histogram `name` (ms) over the members at `bases` between two readings.
+fn mean_ms(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
+    let (s, n) = before
+        .iter()
+        .zip(after)
+        .fold((0.0, 0.0), |(s, n), (b, a)| (s + a.0 - b.0, n + a.1 - b.1));
+    if n > 0.0 {
+        1000.0 * s / n
+    } else {
+        f64::NAN
+    }
+}
+
 fn row(name: &str, inflight: usize, c: &Cell) {
     println!(
         "| {name} | {inflight} | {} | {:.3} | {:.3} | {:.0} | {:.0} |",
@@ -442,6 +480,7 @@ fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
+    let mut parts_seen = Vec::new();
     for inflight in [1usize, 16] {
         let s = measure(
             &Target::Unison(single[0].ports.url("")),
@@ -451,6 +490,16 @@ fn main() -> Result<()> {
             &value,
         )?;
         row("unisondb single node, fsync always", inflight, &s);
+        let bases: Vec<String> = group.iter().map(|m| m.ports.url("")).collect();
+        let read = |name: &str| -> Vec<(f64, f64)> {
+            bases.iter().map(|b| histogram(&c, b, name)).collect()
+        };
+        let parts = [
+            "unisondb_raft_append_rtt_seconds",
+            "unisondb_raft_append_serve_seconds",
+            "unisondb_wal_fsync_seconds",
+        ];
+        let before: Vec<_> = parts.iter().map(|p| read(p)).collect();
         let q = measure(
             &Target::Unison(group[l].ports.url("")),
             &group_pids,
@@ -459,6 +508,13 @@ fn main() -> Result<()> {
             &value,
         )?;
         row("unisondb 3-member group (quorum)", inflight, &q);
+        let after: Vec<_> = parts.iter().map(|p| read(p)).collect();
+        parts_seen.push((
+            inflight,
+            mean_ms(&before[0], &after[0]),
+            mean_ms(&before[1], &after[1]),
+            mean_ms(&before[2], &after[2]),
+        ));
         let e = match (&etcd, &etcd_leader) {
             (Some(e), Some(base)) => {
                 let cell = measure(
@@ -488,6 +544,13 @@ fn main() -> Result<()> {
             ratio(q.cpu_us_per_write, ecpu),
             ratio(q.p50_us as f64, s.p50_us as f64)
         );
+    }
+    println!(
+        "\n| in flight | group: AppendEntries round trip on the leader, mean ms | of which the follower's append + fsync, mean ms | WAL fsync, mean ms (all members) |"
+    );
+    println!("|---|---|---|---|");
+    for (inflight, rtt, serve, fsync) in &parts_seen {
+        println!("| {inflight} | {rtt:.3} | {serve:.3} | {fsync:.3} |");
     }
     drop(etcd);
     drop(single);

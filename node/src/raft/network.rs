@@ -300,19 +300,15 @@ enum Kind {
     Snapshot,
 }
 
-impl RaftNetwork<TypeConfig> for PeerClient {
-    async fn append_entries(
+impl PeerClient {
+    /// An AppendEntries over `transport` (`link` falls back to gRPC when the peer refuses it).
+    async fn append(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        transport: &str,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
-        // Gate 2 of `durable.rs`. The leader's fsync of a committed entry started before the
-        // entry could commit, so the wait is short; a lower commit index is only learnt later.
-        rpc.leader_commit = self
-            .durable
-            .settle(rpc.leader_commit, COMMIT_PATIENCE)
-            .await;
-        if self.peers.tls.is_none() && self.link.usable() {
+        if transport == "link" {
             sent(&self.namespace, "link");
             let directory = &self.peers.directory;
             let answer = self
@@ -345,7 +341,41 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         sent(&self.namespace, "grpc");
         self.call(Kind::Append, &rpc, &option).await
     }
+}
 
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
+        // Gate 2 of `durable.rs`. The leader's fsync of a committed entry started before the
+        // entry could commit, so the wait is short; a lower commit index is only learnt later.
+        rpc.leader_commit = self
+            .durable
+            .settle(rpc.leader_commit, COMMIT_PATIENCE)
+            .await;
+        let transport = if self.peers.tls.is_none() && self.link.usable() {
+            "link"
+        } else {
+            "grpc"
+        };
+        let timer = (!rpc.entries.is_empty()).then(|| {
+            crate::metrics::RAFT_APPEND_RTT_SECONDS
+                .with_label_values(&[&self.namespace, transport])
+                .start_timer()
+        });
+        let answer = self.append(transport, rpc, option).await;
+        // A failed call says nothing of the round trip.
+        match (timer, &answer) {
+            (Some(t), Ok(_)) => t.observe_duration(),
+            (Some(t), Err(_)) => {
+                t.stop_and_discard();
+            }
+            (None, _) => {}
+        }
+        answer
+    }
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,

@@ -87,9 +87,16 @@ impl RaftService {
     /// link (`link.rs`) share it.
     pub(super) async fn append_payload(&self, ns: &str, payload: &[u8]) -> Result<Vec<u8>, Status> {
         let raft = self.group(ns)?;
-        let req = bincode::deserialize(payload)
-            .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))?;
+        let req: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
+            bincode::deserialize(payload)
+                .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))?;
+        let timer = (!req.entries.is_empty()).then(|| {
+            crate::metrics::RAFT_APPEND_SERVE_SECONDS
+                .with_label_values(&[ns])
+                .start_timer()
+        });
         let answer = raft.append_entries(req).await;
+        drop(timer);
         bincode::serialize(&answer)
             .map_err(|e| Status::internal(format!("Raft answer does not encode: {e}")))
     }
