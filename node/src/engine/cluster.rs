@@ -88,6 +88,19 @@ impl Namespace {
         self.raft_log(records, false)
     }
 
+    /// [`Namespace::raft_write`] for a task: on the task when it is a `pwrite` (no segment roll
+    /// due, no other commit running), else on a blocking thread; never blocks a runtime worker.
+    pub async fn raft_write_async(&self, records: Vec<Record>) -> Result<u64, EngineError> {
+        if records.is_empty() {
+            return Ok(self.last_appended_lsn());
+        }
+        Ok(self
+            .inner
+            .submit_async(super::write::Request::RaftAppend(records, false))
+            .await?
+            .lsn)
+    }
+
     fn raft_log(&self, records: Vec<Record>, sync: bool) -> Result<u64, EngineError> {
         if records.is_empty() {
             return Ok(self.last_appended_lsn());
@@ -160,6 +173,19 @@ impl Namespace {
             });
         }
         self.inner.submit(super::write::Request::RaftApply(entries))
+    }
+
+    /// [`Namespace::raft_apply`] for a task (as [`Namespace::raft_write_async`]).
+    pub async fn raft_apply_async(&self, entries: Vec<Applied>) -> Result<Commit, EngineError> {
+        if entries.is_empty() {
+            return Ok(Commit {
+                lsn: self.latest_lsn(),
+                hlc: self.latest_hlc(),
+            });
+        }
+        self.inner
+            .submit_async(super::write::Request::RaftApply(entries))
+            .await
     }
 
     /// Discards appended records after `lsn` (a conflicting uncommitted suffix). Refuses to cut an

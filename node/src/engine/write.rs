@@ -42,8 +42,18 @@ impl Request {
             Request::Replicated(records, _) => {
                 Some(records.iter().map(|r| r.payload.len() + 64).sum())
             }
+            // A Raft append fsyncs on the log's sync thread (`raft/store.rs`), not here.
+            Request::RaftAppend(records, false) => {
+                Some(records.iter().map(|r| r.payload.len() + 64).sum())
+            }
+            Request::RaftApply(entries) => Some(entries.iter().map(|e| e.payload.len() + 64).sum()),
             _ => None,
         }
+    }
+
+    /// Whether the namespace's fsync policy applies to it (Raft steps fsync on their own terms).
+    fn follows_policy(&self) -> bool {
+        matches!(self, Request::Local(_) | Request::Replicated(..))
     }
 }
 
@@ -58,6 +68,8 @@ pub(crate) struct Queue {
     pending: Vec<(u64, Request)>,
     /// What the pending requests weigh ([`Request::inline_bytes`]); `None` once one needs a thread.
     pending_bytes: Option<usize>,
+    /// Whether a pending request follows the fsync policy ([`Request::follows_policy`]).
+    pending_policy: bool,
     done: HashMap<u64, Result<Commit, EngineError>>,
     /// Requests whose async waiter went away: their results are dropped, not kept in `done`.
     abandoned: std::collections::HashSet<u64>,
@@ -80,12 +92,14 @@ impl Queue {
             .pending_bytes
             .zip(request.inline_bytes())
             .map(|(a, b)| a + b);
+        self.pending_policy |= request.follows_policy();
         self.pending.push((id, request));
         id
     }
 
     fn take_pending(&mut self) -> Vec<(u64, Request)> {
         self.pending_bytes = Some(0);
+        self.pending_policy = false;
         std::mem::take(&mut self.pending)
     }
 
@@ -232,7 +246,11 @@ impl Inner {
         self: &Arc<Self>,
         request: Request,
     ) -> Result<Commit, EngineError> {
-        if let Some(leader) = request.inline_bytes().and_then(|b| self.lead_inline(b)) {
+        let policy = request.follows_policy();
+        if let Some(leader) = request
+            .inline_bytes()
+            .and_then(|b| self.lead_inline(b, policy))
+        {
             return leader.commit(request);
         }
         let id = self.queue.lock().enqueue(request);
@@ -275,7 +293,10 @@ impl Inner {
         if q.leader_active {
             return Step::Wait;
         }
-        if !q.pending_bytes.is_some_and(|b| self.cheap(b)) {
+        if !q
+            .pending_bytes
+            .is_some_and(|b| self.cheap(b, q.pending_policy))
+        {
             return Step::Thread;
         }
         q.leader_active = true;
@@ -291,9 +312,10 @@ impl Inner {
     }
 
     /// Whether `bytes` more fit without a WAL segment roll or a memtable seal (which may wait for
-    /// the flusher): then a commit is a `pwrite` and a memtable insert.
-    fn cheap(&self, bytes: usize) -> bool {
-        self.opts.fsync != FsyncPolicy::Always
+    /// the flusher), and no fsync is due (`policy`: the group follows the fsync policy): then a
+    /// commit is a `pwrite` and a memtable insert.
+    fn cheap(&self, bytes: usize, policy: bool) -> bool {
+        (!policy || self.opts.fsync != FsyncPolicy::Always)
             // Twice the estimate plus slack: memtable accounting adds per-op overheads the caller's
             // byte count does not know.
             && self.mems.read().active.size_bytes()
@@ -306,9 +328,9 @@ impl Inner {
     /// `pwrite` and a memtable insert ([`Inner::cheap`]) and no group runs or waits. `None` sends
     /// the caller to the queue, so an async caller never blocks a runtime worker on the disk, on
     /// the flusher or behind other writers.
-    pub(crate) fn lead_inline(&self, bytes: usize) -> Option<InlineLeader<'_>> {
+    pub(crate) fn lead_inline(&self, bytes: usize, policy: bool) -> Option<InlineLeader<'_>> {
         let mut q = self.queue.lock();
-        if q.leader_active || !q.pending.is_empty() || !self.cheap(bytes) {
+        if q.leader_active || !q.pending.is_empty() || !self.cheap(bytes, policy) {
             return None;
         }
         q.leader_active = true;
@@ -701,40 +723,52 @@ mod tests {
     fn only_cheap_commits_run_inline() {
         let d = tempfile::tempdir().unwrap();
         let always = open(&d.path().join("a"), FsyncPolicy::Always, 64 << 20);
+        always.write(put("first".into())).unwrap();
         assert!(
-            always.inner.lead_inline(100).is_none(),
+            always.inner.lead_inline(100, true).is_none(),
             "fsync in the commit path"
+        );
+        // A Raft step fsyncs on the log's sync thread: the policy does not keep it off the task.
+        assert!(
+            always.inner.lead_inline(100, false).is_some(),
+            "a Raft step runs inline under fsync: always"
         );
 
         let ns = open(&d.path().join("i"), FsyncPolicy::Never, 1 << 20);
         // The first record creates the WAL segment: that is the blocking path's work.
-        assert!(ns.inner.lead_inline(100).is_none(), "no segment yet");
+        assert!(ns.inner.lead_inline(100, true).is_none(), "no segment yet");
         ns.write(put("first".into())).unwrap();
         let counted = ns.inner.metrics.inline_commits.get();
         let leader = ns
             .inner
-            .lead_inline(100)
+            .lead_inline(100, true)
             .expect("idle namespace, room left");
         assert!(ns.inner.metrics.inline_commits.get() > counted, "counted");
         // While it leads, neither another inline commit nor a blocking writer may run.
-        assert!(ns.inner.lead_inline(100).is_none(), "two leaders");
+        assert!(ns.inner.lead_inline(100, true).is_none(), "two leaders");
         let c = leader
             .commit(super::Request::Local(put("a".into())))
             .unwrap();
         assert_eq!(c.lsn, 2);
         assert!(
-            ns.inner.lead_inline(100).is_some(),
+            ns.inner.lead_inline(100, true).is_some(),
             "the role was handed back"
         );
         // An unused role is handed back too (a dropped leader must not stall every writer).
         ns.write(put("b".into())).unwrap();
         // A write that would seal the memtable (1 MiB here) goes to the blocking path.
-        assert!(ns.inner.lead_inline(600 << 10).is_none(), "a seal is due");
+        assert!(
+            ns.inner.lead_inline(600 << 10, true).is_none(),
+            "a seal is due"
+        );
         // A write that would roll the WAL segment (256 KiB here) too.
-        assert!(ns.inner.lead_inline(300 << 10).is_none(), "a roll is due");
+        assert!(
+            ns.inner.lead_inline(300 << 10, true).is_none(),
+            "a roll is due"
+        );
         let last = ns.inner.begin_exclusive().unwrap();
         assert!(
-            ns.inner.lead_inline(100).is_none(),
+            ns.inner.lead_inline(100, true).is_none(),
             "an exclusive holder leads"
         );
         ns.inner.end_exclusive(last);

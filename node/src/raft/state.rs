@@ -63,13 +63,17 @@ impl RaftState {
     }
 
     /// Writes the state if the last write is older than 200 ms; otherwise marks it dirty.
+    /// Whether [`RaftState::save_lazily`] would write now (else it only marks the state dirty).
+    pub fn save_due(&self) -> bool {
+        self.saved_at.is_none_or(|t| t.elapsed().as_millis() >= 200)
+    }
+
     pub fn save_lazily(&mut self) -> std::io::Result<()> {
-        match self.saved_at {
-            Some(t) if t.elapsed().as_millis() < 200 => {
-                self.dirty = true;
-                Ok(())
-            }
-            _ => self.save(),
+        if self.save_due() {
+            self.save()
+        } else {
+            self.dirty = true;
+            Ok(())
         }
     }
 

@@ -389,18 +389,36 @@ impl LogStore {
     }
 
     /// Entries with index in `[start, end)`, read from the WAL (appended, committed or not).
-    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    /// Entries `[start, end)` when no disk read is needed (past the log, or among the recent
+    /// entries kept in memory): replication and apply then take no thread hop.
+    fn cached_entries(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
         let start = match self.purged() {
             Some(p) => start.max(p.index + 1),
             None => start,
         };
         let last = self.ns.last_appended_lsn();
         if start >= end || entry::lsn_of(start) > last {
-            return Ok(Vec::new());
+            return Some(Vec::new());
         }
-        if let Some(hit) = self.recent.lock().get(start, end, last) {
+        self.recent.lock().get(start, end, last)
+    }
+
+    /// Entries `[start, end)`, from memory or the WAL.
+    async fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        match self.cached_entries(start, end) {
+            Some(hit) => Ok(hit),
+            None => blocking(|| self.read_entries(start, end)),
+        }
+    }
+
+    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if let Some(hit) = self.cached_entries(start, end) {
             return Ok(hit);
         }
+        let start = match self.purged() {
+            Some(p) => start.max(p.index + 1),
+            None => start,
+        };
         // The WAL may start later (a snapshot install or an empty log started past a purge).
         let from = entry::lsn_of(start).max(self.ns.wal_first_lsn().unwrap_or(1));
         let mut reader = self.ns.appended_reader(from).map_err(io_read)?;
@@ -430,7 +448,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(e) => *e,
             Bound::Unbounded => u64::MAX,
         };
-        blocking(|| self.read_entries(start, end))
+        self.entries(start, end).await
     }
 
     /// At most [`APPEND_BYTES`] of entries (at least one): openraft gives an AppendEntries one
@@ -440,7 +458,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError> {
-        let mut entries = blocking(|| self.read_entries(start, end))?;
+        let mut entries = self.entries(start, end).await?;
         let mut bytes = 0;
         let keep = entries
             .iter()
@@ -504,7 +522,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let committed = self.durable.clamp(committed);
         let mut st = self.state.lock();
         st.data.committed = committed;
-        blocking(|| st.save_lazily()).map_err(io_write)
+        if st.save_due() {
+            blocking(|| st.save_lazily()).map_err(io_write)
+        } else {
+            // Only marks the state dirty: no I/O, no thread hop.
+            st.save_lazily().map_err(io_write)
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
@@ -540,7 +563,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         // Written (readable, so replication starts now) here; durable when the syncer says so.
-        match blocking(|| self.ns.raft_write(records)) {
+        match self.ns.raft_write_async(records).await {
             Ok(_) => {
                 self.recent.lock().push(&entries);
                 // A leader's own append is reported now and fsynced meanwhile (`durable.rs`); a
@@ -746,7 +769,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.data.membership = m;
             blocking(|| st.save()).map_err(sm_write)?;
         }
-        blocking(|| self.ns.raft_apply(batch)).map_err(sm_write)?;
+        self.ns.raft_apply_async(batch).await.map_err(sm_write)?;
         if last.is_some() {
             *self.last_applied.lock() = last;
         }
