@@ -31,6 +31,13 @@ pub struct Applied {
 pub trait Proposer: Send + Sync {
     /// Commits `ops` (prefix deletes already expanded) through the group; blocks until applied here.
     fn propose(&self, ns: &Namespace, ops: Vec<Op>) -> Result<Commit, EngineError>;
+
+    /// [`Proposer::propose`] for a task: waits for the commit without holding a thread.
+    fn propose_async<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        ops: Vec<Op>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Commit, EngineError>> + Send + 'a>>;
 }
 
 impl Namespace {
@@ -68,6 +75,24 @@ impl Namespace {
             });
         }
         p.propose(self, ops)
+    }
+
+    /// [`Namespace::propose`] for a task, when expanding `batch` reads nothing (no prefix delete).
+    pub(super) async fn propose_async(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        let Some(p) = self.proposer.get() else {
+            return Err(EngineError::NotLeader {
+                name: self.inner.name.clone(),
+                reason: "the Raft group is not running yet".into(),
+            });
+        };
+        let ops = self.inner.expand(batch, self.latest_lsn())?;
+        if ops.is_empty() {
+            return Ok(Commit {
+                lsn: self.latest_lsn(),
+                hlc: self.latest_hlc(),
+            });
+        }
+        p.propose_async(self, ops).await
     }
 
     /// A fresh HLC for a record proposed by this member (the leader assigns it once; every member

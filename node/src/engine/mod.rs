@@ -296,7 +296,15 @@ impl Namespace {
         if self.role != Role::Member && self.role.owns() {
             return self.inner.submit_async(write::Request::Local(batch)).await;
         }
-        // A member proposes to its group; a follower refuses: both as `write` does.
+        // A member proposes to its group, on this task unless a prefix delete must first be
+        // expanded against the applied state (a scan); a follower refuses: both as `write` does.
+        let scans = batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, crate::storage::batch::Op::DeletePrefix { .. }));
+        if self.role == Role::Member && !scans {
+            return self.propose_async(batch).await;
+        }
         let ns = self.clone();
         tokio::task::spawn_blocking(move || ns.write(batch))
             .await

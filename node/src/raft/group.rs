@@ -381,8 +381,9 @@ struct RaftProposer {
     rt: tokio::runtime::Handle,
 }
 
-impl Proposer for RaftProposer {
-    fn propose(&self, ns: &Namespace, ops: Vec<Op>) -> Result<Commit, EngineError> {
+impl RaftProposer {
+    /// Refuses a write this member cannot commit now (handing off, or cut off from its majority).
+    fn admit(&self, ns: &Namespace) -> Result<(), EngineError> {
         if let Some(c) = self.cluster.upgrade() {
             if c.writes_paused(ns.name()) {
                 return Err(EngineError::NotLeader {
@@ -393,35 +394,43 @@ impl Proposer for RaftProposer {
         }
         // A leader cut off from its majority cannot commit; say so at once instead of letting the
         // client wait (the majority elects another leader within about one lease).
-        {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            let lease = self.raft.config().election_timeout_max;
-            if m.state == ServerState::Leader && !leads_with_quorum(&m, lease) {
-                return Err(EngineError::NotLeader {
-                    name: ns.name().to_string(),
-                    reason: format!(
-                        "this member leads but has not heard from a majority of the group for {} ms \
-                         (cut off?); retry shortly",
-                        m.millis_since_quorum_ack.unwrap_or_default()
-                    ),
-                });
-            }
-        }
-        let Some(answer) = self.batcher.submit(ops) else {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let lease = self.raft.config().election_timeout_max;
+        if m.state == ServerState::Leader && !leads_with_quorum(&m, lease) {
             return Err(EngineError::NotLeader {
                 name: ns.name().to_string(),
-                reason: "the Raft group is stopping".into(),
+                reason: format!(
+                    "this member leads but has not heard from a majority of the group for {} ms \
+                     (cut off?); retry shortly",
+                    m.millis_since_quorum_ack.unwrap_or_default()
+                ),
             });
-        };
-        let fut = answer;
-        // Writers run on blocking threads; a caller on a runtime worker must not stall it.
-        let result = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(fut))
-            }
-            _ => self.rt.block_on(fut),
-        };
+        }
+        Ok(())
+    }
+
+    /// Queues `ops` in the batcher: the answer arrives on the receiver.
+    fn submit(
+        &self,
+        ns: &Namespace,
+        ops: Vec<Op>,
+    ) -> Result<tokio::sync::oneshot::Receiver<super::batcher::Outcome>, EngineError> {
+        self.admit(ns)?;
+        self.batcher
+            .submit(ops)
+            .ok_or_else(|| EngineError::NotLeader {
+                name: ns.name().to_string(),
+                reason: "the Raft group is stopping".into(),
+            })
+    }
+
+    /// The commit, or why the write was not committed, from the batcher's answer.
+    fn outcome(
+        &self,
+        ns: &Namespace,
+        result: Result<super::batcher::Outcome, tokio::sync::oneshot::error::RecvError>,
+    ) -> Result<Commit, EngineError> {
         let refused = match result {
             Ok(Ok(applied)) => {
                 return Ok(Commit {
@@ -458,6 +467,33 @@ impl Proposer for RaftProposer {
                     reason: format!("the write was not committed: {e}"),
                 },
             },
+        })
+    }
+}
+
+impl Proposer for RaftProposer {
+    fn propose(&self, ns: &Namespace, ops: Vec<Op>) -> Result<Commit, EngineError> {
+        let answer = self.submit(ns, ops)?;
+        // Writers run on blocking threads; a caller on a runtime worker must not stall it.
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(answer))
+            }
+            _ => self.rt.block_on(answer),
+        };
+        self.outcome(ns, result)
+    }
+
+    fn propose_async<'a>(
+        &'a self,
+        ns: &'a Namespace,
+        ops: Vec<Op>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Commit, EngineError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let answer = self.submit(ns, ops)?;
+            let result = answer.await;
+            self.outcome(ns, result)
         })
     }
 }
