@@ -27,6 +27,12 @@ pub struct Applied {
     pub payload: bytes::Bytes,
 }
 
+/// A member's write made ready: the ops for the group, or nothing left to write.
+enum Prepared<'a> {
+    Propose(&'a Arc<dyn Proposer>, Vec<Op>),
+    Done(Commit),
+}
+
 /// Where a member's `write` goes: the Raft group of its namespace (set by the cluster layer).
 pub trait Proposer: Send + Sync {
     /// Commits `ops` (prefix deletes already expanded) through the group; blocks until applied here.
@@ -61,24 +67,21 @@ impl Namespace {
 
     /// A member's write: expand prefix deletes against the applied state, then the proposer.
     pub(super) fn propose(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
-        let Some(p) = self.proposer.get() else {
-            return Err(EngineError::NotLeader {
-                name: self.inner.name.clone(),
-                reason: "the Raft group is not running yet".into(),
-            });
-        };
-        let ops = self.inner.expand(batch, self.latest_lsn())?;
-        if ops.is_empty() {
-            return Ok(Commit {
-                lsn: self.latest_lsn(),
-                hlc: self.latest_hlc(),
-            });
+        match self.prepare(batch)? {
+            Prepared::Propose(p, ops) => p.propose(self, ops),
+            Prepared::Done(c) => Ok(c),
         }
-        p.propose(self, ops)
     }
 
     /// [`Namespace::propose`] for a task, when expanding `batch` reads nothing (no prefix delete).
     pub(super) async fn propose_async(&self, batch: WriteBatch) -> Result<Commit, EngineError> {
+        match self.prepare(batch)? {
+            Prepared::Propose(p, ops) => p.propose_async(self, ops).await,
+            Prepared::Done(c) => Ok(c),
+        }
+    }
+
+    fn prepare(&self, batch: WriteBatch) -> Result<Prepared<'_>, EngineError> {
         let Some(p) = self.proposer.get() else {
             return Err(EngineError::NotLeader {
                 name: self.inner.name.clone(),
@@ -87,12 +90,12 @@ impl Namespace {
         };
         let ops = self.inner.expand(batch, self.latest_lsn())?;
         if ops.is_empty() {
-            return Ok(Commit {
+            return Ok(Prepared::Done(Commit {
                 lsn: self.latest_lsn(),
                 hlc: self.latest_hlc(),
-            });
+            }));
         }
-        p.propose_async(self, ops).await
+        Ok(Prepared::Propose(p, ops))
     }
 
     /// A fresh HLC for a record proposed by this member (the leader assigns it once; every member

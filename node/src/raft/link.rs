@@ -49,6 +49,9 @@ const INVALID: u8 = 2;
 const GRPC_AFTER_REFUSAL: Duration = Duration::from_secs(60);
 /// How long an accepted connection may stay silent before it is handed to gRPC undecided.
 const SORT_PATIENCE: Duration = Duration::from_secs(10);
+/// A served link without a request for this long is closed: its leader sends at least a heartbeat
+/// per `heartbeat_ms`, so it is gone (or cut off, its end of the connection long dropped).
+const IDLE: Duration = Duration::from_secs(60);
 
 /// Who is on the other end of a link.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -107,18 +110,35 @@ impl Link {
     ) -> Result<Resp, LinkError> {
         let frame = request_frame(APPEND, namespace, req)?;
         let attempt = async {
-            if self.conn.is_none() {
-                let (conn, theirs) = connect(addr, hello).await?;
-                learn(theirs);
-                self.conn = Some(conn);
+            // A connection kept from an earlier call may have died with its peer's process (a
+            // restart): such a failure before any answer is retried once on a new connection.
+            // AppendEntries is idempotent, so a request the peer did handle may come again.
+            let mut learn = Some(learn);
+            let mut retry = self.conn.is_some();
+            loop {
+                if self.conn.is_none() {
+                    let (conn, theirs) = connect(addr, hello).await?;
+                    if let Some(learn) = learn.take() {
+                        learn(theirs);
+                    }
+                    self.conn = Some(conn);
+                }
+                let Some(conn) = self.conn.as_mut() else {
+                    return Err(LinkError::Unreachable(format!("{addr}: no connection")));
+                };
+                let sent = match conn.get_mut().write_all(&frame).await {
+                    Ok(()) => read_frame(conn).await,
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(answer) => return decode_answer(addr, &answer),
+                    Err(_) if retry => {
+                        retry = false;
+                        self.conn = None;
+                    }
+                    Err(e) => return Err(LinkError::Unreachable(format!("{addr}: link: {e}"))),
+                }
             }
-            let Some(conn) = self.conn.as_mut() else {
-                return Err(LinkError::Unreachable(format!("{addr}: no connection")));
-            };
-            let lost = |e: io::Error| LinkError::Unreachable(format!("{addr}: link: {e}"));
-            conn.get_mut().write_all(&frame).await.map_err(lost)?;
-            let answer = read_frame(conn).await.map_err(lost)?;
-            decode_answer(addr, &answer)
         };
         let outcome = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
@@ -207,8 +227,12 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
             format!("a frame of {len} bytes exceeds {MAX_FRAME}"),
         ));
     }
-    let mut buf = vec![0; len];
-    r.read_exact(&mut buf).await?;
+    // Grows with what arrives: a peer announcing a large frame does not get it allocated at once.
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    r.take(len as u64).read_to_end(&mut buf).await?;
+    if buf.len() < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(buf)
 }
 
@@ -345,7 +369,11 @@ async fn serve_requests(conn: &mut BufReader<TcpStream>, service: &RaftService) 
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
     conn.get_mut().write_all(&ours).await?;
     loop {
-        let request = read_frame(conn).await?;
+        let request = tokio::time::timeout(IDLE, read_frame(conn))
+            .await
+            .map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "no request within the idle limit")
+            })??;
         let answer = answer(service, &request).await;
         conn.get_mut().write_all(&answer).await?;
     }
@@ -483,6 +511,78 @@ mod tests {
             .await;
         assert!(matches!(r, Err(LinkError::Refused(_))), "{r:?}");
         assert!(!link.usable(), "a refused link is not tried again at once");
+    }
+
+    /// A server that answers the handshake and then `n` requests with `answer` per connection.
+    async fn answering(answers_per_conn: usize) -> (String, tokio::task::JoinHandle<usize>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let mut conns = 0;
+            while let Ok((s, _)) = l.accept().await {
+                conns += 1;
+                let mut conn = BufReader::new(s);
+                let mut magic = [0; 8];
+                conn.read_exact(&mut magic).await.unwrap();
+                read_frame(&mut conn).await.unwrap();
+                let ours = hello_frame(&Hello {
+                    node: 2,
+                    http: "h:2".into(),
+                })
+                .unwrap();
+                conn.get_mut().write_all(&ours).await.unwrap();
+                for _ in 0..answers_per_conn {
+                    let Ok(req) = read_frame(&mut conn).await else {
+                        break;
+                    };
+                    let (_, _, payload) = parse_request(&req).unwrap();
+                    let n: u32 = bincode::deserialize(payload).unwrap();
+                    let body = bincode::serialize(&(n + 1)).unwrap();
+                    conn.get_mut()
+                        .write_all(&answer_frame(OK, &body))
+                        .await
+                        .unwrap();
+                }
+                if conns == 2 {
+                    return conns;
+                }
+                // Then the connection dies, as with a peer process that restarted.
+            }
+            conns
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn a_dead_kept_connection_is_replaced_within_the_call() {
+        let (addr, server) = answering(1).await;
+        let mut link = Link::default();
+        let hello = Hello {
+            node: 1,
+            http: String::new(),
+        };
+        let mut met = Vec::new();
+        let a: u32 = link
+            .call(
+                &addr,
+                &hello,
+                |h| met.push(h.node),
+                "ns",
+                &1u32,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a, 2);
+        assert_eq!(met, vec![2], "the peer's hello is learnt");
+        // The server closed that connection after one answer: the kept connection is dead, and
+        // the call goes through on a new one instead of failing.
+        let b: u32 = link
+            .call(&addr, &hello, |_| {}, "ns", &5u32, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(b, 6);
+        assert_eq!(server.await.unwrap(), 2, "one reconnection");
     }
 
     #[tokio::test]
