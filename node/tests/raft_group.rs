@@ -1566,3 +1566,66 @@ async fn appends_take_the_link_and_grpc_to_a_member_without_it() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// A hub group whose gRPC port uses mutual TLS (`grpc.tls_*`, one CA; every member presents its
+/// certificate as a client too): members elect, replicate and commit over TLS, AppendEntries stay
+/// on gRPC (the link is plain TCP, `raft/link.rs`), and every member holds every write, WALs
+/// identical record by record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_runs_over_mutual_tls() -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let root = tempfile::tempdir()?;
+    let c = reqwest::Client::new();
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let tls = root.path().join("tls");
+    std::fs::create_dir_all(&tls)?;
+    std::fs::write(tls.join("ca.pem"), ca_cert.pem())?;
+    std::fs::write(tls.join("cert.pem"), leaf_cert.pem())?;
+    std::fs::write(tls.join("key.pem"), leaf_key.serialize_pem())?;
+    let mut ms = members(root.path(), 3);
+    for m in ms.iter_mut() {
+        let yaml = m.proc.config().to_string().replace(
+            "grpc:\n",
+            &format!(
+                "grpc:\n  tls_ca_file: {0}/ca.pem\n  tls_cert_file: {0}/cert.pem\n  tls_key_file: {0}/key.pem\n",
+                tls.display()
+            ),
+        );
+        m.proc.set_config(yaml);
+    }
+    start_all(&c, &mut ms).await?;
+    let l = wait_leader(&c, &ms, None).await?;
+    let mut acks = Vec::new();
+    for i in 0..30 {
+        // Through every member: followers proxy to the leader.
+        let m = &ms[i % 3];
+        acks.push(put_acked(&c, &m.url(""), &format!("t{i:03}"), &format!("v{i}")).await?);
+    }
+    let base = ms[l].url("");
+    let (link, grpc) = (
+        appends_sent(&c, &base, "link").await?,
+        appends_sent(&c, &base, "grpc").await?,
+    );
+    eprintln!(
+        "leader {}: {link} AppendEntries over the link, {grpc} over gRPC (TLS)",
+        ms[l].id
+    );
+    assert_eq!(
+        link, 0,
+        "with TLS on, no AppendEntries takes the plain link"
+    );
+    assert!(
+        grpc >= 30,
+        "gRPC (TLS) carried {grpc} AppendEntries for 30 writes"
+    );
+    for m in ms.iter_mut() {
+        m.proc.terminate(Duration::from_secs(20))?;
+    }
+    Ok(())
+}
