@@ -17,24 +17,33 @@
 //!   RaftError>`; otherwise a UTF-8 reason).
 //!
 //! The gRPC listener sorts accepted connections by their first eight bytes ([`incoming`]): an
-//! HTTP/2 client opens with its preface, a link with [`MAGIC`]. A peer that closes the handshake
-//! (an older version, during a rolling upgrade) is called over gRPC for a while ([`Link`]). With
-//! gRPC TLS configured every call stays on gRPC.
+//! HTTP/2 client opens with its preface, a link with [`MAGIC`]. With gRPC TLS on, a link is a TLS
+//! connection that negotiates the ALPN protocol [`ALPN`] (gRPC negotiates `h2`), checked by the
+//! same certificates as gRPC; the TLS listener hands those to [`serve_diverted`]. A peer that
+//! refuses the handshake (an older version, during a rolling upgrade) is called over gRPC for a
+//! while ([`Link`]).
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::service::RaftService;
+use crate::replication::tls::ClientTls;
+
+/// A link's byte stream: plain TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
 
 /// The first bytes of a link connection, in both directions.
 pub const MAGIC: &[u8; 8] = b"UDBRAFT1";
+/// The ALPN protocol of a link over TLS.
+pub const ALPN: &[u8] = b"unisondb-raft-link/1";
 /// The largest frame either side accepts (as the gRPC service's message limit).
 const MAX_FRAME: usize = 256 << 20;
 /// Request kind: an AppendEntries for the named namespace's group.
@@ -78,7 +87,7 @@ pub enum LinkError {
 /// One follower's link, owned by the leader's client for it (openraft calls it sequentially).
 #[derive(Default)]
 pub struct Link {
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Box<dyn Io>>>,
     /// Set when the peer refused a link: until then, calls go over gRPC.
     grpc_until: Option<Instant>,
 }
@@ -97,11 +106,13 @@ impl Link {
     }
 
     /// Sends `req` for `namespace` to `addr` and waits at most `timeout` for the answer,
-    /// connecting first if needed. `learn` receives the peer's hello on a new connection. Any
-    /// failure drops the connection (an answer may still be in flight on it).
+    /// connecting first if needed (over TLS with `tls`). `learn` receives the peer's hello on a
+    /// new connection. Any failure drops the connection (an answer may still be in flight on it).
+    #[allow(clippy::too_many_arguments)]
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         addr: &str,
+        tls: Option<&ClientTls>,
         hello: &Hello,
         learn: impl FnOnce(Hello),
         namespace: &str,
@@ -117,7 +128,7 @@ impl Link {
             let mut retry = self.conn.is_some();
             loop {
                 if self.conn.is_none() {
-                    let (conn, theirs) = connect(addr, hello).await?;
+                    let (conn, theirs) = connect(addr, tls, hello).await?;
                     if let Some(learn) = learn.take() {
                         learn(theirs);
                     }
@@ -247,13 +258,21 @@ fn hello_frame(hello: &Hello) -> Result<Vec<u8>, LinkError> {
     Ok(out)
 }
 
-/// Opens a link to `addr` and exchanges hellos.
-async fn connect(addr: &str, hello: &Hello) -> Result<(BufReader<TcpStream>, Hello), LinkError> {
+/// Opens a link to `addr` (over TLS with `tls`) and exchanges hellos.
+async fn connect(
+    addr: &str,
+    tls: Option<&ClientTls>,
+    hello: &Hello,
+) -> Result<(BufReader<Box<dyn Io>>, Hello), LinkError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| LinkError::Unreachable(format!("{addr}: cannot connect: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let mut conn = BufReader::new(stream);
+    let io: Box<dyn Io> = match tls {
+        None => Box::new(stream),
+        Some(tls) => Box::new(handshake(addr, tls, stream).await?),
+    };
+    let mut conn = BufReader::new(io);
     conn.get_mut()
         .write_all(&hello_frame(hello)?)
         .await
@@ -270,6 +289,61 @@ async fn connect(addr: &str, hello: &Hello) -> Result<(BufReader<TcpStream>, Hel
     let theirs: Hello = bincode::deserialize(&frame)
         .map_err(|e| LinkError::Refused(format!("{addr}: undecodable hello: {e}")))?;
     Ok((conn, theirs))
+}
+
+/// The TLS handshake of a link, offering only [`ALPN`]: a member whose gRPC port does not know it
+/// (an older version) fails the handshake or picks no protocol, which refuses the link.
+async fn handshake(
+    addr: &str,
+    tls: &ClientTls,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, LinkError> {
+    use tokio_rustls::rustls::pki_types::ServerName;
+    let tls = tls.fresh();
+    let cfg = tls
+        .to_rustls(ALPN)
+        .map_err(|e| LinkError::Invalid(format!("{addr}: TLS: {e}")))?;
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(tls.domain.clone().unwrap_or_else(|| host.to_string()))
+        .map_err(|e| LinkError::Invalid(format!("{addr}: TLS server name: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, stream)
+        .await
+        .map_err(|e| LinkError::Refused(format!("{addr}: TLS handshake: {e}")))?;
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
+        return Err(LinkError::Refused(format!(
+            "{addr}: the TLS handshake agreed on no link protocol"
+        )));
+    }
+    Ok(stream)
+}
+
+/// Serves the links the TLS listener diverts (connections that negotiated [`ALPN`]).
+pub fn serve_diverted(
+    service: RaftService,
+    shutdown: CancellationToken,
+) -> tokio::sync::mpsc::Sender<tokio_rustls::server::TlsStream<TcpStream>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio_rustls::server::TlsStream<TcpStream>>(64);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                s = rx.recv() => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            let peer = stream
+                .get_ref()
+                .0
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tokio::spawn(serve(stream, peer, service.clone(), shutdown.clone()));
+        }
+    });
+    tx
 }
 
 /// What an accepted connection turned out to be.
@@ -329,7 +403,13 @@ pub fn incoming(
             let (tx, service, shutdown) = (tx.clone(), service.clone(), shutdown.clone());
             tokio::spawn(async move {
                 match sort(&stream).await {
-                    Sorted::Link => serve(stream, service, shutdown).await,
+                    Sorted::Link => {
+                        let peer = stream
+                            .peer_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_default();
+                        serve(stream, peer, service, shutdown).await
+                    }
                     Sorted::Grpc => {
                         let _ = tx.send(Ok(stream)).await;
                     }
@@ -342,11 +422,7 @@ pub fn incoming(
 }
 
 /// Serves one link: the handshake, then requests one at a time until the peer closes.
-async fn serve(stream: TcpStream, service: RaftService, shutdown: CancellationToken) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+async fn serve<S: Io>(stream: S, peer: String, service: RaftService, shutdown: CancellationToken) {
     let mut conn = BufReader::new(stream);
     let served = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
@@ -359,9 +435,12 @@ async fn serve(stream: TcpStream, service: RaftService, shutdown: CancellationTo
     }
 }
 
-async fn serve_requests(conn: &mut BufReader<TcpStream>, service: &RaftService) -> io::Result<()> {
+async fn serve_requests<S: Io>(conn: &mut BufReader<S>, service: &RaftService) -> io::Result<()> {
     let mut magic = [0; 8];
     conn.read_exact(&mut magic).await?;
+    if &magic != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a link"));
+    }
     let theirs: Hello = bincode::deserialize(&read_frame(conn).await?)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     service.met(theirs.node, &theirs.http);
@@ -507,7 +586,15 @@ mod tests {
             http: "h:1".into(),
         };
         let r: Result<u32, _> = link
-            .call(&addr, &hello, |_| {}, "ns", &1u32, Duration::from_secs(5))
+            .call(
+                &addr,
+                None,
+                &hello,
+                |_| {},
+                "ns",
+                &1u32,
+                Duration::from_secs(5),
+            )
             .await;
         assert!(matches!(r, Err(LinkError::Refused(_))), "{r:?}");
         assert!(!link.usable(), "a refused link is not tried again at once");
@@ -565,6 +652,7 @@ mod tests {
         let a: u32 = link
             .call(
                 &addr,
+                None,
                 &hello,
                 |h| met.push(h.node),
                 "ns",
@@ -578,7 +666,15 @@ mod tests {
         // The server closed that connection after one answer: the kept connection is dead, and
         // the call goes through on a new one instead of failing.
         let b: u32 = link
-            .call(&addr, &hello, |_| {}, "ns", &5u32, Duration::from_secs(5))
+            .call(
+                &addr,
+                None,
+                &hello,
+                |_| {},
+                "ns",
+                &5u32,
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(b, 6);
@@ -602,6 +698,7 @@ mod tests {
         let r: Result<u32, _> = link
             .call(
                 &addr,
+                None,
                 &hello,
                 |_| {},
                 "ns",

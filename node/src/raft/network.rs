@@ -222,7 +222,7 @@ pub struct PeerClient {
     addr: String,
     peers: Arc<Peers>,
     durable: Durability,
-    /// AppendEntries go over it unless gRPC TLS is on (or the peer refused it).
+    /// AppendEntries go over it (with gRPC's TLS when on) unless the peer refused it.
     link: Link,
 }
 
@@ -315,6 +315,7 @@ impl PeerClient {
                 .link
                 .call(
                     &self.addr,
+                    self.peers.tls.as_ref(),
                     &self.peers.hello,
                     |h| directory.note(h.node, &h.http),
                     &self.namespace,
@@ -355,11 +356,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .durable
             .settle(rpc.leader_commit, COMMIT_PATIENCE)
             .await;
-        let transport = if self.peers.tls.is_none() && self.link.usable() {
-            "link"
-        } else {
-            "grpc"
-        };
+        let transport = if self.link.usable() { "link" } else { "grpc" };
         let timer = (!rpc.entries.is_empty()).then(|| {
             crate::metrics::RAFT_APPEND_RTT_SECONDS
                 .with_label_values(&[&self.namespace, transport])

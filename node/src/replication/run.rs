@@ -99,9 +99,7 @@ pub async fn serve_with_raft(
     // Cluster mode: the listener also takes AppendEntries links (raft/link.rs), unless TLS is on
     // (links are plain TCP) or a test plays an older member that has none.
     let links = match &raft {
-        Some(r) if tls.is_none() && std::env::var_os("UNISONDB_FAULT_NO_RAFT_LINK").is_none() => {
-            Some(r.clone())
-        }
+        Some(r) if std::env::var_os("UNISONDB_FAULT_NO_RAFT_LINK").is_none() => Some(r.clone()),
         _ => None,
     };
     let router = Server::builder()
@@ -112,9 +110,14 @@ pub async fn serve_with_raft(
     match (tls, links) {
         // Our own TLS accept loop rather than tonic's, so renewed certificates take effect
         // without a restart (crate::tls).
-        (Some(tls), _) => {
+        (Some(tls), links) => {
             let certs = Arc::new(tls.certs()?);
-            let incoming = TlsListener::new(listener, certs)?.into_incoming();
+            // Links negotiate their own ALPN protocol; the rest is gRPC.
+            let divert = links.map(|l| {
+                let tx = crate::raft::link::serve_diverted(l, shutdown.clone());
+                (crate::raft::link::ALPN, tx)
+            });
+            let incoming = TlsListener::diverting(listener, certs, divert)?.into_incoming();
             router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await?

@@ -82,7 +82,8 @@ impl ServerTls {
 
     /// The listener's certificates (HTTP/2 only, as gRPC needs), reloaded from `files` on change.
     pub fn certs(&self) -> Result<ServerCerts, ReplicationError> {
-        let alpn: &[&[u8]] = &[b"h2"];
+        // HTTP/2 for gRPC; a hub group's AppendEntries link asks for its own protocol.
+        let alpn: &[&[u8]] = &[b"h2", crate::raft::link::ALPN];
         let certs = match &self.files {
             Some(f) => ServerCerts::from_files("grpc", f.clone(), alpn),
             None => ServerCerts::from_pem(
@@ -159,6 +160,41 @@ impl ClientTls {
             tracing::warn!(error = %e, "cannot re-read replication TLS files; using the last good copy");
             self.clone()
         })
+    }
+
+    /// A rustls client config offering only `alpn` (the AppendEntries link's own connections).
+    pub fn to_rustls(
+        &self,
+        alpn: &[u8],
+    ) -> Result<tokio_rustls::rustls::ClientConfig, ReplicationError> {
+        use tokio_rustls::rustls;
+        let bad = |e: String| ReplicationError::Tls(e);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut self.ca_pem.as_slice()).filter_map(Result::ok) {
+            roots.add(c).map_err(|e| bad(e.to_string()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots);
+        let mut cfg = match (&self.cert_pem, &self.key_pem) {
+            (Some(c), Some(k)) => {
+                let chain = rustls_pemfile::certs(&mut c.as_slice())
+                    .filter_map(Result::ok)
+                    .collect();
+                let key = rustls_pemfile::private_key(&mut k.as_slice())
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| bad("no private key in the client key file".into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| bad(e.to_string()))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        Ok(cfg)
     }
 
     pub fn to_tonic(&self, default_domain: &str) -> ClientTlsConfig {

@@ -19,8 +19,21 @@ pub struct TlsListener {
     local: SocketAddr,
 }
 
+/// Where connections that negotiated a given ALPN protocol go instead of the listener's stream.
+pub type Diversion = (&'static [u8], mpsc::Sender<TlsStream<TcpStream>>);
+
 impl TlsListener {
     pub fn new(tcp: TcpListener, certs: Arc<ServerCerts>) -> std::io::Result<TlsListener> {
+        Self::diverting(tcp, certs, None)
+    }
+
+    /// [`TlsListener::new`], sending connections that negotiated `divert`'s protocol to its
+    /// channel (the gRPC port's AppendEntries links, `raft/link.rs`).
+    pub fn diverting(
+        tcp: TcpListener,
+        certs: Arc<ServerCerts>,
+        divert: Option<Diversion>,
+    ) -> std::io::Result<TlsListener> {
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -38,12 +51,19 @@ impl TlsListener {
                 }
                 let _ = sock.set_nodelay(true);
                 let acceptor = certs.acceptor();
-                let tx = tx.clone();
+                let (tx, divert) = (tx.clone(), divert.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = tx.send((stream, addr)).await;
-                        }
+                        Ok(Ok(stream)) => match divert {
+                            Some((alpn, to))
+                                if stream.get_ref().1.alpn_protocol() == Some(alpn) =>
+                            {
+                                let _ = to.send(stream).await;
+                            }
+                            _ => {
+                                let _ = tx.send((stream, addr)).await;
+                            }
+                        },
                         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
                     }
