@@ -193,8 +193,8 @@ counter!(
     "Cluster mode: times this member saw the namespace's group change leader"
 );
 
-/// Cluster mode: AppendEntries sent, by transport (`link`: raft/link.rs; `grpc`: with TLS or to
-/// an older member), so an operator sees which path the hot loop takes.
+/// Cluster mode: AppendEntries sent, by transport (`link`: raft/link.rs; `grpc`: to a member that
+/// refused the link, e.g. an older one), so an operator sees which path the hot loop takes.
 pub static RAFT_APPENDS_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec_with_registry!(
         "unisondb_raft_appends_sent_total",

@@ -1,5 +1,5 @@
-//! The AppendEntries link: one plain TCP connection per (group, follower), beside gRPC on the
-//! same port.
+//! The AppendEntries link: one connection per (group, follower), beside gRPC on the same port
+//! (plain TCP, or TLS when gRPC uses it).
 //!
 //! Why: AppendEntries is the hot path of every quorum write (two per write per follower). A tonic
 //! unary call costs each side an HTTP/2 stream, HPACK-coded headers and several task hops (buffer

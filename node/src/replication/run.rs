@@ -96,8 +96,8 @@ pub async fn serve_with_raft(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), mtls = tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
         "gRPC replication server listening");
-    // Cluster mode: the listener also takes AppendEntries links (raft/link.rs), unless TLS is on
-    // (links are plain TCP) or a test plays an older member that has none.
+    // Cluster mode: the listener also takes AppendEntries links (raft/link.rs), unless a test plays
+    // an older member that has none.
     let links = match &raft {
         Some(r) if std::env::var_os("UNISONDB_FAULT_NO_RAFT_LINK").is_none() => Some(r.clone()),
         _ => None,
