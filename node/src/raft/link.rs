@@ -581,26 +581,28 @@ mod tests {
             let _ = s.read_exact(&mut b).await;
         });
         let mut link = Link::default();
-        let hello = Hello {
-            node: 1,
-            http: "h:1".into(),
-        };
-        let r: Result<u32, _> = link
-            .call(
-                &addr,
-                None,
-                &hello,
-                |_| {},
-                "ns",
-                &1u32,
-                Duration::from_secs(5),
-            )
-            .await;
+        let r = send(&mut link, &addr, 1, Duration::from_secs(5)).await;
         assert!(matches!(r, Err(LinkError::Refused(_))), "{r:?}");
         assert!(!link.usable(), "a refused link is not tried again at once");
     }
 
-    /// A server that answers the handshake and then `n` requests with `answer` per connection.
+    /// One call of `link` to `addr` carrying `n` (a `u32`), as member 1.
+    async fn send(
+        link: &mut Link,
+        addr: &str,
+        n: u32,
+        timeout: Duration,
+    ) -> Result<u32, LinkError> {
+        let hello = Hello {
+            node: 1,
+            http: String::new(),
+        };
+        link.call(addr, None, &hello, |_| {}, "ns", &n, timeout)
+            .await
+    }
+
+    /// A server that answers the handshake and then `answers_per_conn` requests per connection,
+    /// each with the number it carried plus one.
     async fn answering(answers_per_conn: usize) -> (String, tokio::task::JoinHandle<usize>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
@@ -665,16 +667,7 @@ mod tests {
         assert_eq!(met, vec![2], "the peer's hello is learnt");
         // The server closed that connection after one answer: the kept connection is dead, and
         // the call goes through on a new one instead of failing.
-        let b: u32 = link
-            .call(
-                &addr,
-                None,
-                &hello,
-                |_| {},
-                "ns",
-                &5u32,
-                Duration::from_secs(5),
-            )
+        let b = send(&mut link, &addr, 5, Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(b, 6);
@@ -691,21 +684,7 @@ mod tests {
             drop(s);
         });
         let mut link = Link::default();
-        let hello = Hello {
-            node: 1,
-            http: String::new(),
-        };
-        let r: Result<u32, _> = link
-            .call(
-                &addr,
-                None,
-                &hello,
-                |_| {},
-                "ns",
-                &1u32,
-                Duration::from_millis(200),
-            )
-            .await;
+        let r = send(&mut link, &addr, 1, Duration::from_millis(200)).await;
         assert!(matches!(r, Err(LinkError::Unreachable(_))), "{r:?}");
         assert!(link.conn.is_none());
         assert!(link.usable(), "a timeout is not a refusal");
