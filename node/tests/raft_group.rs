@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::Value;
-use unisondb_testkit::{loopback_config, NodeProcess, Ports, Wait};
+use unisondb_testkit::{loopback_config, NodeProcess, Ports, TestCa, Wait};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 const NS: &str = "ha";
@@ -1580,20 +1580,14 @@ async fn appends_by_transport(ms: &mut [Member]) -> anyhow::Result<()> {
 /// TLS to one that refuses it, and every member holds every write, WALs identical record by record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_runs_over_mutual_tls() -> anyhow::Result<()> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let root = tempfile::tempdir()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-    let leaf_key = KeyPair::generate()?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key)?;
+    let ca = TestCa::new("hub group test CA");
+    let (cert, key) = ca.leaf(&["127.0.0.1", "localhost"]);
     let tls = root.path().join("tls");
     std::fs::create_dir_all(&tls)?;
-    std::fs::write(tls.join("ca.pem"), ca_cert.pem())?;
-    std::fs::write(tls.join("cert.pem"), leaf_cert.pem())?;
-    std::fs::write(tls.join("key.pem"), leaf_key.serialize_pem())?;
+    std::fs::write(tls.join("ca.pem"), ca.pem())?;
+    std::fs::write(tls.join("cert.pem"), cert)?;
+    std::fs::write(tls.join("key.pem"), key)?;
     let mut ms = members(root.path(), 3);
     for m in ms.iter_mut() {
         let yaml = m.proc.config().to_string().replace(

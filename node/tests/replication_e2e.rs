@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use unisondb::engine::{EngineOptions, Namespace};
 use unisondb::wal::Record;
-use unisondb_testkit::{free_port, NodeProcess};
+use unisondb_testkit::{free_port, NodeProcess, TestCa};
 
 const BIN: &str = env!("CARGO_BIN_EXE_unisondb");
 
@@ -533,22 +533,12 @@ struct Pki {
 impl Pki {
     /// Writes `<name>-ca.pem` and signed leaves `<leaf>.pem`/`<leaf>.key` for each `(leaf, dns)`.
     fn new(dir: &Path, ca_name: &str, leaves: &[(&str, &str)]) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, ca_name.to_string());
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = p.self_signed(&ca_key).unwrap();
+        let ca = TestCa::new(ca_name);
         std::fs::write(dir.join(format!("{ca_name}-ca.pem")), ca.pem()).unwrap();
         for (leaf, dns) in leaves {
-            let key = KeyPair::generate().unwrap();
-            let cert = CertificateParams::new(vec![dns.to_string()])
-                .unwrap()
-                .signed_by(&key, &ca, &ca_key)
-                .unwrap();
-            std::fs::write(dir.join(format!("{leaf}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{leaf}.key")), key.serialize_pem()).unwrap();
+            let (cert, key) = ca.leaf(&[dns]);
+            std::fs::write(dir.join(format!("{leaf}.pem")), cert).unwrap();
+            std::fs::write(dir.join(format!("{leaf}.key")), key).unwrap();
         }
         Pki {
             dir: dir.to_path_buf(),

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use unisondb::db::Database;
@@ -12,35 +11,7 @@ use unisondb::replication::relayer::{follow, FollowConfig};
 use unisondb::replication::run::serve_on;
 use unisondb::replication::{AckRegistry, ClientTls, ReplicationState, ServerTls};
 use unisondb::storage::batch::WriteBatch;
-
-struct Ca {
-    pem: String,
-    cert: Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, name.to_string());
-    let key = KeyPair::generate().unwrap();
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        cert,
-        key,
-    }
-}
-
-/// (cert PEM, key PEM) signed by `ca` for `names`.
-fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
-    let p =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
+use unisondb_testkit::TestCa;
 
 fn opts() -> EngineOptions {
     EngineOptions {
@@ -51,11 +22,11 @@ fn opts() -> EngineOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_accepts_the_right_ca_and_rejects_others() {
-    let good = ca("unisondb test CA");
-    let evil = ca("some other CA");
-    let (srv_cert, srv_key) = leaf(&good, &["localhost"]);
-    let (cli_cert, cli_key) = leaf(&good, &["relayer-1"]);
-    let (bad_cert, bad_key) = leaf(&evil, &["relayer-x"]);
+    let good = TestCa::new("unisondb test CA");
+    let evil = TestCa::new("some other CA");
+    let (srv_cert, srv_key) = good.leaf(&["localhost"]);
+    let (cli_cert, cli_key) = good.leaf(&["relayer-1"]);
+    let (bad_cert, bad_key) = evil.leaf(&["relayer-x"]);
 
     let hd = tempfile::tempdir().unwrap();
     let hub = Database::open(hd.path(), &["default".into()], &opts()).unwrap();
@@ -72,7 +43,7 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
     let tls = ServerTls {
         cert_pem: srv_cert.into_bytes(),
         key_pem: srv_key.into_bytes(),
-        client_ca_pem: Some(good.pem.clone().into_bytes()),
+        client_ca_pem: Some(good.pem().into_bytes()),
         files: None,
     };
     let server = tokio::spawn(serve_on(
@@ -105,14 +76,13 @@ async fn mtls_accepts_the_right_ca_and_rejects_others() {
     };
 
     let (_d1, ok_ns, ok_state, ok_stop, ok_task) =
-        run(cli_cert.clone(), cli_key.clone(), good.pem.clone(), "https");
-    let (_d2, bad_ns, bad_state, bad_stop, bad_task) =
-        run(bad_cert, bad_key, good.pem.clone(), "https");
+        run(cli_cert.clone(), cli_key.clone(), good.pem(), "https");
+    let (_d2, bad_ns, bad_state, bad_stop, bad_task) = run(bad_cert, bad_key, good.pem(), "https");
     let (_d3, plain_ns, plain_state, plain_stop, plain_task) =
         run(String::new(), String::new(), String::new(), "http");
     // A client that does not trust the server's CA refuses it too.
     let (_d4, distrust_ns, _s4, distrust_stop, distrust_task) =
-        run(cli_cert, cli_key, evil.pem.clone(), "https");
+        run(cli_cert, cli_key, evil.pem(), "https");
 
     let t = Instant::now();
     while ok_ns.latest_lsn() != h.latest_lsn() {

@@ -1,7 +1,8 @@
 //! Test support shared by the node, operator and e2e tests, so each helper exists once:
 //! [`free_port`], [`wait_for`] (poll with a deadline and a message), [`NodeProcess`] (one real
 //! `unisondb` process), [`ControlPlane`] (a throwaway etcd + kube-apiserver v1.20.2), [`MotoS3`]
-//! (a real S3-compatible server) and [`KvLoad`] (KV writes with a model of what was acknowledged).
+//! (a real S3-compatible server), [`KvLoad`] (KV writes with a model of what was acknowledged) and
+//! [`TestCa`] (a throwaway CA for TLS tests).
 //!
 //! Helpers return [`Error`]; tests turn it into a failure with `?` or `expect`.
 
@@ -12,6 +13,7 @@ mod loopback;
 mod node;
 mod objstore;
 mod paths;
+mod pki;
 mod port;
 mod wait;
 
@@ -22,5 +24,6 @@ pub use loopback::{loopback_config, small_node, LoopbackNode, Ports};
 pub use node::NodeProcess;
 pub use objstore::{MotoS3, S3_ACCESS_KEY, S3_SECRET_KEY};
 pub use paths::{cache_dir, k8s_bin_dir, repo_root, venv_python};
+pub use pki::TestCa;
 pub use port::{free_port, free_port_pair, use_whole_port_range};
 pub use wait::{wait_for, TimedOut, Wait};

@@ -388,7 +388,7 @@ fn histogram(c: &Client, base: &str, name: &str) -> (f64, f64) {
     (sum, count)
 }
 
-/// Mean of histogram `name` (ms) over the members at `bases` between two readings.
+/// Mean (ms) of a histogram read as (sum, count) on each member, between two readings.
 fn mean_ms(before: &[(f64, f64)], after: &[(f64, f64)]) -> f64 {
     let (s, n) = before
         .iter()

@@ -107,17 +107,19 @@ impl Namespace {
     /// Appends Raft log records (contiguous after the last appended LSN) and fsyncs them. They are
     /// neither applied nor visible. Returns the last appended LSN.
     pub fn raft_append(&self, records: Vec<Record>) -> Result<u64, EngineError> {
-        self.raft_log(records, true)
+        if records.is_empty() {
+            return Ok(self.last_appended_lsn());
+        }
+        Ok(self
+            .inner
+            .submit(super::write::Request::RaftAppend(records, true))?
+            .lsn)
     }
 
-    /// Like [`Namespace::raft_append`] without the fsync: the records are readable (Raft replicates
-    /// them at once) but durable only after a later [`Namespace::raft_sync`].
-    pub fn raft_write(&self, records: Vec<Record>) -> Result<u64, EngineError> {
-        self.raft_log(records, false)
-    }
-
-    /// [`Namespace::raft_write`] for a task: on the task when it is a `pwrite` (no segment roll
-    /// due, no other commit running), else on a blocking thread; never blocks a runtime worker.
+    /// Like [`Namespace::raft_append`] without the fsync, for a task: the records are readable
+    /// (Raft replicates them at once) but durable only after a later [`Namespace::raft_sync`].
+    /// On the task when it is a `pwrite` (no segment roll due, no other commit running), else on
+    /// a blocking thread; never blocks a runtime worker.
     pub async fn raft_write_async(&self, records: Vec<Record>) -> Result<u64, EngineError> {
         if records.is_empty() {
             return Ok(self.last_appended_lsn());
@@ -126,16 +128,6 @@ impl Namespace {
             .inner
             .submit_async(super::write::Request::RaftAppend(records, false))
             .await?
-            .lsn)
-    }
-
-    fn raft_log(&self, records: Vec<Record>, sync: bool) -> Result<u64, EngineError> {
-        if records.is_empty() {
-            return Ok(self.last_appended_lsn());
-        }
-        Ok(self
-            .inner
-            .submit(super::write::Request::RaftAppend(records, sync))?
             .lsn)
     }
 

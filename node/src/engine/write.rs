@@ -39,11 +39,9 @@ impl Request {
                 Op::DeletePrefix { .. } => None,
                 op => Some(n + op.weight()),
             }),
-            Request::Replicated(records, _) => {
-                Some(records.iter().map(|r| r.payload.len() + 64).sum())
-            }
-            // A Raft append fsyncs on the log's sync thread (`raft/store.rs`), not here.
-            Request::RaftAppend(records, false) => {
+            // A Raft append without its own fsync is fsynced by the log's sync thread
+            // (`raft/store.rs`), not here.
+            Request::Replicated(records, _) | Request::RaftAppend(records, false) => {
                 Some(records.iter().map(|r| r.payload.len() + 64).sum())
             }
             Request::RaftApply(entries) => Some(entries.iter().map(|e| e.payload.len() + 64).sum()),

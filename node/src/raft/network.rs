@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -16,6 +16,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use parking_lot::{Mutex, RwLock};
+use prometheus::{Histogram, IntCounter};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataMap, MetadataValue};
@@ -211,6 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             durable: self.durable.clone(),
             link: Link::default(),
+            metrics: AppendMetrics::new(&self.namespace),
         }
     }
 }
@@ -224,6 +226,7 @@ pub struct PeerClient {
     durable: Durability,
     /// AppendEntries go over it (with gRPC's TLS when on) unless the peer refused it.
     link: Link,
+    metrics: AppendMetrics,
 }
 
 /// Why a call did not produce the peer's answer.
@@ -285,11 +288,29 @@ impl PeerClient {
 /// How long an AppendEntries waits for the leader's own fsync of the commit index it carries.
 const COMMIT_PATIENCE: Duration = Duration::from_millis(20);
 
-/// Counts an AppendEntries sent over `transport`.
-fn sent(namespace: &str, transport: &str) {
-    crate::metrics::RAFT_APPENDS_SENT
-        .with_label_values(&[namespace, transport])
-        .inc();
+/// What carried an AppendEntries (the `transport` label of its metrics).
+#[derive(Clone, Copy)]
+enum Transport {
+    Link = 0,
+    Grpc = 1,
+}
+
+/// One (group, peer)'s AppendEntries metrics, indexed by [`Transport`], resolved once: the labels
+/// are looked up at client creation, not on every call of the write path.
+struct AppendMetrics {
+    sent: [IntCounter; 2],
+    rtt: [Histogram; 2],
+}
+
+impl AppendMetrics {
+    fn new(namespace: &str) -> AppendMetrics {
+        let sent = |t| crate::metrics::RAFT_APPENDS_SENT.with_label_values(&[namespace, t]);
+        let rtt = |t| crate::metrics::RAFT_APPEND_RTT_SECONDS.with_label_values(&[namespace, t]);
+        AppendMetrics {
+            sent: [sent("link"), sent("grpc")],
+            rtt: [rtt("link"), rtt("grpc")],
+        }
+    }
 }
 
 /// Which RPC.
@@ -301,15 +322,18 @@ enum Kind {
 }
 
 impl PeerClient {
-    /// An AppendEntries over `transport` (`link` falls back to gRPC when the peer refuses it).
+    /// An AppendEntries over the link, or over gRPC when the peer refuses it (for a while, after
+    /// a refusal); says which carried it.
     async fn append(
         &mut self,
-        transport: &str,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>> {
-        if transport == "link" {
-            sent(&self.namespace, "link");
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> (
+        Transport,
+        Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>>,
+    ) {
+        if self.link.usable() {
+            self.metrics.sent[Transport::Link as usize].inc();
             let directory = &self.peers.directory;
             let answer = self
                 .link
@@ -319,28 +343,40 @@ impl PeerClient {
                     &self.peers.hello,
                     |h| directory.note(h.node, &h.http),
                     &self.namespace,
-                    &rpc,
+                    rpc,
                     option.hard_ttl(),
                 )
                 .await;
             let answer: Result<AppendEntriesResponse<u64>, RaftError<u64>> = match answer {
                 Ok(answer) => answer,
                 Err(LinkError::Unreachable(e)) => {
-                    return Err(RPCError::Unreachable(Unreachable::new(&CallError(e))))
+                    let e = RPCError::Unreachable(Unreachable::new(&CallError(e)));
+                    return (Transport::Link, Err(e));
                 }
                 Err(LinkError::Invalid(e)) => {
-                    return Err(RPCError::Network(NetworkError::new(&CallError(e))))
+                    let e = RPCError::Network(NetworkError::new(&CallError(e)));
+                    return (Transport::Link, Err(e));
                 }
                 // An older member: this call and the next ones for a while go over gRPC.
-                Err(LinkError::Refused(_)) => {
-                    sent(&self.namespace, "grpc");
-                    return self.call(Kind::Append, &rpc, &option).await;
-                }
+                Err(LinkError::Refused(_)) => return self.append_grpc(rpc, option).await,
             };
-            return answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)));
+            let answer =
+                answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)));
+            return (Transport::Link, answer);
         }
-        sent(&self.namespace, "grpc");
-        self.call(Kind::Append, &rpc, &option).await
+        self.append_grpc(rpc, option).await
+    }
+
+    async fn append_grpc(
+        &self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> (
+        Transport,
+        Result<AppendEntriesResponse<u64>, RpcErr<openraft::error::Infallible>>,
+    ) {
+        self.metrics.sent[Transport::Grpc as usize].inc();
+        (Transport::Grpc, self.call(Kind::Append, rpc, option).await)
     }
 }
 
@@ -356,23 +392,15 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .durable
             .settle(rpc.leader_commit, COMMIT_PATIENCE)
             .await;
-        let transport = if self.link.usable() { "link" } else { "grpc" };
-        let timer = (!rpc.entries.is_empty()).then(|| {
-            crate::metrics::RAFT_APPEND_RTT_SECONDS
-                .with_label_values(&[&self.namespace, transport])
-                .start_timer()
-        });
-        let answer = self.append(transport, rpc, option).await;
-        // A failed call says nothing of the round trip.
-        match (timer, &answer) {
-            (Some(t), Ok(_)) => t.observe_duration(),
-            (Some(t), Err(_)) => {
-                t.stop_and_discard();
-            }
-            (None, _) => {}
+        let started = (!rpc.entries.is_empty()).then(Instant::now);
+        let (transport, answer) = self.append(&rpc, &option).await;
+        // Round trips of entries only (heartbeats carry no fsync); a failed call says nothing.
+        if let (Some(t), Ok(_)) = (started, &answer) {
+            self.metrics.rtt[transport as usize].observe(t.elapsed().as_secs_f64());
         }
         answer
     }
+
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,

@@ -87,9 +87,7 @@ impl RaftService {
     /// link (`link.rs`) share it.
     pub(super) async fn append_payload(&self, ns: &str, payload: &[u8]) -> Result<Vec<u8>, Status> {
         let raft = self.group(ns)?;
-        let req: openraft::raft::AppendEntriesRequest<super::TypeConfig> =
-            bincode::deserialize(payload)
-                .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))?;
+        let req: openraft::raft::AppendEntriesRequest<super::TypeConfig> = decode(payload)?;
         let timer = (!req.entries.is_empty()).then(|| {
             crate::metrics::RAFT_APPEND_SERVE_SECONDS
                 .with_label_values(&[ns])
@@ -97,8 +95,7 @@ impl RaftService {
         });
         let answer = raft.append_entries(req).await;
         drop(timer);
-        bincode::serialize(&answer)
-            .map_err(|e| Status::internal(format!("Raft answer does not encode: {e}")))
+        encode(&answer)
     }
 
     /// Records a member that introduced itself on a link.
@@ -133,15 +130,20 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(req: &RaftRequest) -> Result<T, Status> {
-    bincode::deserialize(&req.payload)
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
+    bincode::deserialize(payload)
         .map_err(|e| Status::invalid_argument(format!("undecodable Raft request: {e}")))
 }
 
+fn encode<T: Serialize>(answer: &T) -> Result<Vec<u8>, Status> {
+    bincode::serialize(answer)
+        .map_err(|e| Status::internal(format!("Raft answer does not encode: {e}")))
+}
+
 fn reply<T: Serialize>(answer: &T) -> Result<Response<RaftReply>, Status> {
-    let payload = bincode::serialize(answer)
-        .map_err(|e| Status::internal(format!("Raft answer does not encode: {e}")))?;
-    Ok(Response::new(RaftReply { payload }))
+    Ok(Response::new(RaftReply {
+        payload: encode(answer)?,
+    }))
 }
 
 #[tonic::async_trait]
@@ -171,7 +173,7 @@ impl Raft for RaftService {
                 ));
             }
         }
-        let answer = raft.vote(decode(&req)?).await;
+        let answer = raft.vote(decode(&req.payload)?).await;
         self.reply(&answer)
     }
 
@@ -198,7 +200,7 @@ impl Raft for RaftService {
             .prevote_targets
             .get(&req.namespace)
             .ok_or_else(|| Status::unavailable("the group is starting"))?;
-        let ask: super::prevote::Ask = decode(&req)?;
+        let ask: super::prevote::Ask = decode(&req.payload)?;
         let answer = super::prevote::answer(&cluster, &ns, &raft, &ask).await;
         self.reply(&answer)
     }
@@ -265,7 +267,7 @@ impl Raft for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.group(&req.namespace)?;
-        let answer = raft.install_snapshot(decode(&req)?).await;
+        let answer = raft.install_snapshot(decode(&req.payload)?).await;
         self.reply(&answer)
     }
 }

@@ -62,12 +62,12 @@ impl RaftState {
         Ok(())
     }
 
-    /// Writes the state if the last write is older than 200 ms; otherwise marks it dirty.
     /// Whether [`RaftState::save_lazily`] would write now (else it only marks the state dirty).
     pub fn save_due(&self) -> bool {
         self.saved_at.is_none_or(|t| t.elapsed().as_millis() >= 200)
     }
 
+    /// Writes the state if the last write is older than 200 ms; otherwise marks it dirty.
     pub fn save_lazily(&mut self) -> std::io::Result<()> {
         if self.save_due() {
             self.save()

@@ -388,37 +388,26 @@ impl LogStore {
         self.state.lock().data.purged
     }
 
-    /// Entries with index in `[start, end)`, read from the WAL (appended, committed or not).
-    /// Entries `[start, end)` when no disk read is needed (past the log, or among the recent
-    /// entries kept in memory): replication and apply then take no thread hop.
-    fn cached_entries(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+    /// Entries with index in `[start, end)` (appended, committed or not): from the recent entries
+    /// kept in memory when they are there (replication and apply then take no thread hop), else
+    /// read from the WAL on a blocking thread.
+    async fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         let start = match self.purged() {
             Some(p) => start.max(p.index + 1),
             None => start,
         };
         let last = self.ns.last_appended_lsn();
         if start >= end || entry::lsn_of(start) > last {
-            return Some(Vec::new());
+            return Ok(Vec::new());
         }
-        self.recent.lock().get(start, end, last)
-    }
-
-    /// Entries `[start, end)`, from memory or the WAL.
-    async fn entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
-        match self.cached_entries(start, end) {
-            Some(hit) => Ok(hit),
-            None => blocking(|| self.read_entries(start, end)),
-        }
-    }
-
-    fn read_entries(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
-        if let Some(hit) = self.cached_entries(start, end) {
+        if let Some(hit) = self.recent.lock().get(start, end, last) {
             return Ok(hit);
         }
-        let start = match self.purged() {
-            Some(p) => start.max(p.index + 1),
-            None => start,
-        };
+        blocking(|| self.read_wal(start, end))
+    }
+
+    /// Entries with index in `[start, end)`, `start` past the purged index, read from the WAL.
+    fn read_wal(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
         // The WAL may start later (a snapshot install or an empty log started past a purge).
         let from = entry::lsn_of(start).max(self.ns.wal_first_lsn().unwrap_or(1));
         let mut reader = self.ns.appended_reader(from).map_err(io_read)?;
